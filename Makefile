@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test eval bench simulate clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU torch from the local wheel cache; a bare `torch` would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/medgan demo --output demo_out
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+eval: venv
+	$(BIN)/python -m MedGANLogic.evaluate --report Testing/Reports
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+simulate: venv
+	$(BIN)/medgan simulate --sample-data Resources/SampleData
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info

@@ -1,0 +1,197 @@
+"""Model cards: what a model is, what it expects, how to normalise its input and what it may be used for.
+
+A model is a folder holding ``card.json`` and ``weights.safetensors``. Example card::
+
+    {
+      "id": "mr-t1-to-t2", "version": "1.0.0", "task": "synthesize",
+      "name": "T1w to T2w (pix2pix)",
+      "architecture": {"name": "unet2d", "params": {"in_channels": 1, "out_channels": 1, "features": 32}},
+      "dims": "2d", "slice_axis": 0, "context_slices": 0, "tile_size": [256, 256],
+      "scale_factor": [1, 1, 1],
+      "input": {"modality": "MR", "contrast": "T1w",
+                "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5], "range": [-1, 1]}},
+      "output": {"modality": "MR", "contrast": "T2w", "units": "a.u.",
+                 "normalization": {"kind": "fixed", "window": [0, 1000], "range": [-1, 1]}},
+      "weights": {"file": "weights.safetensors", "sha256": "<64 hex digits>"},
+      "training_data": "...", "license": "...", "intended_use": "research, not for diagnosis"
+    }
+
+Fields:
+  * ``task``: synthesize | denoise | superres | anomaly | segment.
+  * ``dims``: ``2d`` (slice-wise along ``slice_axis`` of the (z, y, x) array), ``2.5d`` (2d with
+    ``context_slices`` neighbours on each side stacked as channels) or ``3d`` (patches of ``tile_size``).
+  * ``tile_size``: in-plane tile for 2d/2.5d (2 numbers, in the order of the remaining array axes) or a 3d patch.
+  * ``scale_factor``: output/input voxel ratio along (z, y, x); 1 everywhere except super-resolution.
+  * normalisation kinds: ``ct_window`` (HU window -> range, clipped), ``mr_percentile`` (foreground
+    percentiles -> range), ``fixed`` (a fixed intensity window -> range), ``same_as_input`` (output only:
+    undo the input's normalisation, for denoising and super-resolution), ``none``.
+  * ``extras``: task-specific values (e.g. the anomaly threshold chosen on validation data, segment names).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+TASKS = ("synthesize", "denoise", "superres", "anomaly", "segment")
+DIMS = ("2d", "2.5d", "3d")
+NORMALIZATION_KINDS = ("ct_window", "mr_percentile", "fixed", "same_as_input", "none")
+REQUIRED = ("id", "version", "task", "architecture", "dims", "input", "output", "weights", "license",
+            "intended_use", "training_data")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class ModelCard:
+    """A validated model card; ``folder`` is where card.json and the weights live."""
+
+    data: dict[str, Any]
+    folder: Path | None = None
+    source: str = "user"  # "builtin" (Resources/Models) or "user" (MEDGAN_MODELS_DIR)
+    extras: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate_card(self.data, where=str(self.folder or "card"))
+        self.extras = dict(self.data.get("extras", {}))
+
+    # convenient views of the card's fields
+    id = property(lambda self: self.data["id"])
+    version = property(lambda self: self.data["version"])
+    task = property(lambda self: self.data["task"])
+    dims = property(lambda self: self.data["dims"])
+    architecture = property(lambda self: self.data["architecture"]["name"])
+    arch_params = property(lambda self: dict(self.data["architecture"].get("params", {})))
+    slice_axis = property(lambda self: int(self.data.get("slice_axis", 0)))
+    context_slices = property(lambda self: int(self.data.get("context_slices", 0)))
+    tile_size = property(lambda self: tuple(self.data.get("tile_size") or ()))
+    scale_factor = property(lambda self: tuple(float(s) for s in self.data.get("scale_factor", (1, 1, 1))))
+    input = property(lambda self: self.data["input"])
+    output = property(lambda self: self.data["output"])
+    sha256 = property(lambda self: self.data["weights"]["sha256"])
+    name = property(lambda self: self.data.get("name", self.data["id"]))
+
+    @property
+    def weights_path(self) -> Path:
+        if self.folder is None:
+            raise ModelError(f"Model {self.id} has no folder; its weights cannot be found.")
+        return self.folder / self.data["weights"].get("file", "weights.safetensors")
+
+    def summary(self) -> dict[str, Any]:
+        size = self.weights_path.stat().st_size if self.folder and self.weights_path.exists() else None
+        return {
+            "id": self.id, "version": self.version, "task": self.task, "name": self.name,
+            "modality_in": _describe_io(self.input), "modality_out": _describe_io(self.output),
+            "dims": self.dims, "scale_factor": list(self.scale_factor), "size_bytes": size,
+            "source": self.source, "folder": str(self.folder) if self.folder else None,
+            "intended_use": self.data["intended_use"], "training_data": self.data["training_data"],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, sort_keys=False)
+
+
+def _describe_io(spec: dict[str, Any]) -> str:
+    return " ".join(str(v) for v in (spec.get("modality"), spec.get("contrast")) if v)
+
+
+def _fail(where: str, field_name: str, problem: str) -> None:
+    raise ModelError(f"Invalid model card {where}: field '{field_name}' {problem}.")
+
+
+def _check_normalization(where: str, name: str, norm: Any, output: bool) -> None:
+    if not isinstance(norm, dict) or norm.get("kind") not in NORMALIZATION_KINDS:
+        _fail(where, name + ".kind", f"must be one of {', '.join(NORMALIZATION_KINDS)}")
+    kind = norm["kind"]
+    if kind == "same_as_input" and not output:
+        _fail(where, name + ".kind", "'same_as_input' is only allowed for the output")
+    if kind in ("ct_window", "fixed"):
+        window = norm.get("window")
+        if not (isinstance(window, list) and len(window) == 2 and window[0] < window[1]):
+            _fail(where, name + ".window", "must be [low, high] with low < high (HU for CT)")
+    if kind == "mr_percentile":
+        pct = norm.get("percentiles", [0.5, 99.5])
+        if not (isinstance(pct, list) and len(pct) == 2 and 0 <= pct[0] < pct[1] <= 100):
+            _fail(where, name + ".percentiles", "must be [low, high] with 0 <= low < high <= 100")
+    if kind != "none":
+        rng = norm.get("range", [-1, 1])
+        if not (isinstance(rng, list) and len(rng) == 2 and rng[0] < rng[1]):
+            _fail(where, name + ".range", "must be [low, high] with low < high")
+
+
+def validate_card(data: dict[str, Any], where: str = "card") -> None:
+    """Raise :class:`ModelError` naming the first invalid field."""
+    if not isinstance(data, dict):
+        raise ModelError(f"Invalid model card {where}: expected a JSON object.")
+    for key in REQUIRED:
+        if key not in data:
+            _fail(where, key, "is missing")
+    if not isinstance(data["id"], str) or not _ID.match(data["id"]):
+        _fail(where, "id", "must be 2-64 lower-case letters, digits, '.', '_' or '-'")
+    if data["task"] not in TASKS:
+        _fail(where, "task", f"must be one of {', '.join(TASKS)} (got {data['task']!r})")
+    if data["dims"] not in DIMS:
+        _fail(where, "dims", f"must be one of {', '.join(DIMS)} (got {data['dims']!r})")
+    arch = data["architecture"]
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        _fail(where, "architecture.name", "must name a registered architecture")
+    if not isinstance(arch.get("params", {}), dict):
+        _fail(where, "architecture.params", "must be an object of keyword arguments")
+    axis = data.get("slice_axis", 0)
+    if axis not in (0, 1, 2):
+        _fail(where, "slice_axis", "must be 0 (z, axial), 1 (y, coronal) or 2 (x, sagittal)")
+    ctx = data.get("context_slices", 0)
+    if not isinstance(ctx, int) or ctx < 0 or (data["dims"] != "2.5d" and ctx != 0):
+        _fail(where, "context_slices", "must be a non-negative integer, and non-zero only for 2.5d models")
+    if data["dims"] == "2.5d" and ctx < 1:
+        _fail(where, "context_slices", "must be at least 1 for a 2.5d model")
+    tile = data.get("tile_size")
+    want = 3 if data["dims"] == "3d" else 2
+    if tile is not None and not (isinstance(tile, list) and len(tile) == want
+                                 and all(isinstance(t, int) and t > 0 for t in tile)):
+        _fail(where, "tile_size", f"must be a list of {want} positive integers for a {data['dims']} model")
+    if data["dims"] == "3d" and tile is None:
+        _fail(where, "tile_size", "is required for a 3d model")
+    scale = data.get("scale_factor", [1, 1, 1])
+    if not (isinstance(scale, list) and len(scale) == 3 and all(isinstance(s, (int, float)) and s >= 1 for s in scale)):
+        _fail(where, "scale_factor", "must be three numbers >= 1 along (z, y, x)")
+    if data["task"] == "superres" and all(s == 1 for s in scale):
+        _fail(where, "scale_factor", "must be > 1 along at least one axis for a superres model")
+    if data["task"] != "superres" and any(s != 1 for s in scale):
+        _fail(where, "scale_factor", "must be [1, 1, 1] unless the task is superres")
+    if data["dims"] in ("2d", "2.5d") and scale[int(axis)] != 1:
+        _fail(where, "scale_factor", "cannot scale along the slice axis of a 2d model; slice along another axis")
+    for side in ("input", "output"):
+        spec = data[side]
+        if not isinstance(spec, dict):
+            _fail(where, side, "must be an object with modality and normalization")
+        if spec.get("modality") not in ("MR", "CT", "any", "mask", "anomaly"):
+            _fail(where, f"{side}.modality", "must be MR, CT, any, mask or anomaly")
+        if side == "input" or data["task"] not in ("segment", "anomaly"):
+            _check_normalization(where, f"{side}.normalization", spec.get("normalization"), side == "output")
+    weights = data["weights"]
+    if not isinstance(weights, dict) or not isinstance(weights.get("sha256"), str) or not _SHA.match(weights["sha256"]):
+        _fail(where, "weights.sha256", "must be the 64-hex-digit SHA-256 of the weights file")
+    if not str(weights.get("file", "weights.safetensors")).endswith(".safetensors"):
+        _fail(where, "weights.file", "must be a .safetensors file (pickled checkpoints are never loaded; "
+              "convert them with `medgan import`)")
+    if "not for diagnosis" not in str(data["intended_use"]).lower():
+        _fail(where, "intended_use", "must state 'research, not for diagnosis' for these models")
+
+
+def load_card(folder: str | Path, source: str = "user") -> ModelCard:
+    folder = Path(folder)
+    path = folder / "card.json"
+    if not path.is_file():
+        raise ModelError(f"{folder} is not a model folder: card.json is missing.")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ModelError(f"Invalid model card {path}: not valid JSON ({exc}).") from exc
+    return ModelCard(copy.deepcopy(data), folder=folder, source=source)

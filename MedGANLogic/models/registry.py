@@ -1,0 +1,152 @@
+"""Find, verify and load models.
+
+Models live in folders of ``card.json`` + ``weights.safetensors`` under the built-in ``Resources/Models/`` and
+the user folder (``$MEDGAN_MODELS_DIR``, default ``~/.medgan/models``). Weights are checked against the card's
+SHA-256 before they are read, and only safetensors files are ever loaded here: no pickle, no code.
+Loaded networks stay cached in the process, keyed by weights SHA-256 and device, so a second run (or a
+second Apply in Slicer) does not load them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from ..errors import ModelError
+from . import build_network
+from .card import ModelCard, load_card, validate_card
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_CACHE: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
+_CACHE_SIZE = 6
+_LOCK = threading.Lock()
+
+
+def builtin_models_dir() -> Path:
+    return Path(os.environ.get("MEDGAN_BUILTIN_MODELS", PACKAGE_ROOT / "Resources" / "Models"))
+
+
+def user_models_dir() -> Path:
+    return Path(os.environ.get("MEDGAN_MODELS_DIR", Path.home() / ".medgan" / "models"))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_models(task: str | None = None, strict: bool = False) -> list[ModelCard]:
+    """Every model found, built-in first; a user model with the same id as a built-in one overrides it.
+
+    Invalid folders are skipped (``strict=False``) so one broken download cannot hide the others;
+    ``strict=True`` raises instead.
+    """
+    found: dict[str, ModelCard] = {}
+    for source, root in (("builtin", builtin_models_dir()), ("user", user_models_dir())):
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if (p / "card.json").is_file()):
+            try:
+                card = load_card(folder, source=source)
+            except ModelError:
+                if strict:
+                    raise
+                continue
+            found[card.id] = card
+    cards = list(found.values())
+    return [c for c in cards if task is None or c.task == task]
+
+
+def get_model(model_id: str | os.PathLike) -> ModelCard:
+    """A card by id, or by the path of a model folder."""
+    path = Path(model_id)
+    if path.is_dir() and (path / "card.json").is_file():
+        return load_card(path, source="path")
+    for card in list_models():
+        if card.id == str(model_id):
+            return card
+    known = ", ".join(c.id for c in list_models()) or "none installed"
+    raise ModelError(f"Unknown model {str(model_id)!r}. Installed models: {known}. "
+                     f"Run `medgan models` to list them, or give the path of a model folder.")
+
+
+def verify_weights(card: ModelCard) -> Path:
+    path = card.weights_path
+    if not path.is_file():
+        raise ModelError(f"Weights of model {card.id} are missing: {path}.")
+    digest = sha256_file(path)
+    if digest != card.sha256:
+        raise ModelError(f"Weights of model {card.id} fail their SHA-256 check ({path}: {digest[:12]}..., card says "
+                         f"{card.sha256[:12]}...). The file is corrupt or was changed; reinstall the model. "
+                         f"Refusing to load it.")
+    return path
+
+
+def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Module:
+    """Build the card's network, load its verified safetensors weights (float32), eval mode, on ``device``."""
+    key = (card.sha256, str(device))
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    path = verify_weights(card)
+    net = build_network(card.architecture, card.arch_params)
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"Weights of model {card.id} do not fit architecture {card.architecture!r}: "
+                         f"missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]}. "
+                         f"Check architecture.params in card.json.")
+    net.eval().requires_grad_(False).to(device)
+    with _LOCK:
+        _CACHE[key] = net
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return net
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def save_model(folder: str | Path, card_data: dict, state_dict: dict[str, torch.Tensor],
+               dtype: torch.dtype = torch.float16) -> ModelCard:
+    """Write a model folder: weights as safetensors (``dtype`` for floating tensors), card with their SHA-256.
+
+    The folder is assembled under a temporary name and renamed at the end, so a failure leaves nothing.
+    """
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        tensors = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
+                   for k, v in state_dict.items()}
+        weights = tmp / "weights.safetensors"
+        save_file(tensors, str(weights), metadata={"format": "pt", "model_id": card_data.get("id", "")})
+        data = json.loads(json.dumps(card_data))
+        data["weights"] = {"file": "weights.safetensors", "sha256": sha256_file(weights),
+                           "dtype": str(dtype).replace("torch.", "")}
+        validate_card(data, where=str(folder))
+        (tmp / "card.json").write_text(json.dumps(data, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_card(folder)
