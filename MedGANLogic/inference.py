@@ -1,0 +1,275 @@
+"""The one inference path every task uses: device choice, slices/slabs/patches, tiling, progress, cancel.
+
+* ``2d`` models run over the slices along ``slice_axis`` in batches; ``2.5d`` models get ``context_slices``
+  neighbours on each side stacked as channels (edge slices repeat at the volume's ends); ``3d`` models run
+  over overlapping patches.
+* With a ``tile_size``, each slice (or the volume) goes through MONAI's ``sliding_window_inference``: tiles
+  overlap and are blended with Gaussian weights, so no seam shows; inputs smaller than a tile are padded with
+  the background value, not refused; outputs at a zoomed scale (super-resolution) are stitched by MONAI too.
+  Without a tile size, whole slices run at once, padded to the network's ``size_multiple``.
+* Results are assembled in host memory batch by batch, so device memory does not grow with the volume.
+* CUDA out-of-memory: the batch is halved and retried; at batch size 1 the run moves to the CPU with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+
+from .errors import CancelledError, MedGANError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class InferenceLayout:
+    """How a network walks a volume: from the model card (see :mod:`MedGANLogic.models.card`)."""
+
+    dims: str = "2d"  # "2d" | "2.5d" | "3d"
+    slice_axis: int = 0  # array axis (0 = z, axial) that 2d/2.5d models slice along
+    context_slices: int = 0  # neighbours on each side for 2.5d
+    tile_size: tuple[int, ...] = ()  # in-plane tile (2d) or patch (3d); () = whole slices
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # output/input voxel ratio along (z, y, x)
+    pad_value: float = -1.0  # background in the normalised range
+
+    @classmethod
+    def from_card(cls, card: Any, slice_axis: int | None = None) -> InferenceLayout:
+        norm = card.input.get("normalization", {})
+        axis = card.slice_axis if slice_axis is None else int(slice_axis)
+        return cls(dims=card.dims, slice_axis=axis, context_slices=card.context_slices,
+                   tile_size=tuple(card.tile_size), scale=card.scale_factor,
+                   pad_value=float(norm.get("range", [-1.0, 1.0])[0]) if norm.get("kind") != "none" else 0.0)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; ``cpu``, ``cuda`` and ``cuda:N`` are taken as given."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise MedGANError(f"Unknown device {device!r}: use auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MedGANError(f"Device {device!r} asked for, but no CUDA GPU is usable here (torch "
+                              f"{torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu or auto.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MedGANError(f"Device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                              f"CUDA GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    elif dev.type not in ("cpu", "mps"):
+        raise MedGANError(f"Unsupported device {device!r}: use auto, cpu, cuda or cuda:N.")
+    return dev
+
+
+def default_batch_size(layout: InferenceLayout, device: torch.device) -> int:
+    if device.type == "cpu":
+        return 8 if layout.dims != "3d" else 2
+    return 32 if layout.dims != "3d" else 4
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _fallback_allowed(device: torch.device) -> bool:
+    return device.type != "cpu"
+
+
+def _is_cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _amp_context(device: torch.device, amp: bool):
+    if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+class _Runner:
+    """Holds the network and device; runs one batch, shrinking the batch or moving to CPU on OOM."""
+
+    def __init__(self, net: nn.Module, device: torch.device, layout: InferenceLayout, overlap: float, amp: bool,
+                 cpu_fallback: Callable[[], nn.Module] | None):
+        self.net, self.device, self.layout = net, device, layout
+        self.overlap, self.amp, self.cpu_fallback = overlap, amp, cpu_fallback
+        self.size_multiple = int(getattr(net, "size_multiple", 1))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _amp_context(self.device, self.amp):
+            y = self.net(x)
+        return y.float()
+
+    def _whole(self, x: torch.Tensor) -> torch.Tensor:
+        # Pad to the network's size multiple with background, run, crop the (possibly zoomed) output.
+        spatial = x.shape[2:]
+        m = self.size_multiple
+        pads = [(-s) % m for s in spatial]
+        if any(pads):
+            flat = []
+            for p in reversed(pads):
+                flat += [0, p]
+            x = F.pad(x, flat, value=self.layout.pad_value)
+        y = self._forward(x)
+        zoom = [yo / xi for yo, xi in zip(y.shape[2:], x.shape[2:])]
+        return y[(slice(None), slice(None)) + tuple(slice(0, round(s * z)) for s, z in zip(spatial, zoom))]
+
+    def run(self, batch: np.ndarray, sw_batch_size: int) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            if self.layout.tile_size:
+                y = sliding_window_inference(
+                    x, roi_size=self.layout.tile_size, sw_batch_size=sw_batch_size, predictor=self._forward,
+                    overlap=self.overlap, mode="gaussian", padding_mode="constant", cval=self.layout.pad_value,
+                    sw_device=self.device, device=torch.device("cpu") if self.layout.dims == "3d" else self.device)
+            else:
+                y = self._whole(x)
+        return y.float().cpu().numpy()
+
+    def on_oom(self, exc: BaseException, batch_size: int) -> int:
+        """Decide what to do after an out-of-memory error: a smaller batch, the CPU, or give up."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if batch_size > 1:
+            log.warning("Out of memory at batch size %d on %s; retrying with %d.", batch_size, self.device,
+                        batch_size // 2)
+            return batch_size // 2
+        if _fallback_allowed(self.device):
+            warnings.warn(f"Out of memory on {self.device} even at batch size 1; continuing on the CPU (slower).",
+                          RuntimeWarning, stacklevel=3)
+            self.net = self.cpu_fallback() if self.cpu_fallback else self.net.to("cpu")
+            self.device = torch.device("cpu")
+            return 1
+        raise MedGANError("Out of memory even at batch size 1 on the CPU: the volume or tile is too large for this "
+                          "machine; crop the volume or use a model with a smaller tile.") from exc
+
+
+def infer(net: nn.Module, array: np.ndarray, layout: InferenceLayout, *, device: torch.device | str = "cpu",
+          batch_size: int | None = None, overlap: float = 0.25, progress: ProgressFn | None = None,
+          cancel: Any = None, amp: bool = True,
+          cpu_fallback: Callable[[], nn.Module] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run ``net`` over a normalised volume.
+
+    Args:
+        net: the network, already on ``device`` and in eval mode.
+        array: normalised input, shape (z, y, x), float32.
+        layout: how to walk the volume (dims, slice axis, context, tile, scale).
+        batch_size: slices (2d/2.5d) or patches (3d) per forward pass; default chosen per device.
+        overlap: fraction of a tile shared with its neighbour (tiled models only).
+        progress: ``progress(fraction, message)``, called after every batch.
+        cancel: callable returning True (or an object with ``is_set()``) to stop; checked between batches.
+        cpu_fallback: returns a CPU copy of the network, used if CUDA runs out of memory at batch size 1.
+
+    Returns:
+        (output of shape (channels, z', y', x') in the network's output range, run info: device, batch size).
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise MedGANError(f"overlap must be in [0, 1); got {overlap}.")
+    device = resolve_device(device)
+    runner = _Runner(net, device, layout, overlap, amp, cpu_fallback)
+    bs = int(batch_size or default_batch_size(layout, device))
+    if bs < 1:
+        raise MedGANError(f"batch_size must be at least 1; got {batch_size}.")
+    start = time.perf_counter()
+    report = progress or (lambda f, m: None)
+    if layout.dims == "3d":
+        out = _infer_3d(runner, array, bs, report, cancel)
+    else:
+        out = _infer_slices(runner, array, layout, bs, report, cancel)
+    info = {"device": str(runner.device), "batch_size": bs, "seconds": round(time.perf_counter() - start, 3)}
+    return out, info
+
+
+def _infer_slices(runner: _Runner, array: np.ndarray, layout: InferenceLayout, batch_size: int,
+                  report: ProgressFn, cancel: Any) -> np.ndarray:
+    axis, ctx = layout.slice_axis, layout.context_slices
+    slices = np.moveaxis(array, axis, 0)  # a view: (S, H, W)
+    n = slices.shape[0]
+    if ctx:
+        slices = np.pad(slices, ((ctx, ctx), (0, 0), (0, 0)), mode="edge")
+    # (S, 2*ctx+1, H, W) view: slab j holds slices j-ctx .. j+ctx of the original volume
+    slabs = np.lib.stride_tricks.sliding_window_view(slices, 2 * ctx + 1, axis=0).transpose(0, 3, 1, 2)
+    out = None
+    i = 0
+    report(0.0, f"0/{n} slices")
+    while i < n:
+        if _is_cancelled(cancel):
+            raise CancelledError("Cancelled by the user; nothing was written.")
+        b = min(batch_size, n - i)
+        try:
+            y = runner.run(np.array(slabs[i:i + b], dtype=np.float32), batch_size)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not _is_oom(exc):
+                raise
+            batch_size = runner.on_oom(exc, b)
+            continue
+        if out is None:
+            out = np.empty((y.shape[1], n) + y.shape[2:], dtype=np.float32)
+        out[:, i:i + b] = y.transpose(1, 0, 2, 3)
+        i += b
+        report(i / n, f"{i}/{n} slices")
+    assert out is not None
+    return np.moveaxis(out, 1, axis + 1)
+
+
+def _count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
+    total = 1
+    for s, r in zip(shape, roi):
+        if s <= r:
+            continue
+        step = max(int(r * (1 - overlap)), 1)
+        total *= math.ceil((s - r) / step) + 1
+    return total
+
+
+def _infer_3d(runner: _Runner, array: np.ndarray, batch_size: int, report: ProgressFn, cancel: Any) -> np.ndarray:
+    if not runner.layout.tile_size:
+        raise MedGANError("3d models need a tile_size (patch size) in their card.")
+    total = _count_windows(array.shape, runner.layout.tile_size, runner.overlap)
+    forward = runner._forward
+    done = [0]
+
+    def predictor(x: torch.Tensor) -> torch.Tensor:  # called by MONAI for each batch of patches
+        if _is_cancelled(cancel):
+            raise CancelledError("Cancelled by the user; nothing was written.")
+        y = forward(x)
+        done[0] += x.shape[0]
+        report(min(done[0] / total, 1.0), f"{min(done[0], total)}/{total} patches")
+        return y
+
+    runner._forward = predictor  # type: ignore[method-assign]
+    report(0.0, f"0/{total} patches")
+    x = np.ascontiguousarray(array[None, None], dtype=np.float32)
+    while True:
+        done[0] = 0
+        try:
+            y = runner.run(x, batch_size)
+            break
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not _is_oom(exc):
+                raise
+            batch_size = runner.on_oom(exc, batch_size)
+    return y[0]

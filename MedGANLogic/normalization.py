@@ -1,0 +1,81 @@
+"""Intensity normalisation, one function per kind, driven by a model card's ``normalization`` spec.
+
+Training and inference both call these, so a model sees at run time exactly the intensities it was trained on.
+
+Kinds (``spec["kind"]``):
+  * ``ct_window``: clip to a HU window ``[low, high]`` and map it linearly onto ``range`` (default [-1, 1]).
+  * ``fixed``: the same for any other fixed intensity window (e.g. a synthesised MR contrast's scale).
+  * ``mr_percentile``: MR has no absolute scale; map the ``percentiles`` (default 0.5, 99.5) of the head
+    foreground onto ``range`` and clip. Foreground = voxels above 10 % of the 99th percentile of the volume,
+    which drops the air background (Rician noise) on any MR contrast.
+  * ``same_as_input`` (outputs only): undo the input's normalisation (denoising, super-resolution).
+  * ``none``: identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Stats = dict[str, float]
+
+
+def foreground_mask(array: np.ndarray) -> np.ndarray:
+    """Boolean head/body mask of an MR volume: voxels above 10 % of the 99th percentile."""
+    p99 = float(np.percentile(array, 99))
+    return array > 0.1 * p99
+
+
+def intensity_window(array: np.ndarray, spec: dict[str, Any]) -> Stats:
+    """The intensity window ``(low, high)`` that ``spec`` maps onto its range, for this array."""
+    kind = spec["kind"]
+    if kind in ("ct_window", "fixed"):
+        low, high = spec["window"]
+        return {"low": float(low), "high": float(high)}
+    if kind == "mr_percentile":
+        p_low, p_high = spec.get("percentiles", [0.5, 99.5])
+        fg = array[foreground_mask(array)]
+        if fg.size < 16:
+            fg = array.ravel()
+        low, high = np.percentile(fg, [p_low, p_high])
+        if high <= low:
+            high = low + 1.0
+        return {"low": float(low), "high": float(high)}
+    if kind == "none":
+        return {"low": 0.0, "high": 1.0}
+    raise ValueError(f"normalisation kind {kind!r} has no intensity window of its own")
+
+
+def normalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = None) -> tuple[np.ndarray, Stats]:
+    """Map ``array`` (HU or MR units) into the network's range; returns (float32 array, the window used).
+
+    Pass ``stats`` to reuse a window (e.g. the input's, for a paired target).
+    """
+    if spec["kind"] == "none":
+        return np.asarray(array, dtype=np.float32), {"low": 0.0, "high": 1.0}
+    stats = stats or intensity_window(array, spec)
+    lo_r, hi_r = spec.get("range", [-1.0, 1.0])
+    scale = (hi_r - lo_r) / (stats["high"] - stats["low"])
+    out = (np.asarray(array, dtype=np.float32) - np.float32(stats["low"])) * np.float32(scale) + np.float32(lo_r)
+    return np.clip(out, lo_r, hi_r, out=out), stats
+
+
+def denormalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = None,
+                input_spec: dict[str, Any] | None = None) -> np.ndarray:
+    """Map network output back to intensities. ``same_as_input`` uses ``input_spec`` and the input's ``stats``."""
+    kind = spec["kind"]
+    if kind == "same_as_input":
+        if input_spec is None or stats is None:
+            raise ValueError("same_as_input needs the input's normalisation spec and stats")
+        return denormalize(array, input_spec, stats)
+    if kind == "none":
+        return np.asarray(array, dtype=np.float32)
+    if kind in ("ct_window", "fixed"):
+        stats = intensity_window(array, spec)
+    elif stats is None:
+        raise ValueError("mr_percentile outputs need the window stats to undo")
+    lo_r, hi_r = spec.get("range", [-1.0, 1.0])
+    scale = (stats["high"] - stats["low"]) / (hi_r - lo_r)
+    return ((np.asarray(array, dtype=np.float32) - np.float32(lo_r)) * np.float32(scale)
+            + np.float32(stats["low"])).astype(np.float32, copy=False)
