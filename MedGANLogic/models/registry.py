@@ -150,3 +150,27 @@ def save_model(folder: str | Path, card_data: dict, state_dict: dict[str, torch.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_card(folder)
+
+
+def install_model(source: str | Path, *, replace: bool = False) -> ModelCard:
+    """Validate a model folder (card + weights, SHA-256 checked, network built) and copy it to the user folder."""
+    card = load_card(source, source="user")
+    load_network(card, "cpu")  # proves the weights fit the architecture before anything is copied
+    target = user_models_dir() / card.id
+    if target.exists() and not replace:
+        raise ModelError(f"A model {card.id!r} is already installed at {target}; pass replace=True (--replace) to "
+                         f"overwrite it.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{card.id}.installing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        shutil.copy2(Path(source) / "card.json", tmp / "card.json")
+        shutil.copy2(card.weights_path, tmp / card.weights_path.name)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_card(target, source="user")

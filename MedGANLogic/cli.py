@@ -1,0 +1,241 @@
+"""The ``medgan`` command.
+
+    medgan models [--json] [--task TASK]
+    medgan run --task TASK --input IN --output OUT [--model ID] [--device DEV] [--mask-output PATH] ...
+    medgan info FILE [--json]
+    medgan demo [--output DIR]
+    medgan simulate ...      (phantom data; see `medgan simulate --help`)
+    medgan train ...         (train a GAN from a recipe or config)
+    medgan import ...        (convert a pytorch-CycleGAN-and-pix2pix checkpoint, or install a model folder)
+
+Every error ends the command with a non-zero exit and one line saying what is wrong and what to do.
+Output files are written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import MedGANError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (stderr); silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, stream=sys.stderr, enabled: bool | None = None):
+        self.label, self.stream = label, stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.start = time.perf_counter()
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if not self.enabled:
+            return
+        width = 30
+        done = int(round(fraction * width))
+        elapsed = time.perf_counter() - self.start
+        eta = f" ETA {elapsed * (1 - fraction) / fraction:5.1f}s" if 0 < fraction < 1 else ""
+        self.stream.write(f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {fraction * 100:5.1f}% "
+                          f"{message}{eta}   ")
+        if fraction >= 1:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --- subcommands ---------------------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.registry import builtin_models_dir, list_models, user_models_dir
+
+    cards = list_models(args.task)
+    rows = [c.summary() for c in cards]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"No models installed (looked in {builtin_models_dir()} and {user_models_dir()}).")
+        return 0
+    header = f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  version"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] else "?"
+        print(f"{r['id']:<24} {r['task']:<10} {r['modality_in']:<10} {r['modality_out']:<10} {r['dims']:<5} "
+              f"{size:>9}  {r['version']}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .io import describe, read_volume
+
+    info = describe(read_volume(args.file, component=args.component, frame=args.frame))
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"file:      {args.file}")
+    print(f"shape:     {info['shape_zyx']} (z, y, x)   dtype {info['dtype']}")
+    print(f"spacing:   {info['spacing_xyz_mm']} mm (x, y, z)")
+    print(f"origin:    {info['origin_xyz_lps_mm']} mm (LPS)")
+    print(f"direction: {info['direction']}")
+    print(f"range:     {info['min']} .. {info['max']} (mean {info['mean']})")
+    if info["non_finite_voxels"]:
+        print(f"WARNING:   {info['non_finite_voxels']} NaN/Inf voxels")
+    if info["metadata"]:
+        print(f"metadata:  {info['metadata']}")
+    return 0
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name in ("batch_size", "overlap", "slice_axis", "threshold", "modality", "contrast"):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = value
+    if args.force:
+        options["force"] = True
+    return options
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .io import WRITE_SUFFIXES, file_suffix, read_volume, write_volume
+    from .pipeline import run
+
+    outputs = [Path(args.output)] + ([Path(args.mask_output)] if args.mask_output else [])
+    for out in outputs:
+        if file_suffix(out) not in WRITE_SUFFIXES:
+            raise MedGANError(f"Cannot write {out.name}: use one of {', '.join(WRITE_SUFFIXES)}.")
+        if not out.parent.is_dir():
+            raise MedGANError(f"Output folder {out.parent} does not exist; create it first.")
+    if args.mask_output and args.task not in ("anomaly",):
+        raise MedGANError("--mask-output applies to --task anomaly only.")
+    volume = read_volume(args.input, component=args.component, frame=args.frame)
+    bar = ProgressBar(f"{args.task}", enabled=None if not args.quiet else False)
+    result = run(args.task, volume, model=args.model, device=args.device, progress=bar, **_run_options(args))
+    # Write every output (whole or not at all); on failure remove what this command already wrote.
+    written: list[Path] = []
+    try:
+        written.append(write_volume(result.volume, outputs[0]))
+        if args.mask_output:
+            written.append(write_volume(result.outputs["mask"], outputs[1]))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    summary = {"output": str(outputs[0]), "model": result.provenance["model"],
+               "device": result.provenance["device"], "seconds": result.provenance["seconds"]}
+    summary.update({k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))})
+    if not args.quiet:
+        print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.output), device=args.device)
+
+
+def _delegate(module: str, args: argparse.Namespace) -> int:
+    return int(importlib.import_module(module).main(args) or 0)
+
+
+# --- parser ----------------------------------------------------------------------------------------------------
+_DELEGATED = {"simulate": ("MedGANLogic.simulate.cli", "make phantom data (MNI152-derived MR, CT, lesions, low-dose CT)"),
+              "train": ("MedGANLogic.train.cli", "train a GAN from a recipe or config file"),
+              "import": ("MedGANLogic.train.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
+                                                      "a model folder")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medgan", description="Generative adversarial networks for medical "
+                                     "volumes (research use, not for diagnosis).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list installed models")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--task", choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("run", help="run a task on one volume")
+    p.add_argument("--task", required=True, choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.add_argument("--input", required=True, help="volume file (.nii.gz, .nrrd, .mha, .mhd) or DICOM folder")
+    p.add_argument("--output", required=True, help="output file (.nii.gz, .nrrd, .mha)")
+    p.add_argument("--model", help="model id (see `medgan models`) or model folder; default: first that fits")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--overlap", type=float, help="tile overlap fraction, 0..1 (default 0.25)")
+    p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
+                   help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
+    p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask")
+    p.add_argument("--mask-output", dest="mask_output", help="anomaly: also write the thresholded mask here")
+    p.add_argument("--modality", choices=["MR", "CT"], help="declare the input's modality if the file does not say")
+    p.add_argument("--contrast", help="declare the MR contrast, e.g. T1w, T2w, FLAIR")
+    p.add_argument("--force", action="store_true", help="run even if the model expects another modality")
+    p.add_argument("--component", type=int, help="vector images: which component to use")
+    p.add_argument("--frame", type=int, help="4D images: which frame to use")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("info", help="shape, spacing, origin, direction and intensity range of a volume")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--component", type=int)
+    p.add_argument("--frame", type=int)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="run every available task on the bundled sample data")
+    p.add_argument("--output", default="demo_out")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+
+    for name, (module, help_text) in _DELEGATED.items():
+        p = sub.add_parser(name, help=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not exc.name.startswith("MedGANLogic"):
+                raise
+            p.set_defaults(func=lambda a, n=name: _missing(n))
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(func=lambda a, m=module: _delegate(m, a))
+    return parser
+
+
+def _missing(name: str) -> int:
+    raise MedGANError(f"`medgan {name}` is not available in this installation.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedGANError as exc:
+        print(f"medgan {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, MemoryError, RuntimeError, ValueError) as exc:
+        # Unexpected failures still end in one line; MEDGAN_DEBUG=1 shows the traceback.
+        if os.environ.get("MEDGAN_DEBUG"):
+            raise
+        print(f"medgan {args.command}: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"medgan {args.command}: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
