@@ -104,11 +104,16 @@ def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Modu
     path = verify_weights(card)
     net = build_network(card.architecture, card.arch_params)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
         raise ModelError(f"Weights of model {card.id} do not fit architecture {card.architecture!r}: "
-                         f"missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]}. "
+                         f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}. "
                          f"Check architecture.params in card.json.")
+    net.load_state_dict(state)
     net.eval().requires_grad_(False).to(device)
     with _LOCK:
         _CACHE[key] = net
