@@ -1,0 +1,232 @@
+"""MedGANLogic.run end to end with small models: outputs, geometry, provenance and every bad input."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from conftest import tiny_card
+
+import MedGANLogic
+from MedGANLogic.errors import CancelledError, InputError, ModalityMismatchError, ModelError
+from MedGANLogic.io import read_volume, write_volume
+from MedGANLogic.models import register_architecture
+from MedGANLogic.volume import Volume
+
+
+@register_architecture("test_upsample_y2")
+class UpsampleY2(nn.Module):
+    """Nearest-neighbour x2 along the slice's rows: an analytically defined super-resolution 'model'."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, scale_factor=(2, 1), mode="nearest") + self.dummy
+
+
+@register_architecture("test_box_blur")
+class BoxBlur(nn.Module):
+    """Reconstruction = local mean (7x7): a fixed 'healthy anatomy' model under which small bright spots stand out."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 7, padding=3, bias=False, padding_mode="replicate")
+        nn.init.constant_(self.conv.weight, 1 / 49)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@register_architecture("test_sign_logits")
+class SignLogits(nn.Module):
+    """Two-class logits [0, x]: foreground where the normalised intensity is above 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x) + self.dummy, x], dim=1)
+
+
+def _ct_card(model_id="test-ldct", task="denoise"):
+    return tiny_card(model_id, task=task,
+                     input={"modality": "CT", "normalization": {"kind": "ct_window", "window": [-1000, 2000]}},
+                     output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}})
+
+
+def test_synthesize_keeps_geometry_and_labels_output(make_model, oblique_volume):
+    make_model(tiny_card())
+    before = oblique_volume.array.copy()
+    calls = []
+    result = MedGANLogic.run("synthesize", oblique_volume, progress=lambda f, m: calls.append(f))
+    out = result.volume
+    assert out.same_geometry(oblique_volume, atol=0)
+    assert out.metadata["contrast"] == "T2w" and out.metadata["synthetic"] is True
+    prov = out.metadata["provenance"]
+    assert prov["model"] == "test-t1-to-t2" and len(prov["weights_sha256"]) == 64
+    assert prov["device"] == "cpu" and prov["task"] == "synthesize"
+    assert np.array_equal(oblique_volume.array, before) and oblique_volume.metadata["contrast"] == "T1w"
+    assert calls[-1] == 1.0
+    assert 0 <= out.array.min() and out.array.max() <= 1000  # the output window of the card
+
+
+def test_run_from_file_and_write(make_model, oblique_volume, tmp_path):
+    make_model(tiny_card())
+    src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
+    result = MedGANLogic.run("synthesize", src, model="test-t1-to-t2", force=True)
+    back = read_volume(write_volume(result.volume, tmp_path / "t2.nrrd"))
+    assert back.metadata["provenance"]["model"] == "test-t1-to-t2"
+    assert np.allclose(back.direction, oblique_volume.direction, atol=1e-6)
+
+
+def test_denoise_returns_hounsfield_units(make_model):
+    make_model(_ct_card())
+    ct = np.full((3, 40, 40), -1000, np.float32)
+    ct[:, 10:30, 10:30] = 40
+    vol = Volume(ct, spacing=(0.7, 0.7, 2.0), metadata={"modality": "CT", "units": "HU"})
+    out = MedGANLogic.run("denoise", vol).volume
+    assert out.metadata["units"] == "HU" and out.same_geometry(vol)
+    assert -1000 <= out.array.min() and out.array.max() <= 2000
+
+
+def test_superres_changes_spacing_keeps_field_of_view(make_model, oblique_volume):
+    card = tiny_card("test-sr", task="superres", architecture={"name": "test_upsample_y2", "params": {}},
+                     scale_factor=[1, 2, 1], output={"modality": "MR", "normalization": {"kind": "same_as_input"}})
+    make_model(card)
+    out = MedGANLogic.run("superres", oblique_volume).volume
+    assert out.shape == (12, 80, 36)
+    assert np.allclose(out.spacing, (0.9, 0.55, 3.5))
+    assert np.allclose(out.physical_extent(), oblique_volume.physical_extent())
+    assert np.allclose(out.direction, oblique_volume.direction)
+    # the outer voxel edge stays where it was
+    assert np.allclose(out.ijk_to_lps() @ [-0.5, -0.5, -0.5, 1], oblique_volume.ijk_to_lps() @ [-0.5, -0.5, -0.5, 1])
+    assert "super-resolution" in out.metadata["geometry_changed"]
+
+
+def test_anomaly_map_is_high_on_a_bright_spot(make_model):
+    card = tiny_card("test-anomaly", task="anomaly", architecture={"name": "test_box_blur", "params": {}},
+                     output={"modality": "anomaly"}, extras={"threshold": 0.08})
+    make_model(card)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:48, 0:48]
+    head = ((y - 24) ** 2 + (x - 24) ** 2) < 20 ** 2
+    # smooth anatomy (a linear ramp, which a local mean reproduces) plus noise
+    img = np.where(head, 300.0 + 10 * x, 0.0)[None].repeat(6, 0) + rng.normal(0, 3, (6, 48, 48))
+    lesion = np.zeros_like(img, bool)
+    lesion[2:4, 20:24, 26:30] = True
+    img[lesion] += 400
+    vol = Volume(np.abs(img), metadata={"modality": "MR", "contrast": "T1w"})
+    result = MedGANLogic.run("anomaly", vol)
+    amap, mask = result.outputs["anomaly_map"].array, result.outputs["mask"].array
+    inner = ((y - 24) ** 2 + (x - 24) ** 2) < 14 ** 2  # away from the head's edge, which a blur also misses
+    background = inner[None].repeat(6, 0) & ~np.pad(lesion, 0)
+    background[1:5, 16:28, 22:34] = False  # and away from the lesion's own halo
+    assert amap[lesion].mean() > 5 * amap[background].mean()
+    assert mask[lesion].mean() > 0.5 and not mask[background].any()
+    assert result.extras["threshold"] == 0.08 and result.provenance["case_score"] == result.extras["case_score"]
+    assert result.volume is result.outputs["anomaly_map"]
+
+
+def test_segment_returns_named_labels(make_model, oblique_volume):
+    make_model(tiny_card("test-seg", task="segment", architecture={"name": "test_sign_logits", "params": {}},
+                         output={"modality": "mask"}, extras={"labels": {"1": "bright tissue"}}))
+    labels = MedGANLogic.run("segment", oblique_volume).volume
+    assert labels.array.dtype == np.uint8 and set(np.unique(labels.array)) == {0, 1}
+    assert labels.metadata["segment_names"] == {1: "bright tissue"}
+
+
+def test_unknown_task_and_model(make_model, oblique_volume):
+    make_model(tiny_card())
+    with pytest.raises(Exception, match="Unknown task 'colorize'"):
+        MedGANLogic.run("colorize", oblique_volume)
+    with pytest.raises(ModelError, match="Unknown model 'nope'"):
+        MedGANLogic.run("synthesize", oblique_volume, model="nope")
+    with pytest.raises(ModelError, match="No model for task 'segment'"):
+        MedGANLogic.run("segment", oblique_volume)
+
+
+def test_modality_mismatch_is_refused_unless_forced(make_model, oblique_volume):
+    make_model(_ct_card())
+    with pytest.raises(ModalityMismatchError, match="expects CT input but the volume is MR.*force"):
+        MedGANLogic.run("denoise", oblique_volume, model="test-ldct")
+    out = MedGANLogic.run("denoise", oblique_volume, model="test-ldct", force=True).volume
+    assert "expects CT" in out.metadata["provenance"]["forced_despite"]
+
+
+def test_ct_looking_volume_is_refused_by_an_mr_model(make_model):
+    make_model(tiny_card())
+    ct = np.full((3, 30, 30), -1000, np.float32)
+    ct[:, 5:25, 5:25] = 300
+    with pytest.raises(ModalityMismatchError, match="looks like CT"):
+        MedGANLogic.run("synthesize", Volume(ct), model="test-t1-to-t2")
+
+
+def test_contrast_mismatch(make_model, oblique_volume):
+    make_model(tiny_card())
+    flair = oblique_volume.with_array(oblique_volume.array, metadata={"contrast": "FLAIR"})
+    with pytest.raises(ModalityMismatchError, match="T1w"):
+        MedGANLogic.run("synthesize", flair, model="test-t1-to-t2")
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda a: a.__setitem__((0, 0, 0), np.nan), "NaN or infinite"),
+    (lambda a: a.__setitem__((1, 2, 3), np.inf), "NaN or infinite"),
+    (lambda a: a.fill(7.0), "constant"),
+])
+def test_bad_voxels_are_refused(make_model, oblique_volume, corrupt, message):
+    make_model(tiny_card())
+    array = oblique_volume.array.copy()
+    corrupt(array)
+    with pytest.raises(InputError, match=message):
+        MedGANLogic.run("synthesize", oblique_volume.with_array(array))
+
+
+def test_empty_volume_is_refused(make_model):
+    make_model(tiny_card())
+    with pytest.raises(InputError, match="empty"):
+        MedGANLogic.run("synthesize", Volume(np.zeros((0, 4, 4)), metadata={"modality": "MR"}))
+
+
+def test_volume_smaller_than_tile_runs(make_model):
+    make_model(tiny_card(tile_size=[64, 64]))
+    small = Volume(np.random.default_rng(0).random((2, 9, 7)) * 100, metadata={"modality": "MR", "contrast": "T1w"})
+    assert MedGANLogic.run("synthesize", small).volume.shape == (2, 9, 7)
+
+
+def test_tampered_weights_are_refused_by_run(make_model, oblique_volume):
+    card = make_model(tiny_card())
+    data = bytearray(card.weights_path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    card.weights_path.write_bytes(bytes(data))
+    from MedGANLogic.models import registry
+
+    registry.clear_cache()
+    with pytest.raises(ModelError, match="SHA-256"):
+        MedGANLogic.run("synthesize", oblique_volume)
+
+
+def test_unknown_option_is_named(make_model, oblique_volume):
+    make_model(tiny_card())
+    with pytest.raises(InputError, match="Unknown option.*colour"):
+        MedGANLogic.run("synthesize", oblique_volume, colour="red")
+
+
+def test_cancel_raises_and_returns_nothing(make_model, oblique_volume):
+    make_model(tiny_card())
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        MedGANLogic.run("synthesize", oblique_volume, cancel=stop)
+
+
+def test_2d_file_is_refused_with_a_clear_message(make_model, tmp_path):
+    import SimpleITK as sitk
+
+    make_model(tiny_card())
+    sitk.WriteImage(sitk.Image(30, 30, sitk.sitkFloat32), str(tmp_path / "xray.nrrd"))
+    with pytest.raises(InputError, match="2D image"):
+        MedGANLogic.run("synthesize", tmp_path / "xray.nrrd")
