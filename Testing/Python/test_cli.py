@@ -1,0 +1,76 @@
+"""The `medgan` command: the contract other tools rely on."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, tiny_card
+
+from MedGANLogic.cli import main
+from MedGANLogic.io import read_volume, write_volume
+
+
+def test_models_json_lists_installed(make_model, capsys):
+    make_model(tiny_card())
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["id"] == "test-t1-to-t2" and rows[0]["task"] == "synthesize"
+    assert rows[0]["modality_in"] == "MR T1w" and rows[0]["dims"] == "2d" and rows[0]["size_bytes"] > 0
+    assert main(["models"]) == 0
+    assert "test-t1-to-t2" in capsys.readouterr().out
+
+
+def test_info_prints_geometry(oblique_volume, tmp_path, capsys):
+    path = write_volume(oblique_volume, tmp_path / "v.nrrd")
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape_zyx"] == [12, 40, 36] and info["spacing_xyz_mm"] == [0.9, 1.1, 3.5]
+
+
+def test_run_writes_output_with_provenance(make_model, oblique_volume, tmp_path, capsys):
+    make_model(tiny_card())
+    src = write_volume(oblique_volume, tmp_path / "t1.nii.gz")
+    out = tmp_path / "t2.nrrd"
+    code = main(["run", "--task", "synthesize", "--input", str(src), "--output", str(out), "--contrast", "T1w",
+                 "--modality", "MR", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    vol = read_volume(out)
+    assert vol.metadata["provenance"]["model"] == "test-t1-to-t2" and vol.same_geometry(oblique_volume, atol=1e-5)
+    assert "model=test-t1-to-t2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "{tmp}/missing.nii.gz"], "not found"),
+    (["--input", "{src}", "--model", "nope"], "Unknown model"),
+    (["--input", "{src}", "--device", "tpu"], "Unknown device"),
+    (["--input", "{src}", "--output", "{tmp}/out.png"], "Cannot write"),
+    (["--input", "{src}", "--output", "{tmp}/no/such/dir/out.nrrd"], "does not exist"),
+])
+def test_run_errors_are_one_line_and_write_nothing(make_model, oblique_volume, tmp_path, capsys, args, message):
+    make_model(tiny_card())
+    src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
+    before = set(tmp_path.iterdir())
+    full = ["run", "--task", "synthesize", "--output", str(tmp_path / "out.nrrd")]
+    full += [a.format(tmp=tmp_path, src=src) for a in args]
+    assert main(full) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("medgan run: error:")
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_run_failure_during_inference_leaves_no_file(make_model, oblique_volume, tmp_path, capsys):
+    make_model(tiny_card())
+    nan = oblique_volume.array.copy()
+    nan[0, 0, 0] = float("nan")
+    src = write_volume(oblique_volume.with_array(nan), tmp_path / "t1.nrrd")
+    assert main(["run", "--task", "synthesize", "--input", str(src), "--output", str(tmp_path / "o.nrrd")]) == 1
+    assert "NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "t1.nrrd"]
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    exe = REPO / ".venv" / "bin" / "medgan"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "MedGANLogic.cli"]
+    proc = subprocess.run(cmd + ["info", str(tmp_path / "missing.nrrd")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "not found" in proc.stderr and proc.stderr.count("\n") == 1
