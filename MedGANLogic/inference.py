@@ -81,10 +81,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def default_batch_size(layout: InferenceLayout, device: torch.device) -> int:
+def default_batch_size(layout: InferenceLayout, device: torch.device, plane: tuple[int, ...] = (256, 256)) -> int:
+    """Slices (or patches) per forward pass.
+
+    On a CPU, activations of a large batch fall out of the caches and convolutions get slower per slice
+    (measured in benchmarks/inference.py), so a batch holds about 2 x 256 x 256 input pixels; GPUs want big batches.
+    """
+    if layout.dims == "3d":
+        return 1 if device.type == "cpu" else 4
+    area = int(np.prod(layout.tile_size or plane))
     if device.type == "cpu":
-        return 8 if layout.dims != "3d" else 2
-    return 32 if layout.dims != "3d" else 4
+        return int(max(1, min(16, 131072 // max(area, 1))))
+    return int(max(4, min(64, 32 * 65536 // max(area, 1))))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -146,10 +154,13 @@ class _Runner:
         self.net, self.device, self.layout = net, device, layout
         self.overlap, self.amp, self.cpu_fallback = overlap, amp, cpu_fallback
         self.size_multiple = int(getattr(net, "size_multiple", 1))
+        # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolution kernels.
+        self.memory_format = torch.channels_last if layout.dims != "3d" else torch.channels_last_3d
+        self.net = net.to(memory_format=self.memory_format)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with _amp_context(self.device, self.amp):
-            y = self.net(x)
+            y = self.net(x.contiguous(memory_format=self.memory_format))
         return y.float()
 
     def _whole(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +240,8 @@ def infer(net: nn.Module, array: np.ndarray, layout: InferenceLayout, *, device:
         raise MedGANError(f"overlap must be in [0, 1); got {overlap}.")
     device = resolve_device(device)
     runner = _Runner(net, device, layout, overlap, amp, cpu_fallback)
-    bs = int(batch_size or default_batch_size(layout, device))
+    plane = tuple(n for a, n in enumerate(array.shape) if a != layout.slice_axis)
+    bs = int(batch_size or default_batch_size(layout, device, plane))
     if bs < 1:
         raise MedGANError(f"batch_size must be at least 1; got {batch_size}.")
     start = time.perf_counter()

@@ -9,6 +9,7 @@ process; writes benchmarks/inference.json. The two paths must agree (max abs dif
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 
 import numpy as np
@@ -45,7 +46,8 @@ def main() -> None:
     vol = np.tanh(rng.normal(size=(args.slices, args.size, args.size))).astype(np.float32)
     volume_mb = vol.nbytes / 1e6
 
-    naive = measure(lambda: naive_loop(net, vol, device), args.repeats)
+    plain = copy.deepcopy(net)  # the engine converts its network to channels-last; the naive loop keeps fp32 NCHW
+    naive = measure(lambda: naive_loop(plain, vol, device), args.repeats)
     engine = measure(lambda: infer(net, vol, InferenceLayout(), device=device)[0][0], args.repeats)
     tiled = measure(lambda: infer(net, vol, InferenceLayout(tile_size=(128, 128)), device=device)[0][0],
                     args.repeats)
