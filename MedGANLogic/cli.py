@@ -20,8 +20,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import MedGANError
 
@@ -152,7 +153,8 @@ def _delegate(module: str, args: argparse.Namespace) -> int:
 
 
 # --- parser ----------------------------------------------------------------------------------------------------
-_DELEGATED = {"simulate": ("MedGANLogic.simulate.cli", "make phantom data (MNI152-derived MR, CT, lesions, low-dose CT)"),
+_DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
+                           "make phantom data (MNI152-derived MR, CT, lesions, low-dose CT)"),
               "train": ("MedGANLogic.train.cli", "train a GAN from a recipe or config file"),
               "import": ("MedGANLogic.train.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
                                                       "a model folder")}

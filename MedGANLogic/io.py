@@ -162,7 +162,8 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     p = Path(path)
     suffix = file_suffix(p)
     if suffix not in WRITE_SUFFIXES:
-        raise InputError(f"Cannot write {p.name}: unknown extension {suffix!r}. Use one of {', '.join(WRITE_SUFFIXES)}.")
+        raise InputError(f"Cannot write {p.name}: unknown extension {suffix!r}. "
+                         f"Use one of {', '.join(WRITE_SUFFIXES)}.")
     if not p.parent.exists():
         raise InputError(f"Output folder {p.parent} does not exist; create it first.")
     image = from_volume(volume)

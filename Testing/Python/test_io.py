@@ -23,8 +23,8 @@ def test_round_trip_keeps_geometry_and_voxels(tmp_path, oblique_volume, suffix):
 
 
 def test_provenance_travels_in_header_and_nifti_sidecar(tmp_path, oblique_volume):
-    vol = oblique_volume.with_array(oblique_volume.array, metadata={"synthetic": True,
-                                                                    "provenance": {"model": "m", "weights_sha256": "ab"}})
+    provenance = {"model": "m", "weights_sha256": "ab"}
+    vol = oblique_volume.with_array(oblique_volume.array, metadata={"synthetic": True, "provenance": provenance})
     back = read_volume(write_volume(vol, tmp_path / "out.nrrd"))
     assert back.metadata["provenance"]["model"] == "m" and back.metadata["synthetic"]
     write_volume(vol, tmp_path / "out.nii.gz")

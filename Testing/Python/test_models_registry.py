@@ -41,7 +41,8 @@ def test_missing_field_is_named():
 
 def test_registry_lists_finds_and_loads(make_model, model_dir):
     make_model(tiny_card("model-a"))
-    make_model(tiny_card("model-b", task="denoise", output={"modality": "MR", "normalization": {"kind": "same_as_input"}}))
+    make_model(tiny_card("model-b", task="denoise",
+                         output={"modality": "MR", "normalization": {"kind": "same_as_input"}}))
     assert [c.id for c in registry.list_models()] == ["model-a", "model-b"]
     assert [c.id for c in registry.list_models("denoise")] == ["model-b"]
     card = registry.get_model("model-a")

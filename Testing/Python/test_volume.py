@@ -15,7 +15,8 @@ def test_ijk_to_ras_round_trip_keeps_oblique_geometry(oblique_volume):
 
 def test_voxel_position_formula(oblique_volume):
     i, j, k = 3, 5, 2
-    expected = np.array(oblique_volume.origin) + oblique_volume.direction @ (np.array(oblique_volume.spacing) * [i, j, k])
+    v = oblique_volume
+    expected = np.array(v.origin) + v.direction @ (np.array(v.spacing) * [i, j, k])
     assert np.allclose(oblique_volume.ijk_to_lps() @ [i, j, k, 1], [*expected, 1])
 
 
