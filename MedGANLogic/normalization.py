@@ -57,18 +57,24 @@ def normalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = Non
     stats = stats or intensity_window(array, spec)
     lo_r, hi_r = spec.get("range", [-1.0, 1.0])
     scale = (hi_r - lo_r) / (stats["high"] - stats["low"])
-    out = (np.asarray(array, dtype=np.float32) - np.float32(stats["low"])) * np.float32(scale) + np.float32(lo_r)
+    out = np.array(array, dtype=np.float32)  # one copy; the rest is in place (volumes can be GBs)
+    out -= np.float32(stats["low"])
+    out *= np.float32(scale)
+    out += np.float32(lo_r)
     return np.clip(out, lo_r, hi_r, out=out), stats
 
 
 def denormalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = None,
-                input_spec: dict[str, Any] | None = None) -> np.ndarray:
-    """Map network output back to intensities. ``same_as_input`` uses ``input_spec`` and the input's ``stats``."""
+                input_spec: dict[str, Any] | None = None, inplace: bool = False) -> np.ndarray:
+    """Map network output back to intensities. ``same_as_input`` uses ``input_spec`` and the input's ``stats``.
+
+    ``inplace=True`` reuses ``array`` (float32) for the result instead of allocating a copy.
+    """
     kind = spec["kind"]
     if kind == "same_as_input":
         if input_spec is None or stats is None:
             raise ValueError("same_as_input needs the input's normalisation spec and stats")
-        return denormalize(array, input_spec, stats)
+        return denormalize(array, input_spec, stats, inplace=inplace)
     if kind == "none":
         return np.asarray(array, dtype=np.float32)
     if kind in ("ct_window", "fixed"):
@@ -77,5 +83,8 @@ def denormalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = N
         raise ValueError("mr_percentile outputs need the window stats to undo")
     lo_r, hi_r = spec.get("range", [-1.0, 1.0])
     scale = (stats["high"] - stats["low"]) / (hi_r - lo_r)
-    return ((np.asarray(array, dtype=np.float32) - np.float32(lo_r)) * np.float32(scale)
-            + np.float32(stats["low"])).astype(np.float32, copy=False)
+    out = array if inplace and array.dtype == np.float32 else np.array(array, dtype=np.float32)
+    out -= np.float32(lo_r)
+    out *= np.float32(scale)
+    out += np.float32(stats["low"])
+    return out

@@ -57,9 +57,9 @@ def output_metadata(ctx: TaskContext, kind: str = "image") -> dict[str, Any]:
 def image_output(ctx: TaskContext, **geometry: Any) -> Volume:
     """Channel 0 of the raw output, back in intensity units (HU for CT), on the input grid or ``geometry``."""
     spec = ctx.card.output["normalization"]
-    raw = ctx.raw[0]
+    raw = ctx.raw[0]  # the raw output is ours alone: transform it in place, no whole-volume copies
     if spec["kind"] != "none":  # stay inside the intensity range the model was trained to produce
         norm = ctx.card.input["normalization"] if spec["kind"] == "same_as_input" else spec
-        raw = np.clip(raw, *norm.get("range", [-1.0, 1.0]))
-    image = denormalize(raw, spec, ctx.stats, ctx.card.input["normalization"])
+        np.clip(raw, *norm.get("range", [-1.0, 1.0]), out=raw)
+    image = denormalize(raw, spec, ctx.stats, ctx.card.input["normalization"], inplace=True)
     return ctx.volume.with_array(image, metadata=output_metadata(ctx), **geometry)
