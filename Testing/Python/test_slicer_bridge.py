@@ -1,0 +1,516 @@
+"""MedGANLogic.slicer_bridge on a real MRML scene (the slicer-core wheel): every task from a volume node to new
+nodes, exact geometry, provenance, display, subject hierarchy, slice views, and nothing left behind on failure.
+
+The inputs are oblique (rotated IJK->RAS) with anisotropic spacing, so an axis or spacing mix-up would show.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import slicer  # the real MRML library (the slicer-core wheel), never a stand-in
+import torch
+import torch.nn as nn
+from conftest import tiny_card
+from slicer_testing import (
+    add_volume_node,
+    anomaly_card,
+    lesion_phantom,
+    local_mean_anomaly_state,
+    make_scene,
+    node_matrix,
+)
+
+from MedGANLogic import slicer_bridge
+from MedGANLogic.errors import CancelledError, InputError, ModalityMismatchError, ModelError
+from MedGANLogic.models import build_network, register_architecture
+from MedGANLogic.volume import Volume
+
+
+@register_architecture("slicer_test_nearest_y2")
+class NearestY2(nn.Module):
+    """Nearest-neighbour x2 along rows: an analytically defined super-resolution model for geometry tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, scale_factor=(2, 1), mode="nearest") * self.gain
+
+
+def _net(card: dict, state: dict | None = None) -> nn.Module:
+    net = build_network(card["architecture"]["name"], card["architecture"].get("params", {}))
+    if state is not None:
+        net.load_state_dict(state)
+    return net
+
+
+def _segment_card() -> dict:
+    # conv2d with one layer: logits [0, x] -> label 1 where the normalised intensity is above the middle
+    return tiny_card("test-bright-tissue", task="segment",
+                     architecture={"name": "conv2d", "params": {"out_channels": 2, "depth": 1, "residual": False}},
+                     output={"modality": "mask"}, extras={"labels": {"1": "bright tissue"}})
+
+
+def _segment_state() -> dict:
+    weight = torch.zeros(2, 1, 3, 3)
+    weight[1, 0, 1, 1] = 1.0
+    return {"body.0.weight": weight, "body.0.bias": torch.zeros(2)}
+
+
+def _ct_card(model_id="test-ldct") -> dict:
+    return tiny_card(model_id, task="denoise",
+                     input={"modality": "CT", "normalization": {"kind": "ct_window", "window": [-1000, 2000]}},
+                     output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}})
+
+
+def _sr_card() -> dict:
+    return tiny_card("test-sr-y2", task="superres", architecture={"name": "slicer_test_nearest_y2", "params": {}},
+                     scale_factor=[1, 2, 1], output={"modality": "MR", "normalization": {"kind": "same_as_input"}})
+
+
+@pytest.fixture
+def setup():
+    return make_scene()
+
+
+@pytest.fixture
+def phantom():
+    return lesion_phantom(shape=(8, 64, 56), lesion_centre=(4, 26, 34))
+
+
+@pytest.fixture
+def t1_node(setup, phantom):
+    volume, _ = phantom
+    t1 = volume.with_array(volume.array, metadata={"contrast": "T1w"})
+    return add_volume_node(setup.scene, t1, "Phantom T1")
+
+
+@pytest.fixture
+def ct_volume():
+    from slicer_testing import oblique_direction
+
+    rng = np.random.default_rng(1)
+    ct = np.full((6, 40, 36), -1000.0, np.float32)
+    ct[:, 8:32, 6:30] = 40.0
+    ct[:, 14:20, 12:18] = 700.0
+    ct += rng.normal(0, 25, ct.shape).astype(np.float32)
+    return Volume(ct, spacing=(0.7, 0.8, 2.5), origin=(10.0, -20.0, 5.0), direction=oblique_direction((5, 20, -30)),
+                  metadata={"modality": "CT"})
+
+
+def _snapshot(node) -> tuple[np.ndarray, np.ndarray, dict]:
+    attributes = {k: node.GetAttribute(k) for k in (node.GetAttributeNames() or ())}
+    return slicer_bridge.array_from_node(node), node_matrix(node), attributes
+
+
+def _assert_unchanged(node, snapshot) -> None:
+    voxels, matrix, attributes = _snapshot(node)
+    assert np.array_equal(voxels, snapshot[0])
+    assert np.array_equal(matrix, snapshot[1])
+    assert attributes == snapshot[2]
+
+
+def _sh_parent(scene, node) -> int:
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    return sh.GetItemParent(sh.GetItemByDataNode(node))
+
+
+def _composite(scene, layout_name):
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        if node.GetLayoutName() == layout_name:
+            return node
+    raise AssertionError(f"no composite node {layout_name}")
+
+
+# --- conversion ---------------------------------------------------------------------------------------------------
+def test_volume_from_node_round_trips_voxels_and_oblique_geometry(setup, phantom):
+    volume, _ = phantom
+    node = add_volume_node(setup.scene, volume, "Phantom")
+    back = slicer_bridge.volume_from_node(node)
+    assert np.array_equal(back.array, volume.array)
+    assert np.allclose(back.spacing, volume.spacing, atol=1e-9) and np.allclose(back.origin, volume.origin, atol=1e-9)
+    assert np.allclose(back.direction, volume.direction, atol=1e-9)
+    assert np.allclose(back.ijk_to_ras(), node_matrix(node), atol=1e-9)
+    assert back.metadata["modality"] == "MR" and back.metadata["contrast"] == "T2w"
+    assert back.metadata["node_id"] == node.GetID()
+    back.array[0, 0, 0] = 1e6  # the Volume holds a copy: the node's voxels stay as they were
+    assert slicer_bridge.array_from_node(node)[0, 0, 0] != 1e6
+
+
+def test_dicom_modality_is_read_from_the_subject_hierarchy(setup, ct_volume):
+    node = add_volume_node(setup.scene, ct_volume.with_array(ct_volume.array, metadata={"modality": None}), "CT")
+    node.RemoveAttribute("MedGAN.modality")
+    assert slicer_bridge.node_modality(node) == (None, None)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(setup.scene)
+    sh.SetItemAttribute(sh.GetItemByDataNode(node), "DICOM.Modality", "CT")
+    assert slicer_bridge.node_modality(node)[0] == "CT"
+    assert slicer_bridge.volume_from_node(node).metadata["units"] == "HU"
+
+
+@pytest.mark.parametrize("kind", ["labelmap", "vector", "2d", "empty", "none"])
+def test_unsuitable_inputs_are_refused_with_a_reason(setup, kind):
+    scene = setup.scene
+    if kind == "labelmap":
+        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+        node.SetAndObserveImageData(slicer_bridge._image_data_from_array(np.ones((3, 4, 5), np.uint8)))
+        message = "not a scalar volume"
+    elif kind == "vector":
+        node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+        image = slicer_bridge._image_data_from_array(np.ones((3, 4, 5), np.float32))
+        from vtkmodules.util import numpy_support
+
+        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ones((60, 3), np.float32), deep=True))
+        node.SetAndObserveImageData(image)
+        message = "3 components"
+    elif kind == "2d":
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "xray")
+        node.SetAndObserveImageData(slicer_bridge._image_data_from_array(np.ones((1, 30, 30), np.float32)))
+        message = "2D image"
+    elif kind == "empty":
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+        message = "no voxels"
+    else:
+        node, message = None, "No input volume"
+    with pytest.raises(InputError, match=message):
+        slicer_bridge.volume_from_node(node)
+
+
+# --- every task, end to end ---------------------------------------------------------------------------------------
+def test_synthesize_new_node_exact_geometry_provenance_and_side_by_side(setup, t1_node, make_model):
+    make_model(tiny_card())
+    scene = setup.scene
+    before = _snapshot(t1_node)
+    count = scene.GetNumberOfNodes()
+    fractions = []
+    nodes = slicer_bridge.run_on_node(scene, t1_node, "synthesize", progress=lambda f, m: fractions.append(f))
+    assert len(nodes) == 1
+    out = nodes[0]
+    assert out.GetName() == "Phantom T1 T2w (MedGAN synthetic)"
+    assert out.IsA("vtkMRMLScalarVolumeNode") and out.GetParentTransformNode() is None
+    assert np.array_equal(node_matrix(out), node_matrix(t1_node))  # bit for bit
+    assert slicer_bridge.array_from_node(out).shape == before[0].shape
+    _assert_unchanged(t1_node, before)
+    assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    assert scene.GetNumberOfNodes() == count + 2  # the volume and its display node
+    # provenance
+    attr = out.GetAttribute
+    assert attr("MedGAN.synthetic") == "true" and attr("MedGAN.model") == "test-t1-to-t2"
+    assert attr("MedGAN.version") == "0.0.1" and len(attr("MedGAN.sha256")) == 64
+    assert json.loads(attr("MedGAN.options")) == {}
+    assert attr("MedGAN.time").startswith("20") and attr("MedGAN.device") == "cpu"
+    assert attr("MedGAN.modality") == "MR" and attr("MedGAN.contrast") == "T2w"
+    assert json.loads(attr("MedGAN.provenance"))["task"] == "synthesize"
+    assert "not for diagnosis" in out.GetDescription()
+    # beside the input in the subject hierarchy; MR display: automatic window/level
+    assert _sh_parent(scene, out) == _sh_parent(scene, t1_node) != 0
+    assert out.GetDisplayNode().GetAutoWindowLevel()
+    # side by side, linked: input in Red, output in Yellow, same orientation
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    red, yellow = _composite(scene, "Red"), _composite(scene, "Yellow")
+    assert red.GetBackgroundVolumeID() == t1_node.GetID() and yellow.GetBackgroundVolumeID() == out.GetID()
+    assert red.GetLinkedControl() and yellow.GetLinkedControl()
+    assert setup.slice_logics["Yellow"].GetSliceNode().GetOrientation() == \
+        setup.slice_logics["Red"].GetSliceNode().GetOrientation()
+    # a second run gets a unique name
+    again = slicer_bridge.run_on_node(scene, t1_node, "synthesize", show=False)
+    assert again[0].GetName() == "Phantom T1 T2w (MedGAN synthetic) (2)"
+
+
+def test_denoise_ct_keeps_hounsfield_units_and_gets_ct_presets(setup, ct_volume, make_model):
+    make_model(_ct_card())
+    node = add_volume_node(setup.scene, ct_volume, "Low-dose CT")
+    node.GetDisplayNode().AutoWindowLevelOff()
+    node.GetDisplayNode().SetWindowLevel(350, 50)
+    before = _snapshot(node)
+    out = slicer_bridge.run_on_node(setup.scene, node, "denoise", batch_size=2)[0]
+    _assert_unchanged(node, before)
+    assert out.GetName() == "Low-dose CT denoised (MedGAN synthetic)"
+    assert np.array_equal(node_matrix(out), node_matrix(node))
+    assert out.GetAttribute("MedGAN.units") == "HU"
+    assert json.loads(out.GetAttribute("MedGAN.options")) == {"batch_size": 2}
+    display = out.GetDisplayNode()
+    assert not display.GetAutoWindowLevel()
+    assert (display.GetWindow(), display.GetLevel()) == (350, 50)  # same window as the input, to compare
+    assert display.GetNumberOfWindowLevelPresets() == len(slicer_bridge.CT_WINDOW_PRESETS)
+    values = slicer_bridge.array_from_node(out)
+    assert -1000 <= values.min() and values.max() <= 2000
+
+
+def test_superres_has_finer_spacing_same_field_of_view(setup, t1_node, make_model):
+    make_model(_sr_card())
+    before = _snapshot(t1_node)
+    out = slicer_bridge.run_on_node(setup.scene, t1_node, "superres", force=True)[0]
+    _assert_unchanged(t1_node, before)
+    m_in, m_out = node_matrix(t1_node), node_matrix(out)
+    z, y, x = before[0].shape
+    assert slicer_bridge.array_from_node(out).shape == (z, 2 * y, x)
+    # j (rows) axis: half the step, same direction; i and k axes unchanged
+    assert np.allclose(m_out[:3, 1], m_in[:3, 1] / 2, atol=1e-9)
+    assert np.allclose(m_out[:3, [0, 2]], m_in[:3, [0, 2]], atol=1e-9)
+    # the outer voxel edges stay where they were: same field of view
+    for corner in ([-0.5, -0.5, -0.5], [x - 0.5, y - 0.5, z - 0.5]):
+        scaled = [corner[0], (corner[1] + 0.5) * 2 - 0.5, corner[2]]
+        assert np.allclose(m_out @ [*scaled, 1], m_in @ [*corner, 1], atol=1e-6)
+    assert "super-resolution" in out.GetAttribute("MedGAN.geometry_changed")
+    assert out.GetName() == "Phantom T1 super-resolved (MedGAN synthetic)"
+
+
+def test_anomaly_map_overlay_legend_and_candidate_segmentation(setup, phantom, make_model):
+    make_model(anomaly_card(), net=_net(anomaly_card(), local_mean_anomaly_state()))
+    volume, lesion = phantom
+    scene = setup.scene
+    scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    node = add_volume_node(scene, volume, "Phantom T2")
+    before = _snapshot(node)
+    nodes = slicer_bridge.run_on_node(scene, node, "anomaly", make_segmentation=True, opacity=0.7)
+    _assert_unchanged(node, before)
+    amap, seg = nodes
+    assert amap.GetName() == "Phantom T2 anomaly map (MedGAN)" and amap.GetAttribute("MedGAN.kind") == "anomaly_map"
+    assert np.array_equal(node_matrix(amap), node_matrix(node))
+    values = slicer_bridge.array_from_node(amap)
+    assert values[lesion].mean() > 5 * values[~lesion].mean()
+    threshold = float(amap.GetAttribute("MedGAN.threshold"))
+    assert threshold == pytest.approx(0.095) and float(amap.GetAttribute("MedGAN.case_score")) > 0
+    display = amap.GetDisplayNode()
+    assert display.GetColorNode().GetName() in ("Inferno", "MedGAN Inferno")
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(threshold)
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(amap)
+    assert legend is not None and legend.GetVisibility()
+    for view in ("Red", "Yellow", "Green"):  # the map over the scan in every view
+        composite = _composite(scene, view)
+        assert composite.GetBackgroundVolumeID() == node.GetID()
+        assert composite.GetForegroundVolumeID() == amap.GetID()
+        assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+    # the candidate regions: a segmentation with named segments, the largest one on the lesion
+    assert seg.IsA("vtkMRMLSegmentationNode") and seg.GetName() == "Phantom T2 anomaly candidates (MedGAN)"
+    segmentation = seg.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() >= 1
+    first = segmentation.GetNthSegment(0)
+    assert first.GetName().startswith("Candidate 1 (") and first.GetName().endswith(" mL)")
+    labelmap = slicer.vtkOrientedImageData()
+    seg.GetBinaryLabelmapRepresentation(segmentation.GetNthSegmentID(0), labelmap)
+    candidate = _labelmap_in_grid(labelmap, node)
+    assert (candidate & lesion).sum() > 0.5 * lesion.sum()
+    assert _sh_parent(scene, seg) == _sh_parent(scene, node)
+    # the panel's controls change the display afterwards
+    slicer_bridge.update_anomaly_display(amap, opacity=0.3, display_threshold=0.2, colormap="Viridis")
+    assert _composite(scene, "Red").GetForegroundOpacity() == pytest.approx(0.3)
+    assert display.GetLowerThreshold() == pytest.approx(0.2)
+    assert "Viridis" in display.GetColorNode().GetName()
+
+
+def _labelmap_in_grid(labelmap, reference_node) -> np.ndarray:
+    """A segment's (possibly cropped) binary labelmap placed on the reference volume's voxel grid."""
+    from vtkmodules.util import numpy_support
+
+    extent = labelmap.GetExtent()
+    dims = [extent[1] - extent[0] + 1, extent[3] - extent[2] + 1, extent[5] - extent[4] + 1]
+    full = np.zeros(slicer_bridge.array_from_node(reference_node).shape, bool)
+    if min(dims) <= 0:
+        return full
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    m = vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(m)
+    assert np.allclose(slicer_bridge._matrix_to_numpy(m), node_matrix(reference_node), atol=1e-6)
+    values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    full[extent[4]:extent[5] + 1, extent[2]:extent[3] + 1, extent[0]:extent[1] + 1] = values > 0
+    return full
+
+
+def test_segment_makes_a_segmentation_with_named_segments(setup, t1_node, make_model):
+    make_model(_segment_card(), net=_net(_segment_card(), _segment_state()))
+    scene = setup.scene
+    before = _snapshot(t1_node)
+    nodes = slicer_bridge.run_on_node(scene, t1_node, "segment", force=True)
+    _assert_unchanged(t1_node, before)
+    assert len(nodes) == 1 and nodes[0].IsA("vtkMRMLSegmentationNode")
+    seg = nodes[0]
+    assert seg.GetName() == "Phantom T1 segmentation (MedGAN)"
+    segmentation = seg.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == \
+        ["bright tissue"]
+    labelmap = slicer.vtkOrientedImageData()
+    seg.GetBinaryLabelmapRepresentation(segmentation.GetNthSegmentID(0), labelmap)
+    mask = _labelmap_in_grid(labelmap, t1_node)
+    # where the normalised intensity is above the middle of the input's window
+    import MedGANLogic
+
+    expected = MedGANLogic.run("segment", slicer_bridge.volume_from_node(t1_node), force=True).volume.array == 1
+    assert np.array_equal(mask, expected) and 0 < mask.sum() < mask.size
+    from vtkmodules.vtkCommonCore import reference
+
+    voxels = reference("")
+    assert segmentation.GetNthSegment(0).GetTag("MedGAN.voxels", voxels) and int(str(voxels)) == int(expected.sum())
+    assert seg.GetAttribute("MedGAN.kind") == "labels"
+    assert _composite(scene, "Red").GetBackgroundVolumeID() == t1_node.GetID()
+
+
+# --- nothing lost ---------------------------------------------------------------------------------------------------
+def test_cancelled_run_leaves_the_scene_as_it_was(setup, t1_node, make_model):
+    make_model(tiny_card())
+    scene = setup.scene
+    before, count = _snapshot(t1_node), scene.GetNumberOfNodes()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize", cancel=stop)
+    calls = []
+
+    def cancel_after_first_batch():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(CancelledError):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize", cancel=cancel_after_first_batch, batch_size=1)
+    assert len(calls) == 2  # stopped at the next batch
+    assert scene.GetNumberOfNodes() == count
+    _assert_unchanged(t1_node, before)
+
+
+def test_failing_model_and_failing_node_creation_leave_nothing(setup, t1_node, make_model, monkeypatch):
+    card = make_model(tiny_card())
+    scene = setup.scene
+    count = scene.GetNumberOfNodes()
+    data = bytearray(card.weights_path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    card.weights_path.write_bytes(bytes(data))
+    from MedGANLogic.models import registry
+
+    registry.clear_cache()
+    with pytest.raises(ModelError, match="SHA-256"):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize")
+    assert scene.GetNumberOfNodes() == count
+    # a failure half-way through making the nodes removes the ones already made
+    make_model(tiny_card())
+    registry.clear_cache()
+
+    def broken_place_beside(*args, **kwargs):
+        raise RuntimeError("subject hierarchy exploded")
+
+    monkeypatch.setattr(slicer_bridge, "place_beside", broken_place_beside)
+    with pytest.raises(RuntimeError, match="exploded"):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize")
+    assert scene.GetNumberOfNodes() == count
+    assert scene.GetFirstNodeByName("Phantom T1 T2w (MedGAN synthetic)") is None
+
+
+def test_overwriting_the_input_is_refused_and_a_chosen_output_node_is_reused(setup, t1_node, make_model):
+    make_model(tiny_card())
+    scene = setup.scene
+    with pytest.raises(InputError, match="never overwrites its input"):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize", output_node=t1_node)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "wrong kind")
+    with pytest.raises(InputError, match="writes a vtkMRMLScalarVolumeNode"):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize", output_node=seg)
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my output")
+    target.SetAttribute("MedGAN.stale", "old")
+    count = scene.GetNumberOfNodes()
+    nodes = slicer_bridge.run_on_node(scene, t1_node, "synthesize", output_node=target)
+    assert nodes == [target] or nodes[0].GetID() == target.GetID()
+    assert scene.GetNumberOfNodes() == count + 1  # only its display node is new
+    assert np.array_equal(node_matrix(target), node_matrix(t1_node))
+    assert target.GetAttribute("MedGAN.model") == "test-t1-to-t2" and target.GetAttribute("MedGAN.stale") is None
+    assert target.GetName() == "my output"
+
+
+# --- input checks ---------------------------------------------------------------------------------------------------
+def test_modality_mismatch_is_refused_unless_forced(setup, ct_volume, make_model):
+    make_model(tiny_card())
+    node = add_volume_node(setup.scene, ct_volume, "CT")
+    count = setup.scene.GetNumberOfNodes()
+    with pytest.raises(ModalityMismatchError, match="expects MR.*force=True"):
+        slicer_bridge.run_on_node(setup.scene, node, "synthesize", model="test-t1-to-t2")
+    assert setup.scene.GetNumberOfNodes() == count
+    out = slicer_bridge.run_on_node(setup.scene, node, "synthesize", model="test-t1-to-t2", force=True)[0]
+    assert "expects MR" in out.GetAttribute("MedGAN.forced_despite")
+
+
+def test_spacing_and_field_of_view_outside_the_card_are_refused(setup, t1_node, make_model):
+    card = tiny_card(input={"modality": "MR", "contrast": "T1w", "spacing_mm": [0.5, 1.2], "fov_mm": [150, 300],
+                            "normalization": {"kind": "mr_percentile"}})
+    make_model(card)
+    with pytest.raises(InputError, match=r"voxel size x 1.60 mm, y 1.50 mm.*field of view x 90 mm, y 96 mm is smaller"):
+        slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize")
+    request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True)
+    assert len(request.warnings) == 2  # kept for the panel to show
+    # z (3 mm, the slice axis of this 2d model) is not held against it
+    assert not any("z 3.00" in w for w in request.warnings)
+
+
+def test_linear_parent_transform_is_hardened_into_the_output(setup, t1_node, make_model):
+    make_model(tiny_card())
+    scene = setup.scene
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    shift = np.eye(4)
+    shift[:3, :3] = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    shift[:3, 3] = [5.0, -3.0, 12.0]
+    transform.SetMatrixTransformToParent(slicer_bridge._numpy_to_matrix(shift))
+    t1_node.SetAndObserveTransformNodeID(transform.GetID())
+    before = _snapshot(t1_node)
+    out = slicer_bridge.run_on_node(scene, t1_node, "synthesize")[0]
+    _assert_unchanged(t1_node, before)
+    assert t1_node.GetParentTransformNode() is transform  # the input keeps its transform
+    assert out.GetParentTransformNode() is None
+    assert np.allclose(node_matrix(out), shift @ node_matrix(t1_node), atol=1e-9)
+    assert out.GetAttribute("MedGAN.transform_hardened") == "registration"
+    with pytest.raises(InputError, match="Remove it from the transform"):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize", harden_transform=False)
+
+
+def test_non_linear_parent_transform_is_refused(setup, t1_node, make_model):
+    make_model(tiny_card())
+    scene = setup.scene
+    grid = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
+    t1_node.SetAndObserveTransformNodeID(grid.GetID())
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="non-linear transform 'warp'.*Harden"):
+        slicer_bridge.run_on_node(scene, t1_node, "synthesize")
+    assert scene.GetNumberOfNodes() == count
+
+
+# --- threads, batch -------------------------------------------------------------------------------------------------
+def test_worker_thread_split_touches_the_scene_only_in_finish(setup, t1_node, make_model):
+    make_model(tiny_card())
+    scene = setup.scene
+    request = slicer_bridge.prepare_run(scene, t1_node, "synthesize", opacity=0.4)
+    assert request.display == {"opacity": 0.4} and "opacity" not in request.options
+    count, mtime = scene.GetNumberOfNodes(), scene.GetMTime()
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(result=slicer_bridge.execute(request)))
+    worker.start()
+    worker.join(60)
+    assert scene.GetNumberOfNodes() == count and scene.GetMTime() == mtime
+    nodes = slicer_bridge.finish_run(scene, request, box["result"])
+    assert nodes[0].GetAttribute("MedGAN.task") == "synthesize"
+
+
+def test_batch_runs_every_volume_of_the_study_all_or_nothing(setup, phantom, make_model):
+    make_model(tiny_card())
+    scene = setup.scene
+    volume, _ = phantom
+    a = add_volume_node(scene, volume, "T1 a", contrast="T1w")
+    b = add_volume_node(scene, volume.with_array(volume.array * 2), "T1 b", contrast="T1w")
+    add_volume_node(scene, volume, "elsewhere", study="Study 2", contrast="T1w")
+    study = slicer_bridge.study_volume_nodes(scene, a)
+    assert [n.GetName() for n in study] == ["T1 a", "T1 b"]
+    fractions = []
+    made = slicer_bridge.run_on_nodes(scene, study, "synthesize", progress=lambda f, m: fractions.append((f, m)),
+                                      show=False)
+    assert set(made) == {a.GetID(), b.GetID()}
+    assert made[b.GetID()][0].GetName() == "T1 b T2w (MedGAN synthetic)"
+    assert fractions[-1][0] == 1.0 and fractions[0][1].startswith("[1/2]")
+    assert [n.GetName() for n in slicer_bridge.study_volume_nodes(scene, a)] == ["T1 a", "T1 b"]  # outputs excluded
+    count = scene.GetNumberOfNodes()
+    calls = []
+    with pytest.raises(CancelledError):  # cancelled during the second volume: no node of the batch is made
+        slicer_bridge.run_on_nodes(scene, study, "synthesize", batch_size=1,
+                                   cancel=lambda: calls.append(1) or len(calls) > 10)
+    assert scene.GetNumberOfNodes() == count
