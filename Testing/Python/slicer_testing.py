@@ -30,6 +30,14 @@ class SceneSetup:
     app_logic: object
     slice_logics: dict
 
+    def close(self) -> None:
+        """Detach the logics from the scene before Python frees them: freeing a slice logic that still observes
+        a scene whose views were resized crashes VTK's teardown (the application detaches them the same way)."""
+        for logic in self.slice_logics.values():
+            logic.SetMRMLScene(None)
+        self.app_logic.SetMRMLScene(None)
+        self.slice_logics.clear()
+
 
 def make_scene(views: bool = True) -> SceneSetup:
     """A real MRML scene with colour nodes, a subject hierarchy and (optionally) three slice views + layout."""
@@ -175,10 +183,11 @@ def anomaly_card(model_id: str = "test-local-mean-anomaly", threshold: float = 0
 
 
 def render_slice(setup: SceneSetup, view: str, background, foreground=None, opacity: float = 0.5,
-                 ras_point=None) -> np.ndarray:
+                 ras_point=None, zoom: float = 1.0) -> np.ndarray:
     """RGB (H, W, 3) uint8 of a slice view: ``background`` blended with ``foreground`` as vtkMRMLSliceLogic does.
 
-    The view is fitted to the background and moved to ``ras_point`` (through-plane) when given.
+    The view is fitted to the background, magnified by ``zoom`` and moved to ``ras_point`` (through-plane) when
+    given.
     """
     from vtkmodules.util import numpy_support
 
@@ -188,8 +197,11 @@ def render_slice(setup: SceneSetup, view: str, background, foreground=None, opac
     composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
     composite.SetForegroundOpacity(opacity if foreground is not None else 0.0)
     logic.FitSliceToBackground()
+    slice_node = logic.GetSliceNode()
+    if zoom != 1.0:
+        fov = slice_node.GetFieldOfView()
+        slice_node.SetFieldOfView(fov[0] / zoom, fov[1] / zoom, fov[2])
     if ras_point is not None:
-        slice_node = logic.GetSliceNode()
         slice_node.JumpSliceByOffsetting(*[float(v) for v in ras_point])
     logic.UpdateImageData()
     producer = logic.GetImageDataConnection().GetProducer()

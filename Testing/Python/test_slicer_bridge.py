@@ -75,7 +75,9 @@ def _sr_card() -> dict:
 
 @pytest.fixture
 def setup():
-    return make_scene()
+    scene_setup = make_scene()
+    yield scene_setup
+    scene_setup.close()
 
 
 @pytest.fixture
