@@ -32,7 +32,7 @@ def register_architecture(name: str) -> Callable:
 def _import_families() -> None:
     # Importing a family module registers its architectures.
     from . import simple  # noqa: F401
-    for family in ("unet", "resnet", "srgan", "fanogan", "segmentation"):
+    for family in ("unet", "resnet", "ldct", "srgan", "fanogan", "segmentation"):
         try:
             __import__(f"{__name__}.{family}")
         except ModuleNotFoundError as exc:

@@ -1,0 +1,280 @@
+"""The training framework: every family trains, losses move the right way, resume is bit-exact, export loads,
+Ctrl-C saves, configs and data folders fail with clear errors."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from MedGANLogic.errors import InputError
+from MedGANLogic.train import trainer_class
+from MedGANLogic.train.config import list_recipes, load_config, resolve_config
+
+GENERATORS = {
+    "pix2pix": {"name": "unet2d", "params": {"features": 8, "depth": 3, "dropout": 0.5}},
+    "ldct": {"name": "red_cnn2d", "params": {"features": 8, "levels": 2}},
+    "cyclegan": {"name": "resnet2d", "params": {"features": 8, "n_blocks": 1}},
+}
+
+
+def tiny_card(model_id: str, **over) -> dict:
+    card = {"id": model_id, "version": "0.0.1", "task": "synthesize", "dims": "2d",
+            "input": {"modality": "MR", "contrast": "T1w", "normalization": {"kind": "none"}},
+            "output": {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "none"}},
+            "license": "Apache-2.0", "intended_use": "research, not for diagnosis", "training_data": "synthetic"}
+    card.update(over)
+    return card
+
+
+def tiny_config(family: str, **over) -> dict:
+    """A config that trains in well under a second per step on 32 x 32 synthetic slices."""
+    if family == "cyclegan":
+        export = [{"generator": "G_AB", "card": tiny_card("tiny-ab")},
+                  {"generator": "G_BA", "card": tiny_card("tiny-ba")}]
+    else:
+        export = [{"generator": "G", "card": tiny_card(f"tiny-{family}")}]
+    user = {"family": family, "name": f"tiny-{family}", "steps": 8, "batch_size": 4, "device": "cpu",
+            "data": {"source": "synthetic", "size": [32, 32], "count": 8, "volumes": 2},
+            "generator": GENERATORS[family], "discriminator": {"channels": 8, "layers": 2},
+            "log": {"every": 2, "sample_every": 4, "checkpoint_every": 4, "tensorboard": False},
+            "export": export}
+    for key, value in over.items():
+        node = user
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return resolve_config(user)
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan", "ldct"])
+def test_losses_move_as_expected_on_a_fixed_batch(family):
+    """D alone learns to separate real from fake; then G alone learns to fool the frozen D and fit its task."""
+    trainer = trainer_class(family)(tiny_config(family, optim__lr_d=1e-3, optim__lr_g=1e-3), progress=False)
+    batch = trainer.data.batch(0)
+    trainer.set_input(batch)
+    torch.manual_seed(0)
+    d_losses = []
+    for _ in range(12):
+        with torch.no_grad():
+            trainer.forward()
+        d_losses.append(trainer.optimize_discriminator())
+    d_key = "D" if family != "cyclegan" else "D_B"
+    first, last = d_losses[0][d_key], d_losses[-1][d_key]
+    assert all(np.isfinite(v) for logs in d_losses for v in logs.values())
+    assert last < first, f"discriminator loss did not fall: {first} -> {last}"
+
+    g_losses = []
+    for _ in range(12):
+        trainer.forward()
+        g_losses.append(trainer.optimize_generator())
+    task = {"pix2pix": "G_pixel", "ldct": "G_pixel", "cyclegan": "G_cycle"}[family]
+    assert all(np.isfinite(v) for logs in g_losses for v in logs.values())
+    assert g_losses[-1]["G_adv"] < g_losses[0]["G_adv"], "generator did not learn to fool the frozen discriminator"
+    assert g_losses[-1][task] < 0.9 * g_losses[0][task], f"{task} did not fall"
+
+
+def test_full_alternating_training_improves_the_translation(tmp_path):
+    config = tiny_config("pix2pix", steps=40, optim__lr_g=1e-3)
+    trainer = trainer_class("pix2pix")(config, tmp_path / "run", progress=False)
+    batch = trainer.data.sample_batch(4)
+    before = torch.nn.functional.l1_loss(trainer.net("G").eval()(batch["source"]), batch["target"]).item()
+    trainer.net("G").train()
+    summary = trainer.fit()
+    after = torch.nn.functional.l1_loss(trainer.net("G").eval()(batch["source"]), batch["target"]).item()
+    assert summary["step"] == 40 and not summary["interrupted"]
+    assert after < 0.7 * before
+    rows = list(csv.DictReader(open(tmp_path / "run" / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(2, 41, 2))
+    assert {"D", "G", "G_adv", "G_pixel", "lr"} <= set(rows[0])
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())[-1] == "step_000040.png"
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan", "ldct"])
+def test_resume_continues_bit_exactly(tmp_path, family):
+    over = {"loss__critic_steps": 2} if family == "ldct" else {}
+    config = tiny_config(family, **over)
+    cls = trainer_class(family)
+    straight = cls(config, tmp_path / "a", progress=False)
+    straight.fit()
+    first = cls(config, tmp_path / "b", progress=False)
+    first.fit(steps=4)
+    del first
+    resumed = cls.from_checkpoint(tmp_path / "b" / "checkpoints" / "step_000004.safetensors", tmp_path / "b",
+                                  progress=False)
+    assert resumed.step == 4
+    resumed.fit()
+    for name in straight.nets:
+        assert states_equal(straight.nets[name], resumed.nets[name]), f"{name} differs after resume"
+    for name in straight.optimizers:
+        sa, sb = straight.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
+        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    if family == "cyclegan":
+        assert torch.equal(straight.pool_A.state_tensor(), resumed.pool_A.state_tensor())
+
+
+def test_export_load_gives_the_same_output(tmp_path, model_dir):
+    from MedGANLogic import run
+    from MedGANLogic.models.registry import get_model, load_network
+    from MedGANLogic.volume import Volume
+
+    trainer = trainer_class("pix2pix")(tiny_config("pix2pix"), progress=False)
+    trainer.fit()
+    gen = trainer.net("G").eval()
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 1, 32, 40)).astype(np.float32))
+    with torch.no_grad():
+        expected = gen(x)
+    exact = trainer.export(tmp_path / "fp32", dtype=torch.float32)[0]
+    with torch.no_grad():
+        assert torch.equal(load_network(exact, "cpu")(x), expected)
+    card = trainer.export(model_dir)[0]  # fp16, into the user model folder: usable by id at once
+    assert card.data["weights"]["dtype"] == "float16"
+    assert card.data["training"]["steps"] == 8 and card.data["architecture"]["name"] == "unet2d"
+    assert get_model("tiny-pix2pix").sha256 == card.sha256
+    with torch.no_grad():
+        half = load_network(card, "cpu")(x)
+    assert torch.allclose(half, expected, atol=2e-2)
+    vol = Volume(x[:, 0].numpy().copy(), spacing=(1.0, 1.0, 2.0), metadata={"modality": "MR", "contrast": "T1w"})
+    result = run("synthesize", vol, model="tiny-pix2pix", device="cpu")
+    assert np.allclose(result.volume.array, half[:, 0].numpy(), atol=1e-5)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path):
+    cls = trainer_class("pix2pix")
+    trainer = cls(tiny_config("pix2pix", steps=20), tmp_path / "run", progress=False)
+    original = trainer.train_step
+
+    def step_then_interrupt():
+        logs = original()
+        if trainer.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return logs
+
+    trainer.train_step = step_then_interrupt
+    summary = trainer.fit()
+    assert summary["interrupted"] and summary["step"] == 3
+    assert (tmp_path / "run" / "checkpoints" / "step_000003.safetensors").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(InputError, match="loss.gan_mode"):
+        tiny_config("pix2pix", loss__gan_mode="hinge2")
+    with pytest.raises(InputError, match="Unknown recipe"):
+        load_config(recipe="no-such-recipe")
+    with pytest.raises(InputError, match="loss.vgg_weights"):
+        tiny_config("ldct", loss__vgg=0.1)
+    with pytest.raises(InputError, match="WGAN-GP"):
+        trainer_class("ldct")(tiny_config("ldct", discriminator__norm="batch"), progress=False)
+    with pytest.raises(InputError, match="Unknown training family"):
+        resolve_config({"family": "stylegan"})
+
+
+def test_recipes_are_valid_configs_with_valid_cards():
+    from MedGANLogic.models.card import validate_card
+
+    names = list_recipes()
+    assert {"mr-t1-to-t2", "mr-t2-to-t1", "mr-ct-cyclegan", "ldct-denoise"} <= set(names)
+    for name in names:
+        config = load_config(recipe=name)
+        assert config["export"], name
+        for entry in config["export"]:
+            card = copy.deepcopy(entry["card"])
+            for side in ("input", "output"):
+                if card[side]["normalization"].get("window") == "auto":
+                    card[side]["normalization"]["window"] = [0, 1]
+            card["architecture"] = config["generator"]
+            card["weights"] = {"file": "weights.safetensors", "sha256": "0" * 64}
+            validate_card(card, where=name)
+
+
+def test_user_folders_are_paired_by_file_name(tmp_path):
+    from MedGANLogic.io import write_volume
+    from MedGANLogic.train.data import build_batches
+    from MedGANLogic.volume import Volume
+
+    rng = np.random.default_rng(1)
+    src, tgt = tmp_path / "t1", tmp_path / "t2"
+    src.mkdir()
+    tgt.mkdir()
+    for name in ("sub-01", "sub-02", "sub-03"):
+        a = rng.uniform(100, 900, (4, 24, 20)).astype(np.float32)
+        write_volume(Volume(a), src / f"{name}.nii.gz")
+        write_volume(Volume(1000 - a), tgt / f"{name}.nrrd")  # another format, same name
+    card = tiny_card("folder-model", input={"modality": "MR", "normalization": {"kind": "fixed", "window": [0, 1000]}},
+                     output={"modality": "MR", "normalization": {"kind": "fixed", "window": [0, 1000]}})
+    config = tiny_config("pix2pix", data={"source": "folders", "source_dir": str(src), "target_dir": str(tgt),
+                                          "val_fraction": 0.34, "min_foreground": 0.0, "augment": {"flip": True}},
+                         export=[{"generator": "G", "card": card}])
+    batches = build_batches(config, paired=True, size_multiple=8, domains={"G": ("source", "target")})
+    assert batches.describe()["slices"] == {"source": 8, "target": 8}  # 2 volumes x 4 slices; 1 held out
+    assert batches.hw == (24, 24)  # 24 x 20 padded to a multiple of 8
+    b = batches.batch(3)
+    inside = b["source"] > -1  # the padding is background in both
+    assert torch.allclose(b["target"][inside], -b["source"][inside], atol=1e-5)  # pairs stay pairs after flips
+    (tgt / "sub-03.nrrd").unlink()
+    with pytest.raises(InputError, match="no partner.*sub-03"):
+        build_batches(config, paired=True, size_multiple=8, domains={"G": ("source", "target")})
+
+
+def test_batches_are_deterministic_and_differ_per_rank_and_step():
+    trainer = trainer_class("pix2pix")(tiny_config("pix2pix"), progress=False)
+    data = trainer.data
+    assert torch.equal(data.batch(5)["source"], data.batch(5)["source"])
+    assert not torch.equal(data.batch(5, rank=0, world=2)["source"], data.batch(5, rank=1, world=2)["source"])
+    assert not torch.equal(data.batch(5)["source"], data.batch(6)["source"])
+
+
+def test_vgg_perceptual_loss_from_user_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from MedGANLogic.train.losses import VGGPerceptualLoss, vgg19_features
+
+    torch.manual_seed(0)
+    feats = vgg19_features(9)  # up to relu2_2: small enough for a test file
+    path = tmp_path / "vgg19.safetensors"
+    save_file({f"features.{k}": v for k, v in feats.state_dict().items()}, str(path))
+    loss = VGGPerceptualLoss(path, layers=9)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert loss(x, x).item() == 0.0
+    assert loss(x, -x).item() > 0
+    config = tiny_config("ldct", loss__vgg=0.1, loss__vgg_weights=str(path), loss__vgg_layer=9)
+    trainer = trainer_class("ldct")(config, progress=False)
+    trainer.set_input(trainer.data.batch(0))
+    trainer.forward()
+    assert np.isfinite(trainer.optimize_generator()["G_vgg"])
+    with pytest.raises(InputError, match="not a VGG19"):
+        VGGPerceptualLoss(path, layers=12)
+
+
+def test_cli_trains_exports_and_resumes(tmp_path, capsys):
+    import yaml
+
+    from MedGANLogic.models.card import load_card
+    from MedGANLogic.train.cli import _standalone
+
+    cfg = tiny_config("pix2pix")
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run_dir, export = tmp_path / "run", tmp_path / "models"
+    assert _standalone(["--config", str(cfg_path), "--run-dir", str(run_dir), "--steps", "4", "--quiet",
+                        "--export", str(export)]) == 0
+    assert load_card(export / "tiny-pix2pix").data["training"]["steps"] == 4
+    assert _standalone(["--config", str(cfg_path), "--run-dir", str(run_dir), "--quiet"]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert _standalone(["--resume", str(run_dir), "--steps", "6", "--quiet", "--export", str(export)]) == 0
+    assert load_card(export / "tiny-pix2pix").data["training"]["steps"] == 6
+    assert _standalone(["--list-recipes"]) == 0
+    assert "mr-t1-to-t2" in capsys.readouterr().out
