@@ -235,6 +235,30 @@ def volume_from_node(node: Any, *, harden_transform: bool = True, modality: str 
     return Volume.from_ijk_to_ras(array.astype(np.float32, copy=False), matrix, metadata=meta)
 
 
+def header_volume(node: Any, harden_transform: bool = True) -> Volume:
+    """The node's geometry and recorded modality without copying its voxels (cheap: for listing models and
+    describing the input as the panel changes). The array is a read-only zero-stride placeholder of the right
+    shape; ``metadata["guessed_modality"]`` is "CT" when the scalar range looks like Hounsfield units."""
+    image = node.GetImageData() if node is not None else None
+    if image is None:
+        raise InputError(f"Volume node {node.GetName() if node is not None else 'None'!r} has no voxels.")
+    dims = image.GetDimensions()
+    matrix, hardened = node_ijk_to_ras(node, harden_transform=harden_transform)
+    modality, contrast = node_modality(node)
+    meta: dict[str, Any] = {"name": node.GetName(), "node_id": node.GetID(), "header_only": True}
+    if modality:
+        meta["modality"] = modality
+    if contrast:
+        meta["contrast"] = contrast
+    low, high = image.GetScalarRange()
+    if not modality and low < -800 and high > 100:
+        meta["guessed_modality"] = "CT"
+    if hardened:
+        meta["transform_hardened"] = hardened
+    placeholder = np.broadcast_to(np.float32(0), (dims[2], dims[1], dims[0]))
+    return Volume.from_ijk_to_ras(placeholder, matrix, metadata=meta)
+
+
 # --- input checks --------------------------------------------------------------------------------------------------
 def check_input(volume: Volume, card: Any, slice_axis: int | None = None) -> list[str]:
     """Problems of this volume for this model, as sentences; empty when it suits the model.
@@ -289,6 +313,94 @@ def check_output_node(input_node: Any, output_node: Any, task: str) -> None:
     if not output_node.IsA(want) or output_node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise InputError(f"The output node {output_node.GetName()!r} is a {output_node.GetClassName()}; the "
                          f"{task!r} task writes a {want}. Choose another output or create a new one.")
+
+
+# --- what the panel offers: models, devices, model import ---------------------------------------------------------
+def models_for(task: str, volume: Volume | None = None) -> list[tuple[Any, str | None]]:
+    """Installed models for ``task`` as ``(card, problem)``, those that fit ``volume`` first (problem None).
+
+    ``problem`` says why a model does not fit the volume (e.g. "model mr-to-ct expects MR input but the volume
+    is CT"); the panel lists such models only with "run anyway".
+    """
+    from .models import registry
+    from .pipeline import _modality_problem
+
+    entries = []
+    for card in registry.list_models(task):
+        problem = None
+        if volume is not None:
+            problems = check_input(volume, card)
+            problem = "; ".join(problems) if problems else _modality_problem(card, volume)
+        entries.append((card, problem))
+    return sorted(entries, key=lambda entry: entry[1] is not None)
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """``(label, device)`` pairs for the device selector: Auto, CPU, then every CUDA GPU by index and name."""
+    choices = [("Auto (GPU if available)", "auto"), ("CPU", "cpu")]
+    try:
+        import torch
+    except ImportError:  # torch not installed yet: it is installed on first use
+        return choices
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            choices.append((f"CUDA {index}: {props.name} ({props.total_memory / 2**30:.0f} GB)", f"cuda:{index}"))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        choices.append(("Apple GPU (MPS)", "mps"))
+    return choices
+
+
+def card_summary_html(card: Any, problem: str | None = None) -> str:
+    """The model card as the panel shows it: what it does, what it was trained on, its intended use."""
+    from html import escape
+
+    info = card.summary()
+    rows = [("Model", f"{info['name']} ({info['id']} v{info['version']})"),
+            ("Does", f"{info['task']}: {info['modality_in'] or 'any'} &rarr; {info['modality_out'] or 'map'}"
+                     f" ({info['dims']}{', x' + str(info['scale_factor']) if card.task == 'superres' else ''})"),
+            ("Trained on", info["training_data"]), ("Intended use", info["intended_use"]),
+            ("License", card.data.get("license", "")), ("Source", f"{info['source']}: {info['folder']}")]
+    html = "".join(f"<tr><td><b>{escape(k)}</b>&nbsp;</td><td>{v if k == 'Does' else escape(str(v))}</td></tr>"
+                   for k, v in rows)
+    warning = (f"<p style='color:#c0392b'><b>Does not fit the input:</b> {escape(problem)}. Tick \"Run even if the "
+               f"input does not fit\" to run anyway.</p>" if problem else "")
+    return f"<table>{html}</table>{warning}"
+
+
+def import_model(source: str | Any, *, replace: bool = False, **pix2pix_options: Any) -> Any:
+    """Validate a model and add it to the user model folder; returns its card ("Import model..." in the panel).
+
+    ``source`` is a MedGAN model folder (card.json + weights.safetensors: SHA-256 checked, network built, then
+    copied) or a pytorch-CycleGAN-and-pix2pix generator checkpoint (.pth; ``pix2pix_options`` as
+    :func:`MedGANLogic.train.importer.import_pix2pix` takes them: model_id, task, input_modality, ...).
+    """
+    from pathlib import Path
+
+    from .models import registry
+
+    path = Path(source)
+    if path.is_dir():
+        from .models.card import load_card
+
+        # Checked here too: install_model's network check may be answered from the loaded-network cache, which
+        # is keyed by the card's SHA-256 and so cannot see a changed file.
+        registry.verify_weights(load_card(path))
+        return registry.install_model(path, replace=replace)
+    if path.is_file() and path.suffix.lower() in (".pth", ".pt"):
+        from .train.importer import import_pix2pix
+
+        model_id = pix2pix_options.pop("model_id", None)
+        if not model_id:
+            raise InputError("Importing a .pth checkpoint needs an id for the new model (model_id), e.g. my-t1-to-t2.")
+        target = registry.user_models_dir()
+        if (target / model_id).exists() and not replace:
+            raise InputError(f"A model {model_id!r} is already installed in {target}; choose another id or replace it.")
+        card = import_pix2pix(path, target, model_id=model_id, **pix2pix_options)
+        registry.load_network(card, "cpu")  # proves it loads before the panel lists it
+        return card
+    raise InputError(f"{path} is neither a model folder (card.json + weights.safetensors) nor a .pth generator "
+                     f"checkpoint of pytorch-CycleGAN-and-pix2pix.")
 
 
 # --- run request: prepared on the main thread, executed anywhere ---------------------------------------------------
@@ -824,8 +936,9 @@ def describe_result(result: Any) -> str:
     return text
 
 
-__all__ = ["RunRequest", "SceneTransaction", "array_from_node", "candidate_regions", "check_input",
-           "check_output_node", "colormap_node", "describe_result", "display_anomaly_map", "execute", "finish_run",
+__all__ = ["RunRequest", "SceneTransaction", "array_from_node", "candidate_regions", "card_summary_html",
+           "check_input", "check_output_node", "colormap_node", "describe_result", "device_choices",
+           "display_anomaly_map", "execute", "finish_run", "header_volume", "import_model", "models_for",
            "node_ijk_to_ras", "node_modality", "nodes_from_result", "output_name", "place_beside", "prepare_run",
            "provenance_attributes", "run_on_node", "run_on_nodes", "show_in_slice_views", "split_options",
            "study_volume_nodes", "update_anomaly_display", "volume_from_node"]

@@ -3,6 +3,7 @@ shows them.
 
     python Testing/Python/slicer_figures.py overlay Testing/Reports/anomaly_overlay.png
     python Testing/Python/slicer_figures.py panel Resources/Screenshots/panel.png
+    python Testing/Python/slicer_figures.py icon Resources/Icons/MedGAN.png
 
 * ``overlay``: the anomaly map shown as Slicer shows it: ``slicer_bridge.run_on_node`` on a real MRML scene, then
   the Red slice view's blended background (the scan) and foreground (the map, perceptual colour table, opacity,
@@ -184,17 +185,220 @@ def make_overlay_png(path: Path) -> OverlayRender:
     return render
 
 
+# --- panel screenshot -------------------------------------------------------------------------------------------------
+UI_FILE = REPO / "Resources" / "UI" / "MedGAN.ui"
+
+
+def _stand_in_classes():
+    """Plain Qt classes standing in for Slicer's CTK/qMRML widgets in this picture (same name, similar look)."""
+    from PySide6.QtCore import Property
+    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QSlider, QWidget
+
+    class qMRMLWidget(QWidget):  # noqa: N801  (the class name the .ui file names)
+        pass
+
+    class ctkCollapsibleButton(QGroupBox):  # noqa: N801
+        def _text(self):
+            return self.title()
+
+        def _setText(self, value):
+            self.setTitle(("\u25b8 " if getattr(self, "_collapsed", False) else "\u25be ") + value)
+
+        def _isCollapsed(self):
+            return getattr(self, "_collapsed", False)
+
+        def _setCollapsed(self, value):
+            self._collapsed = bool(value)
+
+        text = Property(str, _text, _setText)
+        collapsed = Property(bool, _isCollapsed, _setCollapsed)
+
+    class ctkSliderWidget(QWidget):  # noqa: N801
+        def __init__(self, parent=None):
+            super().__init__(parent)
+            layout = QHBoxLayout(self)
+            layout.setContentsMargins(0, 0, 0, 0)
+            self.slider = QSlider()
+            self.slider.setOrientation(self.slider.orientation().Horizontal)
+            self.slider.setRange(0, 1000)
+            self.spin = QDoubleSpinBox()
+            self.spin.setRange(0.0, 1.0)
+            layout.addWidget(self.slider, 1)
+            layout.addWidget(self.spin)
+
+        def _sync(self):
+            span = self.spin.maximum() - self.spin.minimum() or 1.0
+            self.slider.setValue(int(round(1000 * (self.spin.value() - self.spin.minimum()) / span)))
+
+        def _get(name):
+            return lambda self: getattr(self.spin, name)()
+
+        def _set(name):
+            def setter(self, value):
+                getattr(self.spin, "set" + name[0].upper() + name[1:])(value)
+                self._sync()
+            return setter
+
+        value = Property(float, _get("value"), _set("value"))
+        minimum = Property(float, _get("minimum"), _set("minimum"))
+        maximum = Property(float, _get("maximum"), _set("maximum"))
+        singleStep = Property(float, _get("singleStep"), _set("singleStep"))
+        decimals = Property(int, _get("decimals"), _set("decimals"))
+
+    class qMRMLNodeComboBox(QComboBox):  # noqa: N801
+        def _noneDisplay(self):
+            return getattr(self, "_none", "None")
+
+        def _setNoneDisplay(self, value):
+            self._none = value
+
+        noneDisplay = Property(str, _noneDisplay, _setNoneDisplay)
+
+    class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):  # noqa: N801
+        pass
+
+    return [qMRMLWidget, ctkCollapsibleButton, ctkSliderWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox]
+
+
+def load_panel():
+    """(QApplication, the panel widget loaded from the .ui with stand-ins) — offscreen, for pictures and checks."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QFile, qInstallMessageHandler
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+
+    def quiet(mode, context, message):  # the stand-ins have no MRML scene signals to connect: expected
+        if "vtkMRMLScene" not in message and "QObject::connect" not in message:
+            sys.stderr.write(message + "\n")
+
+    qInstallMessageHandler(quiet)
+    loader = QUiLoader()
+    for cls in _stand_in_classes():
+        loader.registerCustomWidget(cls)
+    ui_file = QFile(str(UI_FILE))
+    if not ui_file.open(QFile.ReadOnly):
+        raise OSError(f"cannot open {UI_FILE}")
+    try:
+        panel = loader.load(ui_file)
+    finally:
+        ui_file.close()
+    if panel is None:
+        raise RuntimeError(f"Qt could not load {UI_FILE}: {loader.errorString()}")
+    app._medgan_loader = loader  # keep the stand-in classes alive as long as the panel
+    return app, panel
+
+
+def _example_card_html() -> str:
+    """The card the panel shows for a built-in anomaly model, or for the analytic test model if none is installed."""
+    from slicer_testing import anomaly_card
+
+    from MedGANLogic import slicer_bridge
+    from MedGANLogic.models import registry
+    from MedGANLogic.models.card import ModelCard
+
+    cards = registry.list_models("anomaly")
+    if cards:
+        return slicer_bridge.card_summary_html(cards[0])
+    data = anomaly_card()
+    data["weights"]["sha256"] = "0" * 64
+    return slicer_bridge.card_summary_html(ModelCard(data, folder=Path("Resources/Models/test-local-mean-anomaly"),
+                                                     source="builtin"))
+
+
+def render_panel(path: Path, width: int = 440) -> Path:
+    """Render MedGAN.ui as it looks during an anomaly run (Apply turned Cancel, progress, status) to a PNG."""
+    from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QProgressBar, QPushButton, QTextBrowser, QWidget
+
+    app, panel = load_panel()
+    find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
+    find(QComboBox, "inputVolumeSelector").addItem("MedGAN T2w (phantom subject)")
+    find(QLabel, "inputInfoLabel").setText("MR T2w; (96, 112, 36) voxels of 1.20 x 1.20 x 3.00 mm; field of view "
+                                           "115 x 134 x 108 mm")
+    find(QComboBox, "batchVolumesSelector").addItem("MedGAN T2w (phantom subject)")
+    task = find(QComboBox, "taskComboBox")
+    task.setCurrentIndex(3)  # Anomaly map
+    find(QComboBox, "modelComboBox").addItem("local-mean reconstruction (test-local-mean-anomaly)")
+    find(QTextBrowser, "modelCardBrowser").setHtml(_example_card_html())
+    find(QComboBox, "deviceComboBox").addItem("Auto (GPU if available)")
+    output = find(QComboBox, "outputNodeSelector")
+    output.addItem(output.property("noneDisplay") or "Create new node")
+    apply_button = find(QPushButton, "applyButton")
+    apply_button.setText("Cancel")
+    apply_button.setEnabled(True)
+    progress = find(QProgressBar, "progressBar")
+    progress.setValue(62)
+    find(QLabel, "statusLabel").setText("anomaly map: batch 10/16 (slices 88-95) on cpu")
+    # as the module's widget does: the slider follows the "threshold from the card" box
+    find(QWidget, "thresholdSliderWidget").setEnabled(not find(QCheckBox, "cardThresholdCheckBox").isChecked())
+    for box in panel.findChildren(QWidget):
+        if type(box).__name__ == "ctkCollapsibleButton" and box.property("collapsed"):
+            box.setProperty("text", box.title()[2:])  # redraw the arrow as collapsed
+            for child in box.findChildren(QWidget):
+                child.setVisible(False)
+            box.setFixedHeight(28)
+    panel.resize(width, 10)
+    panel.adjustSize()
+    panel.resize(width, panel.sizeHint().height())
+    panel.show()
+    app.processEvents()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not panel.grab().save(str(path)):
+        raise OSError(f"could not write {path}")
+    panel.close()
+    return path
+
+
+# --- module icon ------------------------------------------------------------------------------------------------------
+def make_icon(path: Path, size: int = 128) -> Path:
+    """The module/extension icon: a head slice, grey on the left (the scan), Inferno on the right (what MedGAN
+    makes of it), on a dark tile with the name."""
+    from PIL import Image, ImageDraw
+
+    from MedGANLogic.slicer_bridge import _COLORMAP_ANCHORS
+
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    cx, cy = size / 2, size * 0.40
+    r = np.sqrt(((x - cx) / (size * 0.31)) ** 2 + ((y - cy) / (size * 0.36)) ** 2)
+    head = 1.0 / (1.0 + np.exp((r - 0.92) / 0.02))
+    tissue = 0.55 + 0.25 * np.cos(r * 9.0) * np.exp(-r * 1.5) + 0.12 * np.sin(x / 5.0) * np.sin(y / 7.0)
+    value = np.clip(head * tissue, 0, 1)
+    anchors = np.array(_COLORMAP_ANCHORS["Inferno"])
+    positions = np.linspace(0, 1, len(anchors))
+    inferno = np.stack([np.interp(value, positions, anchors[:, c]) for c in range(3)], axis=-1)
+    grey = np.repeat(value[..., None], 3, axis=-1)
+    rgb = np.where((x < cx)[..., None], grey, inferno)
+    tile = np.array([0.13, 0.15, 0.20])
+    rgb = rgb * head[..., None] + tile * (1 - head[..., None])
+    image = Image.fromarray((rgb * 255).round().astype(np.uint8)).convert("RGBA")
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).rounded_rectangle([0, 0, size - 1, size - 1], radius=size // 8, fill=255)
+    image.putalpha(mask)
+    draw = ImageDraw.Draw(image)
+    draw.line([(cx, cy - size * 0.36), (cx, cy + size * 0.36)], fill=(255, 255, 255, 200), width=max(1, size // 64))
+    font = _font(size // 6)
+    text = "MedGAN"
+    width = draw.textlength(text, font=font)
+    draw.text(((size - width) / 2, size * 0.87 - size // 12), text, fill=(245, 245, 245, 255), font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, optimize=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 2 or argv[0] not in ("overlay", "panel"):
+    if len(argv) != 2 or argv[0] not in ("overlay", "panel", "icon"):
         print(__doc__)
         return 2
     what, path = argv
     if what == "overlay":
         make_overlay_png(Path(path))
+    elif what == "icon":
+        make_icon(Path(path))
     else:
-        from slicer_panel import render_panel
-
         render_panel(Path(path))
     print(f"wrote {path}")
     return 0

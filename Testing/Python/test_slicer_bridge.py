@@ -516,3 +516,66 @@ def test_batch_runs_every_volume_of_the_study_all_or_nothing(setup, phantom, mak
         slicer_bridge.run_on_nodes(scene, study, "synthesize", batch_size=1,
                                    cancel=lambda: calls.append(1) or len(calls) > 10)
     assert scene.GetNumberOfNodes() == count
+
+
+# --- what the panel lists ------------------------------------------------------------------------------------------
+def test_header_volume_describes_without_copying_voxels(setup, t1_node, ct_volume):
+    header = slicer_bridge.header_volume(t1_node)
+    full = slicer_bridge.volume_from_node(t1_node)
+    assert header.shape == full.shape and header.array.strides == (0, 0, 0)
+    assert np.allclose(header.ijk_to_ras(), full.ijk_to_ras()) and header.metadata["contrast"] == "T1w"
+    ct = add_volume_node(setup.scene, ct_volume, "unlabelled CT")
+    ct.RemoveAttribute("MedGAN.modality")
+    assert slicer_bridge.header_volume(ct).metadata["guessed_modality"] == "CT"
+
+
+def test_models_for_lists_fitting_models_first_with_the_reason_for_the_others(setup, t1_node, make_model):
+    make_model(_ct_card("test-ct-synth") | {"task": "synthesize", "output": tiny_card()["output"]})
+    make_model(tiny_card())
+    entries = slicer_bridge.models_for("synthesize", slicer_bridge.header_volume(t1_node))
+    assert [(card.id, problem is None) for card, problem in entries] == [("test-t1-to-t2", True),
+                                                                         ("test-ct-synth", False)]
+    assert "expects CT" in entries[1][1]
+    assert [card.id for card, _ in slicer_bridge.models_for("denoise")] == []
+    html = slicer_bridge.card_summary_html(*entries[1])
+    assert "none (test model)" in html and "research, not for diagnosis" in html and "Does not fit" in html
+    assert "<script" not in slicer_bridge.card_summary_html(entries[0][0]) and "&rarr;" in html
+
+
+def test_device_choices_offer_auto_and_cpu_first():
+    choices = slicer_bridge.device_choices()
+    assert choices[:2] == [("Auto (GPU if available)", "auto"), ("CPU", "cpu")]
+    if torch.cuda.is_available():
+        assert any(device == "cuda:0" for _, device in choices)
+
+
+def test_import_model_validates_before_adding_to_the_user_folder(model_dir, tmp_path):
+    from MedGANLogic.models import registry
+    from MedGANLogic.models.registry import save_model
+
+    source = save_model(tmp_path / "incoming" / "my-model", tiny_card("my-model"), _net(tiny_card()).state_dict())
+    card = slicer_bridge.import_model(source.folder)
+    assert card.folder == model_dir / "my-model" and [c.id for c in registry.list_models()] == ["my-model"]
+    with pytest.raises(ModelError, match="already installed"):
+        slicer_bridge.import_model(source.folder)
+    data = bytearray(source.weights_path.read_bytes())
+    data[-5] ^= 0xFF
+    source.weights_path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="SHA-256"):
+        slicer_bridge.import_model(source.folder, replace=True)
+    with pytest.raises(InputError, match="neither a model folder"):
+        slicer_bridge.import_model(tmp_path / "incoming" / "my-model" / "card.json")
+    with pytest.raises(InputError, match="needs an id"):
+        (tmp_path / "G.pth").write_bytes(b"not read")
+        slicer_bridge.import_model(tmp_path / "G.pth")
+
+
+def test_import_model_converts_a_pix2pix_checkpoint(model_dir, tmp_path):
+    from test_import import pix2pix_resnet_state  # the import tests' pix2pix-layout state dicts
+
+    # a pytorch-CycleGAN-and-pix2pix ResNet generator state dict, saved as their code saves it
+    checkpoint = tmp_path / "latest_net_G.pth"
+    torch.save(pix2pix_resnet_state(2, 8, "instance"), checkpoint)
+    card = slicer_bridge.import_model(checkpoint, model_id="my-pix2pix", input_contrast="T1w",
+                                      output_contrast="T2w", output_window=[0, 1000])
+    assert card.folder == model_dir / "my-pix2pix" and card.input["contrast"] == "T1w"
