@@ -328,6 +328,11 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.anomalyCollapsibleButton.enabled = anomaly or self._lastAnomalyNode is not None
         self.ui.thresholdSliderWidget.enabled = not p.useCardThreshold
         self.ui.sliceAxisComboBox.enabled = self.logic.modelIs2D(p.modelId)
+        deviceIndex = self.ui.deviceComboBox.findData(p.device)
+        if deviceIndex >= 0 and deviceIndex != self.ui.deviceComboBox.currentIndex:
+            wasBlocked = self.ui.deviceComboBox.blockSignals(True)
+            self.ui.deviceComboBox.currentIndex = deviceIndex
+            self.ui.deviceComboBox.blockSignals(wasBlocked)
         if self._lastAnomalyNode is not None and slicer.mrmlScene.IsNodePresent(self._lastAnomalyNode):
             slicer_bridge.update_anomaly_display(
                 self._lastAnomalyNode, slicer.mrmlScene, opacity=p.opacity, colormap=p.colormap.value,
@@ -497,7 +502,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             options = self.logic.optionsFromParameters(p)
             try:
                 requests = self.logic.prepare(inputs, p.task.value, p.modelId, p.device, p.outputNode, **options)
-            except medgan_engine.InputError as exc:  # includes ModalityMismatchError
+            except slicer_bridge.UnsuitableInputError as exc:  # modality, voxel size or field of view
                 if p.force or not slicer.util.confirmYesNoDisplay(
                         f"{exc}\n\nRun anyway?", windowTitle="MedGAN: the input does not fit the model"):
                     raise

@@ -82,6 +82,15 @@ _SEGMENT_COLORS = [(0.90, 0.35, 0.25), (0.30, 0.70, 0.95), (0.40, 0.85, 0.35), (
                    (0.75, 0.45, 0.90), (0.35, 0.90, 0.85), (0.95, 0.55, 0.75), (0.65, 0.65, 0.35)]
 
 
+class UnsuitableInputError(InputError):
+    """The volume does not suit the chosen model (modality, voxel size or field of view); ``force=True`` runs
+    anyway. The panel answers it with a "Run anyway?" question; other input errors are just reported."""
+
+
+class UnsuitableModalityError(UnsuitableInputError, ModalityMismatchError):
+    """:class:`UnsuitableInputError` whose problems include the modality or contrast."""
+
+
 # --- small MRML/VTK helpers ----------------------------------------------------------------------------------------
 def _matrix_to_numpy(matrix: Any) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=np.float64)
@@ -445,7 +454,7 @@ def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None
     card = choose_model(task, volume, model)
     problems = check_input(volume, card, engine.get("slice_axis"))
     if problems and not engine.get("force"):
-        kind = ModalityMismatchError if _modality_problem(card, volume) else InputError
+        kind = UnsuitableModalityError if _modality_problem(card, volume) else UnsuitableInputError
         raise kind(f"Volume {input_node.GetName()!r} does not suit model {card.id}: {'; '.join(problems)}. "
                    f"Run anyway with force=True ('Run anyway' in the panel).")
     matrix = _matrix_to_numpy(_get_ijk_to_ras(input_node))
@@ -936,9 +945,10 @@ def describe_result(result: Any) -> str:
     return text
 
 
-__all__ = ["RunRequest", "SceneTransaction", "array_from_node", "candidate_regions", "card_summary_html",
-           "check_input", "check_output_node", "colormap_node", "describe_result", "device_choices",
-           "display_anomaly_map", "execute", "finish_run", "header_volume", "import_model", "models_for",
-           "node_ijk_to_ras", "node_modality", "nodes_from_result", "output_name", "place_beside", "prepare_run",
-           "provenance_attributes", "run_on_node", "run_on_nodes", "show_in_slice_views", "split_options",
-           "study_volume_nodes", "update_anomaly_display", "volume_from_node"]
+__all__ = ["RunRequest", "SceneTransaction", "UnsuitableInputError", "UnsuitableModalityError", "array_from_node",
+           "candidate_regions", "card_summary_html", "check_input", "check_output_node", "colormap_node",
+           "describe_result", "device_choices", "display_anomaly_map", "execute", "finish_run", "header_volume",
+           "import_model", "models_for", "node_ijk_to_ras", "node_modality", "nodes_from_result", "output_name",
+           "place_beside", "prepare_run", "provenance_attributes", "run_on_node", "run_on_nodes",
+           "show_in_slice_views", "split_options", "study_volume_nodes", "update_anomaly_display",
+           "volume_from_node"]

@@ -428,8 +428,9 @@ def test_modality_mismatch_is_refused_unless_forced(setup, ct_volume, make_model
     make_model(tiny_card())
     node = add_volume_node(setup.scene, ct_volume, "CT")
     count = setup.scene.GetNumberOfNodes()
-    with pytest.raises(ModalityMismatchError, match="expects MR.*force=True"):
+    with pytest.raises(slicer_bridge.UnsuitableModalityError, match="expects MR.*force=True") as refused:
         slicer_bridge.run_on_node(setup.scene, node, "synthesize", model="test-t1-to-t2")
+    assert isinstance(refused.value, ModalityMismatchError)  # what the engine raises for the same problem
     assert setup.scene.GetNumberOfNodes() == count
     out = slicer_bridge.run_on_node(setup.scene, node, "synthesize", model="test-t1-to-t2", force=True)[0]
     assert "expects MR" in out.GetAttribute("MedGAN.forced_despite")
@@ -439,7 +440,8 @@ def test_spacing_and_field_of_view_outside_the_card_are_refused(setup, t1_node, 
     card = tiny_card(input={"modality": "MR", "contrast": "T1w", "spacing_mm": [0.5, 1.2], "fov_mm": [150, 300],
                             "normalization": {"kind": "mr_percentile"}})
     make_model(card)
-    with pytest.raises(InputError, match=r"voxel size x 1.60 mm, y 1.50 mm.*field of view x 90 mm, y 96 mm is smaller"):
+    with pytest.raises(slicer_bridge.UnsuitableInputError,
+                       match=r"voxel size x 1.60 mm, y 1.50 mm.*field of view x 90 mm, y 96 mm is smaller"):
         slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize")
     request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True)
     assert len(request.warnings) == 2  # kept for the panel to show
