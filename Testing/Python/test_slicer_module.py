@@ -254,3 +254,13 @@ def test_panel_renders_offscreen_to_the_screenshot(tmp_path):
     committed = REPO / "Resources" / "Screenshots" / "panel.png"
     with Image.open(committed) as image:
         assert image.format == "PNG" and abs(image.width - pixels.shape[1]) < 80
+
+
+def test_engine_imports_slicer_only_when_a_bridge_function_runs():
+    import subprocess
+    import sys
+
+    code = ("import sys, MedGANLogic, MedGANLogic.slicer_bridge as b; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('slicer', 'qt', 'ctk', 'vtk', 'vtkmodules')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
