@@ -95,30 +95,25 @@ are trained on phantom data derived from the MNI152 template (shipped with nilea
 
 
 def registerSampleData():
-    """Add the bundled phantom subject (Resources/SampleData, described by its manifest) to the Sample Data module.
+    """Add the bundled phantom subject (the volumes in Resources/SampleData) to the Sample Data module.
 
-    The manifest reader is the engine's, which needs PyTorch: before the dependencies are installed this does
-    nothing, and ``MedGANLogic.ensureDependencies`` calls it again once they are.
+    Only file names are read here, so Slicer's startup imports neither PyTorch nor the engine; what each volume
+    is (modality, contrast) comes from the folder's manifest when MedGAN sees the node
+    (``MedGANLogic.declaredModality``).
     """
-    import importlib.util
     import pathlib
 
-    if importlib.util.find_spec("torch") is None:
-        return
     import SampleData
-
-    from MedGANLogic.demo import load_manifest
 
     folder = pathlib.Path(resourceFile("SampleData"))
     icon = resourceFile("Icons/MedGAN.png")
-    for entry in load_manifest(folder):
-        path = pathlib.Path(entry["path"])
-        if not path.is_file():
-            continue
+    volumes = sorted(p for p in folder.glob("*") if p.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")))
+    for path in volumes:
+        name = f"MedGAN {path.name.split('.')[0]}"
         # Local files (file:// URIs): nothing is downloaded, so no checksum is needed.
         SampleData.SampleDataLogic.registerCustomSampleDataSource(
-            category="MedGAN", sampleName=f"MedGAN {entry['name']}", thumbnailFileName=icon,
-            uris=path.as_uri(), fileNames=path.name, nodeNames=f"MedGAN {entry['name']}")
+            category="MedGAN", sampleName=name, thumbnailFileName=icon, uris=path.as_uri(), fileNames=path.name,
+            nodeNames=name)
 
 
 #
@@ -605,7 +600,6 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
         if still:
             raise RuntimeError(f"Could not install {', '.join(still)}; install them from the Python console with "
                                f"slicer.util.pip_install('{' '.join(still)}').")
-        registerSampleData()
         return True
 
     @staticmethod
@@ -626,7 +620,7 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
         volume = None
         if inputVolume is not None:
             try:
-                volume = slicer_bridge.header_volume(inputVolume)
+                volume = slicer_bridge.header_volume(inputVolume, **self.declaredModality(inputVolume))
             except medgan_engine.InputError:
                 volume = None
         return slicer_bridge.models_for(task, volume)
@@ -647,9 +641,8 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
     def describeInput(self, inputVolume) -> str:
         if inputVolume is None:
             return "No input volume: load one (File > Add Data, or Sample Data > MedGAN)."
-        self.declareSampleModality(inputVolume)
         try:
-            volume = slicer_bridge.header_volume(inputVolume)
+            volume = slicer_bridge.header_volume(inputVolume, **self.declaredModality(inputVolume))
         except medgan_engine.InputError as exc:
             return str(exc)
         modality = " ".join(str(v) for v in (volume.metadata.get("modality"), volume.metadata.get("contrast"))
@@ -661,19 +654,19 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
             else ""
         return f"{modality}; {volume.shape[::-1]} voxels of {spacing} mm; field of view {fov} mm{note}"
 
-    def declareSampleModality(self, node) -> None:
-        """Nodes loaded from MedGAN's sample data get the modality/contrast its manifest records."""
-        if node.GetAttribute("MedGAN.modality") or self.missingDependencies():
-            return
+    def declaredModality(self, node) -> dict:
+        """{"modality", "contrast"} of a volume loaded from MedGAN's sample data, from the folder's manifest, when
+        the node does not record them itself (empty otherwise). Passed to the runs, never written to the node."""
+        if node is None or node.GetAttribute("MedGAN.modality") or self.missingDependencies():
+            return {}
         import pathlib
 
         from MedGANLogic.demo import load_manifest
 
         for entry in load_manifest(pathlib.Path(resourceFile("SampleData"))):
             if node.GetName() in (f"MedGAN {entry['name']}", entry["name"]):
-                for key in ("modality", "contrast"):
-                    if entry.get(key):
-                        node.SetAttribute(f"MedGAN.{key}", str(entry[key]))
+                return {key: str(entry[key]) for key in ("modality", "contrast") if entry.get(key)}
+        return {}
 
     def optionsFromParameters(self, p) -> dict:
         options: dict[str, Any] = {"overlap": float(p.overlap), "colormap": p.colormap.value,
@@ -705,6 +698,7 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
         colormap, opacity, display_threshold, make_segmentation, show, harden_transform.
         """
         self.ensureDependencies(askConfirmation=True)
+        options = {**self.declaredModality(inputVolume), **options}
         return slicer_bridge.run_on_node(slicer.mrmlScene, inputVolume, task, model=model or None, device=device,
                                          progress=progress, cancel=cancel, output_node=outputNode, **options)
 
@@ -715,7 +709,8 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
             raise medgan_engine.InputError("An output node can be overwritten by a single run only; choose "
                                            "'Create new node' for a batch.")
         return [slicer_bridge.prepare_run(slicer.mrmlScene, node, task, model=model or None, device=device,
-                                          output_node=outputNode, **options) for node in inputVolumes]
+                                          output_node=outputNode, **{**self.declaredModality(node), **options})
+                for node in inputVolumes]
 
     def finish(self, job: MedGANJob) -> tuple[list, str]:
         """Main thread: the nodes of a finished job (all or nothing) and a status line."""
@@ -771,7 +766,7 @@ class MedGANTest(ScriptedLoadableModuleTest):
         entry = pick_sample(card, entries)
         self.assertIsNotNone(entry, f"no sample volume fits model {card.id}")
         node = slicer.util.loadVolume(str(entry["path"]), {"name": f"MedGAN {entry['name']}"})
-        MedGANLogic().declareSampleModality(node)
+        self.assertEqual(MedGANLogic().declaredModality(node).get("modality"), entry.get("modality"))
         return node
 
     def builtinModel(self, task):

@@ -244,16 +244,19 @@ def volume_from_node(node: Any, *, harden_transform: bool = True, modality: str 
     return Volume.from_ijk_to_ras(array.astype(np.float32, copy=False), matrix, metadata=meta)
 
 
-def header_volume(node: Any, harden_transform: bool = True) -> Volume:
+def header_volume(node: Any, harden_transform: bool = True, modality: str | None = None,
+                  contrast: str | None = None) -> Volume:
     """The node's geometry and recorded modality without copying its voxels (cheap: for listing models and
     describing the input as the panel changes). The array is a read-only zero-stride placeholder of the right
-    shape; ``metadata["guessed_modality"]`` is "CT" when the scalar range looks like Hounsfield units."""
+    shape; ``metadata["guessed_modality"]`` is "CT" when the scalar range looks like Hounsfield units.
+    ``modality``/``contrast`` declare what the node does not record, as in :func:`volume_from_node`."""
     image = node.GetImageData() if node is not None else None
     if image is None:
         raise InputError(f"Volume node {node.GetName() if node is not None else 'None'!r} has no voxels.")
     dims = image.GetDimensions()
     matrix, hardened = node_ijk_to_ras(node, harden_transform=harden_transform)
-    modality, contrast = node_modality(node)
+    found_modality, found_contrast = node_modality(node)
+    modality, contrast = modality or found_modality, contrast or found_contrast
     meta: dict[str, Any] = {"name": node.GetName(), "node_id": node.GetID(), "header_only": True}
     if modality:
         meta["modality"] = modality

@@ -581,3 +581,14 @@ def test_import_model_converts_a_pix2pix_checkpoint(model_dir, tmp_path):
     card = slicer_bridge.import_model(checkpoint, model_id="my-pix2pix", input_contrast="T1w",
                                       output_contrast="T2w", output_window=[0, 1000])
     assert card.folder == model_dir / "my-pix2pix" and card.input["contrast"] == "T1w"
+
+
+def test_declared_modality_fills_what_the_node_does_not_record(setup, ct_volume, make_model):
+    make_model(tiny_card())
+    node = add_volume_node(setup.scene, ct_volume.with_array(ct_volume.array + 1500.0, metadata={"modality": None}),
+                           "unlabelled")
+    assert slicer_bridge.header_volume(node, modality="MR", contrast="T1w").metadata["contrast"] == "T1w"
+    before = _snapshot(node)
+    out = slicer_bridge.run_on_node(setup.scene, node, "synthesize", modality="MR", contrast="T1w", show=False)[0]
+    _assert_unchanged(node, before)  # declared for the run, not written to the input
+    assert out.GetAttribute("MedGAN.forced_despite") is None
