@@ -250,6 +250,20 @@ def cached_arrays(key: dict[str, Any], make: Callable[[], dict[str, np.ndarray]]
     return arrays
 
 
+def simulator_fingerprint() -> str:
+    """A hash of the phantom simulator's source, so cached phantom data is rebuilt whenever the simulator changes."""
+    from .. import simulate
+
+    files = [Path(simulate.__file__)] if getattr(simulate, "__file__", None) else []
+    if files and files[0].name == "__init__.py":
+        files = sorted(files[0].parent.rglob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def phantom_subject_arrays(seed: int, keys: list[str], spacing_mm: float, healthy: bool = False,
                            low_dose: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Arrays (z, y, x) of one phantom subject: ``keys`` of ``Subject.volumes`` plus ``CT_low_dose`` if asked.
@@ -258,7 +272,7 @@ def phantom_subject_arrays(seed: int, keys: list[str], spacing_mm: float, health
     realisation ``r`` of subject ``seed`` using noise seed ``seed * 1000 + 100 * r + z``.
     """
     key = {"seed": seed, "keys": sorted(keys), "spacing_mm": spacing_mm, "healthy": healthy,
-           "low_dose": low_dose, "v": 1}
+           "low_dose": low_dose, "simulator": simulator_fingerprint(), "v": 1}
 
     def make() -> dict[str, np.ndarray]:
         from .. import simulate
