@@ -1,0 +1,77 @@
+"""Low-resolution MR for super-resolution, paired with its high-resolution target.
+
+* Through-plane: ``thick_slices`` averages ``factor`` consecutive slices (a box slice profile, as a thick 2D
+  acquisition integrates over its slab); spacing along that axis grows by ``factor``.
+* In-plane: ``kspace_truncate`` keeps the central 1/``factor`` of k-space along the in-plane axes (what a
+  lower acquisition matrix measures) and returns the magnitude image on the coarse grid.
+Both keep the physical field of view: voxel centres move so that the outer voxel edges stay in place (the
+inverse of :meth:`MedGANLogic.volume.Volume.resampled_grid`). The high-resolution target is cropped to a
+multiple of ``factor`` first, so low- and high-resolution volumes cover exactly the same extent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+
+
+def crop_to_multiple(volume: Volume, factor: int, axes: tuple[int, ...]) -> Volume:
+    """Drop trailing voxels so the size along ``axes`` is a multiple of ``factor`` (origin unchanged)."""
+    slices = tuple(slice(0, n - n % factor) if a in axes else slice(None) for a, n in enumerate(volume.shape))
+    return volume.with_array(np.ascontiguousarray(volume.array[slices]))
+
+
+def _coarse_grid(volume: Volume, factor: int, axes: tuple[int, ...]) -> dict:
+    scale = tuple(1.0 / factor if a in axes else 1.0 for a in range(3))
+    grid = volume.resampled_grid(scale)
+    grid.pop("shape")
+    return grid
+
+
+def _check(factor: int, axes: tuple[int, ...]) -> None:
+    if int(factor) != factor or factor < 2:
+        raise InputError(f"factor must be an integer >= 2; got {factor}.")
+    if not axes or any(a not in (0, 1, 2) for a in axes):
+        raise InputError(f"axes must be array axes 0 (z), 1 (y), 2 (x); got {axes}.")
+
+
+def thick_slices(volume: Volume, factor: int, axis: int = 0) -> Volume:
+    """Average every ``factor`` slices along ``axis``: thick slices, spacing x ``factor``, same extent."""
+    _check(factor, (axis,))
+    hr = crop_to_multiple(volume, factor, (axis,))
+    a = np.moveaxis(hr.array, axis, 0)
+    thick = a.reshape(a.shape[0] // factor, factor, *a.shape[1:]).mean(axis=1, dtype=np.float64)
+    out = np.moveaxis(thick.astype(np.float32), 0, axis)
+    meta = dict(volume.metadata, acquisition=f"thick slices x{factor} along axis {axis}")
+    return hr.with_array(np.ascontiguousarray(out), metadata=meta, **_coarse_grid(hr, factor, (axis,)))
+
+
+def kspace_truncate(volume: Volume, factor: int, axes: tuple[int, ...] = (1, 2)) -> Volume:
+    """Keep the central 1/``factor`` of k-space along ``axes``; the magnitude image on the coarse grid."""
+    _check(factor, axes)
+    hr = crop_to_multiple(volume, factor, axes)
+    spectrum = np.fft.fftshift(np.fft.fftn(hr.array, axes=axes), axes=axes)
+    keep = []
+    for a, n in enumerate(hr.shape):
+        if a in axes:
+            m = n // factor
+            start = n // 2 - m // 2
+            keep.append(slice(start, start + m))
+        else:
+            keep.append(slice(None))
+    small = np.fft.ifftn(np.fft.ifftshift(spectrum[tuple(keep)], axes=axes), axes=axes)
+    out = (np.abs(small) / factor ** len(axes)).astype(np.float32)  # keeps the mean intensity
+    meta = dict(volume.metadata, acquisition=f"k-space truncated x{factor} along axes {list(axes)}")
+    return hr.with_array(out, metadata=meta, **_coarse_grid(hr, factor, axes))
+
+
+def superres_pair(volume: Volume, factor: int, kind: str = "throughplane", axis: int = 0) -> tuple[Volume, Volume]:
+    """(low-resolution input, high-resolution target) covering the same physical extent."""
+    if kind == "throughplane":
+        return thick_slices(volume, factor, axis), crop_to_multiple(volume, factor, (axis,))
+    if kind == "inplane":
+        axes = tuple(a for a in range(3) if a != axis)
+        return kspace_truncate(volume, factor, axes), crop_to_multiple(volume, factor, axes)
+    raise InputError(f"kind must be 'throughplane' or 'inplane'; got {kind!r}.")
