@@ -43,7 +43,7 @@ def _project(slice_hu: np.ndarray, pixel_mm: float, theta: np.ndarray):
     mu = np.clip(MU_WATER_PER_MM * (1 + padded / 1000.0), 0, None)
     n = padded.shape[0]
     yy, xx = np.mgrid[0:n, 0:n]
-    mu[(yy - (n - 1) / 2) ** 2 + (xx - (n - 1) / 2) ** 2 > (n / 2) ** 2] = 0.0  # air noise outside the field
+    mu[(yy - n // 2) ** 2 + (xx - n // 2) ** 2 > (n // 2) ** 2] = 0.0  # air noise outside the scanned field
     return radon(mu, theta, circle=True) * pixel_mm, crop, n
 
 
