@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,32 +266,43 @@ def simulator_fingerprint() -> str:
 
 
 def phantom_subject_arrays(seed: int, keys: list[str], spacing_mm: float, healthy: bool = False,
-                           low_dose: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Arrays (z, y, x) of one phantom subject: ``keys`` of ``Subject.volumes`` plus ``CT_low_dose`` if asked.
+                           low_dose: dict[str, Any] | None = None, snr: float | None = None) -> dict[str, np.ndarray]:
+    """Arrays (z, y, x) of one phantom subject (cached): ``keys`` of ``Subject.volumes``, its ``head_mask``, and
+    with ``low_dose`` ({"dose_fraction", "realisations"}) the pairs ``CT_low_dose_r`` / ``CT_full_dose_r``.
 
-    The low-dose volume is made slice by slice (axial) with :func:`MedGANLogic.simulate.simulate_low_dose`,
-    realisation ``r`` of subject ``seed`` using noise seed ``seed * 1000 + 100 * r + z``.
+    The pairs are :func:`MedGANLogic.simulate.low_dose_volume` reconstructions of the subject's CT (projection
+    -domain Poisson noise, filtered back-projection at the grid's pixel size), realisation ``r`` with noise seed
+    ``16 * seed + r``; the full-dose image went through the same reconstruction, so a pair differs only by dose.
+    ``snr`` overrides the MR signal-to-noise ratio (a huge value gives the noise-free contrasts of the same
+    subject: anatomy, bias field and gain do not depend on it).
     """
     key = {"seed": seed, "keys": sorted(keys), "spacing_mm": spacing_mm, "healthy": healthy,
-           "low_dose": low_dose, "simulator": simulator_fingerprint(), "v": 1}
+           "low_dose": low_dose, "snr": snr, "simulator": simulator_fingerprint(), "v": 2}
 
     def make() -> dict[str, np.ndarray]:
         from .. import simulate
 
-        subject = simulate.make_subject(seed, spacing_mm=spacing_mm)
-        vols = subject.healthy.volumes if healthy and getattr(subject, "healthy", None) is not None \
-            else subject.volumes
-        out = {}
-        for k in keys:
-            v = vols[k]
-            out[k] = np.asarray(getattr(v, "array", v), dtype=np.float32)
+        contrasts = tuple(k for k in simulate.ALL_CONTRASTS if k in keys or (k == "CT" and low_dose))
+        options: dict[str, Any] = {"spacing_mm": spacing_mm, "contrasts": contrasts}
+        if snr is not None:
+            options["snr"] = float(snr)
+        subject = simulate.make_subject(seed, **options)
+        if healthy:
+            subject = subject.healthy
+        vols = subject.volumes
+        out = {k: np.asarray(vols[k].array, dtype=np.float32) for k in keys if k in vols}
+        missing = [k for k in keys if k not in vols]
+        if missing:
+            raise InputError(f"The phantom has no volume {missing[0]!r}; it has {', '.join(vols)}.")
+        out["head_mask"] = np.asarray(subject.head_mask, dtype=np.uint8)
         if low_dose:
-            ct = np.asarray(getattr(vols["CT"], "array", vols["CT"]), dtype=np.float32)
             for r in range(int(low_dose.get("realisations", 1))):
-                out[f"CT_low_dose_{r}"] = np.stack([
-                    np.asarray(simulate.simulate_low_dose(ct[z], float(low_dose["dose_fraction"]),
-                                                          seed=seed * 1000 + 100 * r + z), dtype=np.float32)
-                    for z in range(ct.shape[0])])
+                with warnings.catch_warnings():  # skimage radon's "zero outside the circle": padded with air
+                    warnings.simplefilter("ignore", UserWarning)
+                    low, full = simulate.low_dose_volume(vols["CT"], float(low_dose["dose_fraction"]),
+                                                         seed=16 * seed + r)
+                out[f"CT_low_dose_{r}"] = np.asarray(low.array, dtype=np.float32)
+                out[f"CT_full_dose_{r}"] = np.asarray(full.array, dtype=np.float32)
         return out
 
     return cached_arrays(key, make)
@@ -307,16 +319,27 @@ def _split_seeds(split: str, count: int | None) -> list[int]:
     return seeds[:count] if count else seeds
 
 
+DOSE_KEYS = ("CT_low_dose", "CT_full_dose")  # one volume per noise realisation
+
+
 def phantom_volumes(data: dict[str, Any], split: str, paired: bool) -> VolumeSet:
-    """Volumes of the phantom ``split``. Unpaired: the first half of the subjects give domain A, the rest B."""
+    """Volumes of the phantom ``split``. Unpaired: the first half of the subjects give domain A, the rest B.
+
+    ``data.input``/``data.target`` are ``Subject.volumes`` keys, or ``CT_low_dose``/``CT_full_dose`` (with
+    ``data.low_dose``), which give one volume per noise realisation.
+    """
     counts = data.get("subjects", {}) or {}
     seeds = _split_seeds(split, counts.get(split))
     spacing = float(data.get("spacing_mm", 2.0))
     low_dose = data.get("low_dose")
     src_key, tgt_key = data["input"], data["target"]
-    keys = sorted({k for k in (src_key, tgt_key) if k != "CT_low_dose"} | ({"CT"} if low_dose else set()))
+    if (src_key in DOSE_KEYS or tgt_key in DOSE_KEYS) and not low_dose:
+        raise InputError("data.input/target CT_low_dose or CT_full_dose need data.low_dose: {dose_fraction: 0.25, "
+                         "realisations: 2}.")
+    keys = sorted({k for k in (src_key, tgt_key) if k not in DOSE_KEYS})
     if not paired and len(seeds) < 2:
         raise InputError(f"Unpaired training needs at least 2 subjects in split {split!r}.")
+    n_rep = int((low_dose or {}).get("realisations", 1)) if low_dose else 1
     vols: dict[str, list[np.ndarray]] = {"source": [], "target": []}
     names: dict[str, list[str]] = {"source": [], "target": []}
     half = len(seeds) // 2
@@ -325,15 +348,10 @@ def phantom_volumes(data: dict[str, Any], split: str, paired: bool) -> VolumeSet
         roles = ["source", "target"] if paired else (["source"] if i < half else ["target"])
         for role in roles:
             key = src_key if role == "source" else tgt_key
-            if key == "CT_low_dose":
-                reps = [k for k in sorted(arrays) if k.startswith("CT_low_dose_")]
-                picks = [(arrays[k], f"{seed}/{k}") for k in reps]
-            else:
-                n_rep = max(1, int((low_dose or {}).get("realisations", 1))) if paired and low_dose else 1
-                picks = [(arrays[key], f"{seed}/{key}")] * n_rep
-            for arr, name in picks:
-                vols[role].append(arr)
-                names[role].append(name)
+            for r in range(n_rep):
+                name = f"{key}_{r}" if key in DOSE_KEYS else key
+                vols[role].append(arrays[name])
+                names[role].append(f"{seed}/{name}")
     return VolumeSet(vols, names)
 
 
@@ -454,7 +472,7 @@ def load_volumes(config: dict[str, Any], paired: bool) -> tuple[VolumeSet, Volum
         for key in ("input", "target"):
             if not data.get(key):
                 raise InputError(f"data.source is 'phantom' but data.{key} (a Subject.volumes key such as T1w, "
-                                 f"T2w, CT, or CT_low_dose) is not set.")
+                                 f"T2w, CT, or CT_low_dose / CT_full_dose) is not set.")
         val = phantom_volumes(data, "val", paired) if (data.get("subjects") or {}).get("val", 1) else None
         return phantom_volumes(data, "train", paired), val
     if source == "folders":

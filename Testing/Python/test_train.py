@@ -278,3 +278,48 @@ def test_cli_trains_exports_and_resumes(tmp_path, capsys):
     assert load_card(export / "tiny-pix2pix").data["training"]["steps"] == 6
     assert _standalone(["--list-recipes"]) == 0
     assert "mr-t1-to-t2" in capsys.readouterr().out
+
+
+def test_phantom_adapter_pairs_subjects_and_dose_realisations(tmp_path, monkeypatch):
+    """The phantom source: paired slices of one subject, unpaired domains from different subjects, one volume per
+    low-dose noise realisation, all cached (here with a stand-in simulator: the real one is tested elsewhere)."""
+    import sys
+    import types
+
+    import MedGANLogic
+    from MedGANLogic.train.data import phantom_volumes
+    from MedGANLogic.volume import Volume
+
+    calls = []
+
+    def make_subject(seed, spacing_mm=2.0, contrasts=(), **kw):
+        calls.append(seed)
+        base = np.full((3, 8, 8), float(seed), dtype=np.float32)
+        vols = {"T1w": Volume(base + 0.1), "T2w": Volume(base + 0.2), "CT": Volume(base * 10)}
+        return types.SimpleNamespace(volumes=vols, head_mask=base > -1, healthy=None)
+
+    def low_dose_volume(ct, dose, seed):
+        return ct.with_array(ct.array + 1000 + seed), ct.with_array(ct.array + 2000 + seed)
+
+    fake = types.SimpleNamespace(SPLITS={"train": (5, 6, 7, 8), "val": (50,), "test": (90,)},
+                                 ALL_CONTRASTS=("T1w", "T2w", "PD", "FLAIR", "CT"), make_subject=make_subject,
+                                 low_dose_volume=low_dose_volume, __file__=__file__)
+    monkeypatch.setitem(sys.modules, "MedGANLogic.simulate", fake)
+    monkeypatch.setattr(MedGANLogic, "simulate", fake, raising=False)
+    monkeypatch.setenv("MEDGAN_CACHE_DIR", str(tmp_path))
+
+    paired = phantom_volumes({"input": "T1w", "target": "T2w", "subjects": {"train": 3}}, "train", paired=True)
+    assert [float(v.flat[0]) for v in paired.volumes["source"]] == pytest.approx([5.1, 6.1, 7.1])
+    assert [float(v.flat[0]) for v in paired.volumes["target"]] == pytest.approx([5.2, 6.2, 7.2])
+    unpaired = phantom_volumes({"input": "T1w", "target": "CT"}, "train", paired=False)
+    assert unpaired.names["source"] == ["5/T1w", "6/T1w"] and unpaired.names["target"] == ["7/CT", "8/CT"]
+    ldct = phantom_volumes({"input": "CT_low_dose", "target": "CT_full_dose", "subjects": {"val": 1},
+                            "low_dose": {"dose_fraction": 0.25, "realisations": 2}}, "val", paired=True)
+    assert ldct.names["source"] == ["50/CT_low_dose_0", "50/CT_low_dose_1"]
+    assert [float(v.flat[0]) for v in ldct.volumes["source"]] == [1500 + 800, 1500 + 801]  # noise seed 16*seed + r
+    assert [float(v.flat[0]) for v in ldct.volumes["target"]] == [2500 + 800, 2500 + 801]
+    n = len(calls)
+    phantom_volumes({"input": "T1w", "target": "T2w", "subjects": {"train": 3}}, "train", paired=True)
+    assert len(calls) == n  # served from the cache
+    with pytest.raises(InputError, match="need data.low_dose"):
+        phantom_volumes({"input": "CT_low_dose", "target": "CT"}, "train", paired=True)
