@@ -4,7 +4,10 @@
   colour tables, a subject hierarchy, a layout node and the Red/Yellow/Green slice views (slice logics).
 * :func:`add_volume_node`: a scalar volume node from a :class:`Volume` (oblique IJK->RAS, anisotropic spacing),
   placed in a patient/study of the subject hierarchy, as the DICOM or Add Data modules would.
-* :func:`lesion_phantom`: a small MR T2w-like head with one bright focal lesion and its ground-truth mask.
+* :func:`sample_volume`: a volume of the bundled sample subject (Resources/SampleData), thinned to every other
+  slice (anisotropic spacing) and turned onto an oblique grid, as a scanner's tilted acquisition would be.
+* :func:`lesion_phantom`: a small MR T2w-like head with one bright focal lesion and its ground-truth mask, the
+  anatomy smooth enough for the analytic anomaly model below.
 * :func:`local_mean_anomaly_state`: weights that make the ``conv2d`` architecture an analytically defined
   "healthy anatomy" model (reconstruction = local mean), see its docstring.
 * :func:`render_slice`: the blended background/foreground image of a slice view, via ``vtkMRMLSliceLogic``.
@@ -103,6 +106,28 @@ def _find_or_create_study(sh, name: str) -> int:
             return item
     patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Phantom patient")
     return sh.CreateStudyItem(patient, name)
+
+
+def sample_volume(name: str, z_step: int = 2, oblique: bool = True) -> Volume:
+    """Sample-data volume ``name`` (a manifest entry: T1w, T2w, FLAIR, lesion_mask, CT, CT_lowdose_25, T2w_thick)
+    with every ``z_step``-th slice (spacing along z multiplied accordingly) on an oblique grid. Metadata
+    (modality, contrast, units) comes from the manifest."""
+    from pathlib import Path
+
+    from MedGANLogic.demo import load_manifest
+    from MedGANLogic.io import read_volume
+
+    folder = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+    entries = {entry["name"]: entry for entry in load_manifest(folder)}
+    if name not in entries:
+        raise FileNotFoundError(f"sample volume {name!r} is not in {folder}/manifest.json; run `make simulate`")
+    entry = entries[name]
+    meta = {k: entry[k] for k in ("modality", "contrast", "units") if entry.get(k) and entry[k] != "mask"}
+    volume = read_volume(entry["path"], metadata=meta)
+    spacing = (volume.spacing[0], volume.spacing[1], volume.spacing[2] * z_step)
+    direction = oblique_direction() @ volume.direction if oblique else volume.direction
+    return Volume(volume.array[::z_step], spacing=spacing, origin=volume.origin, direction=direction,
+                  metadata=meta)
 
 
 def node_matrix(node) -> np.ndarray:

@@ -1,7 +1,9 @@
 """MedGANLogic.slicer_bridge on a real MRML scene (the slicer-core wheel): every task from a volume node to new
 nodes, exact geometry, provenance, display, subject hierarchy, slice views, and nothing left behind on failure.
 
-The inputs are oblique (rotated IJK->RAS) with anisotropic spacing, so an axis or spacing mix-up would show.
+The inputs are the bundled sample subject (Resources/SampleData), every other slice (anisotropic spacing) on an
+oblique grid (rotated IJK->RAS), so an axis or spacing mix-up would show. The models are small: random conv nets
+where only geometry and bookkeeping matter, analytically defined ones where the values are checked.
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ from conftest import tiny_card
 from slicer_testing import (
     add_volume_node,
     anomaly_card,
-    lesion_phantom,
     local_mean_anomaly_state,
     make_scene,
     node_matrix,
+    sample_volume,
 )
 
 from MedGANLogic import slicer_bridge
 from MedGANLogic.errors import CancelledError, InputError, ModalityMismatchError, ModelError
 from MedGANLogic.models import build_network, register_architecture
-from MedGANLogic.volume import Volume
 
 
 @register_architecture("slicer_test_nearest_y2")
@@ -49,9 +50,14 @@ def _net(card: dict, state: dict | None = None) -> nn.Module:
     return net
 
 
+def _t1_card(model_id: str = "test-t1-to-t2") -> dict:
+    # whole slices at once (no tiles): the engine's tiling is tested elsewhere, and this keeps the tests quick
+    return tiny_card(model_id, tile_size=None)
+
+
 def _segment_card() -> dict:
     # conv2d with one layer: logits [0, x] -> label 1 where the normalised intensity is above the middle
-    return tiny_card("test-bright-tissue", task="segment",
+    return tiny_card("test-bright-tissue", task="segment", tile_size=None,
                      architecture={"name": "conv2d", "params": {"out_channels": 2, "depth": 1, "residual": False}},
                      output={"modality": "mask"}, extras={"labels": {"1": "bright tissue"}})
 
@@ -63,14 +69,18 @@ def _segment_state() -> dict:
 
 
 def _ct_card(model_id="test-ldct") -> dict:
-    return tiny_card(model_id, task="denoise",
+    return tiny_card(model_id, task="denoise", tile_size=None,
                      input={"modality": "CT", "normalization": {"kind": "ct_window", "window": [-1000, 2000]}},
                      output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}})
 
 
 def _sr_card() -> dict:
-    return tiny_card("test-sr-y2", task="superres", architecture={"name": "slicer_test_nearest_y2", "params": {}},
-                     scale_factor=[1, 2, 1], output={"modality": "MR", "normalization": {"kind": "same_as_input"}})
+    # coronal slices (z, x): the network's rows are z, so it doubles the through-plane resolution
+    return tiny_card("test-sr-z2", task="superres", architecture={"name": "slicer_test_nearest_y2", "params": {}},
+                     tile_size=None,
+                     slice_axis=1, scale_factor=[2, 1, 1],
+                     input={"modality": "MR", "contrast": "T2w", "normalization": {"kind": "mr_percentile"}},
+                     output={"modality": "MR", "normalization": {"kind": "same_as_input"}})
 
 
 @pytest.fixture
@@ -80,29 +90,19 @@ def setup():
     scene_setup.close()
 
 
-@pytest.fixture
-def phantom():
-    return lesion_phantom(shape=(8, 64, 56), lesion_centre=(4, 26, 34))
+@pytest.fixture(scope="module")
+def t1_volume():
+    return sample_volume("T1w")
 
 
 @pytest.fixture
-def t1_node(setup, phantom):
-    volume, _ = phantom
-    t1 = volume.with_array(volume.array, metadata={"contrast": "T1w"})
-    return add_volume_node(setup.scene, t1, "Phantom T1")
+def t1_node(setup, t1_volume):
+    return add_volume_node(setup.scene, t1_volume, "Sample T1")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ct_volume():
-    from slicer_testing import oblique_direction
-
-    rng = np.random.default_rng(1)
-    ct = np.full((6, 40, 36), -1000.0, np.float32)
-    ct[:, 8:32, 6:30] = 40.0
-    ct[:, 14:20, 12:18] = 700.0
-    ct += rng.normal(0, 25, ct.shape).astype(np.float32)
-    return Volume(ct, spacing=(0.7, 0.8, 2.5), origin=(10.0, -20.0, 5.0), direction=oblique_direction((5, 20, -30)),
-                  metadata={"modality": "CT"})
+    return sample_volume("CT_lowdose_25")
 
 
 def _snapshot(node) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -131,9 +131,10 @@ def _composite(scene, layout_name):
 
 
 # --- conversion ---------------------------------------------------------------------------------------------------
-def test_volume_from_node_round_trips_voxels_and_oblique_geometry(setup, phantom):
-    volume, _ = phantom
-    node = add_volume_node(setup.scene, volume, "Phantom")
+def test_volume_from_node_round_trips_voxels_and_oblique_geometry(setup):
+    volume = sample_volume("T2w")
+    assert len(set(volume.spacing)) > 1 and not np.allclose(np.abs(volume.direction), np.eye(3))
+    node = add_volume_node(setup.scene, volume, "Sample T2")
     back = slicer_bridge.volume_from_node(node)
     assert np.array_equal(back.array, volume.array)
     assert np.allclose(back.spacing, volume.spacing, atol=1e-9) and np.allclose(back.origin, volume.origin, atol=1e-9)
@@ -185,7 +186,7 @@ def test_unsuitable_inputs_are_refused_with_a_reason(setup, kind):
 
 # --- every task, end to end ---------------------------------------------------------------------------------------
 def test_synthesize_new_node_exact_geometry_provenance_and_side_by_side(setup, t1_node, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     scene = setup.scene
     before = _snapshot(t1_node)
     count = scene.GetNumberOfNodes()
@@ -193,7 +194,7 @@ def test_synthesize_new_node_exact_geometry_provenance_and_side_by_side(setup, t
     nodes = slicer_bridge.run_on_node(scene, t1_node, "synthesize", progress=lambda f, m: fractions.append(f))
     assert len(nodes) == 1
     out = nodes[0]
-    assert out.GetName() == "Phantom T1 T2w (MedGAN synthetic)"
+    assert out.GetName() == "Sample T1 T2w (MedGAN synthetic)"
     assert out.IsA("vtkMRMLScalarVolumeNode") and out.GetParentTransformNode() is None
     assert np.array_equal(node_matrix(out), node_matrix(t1_node))  # bit for bit
     assert slicer_bridge.array_from_node(out).shape == before[0].shape
@@ -222,7 +223,7 @@ def test_synthesize_new_node_exact_geometry_provenance_and_side_by_side(setup, t
         setup.slice_logics["Red"].GetSliceNode().GetOrientation()
     # a second run gets a unique name
     again = slicer_bridge.run_on_node(scene, t1_node, "synthesize", show=False)
-    assert again[0].GetName() == "Phantom T1 T2w (MedGAN synthetic) (2)"
+    assert again[0].GetName() == "Sample T1 T2w (MedGAN synthetic) (2)"
 
 
 def test_denoise_ct_keeps_hounsfield_units_and_gets_ct_presets(setup, ct_volume, make_model):
@@ -245,39 +246,45 @@ def test_denoise_ct_keeps_hounsfield_units_and_gets_ct_presets(setup, ct_volume,
     assert -1000 <= values.min() and values.max() <= 2000
 
 
-def test_superres_has_finer_spacing_same_field_of_view(setup, t1_node, make_model):
+def test_superres_has_finer_spacing_same_field_of_view(setup, make_model):
     make_model(_sr_card())
-    before = _snapshot(t1_node)
-    out = slicer_bridge.run_on_node(setup.scene, t1_node, "superres", force=True)[0]
-    _assert_unchanged(t1_node, before)
-    m_in, m_out = node_matrix(t1_node), node_matrix(out)
+    thick = sample_volume("T2w_thick", z_step=1)  # 2 x 2 x 4 mm, oblique
+    node = add_volume_node(setup.scene, thick, "Sample T2 thick")
+    before = _snapshot(node)
+    out = slicer_bridge.run_on_node(setup.scene, node, "superres")[0]
+    _assert_unchanged(node, before)
+    m_in, m_out = node_matrix(node), node_matrix(out)
     z, y, x = before[0].shape
-    assert slicer_bridge.array_from_node(out).shape == (z, 2 * y, x)
-    # j (rows) axis: half the step, same direction; i and k axes unchanged
-    assert np.allclose(m_out[:3, 1], m_in[:3, 1] / 2, atol=1e-9)
-    assert np.allclose(m_out[:3, [0, 2]], m_in[:3, [0, 2]], atol=1e-9)
+    assert slicer_bridge.array_from_node(out).shape == (2 * z, y, x)
+    # k (slice) axis: half the step (4 -> 2 mm), same direction; i and j axes unchanged
+    assert np.allclose(m_out[:3, 2], m_in[:3, 2] / 2, atol=1e-9)
+    assert np.allclose(np.linalg.norm(m_out[:3, :3], axis=0), [2.0, 2.0, 2.0])
+    assert np.allclose(m_out[:3, :2], m_in[:3, :2], atol=1e-9)
     # the outer voxel edges stay where they were: same field of view
     for corner in ([-0.5, -0.5, -0.5], [x - 0.5, y - 0.5, z - 0.5]):
-        scaled = [corner[0], (corner[1] + 0.5) * 2 - 0.5, corner[2]]
+        scaled = [corner[0], corner[1], (corner[2] + 0.5) * 2 - 0.5]
         assert np.allclose(m_out @ [*scaled, 1], m_in @ [*corner, 1], atol=1e-6)
     assert "super-resolution" in out.GetAttribute("MedGAN.geometry_changed")
-    assert out.GetName() == "Phantom T1 super-resolved (MedGAN synthetic)"
+    # nearest-neighbour x2: each thick slice appears twice
+    values = slicer_bridge.array_from_node(out)
+    assert np.allclose(values[0::2], values[1::2])
+    assert out.GetName() == "Sample T2 thick super-resolved (MedGAN synthetic)"
 
 
-def test_anomaly_map_overlay_legend_and_candidate_segmentation(setup, phantom, make_model):
+def test_anomaly_map_overlay_legend_and_candidate_segmentation(setup, make_model):
     make_model(anomaly_card(), net=_net(anomaly_card(), local_mean_anomaly_state()))
-    volume, lesion = phantom
+    volume = sample_volume("T2w")
+    lesion = sample_volume("lesion_mask").array > 0
     scene = setup.scene
-    scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
-    node = add_volume_node(scene, volume, "Phantom T2")
+    node = add_volume_node(scene, volume, "Sample T2")
     before = _snapshot(node)
     nodes = slicer_bridge.run_on_node(scene, node, "anomaly", make_segmentation=True, opacity=0.7)
     _assert_unchanged(node, before)
     amap, seg = nodes
-    assert amap.GetName() == "Phantom T2 anomaly map (MedGAN)" and amap.GetAttribute("MedGAN.kind") == "anomaly_map"
+    assert amap.GetName() == "Sample T2 anomaly map (MedGAN)" and amap.GetAttribute("MedGAN.kind") == "anomaly_map"
     assert np.array_equal(node_matrix(amap), node_matrix(node))
     values = slicer_bridge.array_from_node(amap)
-    assert values[lesion].mean() > 5 * values[~lesion].mean()
+    assert values[lesion].mean() > 5 * values[~lesion].mean()  # the local-mean model also flags sharp edges
     threshold = float(amap.GetAttribute("MedGAN.threshold"))
     assert threshold == pytest.approx(0.095) and float(amap.GetAttribute("MedGAN.case_score")) > 0
     display = amap.GetDisplayNode()
@@ -290,16 +297,21 @@ def test_anomaly_map_overlay_legend_and_candidate_segmentation(setup, phantom, m
         assert composite.GetBackgroundVolumeID() == node.GetID()
         assert composite.GetForegroundVolumeID() == amap.GetID()
         assert composite.GetForegroundOpacity() == pytest.approx(0.7)
-    # the candidate regions: a segmentation with named segments, the largest one on the lesion
-    assert seg.IsA("vtkMRMLSegmentationNode") and seg.GetName() == "Phantom T2 anomaly candidates (MedGAN)"
+    # the candidate regions: a segmentation with named segments, largest first, the lesion among them
+    assert seg.IsA("vtkMRMLSegmentationNode") and seg.GetName() == "Sample T2 anomaly candidates (MedGAN)"
     segmentation = seg.GetSegmentation()
-    assert segmentation.GetNumberOfSegments() >= 1
-    first = segmentation.GetNthSegment(0)
-    assert first.GetName().startswith("Candidate 1 (") and first.GetName().endswith(" mL)")
-    labelmap = slicer.vtkOrientedImageData()
-    seg.GetBinaryLabelmapRepresentation(segmentation.GetNthSegmentID(0), labelmap)
-    candidate = _labelmap_in_grid(labelmap, node)
-    assert (candidate & lesion).sum() > 0.5 * lesion.sum()
+    count = segmentation.GetNumberOfSegments()
+    assert 1 <= count <= slicer_bridge.MAX_CANDIDATE_SEGMENTS
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(count)]
+    assert names[0].startswith("Candidate 1 (") and names[0].endswith(" mL)")
+    volumes = [float(n.split("(")[1].split(" mL")[0]) for n in names]
+    assert volumes == sorted(volumes, reverse=True)
+    found = np.zeros_like(lesion)
+    for i in range(count):
+        labelmap = slicer.vtkOrientedImageData()
+        seg.GetBinaryLabelmapRepresentation(segmentation.GetNthSegmentID(i), labelmap)
+        found |= _labelmap_in_grid(labelmap, node)
+    assert (found & lesion).sum() > 0.5 * lesion.sum()
     assert _sh_parent(scene, seg) == _sh_parent(scene, node)
     # the panel's controls change the display afterwards
     slicer_bridge.update_anomaly_display(amap, opacity=0.3, display_threshold=0.2, colormap="Viridis")
@@ -335,7 +347,7 @@ def test_segment_makes_a_segmentation_with_named_segments(setup, t1_node, make_m
     _assert_unchanged(t1_node, before)
     assert len(nodes) == 1 and nodes[0].IsA("vtkMRMLSegmentationNode")
     seg = nodes[0]
-    assert seg.GetName() == "Phantom T1 segmentation (MedGAN)"
+    assert seg.GetName() == "Sample T1 segmentation (MedGAN)"
     segmentation = seg.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == \
         ["bright tissue"]
@@ -357,7 +369,7 @@ def test_segment_makes_a_segmentation_with_named_segments(setup, t1_node, make_m
 
 # --- nothing lost ---------------------------------------------------------------------------------------------------
 def test_cancelled_run_leaves_the_scene_as_it_was(setup, t1_node, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     scene = setup.scene
     before, count = _snapshot(t1_node), scene.GetNumberOfNodes()
     stop = threading.Event()
@@ -378,7 +390,7 @@ def test_cancelled_run_leaves_the_scene_as_it_was(setup, t1_node, make_model):
 
 
 def test_failing_model_and_failing_node_creation_leave_nothing(setup, t1_node, make_model, monkeypatch):
-    card = make_model(tiny_card())
+    card = make_model(_t1_card())
     scene = setup.scene
     count = scene.GetNumberOfNodes()
     data = bytearray(card.weights_path.read_bytes())
@@ -391,7 +403,7 @@ def test_failing_model_and_failing_node_creation_leave_nothing(setup, t1_node, m
         slicer_bridge.run_on_node(scene, t1_node, "synthesize")
     assert scene.GetNumberOfNodes() == count
     # a failure half-way through making the nodes removes the ones already made
-    make_model(tiny_card())
+    make_model(_t1_card())
     registry.clear_cache()
 
     def broken_place_beside(*args, **kwargs):
@@ -401,11 +413,11 @@ def test_failing_model_and_failing_node_creation_leave_nothing(setup, t1_node, m
     with pytest.raises(RuntimeError, match="exploded"):
         slicer_bridge.run_on_node(scene, t1_node, "synthesize")
     assert scene.GetNumberOfNodes() == count
-    assert scene.GetFirstNodeByName("Phantom T1 T2w (MedGAN synthetic)") is None
+    assert scene.GetFirstNodeByName("Sample T1 T2w (MedGAN synthetic)") is None
 
 
 def test_overwriting_the_input_is_refused_and_a_chosen_output_node_is_reused(setup, t1_node, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     scene = setup.scene
     with pytest.raises(InputError, match="never overwrites its input"):
         slicer_bridge.run_on_node(scene, t1_node, "synthesize", output_node=t1_node)
@@ -425,7 +437,7 @@ def test_overwriting_the_input_is_refused_and_a_chosen_output_node_is_reused(set
 
 # --- input checks ---------------------------------------------------------------------------------------------------
 def test_modality_mismatch_is_refused_unless_forced(setup, ct_volume, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     node = add_volume_node(setup.scene, ct_volume, "CT")
     count = setup.scene.GetNumberOfNodes()
     with pytest.raises(slicer_bridge.UnsuitableModalityError, match="expects MR.*force=True") as refused:
@@ -437,20 +449,20 @@ def test_modality_mismatch_is_refused_unless_forced(setup, ct_volume, make_model
 
 
 def test_spacing_and_field_of_view_outside_the_card_are_refused(setup, t1_node, make_model):
-    card = tiny_card(input={"modality": "MR", "contrast": "T1w", "spacing_mm": [0.5, 1.2], "fov_mm": [150, 300],
-                            "normalization": {"kind": "mr_percentile"}})
+    card = tiny_card(tile_size=None, input={"modality": "MR", "contrast": "T1w", "spacing_mm": [0.5, 1.2],
+                                            "fov_mm": [250, 300], "normalization": {"kind": "mr_percentile"}})
     make_model(card)
     with pytest.raises(slicer_bridge.UnsuitableInputError,
-                       match=r"voxel size x 1.60 mm, y 1.50 mm.*field of view x 90 mm, y 96 mm is smaller"):
+                       match=r"voxel size x 2.00 mm, y 2.00 mm.*field of view x 196 mm, y 232 mm is smaller"):
         slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize")
     request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True)
     assert len(request.warnings) == 2  # kept for the panel to show
-    # z (3 mm, the slice axis of this 2d model) is not held against it
-    assert not any("z 3.00" in w for w in request.warnings)
+    # z (4 mm, the slice axis of this 2d model) is not held against it
+    assert not any("z 4.00" in w for w in request.warnings)
 
 
 def test_linear_parent_transform_is_hardened_into_the_output(setup, t1_node, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     scene = setup.scene
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
     shift = np.eye(4)
@@ -470,7 +482,7 @@ def test_linear_parent_transform_is_hardened_into_the_output(setup, t1_node, mak
 
 
 def test_non_linear_parent_transform_is_refused(setup, t1_node, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     scene = setup.scene
     grid = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
     t1_node.SetAndObserveTransformNodeID(grid.GetID())
@@ -482,7 +494,7 @@ def test_non_linear_parent_transform_is_refused(setup, t1_node, make_model):
 
 # --- threads, batch -------------------------------------------------------------------------------------------------
 def test_worker_thread_split_touches_the_scene_only_in_finish(setup, t1_node, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     scene = setup.scene
     request = slicer_bridge.prepare_run(scene, t1_node, "synthesize", opacity=0.4)
     assert request.display == {"opacity": 0.4} and "opacity" not in request.options
@@ -496,10 +508,10 @@ def test_worker_thread_split_touches_the_scene_only_in_finish(setup, t1_node, ma
     assert nodes[0].GetAttribute("MedGAN.task") == "synthesize"
 
 
-def test_batch_runs_every_volume_of_the_study_all_or_nothing(setup, phantom, make_model):
-    make_model(tiny_card())
+def test_batch_runs_every_volume_of_the_study_all_or_nothing(setup, t1_volume, make_model):
+    make_model(_t1_card())
     scene = setup.scene
-    volume, _ = phantom
+    volume = t1_volume
     a = add_volume_node(scene, volume, "T1 a", contrast="T1w")
     b = add_volume_node(scene, volume.with_array(volume.array * 2), "T1 b", contrast="T1w")
     add_volume_node(scene, volume, "elsewhere", study="Study 2", contrast="T1w")
@@ -533,7 +545,7 @@ def test_header_volume_describes_without_copying_voxels(setup, t1_node, ct_volum
 
 def test_models_for_lists_fitting_models_first_with_the_reason_for_the_others(setup, t1_node, make_model):
     make_model(_ct_card("test-ct-synth") | {"task": "synthesize", "output": tiny_card()["output"]})
-    make_model(tiny_card())
+    make_model(_t1_card())
     entries = slicer_bridge.models_for("synthesize", slicer_bridge.header_volume(t1_node))
     assert [(card.id, problem is None) for card, problem in entries] == [("test-t1-to-t2", True),
                                                                          ("test-ct-synth", False)]
@@ -584,7 +596,7 @@ def test_import_model_converts_a_pix2pix_checkpoint(model_dir, tmp_path):
 
 
 def test_declared_modality_fills_what_the_node_does_not_record(setup, ct_volume, make_model):
-    make_model(tiny_card())
+    make_model(_t1_card())
     node = add_volume_node(setup.scene, ct_volume.with_array(ct_volume.array + 1500.0, metadata={"modality": None}),
                            "unlabelled")
     assert slicer_bridge.header_volume(node, modality="MR", contrast="T1w").metadata["contrast"] == "T1w"
