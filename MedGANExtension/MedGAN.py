@@ -109,11 +109,12 @@ def registerSampleData():
     icon = resourceFile("Icons/MedGAN.png")
     volumes = sorted(p for p in folder.glob("*") if p.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")))
     for path in volumes:
-        name = f"MedGAN {path.name.split('.')[0]}"
-        # Local files (file:// URIs): nothing is downloaded, so no checksum is needed.
+        stem = path.name.split(".")[0]
+        name = f"MedGAN {stem[len('sample_'):] if stem.startswith('sample_') else stem}"
+        # Local files (file:// URIs): nothing is downloaded, so no checksum is needed. Masks load as segmentations.
         SampleData.SampleDataLogic.registerCustomSampleDataSource(
             category="MedGAN", sampleName=name, thumbnailFileName=icon, uris=path.as_uri(), fileNames=path.name,
-            nodeNames=name)
+            nodeNames=name, loadFileType="SegmentationFile" if "mask" in stem else "VolumeFile")
 
 
 #
@@ -209,9 +210,10 @@ class MedGANJob:
         try:
             count = len(self.requests)
             for index, request in enumerate(self.requests):
-                def progress(fraction: float, message: str, index=index) -> None:
+                def progress(fraction: float, message: str, index=index, request=request) -> None:
                     prefix = f"[{index + 1}/{count}] " if count > 1 else ""
-                    self.messages.put(((index + fraction) / count, prefix + message))
+                    text = f"{prefix}{request.task} of {request.input_node.GetName()} with {request.model}: {message}"
+                    self.messages.put(((index + fraction) / count, text))
 
                 self.results.append(slicer_bridge.execute(request, progress=progress, cancel=self.cancel))
         except BaseException as exc:  # reported on the main thread

@@ -303,20 +303,24 @@ def _example_card_html() -> str:
         return slicer_bridge.card_summary_html(cards[0])
     data = anomaly_card()
     data["weights"]["sha256"] = "0" * 64
-    return slicer_bridge.card_summary_html(ModelCard(data, folder=Path("Resources/Models/test-local-mean-anomaly"),
-                                                     source="builtin"))
+    return slicer_bridge.card_summary_html(ModelCard(data, folder=Path("Testing/Python/slicer_testing.py"),
+                                                     source="test"))
 
 
 def render_panel(path: Path, width: int = 440) -> Path:
     """Render MedGAN.ui as it looks during an anomaly run (Apply turned Cancel, progress, status) to a PNG."""
     from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QProgressBar, QPushButton, QTextBrowser, QWidget
+    from slicer_testing import sample_volume
 
     app, panel = load_panel()
     find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
-    find(QComboBox, "inputVolumeSelector").addItem("MedGAN T2w (phantom subject)")
-    find(QLabel, "inputInfoLabel").setText("MR T2w; (96, 112, 36) voxels of 1.20 x 1.20 x 3.00 mm; field of view "
-                                           "115 x 134 x 108 mm")
-    find(QComboBox, "batchVolumesSelector").addItem("MedGAN T2w (phantom subject)")
+    # what the panel shows for the bundled sample T2w (the text MedGANLogic.describeInput makes)
+    t2 = sample_volume("T2w", z_step=1, oblique=False)
+    info = (f"MR T2w; {t2.shape[::-1]} voxels of {' x '.join(f'{v:.2f}' for v in t2.spacing)} mm; field of view "
+            f"{' x '.join(f'{v:.0f}' for v in t2.physical_extent())} mm")
+    find(QComboBox, "inputVolumeSelector").addItem("MedGAN T2w")
+    find(QLabel, "inputInfoLabel").setText(info)
+    find(QComboBox, "batchVolumesSelector").addItem("MedGAN T2w")
     task = find(QComboBox, "taskComboBox")
     task.setCurrentIndex(3)  # Anomaly map
     find(QComboBox, "modelComboBox").addItem("local-mean reconstruction (test-local-mean-anomaly)")
@@ -329,8 +333,9 @@ def render_panel(path: Path, width: int = 440) -> Path:
     apply_button.setEnabled(True)
     progress = find(QProgressBar, "progressBar")
     progress.setValue(62)
-    find(QLabel, "statusLabel").setText("anomaly map: batch 10/16 (slices 88-95) on cpu")
-    # as the module's widget does: the slider follows the "threshold from the card" box
+    find(QLabel, "statusLabel").setText("anomaly of MedGAN T2w with test-local-mean-anomaly: 58/94 slices")
+    # as the module's widget does: the card's threshold is shown, and the slider follows the "from the card" box
+    find(QWidget, "thresholdSliderWidget").setProperty("value", 0.095)
     find(QWidget, "thresholdSliderWidget").setEnabled(not find(QCheckBox, "cardThresholdCheckBox").isChecked())
     for box in panel.findChildren(QWidget):
         if type(box).__name__ == "ctkCollapsibleButton" and box.property("collapsed"):
