@@ -194,6 +194,8 @@ class MedGANJob:
 
     def __init__(self, requests: list) -> None:
         self.requests = requests
+        # made here, on the main thread: the worker never calls into a MRML node
+        self.labels = [f"{r.task} of {r.input_node.GetName()} with {r.model}" for r in requests]
         self.cancel = threading.Event()
         self.messages: queue.Queue = queue.Queue()
         self.results: list = []
@@ -210,10 +212,9 @@ class MedGANJob:
         try:
             count = len(self.requests)
             for index, request in enumerate(self.requests):
-                def progress(fraction: float, message: str, index=index, request=request) -> None:
+                def progress(fraction: float, message: str, index=index) -> None:
                     prefix = f"[{index + 1}/{count}] " if count > 1 else ""
-                    text = f"{prefix}{request.task} of {request.input_node.GetName()} with {request.model}: {message}"
-                    self.messages.put(((index + fraction) / count, text))
+                    self.messages.put(((index + fraction) / count, f"{prefix}{self.labels[index]}: {message}"))
 
                 self.results.append(slicer_bridge.execute(request, progress=progress, cancel=self.cancel))
         except BaseException as exc:  # reported on the main thread
