@@ -3,7 +3,7 @@
 Values (HU): air -1000, fat -100, soft tissue (muscle, skin) 40, CSF 15, GM 40, WM 30, lesion 18 (hypodense,
 like oedema); bone: cortical tables about 1500, diploe about 600 (the skull depth map blends them), so the
 skull spans several hundred to over 1000 HU once partial volume is included. Partial-volume voxels mix linearly.
-Full-dose CT-like noise: Gaussian, slightly correlated in-plane (sigma 0.6 voxel), about 6 HU.
+Full-dose CT-like noise: Gaussian, slightly correlated in-plane (sigma 0.6 voxel), about 4 HU.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def bone_hu(depth: np.ndarray) -> np.ndarray:
 
 
 def pseudo_ct(fractions: np.ndarray, depth: np.ndarray, hu_offsets: dict[str, float] | None = None,
-              noise_hu: float = 6.0, rng: np.random.Generator | None = None) -> np.ndarray:
+              noise_hu: float = 4.0, rng: np.random.Generator | None = None) -> np.ndarray:
     """HU volume (z, y, x) from fractions (n_tissues, z, y, x) and the skull depth map (z, y, x)."""
     offsets = hu_offsets or {}
     ct = np.zeros(fractions.shape[1:], np.float32)

@@ -148,7 +148,7 @@ def make_subject(seed: int, *, spacing_mm: float = 2.0, n_lesions: int = 3,
         seed: subject seed (see :data:`SPLITS`); the same seed gives the same bytes.
         spacing_mm: isotropic voxel size of the subject grid (2 mm by default: fast on a CPU; 1 mm = template).
         n_lesions, lesion_radius_mm: number and radius range of the lesions (0 for none).
-        snr: MR signal-to-noise ratio, white-matter signal on T1w over the noise standard deviation.
+        snr: MR signal-to-noise ratio of every sequence: mean GM/WM signal over the noise standard deviation.
         contrasts: which of "T1w", "T2w", "PD", "FLAIR", "CT" to make.
     """
     validate_options(contrasts=contrasts, snr=snr, spacing_mm=spacing_mm)
@@ -173,14 +173,16 @@ def make_subject(seed: int, *, spacing_mm: float = 2.0, n_lesions: int = 3,
 
     def render(fr: np.ndarray) -> dict[str, Volume]:
         vols: dict[str, Volume] = {}
-        wm_t1 = mri.tissue_signal("T1w", *params["wm"]) * mri.SIGNAL_SCALE * gain
         for i, contrast in enumerate(mri.CONTRASTS):
             if contrast not in contrasts:
                 continue
+            # SNR of each sequence: its mean brain (GM/WM) signal over the noise standard deviation
+            brain = 0.5 * (mri.tissue_signal(contrast, *params["wm"]) + mri.tissue_signal(contrast, *params["gm"]))
             s = mri.noiseless_contrast(fr, contrast, params) * np.float32(gain)
             if bias is not None:
                 s *= bias
-            noisy = mri.add_rician_noise(s, wm_t1 / snr, np.random.default_rng([noise_seed, i]))
+            sigma = brain * mri.SIGNAL_SCALE * gain / snr
+            noisy = mri.add_rician_noise(s, sigma, np.random.default_rng([noise_seed, i]))
             vols[contrast] = grid.with_array(noisy, metadata={"modality": "MR", "contrast": contrast,
                                                               "units": "a.u.", "subject_seed": seed})
         if "CT" in contrasts:
