@@ -74,3 +74,22 @@ def test_console_script_runs_as_a_process(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "MedGANLogic.cli"]
     proc = subprocess.run(cmd + ["info", str(tmp_path / "missing.nrrd")], capture_output=True, text=True)
     assert proc.returncode == 1 and "not found" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_demo_without_models_checks_io_and_exits_0(model_dir, tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "I/O check passed on 7 sample volumes" in out and "No trained models" in out
+
+
+def test_demo_runs_installed_models_on_the_sample(make_model, tmp_path, capsys):
+    make_model(tiny_card())  # a T1w -> T2w model: the demo must pick the sample T1w for it
+    assert main(["demo", "--output", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    out_vol = read_volume(tmp_path / "demo" / "test-t1-to-t2.nii.gz")
+    sample = read_volume(REPO / "Resources" / "SampleData" / "sample_T1w.nrrd")
+    assert out_vol.same_geometry(sample, atol=1e-5)
+    from PIL import Image
+
+    montage = Image.open(tmp_path / "demo" / "montage.png")
+    assert montage.width > 2 * sample.shape[2] and montage.height > sample.shape[1]
+    assert "sample_T1w.nrrd" in capsys.readouterr().out
