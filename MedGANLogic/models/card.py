@@ -25,6 +25,8 @@ Fields:
   * normalisation kinds: ``ct_window`` (HU window -> range, clipped), ``mr_percentile`` (foreground
     percentiles -> range), ``fixed`` (a fixed intensity window -> range), ``same_as_input`` (output only:
     undo the input's normalisation, for denoising and super-resolution), ``none``.
+  * ``input.spacing_mm`` / ``input.fov_mm`` (optional): ``[min, max]`` voxel size and field of view in mm that
+    the model was trained for; the Slicer panel warns outside them.
   * ``extras``: task-specific values (e.g. the anomaly threshold chosen on validation data, segment names).
 """
 
@@ -173,6 +175,10 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
             _fail(where, side, "must be an object with modality and normalization")
         if spec.get("modality") not in ("MR", "CT", "any", "mask", "anomaly"):
             _fail(where, f"{side}.modality", "must be MR, CT, any, mask or anomaly")
+        for key in ("spacing_mm", "fov_mm"):
+            rng = spec.get(key)
+            if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and 0 < rng[0] <= rng[1]):
+                _fail(where, f"{side}.{key}", "must be [min, max] in mm with 0 < min <= max")
         if side == "input" or data["task"] not in ("segment", "anomaly"):
             _check_normalization(where, f"{side}.normalization", spec.get("normalization"), side == "output")
     weights = data["weights"]

@@ -160,6 +160,7 @@ def save_model(folder: str | Path, card_data: dict, state_dict: dict[str, torch.
 def install_model(source: str | Path, *, replace: bool = False) -> ModelCard:
     """Validate a model folder (card + weights, SHA-256 checked, network built) and copy it to the user folder."""
     card = load_card(source, source="user")
+    verify_weights(card)  # always re-hash: the network cache is keyed by the card's SHA-256, not the file
     load_network(card, "cpu")  # proves the weights fit the architecture before anything is copied
     target = user_models_dir() / card.id
     if target.exists() and not replace:

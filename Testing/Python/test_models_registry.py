@@ -24,6 +24,7 @@ def test_valid_card_passes():
     ("weights", {"file": "model.pth", "sha256": "0" * 64}, "'weights.file'"),
     ("weights", {"sha256": "xyz"}, "'weights.sha256'"),
     ("input", {"modality": "MR", "normalization": {"kind": "zscore"}}, "'input.normalization.kind'"),
+    ("input", {"modality": "MR", "spacing_mm": [3, 1], "normalization": {"kind": "none"}}, "'input.spacing_mm'"),
     ("input", {"modality": "MR", "normalization": {"kind": "ct_window", "window": [100, -100]}},
      "'input.normalization.window'"),
 ])
@@ -112,5 +113,8 @@ def test_install_model_validates_then_copies(make_model, tmp_path, monkeypatch):
     src_card.weights_path.write_bytes(bytes(data))
     registry.clear_cache()
     with pytest.raises(ModelError, match="SHA-256"):
+        registry.install_model(src_card.folder, replace=True)
+    registry.load_network(registry.get_model("model-a"))  # the good copy is cached under the same SHA-256 ...
+    with pytest.raises(ModelError, match="SHA-256"):  # ... and still the tampered file is refused
         registry.install_model(src_card.folder, replace=True)
     assert registry.verify_weights(registry.get_model("model-a"))
