@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from .io import read_volume, write_volume
-from .models.registry import PACKAGE_ROOT, list_models
 from .volume import Volume
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # no torch import here: Slicer reads the manifest at startup
 
 
 def sample_data_dir() -> Path:
@@ -114,6 +115,7 @@ def save_montage(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> Path:
 
 
 def run_demo(output: Path, device: str = "auto", log=print) -> int:
+    from .models.registry import list_models
     from .pipeline import run
 
     entries = load_manifest()
