@@ -1,0 +1,46 @@
+"""Segmentation U-Net: shapes, and label maps on the input grid through MedGANLogic.run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_card
+
+from MedGANLogic import run
+from MedGANLogic.models.segmentation import SegmentationUNet
+
+TINY = {"features": [4, 4, 8, 8, 16, 4]}
+
+
+def test_unet_returns_class_logits_at_input_size():
+    net = SegmentationUNet(**TINY)
+    y = net(torch.randn(2, 1, 48, 32))
+    assert y.shape == (2, 2, 48, 32) and net.size_multiple == 16
+    with pytest.raises(ValueError, match="six"):
+        SegmentationUNet(features=[4, 4])
+
+
+def seg_card(model_id: str) -> dict:
+    return tiny_card(model_id, task="segment", tile_size=None, extras={"labels": {"1": "lesion"}},
+                     architecture={"name": "seg_unet2d", "params": TINY},
+                     input={"modality": "MR", "contrast": "T1w",
+                            "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
+                                              "range": [-1, 1]}},
+                     output={"modality": "mask", "normalization": {"kind": "none"}})
+
+
+def test_engine_writes_argmax_labels_on_the_input_grid(make_model, oblique_volume):
+    torch.manual_seed(1)
+    net = SegmentationUNet(**TINY)
+    with torch.no_grad():  # a known answer: the lesion logit exceeds the background logit everywhere
+        conv = net.unet.final_conv
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([0.0, 1.0]))
+    card = make_model(seg_card("tiny-seg"), net=net)
+    result = run("segment", oblique_volume, model=card.id, device="cpu")
+    labels = result.volume
+    assert labels.same_geometry(oblique_volume)
+    assert labels.array.dtype == np.uint8 and np.all(labels.array == 1)
+    assert labels.metadata["segment_names"] == {1: "lesion"} and labels.metadata["kind"] == "labels"
+    assert result.extras["voxels_per_label"] == {1: int(labels.array.sum())}
