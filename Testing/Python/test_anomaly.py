@@ -82,3 +82,25 @@ def test_engine_outputs_map_mask_score_and_threshold(make_model, oblique_volume)
     assert result.provenance["case_score"] == result.extras["case_score"]
     net_score = run("anomaly", oblique_volume, model=card.id, device="cpu").extras["case_score"]
     assert net_score == result.extras["case_score"]
+
+
+def test_z_score_baseline_and_metrics():
+    from MedGANLogic.evaluation_gans2 import RobustZScore, case_auroc, voxel_auroc_ap
+
+    rng = np.random.default_rng(0)
+    spec = {"kind": "fixed", "window": [0, 100], "range": [-1, 1]}
+    population = [50 + rng.normal(0, 2, (6, 10, 10)).astype(np.float32) for _ in range(8)]
+    baseline = RobustZScore(spec, smoothing_mm=0.0, spacing_mm=2.0).fit(population)
+    case = 50 + rng.normal(0, 2, (6, 10, 10)).astype(np.float32)
+    lesion = np.zeros(case.shape, bool)
+    lesion[2:4, 3:6, 3:6] = True
+    case[lesion] += 30
+    head = np.ones(case.shape, bool)
+    zmap = baseline.map(case, head)
+    assert zmap[lesion].min() > zmap[~lesion].max()
+    auroc, ap = voxel_auroc_ap(zmap, lesion, head)
+    assert auroc == pytest.approx(1.0) and ap == pytest.approx(1.0)
+    auroc, _ = voxel_auroc_ap(-zmap, lesion, head)
+    assert auroc == pytest.approx(0.0)
+    assert case_auroc([3.0, 4.0], [1.0, 2.0]) == 1.0 and case_auroc([1.0, 4.0], [2.0, 3.0]) == 0.5
+    assert RobustZScore.case_score(zmap, head) > RobustZScore.case_score(baseline.map(population[0], head), head)

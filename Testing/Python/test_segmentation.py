@@ -44,3 +44,14 @@ def test_engine_writes_argmax_labels_on_the_input_grid(make_model, oblique_volum
     assert labels.array.dtype == np.uint8 and np.all(labels.array == 1)
     assert labels.metadata["segment_names"] == {1: "lesion"} and labels.metadata["kind"] == "labels"
     assert result.extras["voxels_per_label"] == {1: int(labels.array.sum())}
+
+
+def test_hd95_is_in_millimetres():
+    from MedGANLogic.evaluation_gans2 import hd95_mm
+
+    truth = np.zeros((5, 20, 20), bool)
+    truth[1:4, 5:10, 5:10] = True
+    shifted = np.roll(truth, 3, axis=2)  # 3 voxels along x
+    assert hd95_mm(truth, truth, 2.0) == 0.0
+    assert hd95_mm(shifted, truth, 2.0) == pytest.approx(6.0)
+    assert hd95_mm(np.zeros_like(truth), truth, 2.0) == float("inf")

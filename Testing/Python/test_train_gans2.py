@@ -1,0 +1,314 @@
+"""Training the GANs II families (SRGAN, f-AnoGAN, adversarial segmentation) on the shared framework: losses
+move the right way, stages switch when they should, resume is bit-exact, export -> load gives the same output,
+and configs fail with clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from MedGANLogic.errors import InputError
+from MedGANLogic.train import trainer_class
+from MedGANLogic.train.config import resolve_config
+from MedGANLogic.train.srgan import degrade
+
+NONE = {"kind": "none"}
+
+
+def card(model_id: str, task: str, **over) -> dict:
+    c = {"id": model_id, "version": "0.0.1", "task": task, "dims": "2d",
+         "input": {"modality": "MR", "contrast": "T2w", "normalization": NONE},
+         "output": {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "same_as_input"}},
+         "license": "Apache-2.0", "intended_use": "research, not for diagnosis", "training_data": "synthetic"}
+    c.update(copy.deepcopy(over))
+    return c
+
+
+def tiny_config(family: str, **over) -> dict:
+    """A config of ``family`` that trains in a fraction of a second per step on small synthetic slices."""
+    data = {"source": "synthetic", "size": [32, 32], "count": 8, "volumes": 2}
+    if family == "srgan":
+        user = {"generator": {"name": "srresnet2d", "params": {"scale": [2, 1], "features": 4, "n_blocks": 1}},
+                "data": dict(data, count=16, slice_axis=1, degrade="thick_slices", crop=[8, 16]),
+                "loss": {"pretrain_steps": 4},
+                "export": [{"generator": "G", "card": card("tiny-sr", "superres", slice_axis=1,
+                                                           scale_factor=[2, 1, 1])}]}
+    elif family == "fanogan":
+        user = {"generator": {"name": "fanogan_generator2d",
+                              "params": {"latent_channels": 4, "features": 4, "levels": 3}},
+                "encoder": {"features": 4}, "data": dict(data, input="x", count=32),
+                "loss": {"critic_steps": 2}, "anomaly": {"gan_steps": 4},
+                "export": [{"generator": "fanogan", "card": card(
+                    "tiny-anomaly", "anomaly", output={"modality": "anomaly",
+                                                       "normalization": {"kind": "same_as_input"}})}]}
+    else:
+        user = {"generator": {"name": "seg_unet2d", "params": {"features": [4, 4, 8, 8, 16, 4]}},
+                "data": data,
+                "export": [{"generator": "G", "card": card("tiny-seg", "segment", extras={"labels": {"1": "lesion"}},
+                                                           output={"modality": "mask", "normalization": NONE})}]}
+    user.update({"family": family, "name": f"tiny-{family}", "steps": 8, "batch_size": 4, "device": "cpu",
+                 "discriminator": dict(user.get("discriminator", {}), channels=4, layers=2),
+                 "log": {"every": 2, "sample_every": 4, "checkpoint_every": 4, "tensorboard": False}})
+    for key, value in over.items():
+        node = user
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return resolve_config(user)
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- SRGAN ---------------------------------------------------------------------------------------------------------
+def test_sr_batches_are_aligned_crops_of_the_simulated_pairs():
+    trainer = trainer_class("srgan")(tiny_config("srgan"), progress=False)
+    batch = trainer.data.batch(3)
+    x, y = batch["source"], batch["target"]
+    assert x.shape == (4, 1, 8, 16) and y.shape == (4, 1, 16, 16)
+    # thick slices = the mean of pairs of thin slices: each input row is the mean of two target rows
+    inside = (x > -1.0).all(dim=-1).squeeze(1) & (y[:, 0, 0::2] > -1.0).all(-1) & (y[:, 0, 1::2] > -1.0).all(-1)
+    pairs = 0.5 * (y[:, 0, 0::2] + y[:, 0, 1::2])
+    assert torch.allclose(x[:, 0][inside], pairs[inside], atol=1e-5) and inside.any()
+    assert all(torch.equal(a, b) for a, b in zip(batch.values(), trainer.data.batch(3).values()))
+
+
+def test_degradations_keep_the_field_of_view():
+    a = np.random.default_rng(0).random((9, 12, 10)).astype(np.float32)
+    low, high = degrade(a, (2, 1, 1), "thick_slices")
+    assert low.shape == (4, 12, 10) and high.shape == (8, 12, 10)
+    assert np.allclose(low, 0.5 * (high[0::2] + high[1::2]), atol=1e-6)
+    low, high = degrade(a, (1, 2, 2), "kspace_truncate")
+    assert low.shape == (9, 6, 5) and high.shape == (9, 12, 10)
+    assert np.isclose(low.mean(), high.mean(), rtol=0.05)
+    with pytest.raises(InputError, match="one factor"):
+        degrade(a, (1, 2, 4), "kspace_truncate")
+
+
+def test_sr_pretraining_leaves_the_discriminator_alone_then_fine_tunes(tmp_path):
+    trainer = trainer_class("srgan")(tiny_config("srgan", steps=6, optim__lr_g=1e-3), tmp_path / "run",
+                                     progress=False)
+    d0 = copy.deepcopy(trainer.net("D").state_dict())
+    batch = trainer.data.sample_batch(4)
+    before = torch.nn.functional.l1_loss(trainer.net("G")(batch["source"]), batch["target"]).item()
+    logs = [trainer.train_step() for _ in range(4)]
+    assert all(set(lg) == {"G", "G_pixel"} for lg in logs), "pre-training uses the pixel loss only"
+    assert all(torch.equal(v, d0[k]) for k, v in trainer.net("D").state_dict().items())
+    logs = trainer.train_step()
+    assert {"D", "G_adv", "G_fm", "G_pixel"} <= set(logs) and all(np.isfinite(v) for v in logs.values())
+    assert not all(torch.equal(v, d0[k]) for k, v in trainer.net("D").state_dict().items())
+    after = torch.nn.functional.l1_loss(trainer.net("G")(batch["source"]), batch["target"]).item()
+    assert after < before
+
+
+def test_sr_losses_move_as_expected_on_a_fixed_batch():
+    trainer = trainer_class("srgan")(tiny_config("srgan", loss__pretrain_steps=0, optim__lr_d=1e-3,
+                                                 optim__lr_g=1e-3, loss__adversarial=0.05), progress=False)
+    trainer.set_input(trainer.data.batch(0))
+    torch.manual_seed(0)
+    d = []
+    for _ in range(12):
+        with torch.no_grad():
+            trainer.forward()
+        d.append(trainer.optimize_discriminator()["D"])
+    assert d[-1] < d[0]
+    g = []
+    for _ in range(12):
+        trainer.forward()
+        g.append(trainer.optimize_generator())
+    assert g[-1]["G_adv"] < g[0]["G_adv"] and g[-1]["G_pixel"] < g[0]["G_pixel"]
+
+
+def test_sr_config_errors_name_the_key():
+    with pytest.raises(InputError, match="generator.params.scale"):
+        trainer_class("srgan")(tiny_config("srgan", generator__params__scale=[2, 2]), progress=False)
+    with pytest.raises(InputError, match="slice axis"):
+        trainer_class("srgan")(tiny_config("srgan", data__slice_axis=0), progress=False)
+    with pytest.raises(InputError, match="data.crop"):
+        trainer_class("srgan")(tiny_config("srgan", data__crop=None), progress=False)
+
+
+# --- f-AnoGAN ------------------------------------------------------------------------------------------------------
+def test_fanogan_stages_wgan_gp_then_encoder_with_g_and_d_frozen(tmp_path):
+    config = tiny_config("fanogan", steps=6, anomaly__gan_steps=3)
+    trainer = trainer_class("fanogan")(config, tmp_path / "run", progress=False)
+    e0 = copy.deepcopy(trainer.net("E").state_dict())
+    logs = [trainer.train_step() for _ in range(3)]
+    assert all({"D", "D_wdist", "D_gp", "G"} <= set(lg) for lg in logs)
+    assert all(torch.equal(v, e0[k]) for k, v in trainer.net("E").state_dict().items()), "E waits for stage 2"
+    g1, d1 = copy.deepcopy(trainer.net("G").state_dict()), copy.deepcopy(trainer.net("D").state_dict())
+    logs = [trainer.train_step() for _ in range(3)]
+    assert all(set(lg) == {"E", "E_image", "E_feature"} for lg in logs)
+    assert all(np.isfinite(v) for lg in logs for v in lg.values())
+    assert all(torch.equal(v, g1[k]) for k, v in trainer.net("G").state_dict().items()), "G must stay frozen"
+    assert all(torch.equal(v, d1[k]) for k, v in trainer.net("D").state_dict().items()), "D must stay frozen"
+    assert not all(torch.equal(v, e0[k]) for k, v in trainer.net("E").state_dict().items())
+
+
+def test_fanogan_losses_move_as_expected_on_a_fixed_batch():
+    trainer = trainer_class("fanogan")(tiny_config("fanogan", optim__lr_d=1e-3, optim__lr_g=1e-3,
+                                                   optim__lr_e=1e-3), progress=False)
+    trainer.set_input(trainer.data.batch(0))
+    torch.manual_seed(0)
+    w = []
+    for _ in range(10):
+        with torch.no_grad():
+            trainer.forward()
+        w.append(trainer.optimize_discriminator()["D_wdist"])
+    assert w[-1] > w[0], "the critic should learn to separate real from generated slices"
+    g = []
+    for _ in range(10):
+        trainer.forward()
+        g.append(trainer.optimize_generator()["G"])
+    assert g[-1] < g[0]
+
+
+def test_fanogan_encoder_learns_to_invert_a_frozen_generator():
+    trainer = trainer_class("fanogan")(tiny_config("fanogan", optim__lr_e=3e-3), progress=False)
+    torch.manual_seed(0)
+    for m in trainer.net("G").modules():  # a generator whose output depends on z (He init), as a trained one does
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, a=0.2)
+    trainer.step = trainer.gan_steps  # stage 2
+    trainer.set_input(trainer.data.batch(0))
+    e = [trainer.optimize_generator()["E"] for _ in range(40)]
+    assert np.mean(e[-5:]) < 0.92 * e[0]
+
+
+def test_fanogan_export_is_one_network_with_a_threshold(tmp_path, model_dir):
+    from MedGANLogic import run
+    from MedGANLogic.models.registry import get_model, load_network
+    from MedGANLogic.volume import Volume
+
+    trainer = trainer_class("fanogan")(tiny_config("fanogan"), progress=False)
+    trainer.fit()
+    x = torch.rand(2, 1, 32, 24) * 2 - 1
+    with torch.no_grad():
+        expected = trainer.net("G").eval()(trainer.net("E")(x))
+    exact = trainer.export(tmp_path / "fp32", dtype=torch.float32)[0]
+    assert exact.architecture == "fanogan2d"
+    with torch.no_grad():
+        assert torch.equal(load_network(exact, "cpu")(x), expected)
+    thr = exact.extras["threshold"]
+    assert np.isfinite(thr) and thr > 0 and "percentile" in exact.extras["threshold_selection"]["criterion"]
+    exported = trainer.export(model_dir)[0]
+    assert get_model("tiny-anomaly").sha256 == exported.sha256 and exported.extras["threshold"] > 0
+    vol = Volume(np.random.default_rng(1).random((4, 32, 24)).astype(np.float32) * 100 + 50,
+                 metadata={"modality": "MR", "contrast": "T2w"})
+    result = run("anomaly", vol, model="tiny-anomaly", device="cpu")
+    assert result.extras["threshold"] == exported.extras["threshold"] and np.isfinite(result.extras["case_score"])
+
+
+def test_fanogan_threshold_maximises_validation_dice():
+    from MedGANLogic.train.fanogan import best_dice_threshold, dice
+
+    rng = np.random.default_rng(0)
+    masks = [np.zeros((10, 20, 20), bool) for _ in range(2)]
+    masks[0][3:6, 5:9, 5:9] = True
+    masks[1][6:8, 10:15, 2:6] = True
+    maps = [np.where(m, 0.6, 0.2) + rng.random(m.shape) * 0.1 + 0.01 for m in masks]
+    t, best = best_dice_threshold(maps, masks)
+    assert 0.3 <= t < 0.6 and best == pytest.approx(1.0)
+    assert dice(maps[0] > t, masks[0]) == 1.0
+
+
+def test_fanogan_config_errors_name_the_key():
+    with pytest.raises(InputError, match="anomaly.gan_steps"):
+        trainer_class("fanogan")(tiny_config("fanogan", anomaly__gan_steps=8), progress=False)
+    with pytest.raises(InputError, match="wgan-gp"):
+        trainer_class("fanogan")(tiny_config("fanogan", loss__gan_mode="lsgan"), progress=False)
+
+
+# --- adversarial segmentation ---------------------------------------------------------------------------------------
+def test_segmentation_losses_move_and_the_ablation_has_no_discriminator():
+    trainer = trainer_class("segmentation")(tiny_config("segmentation", optim__lr_d=1e-3), progress=False)
+    trainer.set_input(trainer.data.batch(0))
+    assert set(torch.unique(trainer.mask).tolist()) == {0.0, 1.0}
+    torch.manual_seed(0)
+    d = []
+    for _ in range(10):
+        with torch.no_grad():
+            trainer.forward()
+        d.append(trainer.optimize_discriminator()["D"])
+    assert d[-1] < d[0]
+    s = []
+    for _ in range(15):
+        trainer.forward()
+        s.append(trainer.optimize_generator())
+    assert s[-1]["S_dicece"] < s[0]["S_dicece"] and s[-1]["G_adv"] < s[0]["G_adv"]
+
+    plain = trainer_class("segmentation")(tiny_config("segmentation", loss__adversarial=0.0), progress=False)
+    adv = trainer_class("segmentation")(tiny_config("segmentation"), progress=False)
+    assert set(plain.nets) == {"G"} and set(adv.nets) == {"G", "D"}
+    assert states_equal(plain.net("G"), adv.net("G")), "ablation and model start from the same weights"
+    assert all(torch.equal(a, b) for a, b in zip(plain.data.batch(5).values(), adv.data.batch(5).values()))
+    logs = plain.train_step()
+    assert set(logs) == {"G", "S_dicece"}
+
+
+def test_segmentation_config_errors_name_the_key():
+    bad = {"modality": "mask", "normalization": {"kind": "same_as_input"}}
+    with pytest.raises(InputError, match="output.normalization"):
+        trainer_class("segmentation")(tiny_config("segmentation", export=[
+            {"generator": "G", "card": card("x-seg", "segment", output=bad)}]), progress=False)
+    with pytest.raises(InputError, match="loss.dice"):
+        trainer_class("segmentation")(tiny_config("segmentation", loss__dice=0, loss__cross_entropy=0),
+                                      progress=False)
+
+
+# --- all three: resume and export ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["srgan", "fanogan", "segmentation"])
+def test_resume_continues_bit_exactly(tmp_path, family):
+    config = tiny_config(family, **({"anomaly__gan_steps": 6} if family == "fanogan" else {}))
+    cls = trainer_class(family)
+    straight = cls(config, tmp_path / "a", progress=False)
+    straight.fit()
+    first = cls(config, tmp_path / "b", progress=False)
+    first.fit(steps=4)
+    del first
+    resumed = cls.from_checkpoint(tmp_path / "b" / "checkpoints" / "step_000004.safetensors", tmp_path / "b",
+                                  progress=False)
+    assert resumed.step == 4
+    resumed.fit()
+    for name in straight.nets:
+        assert states_equal(straight.nets[name], resumed.nets[name]), f"{name} differs after resume"
+    for name in straight.optimizers:
+        sa, sb = straight.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
+        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+
+
+@pytest.mark.parametrize("family,task", [("srgan", "superres"), ("segmentation", "segment")])
+def test_export_load_gives_the_same_output(tmp_path, model_dir, family, task):
+    from MedGANLogic import run
+    from MedGANLogic.models.registry import load_network
+    from MedGANLogic.volume import Volume
+
+    trainer = trainer_class(family)(tiny_config(family, steps=4), progress=False)
+    trainer.fit()
+    gen = trainer.net("G").eval()
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (3, 1, 16, 32)).astype(np.float32))
+    with torch.no_grad():
+        expected = gen(x)
+    exact = trainer.export(tmp_path / "fp32", dtype=torch.float32)[0]
+    with torch.no_grad():
+        assert torch.equal(load_network(exact, "cpu")(x), expected)
+    half = trainer.export(model_dir)[0]
+    assert half.data["training"]["family"] == family and half.data["weights"]["dtype"] == "float16"
+    # through the engine: slices along the card's axis, normalisation "none" -> the network's own output
+    vol = Volume(np.moveaxis(x[:, 0].numpy(), 0, half.slice_axis).copy(), metadata={"modality": "MR",
+                                                                                   "contrast": "T2w"})
+    result = run(task, vol, model=half.id, device="cpu")
+    with torch.no_grad():
+        ref = load_network(half, "cpu")(x)
+    if task == "superres":
+        got = np.moveaxis(result.volume.array, half.slice_axis, 0)
+        assert np.allclose(got, ref[:, 0].clamp(-1, 1).numpy(), atol=1e-5)
+    else:
+        got = np.moveaxis(result.volume.array, half.slice_axis, 0)
+        assert np.array_equal(got, ref.argmax(1).numpy().astype(np.uint8))
