@@ -497,6 +497,11 @@ def section_ldct(ctx: EvalContext) -> SectionResult:
 # Why a target may be missed; printed in the report only next to a missed target.
 MISSED_NOTES: dict[str, str] = {}
 
+# The GANs II sections (super-resolution, anomaly maps, lesion segmentation) follow the ones above.
+from .evaluation_gans2 import register_sections as _register_gans2  # noqa: E402
+
+_register_gans2(register_section)
+
 
 # --- report -------------------------------------------------------------------------------------------------------
 def _fmt(v: float, unit: str) -> str:
