@@ -58,7 +58,8 @@ class ResNetGenerator(nn.Module):
         n_blocks: residual blocks (9 for ``resnet_9blocks``).
         n_down: stride-2 down-samplings (2 in CycleGAN).
         norm: ``instance`` (CycleGAN default), ``batch`` or ``none``.
-        upsample: ``resize`` (default, no checkerboard) or ``transpose`` (CycleGAN-compatible).
+        upsample: ``resize`` (default: nearest + conv, no checkerboard), ``bilinear`` (bilinear + conv) or
+            ``transpose`` (CycleGAN-compatible).
 
     Example:
         >>> net = ResNetGenerator(features=8, n_blocks=2)
@@ -89,7 +90,8 @@ class ResNetGenerator(nn.Module):
             if upsample == "transpose":
                 conv: nn.Module = nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)
             else:
-                conv = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                mode = "nearest" if upsample == "resize" else "bilinear"
+                conv = nn.Sequential(nn.Upsample(scale_factor=2, mode=mode), nn.ReflectionPad2d(1),
                                      nn.Conv2d(ch, ch // 2, 3, bias=bias))
             self.up.append(_ConvNormAct(conv, norm_layer(norm, ch // 2)))
             ch //= 2

@@ -22,7 +22,7 @@ import torch.nn as nn
 from . import register_architecture
 
 NORMS = ("batch", "instance", "none")
-UPSAMPLING = ("transpose", "resize")
+UPSAMPLING = ("transpose", "resize", "bilinear")
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
@@ -53,8 +53,9 @@ class _Up(nn.Module):
         self.act = nn.ReLU()
         if upsample == "transpose":
             self.conv: nn.Module = nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1, bias=bias)
-        else:  # nearest upsampling + 3x3 convolution: no checkerboard artefacts
-            self.conv = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+        else:  # up-sampling + 3x3 convolution: no checkerboard artefacts
+            mode = "nearest" if upsample == "resize" else "bilinear"
+            self.conv = nn.Sequential(nn.Upsample(scale_factor=2, mode=mode),
                                       nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=bias))
         self.norm = nn.Identity() if outermost else norm_layer(norm, cout)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -77,7 +78,8 @@ class UNetGenerator(nn.Module):
         norm: ``instance`` (default: with pix2pix's batch size 1 batch norm acts as instance norm), ``batch``
             or ``none``. Convolutions carry a bias unless followed by batch norm, as in pix2pix.
         dropout: dropout probability in the decoder levels at full width (pix2pix uses 0.5 there).
-        upsample: ``transpose`` (4x4 transposed convolution, pix2pix-compatible) or ``resize`` (nearest + 3x3).
+        upsample: ``transpose`` (4x4 transposed convolution, pix2pix-compatible), ``resize`` (nearest + 3x3) or
+            ``bilinear`` (bilinear + 3x3, the smoothest).
 
     Example:
         >>> net = UNetGenerator(features=8, depth=4)
