@@ -18,7 +18,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save, table  # noqa: E402
 
-from MedGANLogic.simulate import make_subject, simulate_dose_pair  # noqa: E402
+from MedGANLogic.simulate import make_subject, simulate_low_dose  # noqa: E402
 from MedGANLogic.simulate.tissue import template_tissues  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     ct = make_subject(1).volumes["CT"].array
     k = ct.shape[0] // 2
     slice256 = ndimage.zoom(ct[k], (256 / ct.shape[1], 256 / ct.shape[2]), order=1)
-    sec, _ = timed(lambda: simulate_dose_pair(slice256, 0.25, seed=0, pixel_mm=0.9))
+    sec, _ = timed(lambda: simulate_low_dose(slice256, 0.25, seed=0, pixel_mm=0.9))
     rows.append({"what": "one 256x256 low-dose/full-dose CT slice pair (256 views, FBP)", "seconds": f"{sec:.3f}"})
     print(table(rows, ["what", "seconds"]))
     print(f"wrote {save('simulate', {'rows': rows, 'slice_hu_mean': float(np.mean(slice256))})}")

@@ -2,18 +2,18 @@
 
 * :func:`make_subject`: one subject (T1w, T2w, PD, FLAIR, pseudo-CT, lesion mask) and its lesion-free twin.
 * :data:`SPLITS`: subject seeds of the train / val / test splits (never overlapping).
-* :func:`simulate_dose_pair`, :func:`simulate_low_dose`, :func:`low_dose_volume`: projection-domain low-dose CT.
+* :func:`simulate_low_dose`, :func:`low_dose_volume`: projection-domain low-dose CT (low-dose, full-dose) pairs.
 * :func:`thick_slices`, :func:`kspace_truncate`, :func:`superres_pair`: low-resolution MR for super-resolution.
 * :mod:`.datasets`: torch datasets of slices, slabs and patches; :mod:`.sample`: the bundled sample data.
 See each module's docstring for the physics and the literature values used.
 """
 
-from .lowdose import low_dose_volume, noiseless_reconstruction, simulate_dose_pair, simulate_low_dose
+from .lowdose import low_dose_volume, noiseless_reconstruction, simulate_low_dose
 from .lowres import kspace_truncate, superres_pair, thick_slices
 from .mri import CONTRASTS, TISSUE_PARAMS
 from .subjects import ALL_CONTRASTS, SPLITS, Subject, make_subject, validate_options
 from .tissue import TISSUES
 
 __all__ = ["make_subject", "Subject", "SPLITS", "ALL_CONTRASTS", "CONTRASTS", "TISSUES", "TISSUE_PARAMS",
-           "simulate_low_dose", "simulate_dose_pair", "noiseless_reconstruction", "low_dose_volume",
+           "simulate_low_dose", "noiseless_reconstruction", "low_dose_volume",
            "thick_slices", "kspace_truncate", "superres_pair", "validate_options"]

@@ -3,7 +3,8 @@
 * Through-plane: ``thick_slices`` averages ``factor`` consecutive slices (a box slice profile, as a thick 2D
   acquisition integrates over its slab); spacing along that axis grows by ``factor``.
 * In-plane: ``kspace_truncate`` keeps the central 1/``factor`` of k-space along the in-plane axes (what a
-  lower acquisition matrix measures) and returns the magnitude image on the coarse grid.
+  lower acquisition matrix measures) and returns the magnitude image on the coarse grid (shape / ``factor``,
+  spacing x ``factor``): a linear phase puts each sample at the centre of its coarse voxel.
 Both keep the physical field of view: voxel centres move so that the outer voxel edges stay in place (the
 inverse of :meth:`MedGANLogic.volume.Volume.resampled_grid`). The high-resolution target is cropped to a
 multiple of ``factor`` first, so low- and high-resolution volumes cover exactly the same extent.
@@ -49,10 +50,19 @@ def thick_slices(volume: Volume, factor: int, axis: int = 0) -> Volume:
 
 
 def kspace_truncate(volume: Volume, factor: int, axes: tuple[int, ...] = (1, 2)) -> Volume:
-    """Keep the central 1/``factor`` of k-space along ``axes``; the magnitude image on the coarse grid."""
+    """Keep the central 1/``factor`` of k-space along ``axes`` (array axes; (1, 2) = in-plane y, x).
+
+    Returns the magnitude image on the coarse grid: shape // ``factor`` and spacing x ``factor`` along ``axes``,
+    the same field of view as the input (cropped to a multiple of ``factor``); mean intensity kept.
+    """
     _check(factor, axes)
     hr = crop_to_multiple(volume, factor, axes)
-    spectrum = np.fft.fftshift(np.fft.fftn(hr.array, axes=axes), axes=axes)
+    spectrum = np.fft.fftn(hr.array, axes=axes)
+    for a in axes:  # shift by (factor - 1) / 2 fine voxels: coarse samples at the centres of their coarse voxels
+        n = hr.shape[a]
+        ramp = np.exp(2j * np.pi * np.fft.fftfreq(n) * (factor - 1) / 2)
+        spectrum *= ramp.reshape([n if b == a else 1 for b in range(3)])
+    spectrum = np.fft.fftshift(spectrum, axes=axes)
     keep = []
     for a, n in enumerate(hr.shape):
         if a in axes:

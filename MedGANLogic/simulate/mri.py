@@ -2,8 +2,11 @@
 
 Tissue parameters at 1.5 T (T1, T2 in ms; PD relative) follow the BrainWeb digital brain phantom (Kwan, Evans
 and Pike, IEEE TMI 1999; Collins et al. 1998): CSF 2569/329/1.0, GM 833/83/0.86, WM 500/70/0.77, fat 350/70/1.0,
-muscle/skin 900/47/1.0; cortical bone has almost no mobile protons (PD 0.05); the lesion class is vasogenic
-oedema/tumour-like (T1 1100, T2 200, PD 0.95). Partial-volume voxels mix the tissues' signals linearly.
+muscle/skin 900/47/1.0; cortical bone has almost no mobile protons (PD 0.05). Lesions (not in BrainWeb's normal
+phantom; values chosen between WM and CSF, as free water raises both relaxation times): "oedema" (vasogenic
+oedema / tumour-like, T1 1100, T2 200, PD 0.95) and "ms" (demyelinating plaque-like, T1 900, T2 120, PD 0.85):
+bright on T2w and FLAIR, dark on T1w against white matter. Partial-volume voxels mix the tissues' signals
+linearly.
 
 Sequences (signal equations for a magnitude image, ignoring T2* and flip-angle effects):
   * T1w: spin echo TR 500 / TE 12 ms: S = PD (1 - exp(-TR/T1)) exp(-TE/T2)
@@ -30,6 +33,7 @@ TISSUE_PARAMS = {
     "bone": (300.0, 1.0, 0.05),
     "lesion": (1100.0, 200.0, 0.95),
 }
+LESION_KINDS = {"oedema": (1100.0, 200.0, 0.95), "ms": (900.0, 120.0, 0.85)}
 SEQUENCES = {
     "T1w": {"kind": "se", "TR": 500.0, "TE": 12.0},
     "T2w": {"kind": "se", "TR": 4000.0, "TE": 100.0},
@@ -40,19 +44,34 @@ CONTRASTS = tuple(SEQUENCES)
 SIGNAL_SCALE = 1000.0  # arbitrary units: WM on T1w is about 400
 
 
-def tissue_signal(contrast: str, t1: float, t2: float, pd: float) -> float:
+def tissue_signal(contrast: str, t1, t2, pd):
+    """Signal (relative to PD 1) of one tissue, or of arrays of T1, T2 (ms) and PD, for ``contrast``."""
     seq = SEQUENCES[contrast]
-    decay = np.exp(-seq["TE"] / t2)
+    decay = np.exp(-seq["TE"] / np.asarray(t2, np.float64))
+    recovery = np.exp(-seq["TR"] / np.asarray(t1, np.float64))
     if seq["kind"] == "se":
-        return float(pd * (1 - np.exp(-seq["TR"] / t1)) * decay)
-    return float(pd * abs(1 - 2 * np.exp(-seq["TI"] / t1) + np.exp(-seq["TR"] / t1)) * decay)
+        signal = pd * (1 - recovery) * decay
+    else:
+        signal = pd * np.abs(1 - 2 * np.exp(-seq["TI"] / np.asarray(t1, np.float64)) + recovery) * decay
+    return float(signal) if np.ndim(signal) == 0 else signal
 
 
-def noiseless_contrast(fractions: np.ndarray, contrast: str, params: dict[str, tuple[float, float, float]]
-                       ) -> np.ndarray:
-    """Signal (z, y, x) of ``contrast`` for tissue ``fractions`` (n_tissues, z, y, x), before bias and noise."""
+def noiseless_contrast(fractions: np.ndarray, contrast: str, params: dict[str, tuple[float, float, float]],
+                       lesion_relaxation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Signal (z, y, x) of ``contrast`` for tissue ``fractions`` (n_tissues, z, y, x), before bias and noise.
+
+    ``lesion_relaxation``: per-voxel (T1, T2, PD) arrays (z, y, x) for the lesion class (heterogeneous lesions);
+    without it the lesion class uses ``params["lesion"]``.
+    """
     out = np.zeros(fractions.shape[1:], np.float32)
     for i, name in enumerate(TISSUES):
+        if name == "lesion" and lesion_relaxation is not None:
+            where = fractions[i] > 0
+            if where.any():
+                t1, t2, pd = (a[where] for a in lesion_relaxation)
+                out[where] += (tissue_signal(contrast, t1, t2, pd) * SIGNAL_SCALE * fractions[i][where]
+                               ).astype(np.float32)
+            continue
         s = tissue_signal(contrast, *params[name]) * SIGNAL_SCALE
         if s:
             out += np.float32(s) * fractions[i]
@@ -69,8 +88,18 @@ def bias_field(shape: tuple[int, ...], rng: np.random.Generator, amplitude: floa
     return np.exp(field)
 
 
-def add_rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Magnitude of the signal plus complex Gaussian noise of standard deviation ``sigma`` per channel."""
-    real = signal + rng.normal(0, sigma, signal.shape).astype(np.float32)
-    imag = rng.normal(0, sigma, signal.shape).astype(np.float32)
-    return np.sqrt(real * real + imag * imag)
+def add_rician_noise(signals: list[np.ndarray], sigma: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Magnitudes of each signal plus the same complex Gaussian noise (standard deviation ``sigma`` per channel).
+
+    One noise draw for several signals of one acquisition (a subject with and without lesions): they then
+    differ exactly where their noiseless signals differ.
+    """
+    sigma = np.float32(sigma)
+    shape = signals[0].shape
+    noise_real = sigma * rng.standard_normal(shape, dtype=np.float32)
+    imag_squared = np.square(sigma * rng.standard_normal(shape, dtype=np.float32))
+    out = []
+    for s in signals:
+        real = s + noise_real
+        out.append(np.sqrt(real * real + imag_squared))
+    return out

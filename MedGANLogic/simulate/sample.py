@@ -9,40 +9,26 @@ lesion mask, the pseudo-CT, a 25 %-dose CT (projection-domain simulation, slice 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..io import write_volume
 from ..volume import Volume
 from .lowdose import low_dose_volume
 from .lowres import thick_slices
 from .subjects import SPLITS, make_subject
+from .tissue import LICENCE_FILE, MNI_NOTICE
 
 SAMPLE_SEED = SPLITS["test"][0]
 SAMPLE_SPACING_MM = 2.0
 SAMPLE_DOSE = 0.25
-
-MNI_NOTICE = """Data in this folder are derived from the MNI ICBM152 non-linear symmetric 2009a template
-(as shipped inside the nilearn Python package), by MedGAN's phantom simulator (MedGANLogic/simulate).
-They are simulated images, not images of any person.
-
-Template: Fonov V, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL. Unbiased average age-appropriate
-atlases for pediatric studies. NeuroImage 54(1), 2011. Fonov VS, Evans AC, McKinstry RC, Almli CR, Collins DL.
-Unbiased nonlinear average age-appropriate brain templates from birth to adulthood. NeuroImage 47, S102, 2009.
-Collins DL, Zijdenbos AP, Baare WFC, Evans AC. ANIMAL+INSECT: improved cortical structure segmentation. IPMI 1999.
-
-Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute,
-McGill University. Permission to use, copy, modify, and distribute this software and its documentation for any
-purpose and without fee is hereby granted, provided that the above copyright notice appear in all copies. The
-authors and McGill University make no representations about the suitability of this software for any purpose.
-It is provided "as is" without express or implied warranty. The authors are not responsible for any data loss,
-equipment damage, property loss, or injury to subjects or patients resulting from the use or misuse of this
-software package.
-"""
 
 
 def _rounded(volume: Volume, dtype=np.int16) -> Volume:
@@ -73,26 +59,44 @@ def sample_volumes(seed: int = SAMPLE_SEED) -> list[tuple[dict[str, Any], Volume
     return items
 
 
-def write_sample_data(folder: str | Path, seed: int = SAMPLE_SEED) -> list[Path]:
-    """Write the sample data into ``folder`` (all files, or none if anything fails)."""
+def write_staged(folder: str | Path, write: Callable[[Path], list[Path]]) -> list[Path]:
+    """All or nothing: ``write(stage)`` fills a hidden staging folder, whose files then move into ``folder``.
+
+    A new ``folder`` is the staging folder renamed; an existing one receives the files one by one (replacing
+    files of the same name). The template's licence notice is added. If ``write`` fails, nothing is left.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    items = sample_volumes(seed)
-    stage = Path(tempfile.mkdtemp(prefix=".sample-", dir=folder))
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file; give a folder.")
+    if not folder.parent.exists():
+        raise InputError(f"The folder {folder.parent} does not exist; create it or choose another output folder.")
+    exists = folder.is_dir()
+    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.simulate-", dir=folder if exists else folder.parent))
     try:
-        for entry, vol in items:
-            write_volume(vol, stage / entry["file"])
-        manifest = {"description": f"MedGAN sample: phantom subject {seed} (test split), "
-                                   f"{SAMPLE_SPACING_MM:g} mm; made by `medgan simulate --sample-data`.",
-                    "subject_seed": seed, "spacing_mm": SAMPLE_SPACING_MM,
-                    "files": [entry for entry, _ in items]}
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        (stage / "LICENSE-MNI152.txt").write_text(MNI_NOTICE)
-        written = []
-        for f in sorted(stage.iterdir()):
-            target = folder / f.name
-            shutil.move(str(f), target)
-            written.append(target)
+        names = [p.name for p in write(stage)]
+        (stage / LICENCE_FILE).write_text(MNI_NOTICE)
+        names.append(LICENCE_FILE)
+        if exists:
+            for name in names:
+                os.replace(stage / name, folder / name)
+        else:
+            os.rename(stage, folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return written
+    return [folder / name for name in names]
+
+
+def write_sample_data(folder: str | Path, seed: int = SAMPLE_SEED) -> list[Path]:
+    """Write the sample data into ``folder`` (all files, or none if anything fails); returns the paths."""
+    items = sample_volumes(seed)
+
+    def write(stage: Path) -> list[Path]:
+        paths = [write_volume(vol, stage / entry["file"]) for entry, vol in items]
+        manifest = {"description": f"MedGAN sample: phantom subject {seed} (test split), "
+                                   f"{SAMPLE_SPACING_MM:g} mm; made by `medgan simulate --sample-data`.",
+                    "subject_seed": seed, "spacing_mm": SAMPLE_SPACING_MM, "licence": LICENCE_FILE,
+                    "files": [entry for entry, _ in items]}
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return paths + [stage / "manifest.json"]
+
+    return write_staged(folder, write)
