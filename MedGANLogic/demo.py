@@ -56,9 +56,12 @@ def pick_sample(card: Any, entries: list[dict[str, Any]]) -> dict[str, Any] | No
     if card.task == "denoise":
         fits = [e for e in fits if "dose" in _tag(e) or e.get("dose_fraction")] or fits
     elif card.task == "superres":
-        fits = [e for e in fits if "thick" in _tag(e)] or fits
+        # through-plane models (scale along z) get the thick-slice sample, in-plane ones the k-space one
+        scale = list(getattr(card, "scale_factor", None) or [1, 1, 1])
+        kind = "thick" if scale[0] > 1 else "inplane"
+        fits = [e for e in fits if kind in _tag(e)] or fits
     else:
-        fits = [e for e in fits if "dose" not in _tag(e) and "thick" not in _tag(e)] or fits
+        fits = [e for e in fits if not any(k in _tag(e) for k in ("dose", "thick", "inplane"))] or fits
     return fits[0] if fits else None
 
 

@@ -2,7 +2,8 @@
 
 Files (NRRD, gzip; MR and CT rounded to integers to keep the folder small): T1w, T2w and FLAIR with lesions, the
 lesion mask, the pseudo-CT, a 25 %-dose CT (projection-domain simulation, slice by slice) and a thick-slice T2w
-(2 slices averaged: 4 mm axial), plus ``manifest.json`` naming each file's modality and contrast and
+(2 slices averaged: 4 mm axial) and an in-plane low-resolution T2w (central half of k-space along y and x: 4 mm
+in-plane, 2 mm slices), plus ``manifest.json`` naming each file's modality and contrast and
 ``LICENSE-MNI152.txt``, the notice of the template all of it derives from.
 """
 
@@ -22,7 +23,7 @@ from ..errors import InputError
 from ..io import write_volume
 from ..volume import Volume
 from .lowdose import low_dose_volume
-from .lowres import thick_slices
+from .lowres import kspace_truncate, thick_slices
 from .subjects import SPLITS, make_subject
 from .tissue import LICENCE_FILE, MNI_NOTICE
 
@@ -41,6 +42,7 @@ def sample_volumes(seed: int = SAMPLE_SEED) -> list[tuple[dict[str, Any], Volume
     v = subject.volumes
     low, _ = low_dose_volume(v["CT"], SAMPLE_DOSE, seed=seed)
     thick = thick_slices(v["T2w"], 2, axis=0)
+    coarse = kspace_truncate(v["T2w"], 2, axes=(1, 2))
     items = [
         ({"name": "T1w", "modality": "MR", "contrast": "T1w"}, _rounded(v["T1w"])),
         ({"name": "T2w", "modality": "MR", "contrast": "T2w"}, _rounded(v["T2w"])),
@@ -52,6 +54,9 @@ def sample_volumes(seed: int = SAMPLE_SEED) -> list[tuple[dict[str, Any], Volume
           "description": "25% dose, projection-domain simulation"}, _rounded(low)),
         ({"name": "T2w_thick", "modality": "MR", "contrast": "T2w",
           "description": "thick slices: 2 axial slices averaged (4 mm)"}, _rounded(thick)),
+        ({"name": "T2w_lowres_inplane", "modality": "MR", "contrast": "T2w",
+          "description": "in-plane low resolution: central half of k-space along y and x (4 mm in-plane)"},
+         _rounded(coarse)),
     ]
     for entry, _ in items:
         entry["file"] = f"sample_{entry['name']}.nrrd"

@@ -79,7 +79,7 @@ def test_console_script_runs_as_a_process(tmp_path):
 def test_demo_without_models_checks_io_and_exits_0(model_dir, tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "I/O check passed on 7 sample volumes" in out and "No trained models" in out
+    assert "I/O check passed on 8 sample volumes" in out and "No trained models" in out
 
 
 def test_demo_runs_installed_models_on_the_sample(make_model, tmp_path, capsys):
@@ -93,3 +93,23 @@ def test_demo_runs_installed_models_on_the_sample(make_model, tmp_path, capsys):
     montage = Image.open(tmp_path / "demo" / "montage.png")
     assert montage.width > 2 * sample.shape[2] and montage.height > sample.shape[1]
     assert "sample_T1w.nrrd" in capsys.readouterr().out
+
+
+def test_demo_gives_each_model_the_sample_that_fits_its_input():
+    """Through-plane SR gets the thick-slice T2w, in-plane SR the k-space-truncated one, denoising the low-dose
+    CT, synthesis the plain contrast."""
+    from types import SimpleNamespace
+
+    from MedGANLogic.demo import load_manifest, pick_sample
+
+    entries = load_manifest()
+
+    def card(task, modality, contrast=None, scale=(1, 1, 1)):
+        return SimpleNamespace(task=task, input={"modality": modality, "contrast": contrast}, scale_factor=scale)
+
+    assert pick_sample(card("superres", "MR", "T2w", (2, 1, 1)), entries)["name"] == "T2w_thick"
+    assert pick_sample(card("superres", "MR", "T2w", (1, 2, 2)), entries)["name"] == "T2w_lowres_inplane"
+    assert pick_sample(card("denoise", "CT"), entries)["name"] == "CT_lowdose_25"
+    assert pick_sample(card("synthesize", "CT"), entries)["name"] == "CT"
+    assert pick_sample(card("synthesize", "MR", "T2w"), entries)["name"] == "T2w"
+    assert pick_sample(card("segment", "MR", "PD"), entries) is None

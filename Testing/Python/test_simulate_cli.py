@@ -143,7 +143,7 @@ def test_sample_data_is_small_complete_and_licensed():
     manifest = json.loads((SAMPLE / "manifest.json").read_text())
     files = {f["file"]: f for f in manifest["files"]}
     assert {f["name"] for f in manifest["files"]} == {"T1w", "T2w", "FLAIR", "lesion_mask", "CT", "CT_lowdose_25",
-                                                      "T2w_thick"}
+                                                      "T2w_thick", "T2w_lowres_inplane"}
     on_disk = {p.name for p in SAMPLE.iterdir()}
     assert on_disk == set(files) | {"manifest.json", "LICENSE-MNI152.txt"}
     assert sum(p.stat().st_size for p in SAMPLE.iterdir()) < 10e6
@@ -156,6 +156,9 @@ def test_sample_data_is_small_complete_and_licensed():
     assert sitk.ReadImage(str(SAMPLE / "sample_CT.nrrd")).GetPixelID() == sitk.sitkInt16  # stored as int16 HU
     assert ct.array.min() >= -1100 and ct.array.max() > 1000
     assert thick.spacing[2] == 2 * t2.spacing[2] and np.allclose(thick.physical_extent(), t2.physical_extent())
+    coarse = read_volume(SAMPLE / "sample_T2w_lowres_inplane.nrrd")
+    assert coarse.spacing == (2 * t2.spacing[0], 2 * t2.spacing[1], t2.spacing[2])
+    assert coarse.shape == (t2.shape[0], t2.shape[1] // 2, t2.shape[2] // 2)
     mask = read_volume(SAMPLE / "sample_lesion_mask.nrrd")
     assert sitk.ReadImage(str(SAMPLE / "sample_lesion_mask.nrrd")).GetPixelID() == sitk.sitkUInt8
     assert mask.same_geometry(t2) and set(np.unique(mask.array)) == {0, 1}
