@@ -558,12 +558,12 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
              device: str = "cpu") -> dict[str, Any]:
     """Run the sections, write ``evaluation.md``, ``evaluation.json`` and the panels; returns the JSON data."""
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    ctx = EvalContext(report_dir=report_dir, n_subjects=subjects, device=device)
     names = sections or list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise ValueError(f"Unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}.")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    ctx = EvalContext(report_dir=report_dir, n_subjects=subjects, device=device)
     start = time.perf_counter()
     results = []
     for name in names:
@@ -594,8 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    data = evaluate(args.report, subjects=args.subjects,
-                    sections=args.sections.split(",") if args.sections else None, device=args.device)
+    try:
+        data = evaluate(args.report, subjects=args.subjects,
+                        sections=args.sections.split(",") if args.sections else None, device=args.device)
+    except ValueError as exc:  # an unknown section name: one line, nothing written
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
     print(f"{data['targets_met']}/{data['targets_total']} targets met; report: {Path(args.report) / 'evaluation.md'}")
     return 0
 
