@@ -6,6 +6,9 @@ slow machine still gives a comparison that can be trusted. Nothing here is used 
 
 from __future__ import annotations
 
+import argparse
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -16,7 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from MedGANLogic.volume import Volume
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,7 +69,8 @@ def measure(fn: Callable[[], Any], repeats: int = 3) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"platform": platform.platform(), "cpu": cpu_model(), "python": platform.python_version(),
+            "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -77,7 +84,195 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def save(name: str, payload: dict[str, Any]) -> Path:
-    path = HERE / f"{name}.json"
+    path = out_dir() / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(payload, machine=machine())
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared by floor.py, peers.py, scaling.py, memory.py and warmstart.py (issue 7).
+
+#: Standard volumes of issue 7 as (z, y, x) arrays: 256x256x160 MR, 512x512x400 CT.
+STANDARD_SHAPES = {"MR": (160, 256, 256), "CT": (400, 512, 512)}
+STANDARD_SPACING = {"MR": (1.0, 1.0, 1.0), "CT": (0.8, 0.8, 1.25)}  # (x, y, z) mm
+#: --quick: every dimension a quarter of the standard one (a smoke test of the code paths, not a measurement).
+QUICK_DIVISOR = 4
+
+
+def out_dir() -> Path:
+    """Where JSON (and RESULTS.md) go: ``$MEDGAN_BENCH_OUT`` (run_all --quick sets it) or this folder."""
+    return Path(os.environ.get("MEDGAN_BENCH_OUT", HERE))
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, one repeat: checks that the script works; its figures mean nothing")
+    parser.add_argument("--models", nargs="*", default=None, help="model ids to run (default: every installed one)")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                repeats: int = 7) -> float:
+    """The machine's dense matrix-multiply rate in FLOP/s: best of ``repeats`` n x n ``torch.mm`` calls."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)  # warm-up: thread pool, kernel choice
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best
+
+
+def engine_rate(device: torch.device, amp: bool = True) -> tuple[float, str]:
+    """The rate the engine's arithmetic can reach: fp32 on CPU; bf16 on a CUDA GPU when ``amp`` (the default)."""
+    if device.type == "cuda" and amp and torch.cuda.is_bf16_supported():
+        return matmul_rate(device, torch.bfloat16), "bf16 torch.mm"
+    return matmul_rate(device, torch.float32), "fp32 torch.mm"
+
+
+def trim_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS, so the next resident-memory baseline is honest."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: the baseline may include some freed heap
+        pass
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def synthetic_volume(shape: tuple[int, int, int], modality: str = "MR", contrast: str | None = None,
+                     spacing: tuple[float, float, float] | None = None, seed: int = 0) -> Volume:
+    """A head-like test volume, float32 (z, y, x): an ellipsoid with smooth texture and noise.
+
+    MR: background ~ |noise| (a.u.), head 250-750 a.u.; CT: air -1000 HU, a 6 mm-ish skull at about 1000 HU,
+    soft tissue 20-60 HU, noise sigma 20 HU. Filled in slabs, so the only whole-volume allocation is the result.
+    Content does not change the speed of any model here; it only makes normalisation windows realistic.
+    """
+    z, y, x = shape
+    spacing = spacing or STANDARD_SPACING[modality]
+    rng = np.random.default_rng(seed)
+    arr = np.empty(shape, dtype=np.float32)
+    yy = ((np.arange(y, dtype=np.float32) - (y - 1) / 2) / (0.42 * y))[:, None]
+    xx = ((np.arange(x, dtype=np.float32) - (x - 1) / 2) / (0.36 * x))[None, :]
+    texture = (np.sin(np.arange(y, dtype=np.float32) / 5.0)[:, None] * np.cos(np.arange(x, dtype=np.float32) / 7.0))
+    step = max(1, (1 << 24) // (y * x))  # ~64 MB of float32 per slab
+    for k0 in range(0, z, step):
+        k1 = min(z, k0 + step)
+        zz = ((np.arange(k0, k1, dtype=np.float32) - (z - 1) / 2) / (0.48 * z))[:, None, None]
+        r2 = zz ** 2 + yy ** 2 + xx ** 2
+        noise = rng.standard_normal((k1 - k0, y, x), dtype=np.float32)
+        if modality == "CT":
+            slab = np.where(r2 < 0.85, 40.0 + 20.0 * texture, np.where(r2 < 1.0, 1000.0, -1000.0))
+            arr[k0:k1] = slab + 20.0 * noise
+        else:
+            head = r2 < 1.0
+            arr[k0:k1] = np.where(head, 500.0 + 250.0 * texture * (1.0 - r2), 0.0) + np.abs(5.0 * noise)
+    meta = {"modality": modality, "name": f"synthetic {modality} {x}x{y}x{z}"}
+    if contrast:
+        meta["contrast"] = contrast
+    return Volume(arr, spacing=spacing, origin=(0.0, 0.0, 0.0), direction=np.eye(3), metadata=meta)
+
+
+def input_modality(card: Any) -> str:
+    return "CT" if card.input.get("modality") == "CT" else "MR"
+
+
+def standard_input_shape(card: Any, quick: bool = False) -> tuple[int, int, int]:
+    """The (z, y, x) input of a card's task on the standard volume: the SR input at its thick spacing."""
+    shape = STANDARD_SHAPES[input_modality(card)]
+    if quick:
+        shape = tuple(max(8, n // QUICK_DIVISOR) for n in shape)
+    return tuple(max(1, int(round(n / s))) for n, s in zip(shape, card.scale_factor))  # type: ignore[return-value]
+
+
+def standard_input(card: Any, quick: bool = False, slices: int | None = None, seed: int = 0) -> tuple[Volume, int]:
+    """The standard input volume for ``card``, cut to ``slices`` along its slice axis (None: all).
+
+    Returns (volume, the full number of slices along that axis), so a time measured on a cut can be scaled.
+    """
+    shape = list(standard_input_shape(card, quick))
+    axis = card.slice_axis if card.dims != "3d" else 0
+    full = shape[axis]
+    if slices is not None:
+        shape[axis] = max(1, min(full, int(slices)))
+    modality = input_modality(card)
+    spacing = tuple(s * f for s, f in zip(STANDARD_SPACING[modality], card.scale_factor[::-1]))
+    contrast = card.input.get("contrast")
+    return synthetic_volume(tuple(shape), modality, contrast, spacing, seed), full  # type: ignore[arg-type]
+
+
+def selected_cards(names: list[str] | None = None) -> list[Any]:
+    """Installed model cards (``MedGANLogic.models.registry.list_models``), optionally only ``names``."""
+    from MedGANLogic.models import registry
+
+    cards = registry.list_models()
+    if names:
+        missing = sorted(set(names) - {c.id for c in cards})
+        if missing:
+            raise SystemExit(f"Not installed: {', '.join(missing)}; installed: {', '.join(c.id for c in cards)}.")
+        cards = [c for c in cards if c.id in names]
+    return cards
+
+
+def profile_top_ops(fn: Callable[[], Any], top: int = 6) -> list[dict[str, Any]]:
+    """Run ``fn`` under torch.profiler; the ops with the most self time, their share and achieved GFLOP/s."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, with_flops=True) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    rows = []
+    for e in events[:top]:
+        flops = float(getattr(e, "flops", 0) or 0)
+        rows.append({"op": e.key, "self_ms": round(e.self_cpu_time_total / 1e3, 1),
+                     "share": round(e.self_cpu_time_total / total, 3),
+                     "gflops_per_s": round(flops / (e.self_cpu_time_total * 1e-6) / 1e9, 1) if flops else None})
+    return rows
+
+
+def describe_ops(rows: list[dict[str, Any]], n: int = 4) -> str:
+    return ", ".join(f"{r['op']} {100 * r['share']:.0f}%" + (f" ({r['gflops_per_s']:g} GFLOP/s)"
+                                                               if r.get("gflops_per_s") else "") for r in rows[:n])
+
+
+def gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def target(name: str, value: str, met: bool, cause: str = "") -> dict[str, Any]:
+    """One line of the targets table in RESULTS.md."""
+    return {"target": name, "value": value, "met": bool(met), "cause": cause}

@@ -1,35 +1,134 @@
-"""`make bench`: run every benchmark script here and collect their tables into benchmarks/RESULTS.md."""
+"""`make bench`: run every benchmark script here and collect their tables into benchmarks/RESULTS.md.
+
+    python benchmarks/run_all.py [--device auto] [--quick] [--only floor peers ...]
+
+Issue 7's scripts (floor, peers, scaling, memory, warmstart) each write a JSON with a markdown section and their
+targets; the older ones (inference, simulate) contribute their printed tables. RESULTS.md starts with the
+device, the date, how busy the machine was with other processes during the run (their CPU time over this run's
+wall time x cores: timings taken on a loaded machine are not to be trusted) and every target met or missed with
+its measured cause. ``--quick`` runs tiny sizes into a temporary folder (``$MEDGAN_BENCH_OUT``, default
+/tmp/medgan-bench-quick) to check that the scripts work, and skips simulate.py.
+"""
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["inference.py", "simulate.py"]
+ISSUE7 = ["floor", "peers", "scaling", "memory", "warmstart"]
+OLDER = ["inference", "simulate"]
+TITLES = {"floor": "Compute floor (floor.py)", "peers": "Peers: naive loop and plain MONAI (peers.py)",
+          "scaling": "Scaling with voxels (scaling.py)", "memory": "Memory of a 512x512x400 CT denoise (memory.py)",
+          "warmstart": "Warm start (warmstart.py)", "inference": "Engine vs naive on a small conv net (inference.py)",
+          "simulate": "Phantom simulation (simulate.py)"}
+
+
+def cpu_ticks() -> dict[int, int]:
+    """utime + stime (clock ticks) of every process now running."""
+    ticks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks
+
+
+def others_busy(before: dict[int, int], after: dict[int, int], wall: float) -> float:
+    """Fraction of all cores used by processes other than this one and its children during ``wall`` seconds."""
+    me = os.getpid()
+    used = sum(t - before.get(pid, 0) for pid, t in after.items() if pid != me)
+    return used / os.sysconf("SC_CLK_TCK") / (wall * (os.cpu_count() or 1))
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help=f"scripts to run, of {', '.join(ISSUE7 + OLDER)}")
+    args = parser.parse_args()
+    if args.quick:
+        os.environ.setdefault("MEDGAN_BENCH_OUT", "/tmp/medgan-bench-quick")
+    out = Path(os.environ.get("MEDGAN_BENCH_OUT", HERE))
+    out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(HERE))
-    from common import machine
+    import torch
+    from common import device_name, machine
 
-    parts = [f"# MedGAN benchmarks\n\nMade by `make bench` on {datetime.date.today().isoformat()}; machine: "
-             f"`{machine()}`.\nEvery figure is a ratio against a baseline measured in the same run.\n"]
-    status = 0
-    for name in SCRIPTS:
-        script = HERE / name
-        if not script.exists():
-            continue
+    from MedGANLogic.inference import resolve_device
+
+    device = resolve_device(args.device)
+    names = [n for n in ISSUE7 + OLDER if args.only is None or n in args.only]
+    if args.quick and args.only is None:
+        names.remove("simulate")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t_start = time.perf_counter()
+    ticks0 = cpu_ticks()
+    sections, targets, walls, status = [], [], [], 0
+    for name in names:
+        cmd = [sys.executable, str(HERE / f"{name}.py")]
+        if name in ISSUE7:
+            cmd += ["--device", str(device)] + (["--quick"] if args.quick else [])
+        elif name == "inference":
+            cmd += ["--device", str(device)] + (["--slices", "8", "--repeats", "1"] if args.quick else [])
         print(f"== {name}", flush=True)
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-        print(proc.stdout, proc.stderr, sep="\n")
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        walls.append({"script": f"{name}.py", "seconds": f"{time.perf_counter() - t0:.1f}",
+                      "exit": proc.returncode})
+        print(proc.stdout, "\n".join(line for line in proc.stderr.splitlines() if "USDT" not in line), sep="\n",
+              flush=True)
         status |= proc.returncode
-        parts.append(f"## {name}\n\n```\n{proc.stdout.strip()}\n```\n" if proc.returncode == 0 else
-                     f"## {name}\n\nFAILED (exit {proc.returncode}):\n\n```\n{proc.stderr.strip()[-2000:]}\n```\n")
-    (HERE / "RESULTS.md").write_text("\n".join(parts))
-    print(f"wrote {HERE / 'RESULTS.md'}")
+        if proc.returncode:
+            sections.append(f"## {TITLES[name]}\n\nFAILED (exit {proc.returncode}):\n\n```\n"
+                            f"{proc.stderr.strip()[-2000:]}\n```\n")
+            targets.append({"target": f"{name}.py ran", "value": f"exit {proc.returncode}", "met": False,
+                            "cause": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""})
+        elif name in ISSUE7:
+            data = json.loads((out / f"{name}.json").read_text())
+            sections.append(f"## {TITLES[name]}\n\n{data['markdown']}\n")
+            targets += data["targets"]
+        else:
+            body = "\n".join(line for line in proc.stdout.strip().splitlines() if not line.startswith("wrote "))
+            sections.append(f"## {TITLES[name]}\n\n{body}\n")
+    wall = time.perf_counter() - t_start
+    busy = others_busy(ticks0, cpu_ticks(), wall)
+
+    from common import table
+
+    m = machine()
+    gpu = (f"GPU: {device_name(device)}." if device.type == "cuda" else
+           "GPU: none. " + ("No CUDA GPU was available to this run, so the CUDA path (bf16 autocast through the "
+                            "engine's amp option, `--device cuda`) has no figures here; rerun `make bench` on a GPU "
+                            "machine to add them." if not torch.cuda.is_available() else
+                            "A CUDA GPU exists but this run used --device cpu."))
+    load = (f"Other processes used {100 * busy:.0f}% of the machine's CPU time during this run"
+            + (": the machine was LOADED and absolute timings (and ratios between paths timed at different "
+               "moments) are unreliable." if busy > 0.15 else " (the machine was otherwise idle)."))
+    rows = [{"target": t["target"], "measured": t["value"], "met": "yes" if t["met"] else "NO",
+             "gap: measured cause": t.get("cause", "") if not t["met"] else ""} for t in targets]
+    quick = " --quick: tiny sizes, figures meaningless" if args.quick else ""
+    head = [
+        "# MedGAN benchmarks", "",
+        f"Made by `make bench` (benchmarks/run_all.py{quick}) on {started.strftime('%Y-%m-%d %H:%M')} UTC "
+        f"in {wall / 60:.1f} min. "
+        f"Device: {device_name(device)} (torch {m['torch']}, Python {m['python']}). {gpu}", "",
+        f"{load} Every ratio is against a baseline measured in the same run.", "",
+        "## Targets (issue 7)", "", table(rows, ["target", "measured", "met", "gap: measured cause"]) if rows else
+        "(none measured)", ""]
+    tail = ["## Wall time per script", "", table(walls, ["script", "seconds", "exit"]), ""]
+    (out / "RESULTS.md").write_text("\n".join(head + sections + tail))
+    print(f"wrote {out / 'RESULTS.md'} ({wall:.0f} s; other processes {100 * busy:.0f}% busy)")
     return status
 
 

@@ -1,0 +1,159 @@
+"""Compute floor: every installed model's arithmetic on the standard volume over this machine's matmul rate.
+
+    python benchmarks/floor.py [--device auto] [--quick] [--models ID ...] [--slices-mr 32] [--slices-ct 16]
+
+For each model found by ``MedGANLogic.models.registry.list_models``:
+
+* FLOPs per output voxel of its whole task, counted with ``torch.utils.flop_counter.FlopCounterMode`` around a
+  ``MedGANLogic.run`` call on one slice of the standard input (so work a task adds, such as the f-AnoGAN case
+  score's critic passes, counts too; the network alone is reported beside it);
+* times the output voxels of the standard volume (256x256x160 MR, 512x512x400 CT, the SR input at its thick
+  spacing), over the ``torch.mm`` rate measured in this run (fp32 on CPU; bf16 on CUDA, the engine's amp path)
+  = the compute floor: what the run would take if every FLOP ran at matmul speed;
+* the engine end to end (``MedGANLogic.run``: checks, normalisation, inference, outputs) on the standard volume
+  cut to ``--slices-*`` slices along the model's slice axis, its time scaled by full/used slices (the whole
+  volume on CUDA), over the floor. Models above 3x get a torch.profiler breakdown of one batch.
+
+Writes floor.json (see common.out_dir) with a markdown section for RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    add_common_args,
+    describe_ops,
+    device_name,
+    engine_rate,
+    profile_top_ops,
+    save,
+    selected_cards,
+    standard_input,
+    standard_input_shape,
+    sync,
+    table,
+    target,
+)
+
+import MedGANLogic  # noqa: E402
+from MedGANLogic.inference import resolve_device  # noqa: E402
+from MedGANLogic.models import registry  # noqa: E402
+
+TARGET_RATIO = 3.0
+
+
+def run_task(card, volume, device: torch.device) -> MedGANLogic.RunResult:
+    return MedGANLogic.run(card.task, volume, model=card.id, device=str(device), force=True)
+
+
+def network_flops_per_voxel(card, plane: tuple[int, int], device: torch.device) -> float:
+    """FLOPs of one forward pass of the network alone on one slice of ``plane``, per output voxel."""
+    net = registry.load_network(card, device)
+    channels = 1 + 2 * card.context_slices
+    m = int(getattr(net, "size_multiple", 1))
+    padded = tuple(n + (-n) % m for n in plane)
+    x = torch.zeros((1, channels) + padded, device=device)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        y = net(x)
+    return counter.get_total_flops() / float(np.prod(y.shape[2:]))
+
+
+def measure_model(card, device: torch.device, rate: float, args: argparse.Namespace) -> dict:
+    shape = standard_input_shape(card, args.quick)
+    axis = card.slice_axis
+    plane = tuple(n for a, n in enumerate(shape) if a != axis)
+    out_voxels_full = float(np.prod(shape)) * float(np.prod(card.scale_factor))
+
+    one, full_slices = standard_input(card, args.quick, slices=1)
+    run_task(card, one, device)  # loads and caches the network; not counted
+    with FlopCounterMode(display=False) as counter:
+        res = run_task(card, one, device)
+    task_fpv = counter.get_total_flops() / float(np.prod(res.volume.shape))
+    net_fpv = network_flops_per_voxel(card, plane, device)
+    floor_s = task_fpv * out_voxels_full / rate
+
+    want = None if (device.type == "cuda" and not args.quick) else (
+        args.slices_ct if card.input.get("modality") == "CT" else args.slices_mr)
+    vol, _ = standard_input(card, args.quick, slices=want, seed=1)
+    used = vol.shape[axis]
+    warm, _ = standard_input(card, args.quick, slices=min(2, used), seed=2)
+    run_task(card, warm, device)  # kernel selection for this plane size
+    best = float("inf")
+    batch = None
+    for _ in range(args.repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        res = run_task(card, vol, device)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+        batch = res.provenance["batch_size"]
+    measured_full = best * full_slices / used
+    ratio = measured_full / floor_s
+    row = {"model": card.id, "task": card.task, "layout": f"{card.dims} axis {axis}" +
+           (f" ctx {card.context_slices}" if card.context_slices else ""),
+           "input (z,y,x)": "x".join(map(str, shape)), "kFLOP/voxel (task)": f"{task_fpv / 1e3:.1f}",
+           "kFLOP/voxel (net)": f"{net_fpv / 1e3:.1f}", "floor s": f"{floor_s:.2f}",
+           "measured s": f"{measured_full:.2f}" + (f" ({used}/{full_slices} sl.)" if used < full_slices else ""),
+           "batch": batch, "measured / floor": f"{ratio:.2f}", "within 3x": "yes" if ratio <= TARGET_RATIO else "NO"}
+    info = {"row": row, "ratio": ratio, "floor_s": floor_s, "measured_full_s": measured_full,
+            "measured_s": best, "slices_used": used, "slices_full": full_slices,
+            "task_flops_per_voxel": task_fpv, "net_flops_per_voxel": net_fpv, "output_voxels": out_voxels_full}
+    if ratio > TARGET_RATIO:
+        few, _ = standard_input(card, args.quick, slices=max(1, min(used, batch or 1)), seed=3)
+        info["profile"] = profile_top_ops(lambda: run_task(card, few, device))
+    print(f"  {card.id}: floor {floor_s:.2f} s, measured {measured_full:.2f} s ({ratio:.2f}x)", flush=True)
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--slices-mr", type=int, default=32, help="slices of an MR standard input timed on CPU")
+    parser.add_argument("--slices-ct", type=int, default=16, help="slices of the CT standard input timed on CPU")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if args.quick:
+        args.slices_mr, args.slices_ct, args.repeats = 4, 2, 1
+    device = resolve_device(args.device)
+    rate, rate_kind = engine_rate(device)
+    cards = selected_cards(args.models)
+    print(f"{device_name(device)}: {rate_kind} {rate / 1e9:.1f} GFLOP/s; {len(cards)} model(s)", flush=True)
+    results = [measure_model(card, device, rate, args) for card in cards]
+    rows = [r["row"] for r in results]
+    text = table(rows, list(rows[0])) if rows else "(no model installed)"
+    print(text)
+
+    missed = [r for r in results if r["ratio"] > TARGET_RATIO]
+    causes = []
+    for r in missed:
+        causes.append(f"{r['row']['model']}: {describe_ops(r['profile'])}")
+    worst = max((r["ratio"] for r in results), default=float("nan"))
+    targets = [target("floor: every task within 3x of its compute floor",
+                      f"worst {worst:.2f}x over {len(results)} model(s)", not missed and bool(results),
+                      "; ".join(causes))]
+    md = [f"Device: {device_name(device)}. Matmul rate measured in this run: **{rate / 1e9:.1f} GFLOP/s** "
+          f"({rate_kind}). Floor = FLOPs per output voxel (FlopCounterMode on one slice, the whole task) x output "
+          f"voxels of the standard volume / that rate. Measured = MedGANLogic.run end to end"
+          + (" on the slices shown, scaled to the full volume (best of "
+             f"{args.repeats})." if device.type != "cuda" else " on the full standard volume."), "", text]
+    if missed:
+        md += ["", "Profile of the models above 3x (self time of the top ops in one batch, torch.profiler; "
+               "GFLOP/s = the op's FLOPs over its time):", ""]
+        for r in missed:
+            md.append(f"- **{r['row']['model']}**: " + describe_ops(r["profile"], 6))
+    payload = {"device": str(device), "device_name": device_name(device), "rate_flops": rate, "rate_kind": rate_kind,
+               "quick": args.quick, "models": results, "targets": targets, "markdown": "\n".join(md)}
+    print(f"wrote {save('floor', payload)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Scaling: time and peak memory of one task at 1x, 2x and 4x the voxels; the fitted exponents.
+
+    python benchmarks/scaling.py [--device auto] [--quick] [--model mr-t1-to-t2]
+
+Two series through ``MedGANLogic.run`` end to end, starting from 40 slices of the standard 256x256 MR plane:
+more slices (40, 80, 160 = the whole standard volume) and larger slices (256x256, 256x512, 512x512; 40
+slices). Each point: a warm-up on two slices of the same plane (kernel selection), then one timed run with
+its peak resident memory above the baseline (input volume allocated, freed heap returned to the OS). The
+exponent b of time ~ voxels^b is a least-squares fit in log-log; linear is 1. Writes scaling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    add_common_args,
+    device_name,
+    peak_rss,
+    save,
+    selected_cards,
+    sync,
+    synthetic_volume,
+    table,
+    target,
+    trim_memory,
+)
+
+import MedGANLogic  # noqa: E402
+from MedGANLogic.inference import resolve_device  # noqa: E402
+
+TARGET_EXPONENT = 1.1
+
+
+def pick_model(name: str | None):
+    cards = selected_cards([name] if name else None)
+    if name:
+        return cards[0]
+    fits = [c for c in cards if c.dims == "2d" and c.input.get("modality") == "MR" and c.task == "synthesize"]
+    fits = fits or [c for c in cards if c.dims != "3d" and c.input.get("modality") == "MR"] or cards
+    if not fits:
+        raise SystemExit("No model installed.")
+    preferred = [c for c in fits if c.id == "mr-t1-to-t2"]
+    return (preferred or fits)[0]
+
+
+def time_point(card, shape: tuple[int, int, int], device: torch.device) -> dict:
+    contrast = card.input.get("contrast")
+    warm = synthetic_volume((2,) + shape[1:], "MR", contrast, seed=1)
+    MedGANLogic.run(card.task, warm, model=card.id, device=str(device), force=True)
+    vol = synthetic_volume(shape, "MR", contrast)
+    del warm
+    trim_memory()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with peak_rss() as mem:
+        sync(device)
+        t0 = time.perf_counter()
+        MedGANLogic.run(card.task, vol, model=card.id, device=str(device), force=True)
+        sync(device)
+        seconds = time.perf_counter() - t0
+    point = {"shape": list(shape), "voxels": int(np.prod(shape)), "seconds": seconds,
+             "peak_extra_bytes": mem["peak_extra"], "volume_bytes": vol.array.nbytes}
+    if device.type == "cuda":
+        point["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
+    print(f"  {shape}: {seconds:.2f} s, peak extra {mem['peak_extra'] / 1e6:.0f} MB", flush=True)
+    return point
+
+
+def exponent(points: list[dict], key: str) -> float:
+    v = np.log([p["voxels"] for p in points])
+    y = np.log([max(float(p[key]), 1e-9) for p in points])
+    return float(np.polyfit(v, y, 1)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--model", default=None, help="model id (default: mr-t1-to-t2 or the first MR model)")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    card = pick_model(args.model or (args.models[0] if args.models else None))
+    z, n = (4, 64) if args.quick else (40, 256)
+    series = {"slices": [(z, n, n), (2 * z, n, n), (4 * z, n, n)],
+              "in-plane": [(z, n, n), (z, n, 2 * n), (z, 2 * n, 2 * n)]}
+    print(f"{device_name(device)}: {card.id} ({card.task})", flush=True)
+    results, rows = {}, []
+    first = None
+    for name, shapes in series.items():
+        points = []
+        for i, shape in enumerate(shapes):
+            if i == 0 and first is not None:
+                points.append(first)  # the 1x point is shared by both series
+                continue
+            points.append(time_point(card, shape, device))
+        first = first or points[0]
+        b_time, b_mem = exponent(points, "seconds"), exponent(points, "peak_extra_bytes")
+        results[name] = {"points": points, "time_exponent": b_time, "memory_exponent": b_mem}
+        for factor, p in zip((1, 2, 4), points):
+            rows.append({"series": name, "voxels": f"{factor}x", "shape (z,y,x)": "x".join(map(str, p["shape"])),
+                         "seconds": f"{p['seconds']:.2f}", "s / Mvoxel": f"{p['seconds'] / p['voxels'] * 1e6:.3f}",
+                         "peak extra MB": f"{p['peak_extra_bytes'] / 1e6:.0f}",
+                         "peak / volume": f"{p['peak_extra_bytes'] / p['volume_bytes']:.2f}",
+                         "time exponent": f"{b_time:.3f}" if factor == 4 else "",
+                         "memory exponent": f"{b_mem:.3f}" if factor == 4 else ""})
+    text = table(rows, list(rows[0]))
+    print(text)
+    worst = max(r["time_exponent"] for r in results.values())
+    targets = [target("scaling: time grows linearly with voxels (exponent <= 1.1)",
+                      ", ".join(f"{k} {v['time_exponent']:.3f}" for k, v in results.items()),
+                      worst <= TARGET_EXPONENT)]
+    md = [f"Device: {device_name(device)}; model {card.id} ({card.task}, {card.dims}); MedGANLogic.run end to end, "
+          f"one timed run per point after a warm-up on the same plane; exponents fitted in log-log over the three "
+          f"points of each series.", "", text]
+    payload = {"device": str(device), "device_name": device_name(device), "model": card.id, "quick": args.quick,
+               "series": results, "targets": targets, "markdown": "\n".join(md)}
+    print(f"wrote {save('scaling', payload)}")
+
+
+if __name__ == "__main__":
+    main()
