@@ -86,6 +86,9 @@ def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
             try:
                 meta["provenance"] = json.loads(image.GetMetaData(key))
                 meta["synthetic"] = True
+                described = meta["provenance"].get("output") if isinstance(meta["provenance"], dict) else None
+                if isinstance(described, dict):  # a MedGAN output: what it is (modality, contrast, units, kind)
+                    meta.update({k: v for k, v in described.items() if k in ("modality", "contrast", "units")})
             except ValueError:
                 pass
     return image, meta

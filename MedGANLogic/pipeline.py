@@ -194,6 +194,8 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
         if isinstance(value, (int, float, str)):
             provenance[key] = value
     for out in outputs.values():
-        out.metadata["provenance"] = provenance
+        # what this output is travels with it (a file read back says it is, e.g., a synthetic CT in HU)
+        described = {k: out.metadata[k] for k in ("modality", "contrast", "units", "kind") if out.metadata.get(k)}
+        out.metadata["provenance"] = dict(provenance, output=described)
         out.metadata["synthetic"] = True
     return RunResult(outputs=outputs, extras=extras, provenance=provenance, primary=task_module.PRIMARY)

@@ -38,6 +38,8 @@ def test_run_writes_output_with_provenance(make_model, oblique_volume, tmp_path,
     vol = read_volume(out)
     assert vol.metadata["provenance"]["model"] == "test-t1-to-t2" and vol.same_geometry(oblique_volume, atol=1e-5)
     assert "model=test-t1-to-t2" in capsys.readouterr().out
+    # the file says what it is: read back, it is a synthetic MR T2w (from the provenance in its header)
+    assert vol.metadata["synthetic"] and (vol.metadata["modality"], vol.metadata["contrast"]) == ("MR", "T2w")
 
 
 @pytest.mark.parametrize("args, message", [
