@@ -8,8 +8,9 @@ shows them.
 * ``overlay``: the anomaly map shown as Slicer shows it: ``slicer_bridge.run_on_node`` on a real MRML scene, then
   the Red slice view's blended background (the scan) and foreground (the map, perceptual colour table, opacity,
   lower threshold) rendered by ``vtkMRMLSliceLogic``, with the ground-truth lesion outline and a colour legend.
-  The anomaly model is the analytic local-mean model of :mod:`slicer_testing` (reconstruction = local mean), the
-  scan the lesion phantom there.
+  The committed figure uses the shipped f-AnoGAN (``brain-anomaly-t2``) on the bundled sample subject's T2w (a
+  held-out phantom subject, on an oblique grid) with its ground-truth lesion mask; the tests also render the
+  analytic local-mean model of :mod:`slicer_testing` (reconstruction = local mean) on its one-lesion phantom.
 * ``panel``: ``Resources/UI/MedGAN.ui`` rendered offscreen with PySide6. Slicer's CTK/qMRML widgets are not
   available outside the application, so for this picture only each is registered as a plain Qt stand-in of
   the same look (a combo box for node selectors, a group box for collapsible sections, a slider for sliders).
@@ -57,25 +58,33 @@ def install_analytic_anomaly_model(models_dir: Path) -> str:
     return card["id"]
 
 
-def render_overlay(model: str | None = None, opacity: float = 0.6, size: int = 320) -> OverlayRender:
-    """Run the anomaly task through slicer_bridge on the lesion phantom and render the Red view at the lesion."""
+def sample_lesion_case():
+    """(T2w Volume, bool lesion mask) of the bundled sample subject, on an oblique grid (every slice kept)."""
+    from slicer_testing import sample_volume
+
+    return sample_volume("T2w", z_step=1), sample_volume("lesion_mask", z_step=1).array > 0
+
+
+def render_overlay(model: str | None = None, opacity: float = 0.6, size: int = 320, case=None) -> OverlayRender:
+    """Run the anomaly task through slicer_bridge on ``case`` ((Volume, bool lesion mask); default: the one-lesion
+    phantom of :mod:`slicer_testing`) and render the Red view through the lesion's largest cross-section."""
     from slicer_testing import make_scene
 
     setup = make_scene()
     try:
-        return _render_overlay(setup, model, opacity, size)
+        return _render_overlay(setup, model, opacity, size, case)
     finally:
         setup.close()
 
 
-def _render_overlay(setup, model: str | None, opacity: float, size: int) -> OverlayRender:
+def _render_overlay(setup, model: str | None, opacity: float, size: int, case) -> OverlayRender:
     from slicer_testing import add_volume_node, lesion_phantom, render_slice
 
     from MedGANLogic import slicer_bridge
 
     for logic in setup.slice_logics.values():
         logic.GetSliceNode().SetDimensions(size, size, 1)
-    volume, lesion = lesion_phantom()
+    volume, lesion = case if case is not None else lesion_phantom()
     scan = add_volume_node(setup.scene, volume, "T2w phantom")
     amap = slicer_bridge.run_on_node(setup.scene, scan, "anomaly", model=model, opacity=opacity)[0]
     truth_node = add_volume_node(setup.scene, volume.with_array(lesion.astype(np.float32)), "lesion truth",
@@ -86,7 +95,8 @@ def _render_overlay(setup, model: str | None, opacity: float, size: int) -> Over
     truth_display.SetInterpolate(0)
     scan_display = scan.GetDisplayNode()
     scan_display.SetInterpolate(1)
-    centre = np.argwhere(lesion).mean(axis=0)[::-1]  # (i, j, k)
+    k = int(np.argmax(lesion.sum(axis=(1, 2))))  # the axial slice cutting most lesion voxels
+    centre = np.array([*np.argwhere(lesion[k]).mean(axis=0)[::-1], k])  # (i, j, k)
     ras = (volume.ijk_to_ras() @ [*centre, 1.0])[:3]
     background = render_slice(setup, "Red", scan, None, 0.0, ras, zoom=1.4)
     blended = render_slice(setup, "Red", scan, amap, opacity, ras, zoom=1.4)
@@ -111,7 +121,8 @@ def colored_pixels(rgb: np.ndarray, min_chroma: int = 30) -> np.ndarray:
     return (rgb.max(axis=-1) - rgb.min(axis=-1)) >= min_chroma
 
 
-def overlay_figure(render: OverlayRender, path: Path) -> Path:
+def overlay_figure(render: OverlayRender, path: Path, what: str = "Analytic local-mean test model on a lesion "
+                   "phantom.") -> Path:
     """Compose "scan | scan + anomaly map | + ground-truth outline" with a colour legend into a PNG."""
     from PIL import Image, ImageDraw
     from scipy import ndimage
@@ -121,7 +132,7 @@ def overlay_figure(render: OverlayRender, path: Path) -> Path:
     with_truth = render.blended.copy()
     with_truth[outline] = (0, 255, 255)
     legend_w, title_h, pad = 130, 28, 8
-    canvas = Image.new("RGB", (3 * w + 4 * pad + legend_w, h + title_h + pad + 26), (24, 24, 24))
+    canvas = Image.new("RGB", (3 * w + 4 * pad + legend_w, h + title_h + pad + 40), (24, 24, 24))
     font = _font(15)
     small = _font(12)
     draw = ImageDraw.Draw(canvas)
@@ -148,9 +159,10 @@ def overlay_figure(render: OverlayRender, path: Path) -> Path:
         draw.text((x0 + bar_w + 8, y - 7), label, fill=(220, 220, 220), font=small)
     draw.text((x0 - 4, title_h - 12), "residual", fill=(220, 220, 220), font=small)
     footer = (f"vtkMRMLSliceLogic render of slicer_bridge.run_on_node(scene, scan, 'anomaly'): opacity 0.6, shown "
-              f"above threshold {render.threshold:.3f}; case score {render.case_score:.3f}. Analytic local-mean test "
-              f"model on a lesion phantom.")
+              f"above threshold {render.threshold:.3f}; case score {render.case_score:.3f}.")
     draw.text((pad, h + title_h + 8), footer, fill=(180, 180, 180), font=small)
+    footer = what
+    draw.text((pad, h + title_h + 22), footer, fill=(180, 180, 180), font=small)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, optimize=True)
@@ -166,7 +178,23 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+SHIPPED_ANOMALY_MODEL = "brain-anomaly-t2"
+
+
 def make_overlay_png(path: Path) -> OverlayRender:
+    """The committed figure: the shipped f-AnoGAN on the sample subject's T2w, written to ``path``."""
+    from MedGANLogic.models import registry
+
+    registry.clear_cache()
+    card = registry.get_model(SHIPPED_ANOMALY_MODEL)
+    render = render_overlay(card.id, case=sample_lesion_case())
+    overlay_figure(render, path, what=f"{card.id} {card.version} (f-AnoGAN, phantom-trained demo weights) on the "
+                                      f"bundled sample subject's T2w (held-out test phantom, oblique grid); cyan: "
+                                      f"its ground-truth lesions.")
+    return render
+
+
+def make_analytic_overlay_png(path: Path) -> OverlayRender:
     """Install the analytic model in a temporary folder, render, and write the figure to ``path``."""
     with tempfile.TemporaryDirectory() as tmp:
         old = {k: os.environ.get(k) for k in ("MEDGAN_MODELS_DIR", "MEDGAN_BUILTIN_MODELS")}
@@ -290,21 +318,19 @@ def load_panel():
     return app, panel
 
 
-def _example_card_html() -> str:
-    """The card the panel shows for a built-in anomaly model, or for the analytic test model if none is installed."""
+def _example_card():
+    """The card the panel shows: the built-in anomaly model, or the analytic test model if none is installed."""
     from slicer_testing import anomaly_card
 
-    from MedGANLogic import slicer_bridge
     from MedGANLogic.models import registry
     from MedGANLogic.models.card import ModelCard
 
     cards = registry.list_models("anomaly")
     if cards:
-        return slicer_bridge.card_summary_html(cards[0])
+        return cards[0]
     data = anomaly_card()
     data["weights"]["sha256"] = "0" * 64
-    return slicer_bridge.card_summary_html(ModelCard(data, folder=Path("Testing/Python/slicer_testing.py"),
-                                                     source="test"))
+    return ModelCard(data, folder=Path("Testing/Python/slicer_testing.py"), source="test")
 
 
 def render_panel(path: Path, width: int = 440) -> Path:
@@ -323,8 +349,11 @@ def render_panel(path: Path, width: int = 440) -> Path:
     find(QComboBox, "batchVolumesSelector").addItem("MedGAN T2w")
     task = find(QComboBox, "taskComboBox")
     task.setCurrentIndex(3)  # Anomaly map
-    find(QComboBox, "modelComboBox").addItem("local-mean reconstruction (test-local-mean-anomaly)")
-    find(QTextBrowser, "modelCardBrowser").setHtml(_example_card_html())
+    from MedGANLogic import slicer_bridge
+
+    card = _example_card()
+    find(QComboBox, "modelComboBox").addItem(f"{card.name} ({card.id})")  # as the module labels models
+    find(QTextBrowser, "modelCardBrowser").setHtml(slicer_bridge.card_summary_html(card))
     find(QComboBox, "deviceComboBox").addItem("Auto (GPU if available)")
     output = find(QComboBox, "outputNodeSelector")
     output.addItem(output.property("noneDisplay") or "Create new node")
@@ -333,9 +362,9 @@ def render_panel(path: Path, width: int = 440) -> Path:
     apply_button.setEnabled(True)
     progress = find(QProgressBar, "progressBar")
     progress.setValue(62)
-    find(QLabel, "statusLabel").setText("anomaly of MedGAN T2w with test-local-mean-anomaly: 58/94 slices")
+    find(QLabel, "statusLabel").setText(f"anomaly of MedGAN T2w with {card.id}: {round(0.62 * t2.shape[0])}/{t2.shape[0]} slices")
     # as the module's widget does: the card's threshold is shown, and the slider follows the "from the card" box
-    find(QWidget, "thresholdSliderWidget").setProperty("value", 0.095)
+    find(QWidget, "thresholdSliderWidget").setProperty("value", float(card.extras.get("threshold", 0.095)))
     find(QWidget, "thresholdSliderWidget").setEnabled(not find(QCheckBox, "cardThresholdCheckBox").isChecked())
     for box in panel.findChildren(QWidget):
         if type(box).__name__ == "ctkCollapsibleButton" and box.property("collapsed"):
