@@ -529,11 +529,18 @@ _MRCT_WHY = (
     "nearly a lookup of the T1w tissue classes, the best case for a bulk-density mapping. Compare the model's bone "
     "Dice (where it puts the skull) with its MAE in brain and bone (the HU it gives): its output window spans "
     "3000 HU (-1000 to 2000), so an intensity error of 2 % of the generator's range is 60 HU.")
+_ANOMALY_WHY = (
+    "The f-AnoGAN generator (800 WGAN-GP steps on a CPU) does not reproduce bright CSF: compare the 'map lesions / "
+    "CSF' column, the map's mean in the lesions over its mean in CSF. Where that ratio is near 1, ventricles and "
+    "sulci light up as much as lesions, so any threshold that catches the lesions also marks CSF. A much longer "
+    "GAN stage (the f-AnoGAN paper trains for tens of thousands of iterations) is the next step.")
 MISSED_NOTES: dict[str, str] = {
+    "anomaly_auroc": _ANOMALY_WHY,
+    "anomaly_dice": _ANOMALY_WHY,
     "t1t2_ssim": (
         "SSIM against the noise-free 2 mm reference punishes any blur: compare the model's SSIM with the row of the "
-        f"acquired T2w blurred by a Gaussian of {BLUR_VOXELS:g} voxel. The T1w shows the lesions only faintly, so the model "
-        "under-predicts their T2 brightness (MAE lesions column). A sharper generator (longer adversarial "
+        f"acquired T2w blurred by a Gaussian of {BLUR_VOXELS:g} voxel. The T1w shows the lesions only faintly, "
+        "so the model under-predicts their T2 brightness (MAE lesions column). A sharper generator (longer adversarial "
         "training, 1 mm data) is the next step."),
     "mrct_head": _MRCT_WHY,
     "mrct_bone": _MRCT_WHY,

@@ -267,11 +267,17 @@ def anomaly_section(ctx: Any) -> Any:
         cases["z-score baseline"]["lesioned"].append(baseline.case_score(zmap, engine_head))
         cases["z-score baseline"]["healthy"].append(baseline.case_score(baseline.map(twin, twin_map > 0),
                                                                         twin_map > 0))
+        # where the map is high besides the lesions: bright CSF (the brightest 5 % of the lesion-free twin's head)
+        bright = head & ~lesion & (twin > np.percentile(twin[head], 95))
+        rest = head & ~lesion & ~bright
         for method, mp, thr in (("model", amap, threshold), ("z-score baseline", zmap, base_threshold)):
             auroc, ap = voxel_auroc_ap(mp, lesion, head)
             metrics[method].setdefault("voxel AUROC", []).append(auroc)
             metrics[method].setdefault("AP", []).append(ap)
             metrics[method].setdefault("Dice", []).append(dice(mp > thr, lesion))
+            inside = float(mp[lesion].mean())
+            metrics[method].setdefault("map lesions / CSF", []).append(inside / max(float(mp[bright].mean()), 1e-9))
+            metrics[method].setdefault("map lesions / other", []).append(inside / max(float(mp[rest].mean()), 1e-9))
         if panel is None:
             panel = _anomaly_panel(ctx, s["T2w"], amap, zmap, lesion, threshold, base_threshold)
     case_auc = {k: case_auroc(v["lesioned"], v["healthy"]) for k, v in cases.items()}
@@ -292,11 +298,15 @@ def anomaly_section(ctx: Any) -> Any:
         f"validation subjects). Baseline: robust voxel-wise z-scores |x − median| / (1.4826 MAD) against "
         f"{ANOMALY_POPULATION} lesion-free training subjects, normalised, smoothed ({smoothing:g} mm) and masked "
         f"like the model's map, thresholded at {base_threshold:.4g} (chosen on the same validation subjects by the "
-        f"same rule: maximum mean Dice). Case level (each lesioned test subject against its lesion-free twin, "
+        f"same rule: maximum mean Dice). 'map lesions / CSF' and 'map lesions / other': the map's mean inside "
+        f"the lesions over its mean in bright CSF (the brightest 5 % of the lesion-free twin's head) and in the "
+        f"rest of the head; a detector needs both well above 1. Case level (each lesioned test subject against its "
+        f"lesion-free twin, "
         f"{len(cases['model']['lesioned'])} + {len(cases['model']['healthy'])} cases): AUROC of the f-AnoGAN case "
         f"score {case_auc['model']:.3f}, of the baseline's case score (mean of the top 1 % of its map) "
         f"{case_auc['z-score baseline']:.3f}."),
-        metrics=metrics, units={"voxel AUROC": "", "AP": "", "Dice": ""}, targets=targets,
+        metrics=metrics, units={"voxel AUROC": "", "AP": "", "Dice": "", "map lesions / CSF": "",
+                                "map lesions / other": ""}, targets=targets,
         panels=[panel] if panel else [],
         info={"threshold": threshold, "baseline_threshold": base_threshold, "case_auroc": case_auc,
               "case_scores": cases})

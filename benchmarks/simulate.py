@@ -40,7 +40,7 @@ def main() -> None:
                  "seconds": f"{time.perf_counter() - t0:.2f}"})
     for spacing in (2.0, 1.0):
         make_subject(0, spacing_mm=spacing)  # warm the per-spacing cache
-        sec, s = timed(lambda: make_subject(1, spacing_mm=spacing), repeats=2 if spacing == 2.0 else 1)
+        sec, s = timed(lambda spacing=spacing: make_subject(1, spacing_mm=spacing), repeats=2 if spacing == 2.0 else 1)
         rows.append({"what": f"one subject, T1w+T2w+PD+FLAIR+CT+mask + lesion-free twin, {spacing:g} mm "
                              f"{s.volumes['T1w'].shape}", "seconds": f"{sec:.2f}"})
     ct = make_subject(1).volumes["CT"].array

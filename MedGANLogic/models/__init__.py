@@ -10,7 +10,7 @@ An architecture is registered under a name that model cards use::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

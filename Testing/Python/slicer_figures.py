@@ -362,7 +362,8 @@ def render_panel(path: Path, width: int = 440) -> Path:
     apply_button.setEnabled(True)
     progress = find(QProgressBar, "progressBar")
     progress.setValue(62)
-    find(QLabel, "statusLabel").setText(f"anomaly of MedGAN T2w with {card.id}: {round(0.62 * t2.shape[0])}/{t2.shape[0]} slices")
+    done, slices = round(0.62 * t2.shape[0]), t2.shape[0]
+    find(QLabel, "statusLabel").setText(f"anomaly of MedGAN T2w with {card.id}: {done}/{slices} slices")
     # as the module's widget does: the card's threshold is shown, and the slider follows the "from the card" box
     find(QWidget, "thresholdSliderWidget").setProperty("value", float(card.extras.get("threshold", 0.095)))
     find(QWidget, "thresholdSliderWidget").setEnabled(not find(QCheckBox, "cardThresholdCheckBox").isChecked())

@@ -110,8 +110,8 @@ def _find_or_create_study(sh, name: str) -> int:
 
 def sample_volume(name: str, z_step: int = 2, oblique: bool = True) -> Volume:
     """Sample-data volume ``name`` (a manifest entry: T1w, T2w, FLAIR, lesion_mask, CT, CT_lowdose_25, T2w_thick,
-    T2w_lowres_inplane) with every ``z_step``-th slice (spacing along z multiplied accordingly) on an oblique grid. Metadata
-    (modality, contrast, units) comes from the manifest."""
+    T2w_lowres_inplane) with every ``z_step``-th slice (spacing along z multiplied accordingly) on an oblique
+    grid. Metadata (modality, contrast, units) comes from the manifest."""
     from pathlib import Path
 
     from MedGANLogic.demo import load_manifest
