@@ -176,7 +176,8 @@ class MedGANParameterNode:
     colormap: Colormap = Colormap.INFERNO
     opacity: Annotated[float, WithinRange(0.0, 1.0), Decimals(2)] = 0.5
     useCardThreshold: bool = True
-    threshold: Annotated[float, WithinRange(0.0, 1.0), Decimals(3)] = 0.1
+    # the map is |x - reconstruction| of intensities normalised to [-1, 1]: it lies in [0, 2]
+    threshold: Annotated[float, WithinRange(0.0, 2.0), Decimals(3)] = 0.1
     makeSegmentation: bool = False
 
 
@@ -386,7 +387,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              f"No {p.task.label().lower()} model is installed. Use Import model... "
                                              f"to add one.")
             if entry and p.useCardThreshold and entry[0].extras.get("threshold") is not None:
-                p.threshold = min(1.0, float(entry[0].extras["threshold"]))
+                p.threshold = min(2.0, float(entry[0].extras["threshold"]))
         finally:
             self._updatingModels = False
 

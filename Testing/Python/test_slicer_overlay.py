@@ -80,3 +80,30 @@ def test_committed_overlay_report_exists_and_figure_is_written(render, tmp_path)
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
     assert colored_pixels(pixels).sum() > render.truth.sum()  # the map, the outline and the legend are drawn
+
+
+def test_shipped_fanogan_overlay_marks_the_sample_lesions(monkeypatch):
+    """The committed figure's setting: the shipped f-AnoGAN on the sample subject's T2w (held-out phantom, oblique
+    grid), rendered by vtkMRMLSliceLogic through the lesions' largest cross-section. The demo model also marks
+    some bright CSF (see the evaluation report), so this checks what it does do: the coloured pixels crowd onto
+    the lesions, many times more than if they were spread over the head at random, and cover part of them."""
+    from slicer_figures import SHIPPED_ANOMALY_MODEL, sample_lesion_case
+
+    from MedGANLogic.models import registry
+
+    monkeypatch.delenv("MEDGAN_BUILTIN_MODELS", raising=False)  # the built-in models, not the analytic one
+    registry.clear_cache()
+    try:
+        render = render_overlay(SHIPPED_ANOMALY_MODEL, case=sample_lesion_case())
+    finally:
+        monkeypatch.undo()
+        registry.clear_cache()
+    colored, truth = colored_pixels(render.blended), render.truth
+    head = render.background.max(axis=-1) > 20  # the scan's non-air pixels in this view
+    assert truth.sum() > 100 and colored.sum() > 0
+    near = ndimage.binary_dilation(truth, iterations=max(1, int(round(4.0 / render.mm_per_pixel))))
+    precision = (colored & near).sum() / colored.sum()
+    chance = (near & head).sum() / head.sum()
+    recall = (colored & truth).sum() / truth.sum()
+    assert precision > 4 * chance, (precision, chance)
+    assert recall > 0.1, recall
