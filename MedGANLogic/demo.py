@@ -65,8 +65,21 @@ def pick_sample(card: Any, entries: list[dict[str, Any]]) -> dict[str, Any] | No
     return fits[0] if fits else None
 
 
-def _middle(volume: Volume) -> np.ndarray:
-    return volume.array[volume.shape[0] // 2].astype(np.float32)
+def _middle(volume: Volume, k: int | None = None) -> np.ndarray:
+    """Axial slice ``k`` (default: the middle one) as float32."""
+    return volume.array[volume.shape[0] // 2 if k is None else k].astype(np.float32)
+
+
+def _busiest_slice(mask: np.ndarray) -> int | None:
+    """The axial slice with the most voxels of ``mask``; None when it is empty."""
+    counts = (mask > 0).sum(axis=(1, 2))
+    return int(np.argmax(counts)) if counts.any() else None
+
+
+def _tint(base: np.ndarray, mask: np.ndarray, colour=(255, 64, 64), alpha: float = 0.6) -> np.ndarray:
+    """``base`` RGB with the pixels of ``mask`` blended towards ``colour``."""
+    a = np.where(mask, alpha, 0.0)[..., None]
+    return (base.astype(np.float32) * (1 - a) + np.array(colour, np.float32) * a).astype(np.uint8)
 
 
 def _grey(slice_: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -83,12 +96,14 @@ def _overlay(base: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray
     return (rgb * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
-def _panel(volume: Volume) -> np.ndarray:
-    window = (-160.0, 240.0) if volume.modality == "CT" else None
-    rgb = _grey(_middle(volume), window)
-    # Show voxels at their physical aspect ratio (thick slices stay thick in the picture).
+def _panel(volume: Volume, rgb: np.ndarray | None = None) -> np.ndarray:
+    """The middle axial slice of ``volume`` (or ``rgb``, an overlay drawn on that slice) as RGB,
+    anterior up, voxels at their physical aspect ratio and size (thick slices stay thick in the picture)."""
     from PIL import Image
 
+    if rgb is None:
+        window = (-160.0, 240.0) if volume.modality == "CT" else None
+        rgb = _grey(_middle(volume), window)
     sx, sy = volume.spacing[0], volume.spacing[1]
     h, w = rgb.shape[:2]
     scale = 2.0 / min(sx, sy) if min(sx, sy) < 2 else 1.0
@@ -151,14 +166,17 @@ def run_demo(output: Path, device: str = "auto", log=print) -> int:
         volume = read_volume(entry["path"], metadata={k: entry[k] for k in ("modality", "contrast") if k in entry})
         result = run(card.task, volume, model=card.id, device=device)
         out_path = write_volume(result.volume, output / f"{card.id}.nii.gz")
-        if card.task == "anomaly":
+        if card.task == "anomaly":  # the slice with the most candidate voxels, the map in colour above threshold
             amap = result.outputs["anomaly_map"]
             write_volume(result.outputs["mask"], output / f"{card.id}_mask.nii.gz")
-            base = _grey(_middle(volume))
-            panels = [_panel(volume), np.asarray(_overlay(base, _middle(amap), result.extras["threshold"]))[::-1]]
-        elif card.task == "segment":
-            base = _grey(_middle(volume))
-            panels = [_panel(volume), _overlay(base, _middle(result.volume).astype(np.float32), 0.5)[::-1]]
+            k = _busiest_slice(result.outputs["mask"].array)
+            base = _grey(_middle(volume, k))
+            heat = _overlay(base, _middle(amap, k), result.extras["threshold"])
+            panels = [_panel(volume, base), _panel(volume, heat)]
+        elif card.task == "segment":  # the slice with the most labelled voxels, labels tinted red
+            k = _busiest_slice(result.volume.array)
+            base = _grey(_middle(volume, k))
+            panels = [_panel(volume, base), _panel(volume, _tint(base, _middle(result.volume, k) > 0))]
         else:
             panels = [_panel(volume), _panel(result.volume)]
         extra = "".join(f"  {k}={v:.3g}" for k, v in result.extras.items() if isinstance(v, float))
