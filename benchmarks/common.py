@@ -229,28 +229,40 @@ def selected_cards(names: list[str] | None = None) -> list[Any]:
     return cards
 
 
-def profile_top_ops(fn: Callable[[], Any], top: int = 6) -> list[dict[str, Any]]:
-    """Run ``fn`` under torch.profiler; the ops with the most self time, their share and achieved GFLOP/s."""
-    from torch.profiler import ProfilerActivity, profile
+def profile_top_ops(fn: Callable[[], Any], rate: float, top: int = 6) -> dict[str, Any]:
+    """Run ``fn`` under torch.profiler: the ops with the most self time and where the time goes.
 
+    ``fn`` runs three times: a warm-up, once under ``FlopCounterMode`` (its FLOPs) and once profiled. Returns
+    ``ops`` (name, self ms, share of the time), ``conv_share`` (share of the time in convolution kernels) and
+    ``conv_rate`` (the counted FLOPs over that time, FLOP/s: how fast the arithmetic itself ran, to compare with
+    the matmul ``rate``).
+    """
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fn()
+    with FlopCounterMode(display=False) as counter:
+        fn()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=activities, with_flops=True) as prof:
+    with profile(activities=activities) as prof:
         fn()
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    rows = []
-    for e in events[:top]:
-        flops = float(getattr(e, "flops", 0) or 0)
-        rows.append({"op": e.key, "self_ms": round(e.self_cpu_time_total / 1e3, 1),
-                     "share": round(e.self_cpu_time_total / total, 3),
-                     "gflops_per_s": round(flops / (e.self_cpu_time_total * 1e-6) / 1e9, 1) if flops else None})
-    return rows
+    conv_us = sum(e.self_cpu_time_total for e in events if "conv" in e.key)
+    ops = [{"op": e.key.replace("aten::", ""), "self_ms": round(e.self_cpu_time_total / 1e3, 1),
+            "share": round(e.self_cpu_time_total / total, 3)} for e in events[:top]]
+    conv_rate = counter.get_total_flops() / (conv_us * 1e-6) if conv_us else float("nan")
+    return {"ops": ops, "conv_share": conv_us / total, "conv_rate": conv_rate, "rate": rate,
+            "flops": counter.get_total_flops()}
 
 
-def describe_ops(rows: list[dict[str, Any]], n: int = 4) -> str:
-    return ", ".join(f"{r['op']} {100 * r['share']:.0f}%" + (f" ({r['gflops_per_s']:g} GFLOP/s)"
-                                                               if r.get("gflops_per_s") else "") for r in rows[:n])
+def describe_ops(profile: dict[str, Any], n: int = 4) -> str:
+    """One line: how much time the convolutions take and how fast they ran, then the top ops."""
+    top = ", ".join(f"{r['op']} {100 * r['share']:.0f}%" for r in profile["ops"][:n])
+    return (f"convolutions take {100 * profile['conv_share']:.0f}% of the time at {profile['conv_rate'] / 1e9:.0f} "
+            f"GFLOP/s ({100 * profile['conv_rate'] / profile['rate']:.0f}% of the matmul rate); top ops by self "
+            f"time: {top}")
 
 
 def gb(nbytes: float) -> str:

@@ -109,7 +109,7 @@ def measure_model(card, device: torch.device, rate: float, args: argparse.Namesp
             "task_flops_per_voxel": task_fpv, "net_flops_per_voxel": net_fpv, "output_voxels": out_voxels_full}
     if ratio > TARGET_RATIO:
         few, _ = standard_input(card, args.quick, slices=max(1, min(used, batch or 1)), seed=3)
-        info["profile"] = profile_top_ops(lambda: run_task(card, few, device))
+        info["profile"] = profile_top_ops(lambda: run_task(card, few, device), rate)
     print(f"  {card.id}: floor {floor_s:.2f} s, measured {measured_full:.2f} s ({ratio:.2f}x)", flush=True)
     return info
 
@@ -146,8 +146,8 @@ def main() -> None:
           + (" on the slices shown, scaled to the full volume (best of "
              f"{args.repeats})." if device.type != "cuda" else " on the full standard volume."), "", text]
     if missed:
-        md += ["", "Profile of the models above 3x (self time of the top ops in one batch, torch.profiler; "
-               "GFLOP/s = the op's FLOPs over its time):", ""]
+        md += ["", "Where the time goes in the models above 3x (torch.profiler self times over one batch run end to "
+               "end; the convolutions' rate is the FLOPs counted for that run over their kernels' time):", ""]
         for r in missed:
             md.append(f"- **{r['row']['model']}**: " + describe_ops(r["profile"], 6))
     payload = {"device": str(device), "device_name": device_name(device), "rate_flops": rate, "rate_kind": rate_kind,

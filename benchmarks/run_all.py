@@ -100,7 +100,7 @@ def main() -> int:
             targets += data["targets"]
         else:
             body = "\n".join(line for line in proc.stdout.strip().splitlines() if not line.startswith("wrote "))
-            sections.append(f"## {TITLES[name]}\n\n{body}\n")
+            sections.append(f"## {TITLES[name]}\n\n```\n{body}\n```\n")
     wall = time.perf_counter() - t_start
     busy = others_busy(ticks0, cpu_ticks(), wall)
 
