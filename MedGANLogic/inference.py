@@ -85,14 +85,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def default_batch_size(layout: InferenceLayout, device: torch.device, plane: tuple[int, ...] = (256, 256)) -> int:
     """Slices (or patches) per forward pass.
 
-    On a CPU, activations of a large batch fall out of the caches and convolutions get slower per slice
-    (measured in benchmarks/inference.py), so a batch holds about 2 x 256 x 256 input pixels; GPUs want big batches.
+    On a CPU, activations of a large batch fall out of the caches and convolutions get slower per slice: with the
+    shipped models one slice of 128 x 128 or more per pass is fastest (benchmarks/peers.py, RESULTS.md), so a
+    batch holds about 128 x 128 input pixels; GPUs want big batches.
     """
     if layout.dims == "3d":
         return 1 if device.type == "cpu" else 4
     area = int(np.prod(layout.tile_size or plane))
     if device.type == "cpu":
-        return int(max(1, min(16, 131072 // max(area, 1))))
+        return int(max(1, min(16, 16384 // max(area, 1))))
     return int(max(4, min(64, 32 * 65536 // max(area, 1))))
 
 
@@ -155,8 +156,11 @@ class _Runner:
         self.net, self.device, self.layout = net, device, layout
         self.overlap, self.amp, self.cpu_fallback = overlap, amp, cpu_fallback
         self.size_multiple = int(getattr(net, "size_multiple", 1))
-        # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolution kernels.
+        # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolution kernels. On a CPU,
+        # instance norm computes on NCHW and copies channels-last activations twice per layer: slower overall.
         self.memory_format = torch.channels_last if layout.dims != "3d" else torch.channels_last_3d
+        if device.type == "cpu" and any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in net.modules()):
+            self.memory_format = torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
