@@ -82,10 +82,11 @@ def main() -> int:
         elif name == "inference":
             cmd += ["--device", str(device)] + (["--slices", "8", "--repeats", "1"] if args.quick else [])
         print(f"== {name}", flush=True)
-        t0 = time.perf_counter()
+        t0, ticks = time.perf_counter(), cpu_ticks()
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        walls.append({"script": f"{name}.py", "seconds": f"{time.perf_counter() - t0:.1f}",
-                      "exit": proc.returncode})
+        seconds = time.perf_counter() - t0
+        walls.append({"script": f"{name}.py", "seconds": f"{seconds:.1f}", "exit": proc.returncode,
+                      "other processes' CPU": f"{100 * others_busy(ticks, cpu_ticks(), seconds):.0f}%"})
         print(proc.stdout, "\n".join(line for line in proc.stderr.splitlines() if "USDT" not in line), sep="\n",
               flush=True)
         status |= proc.returncode
@@ -126,7 +127,7 @@ def main() -> int:
         f"{load} Every ratio is against a baseline measured in the same run.", "",
         "## Targets (issue 7)", "", table(rows, ["target", "measured", "met", "gap: measured cause"]) if rows else
         "(none measured)", ""]
-    tail = ["## Wall time per script", "", table(walls, ["script", "seconds", "exit"]), ""]
+    tail = ["## Wall time per script", "", table(walls, ["script", "seconds", "exit", "other processes' CPU"]), ""]
     (out / "RESULTS.md").write_text("\n".join(head + sections + tail))
     print(f"wrote {out / 'RESULTS.md'} ({wall:.0f} s; other processes {100 * busy:.0f}% busy)")
     return status
