@@ -110,7 +110,8 @@ def test_shipped_model_lights_up_the_inserted_lesions(tmp_path, capsys):
     """`medgan run --task anomaly` on the bundled sample subject (held-out test split; its lesions were inserted
     into an otherwise healthy phantom): the map is clearly higher inside the lesions than in the rest of the head
     (bright CSF is reconstructed poorly too, see the evaluation report), the candidate mask falls far more often
-    on lesion voxels than elsewhere, the written mask is the map thresholded at the card's threshold, and the case score is printed and stored."""
+    on lesion voxels than elsewhere, the written mask is the map thresholded at the card's threshold, and the case
+    score is printed and stored."""
     from conftest import REPO
 
     from MedGANLogic.cli import main
