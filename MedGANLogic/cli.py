@@ -100,7 +100,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for name in ("batch_size", "overlap", "slice_axis", "threshold", "modality", "contrast"):
+    for name in ("batch_size", "overlap", "slice_axis", "threshold", "modality", "contrast", "precision"):
         value = getattr(args, name)
         if value is not None:
             options[name] = value
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model id (see `medgan models`) or model folder; default: first that fits")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 where the model allows it and the device has it natively; else fp32")
     p.add_argument("--overlap", type=float, help="tile overlap fraction, 0..1 (default 0.25)")
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")

@@ -9,6 +9,11 @@
   Without a tile size, whole slices run at once, padded to the network's ``size_multiple``.
 * Results are assembled in host memory batch by batch, so device memory does not grow with the volume.
 * CUDA out-of-memory: the batch is halved and retried; at batch size 1 the run moves to the CPU with a warning.
+* Precision: ``auto`` runs bf16 (autocast) only where the model's card says its outputs were checked in bf16
+  (``"mixed_precision": "bf16"``) and the device computes bf16 natively (a CUDA GPU with bf16, a CPU with
+  AVX512-BF16 or AMX); everything else runs fp32. ``fp32`` always runs fp32; ``bf16`` forces bf16 (emulated,
+  slowly, on CPUs without it). Instance norm over a nearly empty slice amplifies bf16 rounding into visible
+  errors, which is why a model is not run in bf16 unless its card says so.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class InferenceLayout:
     tile_size: tuple[int, ...] = ()  # in-plane tile (2d) or patch (3d); () = whole slices
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # output/input voxel ratio along (z, y, x)
     pad_value: float = -1.0  # background in the normalised range
+    mixed_precision: str = "none"  # "bf16": the card says its outputs were checked in bf16 (see PRECISIONS)
 
     @classmethod
     def from_card(cls, card: Any, slice_axis: int | None = None) -> InferenceLayout:
@@ -51,7 +57,8 @@ class InferenceLayout:
         axis = card.slice_axis if slice_axis is None else int(slice_axis)
         return cls(dims=card.dims, slice_axis=axis, context_slices=card.context_slices,
                    tile_size=tuple(card.tile_size), scale=card.scale_factor,
-                   pad_value=float(norm.get("range", [-1.0, 1.0])[0]) if norm.get("kind") != "none" else 0.0)
+                   pad_value=float(norm.get("range", [-1.0, 1.0])[0]) if norm.get("kind") != "none" else 0.0,
+                   mixed_precision=str(card.data.get("mixed_precision", "none")))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -113,9 +120,38 @@ def _is_cancelled(cancel: Any) -> bool:
     return bool(cancel())
 
 
-def _amp_context(device: torch.device, amp: bool):
-    if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (so bf16 is faster there, not just emulated)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        except AttributeError:  # an older torch without these probes: assume not
+            return False
+    return False
+
+
+def choose_precision(precision: str, device: torch.device, layout: InferenceLayout) -> str:
+    """``fp32`` or ``bf16``: what a run with ``precision`` (auto | fp32 | bf16) computes in on ``device``."""
+    if precision not in PRECISIONS:
+        raise MedGANError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return "fp32"
+    if precision == "bf16":
+        if layout.mixed_precision != "bf16":
+            warnings.warn("bf16 forced on a model whose card does not say its outputs were checked in bf16: "
+                          "compare with a --precision fp32 run before trusting it.", RuntimeWarning, stacklevel=3)
+        return "bf16"
+    return "bf16" if layout.mixed_precision == "bf16" and native_bf16(device) else "fp32"
+
+
+def _amp_context(device: torch.device, precision: str):
+    if precision == "bf16" and device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return torch.autocast(device_type="cpu", enabled=False)
 
 
@@ -151,10 +187,11 @@ def tile_weights(tile: tuple[int, ...], overlap: float, device: torch.device) ->
 class _Runner:
     """Holds the network and device; runs one batch, shrinking the batch or moving to CPU on OOM."""
 
-    def __init__(self, net: nn.Module, device: torch.device, layout: InferenceLayout, overlap: float, amp: bool,
+    def __init__(self, net: nn.Module, device: torch.device, layout: InferenceLayout, overlap: float, precision: str,
                  cpu_fallback: Callable[[], nn.Module] | None):
         self.net, self.device, self.layout = net, device, layout
-        self.overlap, self.amp, self.cpu_fallback = overlap, amp, cpu_fallback
+        self.overlap, self.requested, self.cpu_fallback = overlap, precision, cpu_fallback
+        self.precision = choose_precision(precision, device, layout)
         self.size_multiple = int(getattr(net, "size_multiple", 1))
         # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolution kernels. On a CPU,
         # instance norm computes on NCHW and copies channels-last activations twice per layer: slower overall.
@@ -164,7 +201,7 @@ class _Runner:
         self.net = net.to(memory_format=self.memory_format)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _amp_context(self.device, self.amp):
+        with _amp_context(self.device, self.precision):
             y = self.net(x.contiguous(memory_format=self.memory_format))
         return y.float()
 
@@ -217,6 +254,7 @@ class _Runner:
                           RuntimeWarning, stacklevel=3)
             self.net = self.cpu_fallback() if self.cpu_fallback else self.net.to("cpu")
             self.device = torch.device("cpu")
+            self.precision = choose_precision(self.requested, self.device, self.layout)
             return 1
         raise MedGANError("Out of memory even at batch size 1 on the CPU: the volume or tile is too large for this "
                           "machine; crop the volume or use a model with a smaller tile.") from exc
@@ -224,7 +262,7 @@ class _Runner:
 
 def infer(net: nn.Module, array: np.ndarray, layout: InferenceLayout, *, device: torch.device | str = "cpu",
           batch_size: int | None = None, overlap: float = 0.25, progress: ProgressFn | None = None,
-          cancel: Any = None, amp: bool = True,
+          cancel: Any = None, precision: str = "auto",
           cpu_fallback: Callable[[], nn.Module] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Run ``net`` over a normalised volume.
 
@@ -236,15 +274,17 @@ def infer(net: nn.Module, array: np.ndarray, layout: InferenceLayout, *, device:
         overlap: fraction of a tile shared with its neighbour (tiled models only).
         progress: ``progress(fraction, message)``, called after every batch.
         cancel: callable returning True (or an object with ``is_set()``) to stop; checked between batches.
+        precision: ``auto`` (bf16 where the card allows it and the device has it natively), ``fp32`` or ``bf16``.
         cpu_fallback: returns a CPU copy of the network, used if CUDA runs out of memory at batch size 1.
 
     Returns:
-        (output of shape (channels, z', y', x') in the network's output range, run info: device, batch size).
+        (output of shape (channels, z', y', x') in the network's output range, run info: device, batch size,
+        precision).
     """
     if not 0.0 <= overlap < 1.0:
         raise MedGANError(f"overlap must be in [0, 1); got {overlap}.")
     device = resolve_device(device)
-    runner = _Runner(net, device, layout, overlap, amp, cpu_fallback)
+    runner = _Runner(net, device, layout, overlap, precision, cpu_fallback)
     plane = tuple(n for a, n in enumerate(array.shape) if a != layout.slice_axis)
     bs = int(batch_size or default_batch_size(layout, device, plane))
     if bs < 1:
@@ -255,7 +295,8 @@ def infer(net: nn.Module, array: np.ndarray, layout: InferenceLayout, *, device:
         out = _infer_3d(runner, array, bs, report, cancel)
     else:
         out = _infer_slices(runner, array, layout, bs, report, cancel)
-    info = {"device": str(runner.device), "batch_size": bs, "seconds": round(time.perf_counter() - start, 3)}
+    info = {"device": str(runner.device), "batch_size": bs, "precision": runner.precision,
+            "seconds": round(time.perf_counter() - start, 3)}
     return out, info
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, ModalityMismatchError, ModelError
-from .inference import InferenceLayout, infer, resolve_device
+from .inference import PRECISIONS, InferenceLayout, infer, resolve_device
 from .io import read_volume
 from .models import registry
 from .models.card import ModelCard
@@ -24,7 +24,7 @@ from .normalization import normalize
 from .tasks import TASK_OPTIONS, TaskContext, get_task
 from .volume import Volume
 
-COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "amp", "modality", "contrast")
+COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "precision", "amp", "modality", "contrast")
 
 
 @dataclass
@@ -114,6 +114,7 @@ def _check_options(task: str, card: ModelCard, options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise InputError(f"Unknown option(s) {', '.join(unknown)} for task {task!r}; allowed: {', '.join(allowed)}.")
+    _precision(options)
     axis = options.get("slice_axis")
     if axis is not None:
         if card.dims == "3d":
@@ -122,6 +123,15 @@ def _check_options(task: str, card: ModelCard, options: dict[str, Any]) -> None:
             raise InputError(f"slice_axis must be 0 (z), 1 (y) or 2 (x); got {axis!r}.")
         if card.scale_factor[int(axis)] != 1:
             raise InputError(f"slice_axis={axis} is the axis model {card.id} super-resolves; it cannot slice along it.")
+
+
+def _precision(options: dict[str, Any]) -> str:
+    precision = options.get("precision")
+    if precision is None:
+        return "auto" if options.get("amp", True) else "fp32"
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    return str(precision)
 
 
 def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.PathLike | None = None,
@@ -137,8 +147,9 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
         progress: ``progress(fraction, message)``, called at least once per batch.
         cancel: a callable returning True, or a ``threading.Event``; checked between batches.
         **options: batch_size, overlap (0-1), slice_axis (2d models), force (run despite a modality mismatch),
-            amp (mixed precision on CUDA, default True), modality/contrast (declare the input's when the file does
-            not say), and per task: threshold, smoothing_mm (anomaly).
+            precision ("auto": bf16 where the model's card allows it and the device computes bf16 natively, else
+            fp32; "fp32"; "bf16"; ``amp=False`` is the older spelling of "fp32"), modality/contrast (declare the
+            input's when the file does not say), and per task: threshold, smoothing_mm (anomaly).
 
     Returns:
         :class:`RunResult` with the output volume(s), extras and provenance.
@@ -175,7 +186,7 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
     normalized, stats = normalize(volume.array, card.input["normalization"])
     raw, info = infer(net, normalized, layout, device=dev, batch_size=options.get("batch_size"),
                       overlap=float(options.get("overlap", 0.25)), progress=progress, cancel=cancel,
-                      amp=bool(options.get("amp", True)),
+                      precision=_precision(options),
                       cpu_fallback=lambda: registry.load_network(card, "cpu"))
     ctx = TaskContext(card=card, volume=volume, normalized=normalized, stats=stats, raw=raw,
                       options=options, net=net)
@@ -184,7 +195,8 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
     provenance = {
         "software": f"MedGAN {__version__}", "task": task, "model": card.id, "model_name": card.name,
         "model_version": card.version, "weights_sha256": card.sha256, "options": {k: v for k, v in options.items()},
-        "device": info["device"], "batch_size": info["batch_size"], "seconds": round(time.perf_counter() - started, 3),
+        "device": info["device"], "batch_size": info["batch_size"], "precision": info["precision"],
+        "seconds": round(time.perf_counter() - started, 3),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "input": str(volume.metadata.get("source", volume.metadata.get("name", "volume"))),
         "input_window": stats, "synthetic": True, "intended_use": card.data["intended_use"],

@@ -27,6 +27,9 @@ Fields:
     undo the input's normalisation, for denoising and super-resolution), ``none``.
   * ``input.spacing_mm`` / ``input.fov_mm`` (optional): ``[min, max]`` voxel size and field of view in mm that
     the model was trained for; the Slicer panel warns outside them.
+  * ``mixed_precision`` (optional): ``"bf16"`` when the model's outputs were checked to stay close to fp32 in
+    bf16 (``Testing/Python/test_precision.py``); the engine then runs it in bf16 on devices that compute bf16
+    natively. Absent or ``"none"``: always fp32 (instance norm over empty slices amplifies bf16 rounding).
   * ``extras``: task-specific values (e.g. the anomaly threshold chosen on validation data, segment names).
 """
 
@@ -169,6 +172,8 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
         _fail(where, "scale_factor", "must be [1, 1, 1] unless the task is superres")
     if data["dims"] in ("2d", "2.5d") and scale[int(axis)] != 1:
         _fail(where, "scale_factor", "cannot scale along the slice axis of a 2d model; slice along another axis")
+    if data.get("mixed_precision", "none") not in ("none", "bf16"):
+        _fail(where, "mixed_precision", "must be \"bf16\" (checked in bf16) or \"none\"")
     for side in ("input", "output"):
         spec = data[side]
         if not isinstance(spec, dict):

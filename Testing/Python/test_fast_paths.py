@@ -102,14 +102,6 @@ def test_batch_size_does_not_change_the_result():
         assert np.abs(out - one).max() < 1e-5
 
 
-def test_amp_is_fp32_on_the_cpu():
-    name, params, layout = FAMILIES["red_cnn2d (LDCT), slices along y"]
-    net = _network(name, params)
-    vol = _volume((4, 12, 16), seed=3)
-    with_amp, _ = infer(net, vol, layout, device="cpu", amp=True)
-    without, _ = infer(net, vol, layout, device="cpu", amp=False)
-    assert with_amp.dtype == np.float32 and np.array_equal(with_amp, without)
-
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the bf16 path)")
 def test_cuda_bf16_stays_close_to_cpu_fp32():
@@ -117,7 +109,7 @@ def test_cuda_bf16_stays_close_to_cpu_fp32():
     net = _network(name, params)
     vol = _volume((6, 32, 32), seed=4)
     expected = naive_loop(copy.deepcopy(net), vol, layout)
-    out, info = infer(net.to("cuda"), vol, layout, device="cuda", amp=True)
+    out, info = infer(net.to("cuda"), vol, layout, device="cuda", precision="bf16")
     assert info["device"].startswith("cuda")
     assert np.abs(out - expected).max() < 0.05  # bf16 keeps 8 bits of mantissa; outputs are in [-1, 1]
 
