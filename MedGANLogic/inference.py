@@ -7,7 +7,10 @@
   overlap and are blended with Gaussian weights, so no seam shows; inputs smaller than a tile are padded with
   the background value, not refused; outputs at a zoomed scale (super-resolution) are stitched by MONAI too.
   Without a tile size, whole slices run at once, padded to the network's ``size_multiple``.
-* Results are assembled in host memory batch by batch, so device memory does not grow with the volume.
+* Results are assembled in host memory batch by batch, so device memory does not grow with the volume. On CUDA,
+  batches go up from pinned host memory without blocking and come back into pinned memory one batch behind, so
+  the copies overlap the next batch's compute; the default batch size comes from the GPU's free memory and what
+  one slice (or tile, or patch) of this model takes, measured once per run.
 * CUDA out-of-memory: the batch is halved and retried; at batch size 1 the run moves to the CPU with a warning.
 * Precision: ``auto`` runs bf16 (autocast) only where the model's card says its outputs were checked in bf16
   (``"mixed_precision": "bf16"``) and the device computes bf16 natively (a CUDA GPU with bf16, a CPU with
@@ -102,6 +105,12 @@ def default_batch_size(layout: InferenceLayout, device: torch.device, plane: tup
     if device.type == "cpu":
         return int(max(1, min(16, 16384 // max(area, 1))))
     return int(max(4, min(64, 32 * 65536 // max(area, 1))))
+
+
+def batch_from_free_memory(item_bytes: int, free_bytes: int, fraction: float = 0.6, cap: int = 64) -> int:
+    """Items per pass so that their activations (``item_bytes`` each, measured) fill ``fraction`` of the free
+    device memory, at most ``cap`` (beyond that a GPU gains nothing) and at least 1."""
+    return int(max(1, min(cap, int(fraction * free_bytes) // max(int(item_bytes), 1))))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -219,8 +228,53 @@ class _Runner:
         zoom = [yo / xi for yo, xi in zip(y.shape[2:], x.shape[2:])]
         return y[(slice(None), slice(None)) + tuple(slice(0, round(s * z)) for s, z in zip(spatial, zoom))]
 
+    def item_bytes(self, item_shape: tuple[int, ...], channels: int) -> int:
+        """Device memory one item (slice, tile or patch) takes in a forward pass: measured on a blank item (CUDA)."""
+        m = self.size_multiple
+        shape = (1, channels) + tuple(s + (-s) % m for s in item_shape)
+        torch.cuda.synchronize(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        with torch.inference_mode():
+            self._forward(torch.full(shape, self.layout.pad_value, device=self.device))
+        torch.cuda.synchronize(self.device)
+        return int(torch.cuda.max_memory_allocated(self.device) - base)
+
+    def cuda_batch_size(self, item_shape: tuple[int, ...], channels: int) -> int:
+        used = self.item_bytes(item_shape, channels)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return batch_from_free_memory(used, free + cached)
+
     def run(self, batch: np.ndarray, sw_batch_size: int) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        return self.fetch(self.submit(batch, sw_batch_size))
+
+    def submit(self, batch: np.ndarray, sw_batch_size: int) -> Any:
+        """Queue one batch; returns a handle for :meth:`fetch`. On CUDA nothing here waits for the GPU."""
+        if self.device.type == "cuda":  # pinned host memory: the upload runs asynchronously
+            host = torch.empty(batch.shape, dtype=torch.float32, pin_memory=True)
+            host.numpy()[...] = batch
+            x = host.to(self.device, non_blocking=True)
+        else:
+            x = torch.from_numpy(batch).to(self.device)
+        y = self._compute(x, sw_batch_size)
+        if self.device.type != "cuda":
+            return y, None
+        back = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+        back.copy_(y, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        return back, done
+
+    @staticmethod
+    def fetch(handle: Any) -> np.ndarray:
+        """The batch's result in host memory, waiting for its download if it is still under way."""
+        y, done = handle
+        if done is not None:
+            done.synchronize()
+        return y.float().cpu().numpy()
+
+    def _compute(self, x: torch.Tensor, sw_batch_size: int) -> torch.Tensor:
         with torch.inference_mode():
             if self.layout.tile_size:
                 # Pad by the tile margin so the volume's own border voxels lie in some tile's trusted interior.
@@ -239,7 +293,7 @@ class _Runner:
                                                          for i, (m, z) in enumerate(zip(margins, zoom)))]
             else:
                 y = self._whole(x)
-        return y.float().cpu().numpy()
+        return y.float()
 
     def on_oom(self, exc: BaseException, batch_size: int) -> int:
         """Decide what to do after an out-of-memory error: a smaller batch, the CPU, or give up."""
@@ -286,6 +340,9 @@ def infer(net: nn.Module, array: np.ndarray, layout: InferenceLayout, *, device:
     device = resolve_device(device)
     runner = _Runner(net, device, layout, overlap, precision, cpu_fallback)
     plane = tuple(n for a, n in enumerate(array.shape) if a != layout.slice_axis)
+    if batch_size is None and device.type == "cuda":
+        item = tuple(layout.tile_size) or (array.shape if layout.dims == "3d" else plane)
+        batch_size = runner.cuda_batch_size(item, 1 if layout.dims == "3d" else 1 + 2 * layout.context_slices)
     bs = int(batch_size or default_batch_size(layout, device, plane))
     if bs < 1:
         raise MedGANError(f"batch_size must be at least 1; got {batch_size}.")
@@ -309,7 +366,19 @@ def _infer_slices(runner: _Runner, array: np.ndarray, layout: InferenceLayout, b
         slices = np.pad(slices, ((ctx, ctx), (0, 0), (0, 0)), mode="edge")
     # (S, 2*ctx+1, H, W) view: slab j holds slices j-ctx .. j+ctx of the original volume
     slabs = np.lib.stride_tricks.sliding_window_view(slices, 2 * ctx + 1, axis=0).transpose(0, 3, 1, 2)
-    out = None
+    out: np.ndarray | None = None
+    pending: tuple[int, int, Any] | None = None  # (first slice, count, handle): the batch still coming back
+    done = 0
+
+    def take(first: int, count: int, handle: Any) -> None:
+        nonlocal out, done
+        y = runner.fetch(handle)
+        if out is None:
+            out = np.empty((y.shape[1], n) + y.shape[2:], dtype=np.float32)
+        out[:, first:first + count] = y.transpose(1, 0, 2, 3)
+        done = first + count
+        report(done / n, f"{done}/{n} slices")
+
     i = 0
     report(0.0, f"0/{n} slices")
     while i < n:
@@ -317,17 +386,18 @@ def _infer_slices(runner: _Runner, array: np.ndarray, layout: InferenceLayout, b
             raise CancelledError("Cancelled by the user; nothing was written.")
         b = min(batch_size, n - i)
         try:
-            y = runner.run(np.array(slabs[i:i + b], dtype=np.float32), batch_size)
+            handle = runner.submit(np.array(slabs[i:i + b], dtype=np.float32), batch_size)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
             if not _is_oom(exc):
                 raise
             batch_size = runner.on_oom(exc, b)
             continue
-        if out is None:
-            out = np.empty((y.shape[1], n) + y.shape[2:], dtype=np.float32)
-        out[:, i:i + b] = y.transpose(1, 0, 2, 3)
+        if pending is not None:  # the previous batch came back while this one was queued
+            take(*pending)
+        pending = (i, b, handle)
         i += b
-        report(i / n, f"{i}/{n} slices")
+    if pending is not None:
+        take(*pending)
     assert out is not None
     return np.moveaxis(out, 1, axis + 1)
 

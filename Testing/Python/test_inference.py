@@ -195,3 +195,49 @@ def test_other_runtime_errors_are_not_swallowed():
         warnings.simplefilter("error")
         with pytest.raises(RuntimeError, match="shape mismatch"):
             infer(Broken(), _image((3, 8, 8)), InferenceLayout())
+
+
+def test_batch_size_from_free_memory():
+    gib = 1 << 30
+    assert inference.batch_from_free_memory(100 * (1 << 20), 10 * gib) == 61  # 60 % of 10 GiB / 100 MiB
+    assert inference.batch_from_free_memory(100 * (1 << 20), 80 * gib) == 64  # capped: more gains nothing
+    assert inference.batch_from_free_memory(4 * gib, 2 * gib) == 1  # never below one item
+    assert inference.batch_from_free_memory(0, gib) == 64  # a model that allocates nothing
+
+
+class Recorder(nn.Module):
+    """Doubles its input and logs each forward pass, so the order of passes and progress reports can be checked."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def forward(self, x):
+        self.log.append(("forward", x.shape[0]))
+        return x * 2
+
+
+def test_results_come_back_one_batch_behind_and_progress_ends_at_one():
+    """Batch k is collected after batch k+1 was queued (on CUDA its download overlaps that batch's compute);
+    every slice still lands in its place, and progress reports each collected batch once, ending at 1."""
+    log = []
+    vol = _image((7, 8, 8))
+    out, info = infer(Recorder(log), vol, InferenceLayout(), batch_size=3,
+                      progress=lambda f, m: log.append(("progress", round(f, 3))))
+    assert np.array_equal(out[0], vol * 2) and info["batch_size"] == 3
+    assert log == [("progress", 0.0), ("forward", 3), ("forward", 3), ("progress", round(3 / 7, 3)),
+                   ("forward", 1), ("progress", round(6 / 7, 3)), ("progress", 1.0)]
+
+
+def test_cancel_while_a_batch_is_still_coming_back():
+    state = {"passes": 0}
+
+    class CountPasses(nn.Module):
+        def forward(self, x):
+            state["passes"] += 1
+            return x
+
+    with pytest.raises(CancelledError):
+        infer(CountPasses(), _image((9, 8, 8)), InferenceLayout(), batch_size=2,
+              cancel=lambda: state["passes"] >= 2)
+    assert state["passes"] == 2
