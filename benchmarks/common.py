@@ -135,11 +135,25 @@ def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     return 2.0 * n ** 3 / best
 
 
-def engine_rate(device: torch.device, amp: bool = True) -> tuple[float, str]:
-    """The rate the engine's arithmetic can reach: fp32 on CPU; bf16 on a CUDA GPU when ``amp`` (the default)."""
-    if device.type == "cuda" and amp and torch.cuda.is_bf16_supported():
-        return matmul_rate(device, torch.bfloat16), "bf16 torch.mm"
-    return matmul_rate(device, torch.float32), "fp32 torch.mm"
+def precision_rates(device: torch.device) -> dict[str, float]:
+    """The matmul rate of each precision the engine may run in here: fp32, and bf16 where the device has it natively."""
+    from MedGANLogic.inference import native_bf16
+
+    rates = {"fp32": matmul_rate(device, torch.float32)}
+    if native_bf16(device):
+        rates["bf16"] = matmul_rate(device, torch.bfloat16)
+    return rates
+
+
+def describe_rates(rates: dict[str, float]) -> str:
+    return ", ".join(f"{k} torch.mm {v / 1e9:.1f} GFLOP/s" for k, v in rates.items())
+
+
+def card_precision(card, device: torch.device) -> str:
+    """What the engine computes ``card``'s model in on ``device`` by default (``precision="auto"``)."""
+    from MedGANLogic.inference import InferenceLayout, choose_precision
+
+    return choose_precision("auto", device, InferenceLayout.from_card(card))
 
 
 def trim_memory() -> None:

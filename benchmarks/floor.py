@@ -8,7 +8,7 @@ For each model found by ``MedGANLogic.models.registry.list_models``:
   ``MedGANLogic.run`` call on one slice of the standard input (so work a task adds, such as the f-AnoGAN case
   score's critic passes, counts too; the network alone is reported beside it);
 * times the output voxels of the standard volume (256x256x160 MR, 512x512x400 CT, the SR input at its thick
-  spacing), over the ``torch.mm`` rate measured in this run (fp32 on CPU; bf16 on CUDA, the engine's amp path)
+  spacing), over the ``torch.mm`` rate measured in this run in the precision the engine runs the model in
   = the compute floor: what the run would take if every FLOP ran at matmul speed;
 * the engine end to end (``MedGANLogic.run``: checks, normalisation, inference, outputs) on the standard volume
   cut to ``--slices-*`` slices along the model's slice axis, its time scaled by full/used slices (the whole
@@ -31,9 +31,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_common_args,
+    card_precision,
     describe_ops,
+    describe_rates,
     device_name,
-    engine_rate,
+    precision_rates,
     profile_top_ops,
     save,
     selected_cards,
@@ -67,7 +69,9 @@ def network_flops_per_voxel(card, plane: tuple[int, int], device: torch.device) 
     return counter.get_total_flops() / float(np.prod(y.shape[2:]))
 
 
-def measure_model(card, device: torch.device, rate: float, args: argparse.Namespace) -> dict:
+def measure_model(card, device: torch.device, rates: dict[str, float], args: argparse.Namespace) -> dict:
+    precision = card_precision(card, device)
+    rate = rates[precision]
     shape = standard_input_shape(card, args.quick)
     axis = card.slice_axis
     plane = tuple(n for a, n in enumerate(shape) if a != axis)
@@ -101,10 +105,11 @@ def measure_model(card, device: torch.device, rate: float, args: argparse.Namesp
     row = {"model": card.id, "task": card.task, "layout": f"{card.dims} axis {axis}" +
            (f" ctx {card.context_slices}" if card.context_slices else ""),
            "input (z,y,x)": "x".join(map(str, shape)), "kFLOP/voxel (task)": f"{task_fpv / 1e3:.1f}",
-           "kFLOP/voxel (net)": f"{net_fpv / 1e3:.1f}", "floor s": f"{floor_s:.2f}",
+           "kFLOP/voxel (net)": f"{net_fpv / 1e3:.1f}", "precision": precision, "floor s": f"{floor_s:.2f}",
            "measured s": f"{measured_full:.2f}" + (f" ({used}/{full_slices} sl.)" if used < full_slices else ""),
            "batch": batch, "measured / floor": f"{ratio:.2f}", "within 3x": "yes" if ratio <= TARGET_RATIO else "NO"}
-    info = {"row": row, "ratio": ratio, "floor_s": floor_s, "measured_full_s": measured_full,
+    info = {"row": row, "ratio": ratio, "floor_s": floor_s, "precision": precision, "rate_flops": rate,
+            "measured_full_s": measured_full,
             "measured_s": best, "slices_used": used, "slices_full": full_slices,
             "task_flops_per_voxel": task_fpv, "net_flops_per_voxel": net_fpv, "output_voxels": out_voxels_full}
     if ratio > TARGET_RATIO:
@@ -124,10 +129,10 @@ def main() -> None:
     if args.quick:
         args.slices_mr, args.slices_ct, args.repeats = 4, 2, 1
     device = resolve_device(args.device)
-    rate, rate_kind = engine_rate(device)
+    rates = precision_rates(device)
     cards = selected_cards(args.models)
-    print(f"{device_name(device)}: {rate_kind} {rate / 1e9:.1f} GFLOP/s; {len(cards)} model(s)", flush=True)
-    results = [measure_model(card, device, rate, args) for card in cards]
+    print(f"{device_name(device)}: {describe_rates(rates)}; {len(cards)} model(s)", flush=True)
+    results = [measure_model(card, device, rates, args) for card in cards]
     rows = [r["row"] for r in results]
     text = table(rows, list(rows[0])) if rows else "(no model installed)"
     print(text)
@@ -140,9 +145,10 @@ def main() -> None:
     targets = [target("floor: every task within 3x of its compute floor",
                       f"worst {worst:.2f}x over {len(results)} model(s)", not missed and bool(results),
                       "; ".join(causes))]
-    md = [f"Device: {device_name(device)}. Matmul rate measured in this run: **{rate / 1e9:.1f} GFLOP/s** "
-          f"({rate_kind}). Floor = FLOPs per output voxel (FlopCounterMode on one slice, the whole task) x output "
-          f"voxels of the standard volume / that rate. Measured = MedGANLogic.run end to end"
+    md = [f"Device: {device_name(device)}. Matmul rates measured in this run: **{describe_rates(rates)}**. "
+          f"Floor = FLOPs per output voxel (FlopCounterMode on one slice, the whole task) x output voxels of the "
+          f"standard volume / the rate of the precision the engine runs that model in by default (bf16 where its "
+          f"card allows it and the device has it natively, else fp32). Measured = MedGANLogic.run end to end"
           + (" on the slices shown, scaled to the full volume (best of "
              f"{args.repeats})." if device.type != "cuda" else " on the full standard volume."), "", text]
     if missed:
@@ -150,7 +156,7 @@ def main() -> None:
                "end; the convolutions' rate is the FLOPs counted for that run over their kernels' time):", ""]
         for r in missed:
             md.append(f"- **{r['row']['model']}**: " + describe_ops(r["profile"], 6))
-    payload = {"device": str(device), "device_name": device_name(device), "rate_flops": rate, "rate_kind": rate_kind,
+    payload = {"device": str(device), "device_name": device_name(device), "rates_flops": rates,
                "quick": args.quick, "models": results, "targets": targets, "markdown": "\n".join(md)}
     print(f"wrote {save('floor', payload)}")
 

@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     STANDARD_SHAPES,
     add_common_args,
+    card_precision,
     device_name,
-    engine_rate,
+    precision_rates,
     rss_bytes,
     save,
     selected_cards,
@@ -77,7 +78,11 @@ def main() -> None:
     shape = (100, 128, 128) if args.quick else STANDARD_SHAPES["CT"]
     with tempfile.TemporaryDirectory() as tmp:
         model, described = denoise_model(args.model, Path(tmp))
-        rate, rate_kind = engine_rate(device)
+        rates = precision_rates(device)
+        installed = {c.id: c for c in selected_cards()}
+        rate_kind = card_precision(installed[model], device) if model in installed else "fp32"
+        rate = rates[rate_kind]
+        rate_kind += " torch.mm"
         print(f"{device_name(device)}: {described}; {rate_kind} {rate / 1e9:.1f} GFLOP/s", flush=True)
 
         one = synthetic_volume((1,) + shape[1:], "CT", seed=2)

@@ -8,11 +8,14 @@ For each installed 2d/2.5d model, on its standard input cut to ``--slices-*`` sl
   array per slice, stacked at the end;
 * **MONAI**: ``monai.inferers.sliding_window_inference`` called directly with its defaults (sw_batch_size 1,
   overlap 0.25, constant blending) on the slices stacked as a batch, roi = the card's tile or the whole slice;
-* **engine**: ``MedGANLogic.inference.infer`` with the card's layout, as ``MedGANLogic.run`` calls it.
+* **engine**: ``MedGANLogic.inference.infer`` with the card's layout and default precision, as
+  ``MedGANLogic.run`` calls it: bf16 where the card allows it and the device computes bf16 natively, else fp32.
 
 All three get the same normalised input and return the network's raw output; the table gives their times, the
 max |difference| from the naive output, and the naive and engine times over the compute floor (the network's
-FLOPs on these slices over the fp32/bf16 ``torch.mm`` rate measured in this run). Writes peers.json.
+FLOPs on these slices over the ``torch.mm`` rate, measured in this run, of the precision each path computes in).
+Models where the engine is not 3x faster than the naive loop get a torch.profiler breakdown of the engine's run.
+Writes peers.json.
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_common_args,
+    card_precision,
+    describe_ops,
+    describe_rates,
     device_name,
-    engine_rate,
     measure,
+    precision_rates,
+    profile_top_ops,
     save,
     selected_cards,
     standard_input,
@@ -84,7 +91,7 @@ def monai_defaults(net: torch.nn.Module, normalized: np.ndarray, layout: Inferen
     return np.moveaxis(np.moveaxis(y.float().cpu().numpy(), 0, 1), 1, layout.slice_axis + 1)
 
 
-def compare_model(card, device: torch.device, rate: float, args: argparse.Namespace) -> dict:
+def compare_model(card, device: torch.device, rates: dict[str, float], args: argparse.Namespace) -> dict:
     modality_ct = card.input.get("modality") == "CT"
     want = args.slices_ct if modality_ct else args.slices_mr
     vol, full = standard_input(card, args.quick, slices=want)
@@ -92,10 +99,10 @@ def compare_model(card, device: torch.device, rate: float, args: argparse.Namesp
     layout = InferenceLayout.from_card(card)
     net = registry.load_network(card, device)
     plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # the engine makes its copy channels-last
-    amp = True
+    precision = card_precision(card, device)
 
     def engine():
-        out, _ = infer(net, normalized, layout, device=device, amp=amp)
+        out, _ = infer(net, normalized, layout, device=device, precision="auto")
         sync(device)
         return out
 
@@ -106,11 +113,12 @@ def compare_model(card, device: torch.device, rate: float, args: argparse.Namesp
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         plain(F.pad(torch.from_numpy(one).to(device), pad, value=layout.pad_value))
     used = normalized.shape[layout.slice_axis]
-    floor_s = counter.get_total_flops() * used / rate
+    flops = counter.get_total_flops() * used
+    floor_s, engine_floor_s = flops / rates["fp32"], flops / rates[precision]
 
     warm = np.ascontiguousarray(np.take(normalized, range(min(2, used)), axis=layout.slice_axis))
     naive_loop(plain, warm, layout, device), monai_defaults(plain, warm, layout, device)
-    infer(net, warm, layout, device=device, amp=amp)
+    infer(net, warm, layout, device=device, precision="auto")
     paths = {"naive": lambda: naive_loop(plain, normalized, layout, device),
              "monai": lambda: monai_defaults(plain, normalized, layout, device), "engine": engine}
     best: dict[str, dict] = {}
@@ -131,14 +139,22 @@ def compare_model(card, device: torch.device, rate: float, args: argparse.Namesp
     row = {"model": card.id, "slices": f"{used}/{full}", "naive s": f"{naive['seconds']:.2f}",
            "MONAI s": f"{monai['seconds']:.2f}", "engine s": f"{eng['seconds']:.2f}",
            "naive / engine": f"{speedup_naive:.2f}", "MONAI / engine": f"{speedup_monai:.2f}",
-           "naive / floor": f"{naive['seconds'] / floor_s:.2f}", "engine / floor": f"{eng['seconds'] / floor_s:.2f}",
+           "engine precision": precision,
+           "naive / fp32 floor": f"{naive['seconds'] / floor_s:.2f}",
+           "engine / its floor": f"{eng['seconds'] / engine_floor_s:.2f}",
            "max abs diff engine-naive": f"{diff_engine:.1e}", "max abs diff MONAI-naive": f"{diff_monai:.1e}",
            "peak MB naive/MONAI/engine": f"{naive['peak_extra_bytes'] / 1e6:.0f}/"
                                          f"{monai['peak_extra_bytes'] / 1e6:.0f}/{eng['peak_extra_bytes'] / 1e6:.0f}"}
     print(f"  {card.id}: naive {naive['seconds']:.2f} s, MONAI {monai['seconds']:.2f} s, engine "
           f"{eng['seconds']:.2f} s", flush=True)
     spread = max((max(m["all_seconds"]) - min(m["all_seconds"])) / min(m["all_seconds"]) for m in best.values())
+    profile = None
+    if speedup_naive < 3.0:  # where the engine's time goes: the cause of the gap, measured
+        few = np.ascontiguousarray(np.take(normalized, range(min(4, used)), axis=layout.slice_axis))
+        profile = profile_top_ops(lambda: infer(net, few, layout, device=device, precision="auto"),
+                                  rates[precision])
     return {"row": row, "speedup_naive": speedup_naive, "speedup_monai": speedup_monai, "floor_s": floor_s,
+            "engine_floor_s": engine_floor_s, "precision": precision, "profile": profile,
             "spread": spread, "rounds_s": {k: m["all_seconds"] for k, m in best.items()},
             "naive_s": naive["seconds"], "monai_s": monai["seconds"], "engine_s": eng["seconds"],
             "max_abs_diff_engine": diff_engine, "max_abs_diff_monai": diff_monai}
@@ -154,24 +170,34 @@ def main() -> None:
     if args.quick:
         args.slices_mr, args.slices_ct, args.repeats = 4, 2, 1
     device = resolve_device(args.device)
-    rate, rate_kind = engine_rate(device)
+    rates = precision_rates(device)
     cards = [c for c in selected_cards(args.models) if c.dims != "3d"]
-    print(f"{device_name(device)}: {rate_kind} {rate / 1e9:.1f} GFLOP/s; {len(cards)} model(s)", flush=True)
-    results = [compare_model(card, device, rate, args) for card in cards]
+    print(f"{device_name(device)}: {describe_rates(rates)}; {len(cards)} model(s)", flush=True)
+    results = [compare_model(card, device, rates, args) for card in cards]
     rows = [r["row"] for r in results]
     text = table(rows, list(rows[0])) if rows else "(no 2d/2.5d model installed)"
     print(text)
     worst_naive = min((r["speedup_naive"] for r in results), default=float("nan"))
     best_naive = max((r["speedup_naive"] for r in results), default=float("nan"))
     worst_monai = min((r["speedup_monai"] for r in results), default=float("nan"))
-    naive_floor = [r["naive_s"] / r["floor_s"] for r in results]
+    missed = [r for r in results if r["speedup_naive"] < 3.0]
+    # the most any engine in the same precision could gain over the naive loop: running at the compute floor
+    for r in results:
+        r["ceiling_naive"] = r["naive_s"] / r["engine_floor_s"]
+    impossible = [r for r in missed if r["ceiling_naive"] < 3.0]
     cause = ""
-    if results and worst_naive < 3:
-        cause = (f"the naive fp32 loop already runs at {min(naive_floor):.1f}-{max(naive_floor):.1f}x the compute "
-                 f"floor, so a 3x faster fp32 engine would have to run below the floor on "
-                 f"{'every model' if max(naive_floor) < 3 else 'most models'}; per-slice "
-                 f"overhead is negligible, and what lies above the floor is memory-bound layers (instance/batch "
-                 f"norm, pooling, up-sampling: floor.py's profile) that batching does not remove")
+    if missed:
+        cause = (f"{len(impossible)} of the {len(missed)} model(s) below 3x could not reach it even at the compute "
+                 f"floor of the precision the engine runs them in: the naive fp32 loop is within "
+                 f"{max((r['ceiling_naive'] for r in impossible), default=float('nan')):.1f}x of that floor ("
+                 + ", ".join(f"{r['row']['model']} {r['precision']} {r['ceiling_naive']:.1f}x" for r in impossible)
+                 + "); what the engine spends above the floor is memory-bound layers (norms, activations, resampling:"
+                   " profiles below)")
+        rest = [r for r in missed if r["ceiling_naive"] >= 3.0]
+        if rest:
+            cause += ("; reachable in principle but missed: " + ", ".join(
+                f"{r['row']['model']} ({r['speedup_naive']:.2f}x, floor allows {r['ceiling_naive']:.1f}x)"
+                for r in rest))
     slower = [f"{r['row']['model']} ({r['speedup_monai']:.2f}; times spread {100 * r['spread']:.0f}% between rounds)"
               for r in results if r["speedup_monai"] < 1.0]
     targets = [
@@ -181,12 +207,17 @@ def main() -> None:
                f"MONAI / engine >= {worst_monai:.2f}", bool(results) and worst_monai >= 1.0,
                f"slower on {', '.join(slower)}" if slower else ""),
     ]
-    md = [f"Device: {device_name(device)}; {rate_kind} {rate / 1e9:.1f} GFLOP/s measured in this run. Each model on "
-          f"its standard input cut to the slices shown; times best of {args.repeats} interleaved rounds; differences "
-          f"in the network's normalised output range (engine amp="
-          f"{'bf16' if device.type == 'cuda' else 'off: fp32 on CPU'}).",
-          "", text]
-    payload = {"device": str(device), "device_name": device_name(device), "rate_flops": rate, "quick": args.quick,
+    md = [f"Device: {device_name(device)}; {describe_rates(rates)} measured in this run. Each model on its standard "
+          f"input cut to the slices shown; times best of {args.repeats} interleaved rounds; differences in the "
+          f"network's normalised output range. Naive loop and MONAI run fp32; the engine runs the precision shown "
+          f"(its default: bf16 where the card allows it and the device computes bf16 natively).", "", text]
+    if missed:
+        md += ["", "Where the engine's time goes in the models under 3x the naive loop (torch.profiler self times "
+               "over 4 slices; the convolutions' rate is their counted FLOPs over their kernels' time, against the "
+               "matmul rate of the same precision):", ""]
+        md += [f"- **{r['row']['model']}** ({r['precision']}; the floor allows at most {r['ceiling_naive']:.1f}x over "
+               f"the naive loop): " + describe_ops(r["profile"], 5) for r in missed]
+    payload = {"device": str(device), "device_name": device_name(device), "rates_flops": rates, "quick": args.quick,
                "models": results, "targets": targets, "markdown": "\n".join(md)}
     print(f"wrote {save('peers', payload)}")
 

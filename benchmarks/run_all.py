@@ -109,8 +109,8 @@ def main() -> int:
 
     m = machine()
     gpu = (f"GPU: {device_name(device)}." if device.type == "cuda" else
-           "GPU: none. " + ("No CUDA GPU was available to this run, so the CUDA path (bf16 autocast through the "
-                            "engine's amp option, `--device cuda`) has no figures here; rerun `make bench` on a GPU "
+           "GPU: none. " + ("No CUDA GPU was available to this run, so the CUDA path (bf16 autocast for the models "
+                            "whose card allows it, `--device cuda`) has no figures here; rerun `make bench` on a GPU "
                             "machine to add them." if not torch.cuda.is_available() else
                             "A CUDA GPU exists but this run used --device cpu."))
     load = (f"Other processes used {100 * busy:.0f}% of the machine's CPU time during this run"
