@@ -5,7 +5,9 @@
 writes ``evaluation.md`` (tables, targets met or missed, and why), ``evaluation.json`` (every number) and PNG
 panels (input | output | target | |error|, the baseline below). Everything is deterministic: the test subjects
 are the fixed seeds of ``MedGANLogic.simulate.SPLITS["test"]``, low-dose noise has fixed seeds, models run on
-the CPU through :func:`MedGANLogic.run` exactly as a user would run them.
+the CPU through :func:`MedGANLogic.run` exactly as a user would run them, in fp32 (``precision="fp32"``), so the
+numbers do not depend on whether the CPU has bf16; ``Testing/Python/test_precision.py`` bounds how far bf16 (the
+default where a card allows it and the CPU has it) moves each model's output.
 
 Metrics are library metrics with an explicit data range, computed inside the phantom's head mask (voxels less
 than half air) so the air around the head, which every method gets right, does not inflate them:
@@ -144,7 +146,7 @@ class EvalContext:
 
         meta = {"modality": modality, **({"contrast": contrast} if contrast else {})}
         vol = Volume(array, spacing=(SPACING_MM,) * 3, metadata=meta)
-        return run(task, vol, model=model_id, device=self.device).volume.array
+        return run(task, vol, model=model_id, device=self.device, precision="fp32").volume.array
 
 
 @dataclass

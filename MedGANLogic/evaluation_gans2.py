@@ -55,7 +55,7 @@ def _ev(ctx: Any):
 def _run(task: str, volume: Volume, model: str, device: str):
     from .pipeline import run
 
-    return run(task, volume, model=model, device=device)
+    return run(task, volume, model=model, device=device, precision="fp32")  # as evaluate.py: CPU-independent
 
 
 # --- super-resolution ------------------------------------------------------------------------------------------
