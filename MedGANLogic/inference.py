@@ -93,7 +93,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def default_batch_size(layout: InferenceLayout, device: torch.device, plane: tuple[int, ...] = (256, 256)) -> int:
-    """Slices (or patches) per forward pass.
+    """Slices (or patches) per forward pass on a CPU or MPS (on CUDA, :meth:`_Runner.cuda_batch_size` measures it).
 
     On a CPU, activations of a large batch fall out of the caches and convolutions get slower per slice: with the
     shipped models one slice of 128 x 128 or more per pass is fastest (benchmarks/peers.py, RESULTS.md), so a
@@ -340,10 +340,11 @@ def infer(net: nn.Module, array: np.ndarray, layout: InferenceLayout, *, device:
     device = resolve_device(device)
     runner = _Runner(net, device, layout, overlap, precision, cpu_fallback)
     plane = tuple(n for a, n in enumerate(array.shape) if a != layout.slice_axis)
-    if batch_size is None and device.type == "cuda":
+    if not batch_size:  # CUDA measures what one item takes; CPU and MPS use a fixed rule
         item = tuple(layout.tile_size) or (array.shape if layout.dims == "3d" else plane)
-        batch_size = runner.cuda_batch_size(item, 1 if layout.dims == "3d" else 1 + 2 * layout.context_slices)
-    bs = int(batch_size or default_batch_size(layout, device, plane))
+        batch_size = (runner.cuda_batch_size(item, 1 if layout.dims == "3d" else 1 + 2 * layout.context_slices)
+                      if device.type == "cuda" else default_batch_size(layout, device, plane))
+    bs = int(batch_size)
     if bs < 1:
         raise MedGANError(f"batch_size must be at least 1; got {batch_size}.")
     start = time.perf_counter()
