@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from . import register_trainer
+from . import TRAINERS
 from .loop import GANTrainer, set_requires_grad
 from .losses import ImagePool
 
 
-@register_trainer("cyclegan")
+@TRAINERS.register("cyclegan")
 class CycleGANTrainer(GANTrainer):
     FAMILY = "cyclegan"
     DEFAULTS: dict[str, Any] = {

@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from . import register_trainer
+from . import TRAINERS
 from .loop import GANTrainer, set_requires_grad
 
 log = logging.getLogger(__name__)
 
 
-@register_trainer("fanogan")
+@TRAINERS.register("fanogan")
 class FAnoGANTrainer(GANTrainer):
     FAMILY = "fanogan"
     DEFAULTS: dict[str, Any] = {

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import register_trainer
+from . import TRAINERS
 from .loop import GANTrainer, set_requires_grad
 from .losses import pixel_loss
 
 
-@register_trainer("pix2pix")
+@TRAINERS.register("pix2pix")
 class Pix2PixTrainer(GANTrainer):
     FAMILY = "pix2pix"
     DEFAULTS: dict[str, Any] = {

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from . import register_trainer
+from . import TRAINERS
 from .loop import GANTrainer, set_requires_grad
 
 
-@register_trainer("segmentation")
+@TRAINERS.register("segmentation")
 class SegmentationGANTrainer(GANTrainer):
     FAMILY = "segmentation"
     DEFAULTS: dict[str, Any] = {

@@ -30,7 +30,7 @@ import torch
 
 from ..errors import InputError
 from ..volume import Volume
-from . import register_trainer
+from . import TRAINERS
 from .data import _Stream, load_volumes, normalize_for_training, place, range_low, volume_slices
 from .loop import GANTrainer, set_requires_grad
 from .losses import pixel_loss
@@ -208,7 +208,7 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
                              substeps=int(config["loss"]["critic_steps"]), val=val)
 
 
-@register_trainer("srgan")
+@TRAINERS.register("srgan")
 class SRGANTrainer(GANTrainer):
     FAMILY = "srgan"
     DEFAULTS: dict[str, Any] = {

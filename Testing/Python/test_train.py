@@ -182,6 +182,17 @@ def test_config_errors_name_the_key():
         resolve_config({"family": "stylegan"})
 
 
+def test_every_family_module_registers_its_trainer():
+    from MedGANLogic.train import TRAINERS
+
+    families = {"pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation"}
+    assert set(TRAINERS.names()) == families
+    assert all(TRAINERS.get(name).FAMILY == name for name in TRAINERS)
+    with pytest.raises(InputError, match="Unknown training family 'stylegan'; known: ") as err:
+        trainer_class("stylegan")
+    assert set(str(err.value).split("known: ")[1].rstrip(".").split(", ")) == families
+
+
 def test_recipes_are_valid_configs_with_valid_cards():
     from MedGANLogic.models.card import validate_card
 
