@@ -78,13 +78,10 @@ def bspline_upsample(low: Volume, grid: Volume) -> np.ndarray:
 
 def degrade_volume(hr: Volume, model_id: str) -> tuple[Volume, Volume]:
     """(low-resolution input, high-resolution grid it came from), as the model's recipe simulates them."""
-    from .simulate import kspace_truncate, thick_slices
-    from .simulate.lowres import crop_to_multiple
+    from .simulate import superres_pair
 
     spec = SR_MODELS[model_id]
-    axes = tuple(a for a, s in enumerate(spec["scale"]) if s > 1)
-    low = thick_slices(hr, 2, axes[0]) if spec["degrade"] == "thick_slices" else kspace_truncate(hr, 2, axes)
-    return low, crop_to_multiple(hr, 2, axes)
+    return superres_pair(hr, spec["scale"], spec["degrade"])
 
 
 def _middle_index(mask: np.ndarray, axis: int) -> int:

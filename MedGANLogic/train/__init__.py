@@ -13,7 +13,7 @@ segmentation). A new family subclasses :class:`~MedGANLogic.train.loop.GANTraine
 with ``@TRAINERS.register("name")`` and adds the module to :data:`TRAINERS`' ``modules``.
 
 What lives where: ``loop.py`` (the shared loop and the building blocks families use), one module per family
-(networks, losses and the steps), ``data.py`` (volumes, slices, batches; nothing about networks), ``losses.py``,
+(networks, losses and the steps), ``data/`` (volumes, slices, batches; nothing about networks), ``losses.py``,
 ``checkpoint.py``, ``monitor.py``, ``distributed.py``, ``config.py`` and ``cli.py``. Imports the engine's models
 and simulator; nothing here imports Slicer.
 """

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from MedGANLogic.errors import InputError
+from MedGANLogic.simulate import superres_pair
 from MedGANLogic.train import trainer_class
 from MedGANLogic.train.config import resolve_config
-from MedGANLogic.train.srgan import degrade
+from MedGANLogic.volume import Volume
 
 NONE = {"kind": "none"}
 
@@ -80,15 +81,15 @@ def test_sr_batches_are_aligned_crops_of_the_simulated_pairs():
 
 
 def test_degradations_keep_the_field_of_view():
-    a = np.random.default_rng(0).random((9, 12, 10)).astype(np.float32)
-    low, high = degrade(a, (2, 1, 1), "thick_slices")
+    a = Volume(np.random.default_rng(0).random((9, 12, 10)).astype(np.float32))
+    low, high = (v.array for v in superres_pair(a, (2, 1, 1), "thick_slices"))
     assert low.shape == (4, 12, 10) and high.shape == (8, 12, 10)
     assert np.allclose(low, 0.5 * (high[0::2] + high[1::2]), atol=1e-6)
-    low, high = degrade(a, (1, 2, 2), "kspace_truncate")
+    low, high = (v.array for v in superres_pair(a, (1, 2, 2), "kspace_truncate"))
     assert low.shape == (9, 6, 5) and high.shape == (9, 12, 10)
     assert np.isclose(low.mean(), high.mean(), rtol=0.05)
     with pytest.raises(InputError, match="one factor"):
-        degrade(a, (1, 2, 4), "kspace_truncate")
+        superres_pair(a, (1, 2, 4), "kspace_truncate")
 
 
 def test_sr_pretraining_leaves_the_discriminator_alone_then_fine_tunes(tmp_path):
@@ -132,6 +133,8 @@ def test_sr_config_errors_name_the_key():
         trainer_class("srgan")(tiny_config("srgan", data__slice_axis=0), progress=False)
     with pytest.raises(InputError, match="data.crop"):
         trainer_class("srgan")(tiny_config("srgan", data__crop=None), progress=False)
+    with pytest.raises(InputError, match="data.degrade"):
+        trainer_class("srgan")(tiny_config("srgan", data__degrade="throughplane"), progress=False)
 
 
 # --- f-AnoGAN ------------------------------------------------------------------------------------------------------
