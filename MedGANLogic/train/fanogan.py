@@ -140,12 +140,8 @@ class FAnoGANTrainer(GANTrainer):
 
     def optimize_generator(self) -> dict[str, float]:
         if self.stage == 1:
-            set_requires_grad(self.net("D"), False)
-            try:
-                adv, _ = self.generator_adversarial("D", self.fake)
-                self.update("G", adv)
-            finally:
-                set_requires_grad(self.net("D"), True)
+            adv, _ = self.generator_adversarial("D", self.fake)
+            self.update("G", adv)
             return {"G": adv.item()}
         return self.optimize_encoder()
 

@@ -26,7 +26,7 @@ import torch
 from ..errors import InputError
 from . import TRAINERS
 from .data import build_sr_batches, plane_scale
-from .loop import GANTrainer, set_requires_grad
+from .loop import GANTrainer
 from .losses import pixel_loss
 
 
@@ -41,9 +41,6 @@ class SRGANTrainer(GANTrainer):
                  "feature_matching": 0.05, "pretrain_steps": 500},
         "optim": {"lr_g": 2.0e-4, "lr_d": 2.0e-4, "betas": [0.9, 0.999], "decay_from": 0.5},
     }
-    PAIRED = True
-    EXPORT_DOMAINS = {"G": ("source", "target")}
-
     real_A: torch.Tensor
     real_B: torch.Tensor
     fake_B: torch.Tensor
@@ -85,10 +82,7 @@ class SRGANTrainer(GANTrainer):
 
     def build(self) -> None:
         gen = self.make_generator()
-        self.add_network("G", gen)
-        self.add_network("D", self.make_discriminator(int(getattr(gen, "out_channels", 1))))
-        self.add_optimizer("G", ["G"], self.config["optim"]["lr_g"])
-        self.add_optimizer("D", ["D"], self.config["optim"]["lr_d"])
+        self.add_gan(gen, int(getattr(gen, "out_channels", 1)))
 
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         self.real_A, self.real_B = batch["source"], batch["target"]
@@ -107,20 +101,10 @@ class SRGANTrainer(GANTrainer):
         w = self.loss_cfg
         terms = {"G_pixel": (w["pixel"], pixel_loss(w["pixel_kind"], self.fake_B, self.real_B))}
         if self.adversarial_phase:
-            set_requires_grad(self.net("D"), False)
-            try:
-                adv, fm = self.generator_adversarial("D", self.fake_B,
-                                                     self.real_B if w["feature_matching"] > 0 else None)
-            finally:
-                set_requires_grad(self.net("D"), True)
+            adv, fm = self.generator_adversarial("D", self.fake_B, self.real_B if w["feature_matching"] > 0 else None)
             terms["G_adv"] = (w["adversarial"], adv)
-            if fm is not None:
-                terms["G_fm"] = (w["feature_matching"], fm)
-            if self.vgg is not None:
-                terms["G_vgg"] = (w["vgg"], self.vgg(self.fake_B, self.real_B))
-        total = sum(weight * value for weight, value in terms.values())
-        self.update("G", total)
-        return {"G": total.item(), **{k: v.item() for k, (_, v) in terms.items()}}
+            terms.update(self.perceptual_terms(fm, self.fake_B, self.real_B))
+        return self.weighted_update("G", terms)
 
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[np.ndarray]], list[str]]:
         src, tgt = batch["source"], batch["target"]
