@@ -147,6 +147,13 @@ class GANTrainer:
         """Rows of 2D images (normalised range) for the sample grid of ``batch``, and column titles."""
         return [], []
 
+    def paired_samples(self, batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``sample_rows`` of paired families: (input centre channel (N, h, w), G's output (N, H, W), target
+        (N, H, W)) of a sample batch, as arrays."""
+        src, tgt = batch["source"], batch["target"]
+        out = self.net("G")(src)
+        return (src[:, src.shape[1] // 2].cpu().numpy(), out[:, 0].cpu().numpy(), tgt[:, 0].cpu().numpy())
+
     def extra_state(self) -> dict[str, torch.Tensor | None]:
         return {}
 

@@ -69,9 +69,5 @@ class Pix2PixTrainer(GANTrainer):
         return self.weighted_update("G", terms)
 
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[np.ndarray]], list[str]]:
-        src, tgt = batch["source"], batch["target"]
-        out = self.net("G")(src)
-        c = src.shape[1] // 2
-        rows = [[src[i, c].cpu().numpy(), out[i, 0].cpu().numpy(), tgt[i, 0].cpu().numpy()]
-                for i in range(src.shape[0])]
-        return rows, ["input", "output", "target"]
+        src, out, tgt = self.paired_samples(batch)
+        return [[src[i], out[i], tgt[i]] for i in range(len(src))], ["input", "output", "target"]

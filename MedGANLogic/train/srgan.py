@@ -107,15 +107,10 @@ class SRGANTrainer(GANTrainer):
         return self.weighted_update("G", terms)
 
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[np.ndarray]], list[str]]:
-        src, tgt = batch["source"], batch["target"]
-        out = self.net("G")(src)
-        c = src.shape[1] // 2
+        src, out, tgt = self.paired_samples(batch)
         sy, sx = tgt.shape[-2] // src.shape[-2], tgt.shape[-1] // src.shape[-1]
-        rows = []
-        for i in range(src.shape[0]):
-            nearest = np.repeat(np.repeat(src[i, c].cpu().numpy(), sy, axis=0), sx, axis=1)
-            rows.append([nearest, out[i, 0].cpu().numpy(), tgt[i, 0].cpu().numpy(),
-                         (out[i, 0] - tgt[i, 0]).abs().cpu().numpy() * 4 - 1])
+        rows = [[np.repeat(np.repeat(src[i], sy, axis=0), sx, axis=1), out[i], tgt[i], np.abs(out[i] - tgt[i]) * 4 - 1]
+                for i in range(len(src))]
         return rows, ["input (nearest)", "super-resolved", "target", "|error| x4"]
 
 
