@@ -63,11 +63,8 @@ def test_case_score_takes_the_top_slices():
 
 def anomaly_card(model_id: str, threshold: float | None = None) -> dict:
     extras = {"threshold": threshold} if threshold is not None else {}
-    return tiny_card(model_id, task="anomaly", tile_size=None, extras=extras,
+    return tiny_card(model_id, task="anomaly", tile_size=None, extras=extras,  # MR T1w in, percentile window
                      architecture={"name": "fanogan2d", "params": TINY},
-                     input={"modality": "MR", "contrast": "T1w",
-                            "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
-                                              "range": [-1, 1]}},
                      output={"modality": "anomaly", "normalization": {"kind": "same_as_input"}})
 
 

@@ -22,11 +22,8 @@ def test_unet_returns_class_logits_at_input_size():
 
 
 def seg_card(model_id: str) -> dict:
-    return tiny_card(model_id, task="segment", tile_size=None, extras={"labels": {"1": "lesion"}},
+    return tiny_card(model_id, task="segment", tile_size=None, extras={"labels": {"1": "lesion"}},  # MR T1w in
                      architecture={"name": "seg_unet2d", "params": TINY},
-                     input={"modality": "MR", "contrast": "T1w",
-                            "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
-                                              "range": [-1, 1]}},
                      output={"modality": "mask", "normalization": {"kind": "none"}})
 
 

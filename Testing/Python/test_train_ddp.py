@@ -16,9 +16,9 @@ SCRIPT = textwrap.dedent("""
     import json, os, sys
     import torch
     from safetensors.torch import save_file
-    torch.set_num_threads(1)
     sys.path.insert(0, {testdir!r})
     from conftest import tiny_train_config as tiny_config
+    torch.set_num_threads(1)  # after conftest, which sets 2 for the test process: one thread per rank
     from MedGANLogic.train import trainer_class, distributed as ddp
     family, out = sys.argv[1], sys.argv[2]
     ctx = ddp.init_distributed("cpu")
