@@ -4,6 +4,7 @@
     medgan run --task TASK --input IN --output OUT [--model ID] [--device DEV] [--mask-output PATH] ...
     medgan info FILE [--json]
     medgan demo [--output DIR]
+    medgan doctor [--json]   (versions, devices, models verified, what is missing and how to install it)
     medgan simulate ...      (phantom data; see `medgan simulate --help`)
     medgan train ...         (train a GAN from a recipe or config)
     medgan import ...        (convert a pytorch-CycleGAN-and-pix2pix checkpoint, or install a model folder)
@@ -148,6 +149,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.output), device=args.device)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(as_json=args.json)
+
+
 def _delegate(module: str, args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args) or 0)
 
@@ -203,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="demo_out")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("doctor", help="check Python, packages, devices and installed models; say what is missing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
 
     for name, (module, help_text) in _DELEGATED.items():
         p = sub.add_parser(name, help=help_text)
