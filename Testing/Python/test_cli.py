@@ -93,7 +93,10 @@ def test_demo_runs_installed_models_on_the_sample(make_model, tmp_path, capsys):
     from PIL import Image
 
     montage = Image.open(tmp_path / "demo" / "montage.png")
-    assert montage.width > 2 * sample.shape[2] and montage.height > sample.shape[1]
+    assert montage.width >= 1200 and montage.height > 2 * sample.shape[1]  # 2 px per mm, 2 mm voxels
+    row, = json.loads((tmp_path / "demo" / "montage.json").read_text())["rows"]
+    assert row["panels"] == ["input: T1w", "output: synthetic T2w", "reference: acquired T2w"]
+    assert row["figure"].startswith("no figure: evaluation.json has no results for test-t1-to-t2")
     assert "sample_T1w.nrrd" in capsys.readouterr().out
 
 
