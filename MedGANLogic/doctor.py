@@ -84,20 +84,35 @@ def parse_requirement(text: str) -> Requirement | None:
 def project_requirements() -> tuple[str, list[Requirement]]:
     """``(requires-python, requirements)`` from the checkout's ``pyproject.toml``, else the installed metadata."""
     pyproject = PACKAGE_ROOT / "pyproject.toml"
-    if pyproject.is_file() and sys.version_info >= (3, 11):
-        import tomllib
-
-        project = tomllib.loads(pyproject.read_text())["project"]
-        lines = list(project["dependencies"])
-        for extra, deps in project.get("optional-dependencies", {}).items():
-            lines += [f'{d}; extra == "{extra}"' for d in deps]
-        requires_python = project.get("requires-python", "")
+    if pyproject.is_file():
+        requires_python, lines = _read_pyproject(pyproject.read_text())
     else:
         dist = importlib.metadata.distribution("medgan")
         lines = list(dist.requires or [])
         requires_python = dist.metadata.get("Requires-Python", "")
     reqs = [r for r in map(parse_requirement, lines) if r and (r.extra is None or r.extra in OPTIONAL_EXTRAS)]
     return requires_python, reqs
+
+
+def _read_pyproject(text: str) -> tuple[str, list[str]]:
+    """``requires-python`` and the requirement lines (extras marked) of a ``pyproject.toml``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11 (Slicer's Python, say): the three fields we need, by pattern
+        def listed(key: str) -> list[str]:
+            found = re.search(rf"^{key}\s*=\s*\[(.*?)\]", text, re.S | re.M)
+            return re.findall(r'"([^"]+)"', found.group(1)) if found else []
+
+        python = re.search(r'^requires-python\s*=\s*"([^"]*)"', text, re.M)
+        extras = {extra: listed(extra) for extra in OPTIONAL_EXTRAS}
+        project = {"requires-python": python.group(1) if python else "", "dependencies": listed("dependencies"),
+                   "optional-dependencies": extras}
+    else:
+        project = tomllib.loads(text)["project"]
+    lines = list(project["dependencies"])
+    for extra, deps in project.get("optional-dependencies", {}).items():
+        lines += [f'{d}; extra == "{extra}"' for d in deps]
+    return project.get("requires-python", ""), lines
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

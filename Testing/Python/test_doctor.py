@@ -27,6 +27,13 @@ def test_requirements_come_from_pyproject():
     assert version_tuple("2.13.0+cpu") == (2, 13, 0) and version_tuple("2.13.0+cpu") >= version_tuple("2.1")
 
 
+def test_without_tomllib_the_requirements_are_read_alike(monkeypatch):
+    """Python < 3.11 (Slicer's Python) has no tomllib: the pattern reader finds the same requirements."""
+    expected = project_requirements()
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    assert project_requirements() == expected
+
+
 def test_without_a_gpu_the_report_says_so_and_every_model_is_verified(model_dir, make_model, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # what a machine without a GPU sees
     make_model(tiny_card())
