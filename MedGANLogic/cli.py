@@ -171,7 +171,10 @@ _DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
                                                       "a model folder")}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``medgan`` parser. The delegated commands (simulate, train, import) import their modules, and with
+    them torch, to add their arguments: only ``command``'s is built in full when it is given, so that
+    ``medgan --help``, ``models`` and ``info`` start without torch."""
     parser = argparse.ArgumentParser(prog="medgan", description="Generative adversarial networks for medical "
                                      "volumes (research use, not for diagnosis).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -221,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (module, help_text) in _DELEGATED.items():
         p = sub.add_parser(name, help=help_text)
+        if command is not None and name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -238,7 +243,9 @@ def _missing(name: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # medgan has no options before the command
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

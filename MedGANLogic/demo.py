@@ -30,14 +30,13 @@ from typing import Any
 import numpy as np
 
 from .io import read_volume, write_volume
+from .tasks import TASKS
 from .volume import Volume
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # no torch import here: Slicer reads the manifest at startup
 REPORT = PACKAGE_ROOT / "Testing" / "Reports" / "evaluation.json"
 PX_PER_MM = 2.0
 CT_WINDOW = (0.0, 80.0)  # brain window, W 80 / L 40 HU
-TASK_LABELS = {"synthesize": "Synthesis", "denoise": "Low-dose CT denoising", "superres": "Super-resolution",
-               "anomaly": "Anomaly map", "segment": "Lesion segmentation"}
 _LOWER_IS_BETTER = ("MAE", "HD95", "RMSE")
 
 
@@ -225,7 +224,6 @@ def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Vo
     else:
         window = _window(reference if reference is not None else result.volume)  # output and reference alike
         out_name = card.output.get("contrast") or card.output.get("modality")
-        made = {"synthesize": f"synthetic {out_name}", "denoise": "denoised", "superres": "super-resolved"}
         acquired = "CT before the dose reduction" if card.task == "denoise" else f"acquired {out_name}"
 
         def heading(what: str, vol: Volume) -> str:  # super-resolution: the voxel size is the point
@@ -234,12 +232,12 @@ def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Vo
 
         panels = [(heading(f"input: {entry['name']}", volume), render.grey(image, _window(volume), pixel))]
         out_image, out_pixel, _ = view_slice(result.volume, point, plane)
-        panels.append((heading(f"output: {made.get(card.task, out_name)}", result.volume),
+        panels.append((heading(f"output: {TASKS.get(card.task).output_label} {out_name}", result.volume),
                        render.grey(out_image, window, out_pixel)))
         if reference is not None:
             ref_image, ref_pixel, _ = view_slice(reference, point, plane)
             panels.append((heading(f"reference: {acquired}", reference), render.grey(ref_image, window, ref_pixel)))
-    title = f"{TASK_LABELS.get(card.task, card.task)} \u00b7 {card.id} \u00b7 {card.data.get('name', '')}"
+    title = f"{TASKS.get(card.task).label} \u00b7 {card.id} \u00b7 {card.data.get('name', '')}"
     figure = report_figure(card.id, report, REPORT.name)
     row = render.row(title, figure, panels, legend, scale_bar_mm=50)
     record = {"model": card.id, "task": card.task, "sample": entry["file"], "plane": plane,
@@ -271,9 +269,9 @@ def run_demo(output: Path, device: str = "auto", log=print, models: Sequence[str
             return 1
         check.unlink()
     log(f"I/O check passed on {len(entries)} sample volumes.")
-    order = list(TASK_LABELS)
+    order = TASKS.names()
     cards = sorted((c for c in list_models() if models is None or c.id in models),
-                   key=lambda c: (order.index(c.task) if c.task in order else len(order), c.id))
+                   key=lambda c: (order.index(c.task), c.id))
     if not cards:
         log("No trained models are installed yet: nothing to run. (The I/O check above passed.)")
         return 0

@@ -16,14 +16,14 @@ import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
-
-import torch
-import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from . import build_network
 from .card import ModelCard, load_card, validate_card
+
+if TYPE_CHECKING:  # torch and safetensors are imported by the functions that load or save weights, so that
+    import torch  # listing and verifying models (medgan models, medgan doctor) starts without them
+    import torch.nn as nn
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _CACHE: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
@@ -101,6 +101,10 @@ def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Modu
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
+    from safetensors.torch import load_file
+
+    from . import build_network
+
     path = verify_weights(card)
     net = build_network(card.architecture, card.arch_params)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
@@ -128,11 +132,16 @@ def clear_cache() -> None:
 
 
 def save_model(folder: str | Path, card_data: dict, state_dict: dict[str, torch.Tensor],
-               dtype: torch.dtype = torch.float16) -> ModelCard:
-    """Write a model folder: weights as safetensors (``dtype`` for floating tensors), card with their SHA-256.
+               dtype: torch.dtype | None = None) -> ModelCard:
+    """Write a model folder: weights as safetensors (``dtype`` for floating tensors, default float16), card with
+    their SHA-256.
 
     The folder is assembled under a temporary name and renamed at the end, so a failure leaves nothing.
     """
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if dtype is None else dtype
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     if tmp.exists():

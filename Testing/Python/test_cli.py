@@ -1,6 +1,7 @@
 """The `medgan` command: the contract other tools rely on."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -118,3 +119,23 @@ def test_demo_gives_each_model_the_sample_that_fits_its_input():
     assert pick_sample(card("synthesize", "CT"), entries)["name"] == "CT"
     assert pick_sample(card("synthesize", "MR", "T2w"), entries)["name"] == "T2w"
     assert pick_sample(card("segment", "MR", "PD"), entries) is None
+
+
+# Runs `medgan ARGS` in a fresh interpreter, then prints the heavy packages it imported.
+_IMPORT_PROBE = ("import sys\nfrom MedGANLogic.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+                 "except SystemExit as exc:\n    code = exc.code\n"
+                 "print('IMPORTED', code, *sorted(m for m in ('torch', 'monai', 'safetensors') if m in sys.modules))")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models"], ["models", "--json"], ["info", "{sample}"],
+                                  ["train", "--help"]])
+def test_quick_commands_start_without_torch(args):
+    """`medgan --help`, `models` and `info` start in well under a second because they import neither torch nor
+    MONAI (benchmarks/startup.py measures the time; this checks the cause)."""
+    sample = REPO / "Resources" / "SampleData" / "sample_T1w.nrrd"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *[a.format(sample=sample) for a in args]],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    last = proc.stdout.strip().splitlines()[-1].split()
+    assert last[:2] == ["IMPORTED", "0"], proc.stdout[-500:] + proc.stderr[-1500:]
+    assert last[2:] == [], f"`medgan {' '.join(args)}` imported {last[2:]}"
