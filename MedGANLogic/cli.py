@@ -69,13 +69,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No models installed (looked in {builtin_models_dir()} and {user_models_dir()}).")
         return 0
-    header = f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  version"
+    header = (f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  {'version':<8} "
+              f"from")
     print(header)
     print("-" * len(header))
     for r in rows:
         size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] else "?"
+        origin = "built-in" if r["source"] == "builtin" else r["folder"]
         print(f"{r['id']:<24} {r['task']:<10} {r['modality_in']:<10} {r['modality_out']:<10} {r['dims']:<5} "
-              f"{size:>9}  {r['version']}")
+              f"{size:>9}  {r['version']:<8} {origin}")
+    for r in rows:
+        if r["shadows"]:
+            print(f"Note: the user model {r['id']} ({r['folder']}) shadows the built-in model of the same id "
+                  f"({r['shadows']}); `--model {r['id']}` runs the user one. Rename or remove it to use the built-in.")
     return 0
 
 
