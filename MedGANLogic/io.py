@@ -293,9 +293,9 @@ def check_output_paths(outputs: Iterable[str | os.PathLike],
         for f in [p, *_companions(p)]:
             for other, owner in claimed:
                 if _same_file(f, other):
-                    what = "are the same file" if (f, other) == (p, owner) else f"would both write {f.name}"
-                    raise InputError(f"Outputs {owner} and {p} {what} (the same file); give each output its own "
-                                     f"name.")
+                    shared = (f, other) == (p, owner)
+                    what = "are the same file" if shared else f"would both write the same file {f.name}"
+                    raise InputError(f"Outputs {owner} and {p} {what}; give each output its own name.")
             claimed.append((f, p))
     for source in inputs:
         if source is None:

@@ -211,3 +211,29 @@ def test_models_says_where_each_model_comes_from_and_flags_shadowing(make_model,
     assert str(model_dir / "test-t1-to-t2") in rows["test-t1-to-t2"]
     assert "built-in" in rows["only-builtin"]
     assert "shadows the built-in model" in out and str(builtin / "test-t1-to-t2") in out
+
+
+@pytest.mark.parametrize("case, message", [("nan.nii.gz", "NaN"), ("cut.nii", "truncated"),
+                                           ("sheared.nrrd", "not orthonormal")])
+def test_run_refuses_files_that_lie_about_their_voxels(make_model, oblique_volume, tmp_path, capsys, case, message):
+    import SimpleITK as sitk
+
+    from MedGANLogic.io import from_volume
+
+    make_model(tiny_card())
+    src = tmp_path / case
+    if case == "nan.nii.gz":  # ITK alone reads NaN as 0 and the run went ahead on made-up voxels
+        array = oblique_volume.array.copy()
+        array[3, 20, 20] = np.nan
+        write_volume(oblique_volume.with_array(array), src)
+    elif case == "cut.nii":  # ITK alone reads the missing end as zeros
+        whole = write_volume(oblique_volume, tmp_path / "whole.nii").read_bytes()
+        src.write_bytes(whole[: len(whole) * 3 // 4])
+    else:
+        image = from_volume(oblique_volume)
+        image.SetDirection((1, 0.3, 0, 0, 1, 0, 0, 0, 1))
+        sitk.WriteImage(image, str(src))
+    out = tmp_path / "out.nrrd"
+    assert main(["run", "--task", "synthesize", "--input", str(src), "--output", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not out.exists()
