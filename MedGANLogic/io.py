@@ -5,9 +5,9 @@ same folder, then a rename; :mod:`MedGANLogic.staging`), so a failed write never
 and :func:`write_volumes` writes several files all or nothing. An output is never written over an input.
 
 Refused on reading (each with a one-line :class:`InputError` saying what to do): a NIfTI file shorter than its
-header says, a sheared (non-orthonormal) direction matrix, a DICOM series that is not in the folder. NaN voxels of
-a float NIfTI are read as NaN (ITK alone reads them as 0). A DICOM folder with several series gives the largest,
-with a warning naming the others and how to pick one.
+header says, a sheared (non-orthonormal) direction matrix, a DICOM series that is not in the folder. NaN and
+infinite voxels of a float NIfTI are read as they are (ITK alone reads them as 0). A DICOM folder with several
+series gives the largest, with a warning naming the others and how to pick one.
 
 Provenance travels with the file: NRRD and MHA/MHD keep it as a ``MedGAN_provenance`` header field; NIfTI,
 whose header has no room for it, gets the 80-character ``descrip`` note plus a JSON sidecar of the same name.
@@ -90,13 +90,13 @@ def _modality_from_dicom(path: str) -> dict[str, Any]:
     return {"modality": modality, "units": "HU"} if modality == "CT" else {"modality": modality}
 
 
-def _restore_nan(image: sitk.Image, nan: np.ndarray, path: Path) -> sitk.Image:
-    """``image`` with NaN where the file stores NaN (ITK's NIfTI reader makes them 0)."""
-    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetNumberOfPixels() != nan.size:
-        raise InputError(f"{path} stores {int(nan.sum())} NaN voxels, which ITK reads as 0; replace them with a "
-                         f"value (e.g. the background) before running MedGAN.")
+def _restore_non_finite(image: sitk.Image, mask: np.ndarray, values: np.ndarray, path: Path) -> sitk.Image:
+    """``image`` with the NaN and +-inf the file stores where ITK's NIfTI reader put 0."""
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetNumberOfPixels() != mask.size:
+        raise InputError(f"{path} stores {int(mask.sum())} NaN or infinite voxels, which ITK reads as 0; replace "
+                         f"them with a value (e.g. the background) before running MedGAN.")
     array = sitk.GetArrayFromImage(image)
-    array.reshape(-1)[nan] = np.nan  # NIfTI and ITK's array both run x fastest
+    array.reshape(-1)[mask] = values  # NIfTI and ITK's array both run x fastest
     restored = sitk.GetImageFromArray(array)
     restored.CopyInformation(image)
     for key in image.GetMetaDataKeys():
@@ -124,10 +124,10 @@ def read_image(path: str | os.PathLike, *, series: str | None = None) -> tuple[s
             image = reader.Execute()  # GDCM applies Rescale Slope/Intercept: CT comes back in HU
             meta.update(_modality_from_dicom(files[0]))
         else:
-            nan = check_nifti(p) if file_suffix(p) in (".nii", ".nii.gz") else None
+            non_finite = check_nifti(p) if file_suffix(p) in (".nii", ".nii.gz") else None
             image = sitk.ReadImage(str(p))
-            if nan is not None:
-                image = _restore_nan(image, nan, p)
+            if non_finite is not None:
+                image = _restore_non_finite(image, *non_finite, p)
             if file_suffix(p) == ".dcm":
                 meta.update(_modality_from_dicom(str(p)))
     except RuntimeError as exc:

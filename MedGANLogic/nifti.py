@@ -1,8 +1,9 @@
 """What ITK's NIfTI reader does not check: a file shorter than its header says, and NaN voxels.
 
-ITK reads a truncated ``.nii`` / ``.nii.gz`` with the missing voxels as zeros, and reads NaN voxels as 0. Here
-MedGAN reads the NIfTI-1 or NIfTI-2 header itself (either byte order), compares the data size the header
-declares with what the file holds, and scans float data for NaN so that the reader can put them back.
+ITK reads a truncated ``.nii`` / ``.nii.gz`` with the missing voxels as zeros, and reads NaN and infinite voxels
+as 0. Here MedGAN reads the NIfTI-1 or NIfTI-2 header itself (either byte order), compares the data size the
+header declares with what the file holds, and scans float data for NaN and infinities so that the reader can put
+them back.
 
 Cost: a ``.nii`` is checked from its size; float data is scanned once more (uncompressed: a plain read; ``.nii.gz``:
 a second decompression). An integer ``.nii.gz`` is checked from the gzip trailer when it matches, else decompressed.
@@ -86,12 +87,13 @@ def _truncated(path: Path, header: NiftiHeader, have: int) -> InputError:
                       f"the missing voxels as zeros. Copy or export the file again.")
 
 
-def check_nifti(path: str | os.PathLike) -> np.ndarray | None:
-    """Refuse a NIfTI file shorter than its header says; find its NaN voxels.
+def check_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """Refuse a NIfTI file shorter than its header says; find its NaN and infinite voxels.
 
     Returns:
-        None when the data holds no NaN (or is not float), else a flat boolean mask over the voxels in file order
-        (x fastest), True where the file stores NaN.
+        None when every voxel is finite (or the data is not float), else ``(mask, values)``: a flat boolean mask
+        over the voxels in file order (x fastest), True where the file stores NaN or +-inf, and those values (float64)
+        in the same order.
 
     Raises:
         InputError: the file is truncated, or its compressed data is corrupt.
@@ -119,11 +121,11 @@ def check_nifti(path: str | os.PathLike) -> np.ndarray | None:
     return _scan(path, header, opener)
 
 
-def _scan(path: Path, header: NiftiHeader, opener) -> np.ndarray | None:
-    """Read the voxel data once: count it, and mark NaN when it is float."""
+def _scan(path: Path, header: NiftiHeader, opener) -> tuple[np.ndarray, np.ndarray] | None:
+    """Read the voxel data once: count it and, when it is float, find the voxels that are not finite."""
     dtype = header.float_dtype
     itemsize = header.bitpix // 8
-    mask = None
+    mask, values = None, []
     skipped, seen, start, pending = 0, 0, 0, b""
     try:
         with opener(path, "rb") as f:
@@ -137,11 +139,13 @@ def _scan(path: Path, header: NiftiHeader, opener) -> np.ndarray | None:
                     continue
                 data = pending + block if pending else block
                 count = len(data) // itemsize
-                nan = np.isnan(np.frombuffer(data, dtype=dtype, count=count))
-                if nan.any():
+                voxels = np.frombuffer(data, dtype=dtype, count=count)
+                bad = ~np.isfinite(voxels)
+                if bad.any():
                     if mask is None:
                         mask = np.zeros(math.prod(header.shape), dtype=bool)
-                    mask[start:start + count] = nan
+                    mask[start:start + count] = bad
+                    values.append(voxels[bad].astype(np.float64))
                 start += count
                 pending = data[count * itemsize:]
     except EOFError:  # a gzip stream cut short: what was decompressed is all there is
@@ -151,4 +155,4 @@ def _scan(path: Path, header: NiftiHeader, opener) -> np.ndarray | None:
                          f"again.") from exc
     if seen < header.data_bytes:
         raise _truncated(path, header, skipped + seen)
-    return mask
+    return None if mask is None else (mask, np.concatenate(values))

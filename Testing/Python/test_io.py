@@ -309,14 +309,15 @@ def test_a_truncated_nifti_is_refused(tmp_path, how):
     assert len(str(err.value).splitlines()) == 1
 
 
-def test_nan_in_a_nifti_is_read_as_nan_not_zero(tmp_path):
-    array = np.random.default_rng(0).random((6, 10, 12)).astype(np.float32)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_inf_in_a_nifti_are_read_as_they_are_not_zero(tmp_path, dtype):
+    array = np.random.default_rng(0).random((6, 10, 12)).astype(dtype)
     array[2, 3, 4] = array[5, 9, 11] = np.nan
+    array[0, 0, 0], array[1, 2, 3] = np.inf, -np.inf
     for name in ("nan.nii", "nan.nii.gz"):
         vol = read_volume(_nifti(tmp_path, array, name))
-        assert np.array_equal(np.isnan(vol.array), np.isnan(array))
-        assert np.array_equal(vol.array[~np.isnan(array)], array[~np.isnan(array)])
-        assert describe(vol)["non_finite_voxels"] == 2
+        assert np.array_equal(vol.array, array.astype(np.float32), equal_nan=True)
+        assert describe(vol)["non_finite_voxels"] == 4
 
 
 def test_a_nifti_with_integer_voxels_is_read_unchanged(tmp_path):
