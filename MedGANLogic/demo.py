@@ -50,7 +50,7 @@ def load_manifest(folder: Path | None = None) -> list[dict[str, Any]]:
     path = folder / "manifest.json"
     if not path.is_file():
         return []
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     items = data.get("files", data) if isinstance(data, dict) else data
     if isinstance(items, dict):
         items = [dict(v, name=k) for k, v in items.items()]
@@ -94,7 +94,7 @@ def pick_reference(card: Any, entries: list[dict[str, Any]]) -> dict[str, Any] |
 
 # --- what the report says --------------------------------------------------------------------------------------
 def load_report(path: Path = REPORT) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _number(value: float) -> str:
@@ -306,6 +306,6 @@ def run_demo(output: Path, device: str = "auto", log=print, models: Sequence[str
                  f"weights: research use, not for diagnosis.")
         montage = render.montage(title, rows, output / "montage.png")
         (output / "montage.json").write_text(json.dumps({"title": title, "size": list(montage.size),
-                                                         "rows": records}, indent=2) + "\n")
+                                                         "rows": records}, indent=2) + "\n", encoding="utf-8")
         log(f"Montage: {output / 'montage.png'} ({montage.size[0]} x {montage.size[1]} px)")
     return 0

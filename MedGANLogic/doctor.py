@@ -85,7 +85,7 @@ def project_requirements() -> tuple[str, list[Requirement]]:
     """``(requires-python, requirements)`` from the checkout's ``pyproject.toml``, else the installed metadata."""
     pyproject = PACKAGE_ROOT / "pyproject.toml"
     if pyproject.is_file():
-        requires_python, lines = _read_pyproject(pyproject.read_text())
+        requires_python, lines = _read_pyproject(pyproject.read_text(encoding="utf-8"))
     else:
         dist = importlib.metadata.distribution("medgan")
         lines = list(dist.requires or [])
@@ -191,7 +191,7 @@ def check_devices(torch: Any) -> list[Finding]:
 
 def _cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

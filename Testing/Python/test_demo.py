@@ -12,7 +12,7 @@ from MedGANLogic.volume import Volume
 
 
 def test_captions_quote_the_committed_report():
-    report = json.loads(REPORT.read_text())
+    report = json.loads(REPORT.read_text(encoding="utf-8"))
     for model_id, section in report["sections"].items():
         metric = next(iter(section["units"]))
         rows = section["metrics"]
@@ -69,7 +69,7 @@ def test_the_demo_montage_is_large_captioned_from_the_report_and_shows_the_lesio
     models = ["brain-anomaly-t2", "mr-t1-to-t2"]
     assert run_demo(tmp_path, device="cpu", models=models, log=lambda *a, **k: None) == 0
     montage = Image.open(tmp_path / "montage.png")
-    record = json.loads((tmp_path / "montage.json").read_text())
+    record = json.loads((tmp_path / "montage.json").read_text(encoding="utf-8"))
     assert montage.width >= 1200 and list(montage.size) == record["size"]
     rows = {r["model"]: r for r in record["rows"]}
     assert list(rows) == ["mr-t1-to-t2", "brain-anomaly-t2"]  # tasks in their usual order

@@ -36,7 +36,7 @@ NOT_RUN = {
 
 def readme_commands() -> list[str]:
     """Commands of the README's bash/sh blocks: comments dropped, backslash continuations joined."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"^```(?:bash|sh|shell)\n(.*?)^```", text, re.S | re.M):
         joined = re.sub(r"\\\n\s*", " ", block)
