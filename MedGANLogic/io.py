@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, MedGANWarning
 from .nifti import check_nifti
 from .staging import staged_write
 from .volume import Volume
@@ -79,7 +79,7 @@ def _dicom_series(folder: Path, series: str | None = None) -> tuple[list[str], s
         others = "; ".join(described(u) for u in uids if u != chosen)
         warnings.warn(f"{folder} holds {len(uids)} DICOM series; using the largest, {described(chosen)}. "
                       f"The others: {others}. Pick another with --series UID (series= in read_volume).",
-                      UserWarning, stacklevel=4)
+                      MedGANWarning, stacklevel=4)
     return files[chosen], chosen
 
 

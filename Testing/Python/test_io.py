@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from conftest import REPO
 
 from MedGANLogic import staging
-from MedGANLogic.errors import InputError
+from MedGANLogic.errors import InputError, MedGANWarning
 from MedGANLogic.io import (
     check_orthonormal,
     check_output_paths,
@@ -329,7 +329,7 @@ def test_a_nifti_with_integer_voxels_is_read_unchanged(tmp_path):
 def test_a_dicom_folder_with_several_series_says_which_it_uses(tmp_path):
     write_ct_series(tmp_path, np.zeros((5, 8, 8), np.int16), "1.2.3.4", "abdomen")
     write_ct_series(tmp_path, np.full((2, 8, 8), 100, np.int16), "1.2.3.9", "scout")
-    with pytest.warns(UserWarning, match=r"2 DICOM series.*1\.2\.3\.4 \(5 slices, abdomen\).*1\.2\.3\.9 \(2 slices, "
+    with pytest.warns(MedGANWarning, match=r"2 DICOM series.*1\.2\.3\.4 \(5 slices, abdomen\).*1\.2\.3\.9 \(2 slices, "
                                          r"scout\).*--series"):
         vol = read_volume(tmp_path)
     assert vol.shape == (5, 8, 8) and vol.metadata["dicom_series"] == "1.2.3.4"
