@@ -10,7 +10,6 @@ command reports which heavy packages it imported (torch, monai). Writes startup.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import load_average, save, table, target  # noqa: E402
+import common as bench  # noqa: E402
 
 TARGET_SECONDS = 1.0
 SAMPLE = REPO / "Resources" / "SampleData" / "sample_T1w.nrrd"
@@ -63,21 +62,19 @@ def heavy_imports(args: list[str], env: dict[str, str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="ignored: start-up uses no device (run_all passes it)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds: checks that the script works")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
-    args = parser.parse_args()
+    parser = bench.script_parser(__doc__)  # --device and --models do not apply: start-up runs no model
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7; --quick: 2)")
+    args, device = bench.parse(parser, quick={"repeats": 2})
     env = environment()
-    rounds = 2 if args.quick else args.repeats
+    rounds = args.repeats
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for cmd in COMMANDS.values():  # warm the file cache once, untimed
         wall_time(cmd, env)
-    loads = [load_average()]
+    loads = [bench.load_average()]
     for _ in range(rounds):
         for name, cmd in COMMANDS.items():
             times[name].append(wall_time(cmd, env))
-        loads.append(load_average())
+        loads.append(bench.load_average())
     load, cores = statistics.mean(loads), os.cpu_count() or 1
     busy = (f"The machine was LOADED (1-minute load average {load:.1f} on {cores} cores): every process started "
             f"slowly, so the seconds are inflated; the ratios hold better." if load > 0.75 * cores else
@@ -92,7 +89,7 @@ def main() -> None:
         rows.append({"command": name, "median s": f"{median:.3f}", "x python -c pass": f"{median / base:.1f}",
                      "imports torch/monai": imported or "-"})
         print(f"  {name}: {median:.3f} s ({median / base:.1f}x)", flush=True)
-    text = table(rows, list(rows[0]))
+    text = bench.table(rows, list(rows[0]))
     print(text)
     quick = [r for r in results if r["command"] in QUICK]
     worst = max(quick, key=lambda r: r["median_s"])
@@ -100,13 +97,11 @@ def main() -> None:
     cause = "; ".join(f"{r['command']} {r['median_s']:.2f} s, imports {r['imports']}" for r in slow)
     if slow and load > 0.75 * cores:
         cause += f" (load average {load:.1f} on {cores} cores: python -c pass took {base:.2f} s)"
-    targets = [target("start-up: medgan --help, models, info < 1 s", f"worst {worst['median_s']:.3f} s "
+    targets = [bench.target("start-up: medgan --help, models, info < 1 s", f"worst {worst['median_s']:.3f} s "
                       f"({worst['command']}, {worst['ratio']:.1f}x python -c pass)", not slow, cause)]
     md = [f"Median of {rounds} interleaved rounds, each command a fresh process; `python -c pass` "
           f"{base:.3f} s in the same rounds. {busy}", "", text]
-    payload = {"quick": args.quick, "rounds": rounds, "load_average": load, "commands": results, "targets": targets,
-               "markdown": "\n".join(md)}
-    print(f"wrote {save('startup', payload)}")
+    bench.write_results("startup", args, device, targets, md, rounds=rounds, load_average=load, commands=results)
 
 
 if __name__ == "__main__":

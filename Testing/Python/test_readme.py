@@ -25,12 +25,13 @@ NOT_RUN = {
     "make test": "is this test suite",
     "medgan demo": "covered by test_demo.py (every model takes about 40 s here)",
     "medgan run --task denoise --input ldct/": "needs a CUDA GPU (--device cuda:0) and a low-dose CT DICOM folder",
-    "medgan train --recipe": "trains a model for up to half an hour (test_train.py runs short trainings)",
+    "medgan train --recipe": "trains a model for up to half an hour (test_train.py trains tiny configs through the "
+                             "same command)",
     "medgan train --config my.yaml": "needs your own image folders",
-    "medgan train --resume": "needs an earlier training run (test_train.py tests resuming)",
+    "medgan train --resume": "needs an earlier training run (test_train.py resumes one through the command line)",
     "torchrun": "needs several processes and GPUs (test_train_ddp.py runs DDP on the CPU)",
-    "medgan import latest_net_G.pth": "needs a pytorch-CycleGAN-and-pix2pix checkpoint (test_train_gans2.py imports "
-                                      "one it makes)",
+    "medgan import latest_net_G.pth": "needs a pytorch-CycleGAN-and-pix2pix checkpoint (test_import.py converts ones "
+                                      "it writes in that layout)",
 }
 
 
