@@ -4,6 +4,7 @@
     medgan run --task TASK --input IN --output OUT [--model ID] [--device DEV] [--mask-output PATH] ...
     medgan info FILE [--json]
     medgan demo [--output DIR]
+    medgan doctor [--json]   (versions, devices, models verified, what is missing and how to install it)
     medgan simulate ...      (phantom data; see `medgan simulate --help`)
     medgan train ...         (train a GAN from a recipe or config)
     medgan import ...        (convert a pytorch-CycleGAN-and-pix2pix checkpoint, or install a model folder)
@@ -149,6 +150,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.output), device=args.device)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(as_json=args.json)
+
+
 def _delegate(module: str, args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args) or 0)
 
@@ -161,7 +168,10 @@ _DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
                                                       "a model folder")}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``medgan`` parser. The delegated commands (simulate, train, import) import their modules, and with
+    them torch, to add their arguments: only ``command``'s is built in full when it is given, so that
+    ``medgan --help``, ``models`` and ``info`` start without torch."""
     parser = argparse.ArgumentParser(prog="medgan", description="Generative adversarial networks for medical "
                                      "volumes (research use, not for diagnosis).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -208,8 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("doctor", help="check Python, packages, devices and installed models; say what is missing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
+
     for name, (module, help_text) in _DELEGATED.items():
         p = sub.add_parser(name, help=help_text)
+        if command is not None and name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -227,7 +243,9 @@ def _missing(name: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # medgan has no options before the command
+    parser = build_parser(command)
     args = parser.parse_args(argv)
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
