@@ -93,7 +93,7 @@ def _coarse_geometry(volume: Volume, counts: tuple[int, int, int]) -> dict:
 
 
 def acquire(volume: Volume, spacing_mm: tuple[float, float, float], *, slice_axis: int = 0, profile: str = "box",
-            thickness_mm: float | None = None, magnitude: bool = True) -> Volume:
+            thickness_mm: float | None = None, magnitude: bool = True, inplane: str = "fourier") -> Volume:
     """The image an acquisition with voxel size ``spacing_mm`` (z, y, x) makes of a finer ``volume``.
 
     Args:
@@ -103,6 +103,8 @@ def acquire(volume: Volume, spacing_mm: tuple[float, float, float], *, slice_axi
         profile: slice profile, one of :data:`PROFILES`; ``kspace`` ignores ``thickness_mm``.
         thickness_mm: slice thickness (box width or Gaussian FWHM); by default the slice spacing.
         magnitude: MR magnitude image (True) or signed values (False, e.g. HU) after Fourier resampling.
+        inplane: ``fourier`` (MR: k-space truncation) or ``gaussian`` (CT: a reconstruction kernel of FWHM = the
+            pixel size, without the ringing a truncated spectrum puts at bone and air edges).
 
     Returns:
         A Volume covering the same field of view with about ``spacing_mm`` (exactly extent / voxel count),
@@ -110,22 +112,26 @@ def acquire(volume: Volume, spacing_mm: tuple[float, float, float], *, slice_axi
     """
     if slice_axis not in (0, 1, 2):
         raise InputError(f"slice_axis must be 0, 1 or 2; got {slice_axis}.")
+    if inplane not in ("fourier", "gaussian"):
+        raise InputError(f"inplane must be 'fourier' or 'gaussian'; got {inplane!r}.")
     if profile not in PROFILES:
         raise InputError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}.")
     fine = np.array(volume.spacing[::-1])
     wanted = np.maximum(np.asarray(spacing_mm, np.float64), fine)
     counts = tuple(int(max(1, round(n * h / s))) for n, h, s in zip(volume.shape, fine, wanted))
     out = np.asarray(volume.array, np.float32)
-    if profile != "kspace":  # the slab integrates the anatomy over the slice profile (linear: before encoding)
-        axis = slice_axis
+    for axis in range(3):  # the slab integrates over the slice profile (linear: before the Fourier encoding)
+        kind = profile if axis == slice_axis else inplane
+        if kind in ("kspace", "fourier"):
+            continue
         centres = (np.arange(counts[axis]) + 0.5) * volume.shape[axis] / counts[axis] - 0.5  # in fine voxels
-        width = (thickness_mm or wanted[axis]) / fine[axis]
-        if profile == "box":
+        width = (thickness_mm if axis == slice_axis and thickness_mm else wanted[axis]) / fine[axis]
+        if kind == "box":
             out = _box_average(out, axis, centres, width)
         else:
             sigma = width / FWHM_PER_SIGMA
             out = _sample_along(ndimage.gaussian_filter1d(out, sigma, axis=axis, mode="nearest"), axis, centres)
-    fourier = {a: counts[a] for a in range(3) if a != slice_axis or profile == "kspace"}
+    fourier = {a: counts[a] for a in range(3) if (profile if a == slice_axis else inplane) in ("kspace", "fourier")}
     out = fourier_resample(out, fourier, magnitude)
     geometry = _coarse_geometry(volume, counts)
     thickness = float(thickness_mm or wanted[slice_axis]) if profile != "kspace" else geometry["spacing"][
