@@ -9,7 +9,8 @@ times jittered around the literature values (log-normal), then each mean is jitt
 * T1w-like: spin echo (short TR, short TE) or MPRAGE-like inversion recovery (TI 700-1100 ms): WM > GM > CSF;
 * T2w-like: spin echo (long TR, long TE): CSF > GM > WM;
 * FLAIR-like: inversion recovery with TI nulling CSF (+-10 %): lesions and GM bright, CSF dark;
-* PD-like: spin echo (long TR, short TE): CSF >= GM > WM, little contrast.
+* PD-like: spin echo (long TR, short TE): CSF, GM and WM within a few tens of percent (GM > WM by ~10 %,
+  which the relaxation jitter may swap).
 
 Within a tissue the intensity varies by a random fraction (a smooth texture, the mixture's spread). Then a
 gamma (intensity non-linearity), a multiplicative bias field (:func:`.mri.bias_field`) and, after the
@@ -38,7 +39,7 @@ SEQUENCE_RANGES: dict[str, tuple[dict[str, Any], ...]] = {
     "T1w": ({"kind": "se", "TR": (400.0, 700.0), "TE": (8.0, 20.0)},
             {"kind": "ir", "TR": (1900.0, 2500.0), "TI": (700.0, 1100.0), "TE": (2.5, 5.0)}),
     "T2w": ({"kind": "se", "TR": (2500.0, 6000.0), "TE": (80.0, 130.0)},),
-    "PD": ({"kind": "se", "TR": (2000.0, 4000.0), "TE": (8.0, 20.0)},),
+    "PD": ({"kind": "se", "TR": (2500.0, 5000.0), "TE": (8.0, 20.0)},),
     "FLAIR": ({"kind": "ir", "TR": (6000.0, 11000.0), "TI": "null_csf", "TE": (80.0, 140.0)},),
 }
 
@@ -61,7 +62,9 @@ def random_mr_contrast(ordering: str, rng: np.random.Generator, ranges: DomainRa
     "tissue_std" {tissue: fraction of its mean}} (signal scale :data:`.mri.SIGNAL_SCALE`: WM on T1w ~400)."""
     if ordering not in ORDERINGS:
         raise InputError(f"Unknown contrast ordering {ordering!r}; choose from {', '.join(ORDERINGS)}.")
-    jitter = {name: np.exp(rng.normal(0, ranges.relaxation_jitter, 3) * (1, 1, 0.5)) for name in TISSUES}
+    # field strength and sequence details move every tissue's T1 and T2 together; each tissue a third as much
+    common = rng.normal(0, ranges.relaxation_jitter, 3) * (1, 1, 0)
+    jitter = {name: np.exp(common + rng.normal(0, ranges.relaxation_jitter / 3, 3) * (1, 1, 1.5)) for name in TISSUES}
     params = {name: tuple(float(v * j) for v, j in zip(mri.TISSUE_PARAMS[name], jitter[name])) for name in TISSUES}
     if ordering == "random":
         sequence = None
@@ -110,10 +113,11 @@ def render_mr(fractions: np.ndarray, contrast: dict[str, Any], rng: np.random.Ge
     return np.clip(out, 0, None)
 
 
-def apply_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
-    """``high * (image / high) ** gamma`` with ``high`` the 99.5th percentile of the non-zero voxels."""
-    positive = image[image > 0]
-    high = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+def apply_gamma(image: np.ndarray, gamma: float, high: float | None = None) -> np.ndarray:
+    """``high * (image / high) ** gamma``; ``high`` by default the 99.5th percentile of the non-zero voxels."""
+    if high is None:
+        positive = image[image > 0]
+        high = float(np.percentile(positive, 99.5)) if positive.size else 1.0
     return (high * np.power(np.clip(image / max(high, 1e-6), 0, None), gamma)).astype(np.float32)
 
 

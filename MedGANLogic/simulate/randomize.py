@@ -75,7 +75,7 @@ class DomainRanges:
     periventricular: float = 0.5  # probability a lesion sits within 8 mm of the ventricles
     # --- MR appearance (:mod:`.appearance`) ---
     orderings: tuple[str, ...] = ORDERINGS  # contrast orderings drawn for "any"
-    relaxation_jitter: float = 0.10  # log-normal std of T1, T2 (PD half of it) per tissue
+    relaxation_jitter: float = 0.10  # log-normal std of T1, T2 of all tissues together (a third per tissue)
     mean_jitter: float = 0.15  # log-normal std of each tissue's mean after the signal equation (the mixture)
     tissue_std: tuple[float, float] = (0.0, 0.10)  # within-tissue spread, fraction of the tissue's mean
     gamma_log_std: float = 0.25  # gamma = exp(normal(0, this))
@@ -170,10 +170,13 @@ def _mr_images(anatomy: Anatomy, ordering: str, seeds: dict[str, int], ranges: D
     amplitude = float(rng.uniform(*ranges.bias_amplitude))
     bias = mri.bias_field(anatomy.grid.shape, rng, amplitude) if amplitude else 1.0
     texture_seed = int(rng.integers(2 ** 62))
-    images = []
+    images, high = [], None
     for fractions in [anatomy.fractions] + ([anatomy.healthy] if healthy_twin else []):
         clean = render_mr(fractions, contrast, np.random.default_rng(texture_seed), anatomy.lesion_relaxation)
-        images.append((apply_gamma(clean, gamma) * bias).astype(np.float32))
+        if high is None:  # one intensity curve for both twins
+            positive = clean[clean > 0]
+            high = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+        images.append((apply_gamma(clean, gamma, high) * bias).astype(np.float32))
     draws = {"ordering": ordering, "sequence": contrast["sequence"], "gamma": round(gamma, 3),
              "bias_amplitude": round(amplitude, 3),
              "tissue_means": {k: round(v, 1) for k, v in contrast["means"].items()}}
@@ -212,6 +215,7 @@ def _mr_acquisition(anatomy: Anatomy, images: list[np.ndarray], seeds: dict[str,
     if keep is not None:  # nothing was scanned outside the field of view
         seen = to_grid(anatomy.grid.with_array(keep.astype(np.float32)), clean_volumes[0], order=1) > 0.5
         noisy_arrays = [np.where(seen, a, 0).astype(np.float32) for a in noisy_arrays]
+        clean_volumes = [v.with_array(np.where(seen, v.array, 0).astype(np.float32)) for v in clean_volumes]
     noisy = [v.with_array(a) for v, a in zip(clean_volumes, noisy_arrays)]
     draws.update(clean_volumes[0].metadata["acquisition"], snr=round(snr, 3), noise_sigma=round(float(sigma), 4),
                  brain_signal=round(signal, 3))
@@ -388,3 +392,21 @@ class DomainRandomizer:
         rng = np.random.default_rng([self.seed, int(index)])
         return random_sample(task, rng, ranges=self.ranges, shape=self.shape, spacing_mm=self.spacing_mm,
                              **options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m MedGANLogic.simulate.randomize --png OUT.png [--seed N]``: a picture of randomised samples."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m MedGANLogic.simulate.randomize", description=main.__doc__)
+    parser.add_argument("--png", default="Testing/Reports/randomized_samples.png", help="picture to write")
+    parser.add_argument("--seed", type=int, default=15, help="generator seed")
+    args = parser.parse_args(argv)
+    from .randomize_figure import make_figure
+
+    print(make_figure(args.png, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
