@@ -69,7 +69,8 @@ def make_figure(path: str | Path = "Testing/Reports/randomized_samples.png", see
             ct = vol.metadata.get("modality") == "CT"
             a, row_mm, col_mm = _axial(vol, z_mm if vol.shape[0] > 1 else 0.0)
             lo, hi = _window(a, ct, bone=ct and task == "synthesize")
-            pictures.append(_picture(_grey(a, lo, hi), row_mm, col_mm))
+            picture = _picture(_grey(a, lo, hi), row_mm, col_mm)
+            pictures.append(picture.resize((picture.width * 3 // 5, picture.height * 3 // 5)))  # 1.1 mm/px
         columns.append((_caption(name, sample), pictures))
     pad, label = 6, 30
     w = max(p.width for _, ps in columns for p in ps)
@@ -88,5 +89,5 @@ def make_figure(path: str | Path = "Testing/Reports/randomized_samples.png", see
         draw.text((pad, 24 + label + r * (h + pad) + h // 2), role, fill=(235, 235, 235))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, optimize=True)
+    canvas.convert("L").save(path, optimize=True)  # grey levels only: a third of the bytes
     return path
