@@ -46,6 +46,8 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedGANLogic")) and os.path.isdir
         os.path.join(_SOURCE_ROOT, "MedGANLogic")) and _SOURCE_ROOT not in sys.path:
     sys.path.insert(0, _SOURCE_ROOT)
 
+from MedGANLib import panel_text  # noqa: E402  (the module's own library, beside this file)
+
 import MedGANLogic as medgan_engine  # noqa: E402  (the engine package; the class MedGANLogic is the module logic)
 from MedGANLogic import slicer_bridge  # noqa: E402
 
@@ -383,7 +385,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p.modelId:
                 combo.currentIndex = ids.index(p.modelId)
             entry = next(((card, problem) for card, problem in entries if card.id == p.modelId), None)
-            self.ui.modelCardBrowser.html = (slicer_bridge.card_summary_html(*entry) if entry else
+            self.ui.modelCardBrowser.html = (panel_text.card_summary_html(*entry) if entry else
                                              f"No {p.task.label().lower()} model is installed. Use Import model... "
                                              f"to add one.")
             if entry and p.useCardThreshold and entry[0].extras.get("threshold") is not None:
@@ -640,7 +642,7 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
             return False
 
     def devices(self) -> list[tuple[str, str]]:
-        return slicer_bridge.device_choices()
+        return panel_text.device_choices()
 
     def describeInput(self, inputVolume) -> str:
         if inputVolume is None:

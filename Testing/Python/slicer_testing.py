@@ -78,8 +78,8 @@ def add_volume_node(scene, volume: Volume, name: str, study: str | None = "Study
     import slicer
 
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    node.SetIJKToRASMatrix(slicer_bridge._numpy_to_matrix(volume.ijk_to_ras()))
-    node.SetAndObserveImageData(slicer_bridge._image_data_from_array(volume.array))
+    node.SetIJKToRASMatrix(slicer_bridge.numpy_to_matrix(volume.ijk_to_ras()))
+    node.SetAndObserveImageData(slicer_bridge.image_data_from_array(volume.array))
     node.CreateDefaultDisplayNodes()
     node.GetDisplayNode().AutoWindowLevelOn()
     modality = modality or volume.metadata.get("modality")
@@ -131,7 +131,7 @@ def sample_volume(name: str, z_step: int = 2, oblique: bool = True) -> Volume:
 
 
 def node_matrix(node) -> np.ndarray:
-    return slicer_bridge._matrix_to_numpy(slicer_bridge._get_ijk_to_ras(node))
+    return slicer_bridge.local_ijk_to_ras(node)
 
 
 def oblique_direction(angles=(12.0, -7.0, 25.0)) -> np.ndarray:

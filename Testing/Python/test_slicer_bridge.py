@@ -17,6 +17,7 @@ import slicer  # the real MRML library (the slicer-core wheel), never a stand-in
 import torch
 import torch.nn as nn
 from conftest import tiny_card
+from MedGANLib import panel_text  # the module's own library (conftest puts it on the path, as Slicer does)
 from slicer_testing import (
     add_volume_node,
     anomaly_card,
@@ -161,11 +162,11 @@ def test_unsuitable_inputs_are_refused_with_a_reason(setup, kind):
     scene = setup.scene
     if kind == "labelmap":
         node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
-        node.SetAndObserveImageData(slicer_bridge._image_data_from_array(np.ones((3, 4, 5), np.uint8)))
+        node.SetAndObserveImageData(slicer_bridge.image_data_from_array(np.ones((3, 4, 5), np.uint8)))
         message = "not a scalar volume"
     elif kind == "vector":
         node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
-        image = slicer_bridge._image_data_from_array(np.ones((3, 4, 5), np.float32))
+        image = slicer_bridge.image_data_from_array(np.ones((3, 4, 5), np.float32))
         from vtkmodules.util import numpy_support
 
         image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ones((60, 3), np.float32), deep=True))
@@ -173,7 +174,7 @@ def test_unsuitable_inputs_are_refused_with_a_reason(setup, kind):
         message = "3 components"
     elif kind == "2d":
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "xray")
-        node.SetAndObserveImageData(slicer_bridge._image_data_from_array(np.ones((1, 30, 30), np.float32)))
+        node.SetAndObserveImageData(slicer_bridge.image_data_from_array(np.ones((1, 30, 30), np.float32)))
         message = "2D image"
     elif kind == "empty":
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
@@ -333,7 +334,7 @@ def _labelmap_in_grid(labelmap, reference_node) -> np.ndarray:
 
     m = vtkMatrix4x4()
     labelmap.GetImageToWorldMatrix(m)
-    assert np.allclose(slicer_bridge._matrix_to_numpy(m), node_matrix(reference_node), atol=1e-6)
+    assert np.allclose(slicer_bridge.matrix_to_numpy(m), node_matrix(reference_node), atol=1e-6)
     values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
     full[extent[4]:extent[5] + 1, extent[2]:extent[3] + 1, extent[0]:extent[1] + 1] = values > 0
     return full
@@ -409,7 +410,7 @@ def test_failing_model_and_failing_node_creation_leave_nothing(setup, t1_node, m
     def broken_place_beside(*args, **kwargs):
         raise RuntimeError("subject hierarchy exploded")
 
-    monkeypatch.setattr(slicer_bridge, "place_beside", broken_place_beside)
+    monkeypatch.setattr(slicer_bridge.outputs, "place_beside", broken_place_beside)
     with pytest.raises(RuntimeError, match="exploded"):
         slicer_bridge.run_on_node(scene, t1_node, "synthesize")
     assert scene.GetNumberOfNodes() == count
@@ -468,7 +469,7 @@ def test_linear_parent_transform_is_hardened_into_the_output(setup, t1_node, mak
     shift = np.eye(4)
     shift[:3, :3] = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]])
     shift[:3, 3] = [5.0, -3.0, 12.0]
-    transform.SetMatrixTransformToParent(slicer_bridge._numpy_to_matrix(shift))
+    transform.SetMatrixTransformToParent(slicer_bridge.numpy_to_matrix(shift))
     t1_node.SetAndObserveTransformNodeID(transform.GetID())
     before = _snapshot(t1_node)
     out = slicer_bridge.run_on_node(scene, t1_node, "synthesize")[0]
@@ -551,13 +552,13 @@ def test_models_for_lists_fitting_models_first_with_the_reason_for_the_others(se
                                                                          ("test-ct-synth", False)]
     assert "expects CT" in entries[1][1]
     assert [card.id for card, _ in slicer_bridge.models_for("denoise")] == []
-    html = slicer_bridge.card_summary_html(*entries[1])
+    html = panel_text.card_summary_html(*entries[1])
     assert "none (test model)" in html and "research, not for diagnosis" in html and "Does not fit" in html
-    assert "<script" not in slicer_bridge.card_summary_html(entries[0][0]) and "&rarr;" in html
+    assert "<script" not in panel_text.card_summary_html(entries[0][0]) and "&rarr;" in html
 
 
 def test_device_choices_offer_auto_and_cpu_first():
-    choices = slicer_bridge.device_choices()
+    choices = panel_text.device_choices()
     assert choices[:2] == [("Auto (GPU if available)", "auto"), ("CPU", "cpu")]
     if torch.cuda.is_available():
         assert any(device == "cuda:0" for _, device in choices)

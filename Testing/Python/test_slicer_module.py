@@ -194,8 +194,12 @@ def test_module_cmake_lists_only_existing_files_and_every_resource_the_module_us
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     name = re.search(r"set\(MODULE_NAME (\w+)\)", text).group(1)
     assert name == "MedGAN"
-    for script in _cmake_set(text, "MODULE_PYTHON_SCRIPTS"):
-        assert (MODULE_DIR / script.replace("${MODULE_NAME}", name)).is_file()
+    scripts = {script.replace("${MODULE_NAME}", name) for script in _cmake_set(text, "MODULE_PYTHON_SCRIPTS")}
+    for script in scripts:
+        assert (MODULE_DIR / script).is_file()
+    # the module's own library (MedGANLib/) is installed beside MedGAN.py: every file of it is listed
+    library = {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "MedGANLib").rglob("*.py")}
+    assert "MedGANLib/__init__.py" in library and library <= scripts, sorted(library - scripts)
     resources = _cmake_set(text, "MEDGAN_RESOURCES")
     for resource in resources:
         assert (REPO / resource).is_file(), f"CMake lists a missing resource {resource}"
@@ -213,7 +217,8 @@ def test_module_cmake_lists_only_existing_files_and_every_resource_the_module_us
             globbed |= matches
     engine = {str(p.relative_to(REPO)) for p in (REPO / "MedGANLogic").rglob("*.py")}
     assert engine <= globbed, f"engine files not bundled: {sorted(engine - globbed)[:5]}"
-    assert "MedGANLogic/slicer_bridge.py" in globbed
+    bridge = {str(p.relative_to(REPO)) for p in (REPO / "MedGANLogic" / "slicer_bridge").glob("*.py")}
+    assert "MedGANLogic/slicer_bridge/__init__.py" in bridge and bridge <= globbed
     # every Resources/ file the module opens is bundled (or a folder whose files are)
     used = set(re.findall(r'(?:resourceFile|resourcePath)\("([^"]+)"\)', MODULE_PY.read_text()))
     assert {"UI/MedGAN.ui", "Icons/MedGAN.png", "SampleData"} <= used

@@ -1,0 +1,156 @@
+"""Running a task on volume nodes, split so that a GUI can run inference off its main thread::
+
+    request = prepare_run(scene, input_node, task, model)      # main thread: node -> Volume, input checks
+    result = execute(request, progress, cancel)                # any thread: MedGANLogic.run, no MRML
+    nodes = finish_run(scene, request, result)                 # main thread: Volume(s) -> new nodes, display
+
+:func:`run_on_node` composes the three; :func:`run_on_nodes` does the same for a batch, all or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..volume import Volume
+from .model_choice import UnsuitableInputError, UnsuitableModalityError, check_input
+from .nodes import local_ijk_to_ras, volume_from_node
+from .outputs import SceneTransaction, check_output_node, nodes_from_result
+
+#: Options this package consumes (display of the results); every other keyword goes to ``MedGANLogic.run``.
+DISPLAY_OPTIONS = ("colormap", "opacity", "display_threshold", "make_segmentation", "show")
+
+
+@dataclass
+class RunRequest:
+    """Everything a worker thread needs to run one task on one volume, and what ``finish_run`` needs after."""
+
+    input_node: Any
+    volume: Volume
+    task: str
+    model: str | None
+    device: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+    display: dict[str, Any] = field(default_factory=dict)
+    output_node: Any = None
+    input_matrix: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(engine options, display options) from one keyword dict; see :data:`DISPLAY_OPTIONS`."""
+    engine = {k: v for k, v in options.items() if k not in DISPLAY_OPTIONS}
+    display = {k: v for k, v in options.items() if k in DISPLAY_OPTIONS}
+    return engine, display
+
+
+def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None, device: str = "auto",
+                output_node: Any = None, harden_transform: bool = True, **options: Any) -> RunRequest:
+    """Main thread: convert the node, choose and check the model, validate the output node. No scene changes.
+
+    Raises :class:`~MedGANLogic.errors.ModalityMismatchError` (modality) or :class:`InputError` (spacing,
+    field of view, bad node) unless ``force=True``; with force the problems are kept in ``request.warnings``.
+    """
+    from ..pipeline import _modality_problem, choose_model
+    from ..tasks import get_task
+
+    get_task(task)  # unknown task: a clear error before any conversion
+    check_output_node(input_node, output_node, task)
+    engine, display = split_options(options)
+    volume = volume_from_node(input_node, harden_transform=harden_transform,
+                              modality=engine.pop("modality", None), contrast=engine.pop("contrast", None))
+    card = choose_model(task, volume, model)
+    problems = check_input(volume, card, engine.get("slice_axis"))
+    if problems and not engine.get("force"):
+        kind = UnsuitableModalityError if _modality_problem(card, volume) else UnsuitableInputError
+        raise kind(f"Volume {input_node.GetName()!r} does not suit model {card.id}: {'; '.join(problems)}. "
+                   f"Run anyway with force=True ('Run anyway' in the panel).")
+    matrix = local_ijk_to_ras(input_node)
+    model_ref = model if model is not None else card.id
+    return RunRequest(input_node=input_node, volume=volume, task=task, model=model_ref, device=device,
+                      options=engine, display=display, output_node=output_node, input_matrix=matrix,
+                      warnings=problems)
+
+
+def execute(request: RunRequest, progress: Callable[[float, str], None] | None = None, cancel: Any = None):
+    """Any thread: run the engine on the prepared Volume. Touches no MRML node. Returns a ``RunResult``."""
+    from .. import pipeline
+
+    return pipeline.run(request.task, request.volume, model=request.model, device=request.device,
+                        progress=progress, cancel=cancel, **request.options)
+
+
+def finish_run(scene: Any, request: RunRequest, result: Any) -> list[Any]:
+    """Main thread: make the output nodes of a finished run (see :func:`nodes_from_result`)."""
+    return nodes_from_result(scene, request.input_node, result, volume=request.volume,
+                             output_node=request.output_node, input_matrix=request.input_matrix, **request.display)
+
+
+def run_on_node(scene: Any, input_node: Any, task: str, model: str | None = None, device: str = "auto",
+                progress: Callable[[float, str], None] | None = None, cancel: Any = None, output_node: Any = None,
+                **options: Any) -> list[Any]:
+    """Run a MedGAN task on a volume node; return the nodes created (or the overwritten ``output_node``).
+
+    Args:
+        scene: the ``vtkMRMLScene`` (``slicer.mrmlScene`` in the application).
+        input_node: a ``vtkMRMLScalarVolumeNode``; never modified.
+        task: "synthesize", "denoise", "superres", "anomaly" or "segment".
+        model: model id or model folder; None picks the first installed model for the task that fits.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        progress: ``progress(fraction 0-1, message)``; cancel: a callable or ``threading.Event``.
+        output_node: overwrite this node instead of creating one (a scalar volume, or a segmentation for
+            "segment"); never the input.
+        **options: engine options (batch_size, overlap, slice_axis, force, threshold, modality, contrast, ...),
+            ``harden_transform`` (default True), and display options: colormap ("Inferno"), opacity (0-1,
+            default 0.5), display_threshold (anomaly map values shown from here up; default: the mask threshold),
+            make_segmentation (anomaly: also a segmentation of the candidate regions), show (default True: set
+            the slice views).
+
+    Returns:
+        The primary output node first (synthetic/denoised/super-resolved volume, anomaly map, or segmentation),
+        then any others (the candidate-region segmentation).
+    """
+    harden = bool(options.pop("harden_transform", True))
+    request = prepare_run(scene, input_node, task, model=model, device=device, output_node=output_node,
+                          harden_transform=harden, **options)
+    result = execute(request, progress=progress, cancel=cancel)
+    return finish_run(scene, request, result)
+
+
+def run_on_nodes(scene: Any, input_nodes: Sequence[Any], task: str, model: str | None = None, device: str = "auto",
+                 progress: Callable[[float, str], None] | None = None, cancel: Any = None,
+                 **options: Any) -> dict[str, list[Any]]:
+    """Batch: the same task on several volumes; ``{input node ID: created nodes}``.
+
+    All or nothing: if one volume fails or the batch is cancelled, every node the batch created is removed and
+    the error is raised. ``progress`` covers the whole batch.
+    """
+    harden = bool(options.pop("harden_transform", True))
+    requests = [prepare_run(scene, node, task, model=model, device=device, harden_transform=harden, **options)
+                for node in input_nodes]
+    results = []
+    for i, request in enumerate(requests):
+        def part(fraction: float, message: str, i=i) -> None:
+            if progress:
+                progress((i + fraction) / len(requests), f"[{i + 1}/{len(requests)}] {message}")
+
+        results.append(execute(request, progress=part, cancel=cancel))
+    with SceneTransaction(scene):
+        return {request.input_node.GetID(): finish_run(scene, request, result)
+                for request, result in zip(requests, results)}
+
+
+
+def describe_result(result: Any) -> str:
+    """One status line: model, device, time, and the case score for anomaly maps."""
+    p = result.provenance
+    text = f"{p.get('task')} with {p.get('model')} on {p.get('device')} in {p.get('seconds')} s"
+    if "case_score" in result.extras:
+        text += (f"; case score {result.extras['case_score']:.3f} (threshold {result.extras.get('threshold', 0):.3f},"
+                 f" {result.extras.get('candidate_voxels', 0)} candidate voxels)")
+    return text
+
+
