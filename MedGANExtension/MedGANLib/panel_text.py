@@ -1,5 +1,6 @@
-"""What the panel shows in words: the model card as HTML, the device menu's labels. Plain Python (no Qt, no
-MRML), so it is tested outside Slicer; torch is imported only to list the GPUs.
+"""What the panel shows in words: the model card as HTML, the device menu's labels, the input's description.
+Plain Python (no Qt; nodes only through ``slicer_bridge``), so it is tested outside Slicer; torch is imported only
+to list the GPUs.
 """
 
 from __future__ import annotations
@@ -39,3 +40,43 @@ def card_summary_html(card: Any, problem: str | None = None) -> str:
                f"input does not fit\" to run anyway.</p>" if problem else "")
     return f"<table>{html}</table>{warning}"
 
+
+
+def model_label(card: Any, problem: str | None = None) -> str:
+    """A model as the model list shows it: name and id, marked when it does not fit the input."""
+    return f"{card.name} ({card.id})" + ("" if problem is None else "  [does not fit the input]")
+
+
+def no_model_html(task_label: str) -> str:
+    return f"No {task_label.lower()} model is installed. Use Import model... to add one."
+
+
+def missing_dependencies_html(missing: list[str]) -> str:
+    return (f"MedGAN needs {', '.join(missing)} to list and run models. Press <b>Install dependencies</b> "
+            f"below.")
+
+
+def describe_input(node: Any, **declared: str) -> str:
+    """The line under the input selector for a volume node (``declared``: modality/contrast it does not record)."""
+    if node is None:
+        return "No input volume: load one (File > Add Data, or Sample Data > MedGAN)."
+    from MedGANLogic import InputError, slicer_bridge
+
+    try:
+        return input_description(slicer_bridge.header_volume(node, **declared))
+    except InputError as exc:
+        return str(exc)
+
+
+def input_description(volume: Any) -> str:
+    """The line under the input selector: modality (recorded, guessed or unknown), voxels, spacing, field of view.
+
+    ``volume`` is the :class:`~MedGANLogic.volume.Volume` of ``slicer_bridge.header_volume`` (no voxels needed).
+    """
+    meta = volume.metadata
+    modality = " ".join(str(v) for v in (meta.get("modality"), meta.get("contrast")) if v) or (
+        "looks like CT (not recorded)" if meta.get("guessed_modality") else "modality not recorded")
+    spacing = " x ".join(f"{s:.2f}" for s in volume.spacing)
+    fov = " x ".join(f"{e:.0f}" for e in volume.physical_extent())
+    note = f"; under transform {meta['transform_hardened']}" if "transform_hardened" in meta else ""
+    return f"{modality}; {volume.shape[::-1]} voxels of {spacing} mm; field of view {fov} mm{note}"

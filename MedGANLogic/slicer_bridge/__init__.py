@@ -44,7 +44,15 @@ from .display import (
     show_in_slice_views,
     update_anomaly_display,
 )
-from .model_choice import UnsuitableInputError, UnsuitableModalityError, check_input, import_model, models_for
+from .model_choice import (
+    UnsuitableInputError,
+    UnsuitableModalityError,
+    check_input,
+    import_model,
+    model_is_2d,
+    models_for,
+    proposed_model,
+)
 from .nodes import (
     ATTRIBUTE_PREFIX,
     array_from_node,
@@ -71,10 +79,12 @@ from .outputs import (
 )
 from .running import (
     DISPLAY_OPTIONS,
+    Batch,
     RunRequest,
     describe_result,
     execute,
     finish_run,
+    prepare_batch,
     prepare_run,
     run_on_node,
     run_on_nodes,
@@ -82,11 +92,11 @@ from .running import (
 )
 
 __all__ = ["ATTRIBUTE_PREFIX", "COLORMAPS", "COLORMAP_ANCHORS", "CT_WINDOW_PRESETS", "DISPLAY_OPTIONS",
-           "MAX_CANDIDATE_SEGMENTS", "TASK_OUTPUT_LABELS", "RunRequest", "SceneTransaction", "UnsuitableInputError",
-           "UnsuitableModalityError", "array_from_node", "candidate_regions", "check_input", "check_output_node",
-           "colormap_node", "describe_result", "display_anomaly_map", "execute", "finish_run", "header_volume",
-           "image_data_from_array", "import_model", "local_ijk_to_ras", "matrix_to_numpy", "models_for",
-           "node_ijk_to_ras", "node_modality", "nodes_from_result", "numpy_to_matrix", "output_name",
-           "place_beside", "prepare_run", "provenance_attributes", "run_on_node", "run_on_nodes",
-           "show_in_slice_views", "split_options", "study_volume_nodes", "update_anomaly_display",
-           "volume_from_node"]
+           "MAX_CANDIDATE_SEGMENTS", "TASK_OUTPUT_LABELS", "Batch", "RunRequest", "SceneTransaction",
+           "UnsuitableInputError", "UnsuitableModalityError", "array_from_node", "candidate_regions", "check_input",
+           "check_output_node", "colormap_node", "describe_result", "display_anomaly_map", "execute", "finish_run",
+           "header_volume", "image_data_from_array", "import_model", "local_ijk_to_ras", "matrix_to_numpy",
+           "model_is_2d", "models_for", "node_ijk_to_ras", "node_modality", "nodes_from_result", "numpy_to_matrix",
+           "output_name", "place_beside", "prepare_batch", "prepare_run", "proposed_model", "provenance_attributes",
+           "run_on_node", "run_on_nodes", "show_in_slice_views", "split_options", "study_volume_nodes",
+           "update_anomaly_display", "volume_from_node"]

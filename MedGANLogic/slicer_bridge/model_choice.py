@@ -82,6 +82,29 @@ def models_for(task: str, volume: Volume | None = None) -> list[tuple[Any, str |
 
 
 
+def proposed_model(entries: list[tuple[Any, str | None]], current: str | None = None) -> str:
+    """The model the panel selects among :func:`models_for`'s ``entries``: ``current`` while it is listed, else
+    the first that fits the input, else the first listed (shown as "does not fit": Apply then asks to run
+    anyway); "" when no model is installed for the task."""
+    ids = [card.id for card, _ in entries]
+    if current in ids:
+        return str(current)
+    fitting = [card.id for card, problem in entries if problem is None]
+    return fitting[0] if fitting else (ids[0] if ids else "")
+
+
+def model_is_2d(model: str) -> bool:
+    """Whether the installed model ``model`` (id or folder) works slice by slice (then a slice axis applies);
+    False for a 3D model or one that cannot be found."""
+    from ..errors import MedGANError
+    from ..models import registry
+
+    try:
+        return registry.get_model(model).dims != "3d"
+    except MedGANError:
+        return False
+
+
 def import_model(source: str | Any, *, replace: bool = False, **pix2pix_options: Any) -> Any:
     """Validate a model and add it to the user model folder; returns its card ("Import model..." in the panel).
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..volume import Volume
 from .model_choice import UnsuitableInputError, UnsuitableModalityError, check_input
 from .nodes import local_ijk_to_ras, volume_from_node
@@ -126,22 +127,92 @@ def run_on_nodes(scene: Any, input_nodes: Sequence[Any], task: str, model: str |
     """Batch: the same task on several volumes; ``{input node ID: created nodes}``.
 
     All or nothing: if one volume fails or the batch is cancelled, every node the batch created is removed and
-    the error is raised. ``progress`` covers the whole batch.
+    the error is raised. ``progress`` covers the whole batch (see :class:`Batch`).
     """
-    harden = bool(options.pop("harden_transform", True))
-    requests = [prepare_run(scene, node, task, model=model, device=device, harden_transform=harden, **options)
-                for node in input_nodes]
-    results = []
-    for i, request in enumerate(requests):
-        def part(fraction: float, message: str, i=i) -> None:
-            if progress:
-                progress((i + fraction) / len(requests), f"[{i + 1}/{len(requests)}] {message}")
+    batch = prepare_batch(scene, input_nodes, task, model=model, device=device, **options)
+    batch.execute(progress=progress, cancel=cancel)
+    return batch.finish(scene)
 
-        results.append(execute(request, progress=part, cancel=cancel))
-    with SceneTransaction(scene):
-        return {request.input_node.GetID(): finish_run(scene, request, result)
-                for request, result in zip(requests, results)}
 
+def prepare_batch(scene: Any, input_nodes: Sequence[Any], task: str, model: str | None = None, device: str = "auto",
+                  output_node: Any = None, run_anyway: Callable[[str], bool] | None = None,
+                  node_options: Callable[[Any], dict[str, Any]] | None = None, **options: Any) -> Batch:
+    """Main thread: a :class:`Batch` of one request per input node (options as :func:`run_on_node` takes them).
+
+    Args:
+        output_node: overwrite this node; only for a single input.
+        run_anyway: asked ``run_anyway(reason) -> bool`` when an input does not suit the model (modality, voxel
+            size, field of view); True prepares every input again with ``force=True``, False (or no callable)
+            raises the :class:`UnsuitableInputError`.
+        node_options: ``node_options(node) -> dict`` of options for one node (e.g. its declared modality), under
+            the common ``options``.
+    """
+    nodes = list(input_nodes)
+    if output_node is not None and len(nodes) > 1:
+        raise InputError("An output node can be overwritten by a single run only; choose 'Create new node' for a "
+                         "batch.")
+
+    def prepare_all(common: dict[str, Any]) -> Batch:
+        return Batch([prepare_run(scene, node, task, model=model, device=device, output_node=output_node,
+                                  **{**(node_options(node) if node_options else {}), **common}) for node in nodes])
+
+    try:
+        return prepare_all(options)
+    except UnsuitableInputError as exc:
+        if options.get("force") or run_anyway is None or not run_anyway(str(exc)):
+            raise
+    return prepare_all({**options, "force": True})
+
+
+class Batch:
+    """Prepared requests run one after the other: the batch path of :func:`run_on_nodes` and of the panel.
+
+    Make it on the main thread (the labels read node names), call :meth:`execute` on any thread (it touches no
+    MRML node), then :meth:`finish` on the main thread: every output node, or none.
+    """
+
+    def __init__(self, requests: Sequence[RunRequest]) -> None:
+        if not requests:
+            raise InputError("Nothing to run: choose at least one input volume.")
+        self.requests = list(requests)
+        self.labels = [f"{r.task} of {r.input_node.GetName()} with {r.model}" for r in self.requests]
+        self.results: list[Any] = []
+
+    def execute(self, progress: Callable[[float, str], None] | None = None, cancel: Any = None) -> list[Any]:
+        """Run every request; ``progress(fraction 0-1 of the whole batch, "[i/n] <label>: <message>")``."""
+        count = len(self.requests)
+        results = []
+        for index, request in enumerate(self.requests):
+            def part(fraction: float, message: str, index: int = index) -> None:
+                if progress is not None:
+                    prefix = f"[{index + 1}/{count}] " if count > 1 else ""
+                    progress((index + fraction) / count, f"{prefix}{self.labels[index]}: {message}")
+
+            results.append(execute(request, progress=part, cancel=cancel))
+        self.results = results
+        return results
+
+    def finish(self, scene: Any) -> dict[str, list[Any]]:
+        """Main thread: ``{input node ID: its output nodes}``; a failure removes every node the batch made."""
+        if len(self.results) != len(self.requests):
+            raise RuntimeError("Batch.finish needs the results of Batch.execute, which has not completed.")
+        with SceneTransaction(scene):
+            return {request.input_node.GetID(): finish_run(scene, request, result)
+                    for request, result in zip(self.requests, self.results)}
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the inputs were run despite (``force=True``), every request's."""
+        return [warning for request in self.requests for warning in request.warnings]
+
+    def status(self) -> str:
+        """One status line for the panel: the last run's, the batch size, and what was overridden."""
+        text = describe_result(self.results[-1])
+        if len(self.results) > 1:
+            text = f"{len(self.results)} volumes done; last: {text}"
+        if self.warnings:
+            text += " Ran despite: " + "; ".join(self.warnings) + "."
+        return text
 
 
 def describe_result(result: Any) -> str:
@@ -152,5 +223,3 @@ def describe_result(result: Any) -> str:
         text += (f"; case score {result.extras['case_score']:.3f} (threshold {result.extras.get('threshold', 0):.3f},"
                  f" {result.extras.get('candidate_voxels', 0)} candidate voxels)")
     return text
-
-

@@ -533,6 +533,36 @@ def test_batch_runs_every_volume_of_the_study_all_or_nothing(setup, t1_volume, m
     assert scene.GetNumberOfNodes() == count
 
 
+def test_prepare_batch_asks_before_running_an_unsuitable_input_and_refuses_one_output_for_many(setup, ct_volume,
+                                                                                                 t1_node, make_model):
+    make_model(_t1_card())
+    scene = setup.scene
+    ct = add_volume_node(scene, ct_volume, "CT")
+    asked = []
+
+    def decline(reason):
+        asked.append(reason)
+        return False
+
+    with pytest.raises(slicer_bridge.UnsuitableModalityError, match="expects MR"):
+        slicer_bridge.prepare_batch(scene, [t1_node, ct], "synthesize", "test-t1-to-t2", run_anyway=decline)
+    assert len(asked) == 1 and "expects MR" in asked[0]
+    batch = slicer_bridge.prepare_batch(scene, [t1_node, ct], "synthesize", "test-t1-to-t2",
+                                        run_anyway=lambda reason: True)
+    assert [r.options.get("force") for r in batch.requests] == [True, True]
+    assert len(batch.warnings) == 1 and "expects MR" in batch.warnings[0]
+    assert batch.labels == ["synthesize of Sample T1 with test-t1-to-t2", "synthesize of CT with test-t1-to-t2"]
+    # per-node options (the module passes each sample volume's declared modality) under the common ones
+    declared = slicer_bridge.prepare_batch(scene, [ct], "synthesize", force=True,
+                                           node_options=lambda node: {"modality": "MR", "contrast": "T1w"})
+    assert declared.warnings == [] and declared.requests[0].volume.metadata["contrast"] == "T1w"
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "target")
+    with pytest.raises(InputError, match="single run only"):
+        slicer_bridge.prepare_batch(scene, [t1_node, ct], "synthesize", output_node=target, force=True)
+    with pytest.raises(InputError, match="Nothing to run"):
+        slicer_bridge.prepare_batch(scene, [], "synthesize")
+
+
 # --- what the panel lists ------------------------------------------------------------------------------------------
 def test_header_volume_describes_without_copying_voxels(setup, t1_node, ct_volume):
     header = slicer_bridge.header_volume(t1_node)
@@ -557,11 +587,17 @@ def test_models_for_lists_fitting_models_first_with_the_reason_for_the_others(se
     assert "<script" not in panel_text.card_summary_html(entries[0][0]) and "&rarr;" in html
 
 
-def test_device_choices_offer_auto_and_cpu_first():
-    choices = panel_text.device_choices()
-    assert choices[:2] == [("Auto (GPU if available)", "auto"), ("CPU", "cpu")]
-    if torch.cuda.is_available():
-        assert any(device == "cuda:0" for _, device in choices)
+def test_proposed_model_keeps_the_choice_else_the_first_that_fits(setup, t1_node, make_model):
+    make_model(_ct_card("test-ct-synth") | {"task": "synthesize", "output": tiny_card()["output"]})
+    entries = slicer_bridge.models_for("synthesize", slicer_bridge.header_volume(t1_node))
+    assert slicer_bridge.proposed_model(entries) == "test-ct-synth"  # none fits: the first listed, to run anyway
+    make_model(_t1_card())
+    entries = slicer_bridge.models_for("synthesize", slicer_bridge.header_volume(t1_node))
+    assert slicer_bridge.proposed_model(entries) == "test-t1-to-t2"
+    assert slicer_bridge.proposed_model(entries, "test-ct-synth") == "test-ct-synth"  # the user's choice stays
+    assert slicer_bridge.proposed_model(entries, "uninstalled") == "test-t1-to-t2"
+    assert slicer_bridge.proposed_model([], "test-t1-to-t2") == ""
+    assert slicer_bridge.model_is_2d("test-t1-to-t2") and not slicer_bridge.model_is_2d("uninstalled")
 
 
 def test_import_model_validates_before_adding_to_the_user_folder(model_dir, tmp_path):

@@ -17,6 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "MedGANExtension"
 MODULE_PY = MODULE_DIR / "MedGAN.py"
+LIBRARY = MODULE_DIR / "MedGANLib"  # the module's own library (Slicer's <Module>Lib convention)
+PARAMETERS_PY = LIBRARY / "parameters.py"
 UI_FILE = REPO / "Resources" / "UI" / "MedGAN.ui"
 
 # The class each widget must have for what MedGAN.py does with it (e.g. checkedNodes() needs the checkable combo).
@@ -55,38 +57,55 @@ def _ui_widgets() -> dict[str, str]:
     return {w.get("name"): w.get("class") for w in root.iter("widget")}
 
 
-def _module_ast() -> ast.Module:
-    return ast.parse(MODULE_PY.read_text(), filename=str(MODULE_PY))
+def _module_ast(path: Path = MODULE_PY) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _module_files() -> list[Path]:
+    """MedGAN.py and every file of its library: the Python code Slicer loads for the module."""
+    return [MODULE_PY, *sorted(LIBRARY.rglob("*.py"))]
+
+
+def _module_source() -> str:
+    return "\n".join(path.read_text() for path in _module_files())
 
 
 def _class(tree: ast.Module, name: str) -> ast.ClassDef:
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
             return node
-    raise AssertionError(f"class {name} not found in MedGAN.py")
+    raise AssertionError(f"class {name} not found")
 
 
 # --- the module file ---------------------------------------------------------------------------------------------
 def test_module_compiles_and_follows_the_template(tmp_path):
-    py_compile.compile(str(MODULE_PY), cfile=str(tmp_path / "MedGAN.pyc"), doraise=True)
+    for path in _module_files():
+        py_compile.compile(str(path), cfile=str(tmp_path / f"{path.stem}.pyc"), doraise=True)
     tree = _module_ast()
     bases = {node.name: [ast.unparse(b) for b in node.bases] for node in tree.body if isinstance(node, ast.ClassDef)}
     assert bases["MedGAN"] == ["ScriptedLoadableModule"]
     assert bases["MedGANWidget"][0] == "ScriptedLoadableModuleWidget"
     assert bases["MedGANLogic"] == ["ScriptedLoadableModuleLogic"]
     assert bases["MedGANTest"] == ["ScriptedLoadableModuleTest"]
-    decorators = [ast.unparse(d) for d in _class(tree, "MedGANParameterNode").decorator_list]
+    # the parameter node lives in the module's library and is reachable from MedGAN.py
+    decorators = [ast.unparse(d) for d in _class(_module_ast(PARAMETERS_PY), "MedGANParameterNode").decorator_list]
     assert decorators == ["parameterNodeWrapper"]
+    assert any(isinstance(node, ast.ImportFrom) and node.module == "MedGANLib.parameters"
+               and "MedGANParameterNode" in [a.name for a in node.names] for node in tree.body)
     source = MODULE_PY.read_text()
     # the engine package under an alias, so the template's MedGANLogic class does not shadow it
     assert "import MedGANLogic as medgan_engine" in source
-    top_imports = {alias.name.split(".")[0] for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
-                   for alias in node.names} | {node.module.split(".")[0] for node in tree.body
-                                               if isinstance(node, ast.ImportFrom) and node.module}
-    assert not top_imports & {"torch", "monai", "safetensors"}, "dependencies are installed on first use"
+    for path in _module_files():  # nothing the module loads at start-up imports what is installed on first use
+        body = _module_ast(path).body
+        top_imports = {alias.name.split(".")[0] for node in body if isinstance(node, (ast.Import, ast.ImportFrom))
+                       for alias in node.names} | {node.module.split(".")[0] for node in body
+                                                   if isinstance(node, ast.ImportFrom) and node.module}
+        assert not top_imports & {"torch", "monai", "safetensors"}, f"{path.name}: installed on first use"
     assert 'slicer.app.connect("startupCompleted()", registerSampleData)' in source
     assert "slicer.util.loadUI(self.resourcePath(\"UI/MedGAN.ui\"))" in source
-    assert "PyTorchUtils" in source and "slicer.util.pip_install" in source and "confirmOkCancelDisplay" in source
+    everything = _module_source()
+    assert "PyTorchUtils" in everything and "slicer.util.pip_install" in everything
+    assert "confirmOkCancelDisplay" in everything
     # the logic goes through slicer_bridge; the console API takes nodes
     process = next(n for n in _class(tree, "MedGANLogic").body if isinstance(n, ast.FunctionDef)
                    and n.name == "process")
@@ -108,7 +127,7 @@ def test_self_test_runs_every_task_and_every_test_method():
 
 
 def test_task_enum_matches_the_engine_and_the_ui():
-    tree = _module_ast()
+    tree = _module_ast(PARAMETERS_PY)
     task = _class(tree, "Task")
     values = [ast.literal_eval(n.value) for n in task.body if isinstance(n, ast.Assign)]
     from MedGANLogic.models.card import TASKS
@@ -125,10 +144,10 @@ def test_task_enum_matches_the_engine_and_the_ui():
 # --- the .ui and the code agree ------------------------------------------------------------------------------------
 def test_every_widget_the_code_uses_exists_with_the_right_class():
     widgets = _ui_widgets()
-    used = set(re.findall(r"\bui\.(\w+)", MODULE_PY.read_text()))
-    assert used, "MedGAN.py uses no widget?"
+    used = set(re.findall(r"\bui\.(\w+)", _module_source()))
+    assert used, "the module uses no widget?"
     missing = sorted(used - set(widgets))
-    assert not missing, f"MedGAN.py uses widgets that MedGAN.ui lacks: {missing}"
+    assert not missing, f"the module uses widgets that MedGAN.ui lacks: {missing}"
     for name in used:
         assert name in EXPECTED_CLASSES, f"add {name} to EXPECTED_CLASSES with the class the code needs"
     for name, cls in EXPECTED_CLASSES.items():
@@ -142,7 +161,7 @@ def test_every_widget_the_code_uses_exists_with_the_right_class():
 
 
 def test_parameter_node_binds_to_widgets_of_fitting_types():
-    tree = _module_ast()
+    tree = _module_ast(PARAMETERS_PY)
     params = _class(tree, "MedGANParameterNode")
     enums = {n.name for n in tree.body if isinstance(n, ast.ClassDef) and any(ast.unparse(b) == "enum.Enum"
                                                                                 for b in n.bases)}
@@ -220,7 +239,7 @@ def test_module_cmake_lists_only_existing_files_and_every_resource_the_module_us
     bridge = {str(p.relative_to(REPO)) for p in (REPO / "MedGANLogic" / "slicer_bridge").glob("*.py")}
     assert "MedGANLogic/slicer_bridge/__init__.py" in bridge and bridge <= globbed
     # every Resources/ file the module opens is bundled (or a folder whose files are)
-    used = set(re.findall(r'(?:resourceFile|resourcePath)\("([^"]+)"\)', MODULE_PY.read_text()))
+    used = set(re.findall(r'(?:resourceFile|resourcePath)\("([^"]+)"\)', _module_source()))
     assert {"UI/MedGAN.ui", "Icons/MedGAN.png", "SampleData"} <= used
     bundled = set(resources) | globbed
     for item in used:
