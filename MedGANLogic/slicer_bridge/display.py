@@ -45,6 +45,26 @@ COLORMAP_ANCHORS = {
 }
 
 
+def check_display_options(colormap: Any = "Inferno", opacity: Any = 0.5, display_threshold: Any = None,
+                          make_segmentation: Any = False, show: Any = True) -> None:
+    """Refuse display options the outputs could not be shown with, before any work is done.
+
+    ``colormap``: one of :data:`COLORMAPS`; ``opacity``: a number in [0, 1]; ``display_threshold``: None or a
+    finite number (anomaly map units); ``make_segmentation``, ``show``: True or False.
+    """
+    if colormap not in COLORMAPS:
+        raise InputError(f"Unknown colour map {colormap!r}; choose one of {', '.join(COLORMAPS)}.")
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float)) or not 0.0 <= float(opacity) <= 1.0:
+        raise InputError(f"opacity must be between 0 and 1 (0 transparent, 1 opaque); got {opacity!r}.")
+    if display_threshold is not None and (isinstance(display_threshold, bool) or not isinstance(
+            display_threshold, (int, float)) or not np.isfinite(display_threshold)):
+        raise InputError(f"display_threshold must be a number (anomaly map values shown from there up) or None "
+                         f"(the model's threshold); got {display_threshold!r}.")
+    for name, value in (("make_segmentation", make_segmentation), ("show", show)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"{name} must be True or False; got {value!r}.")
+
+
 def display_image(node: Any, out: Volume, input_node: Any) -> None:
     """CT (HU): window/level presets, starting from the input's window if it is CT too; MR: auto window."""
     display = node.GetDisplayNode()

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
-from .display import display_anomaly_map, display_image, show_in_slice_views
+from .display import check_display_options, display_anomaly_map, display_image, show_in_slice_views
 from .nodes import (
     ATTRIBUTE_PREFIX,
     image_data_from_array,
@@ -46,6 +46,15 @@ def check_output_node(input_node: Any, output_node: Any, task: str) -> None:
 
 
 
+def check_still_in_scene(scene: Any, input_node: Any, output_node: Any = None) -> None:
+    """Refuse to make outputs for an input (or into an output node) that was removed from the scene during the
+    run: its outputs would be orphans of a deleted scan (or lost outside the scene)."""
+    for role, node in (("input volume", input_node), ("output node", output_node)):
+        if node is not None and not scene.IsNodePresent(node):
+            raise InputError(f"The {role} {node.GetName()!r} was removed from the scene while MedGAN was running, "
+                             f"so no output was made. Load it again (or choose another) and run again.")
+
+
 class SceneTransaction:
     """Context manager: on an exception, remove every node added to the scene inside the block."""
 
@@ -62,8 +71,9 @@ class SceneTransaction:
             return False
         added = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
         added = [n for n in added if n is not None and n.GetID() not in self.before]
-        # Display/storage nodes first, then their data nodes: removing a data node removes its display nodes too.
-        for node in sorted(added, key=lambda n: n.IsA("vtkMRMLDisplayableNode")):
+        # Data nodes first, then their display/storage nodes: a volume shown in a slice view whose display node
+        # went first would get a new default display node, left behind.
+        for node in sorted(added, key=lambda n: not n.IsA("vtkMRMLDisplayableNode")):
             if self.scene.IsNodePresent(node):
                 self.scene.RemoveNode(node)
         return False
@@ -218,12 +228,13 @@ def nodes_from_result(scene: Any, input_node: Any, result: Any, *, volume: Volum
 
     All or nothing: a failure while the nodes are made removes every node added (a :class:`SceneTransaction`).
     An ``output_node`` is overwritten (voxels, geometry, provenance attributes) instead of creating the primary
-    node; it is checked first (never the input, right class).
+    node; it is checked first (never the input, right class). An input or output node no longer in the scene
+    (deleted while the engine ran) is refused and nothing is made.
     """
     task = str(result.provenance.get("task", ""))
     check_output_node(input_node, output_node, task)
-    if not 0.0 <= float(opacity) <= 1.0:
-        raise InputError(f"opacity must be between 0 and 1; got {opacity}.")
+    check_still_in_scene(scene, input_node, output_node)
+    check_display_options(colormap, opacity, display_threshold, make_segmentation, show)
     input_name = input_node.GetName() if input_node is not None else "volume"
     if input_matrix is None and input_node is not None:
         input_matrix = local_ijk_to_ras(input_node)

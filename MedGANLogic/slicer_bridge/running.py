@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
+from .display import check_display_options
 from .model_choice import UnsuitableInputError, UnsuitableModalityError, check_input
 from .nodes import local_ijk_to_ras, volume_from_node
 from .outputs import SceneTransaction, check_output_node, nodes_from_result
@@ -50,7 +51,8 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None, device: str = "auto",
                 output_node: Any = None, harden_transform: bool = True, **options: Any) -> RunRequest:
-    """Main thread: convert the node, choose and check the model, validate the output node. No scene changes.
+    """Main thread: convert the node, choose and check the model, validate the output node and the display
+    options. No scene changes.
 
     Raises :class:`~MedGANLogic.errors.ModalityMismatchError` (modality) or :class:`InputError` (spacing,
     field of view, bad node) unless ``force=True``; with force the problems are kept in ``request.warnings``.
@@ -61,6 +63,7 @@ def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None
     get_task(task)  # unknown task: a clear error before any conversion
     check_output_node(input_node, output_node, task)
     engine, display = split_options(options)
+    check_display_options(**display)  # now, not after minutes of inference
     volume = volume_from_node(input_node, harden_transform=harden_transform,
                               modality=engine.pop("modality", None), contrast=engine.pop("contrast", None))
     card = choose_model(task, volume, model)

@@ -123,6 +123,10 @@ def _sh_parent(scene, node) -> int:
     return sh.GetItemParent(sh.GetItemByDataNode(node))
 
 
+def _node_ids(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
 def _composite(scene, layout_name):
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         node = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
@@ -415,6 +419,72 @@ def test_failing_model_and_failing_node_creation_leave_nothing(setup, t1_node, m
         slicer_bridge.run_on_node(scene, t1_node, "synthesize")
     assert scene.GetNumberOfNodes() == count
     assert scene.GetFirstNodeByName("Sample T1 T2w (MedGAN synthetic)") is None
+
+
+def test_a_rolled_back_batch_leaves_no_display_node_of_an_output_already_shown(setup, t1_node, make_model):
+    make_model(_t1_card())
+    scene = setup.scene
+    before = _node_ids(scene)
+    # a batch whose second volume fails after the first one's output was made and shown in the slice views
+    with pytest.raises(RuntimeError, match="second volume failed"), slicer_bridge.SceneTransaction(scene):
+        shown = slicer_bridge.run_on_node(scene, t1_node, "synthesize", show=True)[0]
+        assert _composite(scene, "Yellow").GetBackgroundVolumeID() == shown.GetID()
+        raise RuntimeError("second volume failed")
+    assert _node_ids(scene) == before
+
+
+@pytest.mark.parametrize("option, value, message", [("opacity", 1.5, "opacity must be between 0 and 1"),
+                                                    ("opacity", "half", "opacity must be between 0 and 1"),
+                                                    ("colormap", "Jet", "Unknown colour map 'Jet'"),
+                                                    ("display_threshold", float("nan"), "display_threshold")])
+def test_display_options_are_refused_before_inference(setup, make_model, option, value, message):
+    make_model(anomaly_card(), net=_net(anomaly_card(), local_mean_anomaly_state()))
+    scene = setup.scene
+    node = add_volume_node(scene, sample_volume("T2w"), "Sample T2")
+    count, fractions = scene.GetNumberOfNodes(), []
+    with pytest.raises(InputError, match=message):
+        slicer_bridge.run_on_node(scene, node, "anomaly", progress=lambda f, m: fractions.append(f), **{option: value})
+    assert fractions == []  # refused before the engine ran, not after minutes of inference
+    assert scene.GetNumberOfNodes() == count
+    with pytest.raises(InputError, match=message):  # the panel's path, on the main thread, before the worker
+        slicer_bridge.prepare_batch(scene, [node], "anomaly", **{option: value})
+
+
+def test_an_input_removed_during_the_run_gets_no_output(setup, t1_volume, make_model):
+    make_model(_t1_card())
+    scene = setup.scene
+    node = add_volume_node(scene, t1_volume, "Sample T1")
+    request = slicer_bridge.prepare_run(scene, node, "synthesize")
+    result = slicer_bridge.execute(request)  # what the worker thread does
+    scene.RemoveNode(node)  # meanwhile, on the main thread, the user deletes the input
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="'Sample T1' was removed from the scene while MedGAN was running"):
+        slicer_bridge.finish_run(scene, request, result)
+    assert scene.GetNumberOfNodes() == count
+    assert scene.GetFirstNodeByName("Sample T1 T2w (MedGAN synthetic)") is None
+    # a batch: one of its inputs removed during the run -> no output for any (all or nothing)
+    a = add_volume_node(scene, t1_volume, "T1 a")
+    b = add_volume_node(scene, t1_volume, "T1 b")
+    before, b_ids = _node_ids(scene), {b.GetID(), b.GetDisplayNodeID()}
+
+    def remove_b_midway(fraction, message):
+        if scene.IsNodePresent(b):
+            scene.RemoveNode(b)
+
+    with pytest.raises(InputError, match="'T1 b' was removed"):
+        slicer_bridge.run_on_nodes(scene, [a, b], "synthesize", progress=remove_b_midway)
+    after = _node_ids(scene)
+    assert after <= before and before - after <= b_ids  # only b (and its display node) went; nothing was added
+    assert scene.GetFirstNodeByName("T1 a T2w (MedGAN synthetic)") is None
+    # an output node removed during the run is not written into (the result would be lost out of the scene)
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my output")
+    request = slicer_bridge.prepare_run(scene, a, "synthesize", output_node=target)
+    result = slicer_bridge.execute(request)
+    scene.RemoveNode(target)
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="output node 'my output' was removed"):
+        slicer_bridge.finish_run(scene, request, result)
+    assert scene.GetNumberOfNodes() == count and target.GetImageData() is None
 
 
 def test_overwriting_the_input_is_refused_and_a_chosen_output_node_is_reused(setup, t1_node, make_model):
