@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MedGANError
+from .tasks import TASKS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -111,7 +112,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .io import WRITE_SUFFIXES, file_suffix, read_volume, write_volume
-    from .pipeline import run
+    from .pipeline import execute, plan
 
     outputs = [Path(args.output)] + ([Path(args.mask_output)] if args.mask_output else [])
     for out in outputs:
@@ -122,8 +123,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.mask_output and args.task not in ("anomaly",):
         raise MedGANError("--mask-output applies to --task anomaly only.")
     volume = read_volume(args.input, component=args.component, frame=args.frame)
+    run_plan = plan(args.task, volume, model=args.model, device=args.device, **_run_options(args))
+    for message in run_plan.warnings:  # the same warnings Python callers get as MedGANWarning
+        print(f"warning: {message}", file=sys.stderr)
     bar = ProgressBar(f"{args.task}", enabled=None if not args.quiet else False)
-    result = run(args.task, volume, model=args.model, device=args.device, progress=bar, **_run_options(args))
+    result = execute(run_plan, progress=bar)
     # Write every output (whole or not at all); on failure remove what this command already wrote.
     written: list[Path] = []
     try:
@@ -167,11 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list installed models")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--task", choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.add_argument("--task", choices=TASKS.names())
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("run", help="run a task on one volume")
-    p.add_argument("--task", required=True, choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.add_argument("--task", required=True, choices=TASKS.names())
     p.add_argument("--input", required=True, help="volume file (.nii.gz, .nrrd, .mha, .mhd) or DICOM folder")
     p.add_argument("--output", required=True, help="output file (.nii.gz, .nrrd, .mha)")
     p.add_argument("--model", help="model id (see `medgan models`) or model folder; default: first that fits")
@@ -179,10 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 where the model allows it and the device has it natively; else fp32")
-    p.add_argument("--overlap", type=float, help="tile overlap fraction, 0..1 (default 0.25)")
+    p.add_argument("--overlap", type=float, help="tile overlap fraction in [0, 1) (default 0.25)")
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
-    p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask")
+    p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")
     p.add_argument("--mask-output", dest="mask_output", help="anomaly: also write the thresholded mask here")
     p.add_argument("--modality", choices=["MR", "CT"], help="declare the input's modality if the file does not say")
     p.add_argument("--contrast", help="declare the MR contrast, e.g. T1w, T2w, FLAIR")

@@ -17,7 +17,8 @@ A model is a folder holding ``card.json`` and ``weights.safetensors``. Example c
     }
 
 Fields:
-  * ``task``: synthesize | denoise | superres | anomaly | segment.
+  * ``task``: a name of the task table :data:`MedGANLogic.tasks.TASKS` (synthesize, denoise, superres, anomaly,
+    segment).
   * ``dims``: ``2d`` (slice-wise along ``slice_axis`` of the (z, y, x) array), ``2.5d`` (2d with
     ``context_slices`` neighbours on each side stacked as channels) or ``3d`` (patches of ``tile_size``).
   * ``tile_size``: in-plane tile for 2d/2.5d (2 numbers, in the order of the remaining array axes) or a 3d patch.
@@ -43,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..modality import describe_modality
+from ..tasks import TASKS
 
-TASKS = ("synthesize", "denoise", "superres", "anomaly", "segment")
 DIMS = ("2d", "2.5d", "3d")
 NORMALIZATION_KINDS = ("ct_window", "mr_percentile", "fixed", "same_as_input", "none")
 REQUIRED = ("id", "version", "task", "architecture", "dims", "input", "output", "weights", "license",
@@ -92,7 +94,7 @@ class ModelCard:
         size = self.weights_path.stat().st_size if self.folder and self.weights_path.exists() else None
         return {
             "id": self.id, "version": self.version, "task": self.task, "name": self.name,
-            "modality_in": _describe_io(self.input), "modality_out": _describe_io(self.output),
+            "modality_in": describe_modality(self.input), "modality_out": describe_modality(self.output),
             "dims": self.dims, "scale_factor": list(self.scale_factor), "size_bytes": size,
             "source": self.source, "folder": str(self.folder) if self.folder else None,
             "intended_use": self.data["intended_use"], "training_data": self.data["training_data"],
@@ -100,10 +102,6 @@ class ModelCard:
 
     def to_json(self) -> str:
         return json.dumps(self.data, indent=2, sort_keys=False)
-
-
-def _describe_io(spec: dict[str, Any]) -> str:
-    return " ".join(str(v) for v in (spec.get("modality"), spec.get("contrast")) if v)
 
 
 def _fail(where: str, field_name: str, problem: str) -> None:
@@ -140,7 +138,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
     if not isinstance(data["id"], str) or not _ID.match(data["id"]):
         _fail(where, "id", "must be 2-64 lower-case letters, digits, '.', '_' or '-'")
     if data["task"] not in TASKS:
-        _fail(where, "task", f"must be one of {', '.join(TASKS)} (got {data['task']!r})")
+        _fail(where, "task", f"must be one of {', '.join(TASKS.names())} (got {data['task']!r})")
     if data["dims"] not in DIMS:
         _fail(where, "dims", f"must be one of {', '.join(DIMS)} (got {data['dims']!r})")
     arch = data["architecture"]

@@ -118,3 +118,24 @@ def test_install_model_validates_then_copies(make_model, tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="SHA-256"):  # ... and still the tampered file is refused
         registry.install_model(src_card.folder, replace=True)
     assert registry.verify_weights(registry.get_model("model-a"))
+
+
+def test_every_architecture_a_card_names_is_registered():
+    from conftest import REPO
+
+    from MedGANLogic.models import ARCHITECTURES, build_network
+
+    cards = (REPO / "Resources" / "Models").glob("*/card.json")
+    names = {json.loads(p.read_text())["architecture"]["name"] for p in cards}
+    assert names and names <= set(ARCHITECTURES.names())
+    with pytest.raises(ModelError, match="Unknown architecture 'nope'; known: .*unet2d"):
+        build_network("nope", {})
+
+
+def test_a_missing_family_module_is_an_error_not_skipped(monkeypatch):
+    from MedGANLogic.models import ARCHITECTURES
+
+    monkeypatch.setattr(ARCHITECTURES, "_modules", ARCHITECTURES._modules + (".no_such_family",))
+    monkeypatch.setattr(ARCHITECTURES, "_loaded", False)
+    with pytest.raises(ModuleNotFoundError, match="no_such_family"):
+        ARCHITECTURES.get("unet2d")
