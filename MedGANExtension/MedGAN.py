@@ -49,6 +49,7 @@ from MedGANLib.parameters import MedGANParameterNode, Task  # noqa: E402
 
 import MedGANLogic as medgan_engine  # noqa: E402  (the engine package; the class MedGANLogic is the module logic)
 from MedGANLogic import slicer_bridge  # noqa: E402
+from MedGANLogic.tasks import TASKS as TASK_TABLE  # noqa: E402
 
 
 def resourceFile(relativePath: str) -> str:
@@ -472,7 +473,7 @@ class MedGANTest(ScriptedLoadableModuleTest):
     are in ``MedGANLib.self_test``.
     """
 
-    TASKS = ("synthesize", "denoise", "superres", "anomaly", "segment")
+    TASKS = tuple(TASK_TABLE.names())  # every task of the engine's table
 
     def setUp(self):
         slicer.mrmlScene.Clear()

@@ -1,4 +1,5 @@
-"""The panel's state: the parameter node (saved with the scene), its choice lists, and the run options it makes.
+"""The panel's state: the parameter node (saved with the scene), its choice lists (the tasks from the engine's
+task table), and the run options it makes.
 
 Slicer binds the widgets of Resources/UI/MedGAN.ui to these fields by their ``SlicerParameterName``.
 """
@@ -11,17 +12,16 @@ from typing import Annotated, Any, Union
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Decimals, WithinRange, parameterNodeWrapper
 
+from MedGANLogic.tasks import TASKS
 
-class Task(enum.Enum):
-    SYNTHESIZE = "synthesize"
-    DENOISE = "denoise"
-    SUPERRES = "superres"
-    ANOMALY = "anomaly"
-    SEGMENT = "segment"
 
-    def label(self) -> str:
-        return {"synthesize": "Synthesize", "denoise": "Denoise", "superres": "Super-resolve",
-                "anomaly": "Anomaly map", "segment": "Segment"}[self.value]
+class _TaskChoice(enum.Enum):
+    def label(self) -> str:  # what the task list shows (parameterNodeWrapper calls it)
+        return TASKS.get(self.value).label
+
+
+#: The task list, from the engine's task table: Task.SYNTHESIZE.value == "synthesize", label "Synthesize", ...
+Task = _TaskChoice("Task", [(name.upper(), name) for name in TASKS.names()], module=__name__)
 
 
 class SliceAxis(enum.Enum):

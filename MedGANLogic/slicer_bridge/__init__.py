@@ -8,15 +8,15 @@ engine package keeps importing without Slicer, and this package is tested outsid
 One job per file:
 
 * :mod:`.nodes` -- node <-> Volume, geometry (IJK->RAS, parent transforms), recorded modality, studies;
-* :mod:`.model_choice` -- which models fit a volume (input checks), the proposed model, importing a model;
+* :mod:`.model_choice` -- which models fit a volume (the plan step's checks), the proposed model, importing one;
 * :mod:`.outputs` -- output nodes, provenance attributes, segmentations, the all-or-nothing scene transaction;
 * :mod:`.display` -- colour maps, the anomaly overlay, CT presets, slice-view layouts;
 * :mod:`.running` -- prepare / execute / finish, for one node and for a batch.
 
 Data flow, split so that a GUI can run inference off its main thread and touch the scene only on it::
 
-    request = prepare_run(scene, input_node, task, model)      # main thread: node -> Volume, input checks
-    result = execute(request, progress, cancel)                # any thread: MedGANLogic.run, no MRML
+    request = prepare_run(scene, input_node, task, model)      # main thread: node -> Volume, the engine's plan
+    result = execute(request, progress, cancel)                # any thread: the plan executed, no MRML
     nodes = finish_run(scene, request, result)                 # main thread: Volume(s) -> new nodes, display
 
 :func:`run_on_node` composes the three for console use::
@@ -47,7 +47,6 @@ from .display import (
 from .model_choice import (
     UnsuitableInputError,
     UnsuitableModalityError,
-    check_input,
     import_model,
     model_is_2d,
     models_for,
@@ -68,7 +67,6 @@ from .nodes import (
 )
 from .outputs import (
     MAX_CANDIDATE_SEGMENTS,
-    TASK_OUTPUT_LABELS,
     SceneTransaction,
     candidate_regions,
     check_output_node,
@@ -92,11 +90,10 @@ from .running import (
 )
 
 __all__ = ["ATTRIBUTE_PREFIX", "COLORMAPS", "COLORMAP_ANCHORS", "CT_WINDOW_PRESETS", "DISPLAY_OPTIONS",
-           "MAX_CANDIDATE_SEGMENTS", "TASK_OUTPUT_LABELS", "Batch", "RunRequest", "SceneTransaction",
-           "UnsuitableInputError", "UnsuitableModalityError", "array_from_node", "candidate_regions", "check_input",
-           "check_output_node", "colormap_node", "describe_result", "display_anomaly_map", "execute", "finish_run",
-           "header_volume", "image_data_from_array", "import_model", "local_ijk_to_ras", "matrix_to_numpy",
-           "model_is_2d", "models_for", "node_ijk_to_ras", "node_modality", "nodes_from_result", "numpy_to_matrix",
-           "output_name", "place_beside", "prepare_batch", "prepare_run", "proposed_model", "provenance_attributes",
-           "run_on_node", "run_on_nodes", "show_in_slice_views", "split_options", "study_volume_nodes",
-           "update_anomaly_display", "volume_from_node"]
+           "MAX_CANDIDATE_SEGMENTS", "Batch", "RunRequest", "SceneTransaction", "UnsuitableInputError",
+           "UnsuitableModalityError", "array_from_node", "candidate_regions", "check_output_node", "colormap_node",
+           "describe_result", "display_anomaly_map", "execute", "finish_run", "header_volume", "image_data_from_array",
+           "import_model", "local_ijk_to_ras", "matrix_to_numpy", "model_is_2d", "models_for", "node_ijk_to_ras",
+           "node_modality", "nodes_from_result", "numpy_to_matrix", "output_name", "place_beside", "prepare_batch",
+           "prepare_run", "proposed_model", "provenance_attributes", "run_on_node", "run_on_nodes",
+           "show_in_slice_views", "split_options", "study_volume_nodes", "update_anomaly_display", "volume_from_node"]

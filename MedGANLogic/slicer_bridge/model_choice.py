@@ -1,5 +1,6 @@
-"""Which models fit a volume node, and why the others do not: input checks (modality, voxel size, field of view),
-the model the panel proposes, and importing a model from the panel. No MRML here: these work on Volumes and cards.
+"""Which models fit a volume, and why the others do not (the plan step's checks: ``MedGANLogic.modality`` and
+``MedGANLogic.fit``), the model the panel proposes, and importing a model from the panel. No MRML here: these work
+on Volumes and cards.
 """
 
 from __future__ import annotations
@@ -7,59 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InputError, ModalityMismatchError
+from ..modality import modality_problem
 from ..volume import Volume
 
 
 class UnsuitableInputError(InputError):
-    """The volume does not suit the chosen model (modality, voxel size or field of view); ``force=True`` runs
-    anyway. The panel answers it with a "Run anyway?" question; other input errors are just reported."""
+    """The volume does not suit the chosen model (modality, voxel size, field of view or slice plane);
+    ``force=True`` runs anyway. The panel answers it with a "Run anyway?" question; other input errors are just
+    reported."""
 
 
 class UnsuitableModalityError(UnsuitableInputError, ModalityMismatchError):
     """:class:`UnsuitableInputError` whose problems include the modality or contrast."""
-
-# --- input checks --------------------------------------------------------------------------------------------------
-def check_input(volume: Volume, card: Any, slice_axis: int | None = None) -> list[str]:
-    """Problems of this volume for this model, as sentences; empty when it suits the model.
-
-    Checks the modality/contrast (as ``MedGANLogic.run`` does) and, when the card declares them,
-    ``input.spacing_mm: [min, max]`` (every voxel size, mm) and ``input.fov_mm: [min, max]`` (the field of view
-    along every axis the model sees in full: the in-plane axes of a 2D model, all axes of a 3D model).
-    ``slice_axis`` overrides the card's for 2D models (array axis: 0 = z).
-    """
-    from ..pipeline import _modality_problem
-
-    problems = []
-    axis = card.slice_axis if slice_axis is None else int(slice_axis)
-    modality = _modality_problem(card, volume)
-    if modality:
-        problems.append(modality)
-    spec = card.input
-    spacing_range = spec.get("spacing_mm")
-    if spacing_range:
-        lo, hi = float(spacing_range[0]), float(spacing_range[1])
-        bad = [f"{axis} {s:.2f} mm" for axis, s in zip("xyz", volume.spacing) if not lo <= s <= hi]
-        if card.dims != "3d":  # the slice axis of a 2d model may be coarser: only in-plane spacing matters
-            sliced = "zyx"[axis]
-            bad = [b for b in bad if not b.startswith(sliced)]
-        if bad:
-            problems.append(f"voxel size {', '.join(bad)} is outside the {lo:g}-{hi:g} mm model {card.id} was "
-                            f"trained on; resample the volume (Resample Scalar Volume module) or pick another model")
-    fov_range = spec.get("fov_mm")
-    if fov_range:
-        lo, hi = float(fov_range[0]), float(fov_range[1])
-        extent = volume.physical_extent()
-        axes = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != 2 - axis]
-        small = [f"{'xyz'[a]} {extent[a]:.0f} mm" for a in axes if extent[a] < lo]
-        large = [f"{'xyz'[a]} {extent[a]:.0f} mm" for a in axes if extent[a] > hi]
-        if small:
-            problems.append(f"field of view {', '.join(small)} is smaller than the {lo:g}-{hi:g} mm model {card.id} "
-                            f"expects (a partial scan?); load the whole scan or pick another model")
-        if large:
-            problems.append(f"field of view {', '.join(large)} is larger than the {lo:g}-{hi:g} mm model {card.id} "
-                            f"expects; crop the volume (Crop Volume module) or pick another model")
-    return problems
-
 
 
 def models_for(task: str, volume: Volume | None = None) -> list[tuple[Any, str | None]]:
@@ -68,15 +28,15 @@ def models_for(task: str, volume: Volume | None = None) -> list[tuple[Any, str |
     ``problem`` says why a model does not fit the volume (e.g. "model mr-to-ct expects MR input but the volume
     is CT"); the panel lists such models only with "run anyway".
     """
+    from ..fit import fit_problems
     from ..models import registry
-    from ..pipeline import _modality_problem
 
     entries = []
     for card in registry.list_models(task):
         problem = None
-        if volume is not None:
-            problems = check_input(volume, card)
-            problem = "; ".join(problems) if problems else _modality_problem(card, volume)
+        if volume is not None:  # the plan step's checks: modality/contrast, then voxel size, field of view, plane
+            problems = [p for p in (modality_problem(card, volume), *fit_problems(volume, card)) if p]
+            problem = "; ".join(problems) or None
         entries.append((card, problem))
     return sorted(entries, key=lambda entry: entry[1] is not None)
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..modality import looks_like_ct
 from ..volume import Volume
 
 ATTRIBUTE_PREFIX = "MedGAN."
@@ -62,6 +63,11 @@ def oriented_labelmap(mask: np.ndarray, ijk_to_ras: np.ndarray) -> Any:
 
 def array_from_node(node: Any) -> np.ndarray:
     """A copy of a volume node's voxels as a (z, y, x) array (the node keeps its own memory untouched)."""
+    return _voxels(node).copy()
+
+
+def _voxels(node: Any) -> np.ndarray:
+    """The node's voxels, (z, y, x), as a view of its own memory: read it, never write it."""
     from vtkmodules.util import numpy_support
 
     image = node.GetImageData() if node is not None else None
@@ -74,7 +80,9 @@ def array_from_node(node: Any) -> np.ndarray:
                          f"voxel (an RGB or vector volume); MedGAN needs a scalar volume. Convert it to a scalar "
                          f"volume first (Vector to Scalar Volume module).")
     dims = image.GetDimensions()
-    return numpy_support.vtk_to_numpy(scalars).reshape(dims[2], dims[1], dims[0]).copy()
+    view = numpy_support.vtk_to_numpy(scalars).reshape(dims[2], dims[1], dims[0])
+    view.flags.writeable = False
+    return view
 
 
 def node_ijk_to_ras(node: Any, harden_transform: bool = True) -> tuple[np.ndarray, str | None]:
@@ -177,7 +185,8 @@ def header_volume(node: Any, harden_transform: bool = True, modality: str | None
                   contrast: str | None = None) -> Volume:
     """The node's geometry and recorded modality without copying its voxels (cheap: for listing models and
     describing the input as the panel changes). The array is a read-only zero-stride placeholder of the right
-    shape; ``metadata["guessed_modality"]`` is "CT" when the scalar range looks like Hounsfield units.
+    shape; ``metadata["guessed_modality"]`` is "CT" when the voxels look like Hounsfield units
+    (:func:`MedGANLogic.modality.looks_like_ct`, which samples every 16th slice).
     ``modality``/``contrast`` declare what the node does not record, as in :func:`volume_from_node`."""
     image = node.GetImageData() if node is not None else None
     if image is None:
@@ -191,8 +200,7 @@ def header_volume(node: Any, harden_transform: bool = True, modality: str | None
         meta["modality"] = modality
     if contrast:
         meta["contrast"] = contrast
-    low, high = image.GetScalarRange()
-    if not modality and low < -800 and high > 100:
+    if not modality and looks_like_ct(_voxels(node)):  # the engine's one rule, on a view: nothing copied
         meta["guessed_modality"] = "CT"
     if hardened:
         meta["transform_hardened"] = hardened

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..tasks import TASKS
 from ..volume import Volume
 from .display import check_display_options, display_anomaly_map, display_image, show_in_slice_views
 from .nodes import (
@@ -24,8 +25,6 @@ from .nodes import (
     subject_hierarchy,
 )
 
-TASK_OUTPUT_LABELS = {"synthesize": "synthetic", "denoise": "denoised", "superres": "super-resolved",
-                      "anomaly": "anomaly map", "segment": "segmentation"}
 MAX_CANDIDATE_SEGMENTS = 20
 # Distinct segment colours (RGB 0-1) for label maps without a colour of their own.
 _SEGMENT_COLORS = [(0.90, 0.35, 0.25), (0.30, 0.70, 0.95), (0.40, 0.85, 0.35), (0.95, 0.80, 0.25),
@@ -81,19 +80,16 @@ class SceneTransaction:
 
 def output_name(input_name: str, task: str, volume: Volume, kind: str) -> str:
     """E.g. "MRHead T2w (MedGAN synthetic)", "CT denoised (MedGAN synthetic)", "MRHead anomaly map (MedGAN)"."""
-    if kind == "anomaly_map":
-        return f"{input_name} anomaly map (MedGAN)"
     if kind == "mask":
         return f"{input_name} anomaly candidates (MedGAN)"
-    if kind == "labels":
-        return f"{input_name} segmentation (MedGAN)"
-    if task == "synthesize":
+    label = TASKS.get(task).output_label if task in TASKS else task  # the task table's words
+    if kind in ("anomaly_map", "labels"):  # not images: no "synthetic" in the name
+        return f"{input_name} {label} (MedGAN)"
+    if task == "synthesize":  # the contrast made says more than "synthetic"
         what = " ".join(str(v) for v in (volume.metadata.get("modality") if volume.metadata.get("modality") != "MR"
-                                         else None, volume.metadata.get("contrast")) if v) or "synthetic"
+                                         else None, volume.metadata.get("contrast")) if v) or label
         return f"{input_name} {what} (MedGAN synthetic)"
-    if task == "superres":
-        return f"{input_name} super-resolved (MedGAN synthetic)"
-    return f"{input_name} {TASK_OUTPUT_LABELS.get(task, task)} (MedGAN synthetic)"
+    return f"{input_name} {label} (MedGAN synthetic)"
 
 
 def _unique_name(scene: Any, name: str) -> str:

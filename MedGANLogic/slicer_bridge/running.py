@@ -1,7 +1,7 @@
 """Running a task on volume nodes, split so that a GUI can run inference off its main thread::
 
-    request = prepare_run(scene, input_node, task, model)      # main thread: node -> Volume, input checks
-    result = execute(request, progress, cancel)                # any thread: MedGANLogic.run, no MRML
+    request = prepare_run(scene, input_node, task, model)      # main thread: node -> Volume, the engine's plan
+    result = execute(request, progress, cancel)                # any thread: the plan executed, no MRML
     nodes = finish_run(scene, request, result)                 # main thread: Volume(s) -> new nodes, display
 
 :func:`run_on_node` composes the three; :func:`run_on_nodes` does the same for a batch, all or nothing.
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ModalityMismatchError
 from ..volume import Volume
 from .display import check_display_options
-from .model_choice import UnsuitableInputError, UnsuitableModalityError, check_input
+from .model_choice import UnsuitableInputError, UnsuitableModalityError
 from .nodes import local_ijk_to_ras, volume_from_node
 from .outputs import SceneTransaction, check_output_node, nodes_from_result
 
@@ -40,6 +40,7 @@ class RunRequest:
     output_node: Any = None
     input_matrix: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    plan: Any = None  # the engine's RunPlan: every decision of the run, made once
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -51,40 +52,48 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None, device: str = "auto",
                 output_node: Any = None, harden_transform: bool = True, **options: Any) -> RunRequest:
-    """Main thread: convert the node, choose and check the model, validate the output node and the display
-    options. No scene changes.
+    """Main thread: convert the node and plan the run (``MedGANLogic.pipeline.plan``: the model chosen, the
+    options and the input checked, once), validate the output node and the display options. No scene changes.
 
-    Raises :class:`~MedGANLogic.errors.ModalityMismatchError` (modality) or :class:`InputError` (spacing,
-    field of view, bad node) unless ``force=True``; with force the problems are kept in ``request.warnings``.
+    Stricter than the plan for an interactive user: a volume that does not suit the model (modality or contrast:
+    :class:`UnsuitableModalityError`; voxel size, field of view or slice plane: :class:`UnsuitableInputError`)
+    is refused unless ``force=True``; with force, what it runs despite is kept in ``request.warnings``.
     """
-    from ..pipeline import _modality_problem, choose_model
-    from ..tasks import get_task
+    from .. import pipeline
 
-    get_task(task)  # unknown task: a clear error before any conversion
     check_output_node(input_node, output_node, task)
     engine, display = split_options(options)
     check_display_options(**display)  # now, not after minutes of inference
     volume = volume_from_node(input_node, harden_transform=harden_transform,
                               modality=engine.pop("modality", None), contrast=engine.pop("contrast", None))
-    card = choose_model(task, volume, model)
-    problems = check_input(volume, card, engine.get("slice_axis"))
-    if problems and not engine.get("force"):
-        kind = UnsuitableModalityError if _modality_problem(card, volume) else UnsuitableInputError
-        raise kind(f"Volume {input_node.GetName()!r} does not suit model {card.id}: {'; '.join(problems)}. "
-                   f"Run anyway with force=True ('Run anyway' in the panel).")
-    matrix = local_ijk_to_ras(input_node)
-    model_ref = model if model is not None else card.id
-    return RunRequest(input_node=input_node, volume=volume, task=task, model=model_ref, device=device,
-                      options=engine, display=display, output_node=output_node, input_matrix=matrix,
-                      warnings=problems)
+    try:
+        plan = pipeline.plan(task, volume, model=model, device=device, **engine)
+    except ModalityMismatchError:
+        if engine.get("force"):
+            raise
+        # planned again, forced, only to name every problem at once (and a model the volume does not suit)
+        forced = pipeline.plan(task, volume, model=model, device=device, **{**engine, "force": True})
+        raise UnsuitableModalityError(_unsuitable(input_node, forced)) from None
+    if plan.problems and not engine.get("force"):
+        raise UnsuitableInputError(_unsuitable(input_node, plan))
+    return RunRequest(input_node=input_node, volume=plan.volume, task=task,
+                      model=model if model is not None else plan.card.id, device=plan.device, options=plan.options,
+                      display=display, output_node=output_node, input_matrix=local_ijk_to_ras(input_node),
+                      warnings=list(plan.warnings), plan=plan)
+
+
+def _unsuitable(input_node: Any, plan: Any) -> str:
+    problems = [problem for problem in (plan.forced_despite, *plan.problems) if problem]
+    return (f"Volume {input_node.GetName()!r} does not suit model {plan.card.id}: {'; '.join(problems)}. "
+            f"Run anyway with force=True ('Run anyway' in the panel).")
 
 
 def execute(request: RunRequest, progress: Callable[[float, str], None] | None = None, cancel: Any = None):
-    """Any thread: run the engine on the prepared Volume. Touches no MRML node. Returns a ``RunResult``."""
+    """Any thread: run the request's plan (``MedGANLogic.pipeline.execute``). Touches no MRML node. Returns a
+    ``RunResult``."""
     from .. import pipeline
 
-    return pipeline.run(request.task, request.volume, model=request.model, device=request.device,
-                        progress=progress, cancel=cancel, **request.options)
+    return pipeline.execute(request.plan, progress=progress, cancel=cancel)
 
 
 def finish_run(scene: Any, request: RunRequest, result: Any) -> list[Any]:

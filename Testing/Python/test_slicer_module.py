@@ -120,25 +120,28 @@ def test_self_test_runs_every_task_and_every_test_method():
     run_test = ast.unparse(next(n for n in test_class.body if isinstance(n, ast.FunctionDef) and n.name == "runTest"))
     for name in sorted(m for m in methods if m.startswith("test_")):
         assert f"self.{name}()" in run_test, f"runTest does not call {name}"
+    # the self-test's task list is the engine's task table, every task of it
     tasks = next(n for n in test_class.body if isinstance(n, ast.Assign) and n.targets[0].id == "TASKS")
-    from MedGANLogic.tasks import TASKS
-
-    assert tuple(ast.literal_eval(tasks.value)) == tuple(TASKS.names())
+    assert ast.unparse(tasks.value) == "tuple(TASK_TABLE.names())"
+    assert any(isinstance(node, ast.ImportFrom) and node.module == "MedGANLogic.tasks"
+               and [(a.name, a.asname) for a in node.names] == [("TASKS", "TASK_TABLE")] for node in tree.body)
 
 
 def test_task_enum_matches_the_engine_and_the_ui():
     tree = _module_ast(PARAMETERS_PY)
-    task = _class(tree, "Task")
-    values = [ast.literal_eval(n.value) for n in task.body if isinstance(n, ast.Assign)]
+    # the panel's Task enum is made from the engine's task table, its labels are the table's
+    task = next(n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "Task")
+    assert "TASKS.names()" in ast.unparse(task.value)
+    label = next(n for n in _class(tree, "_TaskChoice").body if isinstance(n, ast.FunctionDef) and n.name == "label")
+    assert ast.unparse(label.body[-1]) == "return TASKS.get(self.value).label"
     from MedGANLogic.tasks import TASKS
 
-    assert tuple(values) == tuple(TASKS.names())
-    label = next(n for n in task.body if isinstance(n, ast.FunctionDef) and n.name == "label")
-    labels = ast.literal_eval(next(n for n in ast.walk(label) if isinstance(n, ast.Dict)))
+    assert TASKS.names() == ["synthesize", "denoise", "superres", "anomaly", "segment"]
+    # the .ui lists them in the same order with the same words (the screenshot shows the .ui's items)
     root = ET.parse(UI_FILE).getroot()
     combo = next(w for w in root.iter("widget") if w.get("name") == "taskComboBox")
     items = [item.find("property/string").text for item in combo.findall("item")]
-    assert items == [labels[v] for v in values]
+    assert items == [TASKS.get(name).label for name in TASKS.names()]
 
 
 # --- the .ui and the code agree ------------------------------------------------------------------------------------
@@ -165,6 +168,8 @@ def test_parameter_node_binds_to_widgets_of_fitting_types():
     params = _class(tree, "MedGANParameterNode")
     enums = {n.name for n in tree.body if isinstance(n, ast.ClassDef) and any(ast.unparse(b) == "enum.Enum"
                                                                                 for b in n.bases)}
+    enums |= {ast.unparse(n.targets[0]) for n in tree.body if isinstance(n, ast.Assign)
+              and isinstance(n.value, ast.Call) and ast.unparse(n.value.func) in enums}  # made by an Enum's call
     fields = {}
     for node in params.body:
         if isinstance(node, ast.AnnAssign):
