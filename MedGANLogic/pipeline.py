@@ -26,7 +26,7 @@ from . import __version__
 from .errors import InputError, MedGANWarning, ModalityMismatchError, ModelError
 from .fit import fit_problems
 from .inference import InferenceLayout, infer, resolve_device
-from .io import read_volume
+from .io import check_orthonormal, read_volume
 from .modality import declare, describe_modality, modality_problem
 from .models import registry
 from .models.card import ModelCard
@@ -100,6 +100,7 @@ def check_volume(volume: Volume, name: str = "input") -> None:
     if lo == hi:
         raise InputError(f"The {name} volume is constant (every voxel = {lo:g}): there is no image to work on. "
                          f"Check that the right series was loaded.")
+    check_orthonormal(volume.direction, f"The {name} volume")  # outputs would copy a sheared grid
 
 
 def choose_model(task: str, volume: Volume, model: str | os.PathLike | None) -> ModelCard:
