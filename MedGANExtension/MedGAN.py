@@ -1,14 +1,14 @@
 """MedGAN: generative adversarial networks for medical volumes, in 3D Slicer.
 
 Scripted module, after Slicer's template: ``MedGAN`` (module description), ``MedGANParameterNode`` (typed
-parameter node), ``MedGANWidget`` (the panel: binds Resources/UI/MedGAN.ui to the parameter node, runs inference on
-a worker thread polled by a QTimer), ``MedGANLogic`` (console API; calls ``MedGANLogic.slicer_bridge``) and
-``MedGANTest`` (self-test on the sample data, every task).
+parameter node, from MedGANLib.parameters), ``MedGANWidget`` (the panel: binds Resources/UI/MedGAN.ui to the
+parameter node, runs inference on a worker thread polled by a QTimer), ``MedGANLogic`` (console API; calls
+``MedGANLogic.slicer_bridge``) and ``MedGANTest`` (self-test on the sample data, every task).
 
 The engine package is also called ``MedGANLogic``; it is imported as ``medgan_engine`` so that the template's
-``MedGANLogic`` class below does not shadow it. Nothing in this file touches tensors: the engine does. The
-module's own helpers (panel text, dependency installation, sample data, the background job, the self-test's
-checks) are in ``MedGANLib/`` beside this file, after Slicer's ``<Module>Lib`` convention.
+``MedGANLogic`` class below does not shadow it. Nothing here touches tensors: the engine does. The module's own
+helpers (parameter node, panel text, dependencies, sample data, background job, the self-test's checks) are in
+``MedGANLib/`` beside this file, after Slicer's ``<Module>Lib`` convention.
 
 Console example::
 
@@ -75,25 +75,14 @@ class MedGAN(ScriptedLoadableModule):
         self.parent.categories = ["MedGAN"]
         self.parent.dependencies = []
         self.parent.contributors = ["MedGAN contributors"]
-        self.parent.helpText = """
-Generative adversarial networks for medical volumes: synthesize another contrast (T1w to T2w, MR to CT),
-denoise low-dose CT, super-resolve thick-slice scans, map anomalies in colour over the scan, and segment.
-Choose an input volume, a task and a model, and press Apply: inference runs in the background (Apply becomes
-Cancel), and the results come back as new nodes aligned with the input, with their provenance in the node
-attributes (MedGAN.*). <b>Research use only, not for diagnosis.</b>
-See the <a href="https://github.com/medgan/MedGAN#3d-slicer">MedGAN documentation</a>.
-"""
-        self.parent.acknowledgementText = """
-MedGAN builds on 3D Slicer's scripted module template, MONAI, PyTorch and the PyTorch extension. The demo models
-are trained on phantom data derived from the MNI152 template (shipped with nilearn).
-"""
+        self.parent.helpText = panel_text.HELP_TEXT
+        self.parent.acknowledgementText = panel_text.ACKNOWLEDGEMENT_TEXT
         self.parent.icon = qt.QIcon(resourceFile("Icons/MedGAN.png"))
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 def registerSampleData():
-    """Add the bundled phantom subject (the volumes in Resources/SampleData) to the Sample Data module; what each
-    volume is (modality, contrast) comes from the folder's manifest when MedGAN sees the node."""
+    """Add the bundled phantom subject (Resources/SampleData) to the Sample Data module (see MedGANLib)."""
     sample_data.register_sample_data(resourceFile("SampleData"), resourceFile("Icons/MedGAN.png"))
 
 
@@ -112,7 +101,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job: MedGANJob | None = None
-        self._lastAnomalyNode = None
+        self._shownAnomalyMapID = None
         self._updatingModels = False
         self._missingDependencies: list[str] = []
         self._modelListKey = None
@@ -139,6 +128,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.selectStudyButton.connect("clicked(bool)", self.onSelectStudy)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        # the anomaly maps are told by their attribute (saved with the scene), not by this session's memory
+        self.ui.anomalyMapSelector.addAttribute("vtkMRMLScalarVolumeNode", "MedGAN.kind", "anomaly_map")
         self.ui.progressBar.setVisible(False)
         self._missingDependencies = self.logic.missingDependencies()
         self.populateDevices()
@@ -174,6 +165,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
                 self._parameterNode.inputVolume = firstVolumeNode
+        if not self._parameterNode.anomalyMap:  # e.g. a scene saved before this panel was used: its latest map
+            self._parameterNode.anomalyMap = (slicer_bridge.anomaly_map_nodes(slicer.mrmlScene) or [None])[-1]
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -192,8 +185,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.populateModels()
         self.ui.inputInfoLabel.text = self.logic.describeInput(p.inputVolume)
-        anomaly = p.task == Task.ANOMALY
-        self.ui.anomalyCollapsibleButton.enabled = anomaly or self._lastAnomalyNode is not None
+        self.ui.anomalyCollapsibleButton.enabled = p.task == Task.ANOMALY or p.anomalyMap is not None
         self.ui.thresholdSliderWidget.enabled = not p.useCardThreshold
         self.ui.sliceAxisComboBox.enabled = self.logic.modelIs2D(p.modelId)
         deviceIndex = self.ui.deviceComboBox.findData(p.device)
@@ -201,10 +193,9 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             wasBlocked = self.ui.deviceComboBox.blockSignals(True)
             self.ui.deviceComboBox.currentIndex = deviceIndex
             self.ui.deviceComboBox.blockSignals(wasBlocked)
-        if self._lastAnomalyNode is not None and slicer.mrmlScene.IsNodePresent(self._lastAnomalyNode):
-            slicer_bridge.update_anomaly_display(
-                self._lastAnomalyNode, slicer.mrmlScene, opacity=p.opacity, colormap=p.colormap.value,
-                display_threshold=None if p.useCardThreshold else p.threshold)
+        if slicer_bridge.is_anomaly_map(p.anomalyMap):  # the selected map; a newly selected one is shown
+            shown, self._shownAnomalyMapID = self._shownAnomalyMapID, p.anomalyMap.GetID()
+            self.logic.updateAnomalyDisplay(p, show=shown != self._shownAnomalyMapID)
         self.updateApplyButton()
 
     def updateApplyButton(self) -> None:
@@ -253,7 +244,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def populateDevices(self) -> None:
         self.ui.deviceComboBox.clear()
-        for label, device in self.logic.devices():
+        for label, device in panel_text.device_choices():
             self.ui.deviceComboBox.addItem(label, device)
 
     # --- GUI -> state (the lists the parameter node cannot bind by itself) ----------------------------------------
@@ -357,13 +348,22 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 nodes, status = self.logic.finish(job)
                 self.ui.statusLabel.text = status
-                self._lastAnomalyNode = next((n for n in nodes if n.GetAttribute("MedGAN.kind") == "anomaly_map"),
-                                             None)
+                self.showOutputs(nodes)
         except Exception as exc:
             self.showError(exc, traceback.format_exc())
         finally:
             self.updateApplyButton()
             self.onParameterNodeModified()
+
+    def showOutputs(self, nodes: list) -> None:
+        """The new anomaly map becomes the one the display controls act on; Show 3D offers the new segmentation."""
+        self._shownAnomalyMapID = next((n.GetID() for n in nodes if slicer_bridge.is_anomaly_map(n)), None)
+        if self._shownAnomalyMapID:
+            self._parameterNode.anomalyMap = slicer.mrmlScene.GetNodeByID(self._shownAnomalyMapID)
+        segmentation = next((n for n in nodes if n.IsA("vtkMRMLSegmentationNode")), None)
+        if segmentation is not None:
+            self.ui.segmentationShow3DButton.setSegmentationNode(segmentation)
+            self.ui.segmentationShow3DButton.enabled = True
 
     def showError(self, exc: BaseException, trace: str) -> None:
         """One clear dialog; the full trace goes to the log (and the dialog's details)."""
@@ -385,9 +385,6 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
     ``MedGANLib``; this class adds the application's scene, the parameter node and the sample data's manifest.
     """
 
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-
     def getParameterNode(self):
         return MedGANParameterNode(super().getParameterNode())
 
@@ -402,17 +399,10 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
     # --- what the panel lists ---------------------------------------------------------------------------------------
     def modelsFor(self, task: str, inputVolume=None) -> list:
         """``(card, problem)`` of the installed models for ``task``, those that fit the input first."""
-        try:
-            volume = slicer_bridge.header_volume(inputVolume, **self.declaredModality(inputVolume))
-        except medgan_engine.InputError:  # no input, or no voxels
-            volume = None
-        return slicer_bridge.models_for(task, volume)
+        return slicer_bridge.models_for_node(task, inputVolume, **self.declaredModality(inputVolume))
 
     def modelIs2D(self, modelId: str) -> bool:
         return bool(modelId) and not self.missingDependencies() and slicer_bridge.model_is_2d(modelId)
-
-    def devices(self) -> list[tuple[str, str]]:
-        return panel_text.device_choices()
 
     def describeInput(self, inputVolume) -> str:
         return panel_text.describe_input(inputVolume, **self.declaredModality(inputVolume))
@@ -426,6 +416,13 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
     def optionsFromParameters(self, p) -> dict:
         """The keyword options of a run as the parameter node ``p`` sets them."""
         return parameters.run_options(p, self.modelIs2D(p.modelId))
+
+    def updateAnomalyDisplay(self, p, show: bool = False) -> None:
+        """Apply the panel's colour map, opacity and threshold to the selected anomaly map ``p.anomalyMap``;
+        ``show``: put it over its input in the slice views."""
+        slicer_bridge.update_anomaly_display(p.anomalyMap, slicer.mrmlScene, opacity=p.opacity, show=show,
+                                             colormap=p.colormap.value,
+                                             display_threshold=None if p.useCardThreshold else p.threshold)
 
     def importModel(self, path: str, replace: bool = False, **options):
         """Validate a model folder or a pix2pix/CycleGAN .pth checkpoint and add it to the user model folder."""

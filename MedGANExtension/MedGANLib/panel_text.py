@@ -1,11 +1,25 @@
-"""What the panel shows in words: the model card as HTML, the device menu's labels, the input's description.
-Plain Python (no Qt; nodes only through ``slicer_bridge``), so it is tested outside Slicer; torch is imported only
-to list the GPUs.
+"""What the panel shows in words: help text, the model card as HTML, the device menu's labels, the input's
+description. Plain Python (no Qt; nodes only through ``slicer_bridge``), so it is tested outside Slicer; torch is
+imported only to list the GPUs.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+#: The module's help (Help & Acknowledgement section of the panel), HTML.
+HELP_TEXT = """
+Generative adversarial networks for medical volumes: synthesize another contrast (T1w to T2w, MR to CT),
+denoise low-dose CT, super-resolve thick-slice scans, map anomalies in colour over the scan, and segment.
+Choose an input volume, a task and a model, and press Apply: inference runs in the background (Apply becomes
+Cancel), and the results come back as new nodes aligned with the input, with their provenance in the node
+attributes (MedGAN.*). <b>Research use only, not for diagnosis.</b>
+See the <a href="https://github.com/medgan/MedGAN#3d-slicer">MedGAN documentation</a>.
+"""
+ACKNOWLEDGEMENT_TEXT = """
+MedGAN builds on 3D Slicer's scripted module template, MONAI, PyTorch and the PyTorch extension. The demo models
+are trained on phantom data derived from the MNI152 template (shipped with nilearn).
+"""
 
 
 def device_choices() -> list[tuple[str, str]]:

@@ -50,7 +50,8 @@ class MedGANParameterNode:
 
     inputVolume: the scan; batchMode: run on the ticked volumes too; task; modelId / device: set by the panel's
     model and device lists; overlap, batchSize (0 = auto), sliceAxis, force: advanced; outputNode: overwrite this
-    node instead of creating one; colormap, opacity, useCardThreshold, threshold, makeSegmentation: anomaly display.
+    node instead of creating one; anomalyMap (the map shown), colormap, opacity, useCardThreshold, threshold,
+    makeSegmentation: anomaly display.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -63,6 +64,7 @@ class MedGANParameterNode:
     sliceAxis: SliceAxis = SliceAxis.MODEL
     force: bool = False
     outputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]  # noqa: UP007  (typing the wrapper reads)
+    anomalyMap: vtkMRMLScalarVolumeNode  # the map the display controls act on (MedGAN.kind = anomaly_map)
     colormap: Colormap = Colormap.INFERNO
     opacity: Annotated[float, WithinRange(0.0, 1.0), Decimals(2)] = 0.5
     useCardThreshold: bool = True

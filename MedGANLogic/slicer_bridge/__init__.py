@@ -39,8 +39,10 @@ from .display import (
     COLORMAP_ANCHORS,
     COLORMAPS,
     CT_WINDOW_PRESETS,
+    anomaly_map_nodes,
     colormap_node,
     display_anomaly_map,
+    is_anomaly_map,
     show_in_slice_views,
     update_anomaly_display,
 )
@@ -50,13 +52,16 @@ from .model_choice import (
     import_model,
     model_is_2d,
     models_for,
+    models_for_node,
     proposed_model,
 )
 from .nodes import (
     ATTRIBUTE_PREFIX,
+    INPUT_REFERENCE,
     array_from_node,
     header_volume,
     image_data_from_array,
+    input_of,
     local_ijk_to_ras,
     matrix_to_numpy,
     node_ijk_to_ras,
@@ -74,6 +79,7 @@ from .outputs import (
     output_name,
     place_beside,
     provenance_attributes,
+    terminology_entry,
 )
 from .running import (
     DISPLAY_OPTIONS,
@@ -90,10 +96,12 @@ from .running import (
 )
 
 __all__ = ["ATTRIBUTE_PREFIX", "COLORMAPS", "COLORMAP_ANCHORS", "CT_WINDOW_PRESETS", "DISPLAY_OPTIONS",
-           "MAX_CANDIDATE_SEGMENTS", "Batch", "RunRequest", "SceneTransaction", "UnsuitableInputError",
-           "UnsuitableModalityError", "array_from_node", "candidate_regions", "check_output_node", "colormap_node",
-           "describe_result", "display_anomaly_map", "execute", "finish_run", "header_volume", "image_data_from_array",
-           "import_model", "local_ijk_to_ras", "matrix_to_numpy", "model_is_2d", "models_for", "node_ijk_to_ras",
-           "node_modality", "nodes_from_result", "numpy_to_matrix", "output_name", "place_beside", "prepare_batch",
-           "prepare_run", "proposed_model", "provenance_attributes", "run_on_node", "run_on_nodes",
-           "show_in_slice_views", "split_options", "study_volume_nodes", "update_anomaly_display", "volume_from_node"]
+           "INPUT_REFERENCE", "MAX_CANDIDATE_SEGMENTS", "Batch", "RunRequest", "SceneTransaction",
+           "UnsuitableInputError", "UnsuitableModalityError", "anomaly_map_nodes", "array_from_node",
+           "candidate_regions", "check_output_node", "colormap_node", "describe_result", "display_anomaly_map",
+           "execute", "finish_run", "header_volume", "image_data_from_array", "import_model", "input_of",
+           "is_anomaly_map", "local_ijk_to_ras", "matrix_to_numpy", "model_is_2d", "models_for", "models_for_node",
+           "node_ijk_to_ras", "node_modality", "nodes_from_result", "numpy_to_matrix", "output_name", "place_beside",
+           "prepare_batch", "prepare_run", "proposed_model", "provenance_attributes", "run_on_node", "run_on_nodes",
+           "show_in_slice_views", "split_options", "study_volume_nodes", "terminology_entry", "update_anomaly_display",
+           "volume_from_node"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
-from .nodes import ATTRIBUTE_PREFIX, array_from_node, node_modality
+from .nodes import ATTRIBUTE_PREFIX, array_from_node, input_of, node_modality
 
 #: CT window/level presets (name, window, level) in HU, added to every CT output's display node.
 CT_WINDOW_PRESETS = (("Soft tissue", 400.0, 40.0), ("Brain", 80.0, 40.0), ("Bone", 2000.0, 400.0),
@@ -46,11 +46,11 @@ COLORMAP_ANCHORS = {
 
 
 def check_display_options(colormap: Any = "Inferno", opacity: Any = 0.5, display_threshold: Any = None,
-                          make_segmentation: Any = False, show: Any = True) -> None:
+                          make_segmentation: Any = False, show: Any = True, show_3d: Any = False) -> None:
     """Refuse display options the outputs could not be shown with, before any work is done.
 
     ``colormap``: one of :data:`COLORMAPS`; ``opacity``: a number in [0, 1]; ``display_threshold``: None or a
-    finite number (anomaly map units); ``make_segmentation``, ``show``: True or False.
+    finite number (anomaly map units); ``make_segmentation``, ``show``, ``show_3d``: True or False.
     """
     if colormap not in COLORMAPS:
         raise InputError(f"Unknown colour map {colormap!r}; choose one of {', '.join(COLORMAPS)}.")
@@ -60,7 +60,7 @@ def check_display_options(colormap: Any = "Inferno", opacity: Any = 0.5, display
             display_threshold, (int, float)) or not np.isfinite(display_threshold)):
         raise InputError(f"display_threshold must be a number (anomaly map values shown from there up) or None "
                          f"(the model's threshold); got {display_threshold!r}.")
-    for name, value in (("make_segmentation", make_segmentation), ("show", show)):
+    for name, value in (("make_segmentation", make_segmentation), ("show", show), ("show_3d", show_3d)):
         if not isinstance(value, (bool, np.bool_)):
             raise InputError(f"{name} must be True or False; got {value!r}.")
 
@@ -198,17 +198,42 @@ def show_in_slice_views(scene: Any, input_node: Any, output_node: Any, opacity: 
         composite.SetForegroundVolumeID(None)
 
 
+def is_anomaly_map(node: Any) -> bool:
+    """A MedGAN anomaly map, told by its node attribute ``MedGAN.kind`` (saved with the scene), not by who made it."""
+    return (node is not None and node.IsA("vtkMRMLScalarVolumeNode")
+            and node.GetAttribute(ATTRIBUTE_PREFIX + "kind") == "anomaly_map")
+
+
+def anomaly_map_nodes(scene: Any) -> list[Any]:
+    """Every anomaly map in the scene, oldest first (those of this session and of a reloaded scene alike)."""
+    return [node for node in nodes_of_class(scene, "vtkMRMLScalarVolumeNode") if is_anomaly_map(node)]
+
+
 def update_anomaly_display(node: Any, scene: Any = None, *, opacity: float | None = None,
-                           display_threshold: float | None = None, colormap: str | None = None) -> None:
-    """Change an anomaly map's look after the run (the panel's opacity/threshold/colour map controls)."""
+                           display_threshold: float | None = None, colormap: str | None = None,
+                           show: bool = False) -> None:
+    """Change an anomaly map's look after the run (the panel's opacity/threshold/colour map controls act on the
+    selected map); ``show=True`` also puts it over the volume it was made from in every slice view.
+
+    Any anomaly map qualifies (:func:`is_anomaly_map`), also one of a scene saved and loaded again; another node
+    is refused. Options as :func:`check_display_options` checks them; None leaves that setting as it is.
+    """
+    if not is_anomaly_map(node):
+        name = node.GetName() if node is not None else "None"
+        raise InputError(f"{name!r} is not a MedGAN anomaly map (its MedGAN.kind attribute is not anomaly_map); "
+                         f"choose one of the maps MedGAN made.")
+    check_display_options(colormap or "Inferno", 0.5 if opacity is None else opacity, display_threshold)
     scene = scene or node.GetScene()
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     if colormap is not None:
         display.SetAndObserveColorNodeID(colormap_node(scene, colormap).GetID())
     if display_threshold is not None:
         display.SetLowerThreshold(float(display_threshold))
-    if opacity is not None:
+    if show:
+        show_in_slice_views(scene, input_of(node), node, opacity=0.5 if opacity is None else float(opacity))
+    elif opacity is not None:
         for composite in nodes_of_class(scene, "vtkMRMLSliceCompositeNode"):
             if composite.GetForegroundVolumeID() == node.GetID():
                 composite.SetForegroundOpacity(float(opacity))
-

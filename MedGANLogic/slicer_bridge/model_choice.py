@@ -42,6 +42,18 @@ def models_for(task: str, volume: Volume | None = None) -> list[tuple[Any, str |
 
 
 
+def models_for_node(task: str, node: Any, **declared: str) -> list[tuple[Any, str | None]]:
+    """:func:`models_for` a volume node (its header: no voxels copied; ``declared`` modality/contrast as
+    ``header_volume`` takes them); every model without a problem when there is no usable node."""
+    from .nodes import header_volume
+
+    try:
+        volume = header_volume(node, **declared)
+    except InputError:  # no node, or no voxels
+        volume = None
+    return models_for(task, volume)
+
+
 def proposed_model(entries: list[tuple[Any, str | None]], current: str | None = None) -> str:
     """The model the panel selects among :func:`models_for`'s ``entries``: ``current`` while it is listed, else
     the first that fits the input, else the first listed (shown as "does not fit": Apply then asks to run

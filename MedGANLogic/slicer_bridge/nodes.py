@@ -16,6 +16,8 @@ from ..modality import looks_like_ct
 from ..volume import Volume
 
 ATTRIBUTE_PREFIX = "MedGAN."
+#: Node reference role from every output to the volume it was made from (saved with the scene, kept on reload).
+INPUT_REFERENCE = "MedGAN.input"
 
 
 def matrix_to_numpy(matrix: Any) -> np.ndarray:
@@ -118,6 +120,11 @@ def local_ijk_to_ras(node: Any) -> np.ndarray:
     matrix = vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return matrix_to_numpy(matrix)
+
+
+def input_of(output_node: Any) -> Any:
+    """The volume node an output was made from (its :data:`INPUT_REFERENCE`), or None."""
+    return output_node.GetNodeReference(INPUT_REFERENCE) if output_node is not None else None
 
 
 def node_modality(node: Any) -> tuple[str | None, str | None]:

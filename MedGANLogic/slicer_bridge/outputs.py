@@ -18,6 +18,7 @@ from ..volume import Volume
 from .display import check_display_options, display_anomaly_map, display_image, show_in_slice_views
 from .nodes import (
     ATTRIBUTE_PREFIX,
+    INPUT_REFERENCE,
     image_data_from_array,
     local_ijk_to_ras,
     numpy_to_matrix,
@@ -26,6 +27,12 @@ from .nodes import (
 )
 
 MAX_CANDIDATE_SEGMENTS = 20
+#: Standard terminology of a segment by the words in its name: (words, category, type), SNOMED CT codes as DICOM
+#: and 3D Slicer's terminology lists use them; anything else is "Tissue".
+_TERMINOLOGY = ((("lesion", "candidate", "anomal", "hyperintens"), ("49755003", "Morphologically Altered Structure"),
+                 ("52988006", "Lesion")),
+                (("tumour", "tumor", "mass"), ("49755003", "Morphologically Altered Structure"), ("4147007", "Mass")))
+_TISSUE = (("85756007", "Tissue"), ("85756007", "Tissue"))
 # Distinct segment colours (RGB 0-1) for label maps without a colour of their own.
 _SEGMENT_COLORS = [(0.90, 0.35, 0.25), (0.30, 0.70, 0.95), (0.40, 0.85, 0.35), (0.95, 0.80, 0.25),
                    (0.75, 0.45, 0.90), (0.35, 0.90, 0.85), (0.95, 0.55, 0.75), (0.65, 0.65, 0.35)]
@@ -176,6 +183,15 @@ def place_beside(scene: Any, input_node: Any, nodes: Sequence[Any]) -> None:
             sh.CreateItem(parent, node)
 
 
+def terminology_entry(segment_name: str) -> str:
+    """The segment's standard terminology (Slicer's ``TerminologyEntry`` tag): a lesion or anomaly candidate is
+    "Morphologically Altered Structure / Lesion", a tumour "... / Mass", anything else "Tissue / Tissue"."""
+    words = segment_name.lower()
+    category, kind = next(((c, t) for names, c, t in _TERMINOLOGY if any(w in words for w in names)), _TISSUE)
+    return (f"Segmentation category and type - 3D Slicer General Anatomy list~SCT^{category[0]}^{category[1]}"
+            f"~SCT^{kind[0]}^{kind[1]}~^^~Anatomic codes - DICOM master list~^^~^^")
+
+
 def _segmentation_from_labels(scene: Any, labels: np.ndarray, names: dict[int, str], matrix: np.ndarray,
                               name: str, target: Any = None, reference_node: Any = None) -> Any:
     """A segmentation node with one named segment per label value (empty segments included)."""
@@ -194,6 +210,7 @@ def _segmentation_from_labels(scene: Any, labels: np.ndarray, names: dict[int, s
         segment = segmentation.GetSegment(segment_id)
         segment.SetTag(ATTRIBUTE_PREFIX + "label", str(value))
         segment.SetTag(ATTRIBUTE_PREFIX + "voxels", str(int((labels == value).sum())))
+        segment.SetTag(segment.GetTerminologyEntryTagName(), terminology_entry(str(segment_name)))
     return node
 
 
@@ -219,7 +236,7 @@ def candidate_regions(mask: np.ndarray, spacing: tuple[float, float, float],
 def nodes_from_result(scene: Any, input_node: Any, result: Any, *, volume: Volume | None = None,
                       output_node: Any = None, input_matrix: np.ndarray | None = None, colormap: str = "Inferno",
                       opacity: float = 0.5, display_threshold: float | None = None, make_segmentation: bool = False,
-                      show: bool = True) -> list[Any]:
+                      show: bool = True, show_3d: bool = False) -> list[Any]:
     """Main thread: turn a ``RunResult`` into MRML nodes beside the input; returns them, primary first.
 
     All or nothing: a failure while the nodes are made removes every node added (a :class:`SceneTransaction`).
@@ -230,7 +247,7 @@ def nodes_from_result(scene: Any, input_node: Any, result: Any, *, volume: Volum
     task = str(result.provenance.get("task", ""))
     check_output_node(input_node, output_node, task)
     check_still_in_scene(scene, input_node, output_node)
-    check_display_options(colormap, opacity, display_threshold, make_segmentation, show)
+    check_display_options(colormap, opacity, display_threshold, make_segmentation, show, show_3d)
     input_name = input_node.GetName() if input_node is not None else "volume"
     if input_matrix is None and input_node is not None:
         input_matrix = local_ijk_to_ras(input_node)
@@ -265,6 +282,11 @@ def nodes_from_result(scene: Any, input_node: Any, result: Any, *, volume: Volum
                 created.append(seg)
         elif kind != "labels":
             display_image(node, primary, input_node)
+        for made in created:
+            if input_node is not None:
+                made.SetNodeReferenceID(INPUT_REFERENCE, input_node.GetID())
+            if show_3d and made.IsA("vtkMRMLSegmentationNode"):
+                made.CreateClosedSurfaceRepresentation()  # what the panel's "Show 3D" button does
         place_beside(scene, input_node, created)
         if show:
             show_in_slice_views(scene, input_node, created[0], opacity=opacity)

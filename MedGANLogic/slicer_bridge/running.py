@@ -23,7 +23,7 @@ from .nodes import local_ijk_to_ras, volume_from_node
 from .outputs import SceneTransaction, check_output_node, nodes_from_result
 
 #: Options this package consumes (display of the results); every other keyword goes to ``MedGANLogic.run``.
-DISPLAY_OPTIONS = ("colormap", "opacity", "display_threshold", "make_segmentation", "show")
+DISPLAY_OPTIONS = ("colormap", "opacity", "display_threshold", "make_segmentation", "show", "show_3d")
 
 
 @dataclass
@@ -120,7 +120,7 @@ def run_on_node(scene: Any, input_node: Any, task: str, model: str | None = None
             ``harden_transform`` (default True), and display options: colormap ("Inferno"), opacity (0-1,
             default 0.5), display_threshold (anomaly map values shown from here up; default: the mask threshold),
             make_segmentation (anomaly: also a segmentation of the candidate regions), show (default True: set
-            the slice views).
+            the slice views), show_3d (default False: segmentations also as 3D surfaces).
 
     Returns:
         The primary output node first (synthetic/denoised/super-resolved volume, anomaly map, or segmentation),

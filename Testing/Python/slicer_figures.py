@@ -221,7 +221,7 @@ UI_FILE = REPO / "Resources" / "UI" / "MedGAN.ui"
 def _stand_in_classes():
     """Plain Qt classes standing in for Slicer's CTK/qMRML widgets in this picture (same name, similar look)."""
     from PySide6.QtCore import Property
-    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QSlider, QWidget
+    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QPushButton, QSlider, QWidget
 
     class qMRMLWidget(QWidget):  # noqa: N801  (the class name the .ui file names)
         pass
@@ -286,7 +286,12 @@ def _stand_in_classes():
     class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):  # noqa: N801
         pass
 
-    return [qMRMLWidget, ctkCollapsibleButton, ctkSliderWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox]
+    class qMRMLSegmentationShow3DButton(QPushButton):  # noqa: N801
+        def __init__(self, parent=None):
+            super().__init__("Show 3D", parent)
+
+    return [qMRMLWidget, ctkCollapsibleButton, ctkSliderWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox,
+            qMRMLSegmentationShow3DButton]
 
 
 def load_panel():

@@ -39,3 +39,18 @@ def test_every_engine_module_imports_without_slicer_qt_ctk_or_vtk():
     assert on_disk <= modules, f"modules the walk did not import: {sorted(on_disk - modules)}"
     assert {"MedGANLogic.slicer_bridge.nodes", "MedGANLogic.slicer_bridge.running", "MedGANLogic.pipeline"} <= modules
     assert report["loaded"] == [], f"importing the engine loaded {report['loaded']}"
+
+
+def test_what_the_slicer_module_loads_at_start_up_needs_nothing_installed_on_first_use():
+    # Slicer imports MedGAN.py at start-up, before the panel has offered to install PyTorch and the rest: the
+    # engine, the bridge, the task table and the module's plain-Python library must import without them.
+    code = """
+import json, sys
+sys.path.insert(0, "MedGANExtension")
+import MedGANLogic, MedGANLogic.slicer_bridge, MedGANLogic.tasks
+import MedGANLib.dependencies, MedGANLib.job, MedGANLib.panel_text, MedGANLib.sample_data
+later = {name for name, _ in MedGANLib.dependencies.ENGINE_REQUIREMENTS} | {"torch"}
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & later)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

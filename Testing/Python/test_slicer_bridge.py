@@ -19,12 +19,14 @@ import torch.nn as nn
 from conftest import tiny_card
 from MedGANLib import panel_text  # the module's own library (conftest puts it on the path, as Slicer does)
 from slicer_testing import (
+    VIEWS,
     add_volume_node,
     anomaly_card,
     local_mean_anomaly_state,
     make_scene,
     node_matrix,
     sample_volume,
+    save_and_reload,
 )
 
 from MedGANLogic import slicer_bridge
@@ -327,6 +329,64 @@ def test_anomaly_map_overlay_legend_and_candidate_segmentation(setup, make_model
     assert _composite(scene, "Red").GetForegroundOpacity() == pytest.approx(0.3)
     assert display.GetLowerThreshold() == pytest.approx(0.2)
     assert "Viridis" in display.GetColorNode().GetName()
+
+
+def test_anomaly_display_acts_on_any_map_found_by_its_attributes_also_after_reload(setup, make_model, tmp_path):
+    make_model(anomaly_card(), net=_net(anomaly_card(), local_mean_anomaly_state()))
+    scene = setup.scene
+    node = add_volume_node(scene, sample_volume("T2w"), "Sample T2")
+    first = slicer_bridge.run_on_node(scene, node, "anomaly")[0]
+    last = slicer_bridge.run_on_node(scene, node, "anomaly")[0]
+    assert [m.GetID() for m in slicer_bridge.anomaly_map_nodes(scene)] == [first.GetID(), last.GetID()]
+    assert _composite(scene, "Red").GetForegroundVolumeID() == last.GetID()
+    # the panel's controls act on the selected map, not only on the last one made
+    slicer_bridge.update_anomaly_display(first, opacity=0.3, colormap="Viridis", display_threshold=0.2, show=True)
+    for view in VIEWS:
+        composite = _composite(scene, view)
+        assert composite.GetForegroundVolumeID() == first.GetID() and composite.GetBackgroundVolumeID() == node.GetID()
+        assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+    assert "Viridis" in first.GetDisplayNode().GetColorNode().GetName()
+    assert first.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2)
+    with pytest.raises(InputError, match="not a MedGAN anomaly map"):
+        slicer_bridge.update_anomaly_display(node, opacity=0.3)
+    with pytest.raises(InputError, match="opacity must be between 0 and 1"):
+        slicer_bridge.update_anomaly_display(first, opacity=2.0)
+    # saved and loaded again (no Python object survives): the maps are found by their attributes, each knows its
+    # input through a node reference, and the controls act on whichever is selected
+    reloaded = save_and_reload(setup, tmp_path / "saved scene")
+    try:
+        again = reloaded.scene
+        maps = slicer_bridge.anomaly_map_nodes(again)
+        assert [m.GetName() for m in maps] == [first.GetName(), last.GetName()]
+        scan = slicer_bridge.input_of(maps[0])
+        assert scan is not None and scan.GetName() == "Sample T2" and not slicer_bridge.is_anomaly_map(scan)
+        slicer_bridge.update_anomaly_display(maps[0], opacity=0.6, colormap="Magma", display_threshold=0.15, show=True)
+        red = _composite(again, "Red")
+        assert red.GetForegroundVolumeID() == maps[0].GetID() and red.GetBackgroundVolumeID() == scan.GetID()
+        assert red.GetForegroundOpacity() == pytest.approx(0.6)
+        assert "Magma" in maps[0].GetDisplayNode().GetColorNode().GetName()
+        assert maps[0].GetDisplayNode().GetLowerThreshold() == pytest.approx(0.15)
+    finally:
+        reloaded.close()
+
+
+def test_segmentations_use_standard_terminology_and_can_show_in_3d(setup, t1_node, make_model):
+    from vtkmodules.vtkCommonCore import reference
+
+    make_model(_segment_card(), net=_net(_segment_card(), _segment_state()))
+    seg = slicer_bridge.run_on_node(setup.scene, t1_node, "segment", force=True, show=False)[0]
+    assert not seg.GetSegmentation().ContainsRepresentation("Closed surface")  # 3D only when asked
+    entry = reference("")
+    assert seg.GetSegmentation().GetNthSegment(0).GetTag("TerminologyEntry", entry)
+    assert str(entry) == ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^85756007^Tissue"
+                          "~SCT^85756007^Tissue~^^~Anatomic codes - DICOM master list~^^~^^")  # "bright tissue"
+    seg3d = slicer_bridge.run_on_node(setup.scene, t1_node, "segment", force=True, show=False, show_3d=True)[0]
+    assert seg3d.GetSegmentation().ContainsRepresentation("Closed surface")
+    for name, kind in (("lesion", "SCT^52988006^Lesion"), ("Candidate 1 (0.42 mL)", "SCT^52988006^Lesion"),
+                       ("anomaly candidate", "SCT^52988006^Lesion"), ("enhancing tumour", "SCT^4147007^Mass")):
+        assert f"~SCT^49755003^Morphologically Altered Structure~{kind}~" in slicer_bridge.terminology_entry(name)
+    with pytest.raises(InputError, match="show_3d must be True or False"):
+        slicer_bridge.run_on_node(setup.scene, t1_node, "segment", force=True, show_3d="yes")
 
 
 def _labelmap_in_grid(labelmap, reference_node) -> np.ndarray:
@@ -656,6 +716,9 @@ def test_models_for_lists_fitting_models_first_with_the_reason_for_the_others(se
                                                                          ("test-ct-synth", False)]
     assert "expects CT" in entries[1][1]
     assert [card.id for card, _ in slicer_bridge.models_for("denoise")] == []
+    # from the node itself (its header): the same list; without a usable node, every model without a problem
+    assert slicer_bridge.models_for_node("synthesize", t1_node) == entries
+    assert [problem for _, problem in slicer_bridge.models_for_node("synthesize", None)] == [None, None]
     html = panel_text.card_summary_html(*entries[1])
     assert "none (test model)" in html and "research, not for diagnosis" in html and "Does not fit" in html
     assert "<script" not in panel_text.card_summary_html(entries[0][0]) and "&rarr;" in html

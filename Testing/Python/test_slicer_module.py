@@ -30,6 +30,7 @@ EXPECTED_CLASSES = {
     "inputInfoLabel": "QLabel", "advancedCollapsibleButton": "ctkCollapsibleButton",
     "overlapSliderWidget": "ctkSliderWidget", "batchSizeSpinBox": "QSpinBox", "sliceAxisComboBox": "QComboBox",
     "forceCheckBox": "QCheckBox", "anomalyCollapsibleButton": "ctkCollapsibleButton",
+    "anomalyMapSelector": "qMRMLNodeComboBox", "segmentationShow3DButton": "qMRMLSegmentationShow3DButton",
     "colormapComboBox": "QComboBox", "opacitySliderWidget": "ctkSliderWidget",
     "cardThresholdCheckBox": "QCheckBox", "thresholdSliderWidget": "ctkSliderWidget",
     "makeSegmentationCheckBox": "QCheckBox", "applyButton": "QPushButton", "progressBar": "QProgressBar",
