@@ -157,7 +157,7 @@ def _delegate(module: str, args: argparse.Namespace) -> int:
 _DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
                            "make phantom data (MNI152-derived MR, CT, lesions, low-dose CT)"),
               "train": ("MedGANLogic.train.cli", "train a GAN from a recipe or config file"),
-              "import": ("MedGANLogic.train.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
+              "import": ("MedGANLogic.models.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
                                                       "a model folder")}
 
 

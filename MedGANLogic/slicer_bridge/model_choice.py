@@ -82,7 +82,7 @@ def import_model(source: str | Any, *, replace: bool = False, **pix2pix_options:
 
     ``source`` is a MedGAN model folder (card.json + weights.safetensors: SHA-256 checked, network built, then
     copied) or a pytorch-CycleGAN-and-pix2pix generator checkpoint (.pth; ``pix2pix_options`` as
-    :func:`MedGANLogic.train.importer.import_pix2pix` takes them: model_id, task, input_modality, ...).
+    :func:`MedGANLogic.models.importer.import_pix2pix` takes them: model_id, task, input_modality, ...).
     """
     from pathlib import Path
 
@@ -97,7 +97,7 @@ def import_model(source: str | Any, *, replace: bool = False, **pix2pix_options:
         registry.verify_weights(load_card(path))
         return registry.install_model(path, replace=replace)
     if path.is_file() and path.suffix.lower() in (".pth", ".pt"):
-        from ..train.importer import import_pix2pix
+        from ..models.importer import import_pix2pix
 
         model_id = pix2pix_options.pop("model_id", None)
         if not model_id:
