@@ -87,9 +87,10 @@ def input_description(volume: Any) -> str:
 
     ``volume`` is the :class:`~MedGANLogic.volume.Volume` of ``slicer_bridge.header_volume`` (no voxels needed).
     """
+    from MedGANLogic.modality import describe_modality  # the engine's one description of a modality
+
     meta = volume.metadata
-    modality = " ".join(str(v) for v in (meta.get("modality"), meta.get("contrast")) if v) or (
-        "looks like CT (not recorded)" if meta.get("guessed_modality") else "modality not recorded")
+    modality = describe_modality(volume)
     spacing = " x ".join(f"{s:.2f}" for s in volume.spacing)
     fov = " x ".join(f"{e:.0f}" for e in volume.physical_extent())
     note = f"; under transform {meta['transform_hardened']}" if "transform_hardened" in meta else ""
