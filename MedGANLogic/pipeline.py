@@ -122,11 +122,6 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None) -> 
     return fitting[0]
 
 
-# The Slicer bridge still imports this private name; it moves to MedGANLogic.modality with the bridge's own
-# restructuring (issue #12, item 2), which removes this line. Nothing else may use it.
-_modality_problem = modality_problem
-
-
 def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
     """The option rules that depend on the chosen model."""
     axis = options.get("slice_axis")
