@@ -4,6 +4,7 @@
     medgan run --task TASK --input IN --output OUT [--model ID] [--device DEV] [--mask-output PATH] ...
     medgan info FILE [--json]
     medgan demo [--output DIR]
+    medgan doctor [--json]   (versions, devices, models verified, what is missing and how to install it)
     medgan simulate ...      (phantom data; see `medgan simulate --help`)
     medgan train ...         (train a GAN from a recipe or config)
     medgan import ...        (convert a pytorch-CycleGAN-and-pix2pix checkpoint, or install a model folder)
@@ -20,6 +21,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,20 +71,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No models installed (looked in {builtin_models_dir()} and {user_models_dir()}).")
         return 0
-    header = f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  version"
+    header = (f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  {'version':<8} "
+              f"from")
     print(header)
     print("-" * len(header))
     for r in rows:
         size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] else "?"
+        origin = "built-in" if r["source"] == "builtin" else r["folder"]
         print(f"{r['id']:<24} {r['task']:<10} {r['modality_in']:<10} {r['modality_out']:<10} {r['dims']:<5} "
-              f"{size:>9}  {r['version']}")
+              f"{size:>9}  {r['version']:<8} {origin}")
+    for r in rows:
+        if r["shadows"]:
+            print(f"Note: the user model {r['id']} ({r['folder']}) shadows the built-in model of the same id "
+                  f"({r['shadows']}); `--model {r['id']}` runs the user one. Rename or remove it to use the built-in.")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .io import describe, read_volume
 
-    info = describe(read_volume(args.file, component=args.component, frame=args.frame))
+    info = describe(read_volume(args.file, component=args.component, frame=args.frame, series=args.series))
     if args.json:
         _print_json(info)
         return 0
@@ -112,18 +120,15 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .io import WRITE_SUFFIXES, file_suffix, read_volume, write_volume
+    from .io import check_output_paths, read_volume, write_volumes
     from .pipeline import execute, plan
 
-    outputs = [Path(args.output)] + ([Path(args.mask_output)] if args.mask_output else [])
-    for out in outputs:
-        if file_suffix(out) not in WRITE_SUFFIXES:
-            raise MedGANError(f"Cannot write {out.name}: use one of {', '.join(WRITE_SUFFIXES)}.")
-        if not out.parent.is_dir():
-            raise MedGANError(f"Output folder {out.parent} does not exist; create it first.")
+    # Outputs: known extensions, existing folders, none the input nor each other (before any work is done).
+    outputs = check_output_paths([args.output] + ([args.mask_output] if args.mask_output else []),
+                                 inputs=[args.input])
     if args.mask_output and args.task not in ("anomaly",):
         raise MedGANError("--mask-output applies to --task anomaly only.")
-    volume = read_volume(args.input, component=args.component, frame=args.frame)
+    volume = read_volume(args.input, component=args.component, frame=args.frame, series=args.series)
     run_plan = plan(args.task, volume, model=args.model, device=args.device, **_run_options(args))
     for message in run_plan.warnings:  # the same warnings Python callers get as MedGANWarning
         print(f"warning: {message}", file=sys.stderr)
@@ -131,16 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"note: {message}", file=sys.stderr)
     bar = ProgressBar(f"{args.task}", enabled=None if not args.quiet else False)
     result = execute(run_plan, progress=bar)
-    # Write every output (whole or not at all); on failure remove what this command already wrote.
-    written: list[Path] = []
-    try:
-        written.append(write_volume(result.volume, outputs[0]))
-        if args.mask_output:
-            written.append(write_volume(result.outputs["mask"], outputs[1]))
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+    # Every output or none: on failure the files that were there before are still there.
+    volumes = [result.volume] + ([result.outputs["mask"]] if args.mask_output else [])
+    write_volumes(dict(zip(outputs, volumes)), sources=[args.input])
     summary = {"output": str(outputs[0]), "model": result.provenance["model"],
                "device": result.provenance["device"], "seconds": result.provenance["seconds"]}
     summary.update({k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))})
@@ -155,6 +153,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.output), device=args.device)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(as_json=args.json)
+
+
 def _delegate(module: str, args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args) or 0)
 
@@ -163,11 +167,14 @@ def _delegate(module: str, args: argparse.Namespace) -> int:
 _DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
                            "make phantom data (MNI152-derived MR, CT, lesions, low-dose CT)"),
               "train": ("MedGANLogic.train.cli", "train a GAN from a recipe or config file"),
-              "import": ("MedGANLogic.train.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
+              "import": ("MedGANLogic.models.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
                                                       "a model folder")}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``medgan`` parser. The delegated commands (simulate, train, import) import their modules, and with
+    them torch, to add their arguments: only ``command``'s is built in full when it is given, so that
+    ``medgan --help``, ``models`` and ``info`` start without torch."""
     parser = argparse.ArgumentParser(prog="medgan", description="Generative adversarial networks for medical "
                                      "volumes (research use, not for diagnosis).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -200,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MR: N4 bias-field correction of the input before the model sees it")
     p.add_argument("--component", type=int, help="vector images: which component to use")
     p.add_argument("--frame", type=int, help="4D images: which frame to use")
+    p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to use "
+                   "(default: the largest, with a warning listing the others)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=cmd_run)
 
@@ -208,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--component", type=int)
     p.add_argument("--frame", type=int)
+    p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to describe")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="run every available task on the bundled sample data")
@@ -215,8 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("doctor", help="check Python, packages, devices and installed models; say what is missing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
+
     for name, (module, help_text) in _DELEGATED.items():
         p = sub.add_parser(name, help=help_text)
+        if command is not None and name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -234,10 +250,18 @@ def _missing(name: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # medgan has no options before the command
+    parser = build_parser(command)
     args = parser.parse_args(argv)
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"medgan {args.command}: warning: {message}".splitlines()[0], file=sys.stderr)
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return int(args.func(args) or 0)
     except MedGANError as exc:
         print(f"medgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -30,7 +30,7 @@ from .errors import InputError, MedGANWarning, ModalityMismatchError, ModelError
 from .fit import fit_problems
 from .frame import ModelFrame, decide, model_header, to_input, to_model
 from .inference import InferenceLayout, infer, resolve_device
-from .io import read_volume
+from .io import check_orthonormal, read_volume
 from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
 from .models import registry
 from .models.card import ModelCard
@@ -117,6 +117,7 @@ def check_volume(volume: Volume, name: str = "input") -> None:
     if lo == hi:
         raise InputError(f"The {name} volume is constant (every voxel = {lo:g}): there is no image to work on. "
                          f"Check that the right series was loaded.")
+    check_orthonormal(volume.direction, f"The {name} volume")  # outputs would copy a sheared grid
 
 
 def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
@@ -139,11 +140,6 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
         raise ModalityMismatchError(f"No {task!r} model fits this volume ({describe_modality(volume)}); installed: "
                                     f"{known}. Name one with model=... and force=True to run anyway.")
     return sorted(fitting, key=lambda c: likely_contrast is not None and c.input.get("contrast") != likely_contrast)[0]
-
-
-# The Slicer bridge still imports this private name; it moves to MedGANLogic.modality with the bridge's own
-# restructuring (issue #12, item 2), which removes this line. Nothing else may use it.
-_modality_problem = modality_problem
 
 
 def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
