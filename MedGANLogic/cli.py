@@ -113,8 +113,9 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None:
             options[name] = value
-    if args.force:
-        options["force"] = True
+    for flag in ("force", "native", "bias_correction"):
+        if getattr(args, flag):
+            options[flag] = True
     return options
 
 
@@ -131,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_plan = plan(args.task, volume, model=args.model, device=args.device, **_run_options(args))
     for message in run_plan.warnings:  # the same warnings Python callers get as MedGANWarning
         print(f"warning: {message}", file=sys.stderr)
+    for message in run_plan.notes if not args.quiet else ():  # what the engine does to meet the model
+        print(f"note: {message}", file=sys.stderr)
     bar = ProgressBar(f"{args.task}", enabled=None if not args.quiet else False)
     result = execute(run_plan, progress=bar)
     # Every output or none: on failure the files that were there before are still there.
@@ -198,6 +201,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["MR", "CT"], help="declare the input's modality if the file does not say")
     p.add_argument("--contrast", help="declare the MR contrast, e.g. T1w, T2w, FLAIR")
     p.add_argument("--force", action="store_true", help="run even if the model expects another modality")
+    p.add_argument("--native", action="store_true",
+                   help="run on the input's own grid: no resampling into the model's voxel size or orientation")
+    p.add_argument("--bias-correction", action="store_true", dest="bias_correction",
+                   help="MR: N4 bias-field correction of the input before the model sees it")
     p.add_argument("--component", type=int, help="vector images: which component to use")
     p.add_argument("--frame", type=int, help="4D images: which frame to use")
     p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to use "
