@@ -1,0 +1,1 @@
+"""Evaluation of the shipped models: phantom report (`make eval`) and real images (`make eval-real`)."""
