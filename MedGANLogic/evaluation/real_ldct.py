@@ -41,7 +41,7 @@ LDCT_TUNE = (1, 5)  # ... of which these positions tune the baselines; the other
 LDCT_CROP = 192  # pixels: the scored square around the body centre
 REALISTIC_NOISE_HU = 60.0
 NLM_FACTORS = (0.4, 0.6, 0.8, 1.0, 1.3)  # h = factor x the measured noise SD
-BM3D_FACTORS = (0.6, 0.8, 1.0, 1.3)  # sigma = factor x the measured noise SD
+BM3D_FACTORS = (1.0, 1.3, 1.7)  # sigma = factor x the measured noise SD (FBP noise is correlated: > 1)
 LEVELS = ("default", "realistic")
 
 
