@@ -32,15 +32,8 @@ import numpy as np
 from ..registry import Registry
 from ..volume import Volume
 from . import real_data
-
-LDCT_WINDOW = (-160.0, 240.0)
-
-
-# --- shared pieces that come from the evaluation package ---------------------------------------------------------
-def _evaluation() -> Any:
-    from .. import evaluate
-
-    return evaluate
+from .context import LDCT_WINDOW, SectionResult
+from .metrics import psnr, ssim
 
 
 def windowed_scores(pred_hu: np.ndarray, reference_hu: np.ndarray, mask: np.ndarray,
@@ -50,13 +43,12 @@ def windowed_scores(pred_hu: np.ndarray, reference_hu: np.ndarray, mask: np.ndar
     Arrays are (y, x) slices or (z, y, x) stacks in HU; ``mask`` (same shape) selects the scored pixels. SSIM is
     2D per slice (11 x 11 Gaussian window) averaged over the masked pixels.
     """
-    ev = _evaluation()
     lo, hi = window
     p, t, m = (np.asarray(a) for a in (pred_hu, reference_hu, mask))
     if p.ndim == 2:
         p, t, m = p[None], t[None], m[None]
     p, t = np.clip(p, lo, hi), np.clip(t, lo, hi)
-    return ev.psnr(p, t, m.astype(bool), hi - lo), ev.ssim(p, t, m.astype(bool), hi - lo)
+    return psnr(p, t, m.astype(bool), hi - lo), ssim(p, t, m.astype(bool), hi - lo)
 
 
 # --- the context the sections share -----------------------------------------------------------------------------
@@ -81,7 +73,8 @@ class RealContext:
         return real_data.load_label(name, self.cache).array > 0
 
     def run(self, task: str, volume: Volume, model: str, case: str, **options: Any) -> Any:
-        """``task`` with ``model`` on ``volume`` through the engine's public API; logs time and warnings.
+        """``task`` with ``model`` on ``volume`` through the engine's plan and execute steps; logs time, warnings
+        and the decisions provenance records.
 
         Returns the :class:`~MedGANLogic.pipeline.RunResult`, or None when the engine refused or failed (the
         error is logged with the run and printed; the section reports the case as not run).
@@ -97,12 +90,9 @@ class RealContext:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                if hasattr(pipeline, "plan"):  # plan/execute: every decision of the run, with its warnings
-                    plan = pipeline.plan(task, volume, model=model, device=self.device, **options)
-                    messages += [str(w) for w in getattr(plan, "warnings", [])]
-                    result = pipeline.execute(plan)
-                else:
-                    result = pipeline.run(task, volume, model=model, device=self.device, **options)
+                plan = pipeline.plan(task, volume, model=model, device=self.device, **options)
+                messages += list(plan.warnings)  # every decision of the run, told once
+                result = pipeline.execute(plan)
             except MedGANError as exc:
                 record["error"] = f"{type(exc).__name__}: {exc}"
         messages += [str(w.message) for w in caught]
@@ -111,7 +101,7 @@ class RealContext:
         if result is not None:
             prov = result.provenance
             record["decisions"] = {k: prov[k] for k in ("resampled_from", "reoriented", "bias_corrected",
-                                                         "contrast_estimated", "forced_despite") if prov.get(k)}
+                                                         "contrast_estimated") if prov.get(k)}
         self.runs.append(record)
         note = f"error: {record['error']}" if "error" in record else f"{record['seconds']:.1f} s"
         print(f"  {model} on {case}: {note}" + "".join(f"\n    warning: {w}" for w in record["warnings"]),
@@ -119,28 +109,9 @@ class RealContext:
         return result
 
 
-SectionResult = Any  # the evaluation package's SectionResult
 RealSectionFn = Callable[[RealContext], SectionResult]
 REAL_SECTIONS: Registry[RealSectionFn] = Registry(
     "real-data report section", package=__package__, modules=(".real_ldct", ".real_mr"), error=ValueError)
-
-
-def not_run(title: str, reason: str) -> SectionResult:
-    """A section that could not be evaluated, with the reason (a missing model, an engine refusal)."""
-    ev = _evaluation()
-    return ev.SectionResult(title=title, intro="", metrics={}, units={}, targets=[], error=reason)
-
-
-def missing_model(title: str, model_ids: list[str]) -> SectionResult | None:
-    from ..models.registry import get_model
-
-    missing = []
-    for mid in model_ids:
-        try:
-            get_model(mid)
-        except Exception:  # noqa: BLE001 - any failure to find it is reported the same way
-            missing.append(mid)
-    return not_run(title, f"model(s) not installed: {', '.join(missing)}") if missing else None
 
 
 def unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -154,33 +125,12 @@ def save_real_panel(ctx: RealContext, name: str, rows: list[tuple[str, list[np.n
 
     rows = [(label, [resize(img, (160, 160), order=1, anti_aliasing=True) for img in images])
             for label, images in rows]
-    return _evaluation().save_panel(ctx.report_dir / f"real_{name}.png", rows, [(0.0, 1.0)] * len(titles), titles)
+    from .panels import save_panel
+
+    return save_panel(ctx.report_dir / f"real_{name}.png", rows, [(0.0, 1.0)] * len(titles), titles)
 
 
 # --- the report ------------------------------------------------------------------------------------------------
-def _fmt(value: float, unit: str) -> str:
-    if not np.isfinite(value):
-        return "–"
-    return f"{value:.4f}" if unit == "" and abs(value) <= 1.0 else f"{value:.2f}"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def render_markdown(results: dict[str, SectionResult], meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     """``real.md``: how it was made, the images, every target, one table per section, then every model run."""
     lines = ["# MedGAN on real images", "",
@@ -189,30 +139,14 @@ def render_markdown(results: dict[str, SectionResult], meta: dict[str, Any], run
              "measurements on real scans. Research use, not for diagnosis.", "",
              f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']} "
              f"({meta['cpu_count']} CPU cores; torch threads {meta['torch_threads']}).",
-             "- Mean over cases (per-case values in `real.json`); – where a metric does not apply.", "",
+             "- Mean ± standard deviation over the cases a metric applies to (per case in `real.json`).", "",
              "## Images", "", "| image | package | shows | tumour label | geometry |", "|---|---|---|---|---|"]
     for row in real_data.inventory():
         lines.append(f"| {row['image']} | {row['package']} | {row['shows']} | {row['label'] or '–'} | "
                      f"{row['assumed']} |")
-    targets = [t for r in results.values() for t in r.targets]
-    lines += ["", "## Targets", "", f"**{sum(t.met for t in targets)} of {len(targets)} real-image targets met.**", "",
-              "| target | value | threshold | result |", "|---|---|---|---|"]
-    for t in targets:
-        op = {">": ">", ">=": "≥", "<": "<"}[t.op]
-        lines.append(f"| {t.name} | {t.value:.4g} | {op} {t.threshold:.4g} | {'met' if t.met else '**MISSED**'} |")
-    for r in results.values():
-        lines += ["", f"## {r.title}", ""]
-        if r.error:
-            lines.append(f"**Not evaluated**: {r.error}.")
-            continue
-        lines += [r.intro, ""]
-        names = list(next(iter(r.metrics.values())).keys())
-        lines += ["| method | " + " | ".join(f"{m} ({r.units[m]})" if r.units.get(m) else m for m in names) + " |",
-                  "|---|" + "---|" * len(names)]
-        for method, values in r.metrics.items():
-            lines.append(f"| {method} | " + " | ".join(_fmt(_nanmean(values.get(m, [])), r.units.get(m, ""))
-                                                       for m in names) + " |")
-        lines += [f"\n![{r.title}]({p})" for p in r.panels]
+    from .report import render_results
+
+    lines += render_results(list(results.values()))
     lines += ["", "## Model runs", "", "Every run through the engine: seconds (summed over the runs of a row), what "
               "the engine decided (e.g. forced despite a contrast mismatch) and the warnings it gave.", "",
               "| model | case | runs | seconds | decisions, warnings, errors |", "|---|---|---|---|---|"]
@@ -268,13 +202,10 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     meta = {"generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "seconds": time.perf_counter() - start, "device": device, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
-    data = {"meta": meta, "images": real_data.inventory(), "runs": ctx.runs, "sections": {
-        name: {"title": r.title, "error": r.error, "units": r.units, "panels": r.panels, "info": r.info,
-               "metrics": {m: {k: {"mean": _nanmean(v), "per_case": v} for k, v in d.items()}
-                           for m, d in r.metrics.items()},
-               "targets": [t.as_dict() for t in r.targets]} for name, r in results.items()}}
-    data["targets_met"] = sum(t["met"] for s in data["sections"].values() for t in s["targets"])
-    data["targets_total"] = sum(len(s["targets"]) for s in data["sections"].values())
+    from .report import _finite, results_json
+
+    data = {"meta": meta, "images": real_data.inventory(), "runs": ctx.runs,
+            **results_json(list(results), list(results.values()))}
     (report_dir / "real.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
     (report_dir / "real.md").write_text(render_markdown(results, meta, ctx.runs))
     return data

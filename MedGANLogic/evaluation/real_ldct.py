@@ -21,17 +21,9 @@ import numpy as np
 from ..simulate.lowdose import FULL_DOSE_PHOTONS, noiseless_reconstruction, simulate_low_dose
 from ..volume import Volume
 from . import real_masks
-from .real import (
-    LDCT_WINDOW,
-    REAL_SECTIONS,
-    RealContext,
-    _evaluation,
-    _nanmean,
-    missing_model,
-    save_real_panel,
-    unit_range,
-    windowed_scores,
-)
+from .baselines import nlm_denoise
+from .context import SectionResult, Target, mean, missing_models
+from .real import LDCT_WINDOW, REAL_SECTIONS, RealContext, save_real_panel, unit_range, windowed_scores
 
 LDCT_MODEL = "ldct-denoise"
 LDCT_CASES = ("lung1", "lung2")
@@ -124,14 +116,13 @@ def _noise_sd(image: np.ndarray, s: dict[str, Any]) -> float:
 
 def _tune(tune: list[dict[str, Any]], level: str) -> dict[str, Any]:
     """NLM strength and BM3D noise PSD with the best mean windowed PSNR on the tuning slices at ``level``."""
-    ev = _evaluation()
     sd = float(np.mean([_noise_sd(s["low"][level], s) for s in tune]))
 
     def psnr_of(denoise: Any) -> float:
         return float(np.mean([windowed_scores(denoise(s["low"][level][s["box"]]), s["hu"][s["box"]],
                                               s["body"][s["box"]])[0] for s in tune]))
 
-    nlm = {f: psnr_of(lambda img, h=f * sd: ev.nlm_denoise(img[None], h)[0]) for f in NLM_FACTORS}
+    nlm = {f: psnr_of(lambda img, h=f * sd: nlm_denoise(img[None], h)[0]) for f in NLM_FACTORS}
     bm3d = {f: psnr_of(lambda img, sigma=f * sd: bm3d_denoise(img, sigma)) for f in BM3D_FACTORS}
     best_nlm, best_bm3d = max(nlm, key=nlm.get), max(bm3d, key=bm3d.get)
     return {"noise_sd_tuning": sd, "nlm_h": best_nlm * sd, "bm3d_sigma": best_bm3d * sd,
@@ -158,10 +149,9 @@ def _prepare(ctx: RealContext) -> dict[str, Any]:
 
 
 def _section(ctx: RealContext, level: str) -> Any:
-    ev = _evaluation()
     title = (f"Low-dose CT on real chest CT: quarter dose, "
              f"{'simulator default photons' if level == 'default' else f'~{REALISTIC_NOISE_HU:g} HU noise'}")
-    if (m := missing_model(title, [LDCT_MODEL])) is not None:
+    if (m := missing_models(title, [LDCT_MODEL])) is not None:
         return m
     data = _prepare(ctx)
     tuned = data["tuned"][level]
@@ -175,7 +165,7 @@ def _section(ctx: RealContext, level: str) -> Any:
         model = result.volume.array[0] if result is not None else np.full_like(low, np.nan)
         box = s["box"]
         preds = {"low-dose input": low[box], "model (ldct-denoise)": model[box],
-                 "non-local means": ev.nlm_denoise(low[box][None], tuned["nlm_h"])[0],
+                 "non-local means": nlm_denoise(low[box][None], tuned["nlm_h"])[0],
                  "BM3D": bm3d_denoise(low[box], tuned["bm3d_sigma"]), "noise-free reconstruction": s["noise_free"][box]}
         ref, body, soft = s["hu"][box], s["body"][box], s["soft"][box]
         for method, pred in preds.items():
@@ -190,12 +180,12 @@ def _section(ctx: RealContext, level: str) -> Any:
                                                           ("low-dose input", "model (ldct-denoise)", "non-local means",
                                                            "BM3D")] + [unit_range(ref, *LDCT_WINDOW)]))
     panel = save_real_panel(ctx, f"ldct_{level}", panel_rows, ["quarter dose", "model", "NLM", "BM3D", "real CT"])
-    mean = {m: {k: _nanmean(v) for k, v in d.items()} for m, d in metrics.items()}
-    model = mean["model (ldct-denoise)"]
-    targets = [ev.Target(f"ldct-denoise on real CT ({level} dose level): PSNR above non-local means", model["PSNR"],
-                         mean["non-local means"]["PSNR"]),
-               ev.Target(f"ldct-denoise on real CT ({level} dose level): PSNR above BM3D", model["PSNR"],
-                         mean["BM3D"]["PSNR"])]
+    avg = {m: {k: mean(v) for k, v in d.items()} for m, d in metrics.items()}
+    model = avg["model (ldct-denoise)"]
+    targets = [Target(f"ldct-denoise on real CT ({level} dose level): PSNR above non-local means", model["PSNR"],
+                         avg["non-local means"]["PSNR"]),
+               Target(f"ldct-denoise on real CT ({level} dose level): PSNR above BM3D", model["PSNR"],
+                         avg["BM3D"]["PSNR"])]
     n_scored = len(metrics["BM3D"]["PSNR"])
     intro = (
         f"{n_scored} real chest CT slices ({', '.join(LDCT_CASES)}; 5 per CT, evenly spread over the central 60 %), "
@@ -212,7 +202,7 @@ def _section(ctx: RealContext, level: str) -> Any:
         f"`bm3d_denoise`). The stent CT "
         f"is not scored: it is stored clipped at 0 HU in 62.5 HU steps, so the soft-tissue window holds four grey "
         f"levels.")
-    return ev.SectionResult(title=title, intro=intro, metrics=metrics,
+    return SectionResult(title=title, intro=intro, metrics=metrics,
                             units={"PSNR": "dB", "SSIM": "", "soft-tissue noise": "HU"}, targets=targets,
                             panels=[panel] if panel_rows else [],
                             info=tuned | {"slices": [

@@ -17,7 +17,10 @@ from scipy import ndimage
 from ..simulate.lowres import superres_pair
 from ..volume import Volume
 from . import real_masks
-from .real import REAL_SECTIONS, RealContext, _evaluation, _nanmean, missing_model, save_real_panel, unit_range
+from .baselines import bspline_upsample
+from .context import SectionResult, Target, mean, missing_models
+from .metrics import auroc, psnr, ssim
+from .real import REAL_SECTIONS, RealContext, save_real_panel, unit_range
 from .real_data import IMAGES
 
 BRAINS = ("brain1", "brain2")
@@ -83,9 +86,8 @@ def csf_wm_ratio(image: np.ndarray, csf: np.ndarray, wm: np.ndarray) -> float:
 # --- T1w -> T2w --------------------------------------------------------------------------------------------------
 @REAL_SECTIONS.register("t1-to-t2")
 def t1_to_t2(ctx: RealContext) -> Any:
-    ev = _evaluation()
     title = "T1w → T2w on real brains (mr-t1-to-t2): contrast order"
-    if (m := missing_model(title, ["mr-t1-to-t2"])) is not None:
+    if (m := missing_models(title, ["mr-t1-to-t2"])) is not None:
         return m
     methods = ("input T1w (reference order)", "model (mr-t1-to-t2)", "inverted T1w (baseline)")
     metrics: dict[str, dict[str, list[float]]] = {m: {"CSF / WM": [], "CSF above WM median (%)": []}
@@ -98,17 +100,18 @@ def t1_to_t2(ctx: RealContext) -> Any:
         images = {methods[0]: vol.array, methods[2]: np.where(mk["brain"], lo + hi - vol.array, 0.0),
                   methods[1]: result.volume.array if result is not None else np.full(vol.shape, np.nan)}
         for method, img in images.items():
-            metrics[method]["CSF / WM"].append(csf_wm_ratio(img, mk["csf"], mk["wm"]))
-            above = img[mk["csf"]] > np.median(img[mk["wm"]]) if mk["wm"].any() else np.array([np.nan])
-            metrics[method]["CSF above WM median (%)"].append(100.0 * float(np.mean(above)))
+            ok = bool(np.isfinite(img).all()) and mk["csf"].any() and mk["wm"].any()
+            metrics[method]["CSF / WM"].append(csf_wm_ratio(img, mk["csf"], mk["wm"]) if ok else np.nan)
+            above = np.mean(img[mk["csf"]] > np.median(img[mk["wm"]])) if ok else np.nan
+            metrics[method]["CSF above WM median (%)"].append(100.0 * float(above))
         z = _fullest(mk["core"])
         classes = mk["csf"][z] * 0.33 + mk["parenchyma"][z] * 0.66 + mk["wm"][z] * 0.34
         rows.append((case, [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods]
                      + [classes]))
     model = [v for v in metrics[methods[1]]["CSF / WM"] if np.isfinite(v)]
-    targets = [ev.Target("synthetic T2w of real T1w: CSF/white-matter ratio > 1.5 (mean of the brains)",
-                         _nanmean(model), T2_TARGET_RATIO),
-               ev.Target("synthetic T2w of real T1w: CSF brighter than white matter on every brain (lowest ratio)",
+    targets = [Target("synthetic T2w of real T1w: CSF/white-matter ratio > 1.5 (mean of the brains)",
+                         mean(model), T2_TARGET_RATIO),
+               Target("synthetic T2w of real T1w: CSF brighter than white matter on every brain (lowest ratio)",
                          min(model) if model else float("nan"), 1.0)]
     intro = (
         "Real T1w brains: brain1 and brain2 (contrast-enhanced, with tumours; the tumour and 2 mm around it are left "
@@ -119,7 +122,7 @@ def t1_to_t2(ctx: RealContext) -> Any:
         "brighter half of the remaining parenchyma. The input row shows the order on the T1w itself (CSF/WM below "
         "1); the baseline inverts the T1w within the brain. Panel: T1w, synthetic T2w, inverted T1w, and the masks "
         "(dark grey CSF, light grey grey matter, white white matter).")
-    return ev.SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets,
+    return SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets,
                             panels=[save_real_panel(ctx, "t1_to_t2", rows, ["T1w", "synthetic T2w", "inverted T1w",
                                                                             "masks"])])
 
@@ -139,9 +142,8 @@ def bulk_density_ct(t1: np.ndarray, head: np.ndarray, brain: np.ndarray) -> np.n
 
 @REAL_SECTIONS.register("mr-to-ct")
 def mr_to_ct(ctx: RealContext) -> Any:
-    ev = _evaluation()
     title = "MR → CT on real T1w brains (mr-to-ct): brain HU and skull"
-    if (m := missing_model(title, ["mr-to-ct"])) is not None:
+    if (m := missing_models(title, ["mr-to-ct"])) is not None:
         return m
     names = ("brain median", "brain > 150 HU", "skull shell > 250 HU", "skull shell < -200 HU")
     metrics: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names}
@@ -164,12 +166,12 @@ def mr_to_ct(ctx: RealContext) -> Any:
         rows.append((case, [unit_range(vol.array[z], *_window(vol.array, mk["head"])), unit_range(ct[z], -160, 240),
                             unit_range(ct[z], -1000, 1500), unit_range(preds["bulk density (baseline)"][z], -1000,
                                                                        1500), shell[z].astype(np.float32)]))
-    model = {k: _nanmean(v) for k, v in metrics["model (mr-to-ct)"].items()}
-    targets = [ev.Target("synthetic CT of real T1w: brain median ≥ 0 HU", model["brain median"], 0.0, ">="),
-               ev.Target("synthetic CT of real T1w: brain median < 60 HU", model["brain median"], 60.0, "<"),
-               ev.Target("synthetic CT of real T1w: < 2 % of brain voxels above 150 HU", model["brain > 150 HU"], 2.0,
+    model = {k: mean(v) for k, v in metrics["model (mr-to-ct)"].items()}
+    targets = [Target("synthetic CT of real T1w: brain median ≥ 0 HU", model["brain median"], 0.0, ">="),
+               Target("synthetic CT of real T1w: brain median < 60 HU", model["brain median"], 60.0, "<"),
+               Target("synthetic CT of real T1w: < 2 % of brain voxels above 150 HU", model["brain > 150 HU"], 2.0,
                          "<"),
-               ev.Target("synthetic CT of real T1w: skull present (≥ 15 % of the skull shell above 250 HU)",
+               Target("synthetic CT of real T1w: skull present (≥ 15 % of the skull shell above 250 HU)",
                          model["skull shell > 250 HU"], 15.0, ">=")]
     intro = (
         "The real contrast-enhanced T1w brains (brain1, brain2) through mr-to-ct. No real CT of these heads exists, "
@@ -179,7 +181,7 @@ def mr_to_ct(ctx: RealContext) -> Any:
         "where bone should be). Percentages are of voxels. Baseline: a three-class bulk-density CT from the T1w "
         "(brain 30 HU; head outside the brain 700 HU where dark, 0 HU elsewhere). Panel: T1w, synthetic CT in the "
         "brain window and the bone window, the baseline, the skull shell.")
-    return ev.SectionResult(title=title, intro=intro, metrics=metrics,
+    return SectionResult(title=title, intro=intro, metrics=metrics,
                             units={"brain median": "HU", "brain > 150 HU": "%", "skull shell > 250 HU": "%",
                                    "skull shell < -200 HU": "%"}, targets=targets,
                             panels=[save_real_panel(ctx, "mr_to_ct", rows, ["T1w", "sCT brain", "sCT bone",
@@ -201,11 +203,8 @@ def _on_grid(out: Volume, grid: Volume) -> np.ndarray:
 
 @REAL_SECTIONS.register("superres")
 def superres(ctx: RealContext) -> Any:
-    ev = _evaluation()
-    from ..evaluation_gans2 import bspline_upsample
-
     title = "Super-resolution ×2 of real MR degraded ×2 (mr-sr-x2-throughplane, mr-sr-x2-inplane)"
-    if (m := missing_model(title, list(SR_MODELS))) is not None:
+    if (m := missing_models(title, list(SR_MODELS))) is not None:
         return m
     metrics: dict[str, dict[str, list[float]]] = {}
     targets, rows, regridded = [], [], []
@@ -223,8 +222,8 @@ def superres(ctx: RealContext) -> Any:
             lo, hi = _window(grid.array, head)
             for store, pred in ((mine, out), (base, spline)):
                 ok = bool(np.isfinite(pred).all())
-                store.setdefault("PSNR", []).append(ev.psnr(pred, grid.array, head, hi - lo) if ok else np.nan)
-                store.setdefault("SSIM", []).append(ev.ssim(pred, grid.array, head, hi - lo) if ok else np.nan)
+                store.setdefault("PSNR", []).append(psnr(pred, grid.array, head, hi - lo) if ok else np.nan)
+                store.setdefault("SSIM", []).append(ssim(pred, grid.array, head, hi - lo) if ok else np.nan)
             if case == "brain1":  # through-plane: a coronal cut shows the slice direction
                 images = (_on_grid_nearest(low, grid), out, spline, grid.array)
                 z = _fullest(head)
@@ -232,8 +231,8 @@ def superres(ctx: RealContext) -> Any:
                 rows.append((kind, [unit_range(c, lo, hi) for c in cuts]))
         mine["gain over B-spline"] = [a - b for a, b in zip(mine["PSNR"], base["PSNR"])]
         base["gain over B-spline"] = [0.0] * len(base["PSNR"])
-        targets.append(ev.Target(f"{model_id} on real MR degraded ×2: PSNR ≥ B-spline + {SR_TARGET_DB} dB",
-                                 _nanmean(mine["PSNR"]), _nanmean(base["PSNR"]) + SR_TARGET_DB, ">="))
+        targets.append(Target(f"{model_id} on real MR degraded ×2: PSNR ≥ B-spline + {SR_TARGET_DB} dB",
+                                 mean(mine["PSNR"]), mean(base["PSNR"]) + SR_TARGET_DB, ">="))
     intro = (
         f"Real volumes ({', '.join(SR_CASES)}) degraded ×2 as in training — through-plane: "
         f"{SR_MODELS['mr-sr-x2-throughplane'][1]}; in-plane: {SR_MODELS['mr-sr-x2-inplane'][1]} — then restored "
@@ -244,7 +243,7 @@ def superres(ctx: RealContext) -> Any:
         + (f"Output grids differed from the reference grid and were resampled linearly for: {', '.join(regridded)}."
            if regridded else "Every output lay exactly on the reference grid.")
         + " Panel (brain1): degraded input (nearest), model, B-spline, original; coronal cut for through-plane.")
-    return ev.SectionResult(title=title, intro=intro, metrics=metrics,
+    return SectionResult(title=title, intro=intro, metrics=metrics,
                             units={"PSNR": "dB", "SSIM": "", "gain over B-spline": "dB"}, targets=targets,
                             panels=[save_real_panel(ctx, "superres", rows, ["degraded", "model", "B-spline",
                                                                             "original"])],
@@ -263,16 +262,14 @@ def _on_grid_nearest(low: Volume, grid: Volume) -> np.ndarray:
 # --- anomaly -------------------------------------------------------------------------------------------------------
 @REAL_SECTIONS.register("anomaly")
 def anomaly(ctx: RealContext) -> Any:
-    ev = _evaluation()
-    from ..evaluation_gans2 import voxel_auroc_ap
-
     title = "Anomaly maps on real brains (brain-anomaly-t2): real tumours, normal brain"
-    if (m := missing_model(title, [ANOMALY_MODEL])) is not None:
+    if (m := missing_models(title, [ANOMALY_MODEL])) is not None:
         return m
     names = ("voxel AUROC", "tumour flagged", "normal brain flagged")
     methods = ("model (brain-anomaly-t2)", "intensity z-score (baseline)")
     metrics: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in methods}
     rows = []
+    cases: dict[str, list[str]] = {k: [] for k in names}  # which cases each metric's values are of
     for case in ANOMALY_CASES:
         vol, mk = ctx.image(case), masks(ctx, case)
         brain, tumour = mk["brain"], mk["tumour"] & mk["brain"]
@@ -282,21 +279,27 @@ def anomaly(ctx: RealContext) -> Any:
         else:
             amap, flagged = np.full(vol.shape, np.nan, np.float32), np.zeros(vol.shape, bool)
         zmap = zscore_map(vol.array, brain, vol.spacing)
+        applies = {"voxel AUROC": bool(tumour.any()), "tumour flagged": bool(tumour.any()),
+                   "normal brain flagged": True}  # a lesion-free brain scores only what it flags
+        for metric, ok in applies.items():
+            if ok:
+                cases[metric].append(case)
         for method, mp, flag in ((methods[0], amap, flagged), (methods[1], zmap, zmap > ZSCORE_THRESHOLD)):
-            has = bool(tumour.any()) and bool(np.isfinite(mp).all())
-            metrics[method]["voxel AUROC"].append(voxel_auroc_ap(mp, tumour, brain)[0] if has else np.nan)
-            metrics[method]["tumour flagged"].append(100.0 * float(flag[tumour].mean()) if tumour.any() else np.nan)
-            metrics[method]["normal brain flagged"].append(100.0 * float(flag[brain & ~tumour].mean())
-                                                           if result is not None or method == methods[1] else np.nan)
+            failed = not np.isfinite(mp).all()  # the engine refused or failed: shown as "–"
+            if applies["voxel AUROC"]:
+                metrics[method]["voxel AUROC"].append(np.nan if failed else auroc(mp[brain], tumour[brain]))
+                metrics[method]["tumour flagged"].append(np.nan if failed else 100.0 * float(flag[tumour].mean()))
+            metrics[method]["normal brain flagged"].append(
+                np.nan if failed else 100.0 * float(flag[brain & ~tumour].mean()))
         z = _fullest(tumour) if tumour.any() else _fullest(brain)
         img = unit_range(vol.array[z], *_window(vol.array, brain))
         top = float(np.nanpercentile(amap[brain], 99.5)) if np.isfinite(amap).any() else 1.0
         rows.append((case, [real_masks_outline(img, tumour[z]), unit_range(amap[z], 0.0, top),
                             flagged[z].astype(np.float32), unit_range(zmap[z], 0.0, 2 * ZSCORE_THRESHOLD)]))
-    model = {k: _nanmean(v) for k, v in metrics[methods[0]].items()}
-    base = {k: _nanmean(v) for k, v in metrics[methods[1]].items()}
-    targets = [ev.Target("brain-anomaly-t2 on real tumours: voxel AUROC above chance (0.5)", model["voxel AUROC"], 0.5),
-               ev.Target("brain-anomaly-t2 on real tumours: voxel AUROC above the intensity z-score",
+    model = {k: mean(v) for k, v in metrics[methods[0]].items()}
+    base = {k: mean(v) for k, v in metrics[methods[1]].items()}
+    targets = [Target("brain-anomaly-t2 on real tumours: voxel AUROC above chance (0.5)", model["voxel AUROC"], 0.5),
+               Target("brain-anomaly-t2 on real tumours: voxel AUROC above the intensity z-score",
                          model["voxel AUROC"], base["voxel AUROC"])]
     intro = (
         "brain1 and brain2 (contrast-enhanced T1w with tumours; the model was trained on T2w, so these run forced) "
@@ -306,10 +309,11 @@ def anomaly(ctx: RealContext) -> Any:
         f"Baseline: the image's own robust z-score |x − median| / (1.4826 MAD) over the brain, smoothed 2 mm, "
         f"flagged above {ZSCORE_THRESHOLD:g} (no training). Panel: image with the tumour outlined, anomaly map, "
         "candidate mask, z-score map.")
-    return ev.SectionResult(title=title, intro=intro, metrics=metrics,
+    return SectionResult(title=title, intro=intro, metrics=metrics,
                             units={"voxel AUROC": "", "tumour flagged": "%", "normal brain flagged": "%"},
-                            targets=targets, panels=[save_real_panel(ctx, "anomaly", rows, [
-                                "image + tumour", "anomaly map", "candidate mask", "z-score"])])
+                            targets=targets, info={"cases": cases},
+                            panels=[save_real_panel(ctx, "anomaly", rows, ["image + tumour", "anomaly map",
+                                                                           "candidate mask", "z-score"])])
 
 
 def real_masks_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
