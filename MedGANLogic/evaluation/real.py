@@ -119,8 +119,21 @@ def unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((np.asarray(image, np.float32) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 
+def axial_view(image: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """A (y, x) axial slice arranged for :func:`~.panels.save_panel` (which shows rows bottom-up) so that it
+    appears as radiologists read it: anterior at the top, the patient's right on the left of the picture.
+    ``direction`` is the volume's 3x3 ITK direction (columns: the i, j, k axes in LPS)."""
+    out = np.asarray(image)
+    if direction[1, 1] > 0:  # rows run anterior -> posterior: without this, posterior would end up on top
+        out = out[::-1]
+    if direction[0, 0] < 0:  # columns run towards the patient's right
+        out = out[:, ::-1]
+    return out
+
+
 def save_real_panel(ctx: RealContext, name: str, rows: list[tuple[str, list[np.ndarray]]], titles: list[str]) -> str:
-    """``real_<name>.png``: grey images already scaled to [0, 1], each resized to 160 x 160 pixels (small files)."""
+    """``real_<name>.png``: grey images already scaled to [0, 1] (axial ones through :func:`axial_view`), each
+    resized to 160 x 160 pixels (small files)."""
     from skimage.transform import resize
 
     rows = [(label, [resize(img, (160, 160), order=1, anti_aliasing=True) for img in images])

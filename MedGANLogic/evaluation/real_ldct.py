@@ -23,7 +23,7 @@ from ..volume import Volume
 from . import real_masks
 from .baselines import nlm_denoise
 from .context import SectionResult, Target, mean, missing_models
-from .real import LDCT_WINDOW, REAL_SECTIONS, RealContext, save_real_panel, unit_range, windowed_scores
+from .real import LDCT_WINDOW, REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
 
 LDCT_MODEL = "ldct-denoise"
 LDCT_CASES = ("lung1", "lung2")
@@ -176,9 +176,9 @@ def _section(ctx: RealContext, level: str) -> Any:
             noise = float(np.std((pred - s["noise_free"][box])[soft])) if ok and soft.any() else np.nan
             metrics[method]["soft-tissue noise"].append(noise if method != "noise-free reconstruction" else np.nan)
         if len(panel_rows) < 2:
-            panel_rows.append((f"{s['case']} z{s['z']}", [unit_range(preds[m], *LDCT_WINDOW) for m in
-                                                          ("low-dose input", "model (ldct-denoise)", "non-local means",
-                                                           "BM3D")] + [unit_range(ref, *LDCT_WINDOW)]))
+            shown = [preds[m] for m in ("low-dose input", "model (ldct-denoise)", "non-local means", "BM3D")] + [ref]
+            panel_rows.append((f"{s['case']} z{s['z']}", [axial_view(unit_range(img, *LDCT_WINDOW),
+                                                                     s["volume"].direction) for img in shown]))
     panel = save_real_panel(ctx, f"ldct_{level}", panel_rows, ["quarter dose", "model", "NLM", "BM3D", "real CT"])
     avg = {m: {k: mean(v) for k, v in d.items()} for m, d in metrics.items()}
     model = avg["model (ldct-denoise)"]

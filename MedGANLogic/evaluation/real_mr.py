@@ -20,7 +20,7 @@ from . import real_masks
 from .baselines import bspline_upsample
 from .context import SectionResult, Target, mean, missing_models
 from .metrics import auroc, psnr, ssim
-from .real import REAL_SECTIONS, RealContext, save_real_panel, unit_range
+from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range
 from .real_data import IMAGES
 
 BRAINS = ("brain1", "brain2")
@@ -106,8 +106,8 @@ def t1_to_t2(ctx: RealContext) -> Any:
             metrics[method]["CSF above WM median (%)"].append(100.0 * float(above))
         z = _fullest(mk["core"])
         classes = mk["csf"][z] * 0.33 + mk["parenchyma"][z] * 0.66 + mk["wm"][z] * 0.34
-        rows.append((case, [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods]
-                     + [classes]))
+        shown = [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods] + [classes]
+        rows.append((case, [axial_view(img, vol.direction) for img in shown]))
     model = [v for v in metrics[methods[1]]["CSF / WM"] if np.isfinite(v)]
     targets = [Target("synthetic T2w of real T1w: CSF/white-matter ratio > 1.5 (mean of the brains)",
                          mean(model), T2_TARGET_RATIO),
@@ -163,9 +163,10 @@ def mr_to_ct(ctx: RealContext) -> Any:
             metrics[method]["skull shell < -200 HU"].append(100.0 * float(np.mean(ct[shell] < -200)))
         z = _fullest(mk["brain"])
         ct = preds["model (mr-to-ct)"]
-        rows.append((case, [unit_range(vol.array[z], *_window(vol.array, mk["head"])), unit_range(ct[z], -160, 240),
-                            unit_range(ct[z], -1000, 1500), unit_range(preds["bulk density (baseline)"][z], -1000,
-                                                                       1500), shell[z].astype(np.float32)]))
+        shown = [unit_range(vol.array[z], *_window(vol.array, mk["head"])), unit_range(ct[z], -160, 240),
+                 unit_range(ct[z], -1000, 1500), unit_range(preds["bulk density (baseline)"][z], -1000, 1500),
+                 shell[z].astype(np.float32)]
+        rows.append((case, [axial_view(img, vol.direction) for img in shown]))
     model = {k: mean(v) for k, v in metrics["model (mr-to-ct)"].items()}
     targets = [Target("synthetic CT of real T1w: brain median ≥ 0 HU", model["brain median"], 0.0, ">="),
                Target("synthetic CT of real T1w: brain median < 60 HU", model["brain median"], 60.0, "<"),
@@ -227,7 +228,9 @@ def superres(ctx: RealContext) -> Any:
             if case == "brain1":  # through-plane: a coronal cut shows the slice direction
                 images = (_on_grid_nearest(low, grid), out, spline, grid.array)
                 z = _fullest(head)
-                cuts = [a[:, a.shape[1] // 2] if kind == "throughplane" else a[z] for a in images]
+                # coronal cut (z, x): save_panel's bottom-up rows put superior on top
+                cuts = [a[:, a.shape[1] // 2] if kind == "throughplane" else axial_view(a[z], grid.direction)
+                        for a in images]
                 rows.append((kind, [unit_range(c, lo, hi) for c in cuts]))
         mine["gain over B-spline"] = [a - b for a, b in zip(mine["PSNR"], base["PSNR"])]
         base["gain over B-spline"] = [0.0] * len(base["PSNR"])
@@ -294,8 +297,9 @@ def anomaly(ctx: RealContext) -> Any:
         z = _fullest(tumour) if tumour.any() else _fullest(brain)
         img = unit_range(vol.array[z], *_window(vol.array, brain))
         top = float(np.nanpercentile(amap[brain], 99.5)) if np.isfinite(amap).any() else 1.0
-        rows.append((case, [real_masks_outline(img, tumour[z]), unit_range(amap[z], 0.0, top),
-                            flagged[z].astype(np.float32), unit_range(zmap[z], 0.0, 2 * ZSCORE_THRESHOLD)]))
+        shown = [real_masks_outline(img, tumour[z]), unit_range(amap[z], 0.0, top), flagged[z].astype(np.float32),
+                 unit_range(zmap[z], 0.0, 2 * ZSCORE_THRESHOLD)]
+        rows.append((case, [axial_view(a, vol.direction) for a in shown]))
     model = {k: mean(v) for k, v in metrics[methods[0]].items()}
     base = {k: mean(v) for k, v in metrics[methods[1]].items()}
     targets = [Target("brain-anomaly-t2 on real tumours: voxel AUROC above chance (0.5)", model["voxel AUROC"], 0.5),

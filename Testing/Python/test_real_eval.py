@@ -156,3 +156,14 @@ def test_the_report_refuses_an_empty_cache_and_names_the_make_target(tmp_path):
 def test_every_registered_section_is_known():
     assert set(real.REAL_SECTIONS.names()) == {"ldct-default", "ldct-realistic", "t1-to-t2", "mr-to-ct", "superres",
                                                "anomaly"}
+
+
+def test_axial_view_puts_anterior_up_and_patient_right_left():
+    img = np.arange(6.0).reshape(2, 3)  # row 0 / column 0 are the first voxels along j / i
+    # save_panel shows rows bottom-up, so what it is handed must have anterior at the bottom
+    lps = np.eye(3)  # j runs anterior -> posterior, i runs right -> left
+    np.testing.assert_array_equal(real.axial_view(img, lps)[::-1], img)
+    flipped_y = np.diag([1.0, -1.0, 1.0])  # j runs posterior -> anterior (the brain NRRDs)
+    np.testing.assert_array_equal(real.axial_view(img, flipped_y)[::-1], img[::-1])
+    flipped_x = np.diag([-1.0, 1.0, 1.0])  # i runs left -> right
+    np.testing.assert_array_equal(real.axial_view(img, flipped_x)[::-1], img[:, ::-1])
