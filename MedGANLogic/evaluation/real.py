@@ -157,6 +157,7 @@ def render_markdown(results: dict[str, SectionResult], meta: dict[str, Any], run
     for row in real_data.inventory():
         lines.append(f"| {row['image']} | {row['package']} | {row['shows']} | {row['label'] or '–'} | "
                      f"{row['assumed']} |")
+    lines.append("")
     from .report import render_results
 
     lines += render_results(list(results.values()))

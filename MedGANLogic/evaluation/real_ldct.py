@@ -161,7 +161,7 @@ def _section(ctx: RealContext, level: str) -> Any:
     panel_rows = []
     for s in (s for s in data["slices"] if not s["tune"]):
         low = s["low"][level]
-        result = ctx.run("denoise", s["volume"].with_array(low[None]), LDCT_MODEL, f"{s['case']} z={s['z']}")
+        result = ctx.run("denoise", s["volume"].with_array(low[None]), LDCT_MODEL, f"{s['case']} (slices)")
         model = result.volume.array[0] if result is not None else np.full_like(low, np.nan)
         box = s["box"]
         preds = {"low-dose input": low[box], "model (ldct-denoise)": model[box],
@@ -182,10 +182,15 @@ def _section(ctx: RealContext, level: str) -> Any:
     panel = save_real_panel(ctx, f"ldct_{level}", panel_rows, ["quarter dose", "model", "NLM", "BM3D", "real CT"])
     avg = {m: {k: mean(v) for k, v in d.items()} for m, d in metrics.items()}
     model = avg["model (ldct-denoise)"]
+    why = (f"The model leaves {model['soft-tissue noise']:.0f} HU of soft-tissue noise where non-local means leaves "
+           f"{avg['non-local means']['soft-tissue noise']:.0f} HU and BM3D {avg['BM3D']['soft-tissue noise']:.0f} HU "
+           f"(input {avg['low-dose input']['soft-tissue noise']:.0f} HU); it was trained on 2 mm head-phantom slices "
+           f"at one dose, these are ~{np.mean([s['pixel_mm'] for s in data['slices']]):.1f} mm chest slices (see the "
+           f"runs' warnings).")
     targets = [Target(f"ldct-denoise on real CT ({level} dose level): PSNR above non-local means", model["PSNR"],
-                         avg["non-local means"]["PSNR"]),
+                      avg["non-local means"]["PSNR"], ">", why),
                Target(f"ldct-denoise on real CT ({level} dose level): PSNR above BM3D", model["PSNR"],
-                         avg["BM3D"]["PSNR"])]
+                      avg["BM3D"]["PSNR"], ">", why)]
     n_scored = len(metrics["BM3D"]["PSNR"])
     intro = (
         f"{n_scored} real chest CT slices ({', '.join(LDCT_CASES)}; 5 per CT, evenly spread over the central 60 %), "
