@@ -73,8 +73,8 @@ class RealContext:
         return real_data.load_label(name, self.cache).array > 0
 
     def run(self, task: str, volume: Volume, model: str, case: str, **options: Any) -> Any:
-        """``task`` with ``model`` on ``volume`` through the engine's plan and execute steps; logs time, warnings
-        and the decisions provenance records.
+        """``task`` with ``model`` on ``volume`` through the engine's plan and execute steps; logs time, the
+        plan's notes (what the engine does to meet the model) and its warnings.
 
         Returns the :class:`~MedGANLogic.pipeline.RunResult`, or None when the engine refused or failed (the
         error is logged with the run and printed; the section reports the case as not run).
@@ -91,20 +91,18 @@ class RealContext:
             warnings.simplefilter("always")
             try:
                 plan = pipeline.plan(task, volume, model=model, device=self.device, **options)
-                messages += list(plan.warnings)  # every decision of the run, told once
+                record["notes"] = list(plan.notes)  # what the engine does to meet the model (resampling, ...)
+                messages += list(plan.warnings)
                 result = pipeline.execute(plan)
             except MedGANError as exc:
                 record["error"] = f"{type(exc).__name__}: {exc}"
         messages += [str(w.message) for w in caught]
         record["seconds"] = round(time.perf_counter() - started, 2)
         record["warnings"] = list(dict.fromkeys(messages))
-        if result is not None:
-            prov = result.provenance
-            record["decisions"] = {k: prov[k] for k in ("resampled_from", "reoriented", "bias_corrected",
-                                                         "contrast_estimated") if prov.get(k)}
         self.runs.append(record)
         note = f"error: {record['error']}" if "error" in record else f"{record['seconds']:.1f} s"
-        print(f"  {model} on {case}: {note}" + "".join(f"\n    warning: {w}" for w in record["warnings"]),
+        print(f"  {model} on {case}: {note}" + "".join(f"\n    note: {n}" for n in record.get("notes", []))
+              + "".join(f"\n    warning: {w}" for w in record["warnings"]),
               file=sys.stderr, flush=True)
         return result
 
@@ -162,8 +160,8 @@ def render_markdown(results: dict[str, SectionResult], meta: dict[str, Any], run
 
     lines += render_results(list(results.values()))
     lines += ["", "## Model runs", "", "Every run through the engine: seconds (summed over the runs of a row), what "
-              "the engine decided (e.g. forced despite a contrast mismatch) and the warnings it gave.", "",
-              "| model | case | runs | seconds | decisions, warnings, errors |", "|---|---|---|---|---|"]
+              "the engine did to meet the model (resampling, reorientation) and the warnings it gave.", "",
+              "| model | case | runs | seconds | engine notes, warnings, errors |", "|---|---|---|---|---|"]
     for row in summarise_runs(runs):
         notes = "; ".join(row["errors"] + row["warnings"]) or "none"
         lines.append(f"| {row['model']} | {row['case']} | {row['runs']} | {row['seconds']:.1f} | {notes} |")
@@ -171,14 +169,15 @@ def render_markdown(results: dict[str, SectionResult], meta: dict[str, Any], run
 
 
 def summarise_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs grouped by (model, case): count, total seconds, distinct warnings and errors, in first-seen order."""
+    """Runs grouped by (model, case): count, total seconds, distinct notes and warnings (as ``warnings``) and
+    errors, in first-seen order."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for r in runs:
         row = rows.setdefault((r["model"], r["case"]), {"model": r["model"], "case": r["case"], "runs": 0,
                                                         "seconds": 0.0, "warnings": [], "errors": []})
         row["runs"] += 1
         row["seconds"] += r["seconds"]
-        for w in [f"{k}: {v}" for k, v in r.get("decisions", {}).items()] + r.get("warnings", []):
+        for w in r.get("notes", []) + r.get("warnings", []):
             if w not in row["warnings"]:
                 row["warnings"].append(w)
         if "error" in r and r["error"] not in row["errors"]:

@@ -138,12 +138,12 @@ def test_zscore_map_lights_a_bright_spot_only_inside_the_region():
 
 # --- run log and report -------------------------------------------------------------------------------------------
 def test_runs_are_summarised_per_model_and_case():
-    runs = [{"model": "m", "case": "a", "seconds": 1.5, "warnings": ["w1"], "decisions": {"forced_despite": "T1w"}},
+    runs = [{"model": "m", "case": "a", "seconds": 1.5, "warnings": ["w1"], "notes": ["resampled"]},
             {"model": "m", "case": "a", "seconds": 2.0, "warnings": ["w1", "w2"]},
             {"model": "m", "case": "b", "seconds": 1.0, "warnings": [], "error": "InputError: bad"}]
     rows = real.summarise_runs(runs)
     assert [(r["case"], r["runs"], r["seconds"]) for r in rows] == [("a", 2, 3.5), ("b", 1, 1.0)]
-    assert rows[0]["warnings"] == ["forced_despite: T1w", "w1", "w2"] and rows[1]["errors"] == ["InputError: bad"]
+    assert rows[0]["warnings"] == ["resampled", "w1", "w2"] and rows[1]["errors"] == ["InputError: bad"]
 
 
 def test_the_report_refuses_an_empty_cache_and_names_the_make_target(tmp_path):
