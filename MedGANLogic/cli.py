@@ -4,6 +4,7 @@
     medgan run --task TASK --input IN --output OUT [--model ID] [--device DEV] [--mask-output PATH] ...
     medgan info FILE [--json]
     medgan demo [--output DIR]
+    medgan doctor [--json]   (versions, devices, models verified, what is missing and how to install it)
     medgan simulate ...      (phantom data; see `medgan simulate --help`)
     medgan train ...         (train a GAN from a recipe or config)
     medgan import ...        (convert a pytorch-CycleGAN-and-pix2pix checkpoint, or install a model folder)
@@ -20,11 +21,13 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import MedGANError
+from .tasks import TASKS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -68,20 +71,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No models installed (looked in {builtin_models_dir()} and {user_models_dir()}).")
         return 0
-    header = f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  version"
+    header = (f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  {'version':<8} "
+              f"from")
     print(header)
     print("-" * len(header))
     for r in rows:
         size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] else "?"
+        origin = "built-in" if r["source"] == "builtin" else r["folder"]
         print(f"{r['id']:<24} {r['task']:<10} {r['modality_in']:<10} {r['modality_out']:<10} {r['dims']:<5} "
-              f"{size:>9}  {r['version']}")
+              f"{size:>9}  {r['version']:<8} {origin}")
+    for r in rows:
+        if r["shadows"]:
+            print(f"Note: the user model {r['id']} ({r['folder']}) shadows the built-in model of the same id "
+                  f"({r['shadows']}); `--model {r['id']}` runs the user one. Rename or remove it to use the built-in.")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .io import describe, read_volume
 
-    info = describe(read_volume(args.file, component=args.component, frame=args.frame))
+    info = describe(read_volume(args.file, component=args.component, frame=args.frame, series=args.series))
     if args.json:
         _print_json(info)
         return 0
@@ -104,36 +113,32 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None:
             options[name] = value
-    if args.force:
-        options["force"] = True
+    for flag in ("force", "native", "bias_correction"):
+        if getattr(args, flag):
+            options[flag] = True
     return options
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .io import WRITE_SUFFIXES, file_suffix, read_volume, write_volume
-    from .pipeline import run
+    from .io import check_output_paths, read_volume, write_volumes
+    from .pipeline import execute, plan
 
-    outputs = [Path(args.output)] + ([Path(args.mask_output)] if args.mask_output else [])
-    for out in outputs:
-        if file_suffix(out) not in WRITE_SUFFIXES:
-            raise MedGANError(f"Cannot write {out.name}: use one of {', '.join(WRITE_SUFFIXES)}.")
-        if not out.parent.is_dir():
-            raise MedGANError(f"Output folder {out.parent} does not exist; create it first.")
+    # Outputs: known extensions, existing folders, none the input nor each other (before any work is done).
+    outputs = check_output_paths([args.output] + ([args.mask_output] if args.mask_output else []),
+                                 inputs=[args.input])
     if args.mask_output and args.task not in ("anomaly",):
         raise MedGANError("--mask-output applies to --task anomaly only.")
-    volume = read_volume(args.input, component=args.component, frame=args.frame)
+    volume = read_volume(args.input, component=args.component, frame=args.frame, series=args.series)
+    run_plan = plan(args.task, volume, model=args.model, device=args.device, **_run_options(args))
+    for message in run_plan.warnings:  # the same warnings Python callers get as MedGANWarning
+        print(f"warning: {message}", file=sys.stderr)
+    for message in run_plan.notes if not args.quiet else ():  # what the engine does to meet the model
+        print(f"note: {message}", file=sys.stderr)
     bar = ProgressBar(f"{args.task}", enabled=None if not args.quiet else False)
-    result = run(args.task, volume, model=args.model, device=args.device, progress=bar, **_run_options(args))
-    # Write every output (whole or not at all); on failure remove what this command already wrote.
-    written: list[Path] = []
-    try:
-        written.append(write_volume(result.volume, outputs[0]))
-        if args.mask_output:
-            written.append(write_volume(result.outputs["mask"], outputs[1]))
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+    result = execute(run_plan, progress=bar)
+    # Every output or none: on failure the files that were there before are still there.
+    volumes = [result.volume] + ([result.outputs["mask"]] if args.mask_output else [])
+    write_volumes(dict(zip(outputs, volumes)), sources=[args.input])
     summary = {"output": str(outputs[0]), "model": result.provenance["model"],
                "device": result.provenance["device"], "seconds": result.provenance["seconds"]}
     summary.update({k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))})
@@ -148,6 +153,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.output), device=args.device)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(as_json=args.json)
+
+
 def _delegate(module: str, args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args) or 0)
 
@@ -160,18 +171,21 @@ _DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
                                                       "a model folder")}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``medgan`` parser. The delegated commands (simulate, train, import) import their modules, and with
+    them torch, to add their arguments: only ``command``'s is built in full when it is given, so that
+    ``medgan --help``, ``models`` and ``info`` start without torch."""
     parser = argparse.ArgumentParser(prog="medgan", description="Generative adversarial networks for medical "
                                      "volumes (research use, not for diagnosis).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list installed models")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--task", choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.add_argument("--task", choices=TASKS.names())
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("run", help="run a task on one volume")
-    p.add_argument("--task", required=True, choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.add_argument("--task", required=True, choices=TASKS.names())
     p.add_argument("--input", required=True, help="volume file (.nii.gz, .nrrd, .mha, .mhd) or DICOM folder")
     p.add_argument("--output", required=True, help="output file (.nii.gz, .nrrd, .mha)")
     p.add_argument("--model", help="model id (see `medgan models`) or model folder; default: first that fits")
@@ -179,16 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 where the model allows it and the device has it natively; else fp32")
-    p.add_argument("--overlap", type=float, help="tile overlap fraction, 0..1 (default 0.25)")
+    p.add_argument("--overlap", type=float, help="tile overlap fraction in [0, 1) (default 0.25)")
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
-    p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask")
+    p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")
     p.add_argument("--mask-output", dest="mask_output", help="anomaly: also write the thresholded mask here")
     p.add_argument("--modality", choices=["MR", "CT"], help="declare the input's modality if the file does not say")
     p.add_argument("--contrast", help="declare the MR contrast, e.g. T1w, T2w, FLAIR")
     p.add_argument("--force", action="store_true", help="run even if the model expects another modality")
+    p.add_argument("--native", action="store_true",
+                   help="run on the input's own grid: no resampling into the model's voxel size or orientation")
+    p.add_argument("--bias-correction", action="store_true", dest="bias_correction",
+                   help="MR: N4 bias-field correction of the input before the model sees it")
     p.add_argument("--component", type=int, help="vector images: which component to use")
     p.add_argument("--frame", type=int, help="4D images: which frame to use")
+    p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to use "
+                   "(default: the largest, with a warning listing the others)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=cmd_run)
 
@@ -197,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--component", type=int)
     p.add_argument("--frame", type=int)
+    p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to describe")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="run every available task on the bundled sample data")
@@ -204,8 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("doctor", help="check Python, packages, devices and installed models; say what is missing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
+
     for name, (module, help_text) in _DELEGATED.items():
         p = sub.add_parser(name, help=help_text)
+        if command is not None and name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -223,10 +250,18 @@ def _missing(name: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # medgan has no options before the command
+    parser = build_parser(command)
     args = parser.parse_args(argv)
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"medgan {args.command}: warning: {message}".splitlines()[0], file=sys.stderr)
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return int(args.func(args) or 0)
     except MedGANError as exc:
         print(f"medgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

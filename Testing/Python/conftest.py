@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parents[2]
+# The Slicer module's own library (MedGANExtension/MedGANLib) imports as in Slicer, which puts the module's folder
+# on the path.
+sys.path.insert(0, str(REPO / "MedGANExtension"))
 
 
 def tiny_card(model_id: str = "test-t1-to-t2", task: str = "synthesize", **overrides) -> dict:

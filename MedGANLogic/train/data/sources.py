@@ -272,8 +272,13 @@ def load_volumes(config: dict[str, Any], paired: bool) -> tuple[VolumeSet, Volum
         return phantom_volumes(data, "train", paired), val
     if source == "folders":
         return folder_volumes(data, paired)
+    if source == "randomized":  # domain-randomised samples (issue 15): MedGANLogic.simulate.randomize
+        from ...simulate.datasets import randomized_volumes
+
+        return tuple(VolumeSet(*randomized_volumes(data, split, paired, int(config["seed"])))  # type: ignore
+                     for split in ("train", "val"))
     if source == "synthetic":
         val_data = dict(data, count=max(2, int(data.get("count", 8)) // 4), volumes=1)
         return synthetic_volumes(data, config["seed"], paired), synthetic_volumes(val_data, config["seed"] + 1, paired)
-    raise InputError(f"Unknown data.source {source!r}; use phantom, folders or synthetic.")
+    raise InputError(f"Unknown data.source {source!r}; use phantom, randomized, folders or synthetic.")
 
