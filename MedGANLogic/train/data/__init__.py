@@ -58,5 +58,3 @@ __all__ = ["Batch", "SampleStream", "SliceBatches", "SliceSet", "auto_window", "
            "cached_arrays", "folder_volumes", "list_cases", "load_volumes", "phantom_subject_arrays",
            "phantom_volumes", "split_seeds", "synthetic_volumes", "ScaledPairBatches", "build_sr_batches",
            "plane_scale"]
-
-_split_seeds = split_seeds  # the name the evaluation package imports until it takes split_seeds
