@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..simulate.lowres import superres_pair
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
@@ -21,7 +22,6 @@ from .context import SectionResult, Target, mean, missing_models
 from .metrics import auroc, psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range
 from .real_data import IMAGES
-from .sections.superres import degrade_volume
 
 BRAINS = ("brain1", "brain2")
 T2_TARGET_RATIO = 1.5
@@ -228,7 +228,8 @@ def superres(ctx: RealContext) -> Any:
         mine, base = metrics.setdefault(model_id, {}), metrics.setdefault(f"B-spline ({kind})", {})
         for case in SR_CASES:
             hr = ctx.image(case)
-            low, grid = degrade_volume(hr, model_id)  # as the model's recipe degrades its training data
+            low, grid = superres_pair(hr, (2, 1, 1) if kind == "throughplane" else (1, 2, 2),  # as in training
+                                      "thick_slices" if kind == "throughplane" else "kspace_truncate")
             result = ctx.run("superres", low, model_id, case, **_forced(hr, "T2w"))
             out = _on_grid(result.volume, grid) if result is not None else np.full(grid.shape, np.nan)
             if result is not None and not result.volume.same_geometry(grid, atol=1e-4):
