@@ -12,6 +12,7 @@ import torch
 from conftest import exported_exactly, fixed_batch_losses, states_equal, train_card
 
 from MedGANLogic.errors import InputError
+from MedGANLogic.orientation import TRAINING_DIRECTION
 from MedGANLogic.simulate import superres_pair
 from MedGANLogic.train import trainer_class
 from MedGANLogic.volume import Volume
@@ -202,8 +203,8 @@ def test_export_load_gives_the_same_output(tiny_config, tmp_path, model_dir, fam
     half = trainer.export(model_dir)[0]
     assert half.data["training"]["family"] == family and half.data["weights"]["dtype"] == "float16"
     # through the engine: slices along the card's axis, normalisation "none" -> the network's own output
-    vol = Volume(np.moveaxis(x[:, 0].numpy(), 0, half.slice_axis).copy(), metadata={"modality": "MR",
-                                                                                   "contrast": "T2w"})
+    vol = Volume(np.moveaxis(x[:, 0].numpy(), 0, half.slice_axis).copy(), direction=TRAINING_DIRECTION,
+                 metadata={"modality": "MR", "contrast": "T2w"})  # the training orientation: no reorientation
     result = run(task, vol, model=half.id, device="cpu")
     with torch.no_grad():
         ref = load_network(half, "cpu")(x)
