@@ -3,12 +3,15 @@
 Entries are added with a decorator (``@ARCHITECTURES.register("unet2d")``) or directly
 (``TASKS.add("denoise", spec)``). A registry may name the modules whose import registers its entries
 (``modules=("pix2pix", "cyclegan")``, relative to ``package``); they are imported on first look-up, and a
-missing module is an error, never skipped. An unknown name is an error that lists the known ones.
+missing module is an error, never skipped. An unknown name is an error that lists the known ones. The entries
+are listed in the order of ``modules`` (then in registration order within a module), whichever module happened
+to be imported first.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -35,6 +38,7 @@ class Registry(Generic[T]):
         self._modules = tuple(modules)
         self._error = error
         self._entries: dict[str, T] = {}
+        self._origin: dict[str, str | None] = {}
         self._loaded = not modules
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -46,10 +50,20 @@ class Registry(Generic[T]):
 
         return wrap
 
-    def add(self, name: str, obj: T) -> None:
+    def add(self, name: str, obj: T, *, module: str | None = None) -> None:
+        """Register ``obj`` under ``name``; ``module`` (default: ``obj.__module__``) places it in the listing."""
         if name in self._entries and self._entries[name] is not obj:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = obj
+        self._origin[name] = module or getattr(obj, "__module__", None)
+
+    def _ordered(self) -> list[tuple[str, T]]:
+        """Entries in ``modules`` order; entries from other modules (or added directly) after them."""
+        if not self._modules:
+            return list(self._entries.items())
+        rank = {importlib.util.resolve_name(m, self._package) if m.startswith(".") else m: i
+                for i, m in enumerate(self._modules)}
+        return sorted(self._entries.items(), key=lambda item: rank.get(self._origin[item[0]], len(rank)))
 
     def load(self) -> None:
         """Import the modules that register entries (once)."""
@@ -72,11 +86,11 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         self.load()
-        return list(self._entries)
+        return [name for name, _ in self._ordered()]
 
     def items(self) -> list[tuple[str, T]]:
         self.load()
-        return list(self._entries.items())
+        return self._ordered()
 
     def __contains__(self, name: object) -> bool:
         self.load()

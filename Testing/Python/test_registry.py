@@ -45,3 +45,18 @@ def test_missing_module_is_an_error_not_skipped():
 def test_modules_imported_on_first_lookup():
     reg: Registry[object] = Registry("task", package="MedGANLogic", modules=(".volume",))
     assert reg.names() == []  # importing the module registered nothing here, but it ran without error
+
+
+def test_entries_are_listed_in_module_order_whichever_module_was_imported_first():
+    reg: Registry[object] = Registry("section", package="pkg", modules=(".first", ".second"))
+    reg._loaded = True  # the two modules below are imaginary; register as their imports would
+
+    def late():
+        pass
+
+    late.__module__ = "pkg.second"
+    reg.add("late", late)  # "pkg.second" imported first (e.g. by an earlier test)
+    reg.add("early", object(), module="pkg.first")
+    reg.add("other", object(), module="elsewhere")
+    assert reg.names() == ["early", "late", "other"]
+    assert [name for name, _ in reg.items()] == ["early", "late", "other"]

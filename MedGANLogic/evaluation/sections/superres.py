@@ -110,4 +110,4 @@ def _superres_panel(ctx: EvalContext, model_id: str, low: Volume, out: np.ndarra
 
 
 for _model_id in SR_MODELS:
-    SECTIONS.add(_model_id, partial(superres_section, model_id=_model_id))
+    SECTIONS.add(_model_id, partial(superres_section, model_id=_model_id), module=__name__)
