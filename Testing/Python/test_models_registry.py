@@ -258,6 +258,8 @@ def test_malformed_weights_end_the_command_in_one_line(make_model, oblique_volum
     src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
     code = main(["run", "--task", "synthesize", "--model", "model-a", "--input", str(src),
                  "--output", str(tmp_path / "out.nrrd"), "--device", "cpu"])
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and err.startswith("medgan run: error:") and len(err.splitlines()) == 1
-    assert "not a valid safetensors file" in err
+    # the plan's warnings and notes (no MR contrast recorded; a flip) come first, then the error, on one line
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in lines if not line.startswith(("warning: ", "note: "))]
+    assert code == 1 and len(err) == 1 and err[0].startswith("medgan run: error:")
+    assert "not a valid safetensors file" in err[0]
