@@ -42,7 +42,7 @@ def pick_model(name: str | None):
 def time_point(card, shape: tuple[int, int, int], device: torch.device) -> dict:
     contrast = card.input.get("contrast")
     warm = bench.synthetic_volume((2,) + shape[1:], "MR", contrast, seed=1)
-    MedGANLogic.run(card.task, warm, model=card.id, device=str(device), force=True)
+    MedGANLogic.run(card.task, warm, model=card.id, device=str(device), force=True, native=True)
     vol = bench.synthetic_volume(shape, "MR", contrast)
     del warm
     bench.trim_memory()
@@ -51,7 +51,7 @@ def time_point(card, shape: tuple[int, int, int], device: torch.device) -> dict:
     with bench.peak_rss() as mem:
         bench.sync(device)
         t0 = time.perf_counter()
-        MedGANLogic.run(card.task, vol, model=card.id, device=str(device), force=True)
+        MedGANLogic.run(card.task, vol, model=card.id, device=str(device), force=True, native=True)
         bench.sync(device)
         seconds = time.perf_counter() - t0
     point = {"shape": list(shape), "voxels": int(np.prod(shape)), "seconds": seconds,

@@ -26,6 +26,13 @@ def _slab(volume: Volume, first: int, count: int) -> Volume:
                   volume.direction, volume.metadata)
 
 
+def _coronal_copy(axial: Volume) -> Volume:
+    """The same voxels stored as a coronal acquisition: slices along the front-back axis (k <-> j swapped)."""
+    spacing = (axial.spacing[0], axial.spacing[2], axial.spacing[1])
+    return Volume(np.ascontiguousarray(np.transpose(axial.array, (1, 0, 2))), spacing, axial.origin,
+                  axial.direction[:, [0, 2, 1]], axial.metadata)
+
+
 @pytest.fixture(scope="module")
 def phantom_1mm() -> dict[str, Volume]:
     """Six central axial slices of a held-out subject made at 1 mm (the shipped models were trained at 2 mm)."""
@@ -77,8 +84,7 @@ def test_coronal_acquired_copy_gives_the_axial_result_exactly():
     sample = read_volume(REPO / "Resources" / "SampleData" / "sample_T1w.nrrd", metadata={"contrast": "T1w"})
     axial = _slab(sample, sample.shape[0] // 2 - 8, 16)
     # the same voxels stored as a coronal acquisition: slices along the front-back axis, rows running up
-    coronal = Volume(np.ascontiguousarray(np.transpose(axial.array, (1, 0, 2))), axial.spacing, axial.origin,
-                     axial.direction[:, [0, 2, 1]], axial.metadata)
+    coronal = _coronal_copy(axial)
     assert np.allclose(coronal.ijk_to_lps() @ [3, 5, 7, 1], axial.ijk_to_lps() @ [3, 7, 5, 1])  # same points
     straight = _run("synthesize", axial, model="mr-t1-to-t2")
     turned = _run("synthesize", coronal, model="mr-t1-to-t2")
@@ -87,3 +93,20 @@ def test_coronal_acquired_copy_gives_the_axial_result_exactly():
     assert np.array_equal(np.transpose(turned.volume.array, (1, 0, 2)), straight.volume.array)
     native = _run("synthesize", coronal, model="mr-t1-to-t2", native=True)  # what it was before: coronal slices
     assert not np.array_equal(np.transpose(native.volume.array, (1, 0, 2)), straight.volume.array)
+
+
+def test_thin_slice_and_coronal_ct_run_through_every_ct_model_without_force():
+    sample = read_volume(REPO / "Resources" / "SampleData" / "sample_CT.nrrd", metadata={"modality": "CT"})
+    slab = _slab(sample, sample.shape[0] // 2 - 4, 8)
+    grid = grid_with_spacing(slab, (0.8, 0.8, 2.0))  # a 0.8 mm in-plane reconstruction of the same head
+    thin = Volume(resample(slab, grid, "bspline"), grid["spacing"], grid["origin"], grid["direction"], slab.metadata)
+    coronal = _coronal_copy(thin)
+    for volume, resampled, turned in ((thin, True, False), (coronal, True, True)):
+        for task, model in (("denoise", "ldct-denoise"), ("synthesize", "ct-to-mr")):
+            result = _run(task, volume, model=model)
+            assert result.volume.same_geometry(volume, atol=0), model
+            assert (result.provenance["resampled_from"] is not None) == resampled
+            assert (result.provenance["reoriented"] or "").startswith("coronal slices -> axial") == turned
+            assert result.provenance["forced_despite"] is None and np.isfinite(result.volume.array).all()
+    denoised = _run("denoise", thin, model="ldct-denoise").volume.array
+    assert -1100 < float(np.median(denoised)) < 100  # still Hounsfield units (air and soft tissue)
