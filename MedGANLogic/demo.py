@@ -35,7 +35,6 @@ from .volume import Volume
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # no torch import here: Slicer reads the manifest at startup
 REPORT = PACKAGE_ROOT / "Testing" / "Reports" / "evaluation.json"
-PX_PER_MM = 2.0
 CT_WINDOW = (0.0, 80.0)  # brain window, W 80 / L 40 HU
 _LOWER_IS_BETTER = ("MAE", "HD95", "RMSE")
 
@@ -196,7 +195,7 @@ def read_sample(entry: dict[str, Any]) -> Volume:
 
 
 def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Volume | None, point: np.ndarray,
-              report: dict | None) -> tuple[Any, dict[str, Any]]:
+              report: dict | None, report_name: str = REPORT.name) -> tuple[Any, dict[str, Any]]:
     """One montage row (image) and its record for ``montage.json``."""
     from . import demo_render as render
 
@@ -208,19 +207,19 @@ def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Vo
         threshold = float(result.extras["threshold"])
         levels = (threshold / 2, threshold, max(float(amap.array.max()), threshold * 1.01))
         base = render.grey(image, _window(volume), pixel)
-        heat = render.heat(base, view_slice(amap, point, plane)[0], pixel, levels)
+        heat = render.heat(base, view_slice(amap, point, plane)[0], levels)
         panels = [(f"input: {entry['name']}", base), ("anomaly map over the scan", heat)]
         legend = render.colour_bar(levels, "anomaly map", "threshold")
         cand = view_slice(result.outputs["mask"], point, plane)[0] > 0
         truth = view_slice(reference, point, plane)[0] > 0 if reference is not None else None
-        panels.append(("candidates (yellow), lesion (green)", render.outlines(base, pixel, cand, truth)))
+        panels.append(("candidates (yellow), lesion (green)", render.outlines(base, cand, truth)))
     elif card.task == "segment":
         base = render.grey(image, _window(volume), pixel)
         pred = view_slice(result.volume, point, plane)[0] > 0
         truth = view_slice(reference, point, plane)[0] > 0 if reference is not None else None
-        panels = [(f"input: {entry['name']}", base), ("output: lesion segmentation", render.filled(base, pixel, pred))]
+        panels = [(f"input: {entry['name']}", base), ("output: lesion segmentation", render.filled(base, pred))]
         if truth is not None:
-            panels.append(("reference: simulated lesion", render.filled(base, pixel, truth, render.TRUTH)))
+            panels.append(("reference: simulated lesion", render.filled(base, truth, render.TRUTH)))
     else:
         window = _window(reference if reference is not None else result.volume)  # output and reference alike
         out_name = card.output.get("contrast") or card.output.get("modality")
@@ -238,7 +237,7 @@ def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Vo
             ref_image, ref_pixel, _ = view_slice(reference, point, plane)
             panels.append((heading(f"reference: {acquired}", reference), render.grey(ref_image, window, ref_pixel)))
     title = f"{TASKS.get(card.task).label} \u00b7 {card.id} \u00b7 {card.data.get('name', '')}"
-    figure = report_figure(card.id, report, REPORT.name)
+    figure = report_figure(card.id, report, report_name)
     row = render.row(title, figure, panels, legend, scale_bar_mm=50)
     record = {"model": card.id, "task": card.task, "sample": entry["file"], "plane": plane,
               "point_lps_mm": [round(float(c), 2) for c in point], **where, "title": title, "figure": figure,
@@ -294,7 +293,7 @@ def run_demo(output: Path, device: str = "auto", log=print, models: Sequence[str
         reference = read_sample(ref_entry) if ref_entry else None
         # through the largest lesion; without a lesion mask, through the middle of the volume
         point = focus[0] if focus else volume.ijk_to_lps() @ np.array([*(np.array(volume.shape[::-1]) - 1) / 2, 1])
-        row, record = build_row(card, volume, result, entry, reference, point[:3], report)
+        row, record = build_row(card, volume, result, entry, reference, point[:3], report, report_path.name)
         rows.append(row)
         records.append(record)
         extra = "".join(f"  {k}={v:.3g}" for k, v in result.extras.items() if isinstance(v, float))

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from .demo import PX_PER_MM
+PX_PER_MM = 2.0  # picture scale: a 2 mm voxel is 4 pixels wide
 
 BACKGROUND = (12, 12, 12)
 TEXT, DIM, FIGURE = (240, 240, 240), (170, 170, 170), (140, 200, 255)
@@ -58,8 +58,7 @@ def inferno(fraction: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(x, stops, INFERNO[:, c]) for c in range(3)], axis=-1)
 
 
-def heat(base: Image.Image, amap: np.ndarray, pixel: tuple[float, float], levels: tuple[float, float, float],
-         opacity: float = 0.7) -> Image.Image:
+def heat(base: Image.Image, amap: np.ndarray, levels: tuple[float, float, float], opacity: float = 0.7) -> Image.Image:
     """``amap`` in colour over ``base``: transparent below ``levels[0]``, inferno from there to ``levels[2]``."""
     values = _resize(amap, base.size)
     low, _, high = levels
@@ -69,16 +68,15 @@ def heat(base: Image.Image, amap: np.ndarray, pixel: tuple[float, float], levels
     return Image.fromarray(rgb.astype(np.uint8))
 
 
-def filled(base: Image.Image, pixel: tuple[float, float], mask: np.ndarray, colour=(255, 60, 60),
-           opacity: float = 0.5) -> Image.Image:
+def filled(base: Image.Image, mask: np.ndarray, colour=(255, 60, 60), opacity: float = 0.5) -> Image.Image:
+    """``mask`` (a slice on the grid of ``base``'s slice) filled with ``colour`` over ``base``."""
     inside = _mask(mask, base.size)[..., None]
     rgb = np.asarray(base, dtype=np.float32)
     rgb = np.where(inside, rgb * (1 - opacity) + np.array(colour, np.float32) * opacity, rgb)
     return Image.fromarray(rgb.astype(np.uint8))
 
 
-def outlines(base: Image.Image, pixel: tuple[float, float], mask: np.ndarray, truth: np.ndarray | None,
-             colour=(255, 220, 0)) -> Image.Image:
+def outlines(base: Image.Image, mask: np.ndarray, truth: np.ndarray | None, colour=(255, 220, 0)) -> Image.Image:
     """Outlines (2 px) of ``mask`` in ``colour`` and of ``truth`` in green over ``base``."""
     rgb = np.array(base)
     for m, c in ((truth, TRUTH), (mask, colour)):

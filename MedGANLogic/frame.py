@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import orientation
-from .fit import OBLIQUE_DEGREES, card_plane, slice_plane
+from .fit import OBLIQUE_DEGREES, card_plane, fit_problems, slice_plane
 from .orientation import IDENTITY, Flip, Order
 from .resampling import axis_aligned_grid, grid_of, grid_with_spacing, resample
 from .volume import Volume
@@ -113,6 +113,16 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
         reoriented = orientation.describe(order, flip, planes)
     return ModelFrame(order=order, flip=flip, spacing=spacing, axis_aligned=axis_aligned, reoriented=reoriented,
                       resampled_from=volume.spacing if spacing is not None else None)
+
+
+def remaining_problems(volume: Volume, card: Any, frame: ModelFrame | None = None,
+                       slice_axis: int | None = None) -> list[str]:
+    """What the model's frame does not fix: :func:`~MedGANLogic.fit.fit_problems` of the volume as the model
+    will see it (voxel size and plane after resampling and reorientation; the field of view, which they keep).
+    ``frame`` defaults to :func:`decide`'s; pass ``ModelFrame()`` for a native run. Geometry only: a header-only
+    Volume works."""
+    frame = decide(volume, card, slice_axis) if frame is None else frame
+    return fit_problems(model_header(volume, frame), card, slice_axis, fov_of=model_header(volume, frame, False))
 
 
 def model_header(volume: Volume, frame: ModelFrame, resampled: bool = True) -> Volume:

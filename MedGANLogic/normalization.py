@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 Stats = dict[str, float]
 
@@ -34,6 +33,8 @@ def foreground_mask(array: np.ndarray) -> np.ndarray:
 def head_mask(array: np.ndarray) -> np.ndarray:
     """Boolean mask of the head of an MR volume (z, y, x): the :func:`foreground_mask` closed, its holes (skull,
     CSF, air in the sinuses) filled slice by slice and in 3D."""
+    from scipy import ndimage  # here, not at module level: Slicer loads the task table before SciPy is installed
+
     mask = ndimage.binary_closing(foreground_mask(array), iterations=2)
     mask = np.stack([ndimage.binary_fill_holes(s) for s in mask])
     return ndimage.binary_fill_holes(mask)

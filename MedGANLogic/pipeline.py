@@ -27,8 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, MedGANWarning, ModalityMismatchError, ModelError
-from .fit import fit_problems
-from .frame import ModelFrame, decide, model_header, to_input, to_model
+from .frame import ModelFrame, decide, remaining_problems, to_input, to_model
 from .inference import InferenceLayout, infer, resolve_device
 from .io import check_orthonormal, read_volume
 from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
@@ -228,8 +227,7 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
                                     f"(--force) to run anyway.")
     slice_axis = options.get("slice_axis")
     frame = decide(volume, card, slice_axis, native=bool(options.get("native")))
-    problems = fit_problems(model_header(volume, frame), card, slice_axis,
-                            fov_of=model_header(volume, frame, resampled=False))
+    problems = remaining_problems(volume, card, frame, slice_axis)
     contrast_warnings, notes = _contrast_fit(card, volume, estimate)
     notes = _frame_notes(card, volume, frame) + notes
     if options.get("bias_correction"):

@@ -49,9 +49,9 @@ class MedGANParameterNode:
     """The panel's state, saved with the scene.
 
     inputVolume: the scan; batchMode: run on the ticked volumes too; task; modelId / device: set by the panel's
-    model and device lists; overlap, batchSize (0 = auto), sliceAxis, force: advanced; outputNode: overwrite this
-    node instead of creating one; anomalyMap (the map shown), colormap, opacity, useCardThreshold, threshold,
-    makeSegmentation: anomaly display.
+    model and device lists; overlap, batchSize (0 = auto), sliceAxis, force, native (keep the input's voxel grid):
+    advanced; outputNode: overwrite this node instead of creating one; anomalyMap (the map shown), colormap,
+    opacity, useCardThreshold, threshold, makeSegmentation: anomaly display.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -63,6 +63,7 @@ class MedGANParameterNode:
     batchSize: Annotated[int, WithinRange(0, 256)] = 0
     sliceAxis: SliceAxis = SliceAxis.MODEL
     force: bool = False
+    native: bool = False  # keep the input's voxel grid (no resampling into the model's frame)
     outputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]  # noqa: UP007  (typing the wrapper reads)
     anomalyMap: vtkMRMLScalarVolumeNode  # the map the display controls act on (MedGAN.kind = anomaly_map)
     colormap: Colormap = Colormap.INFERNO
@@ -83,6 +84,8 @@ def run_options(p: MedGANParameterNode, model_is_2d: bool) -> dict[str, Any]:
         options["slice_axis"] = int(p.sliceAxis.value)
     if p.force:
         options["force"] = True
+    if p.native:
+        options["native"] = True
     if p.task == Task.ANOMALY:
         options.update(colormap=p.colormap.value, make_segmentation=bool(p.makeSegmentation))
         if not p.useCardThreshold:

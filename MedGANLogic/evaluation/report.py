@@ -124,6 +124,7 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
             "seconds": time.perf_counter() - start, "device": device, "test_seeds": ctx.used_test_seeds,
             "spacing_mm": SPACING_MM}
     data = {"meta": meta, **results_json(names, results)}
-    (report_dir / "evaluation.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
-    (report_dir / "evaluation.md").write_text(render_markdown(results, meta))
+    text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+    (report_dir / "evaluation.json").write_text(text, encoding="utf-8")
+    (report_dir / "evaluation.md").write_text(render_markdown(results, meta), encoding="utf-8")
     return data

@@ -28,14 +28,14 @@ def models_for(task: str, volume: Volume | None = None) -> list[tuple[Any, str |
     ``problem`` says why a model does not fit the volume (e.g. "model mr-to-ct expects MR input but the volume
     is CT"); the panel lists such models only with "run anyway".
     """
-    from ..fit import fit_problems
+    from ..frame import remaining_problems
     from ..models import registry
 
     entries = []
     for card in registry.list_models(task):
         problem = None
-        if volume is not None:  # the plan step's checks: modality/contrast, then voxel size, field of view, plane
-            problems = [p for p in (modality_problem(card, volume), *fit_problems(volume, card)) if p]
+        if volume is not None:  # the plan step's checks: modality/contrast, then what the model's frame leaves
+            problems = [p for p in (modality_problem(card, volume), *remaining_problems(volume, card)) if p]
             problem = "; ".join(problems) or None
         entries.append((card, problem))
     return sorted(entries, key=lambda entry: entry[1] is not None)

@@ -40,6 +40,7 @@ class RunRequest:
     output_node: Any = None
     input_matrix: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the engine does to meet the model (resampled, ...)
     plan: Any = None  # the engine's RunPlan: every decision of the run, made once
 
 
@@ -79,7 +80,7 @@ def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None
     return RunRequest(input_node=input_node, volume=plan.volume, task=task,
                       model=model if model is not None else plan.card.id, device=plan.device, options=plan.options,
                       display=display, output_node=output_node, input_matrix=local_ijk_to_ras(input_node),
-                      warnings=list(plan.warnings), plan=plan)
+                      warnings=list(plan.warnings), notes=list(plan.notes), plan=plan)
 
 
 def _unsuitable(input_node: Any, plan: Any) -> str:
@@ -224,6 +225,9 @@ class Batch:
             text = f"{len(self.results)} volumes done; last: {text}"
         if self.warnings:
             text += " Ran despite: " + "; ".join(self.warnings) + "."
+        notes = list(dict.fromkeys(note for request in self.requests for note in request.notes))
+        if notes:
+            text += " Note: " + "; ".join(notes) + "."
         return text
 
 

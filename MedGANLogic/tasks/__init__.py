@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import MedGANError
-from ..normalization import denormalize
 from ..registry import Registry
 from ..volume import Volume
 
@@ -83,6 +82,8 @@ def output_metadata(ctx: TaskContext, kind: str = "image") -> dict[str, Any]:
 
 def image_output(ctx: TaskContext, **geometry: Any) -> Volume:
     """Channel 0 of the raw output, back in intensity units (HU for CT), on the input grid or ``geometry``."""
+    from ..normalization import denormalize  # brings scipy: imported here so that `medgan --help` stays quick
+
     spec = ctx.card.output["normalization"]
     raw = ctx.raw[0]  # the raw output is ours alone: transform it in place, no whole-volume copies
     if spec["kind"] != "none":  # stay inside the intensity range the model was trained to produce

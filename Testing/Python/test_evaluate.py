@@ -93,7 +93,7 @@ def test_report_states_met_and_missed_targets(tmp_path):
     registry = Registry("report section")
     registry.add("fake", fake)
     data = evaluate(tmp_path, sections=["fake"], registry=registry)
-    md = (tmp_path / "evaluation.md").read_text()
+    md = (tmp_path / "evaluation.md").read_text(encoding="utf-8")
     assert "**1 of 2 targets met**" in md
     assert "| fake: PSNR above 40 dB | 31 | > 40 | **MISSED** |" in md
     assert "the fake is too small" in md
@@ -105,7 +105,7 @@ def test_report_states_met_and_missed_targets(tmp_path):
 
 def test_missing_models_are_reported_not_hidden(tmp_path, model_dir):
     evaluate(tmp_path, sections=["mr-t1-to-t2", "ldct-denoise"])
-    md = (tmp_path / "evaluation.md").read_text()
+    md = (tmp_path / "evaluation.md").read_text(encoding="utf-8")
     assert md.count("**Not evaluated**: model(s) not installed") == 2
     with pytest.raises(ValueError, match="Unknown section"):
         evaluate(tmp_path, sections=["nope"])

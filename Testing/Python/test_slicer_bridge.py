@@ -587,13 +587,22 @@ def test_spacing_and_field_of_view_outside_the_card_are_refused(setup, t1_node, 
     card = tiny_card(tile_size=None, input={"modality": "MR", "contrast": "T1w", "spacing_mm": [0.5, 1.2],
                                             "fov_mm": [250, 300], "normalization": {"kind": "mr_percentile"}})
     make_model(card)
+    # on the input's own grid (native=True) both are refused
     with pytest.raises(slicer_bridge.UnsuitableInputError,
                        match=r"voxel size x 2.00 mm, y 2.00 mm.*field of view x 196 mm, y 232 mm is smaller"):
-        slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize")
-    request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True)
+        slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize", native=True)
+    request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True, native=True)
     assert len(request.warnings) == 2  # kept for the panel to show
     # z (4 mm, the slice axis of this 2d model) is not held against it
     assert not any("z 4.00" in w for w in request.warnings)
+    # by default the engine resamples into the model's 1.2 mm (a note): only the field of view is left to refuse
+    with pytest.raises(slicer_bridge.UnsuitableInputError,
+                       match=r"model test-t1-to-t2: field of view x 196 mm") as refused:
+        slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize")
+    assert "voxel size" not in str(refused.value)
+    request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True)
+    assert [w for w in request.warnings if "voxel size" in w] == [] and request.plan.frame.spacing[:2] == (1.2, 1.2)
+    assert len(request.warnings) == 1 and any(note.startswith("resampled from") for note in request.notes)
 
 
 def test_linear_parent_transform_is_hardened_into_the_output(setup, t1_node, make_model):

@@ -117,3 +117,45 @@ def test_input_description_says_modality_voxels_spacing_and_field_of_view(setup)
     card = type("Card", (), {"name": "T1 to T2", "id": "t1t2"})()
     assert panel_text.model_label(card) == "T1 to T2 (t1t2)"
     assert panel_text.model_label(card, "expects CT").endswith("[does not fit the input]")
+
+
+# --- Slicer as a user installs it (issue 14): versions compared, a core left to the GUI ---------------------------
+def test_dependency_check_compares_versions_not_just_presence():
+    from MedGANLib.dependencies import _release, unmet
+
+    assert _release("2.13.0+cpu") == (2, 13, 0) and _release("1.4.0rc1") == (1, 4, 0)
+    assert unmet("monai>=1.3", None) == "monai>=1.3 (not installed)"
+    assert unmet("monai>=1.3", "1.2.0") == "monai>=1.3 (installed 1.2.0)"
+    assert unmet("monai>=1.3", "1.3") is None and unmet("monai>=1.3", "1.10.1") is None
+    assert unmet("torch>=2.1", "2.0.1+cu118") == "torch>=2.1 (installed 2.0.1+cu118)"
+
+
+def test_an_installed_but_too_old_package_is_reported_with_its_version(monkeypatch):
+    import importlib.metadata
+
+    from MedGANLib import dependencies
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0.0" if name == "monai" else real(name))
+    assert dependencies.dependency_problems() == ["monai>=1.3 (installed 1.0.0)"]
+    assert dependencies.missing_dependencies() == ["monai>=1.3"]
+
+
+def test_a_run_leaves_cores_to_the_gui_and_restores_torch_threads(monkeypatch, setup, two_volumes):
+    from MedGANLib.job import compute_threads
+
+    assert compute_threads(cpu_count=8, gui_cores=1) == 7
+    assert compute_threads(cpu_count=1, gui_cores=1) == 1  # never below one thread
+    monkeypatch.setenv("MEDGAN_GUI_CORES", "3")
+    assert compute_threads(cpu_count=8) == 5
+
+    seen = []
+    batch = slicer_bridge.prepare_batch(setup.scene, two_volumes[:1], "synthesize", device="cpu")
+    execute = batch.execute
+    monkeypatch.setattr(batch, "execute", lambda **kw: (seen.append(torch.get_num_threads()), execute(**kw)))
+    before = torch.get_num_threads()
+    job = MedGANJob(batch, gui_cores=1).start()
+    _wait(job)
+    assert job.error is None, job.trace
+    assert seen == [compute_threads(gui_cores=1)]
+    assert torch.get_num_threads() == before

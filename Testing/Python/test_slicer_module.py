@@ -29,7 +29,7 @@ EXPECTED_CLASSES = {
     "modelCardBrowser": "QTextBrowser", "importModelButton": "QPushButton", "deviceComboBox": "QComboBox",
     "inputInfoLabel": "QLabel", "advancedCollapsibleButton": "ctkCollapsibleButton",
     "overlapSliderWidget": "ctkSliderWidget", "batchSizeSpinBox": "QSpinBox", "sliceAxisComboBox": "QComboBox",
-    "forceCheckBox": "QCheckBox", "anomalyCollapsibleButton": "ctkCollapsibleButton",
+    "forceCheckBox": "QCheckBox", "nativeCheckBox": "QCheckBox", "anomalyCollapsibleButton": "ctkCollapsibleButton",
     "anomalyMapSelector": "qMRMLNodeComboBox", "segmentationShow3DButton": "qMRMLSegmentationShow3DButton",
     "colormapComboBox": "QComboBox", "opacitySliderWidget": "ctkSliderWidget",
     "cardThresholdCheckBox": "QCheckBox", "thresholdSliderWidget": "ctkSliderWidget",
