@@ -219,7 +219,7 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
 
     data = {"meta": meta, "images": real_data.inventory(), "runs": ctx.runs,
             **results_json(list(results), list(results.values()))}
-    (report_dir / "real.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    (report_dir / "real.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (report_dir / "real.md").write_text(render_markdown(results, meta, ctx.runs), encoding="utf-8")
     return data
 

@@ -25,8 +25,11 @@ from .real_data import IMAGES
 
 BRAINS = ("brain1", "brain2")
 T2_TARGET_RATIO = 1.5
-SR_MODELS = {"mr-sr-x2-throughplane": ("throughplane", "pairs of slices averaged (slices twice as thick)"),
-             "mr-sr-x2-inplane": ("inplane", "the central half of k-space kept in-plane (pixels twice as large)")}
+SR_MODELS = {  # model -> (short name, (z, y, x) scale, degradation, what it does)
+    "mr-sr-x2-throughplane": ("throughplane", (2, 1, 1), "thick_slices",
+                              "pairs of slices averaged (slices twice as thick)"),
+    "mr-sr-x2-inplane": ("inplane", (1, 2, 2), "kspace_truncate",
+                         "the central half of k-space kept in-plane (pixels twice as large)")}
 SR_CASES = ("brain1", "brain2", "t2_brain")
 SR_TARGET_DB = 1.5
 ANOMALY_MODEL = "brain-anomaly-t2"
@@ -224,12 +227,11 @@ def superres(ctx: RealContext) -> Any:
         return m
     metrics: dict[str, dict[str, list[float]]] = {}
     targets, rows, regridded = [], [], []
-    for model_id, (kind, _) in SR_MODELS.items():
+    for model_id, (kind, scale, degradation, _) in SR_MODELS.items():
         mine, base = metrics.setdefault(model_id, {}), metrics.setdefault(f"B-spline ({kind})", {})
         for case in SR_CASES:
             hr = ctx.image(case)
-            low, grid = superres_pair(hr, (2, 1, 1) if kind == "throughplane" else (1, 2, 2),  # as in training
-                                      "thick_slices" if kind == "throughplane" else "kspace_truncate")
+            low, grid = superres_pair(hr, scale, degradation)
             result = ctx.run("superres", low, model_id, case, **_forced(hr, "T2w"))
             out = _on_grid(result.volume, grid) if result is not None else np.full(grid.shape, np.nan)
             if result is not None and not result.volume.same_geometry(grid, atol=1e-4):
@@ -257,7 +259,7 @@ def superres(ctx: RealContext) -> Any:
                               mean(mine["PSNR"]), mean(base["PSNR"]) + SR_TARGET_DB, ">=", why))
     intro = (
         f"Real volumes ({', '.join(SR_CASES)}) degraded ×2 as in training — through-plane: "
-        f"{SR_MODELS['mr-sr-x2-throughplane'][1]}; in-plane: {SR_MODELS['mr-sr-x2-inplane'][1]} — then restored "
+        f"{SR_MODELS['mr-sr-x2-throughplane'][3]}; in-plane: {SR_MODELS['mr-sr-x2-inplane'][3]} — then restored "
         f"onto the original grid (same field of view) by the model and by cubic B-spline (SimpleITK). Reference: the "
         f"real volume itself; PSNR/SSIM over the head, data range its 0.5-99.5 percentile range. The models were "
         f"trained on T2w: the T1w brains run forced. brain1/brain2 have 6.5 mm slices (13 mm after degradation); "
