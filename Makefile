@@ -23,7 +23,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 eval: venv
-	$(BIN)/python -m MedGANLogic.evaluate --report Testing/Reports
+	$(BIN)/python -m MedGANLogic.evaluation --report Testing/Reports
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

@@ -20,11 +20,13 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import MedGANError
+from .tasks import TASKS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -68,20 +70,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No models installed (looked in {builtin_models_dir()} and {user_models_dir()}).")
         return 0
-    header = f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  version"
+    header = (f"{'id':<24} {'task':<10} {'input':<10} {'output':<10} {'dims':<5} {'size':>9}  {'version':<8} "
+              f"from")
     print(header)
     print("-" * len(header))
     for r in rows:
         size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] else "?"
+        origin = "built-in" if r["source"] == "builtin" else r["folder"]
         print(f"{r['id']:<24} {r['task']:<10} {r['modality_in']:<10} {r['modality_out']:<10} {r['dims']:<5} "
-              f"{size:>9}  {r['version']}")
+              f"{size:>9}  {r['version']:<8} {origin}")
+    for r in rows:
+        if r["shadows"]:
+            print(f"Note: the user model {r['id']} ({r['folder']}) shadows the built-in model of the same id "
+                  f"({r['shadows']}); `--model {r['id']}` runs the user one. Rename or remove it to use the built-in.")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .io import describe, read_volume
 
-    info = describe(read_volume(args.file, component=args.component, frame=args.frame))
+    info = describe(read_volume(args.file, component=args.component, frame=args.frame, series=args.series))
     if args.json:
         _print_json(info)
         return 0
@@ -110,30 +118,23 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .io import WRITE_SUFFIXES, file_suffix, read_volume, write_volume
-    from .pipeline import run
+    from .io import check_output_paths, read_volume, write_volumes
+    from .pipeline import execute, plan
 
-    outputs = [Path(args.output)] + ([Path(args.mask_output)] if args.mask_output else [])
-    for out in outputs:
-        if file_suffix(out) not in WRITE_SUFFIXES:
-            raise MedGANError(f"Cannot write {out.name}: use one of {', '.join(WRITE_SUFFIXES)}.")
-        if not out.parent.is_dir():
-            raise MedGANError(f"Output folder {out.parent} does not exist; create it first.")
+    # Outputs: known extensions, existing folders, none the input nor each other (before any work is done).
+    outputs = check_output_paths([args.output] + ([args.mask_output] if args.mask_output else []),
+                                 inputs=[args.input])
     if args.mask_output and args.task not in ("anomaly",):
         raise MedGANError("--mask-output applies to --task anomaly only.")
-    volume = read_volume(args.input, component=args.component, frame=args.frame)
+    volume = read_volume(args.input, component=args.component, frame=args.frame, series=args.series)
+    run_plan = plan(args.task, volume, model=args.model, device=args.device, **_run_options(args))
+    for message in run_plan.warnings:  # the same warnings Python callers get as MedGANWarning
+        print(f"warning: {message}", file=sys.stderr)
     bar = ProgressBar(f"{args.task}", enabled=None if not args.quiet else False)
-    result = run(args.task, volume, model=args.model, device=args.device, progress=bar, **_run_options(args))
-    # Write every output (whole or not at all); on failure remove what this command already wrote.
-    written: list[Path] = []
-    try:
-        written.append(write_volume(result.volume, outputs[0]))
-        if args.mask_output:
-            written.append(write_volume(result.outputs["mask"], outputs[1]))
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+    result = execute(run_plan, progress=bar)
+    # Every output or none: on failure the files that were there before are still there.
+    volumes = [result.volume] + ([result.outputs["mask"]] if args.mask_output else [])
+    write_volumes(dict(zip(outputs, volumes)), sources=[args.input])
     summary = {"output": str(outputs[0]), "model": result.provenance["model"],
                "device": result.provenance["device"], "seconds": result.provenance["seconds"]}
     summary.update({k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))})
@@ -167,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list installed models")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--task", choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.add_argument("--task", choices=TASKS.names())
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("run", help="run a task on one volume")
-    p.add_argument("--task", required=True, choices=["synthesize", "denoise", "superres", "anomaly", "segment"])
+    p.add_argument("--task", required=True, choices=TASKS.names())
     p.add_argument("--input", required=True, help="volume file (.nii.gz, .nrrd, .mha, .mhd) or DICOM folder")
     p.add_argument("--output", required=True, help="output file (.nii.gz, .nrrd, .mha)")
     p.add_argument("--model", help="model id (see `medgan models`) or model folder; default: first that fits")
@@ -179,16 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 where the model allows it and the device has it natively; else fp32")
-    p.add_argument("--overlap", type=float, help="tile overlap fraction, 0..1 (default 0.25)")
+    p.add_argument("--overlap", type=float, help="tile overlap fraction in [0, 1) (default 0.25)")
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
-    p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask")
+    p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")
     p.add_argument("--mask-output", dest="mask_output", help="anomaly: also write the thresholded mask here")
     p.add_argument("--modality", choices=["MR", "CT"], help="declare the input's modality if the file does not say")
     p.add_argument("--contrast", help="declare the MR contrast, e.g. T1w, T2w, FLAIR")
     p.add_argument("--force", action="store_true", help="run even if the model expects another modality")
     p.add_argument("--component", type=int, help="vector images: which component to use")
     p.add_argument("--frame", type=int, help="4D images: which frame to use")
+    p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to use "
+                   "(default: the largest, with a warning listing the others)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=cmd_run)
 
@@ -197,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--component", type=int)
     p.add_argument("--frame", type=int)
+    p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to describe")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="run every available task on the bundled sample data")
@@ -225,8 +229,14 @@ def _missing(name: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"medgan {args.command}: warning: {message}".splitlines()[0], file=sys.stderr)
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return int(args.func(args) or 0)
     except MedGANError as exc:
         print(f"medgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -19,3 +19,9 @@ class ModalityMismatchError(InputError):
 
 class CancelledError(MedGANError):
     """The run was cancelled by the user; nothing was written."""
+
+
+class MedGANWarning(UserWarning):
+    """Something the user should know about a run that still goes ahead (a voxel size or field of view outside
+    what the model was trained on, a run forced despite a modality mismatch). The CLI prints it as
+    ``warning: ...`` on stderr; :func:`MedGANLogic.run` emits it with :func:`warnings.warn`."""

@@ -1,5 +1,12 @@
 """``MedGANLogic.run``: one call for every task. File or Volume in, Volumes out, with provenance.
 
+Two steps, so every caller (Python, the CLI, the Slicer panel) gets the same decisions and the same warnings::
+
+    plan = plan("denoise", "ct.nii.gz")        # read, check, choose the model, validate options: no network
+    plan.warnings                              # e.g. ["voxel size x 0.78 mm ... is outside the 1.5-2.5 mm ..."]
+    result = execute(plan, progress, cancel)   # normalise -> infer -> task outputs -> provenance
+
+:func:`run` is the two in one and emits each warning as a :class:`~MedGANLogic.errors.MedGANWarning`.
 Data flows one way: input -> checks -> model card -> normalisation -> :func:`~MedGANLogic.inference.infer`
 -> task post-processing -> output Volumes labelled synthetic with provenance. The input is never modified.
 """
@@ -9,22 +16,24 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .errors import InputError, ModalityMismatchError, ModelError
-from .inference import PRECISIONS, InferenceLayout, infer, resolve_device
-from .io import read_volume
+from .errors import InputError, MedGANWarning, ModalityMismatchError, ModelError
+from .fit import fit_problems
+from .inference import InferenceLayout, infer, resolve_device
+from .io import check_orthonormal, read_volume
+from .modality import declare, describe_modality, modality_problem
 from .models import registry
 from .models.card import ModelCard
 from .normalization import normalize
-from .tasks import TASK_OPTIONS, TaskContext, get_task
+from .options import requested_precision, validate_options
+from .tasks import TASKS, TaskContext, TaskSpec, get_task
 from .volume import Volume
-
-COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "precision", "amp", "modality", "contrast")
 
 
 @dataclass
@@ -48,13 +57,34 @@ class RunResult:
         return self.outputs[self.primary]
 
 
-def guess_modality(volume: Volume) -> str | None:
-    """``CT`` when the intensities look like Hounsfield units (air near -1000 HU), else None (unknown)."""
-    a = volume.array
-    sample = a[:: max(1, a.shape[0] // 16)]
-    if float(np.mean(sample < -800)) > 0.02 and float(sample.max()) > 100:
-        return "CT"
-    return None
+@dataclass(frozen=True)
+class RunPlan:
+    """Every decision of a run, made by :func:`plan` before any network runs.
+
+    Attributes:
+        task: the task's name; ``spec``: its :class:`~MedGANLogic.tasks.TaskSpec`.
+        volume: the input (never modified), with declared modality/contrast and the CT guess in its metadata.
+        card: the chosen model's card.
+        options: the validated options, typed (see :mod:`MedGANLogic.options`); unset options are absent.
+        device: the resolved device ("cpu", "cuda", "cuda:1", "mps").
+        precision: the precision asked for ("auto", "fp32", "bf16"); the device settles "auto" at run time.
+        layout: how the network walks the volume (dims, slice axis, context, tile, scale).
+        problems: why the volume's geometry does not suit the model (voxel size, field of view, plane).
+        forced_despite: the modality/contrast mismatch a ``force=True`` run goes ahead despite, else None.
+        warnings: everything the user should be told, one sentence each (``problems`` and ``forced_despite``).
+    """
+
+    task: str
+    spec: TaskSpec
+    volume: Volume
+    card: ModelCard
+    options: dict[str, Any]
+    device: str
+    precision: str
+    layout: InferenceLayout
+    problems: list[str] = field(default_factory=list)
+    forced_despite: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_volume(volume: Volume, name: str = "input") -> None:
@@ -70,6 +100,7 @@ def check_volume(volume: Volume, name: str = "input") -> None:
     if lo == hi:
         raise InputError(f"The {name} volume is constant (every voxel = {lo:g}): there is no image to work on. "
                          f"Check that the right series was loaded.")
+    check_orthonormal(volume.direction, f"The {name} volume")  # outputs would copy a sheared grid
 
 
 def choose_model(task: str, volume: Volume, model: str | os.PathLike | None) -> ModelCard:
@@ -83,124 +114,104 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None) -> 
     if not cards:
         raise ModelError(f"No model for task {task!r} is installed. Train one with `medgan train` or import one "
                          f"with `medgan import`.")
-    fitting = [c for c in cards if _modality_problem(c, volume) is None]
+    fitting = [c for c in cards if modality_problem(c, volume) is None]
     if not fitting:
-        known = ", ".join(f"{c.id} ({c.input.get('modality')} {c.input.get('contrast', '')})".strip() for c in cards)
-        raise ModalityMismatchError(f"No {task!r} model fits a {_describe(volume)} volume; installed: {known}. "
-                                    f"Name one with model=... and force=True to run anyway.")
+        known = ", ".join(f"{c.id} ({describe_modality(c.input)})" for c in cards)
+        raise ModalityMismatchError(f"No {task!r} model fits this volume ({describe_modality(volume)}); installed: "
+                                    f"{known}. Name one with model=... and force=True to run anyway.")
     return fitting[0]
 
 
-def _describe(volume: Volume) -> str:
-    return " ".join(str(v) for v in (volume.metadata.get("modality"), volume.metadata.get("contrast")) if v) or "?"
+# The Slicer bridge still imports this private name; it moves to MedGANLogic.modality with the bridge's own
+# restructuring (issue #12, item 2), which removes this line. Nothing else may use it.
+_modality_problem = modality_problem
 
 
-def _modality_problem(card: ModelCard, volume: Volume) -> str | None:
-    want_mod, want_con = card.input.get("modality"), card.input.get("contrast")
-    have_mod, have_con = volume.metadata.get("modality"), volume.metadata.get("contrast")
-    if want_mod in (None, "any"):
-        return None
-    if have_mod and have_mod != want_mod:
-        return f"model {card.id} expects {want_mod} input but the volume is {have_mod}"
-    if want_mod == "MR" and not have_mod and volume.metadata.get("guessed_modality") == "CT":
-        return f"model {card.id} expects MR but the volume looks like CT (values in Hounsfield units)"
-    if want_con and have_con and have_con != want_con:
-        return f"model {card.id} expects {want_mod} {want_con} but the volume is {have_mod or ''} {have_con}".strip()
-    return None
-
-
-def _check_options(task: str, card: ModelCard, options: dict[str, Any]) -> None:
-    allowed = COMMON_OPTIONS + TASK_OPTIONS.get(task, ())
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise InputError(f"Unknown option(s) {', '.join(unknown)} for task {task!r}; allowed: {', '.join(allowed)}.")
-    _precision(options)
+def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
+    """The option rules that depend on the chosen model."""
     axis = options.get("slice_axis")
-    if axis is not None:
-        if card.dims == "3d":
-            raise InputError(f"slice_axis does not apply to the 3d model {card.id}.")
-        if axis not in (0, 1, 2):
-            raise InputError(f"slice_axis must be 0 (z), 1 (y) or 2 (x); got {axis!r}.")
-        if card.scale_factor[int(axis)] != 1:
-            raise InputError(f"slice_axis={axis} is the axis model {card.id} super-resolves; it cannot slice along it.")
+    if axis is None:
+        return
+    if card.dims == "3d":
+        raise InputError(f"slice_axis does not apply to the 3d model {card.id}.")
+    if card.scale_factor[axis] != 1:
+        raise InputError(f"slice_axis={axis} is the axis model {card.id} super-resolves; it cannot slice along it.")
 
 
-def _precision(options: dict[str, Any]) -> str:
-    precision = options.get("precision")
-    if precision is None:
-        return "auto" if options.get("amp", True) else "fp32"
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
-    return str(precision)
+def _read_input(volume_or_path: Volume | str | os.PathLike) -> Volume:
+    if isinstance(volume_or_path, Volume):
+        return volume_or_path
+    if isinstance(volume_or_path, (str, os.PathLike)):
+        return read_volume(volume_or_path)
+    raise InputError(f"Input must be a Volume or a file path, not {type(volume_or_path).__name__}.")
 
 
-def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.PathLike | None = None,
-        device: str = "auto", progress=None, cancel=None, **options: Any) -> RunResult:
-    """Run a MedGAN task on one volume.
+def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.PathLike | None = None,
+         device: str = "auto", **options: Any) -> RunPlan:
+    """Make every decision and every check of a run, once, without running a network.
+
+    Reads the input, applies the declared modality/contrast, refuses unusable voxels, chooses the model, checks
+    the options' types and ranges, the modality/contrast fit (refused unless ``force=True``) and the voxel size,
+    field of view and slice plane against the model's card (warnings). Same arguments as :func:`run`.
+
+    Returns:
+        A :class:`RunPlan` for :func:`execute`; ``plan.warnings`` says what the user should be told.
+
+    Raises:
+        InputError, ModelError, ModalityMismatchError (all :class:`~MedGANLogic.errors.MedGANError`).
+    """
+    spec = TASKS.get(task)
+    options = validate_options(task, spec.options, options)
+    dev = str(resolve_device(device))
+    volume = declare(_read_input(volume_or_path), options.get("modality"), options.get("contrast"))
+    check_volume(volume)
+    card = choose_model(task, volume, model)
+    _check_card_options(card, options)
+    mismatch = modality_problem(card, volume)
+    if mismatch and not options.get("force"):
+        raise ModalityMismatchError(f"{mismatch}. Choose a model for this input, or pass force=True "
+                                    f"(--force) to run anyway.")
+    problems = fit_problems(volume, card, options.get("slice_axis"))
+    told = problems + ([f"{mismatch}; running anyway (forced)"] if mismatch else [])
+    return RunPlan(task=task, spec=spec, volume=volume, card=card, options=options, device=dev,
+                   precision=requested_precision(options), layout=InferenceLayout.from_card(card, options.get(
+                       "slice_axis")), problems=problems, forced_despite=mismatch, warnings=told)
+
+
+def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
+    """Run a :class:`RunPlan`: load the network, normalise, infer, make the task's outputs, record provenance.
 
     Args:
-        task: "synthesize", "denoise", "superres", "anomaly" or "segment".
-        volume_or_path: a :class:`Volume` or a file/DICOM-folder path. It is never modified.
-        model: a model id (see ``medgan models``) or a model folder; None picks the first installed model for the
-            task that fits the volume's modality.
-        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda" or "cuda:N".
+        plan: from :func:`plan`.
         progress: ``progress(fraction, message)``, called at least once per batch.
         cancel: a callable returning True, or a ``threading.Event``; checked between batches.
-        **options: batch_size, overlap (0-1), slice_axis (2d models), force (run despite a modality mismatch),
-            precision ("auto": bf16 where the model's card allows it and the device computes bf16 natively, else
-            fp32; "fp32"; "bf16"; ``amp=False`` is the older spelling of "fp32"), modality/contrast (declare the
-            input's when the file does not say), and per task: threshold, smoothing_mm (anomaly).
 
     Returns:
         :class:`RunResult` with the output volume(s), extras and provenance.
 
     Raises:
-        InputError, ModelError, ModalityMismatchError, CancelledError (all :class:`MedGANError`).
+        ModelError (weights fail their check), CancelledError, MedGANError.
     """
     started = time.perf_counter()
-    task_module = get_task(task)
-    if isinstance(volume_or_path, Volume):
-        volume = volume_or_path
-    elif isinstance(volume_or_path, (str, os.PathLike)):
-        volume = read_volume(volume_or_path)
-    else:
-        raise InputError(f"Input must be a Volume or a file path, not {type(volume_or_path).__name__}.")
-    declared = {k: options[k] for k in ("modality", "contrast") if options.get(k)}
-    if declared or "modality" not in volume.metadata:
-        meta = dict(volume.metadata, **declared)
-        if "modality" not in meta and guess_modality(volume):
-            meta["guessed_modality"] = "CT"
-        volume = Volume(volume.array, volume.spacing, volume.origin, volume.direction, meta)  # shares voxels
-    check_volume(volume)
-
-    card = choose_model(task, volume, model)
-    _check_options(task, card, options)
-    problem = _modality_problem(card, volume)
-    if problem and not options.get("force"):
-        raise ModalityMismatchError(f"{problem}. Choose a model for this input, or pass force=True "
-                                    f"(--force) to run anyway.")
-
-    dev = resolve_device(device)
-    net = registry.load_network(card, dev)
-    layout = InferenceLayout.from_card(card, options.get("slice_axis"))
+    card, volume, options = plan.card, plan.volume, plan.options
+    net = registry.load_network(card, plan.device)
     normalized, stats = normalize(volume.array, card.input["normalization"])
-    raw, info = infer(net, normalized, layout, device=dev, batch_size=options.get("batch_size"),
-                      overlap=float(options.get("overlap", 0.25)), progress=progress, cancel=cancel,
-                      precision=_precision(options),
-                      cpu_fallback=lambda: registry.load_network(card, "cpu"))
+    raw, info = infer(net, normalized, plan.layout, device=plan.device, batch_size=options.get("batch_size"),
+                      overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
+                      precision=plan.precision, cpu_fallback=lambda: registry.load_network(card, "cpu"))
     ctx = TaskContext(card=card, volume=volume, normalized=normalized, stats=stats, raw=raw,
                       options=options, net=net)
-    outputs, extras = task_module.make_outputs(ctx)
+    outputs, extras = get_task(plan.task).make_outputs(ctx)
 
     provenance = {
-        "software": f"MedGAN {__version__}", "task": task, "model": card.id, "model_name": card.name,
-        "model_version": card.version, "weights_sha256": card.sha256, "options": {k: v for k, v in options.items()},
+        "software": f"MedGAN {__version__}", "task": plan.task, "model": card.id, "model_name": card.name,
+        "model_version": card.version, "weights_sha256": card.sha256, "options": dict(options),
         "device": info["device"], "batch_size": info["batch_size"], "precision": info["precision"],
         "seconds": round(time.perf_counter() - started, 3),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "input": str(volume.metadata.get("source", volume.metadata.get("name", "volume"))),
         "input_window": stats, "synthetic": True, "intended_use": card.data["intended_use"],
-        "forced_despite": problem if problem else None,
+        "forced_despite": plan.forced_despite, "warnings": list(plan.warnings),
     }
     for key, value in extras.items():
         if isinstance(value, (int, float, str)):
@@ -210,4 +221,35 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
         described = {k: out.metadata[k] for k in ("modality", "contrast", "units", "kind") if out.metadata.get(k)}
         out.metadata["provenance"] = dict(provenance, output=described)
         out.metadata["synthetic"] = True
-    return RunResult(outputs=outputs, extras=extras, provenance=provenance, primary=task_module.PRIMARY)
+    return RunResult(outputs=outputs, extras=extras, provenance=provenance, primary=plan.spec.primary)
+
+
+def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.PathLike | None = None,
+        device: str = "auto", progress=None, cancel=None, **options: Any) -> RunResult:
+    """Run a MedGAN task on one volume: :func:`plan`, each warning emitted as a ``MedGANWarning``, :func:`execute`.
+
+    Args:
+        task: a name of the task table :data:`MedGANLogic.tasks.TASKS` ("synthesize", "denoise", "superres",
+            "anomaly", "segment").
+        volume_or_path: a :class:`Volume` or a file/DICOM-folder path. It is never modified.
+        model: a model id (see ``medgan models``) or a model folder; None picks the first installed model for the
+            task that fits the volume's modality.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda" or "cuda:N".
+        progress: ``progress(fraction, message)``, called at least once per batch.
+        cancel: a callable returning True, or a ``threading.Event``; checked between batches.
+        **options: batch_size (a positive int), overlap (in [0, 1)), slice_axis (0, 1 or 2; 2d models), force
+            (run despite a modality mismatch), precision ("auto": bf16 where the model's card allows it and the
+            device computes bf16 natively, else fp32; "fp32"; "bf16"; ``amp=False`` is the older spelling of
+            "fp32"), modality/contrast (declare the input's when the file does not say), and per task: threshold
+            (>= 0), smoothing_mm (0-50 mm) for anomaly. See :mod:`MedGANLogic.options`.
+
+    Returns:
+        :class:`RunResult` with the output volume(s), extras and provenance.
+
+    Raises:
+        InputError, ModelError, ModalityMismatchError, CancelledError (all :class:`MedGANError`).
+    """
+    the_plan = plan(task, volume_or_path, model=model, device=device, **options)
+    for message in the_plan.warnings:
+        warnings.warn(message, MedGANWarning, stacklevel=2)
+    return execute(the_plan, progress=progress, cancel=cancel)

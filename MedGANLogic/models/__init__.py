@@ -5,7 +5,9 @@ An architecture is registered under a name that model cards use::
     @register_architecture("conv2d")
     class SmallConvNet(nn.Module): ...
 
-``build_network(card)`` instantiates it from ``card.architecture.params``.
+``build_network(name, params)`` instantiates it from ``card.architecture.params``. The family modules listed in
+:data:`ARCHITECTURES` are imported on the first look-up; a missing one is an error, never skipped.
+This package may import torch and the engine's core (errors, registry); never Slicer or Qt.
 """
 
 from __future__ import annotations
@@ -15,36 +17,21 @@ from collections.abc import Callable
 import torch.nn as nn
 
 from ..errors import ModelError
+from ..registry import Registry
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+#: Architecture name -> network factory (a class or function taking the card's ``architecture.params``).
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
+    "architecture", package=__name__, error=ModelError,
+    modules=(".simple", ".unet", ".resnet", ".ldct", ".srgan", ".fanogan", ".segmentation"))
 
-
-def register_architecture(name: str) -> Callable:
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in ARCHITECTURES and ARCHITECTURES[name] is not factory:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        ARCHITECTURES[name] = factory
-        return factory
-
-    return wrap
-
-
-def _import_families() -> None:
-    # Importing a family module registers its architectures.
-    from . import simple  # noqa: F401
-    for family in ("unet", "resnet", "ldct", "srgan", "fanogan", "segmentation"):
-        try:
-            __import__(f"{__name__}.{family}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{family}":
-                raise
+#: Decorator: ``@register_architecture("unet2d")`` registers a network factory under a card's name.
+register_architecture = ARCHITECTURES.register
 
 
 def build_network(name: str, params: dict) -> nn.Module:
-    _import_families()
-    if name not in ARCHITECTURES:
-        raise ModelError(f"Unknown architecture {name!r} in model card; known: {', '.join(sorted(ARCHITECTURES))}.")
+    """The network ``name`` built with keyword arguments ``params`` (a card's ``architecture.params``)."""
+    factory = ARCHITECTURES.get(name)
     try:
-        return ARCHITECTURES[name](**params)
+        return factory(**params)
     except TypeError as exc:
         raise ModelError(f"Model card architecture.params do not fit {name!r}: {exc}.") from exc

@@ -17,7 +17,8 @@ A model is a folder holding ``card.json`` and ``weights.safetensors``. Example c
     }
 
 Fields:
-  * ``task``: synthesize | denoise | superres | anomaly | segment.
+  * ``task``: a name of the task table :data:`MedGANLogic.tasks.TASKS` (synthesize, denoise, superres, anomaly,
+    segment).
   * ``dims``: ``2d`` (slice-wise along ``slice_axis`` of the (z, y, x) array), ``2.5d`` (2d with
     ``context_slices`` neighbours on each side stacked as channels) or ``3d`` (patches of ``tile_size``).
   * ``tile_size``: in-plane tile for 2d/2.5d (2 numbers, in the order of the remaining array axes) or a 3d patch.
@@ -31,26 +32,45 @@ Fields:
     bf16 (``Testing/Python/test_precision.py``); the engine then runs it in bf16 on devices that compute bf16
     natively. Absent or ``"none"``: always fp32 (instance norm over empty slices amplifies bf16 rounding).
   * ``extras``: task-specific values (e.g. the anomaly threshold chosen on validation data, segment names).
+  * ``weights.file``: a file name inside the model folder (no path; a link may not lead outside the folder).
+
+Sizes are bounded so that a card cannot ask for terabytes: in-plane tiles of at most 2048 voxels a side, 3d patches
+of at most 512 a side and 256^3 voxels, scale factors of at most 8, at most 32 context slices, network widths
+(``features``, ``*channels``, ``num_classes``) of 1..1024, depths (``depth``, ``levels``, ``*blocks``, ``layers``,
+``n_down``, ``convs_per_level``) of 0..64, and any other whole number in ``architecture.params`` of at most 4096.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..errors import ModelError
+from ..modality import describe_modality
+from ..tasks import TASKS
 
-TASKS = ("synthesize", "denoise", "superres", "anomaly", "segment")
 DIMS = ("2d", "2.5d", "3d")
 NORMALIZATION_KINDS = ("ct_window", "mr_percentile", "fixed", "same_as_input", "none")
 REQUIRED = ("id", "version", "task", "architecture", "dims", "input", "output", "weights", "license",
             "intended_use", "training_data")
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+
+MAX_TILE_2D = 2048  # voxels a side of an in-plane tile
+MAX_TILE_3D = 512  # voxels a side of a 3d patch ...
+MAX_PATCH_VOXELS = 256 ** 3  # ... and in all
+MAX_SCALE = 8
+MAX_CONTEXT_SLICES = 32
+MAX_WIDTH = 1024  # channels of a layer
+MAX_DEPTH = 64  # levels, blocks or layers
+MAX_OTHER_INT = 4096
+_WIDTH = re.compile(r"^(features|num_classes|.*channels|n[gd]f)$")
+_DEPTH = re.compile(r"^(depth|levels|.*blocks|layers|n_down|convs_per_level)$")
 
 
 @dataclass
@@ -62,8 +82,13 @@ class ModelCard:
     source: str = "user"  # "builtin" (Resources/Models) or "user" (MEDGAN_MODELS_DIR)
     extras: dict[str, Any] = field(init=False)
 
+    shadows: Path | None = field(default=None, init=False)  # the built-in folder a user model of this id hides
+
     def __post_init__(self) -> None:
-        validate_card(self.data, where=str(self.folder or "card"))
+        where = str(self.folder or "card")
+        validate_card(self.data, where=where)
+        if self.folder is not None:
+            _check_weights_inside(self.folder, self.data["weights"].get("file", "weights.safetensors"), where)
         self.extras = dict(self.data.get("extras", {}))
 
     # convenient views of the card's fields
@@ -92,18 +117,15 @@ class ModelCard:
         size = self.weights_path.stat().st_size if self.folder and self.weights_path.exists() else None
         return {
             "id": self.id, "version": self.version, "task": self.task, "name": self.name,
-            "modality_in": _describe_io(self.input), "modality_out": _describe_io(self.output),
+            "modality_in": describe_modality(self.input), "modality_out": describe_modality(self.output),
             "dims": self.dims, "scale_factor": list(self.scale_factor), "size_bytes": size,
             "source": self.source, "folder": str(self.folder) if self.folder else None,
+            "shadows": str(self.shadows) if self.shadows else None,
             "intended_use": self.data["intended_use"], "training_data": self.data["training_data"],
         }
 
     def to_json(self) -> str:
         return json.dumps(self.data, indent=2, sort_keys=False)
-
-
-def _describe_io(spec: dict[str, Any]) -> str:
-    return " ".join(str(v) for v in (spec.get("modality"), spec.get("contrast")) if v)
 
 
 def _fail(where: str, field_name: str, problem: str) -> None:
@@ -130,6 +152,59 @@ def _check_normalization(where: str, name: str, norm: Any, output: bool) -> None
             _fail(where, name + ".range", "must be [low, high] with low < high")
 
 
+def _check_weights_inside(folder: Path, name: str, where: str) -> None:
+    """A weights file reached through a link must still lie inside the model folder."""
+    path = folder / name
+    if path.is_symlink() or path.exists():
+        target, home = path.resolve(), folder.resolve()
+        if not target.is_relative_to(home):
+            _fail(where, "weights.file", f"is a link leading outside the model folder (to {target}); put the weights "
+                  f"file itself in the folder")
+
+
+def _check_weights_name(where: str, name: Any) -> None:
+    plain = (isinstance(name, str) and name not in ("", ".", "..") and PurePosixPath(name).name == name
+             and PureWindowsPath(name).name == name)
+    if not plain:
+        _fail(where, "weights.file", f"must be a file name inside the model folder, like \"weights.safetensors\", "
+              f"not a path (got {name!r})")
+
+
+def _check_sizes(where: str, data: dict[str, Any]) -> None:
+    """Bound tile, patch, scale and context sizes (a card must not ask for terabytes)."""
+    tile = data.get("tile_size")
+    if tile is not None:
+        if data["dims"] == "3d" and (max(tile) > MAX_TILE_3D or math.prod(tile) > MAX_PATCH_VOXELS):
+            _fail(where, "tile_size", f"asks for a {tile} patch; a 3d patch is at most {MAX_TILE_3D} voxels a side "
+                  f"and 256^3 = {MAX_PATCH_VOXELS} voxels in all")
+        if data["dims"] != "3d" and max(tile) > MAX_TILE_2D:
+            _fail(where, "tile_size", f"asks for a {tile} tile; an in-plane tile is at most {MAX_TILE_2D} voxels "
+                  f"a side")
+    scale = data.get("scale_factor", [1, 1, 1])
+    if max(scale) > MAX_SCALE:
+        _fail(where, "scale_factor", f"asks for {scale}; a factor is at most {MAX_SCALE} along each axis")
+    if data.get("context_slices", 0) > MAX_CONTEXT_SLICES:
+        _fail(where, "context_slices", f"is at most {MAX_CONTEXT_SLICES} slices on each side")
+
+
+def _check_params(where: str, name: str, value: Any) -> None:
+    """Bound every whole number in architecture.params: widths, depths, and anything else."""
+    key = name.rsplit(".", 1)[-1]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_params(where, f"{name}.{k}", v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_params(where, name, v)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if _WIDTH.match(key) and not 1 <= value <= MAX_WIDTH:
+            _fail(where, name, f"is a network width: it must be 1..{MAX_WIDTH} channels (got {value})")
+        if _DEPTH.match(key) and not 0 <= value <= MAX_DEPTH:
+            _fail(where, name, f"is a network depth: it must be 0..{MAX_DEPTH} (got {value})")
+        if abs(value) > MAX_OTHER_INT:
+            _fail(where, name, f"must be at most {MAX_OTHER_INT} in size (got {value})")
+
+
 def validate_card(data: dict[str, Any], where: str = "card") -> None:
     """Raise :class:`ModelError` naming the first invalid field."""
     if not isinstance(data, dict):
@@ -140,7 +215,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
     if not isinstance(data["id"], str) or not _ID.match(data["id"]):
         _fail(where, "id", "must be 2-64 lower-case letters, digits, '.', '_' or '-'")
     if data["task"] not in TASKS:
-        _fail(where, "task", f"must be one of {', '.join(TASKS)} (got {data['task']!r})")
+        _fail(where, "task", f"must be one of {', '.join(TASKS.names())} (got {data['task']!r})")
     if data["dims"] not in DIMS:
         _fail(where, "dims", f"must be one of {', '.join(DIMS)} (got {data['dims']!r})")
     arch = data["architecture"]
@@ -148,6 +223,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
         _fail(where, "architecture.name", "must name a registered architecture")
     if not isinstance(arch.get("params", {}), dict):
         _fail(where, "architecture.params", "must be an object of keyword arguments")
+    _check_params(where, "architecture.params", arch.get("params", {}))
     axis = data.get("slice_axis", 0)
     if axis not in (0, 1, 2):
         _fail(where, "slice_axis", "must be 0 (z, axial), 1 (y, coronal) or 2 (x, sagittal)")
@@ -172,6 +248,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
         _fail(where, "scale_factor", "must be [1, 1, 1] unless the task is superres")
     if data["dims"] in ("2d", "2.5d") and scale[int(axis)] != 1:
         _fail(where, "scale_factor", "cannot scale along the slice axis of a 2d model; slice along another axis")
+    _check_sizes(where, data)
     if data.get("mixed_precision", "none") not in ("none", "bf16"):
         _fail(where, "mixed_precision", "must be \"bf16\" (checked in bf16) or \"none\"")
     for side in ("input", "output"):
@@ -189,6 +266,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
     weights = data["weights"]
     if not isinstance(weights, dict) or not isinstance(weights.get("sha256"), str) or not _SHA.match(weights["sha256"]):
         _fail(where, "weights.sha256", "must be the 64-hex-digit SHA-256 of the weights file")
+    _check_weights_name(where, weights.get("file", "weights.safetensors"))
     if not str(weights.get("file", "weights.safetensors")).endswith(".safetensors"):
         _fail(where, "weights.file", "must be a .safetensors file (pickled checkpoints are never loaded; "
               "convert them with `medgan import`)")

@@ -2,7 +2,9 @@
 
 Models live in folders of ``card.json`` + ``weights.safetensors`` under the built-in ``Resources/Models/`` and
 the user folder (``$MEDGAN_MODELS_DIR``, default ``~/.medgan/models``). Weights are checked against the card's
-SHA-256 before they are read, and only safetensors files are ever loaded here: no pickle, no code.
+SHA-256 before they are read, and only safetensors files are ever loaded here: no pickle, no code. Before any
+tensor is read, the network is laid out on PyTorch's meta device (no memory) to bound its size and to compare
+its shapes with the file's header, so a malformed or oversized file ends in a one-line :class:`ModelError`.
 Loaded networks stay cached in the process, keyed by weights SHA-256 and device, so a second run (or a
 second Apply in Slicer) does not load them again.
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ..errors import ModelError
 from . import build_network
@@ -29,6 +32,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _CACHE: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
 _CACHE_SIZE = 6
 _LOCK = threading.Lock()
+MAX_PARAMETERS = 1_000_000_000  # 4 GB in fp32: far above any model MedGAN ships, far below what breaks a machine
 
 
 def builtin_models_dir() -> Path:
@@ -50,8 +54,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def list_models(task: str | None = None, strict: bool = False) -> list[ModelCard]:
     """Every model found, built-in first; a user model with the same id as a built-in one overrides it.
 
-    Invalid folders are skipped (``strict=False``) so one broken download cannot hide the others;
-    ``strict=True`` raises instead.
+    Each card says where it comes from (``card.source``: "builtin" or "user", ``card.folder``); a user model that
+    hides a built-in one has ``card.shadows`` = the built-in folder. Invalid folders are skipped
+    (``strict=False``) so one broken download cannot hide the others; ``strict=True`` raises instead.
     """
     found: dict[str, ModelCard] = {}
     for source, root in (("builtin", builtin_models_dir()), ("user", user_models_dir())):
@@ -64,6 +69,9 @@ def list_models(task: str | None = None, strict: bool = False) -> list[ModelCard
                 if strict:
                     raise
                 continue
+            hidden = found.get(card.id)
+            if hidden is not None and hidden.source == "builtin" and source == "user":
+                card.shadows = hidden.folder
             found[card.id] = card
     cards = list(found.values())
     return [c for c in cards if task is None or c.task == task]
@@ -94,6 +102,37 @@ def verify_weights(card: ModelCard) -> Path:
     return path
 
 
+def _layout(card: ModelCard) -> dict[str, tuple[int, ...]]:
+    """The shapes of the card's network's state dict, laid out on the meta device (no memory); too large: refused."""
+    with torch.device("meta"):
+        skeleton = build_network(card.architecture, card.arch_params)
+    count = sum(p.numel() for p in skeleton.parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelError(f"Model {card.id}: architecture {card.architecture!r} with these params would have "
+                         f"{count:,} parameters ({count * 4 / 1e9:,.1f} GB in fp32); MedGAN loads networks of at most "
+                         f"{MAX_PARAMETERS:,} parameters. Check architecture.params in card.json.")
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+
+
+def _read_weights(card: ModelCard, path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The file's tensors as float32, after its header was checked against ``expected`` (names and shapes)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:  # reads and checks the header only
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            missing = [k for k in expected if k not in shapes]
+            unexpected = [k for k in shapes if k not in expected]
+            wrong = [f"{k} {shapes[k]} vs {v}" for k, v in expected.items() if k in shapes and shapes[k] != v]
+            if missing or unexpected or wrong:
+                raise ModelError(f"Weights of model {card.id} do not fit architecture {card.architecture!r}: "
+                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}. "
+                                 f"Check architecture.params in card.json.")
+            return {k: f.get_tensor(k).float() for k in shapes}
+    except SafetensorError as exc:
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"Weights of model {card.id} are not a valid safetensors file ({path}: {problem}). "
+                         f"Reinstall the model, or export its weights again.") from exc
+
+
 def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Module:
     """Build the card's network, load its verified safetensors weights (float32), eval mode, on ``device``."""
     key = (card.sha256, str(device))
@@ -102,17 +141,8 @@ def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Modu
             _CACHE.move_to_end(key)
             return _CACHE[key]
     path = verify_weights(card)
+    state = _read_weights(card, path, _layout(card))
     net = build_network(card.architecture, card.arch_params)
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        raise ModelError(f"Weights of model {card.id} do not fit architecture {card.architecture!r}: "
-                         f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}. "
-                         f"Check architecture.params in card.json.")
     net.load_state_dict(state)
     net.eval().requires_grad_(False).to(device)
     with _LOCK:

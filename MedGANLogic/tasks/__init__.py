@@ -1,8 +1,10 @@
-"""The tasks: what is made of a network's raw output. One small module each.
+"""The tasks: what is made of a network's raw output. One small module each, one table of them all.
 
-Every task module defines ``PRIMARY`` (the name of its main output) and
+:data:`TASKS` is the one list of tasks: name, module, label, output label, main output and options. The CLI's
+choices, the model card's task check, the panel and the output names all read it. Every task module defines
 ``make_outputs(ctx: TaskContext) -> tuple[dict[str, Volume], dict]`` (output volumes and extras such as a case
 score). The shared work (checks, normalisation, inference, provenance) lives in :mod:`MedGANLogic.pipeline`.
+This package may import numpy/scipy and the engine's core; never torch at module level, Slicer or Qt.
 """
 
 from __future__ import annotations
@@ -16,11 +18,35 @@ import numpy as np
 
 from ..errors import MedGANError
 from ..normalization import denormalize
+from ..registry import Registry
 from ..volume import Volume
 
-TASK_MODULES = {"synthesize": "synthesis", "denoise": "denoise", "superres": "superres", "anomaly": "anomaly",
-                "segment": "segment"}
-TASK_OPTIONS = {"anomaly": ("threshold", "smoothing_mm"), "segment": ("min_probability",)}
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: its ``name`` (what cards and the CLI say), the ``module`` in this package that makes its
+    outputs, the panel's ``label``, the ``output_label`` used in output names ("CT denoised (MedGAN synthetic)"),
+    the ``primary`` output's key in ``RunResult.outputs`` and the task's own ``options`` (beyond the common ones
+    of :func:`MedGANLogic.pipeline.plan`)."""
+
+    name: str
+    module: str
+    label: str
+    output_label: str
+    primary: str
+    options: tuple[str, ...] = ()
+
+
+#: The task table: name -> :class:`TaskSpec`, in the order the CLI and the panel list them.
+TASKS: Registry[TaskSpec] = Registry("task", error=MedGANError)
+for _spec in (
+    TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image"),
+    TaskSpec("denoise", "denoise", "Denoise", "denoised", "image"),
+    TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image"),
+    TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map", ("threshold", "smoothing_mm")),
+    TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
+):
+    TASKS.add(_spec.name, _spec)
 
 
 @dataclass
@@ -37,9 +63,8 @@ class TaskContext:
 
 
 def get_task(name: str) -> ModuleType:
-    if name not in TASK_MODULES:
-        raise MedGANError(f"Unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}.")
-    return importlib.import_module(f"{__name__}.{TASK_MODULES[name]}")
+    """The module that makes task ``name``'s outputs (unknown name: an error listing the tasks)."""
+    return importlib.import_module(f"{__name__}.{TASKS.get(name).module}")
 
 
 def output_metadata(ctx: TaskContext, kind: str = "image") -> dict[str, Any]:

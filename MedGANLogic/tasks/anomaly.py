@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..modality import is_ct
 from ..normalization import foreground_mask
 from . import TaskContext, output_metadata
-
-PRIMARY = "anomaly_map"
 
 
 def make_outputs(ctx: TaskContext):
@@ -25,7 +24,7 @@ def make_outputs(ctx: TaskContext):
     if smoothing_mm > 0:
         sigma = [smoothing_mm / s for s in ctx.volume.spacing[::-1]]  # mm -> voxels along (z, y, x)
         residual = ndimage.gaussian_filter(residual, sigma=sigma)
-    head = foreground_mask(ctx.volume.array) if ctx.volume.modality != "CT" else ctx.volume.array > -500
+    head = ctx.volume.array > -500 if is_ct(ctx.volume) else foreground_mask(ctx.volume.array)  # -500 HU: body
     head = ndimage.binary_closing(head, iterations=2)
     residual = np.where(head, residual, 0.0).astype(np.float32)
     if hasattr(ctx.net, "case_score") and ctx.options.get("case_score_from_net", True):

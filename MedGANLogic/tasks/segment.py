@@ -6,8 +6,6 @@ import numpy as np
 
 from . import TaskContext, output_metadata
 
-PRIMARY = "labels"
-
 
 def make_outputs(ctx: TaskContext):
     raw = ctx.raw

@@ -10,8 +10,6 @@ from __future__ import annotations
 from ..errors import MedGANError
 from . import TaskContext, image_output
 
-PRIMARY = "image"
-
 
 def make_outputs(ctx: TaskContext):
     grid = ctx.volume.resampled_grid(ctx.card.scale_factor)

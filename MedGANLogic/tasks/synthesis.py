@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from . import TaskContext, image_output
 
-PRIMARY = "image"
-
 
 def make_outputs(ctx: TaskContext):
     return {"image": image_output(ctx)}, {}

@@ -261,13 +261,6 @@ class FAnoGANTrainer(GANTrainer):
                                                    "validation_volumes": len(vols)}
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice coefficient of two boolean masks (1.0 when both are empty)."""
-    inter = np.logical_and(pred, truth).sum()
-    total = pred.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2.0 * inter / total)
-
-
 def best_dice_threshold(maps: list[np.ndarray], masks: list[np.ndarray],
                         max_candidates: int = 200_000) -> tuple[float, float]:
     """The threshold t maximising the mean over cases of Dice(map > t, mask); returns (t, that mean Dice).
@@ -295,4 +288,4 @@ def best_dice_threshold(maps: list[np.ndarray], masks: list[np.ndarray],
     return float(threshold), float(scores[i])
 
 
-__all__ = ["FAnoGANTrainer", "best_dice_threshold", "dice"]
+__all__ = ["FAnoGANTrainer", "best_dice_threshold"]

@@ -85,7 +85,8 @@ def test_engine_outputs_map_mask_score_and_threshold(make_model, oblique_volume)
 
 
 def test_z_score_baseline_and_metrics():
-    from MedGANLogic.evaluation_gans2 import RobustZScore, case_auroc, voxel_auroc_ap
+    from MedGANLogic.evaluation.baselines import RobustZScore
+    from MedGANLogic.evaluation.sections.anomaly import case_auroc, voxel_auroc_ap
 
     rng = np.random.default_rng(0)
     spec = {"kind": "fixed", "window": [0, 100], "range": [-1, 1]}

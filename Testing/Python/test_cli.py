@@ -1,11 +1,15 @@
 """The `medgan` command: the contract other tools rely on."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, tiny_card
+from test_anomaly import anomaly_card
 
 from MedGANLogic.cli import main
 from MedGANLogic.io import read_volume, write_volume
@@ -115,3 +119,121 @@ def test_demo_gives_each_model_the_sample_that_fits_its_input():
     assert pick_sample(card("synthesize", "CT"), entries)["name"] == "CT"
     assert pick_sample(card("synthesize", "MR", "T2w"), entries)["name"] == "T2w"
     assert pick_sample(card("segment", "MR", "PD"), entries) is None
+
+
+# --- bad input (issue 13) --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("link", ["same path", "symlink", "hardlink"])
+def test_run_refuses_to_write_over_its_input(make_model, oblique_volume, tmp_path, capsys, link):
+    make_model(tiny_card())
+    src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
+    before = src.read_bytes()
+    out = {"same path": src, "symlink": tmp_path / "alias.nrrd", "hardlink": tmp_path / "twin.nrrd"}[link]
+    if link == "symlink":
+        out.symlink_to(src)
+    elif link == "hardlink":
+        os.link(src, out)
+    code = main(["run", "--task", "synthesize", "--input", str(src), "--output", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "is the input" in err and len(err.splitlines()) == 1
+    assert src.read_bytes() == before
+
+
+def test_run_refuses_clashing_outputs(make_model, oblique_volume, tmp_path, capsys):
+    make_model(anomaly_card("tiny-anomaly", threshold=0.05))
+    src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
+    out = tmp_path / "map.nrrd"
+    code = main(["run", "--task", "anomaly", "--input", str(src), "--output", str(out), "--mask-output", str(out),
+                 "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "same file" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_failed_mask_write_keeps_the_existing_outputs(make_model, oblique_volume, tmp_path, capsys, monkeypatch):
+    import SimpleITK as sitk
+
+    make_model(anomaly_card("tiny-anomaly", threshold=0.05))
+    src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
+    out, mask = tmp_path / "map.nrrd", tmp_path / "mask.nrrd"
+    out.write_bytes(b"yesterday's map")
+    real = sitk.WriteImage
+
+    def fail_on_mask(image, path, *args, **kwargs):
+        if Path(path).name.startswith("mask"):
+            raise OSError("no space left on device")
+        return real(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(sitk, "WriteImage", fail_on_mask)
+    code = main(["run", "--task", "anomaly", "--input", str(src), "--output", str(out), "--mask-output", str(mask),
+                 "--device", "cpu"])
+    assert code == 1 and "no space" in capsys.readouterr().err
+    assert out.read_bytes() == b"yesterday's map" and not mask.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.nrrd", "models", "t1.nrrd"]
+
+
+def test_info_names_the_dicom_series_it_reads_and_series_picks_another(tmp_path, capsys):
+    from test_io import write_ct_series
+
+    write_ct_series(tmp_path, np.zeros((4, 8, 8), np.int16), "1.2.3.4", "abdomen")
+    write_ct_series(tmp_path, np.zeros((2, 8, 8), np.int16), "1.2.3.9", "scout")
+    assert main(["info", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["shape_zyx"] == [4, 8, 8]
+    warning = captured.err.strip()
+    assert warning.startswith("medgan info: warning:") and len(warning.splitlines()) == 1
+    assert "1.2.3.9 (2 slices, scout)" in warning and "--series" in warning
+    assert main(["info", str(tmp_path), "--json", "--series", "1.2.3.9"]) == 0
+    assert json.loads(capsys.readouterr().out)["shape_zyx"] == [2, 8, 8]
+
+
+def test_models_says_where_each_model_comes_from_and_flags_shadowing(make_model, model_dir, tmp_path, capsys,
+                                                                    monkeypatch):
+    from MedGANLogic.models.registry import save_model
+
+    builtin = tmp_path / "builtin"
+    monkeypatch.setenv("MEDGAN_BUILTIN_MODELS", str(builtin))
+    from MedGANLogic.models import build_network
+
+    card = tiny_card("test-t1-to-t2")
+    net = build_network(card["architecture"]["name"], card["architecture"]["params"])
+    save_model(builtin / "test-t1-to-t2", card, net.state_dict())
+    save_model(builtin / "only-builtin", tiny_card("only-builtin"), net.state_dict())
+    make_model(card)  # the user folder holds a model with the same id
+    assert main(["models", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["test-t1-to-t2"]["source"] == "user"
+    assert rows["test-t1-to-t2"]["folder"] == str(model_dir / "test-t1-to-t2")
+    assert rows["test-t1-to-t2"]["shadows"] == str(builtin / "test-t1-to-t2")
+    assert rows["only-builtin"]["source"] == "builtin" and rows["only-builtin"]["shadows"] is None
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    rows = {row.split()[0]: row for row in out.splitlines() if row.strip()}
+    assert str(model_dir / "test-t1-to-t2") in rows["test-t1-to-t2"]
+    assert "built-in" in rows["only-builtin"]
+    assert "shadows the built-in model" in out and str(builtin / "test-t1-to-t2") in out
+
+
+@pytest.mark.parametrize("case, message", [("nan.nii.gz", "NaN"), ("cut.nii", "truncated"),
+                                           ("sheared.nrrd", "not orthonormal")])
+def test_run_refuses_files_that_lie_about_their_voxels(make_model, oblique_volume, tmp_path, capsys, case, message):
+    import SimpleITK as sitk
+
+    from MedGANLogic.io import from_volume
+
+    make_model(tiny_card())
+    src = tmp_path / case
+    if case == "nan.nii.gz":  # ITK alone reads NaN as 0 and the run went ahead on made-up voxels
+        array = oblique_volume.array.copy()
+        array[3, 20, 20] = np.nan
+        write_volume(oblique_volume.with_array(array), src)
+    elif case == "cut.nii":  # ITK alone reads the missing end as zeros
+        whole = write_volume(oblique_volume, tmp_path / "whole.nii").read_bytes()
+        src.write_bytes(whole[: len(whole) * 3 // 4])
+    else:
+        image = from_volume(oblique_volume)
+        image.SetDirection((1, 0.3, 0, 0, 1, 0, 0, 0, 1))
+        sitk.WriteImage(image, str(src))
+    out = tmp_path / "out.nrrd"
+    assert main(["run", "--task", "synthesize", "--input", str(src), "--output", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not out.exists()

@@ -8,7 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from MedGANLogic import evaluate as ev
+from MedGANLogic.evaluation import baselines, metrics
+from MedGANLogic.evaluation.context import SectionResult, Target, head_mask
+from MedGANLogic.evaluation.report import evaluate
+from MedGANLogic.evaluation.sections import SECTIONS
+from MedGANLogic.registry import Registry
 
 
 def _phantom(shape=(6, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
@@ -22,17 +26,17 @@ def test_psnr_and_mae_follow_their_definitions_inside_the_mask():
     target, mask = _phantom()
     pred = target + 4.0
     pred[~mask] += 1000  # outside the head: ignored
-    assert ev.mae(pred, target, mask) == pytest.approx(4.0)
-    assert ev.psnr(pred, target, mask, data_range=400.0) == pytest.approx(20 * np.log10(400 / 4.0), abs=1e-3)
+    assert metrics.mae(pred, target, mask) == pytest.approx(4.0)
+    assert metrics.psnr(pred, target, mask, data_range=400.0) == pytest.approx(20 * np.log10(400 / 4.0), abs=1e-3)
 
 
 def test_ssim_is_one_for_identical_images_and_falls_with_noise():
     target, mask = _phantom()
-    assert ev.ssim(target, target, mask, data_range=200.0) == pytest.approx(1.0, abs=1e-6)
+    assert metrics.ssim(target, target, mask, data_range=200.0) == pytest.approx(1.0, abs=1e-6)
     rng = np.random.default_rng(0)
     noisy = target + rng.normal(0, 10, target.shape).astype(np.float32)
     noisier = target + rng.normal(0, 30, target.shape).astype(np.float32)
-    s1, s2 = ev.ssim(noisy, target, mask, 200.0), ev.ssim(noisier, target, mask, 200.0)
+    s1, s2 = metrics.ssim(noisy, target, mask, 200.0), metrics.ssim(noisier, target, mask, 200.0)
     assert 0 < s2 < s1 < 1
 
 
@@ -41,7 +45,7 @@ def test_head_mask_fills_the_skull():
     yy, xx = np.mgrid[0:30, 0:30]
     ring = np.abs(np.hypot(yy - 15, xx - 15) - 10) < 1.5
     ct[:, ring] = 1000.0  # bone ring; inside stays air-like (-1000) but is head
-    mask = ev.head_mask(ct)
+    mask = head_mask(ct)
     assert mask[:, 15, 15].all() and not mask[:, 0, 0].any()
 
 
@@ -49,7 +53,7 @@ def test_histogram_matching_takes_the_reference_distribution():
     rng = np.random.default_rng(1)
     source, mask = _phantom()
     reference = rng.normal(500, 50, source.shape).astype(np.float32)
-    out = ev.histogram_matching(source, mask, reference, mask)
+    out = baselines.histogram_matching(source, mask, reference, mask)
     assert np.median(out[mask]) == pytest.approx(np.median(reference[mask]), rel=0.02)
     assert np.all(out[~mask] == 0)
     order = np.argsort(source[mask])  # monotonic: brighter stays brighter
@@ -64,7 +68,7 @@ def test_threshold_mapping_learns_class_values():
     source = (levels[labels] + rng.uniform(-3, 3, labels.shape)).astype(np.float32)
     target = values[labels].astype(np.float32)
     mask = np.ones(labels.shape, bool)
-    mapping = ev.ThresholdMapping(classes=4, mr_source=False).fit([source], [target], [mask])
+    mapping = baselines.ThresholdMapping(classes=4, mr_source=False).fit([source], [target], [mask])
     pred = mapping.predict(source, mask, background=-1000.0)
     assert np.abs(pred - target).mean() < 0.1 * np.abs(target.mean() - target).mean()
     assert np.all(np.diff(mapping.values) > 0)  # brighter source class, higher value here
@@ -74,20 +78,21 @@ def test_nlm_reduces_noise():
     rng = np.random.default_rng(3)
     clean, mask = _phantom((2, 40, 40))
     noisy = clean + rng.normal(0, 15, clean.shape).astype(np.float32)
-    den = ev.nlm_denoise(noisy, 15.0)
-    assert ev.mae(den, clean, mask) < 0.7 * ev.mae(noisy, clean, mask)
+    den = baselines.nlm_denoise(noisy, 15.0)
+    assert metrics.mae(den, clean, mask) < 0.7 * metrics.mae(noisy, clean, mask)
 
 
-def test_report_states_met_and_missed_targets(tmp_path, monkeypatch):
+def test_report_states_met_and_missed_targets(tmp_path):
     def fake(ctx):
-        return ev.SectionResult(
+        return SectionResult(
             title="fake section", intro="A fake.", units={"PSNR": "dB"},
             metrics={"model": {"PSNR": [30.0, 32.0]}, "baseline": {"PSNR": [25.0, 27.0]}},
-            targets=[ev.Target("fake: PSNR above baseline", 31.0, 26.0),
-                     ev.Target("fake: PSNR above 40 dB", 31.0, 40.0, note_if_missed="the fake is too small")])
+            targets=[Target("fake: PSNR above baseline", 31.0, 26.0),
+                     Target("fake: PSNR above 40 dB", 31.0, 40.0, note_if_missed="the fake is too small")])
 
-    monkeypatch.setitem(ev.SECTIONS, "fake", fake)
-    data = ev.evaluate(tmp_path, sections=["fake"])
+    registry = Registry("report section")
+    registry.add("fake", fake)
+    data = evaluate(tmp_path, sections=["fake"], registry=registry)
     md = (tmp_path / "evaluation.md").read_text()
     assert "**1 of 2 targets met**" in md
     assert "| fake: PSNR above 40 dB | 31 | > 40 | **MISSED** |" in md
@@ -99,8 +104,87 @@ def test_report_states_met_and_missed_targets(tmp_path, monkeypatch):
 
 
 def test_missing_models_are_reported_not_hidden(tmp_path, model_dir):
-    ev.evaluate(tmp_path, sections=["mr-t1-to-t2", "ldct-denoise"])
+    evaluate(tmp_path, sections=["mr-t1-to-t2", "ldct-denoise"])
     md = (tmp_path / "evaluation.md").read_text()
     assert md.count("**Not evaluated**: model(s) not installed") == 2
     with pytest.raises(ValueError, match="Unknown section"):
-        ev.evaluate(tmp_path, sections=["nope"])
+        evaluate(tmp_path, sections=["nope"])
+
+
+def test_sections_are_registered_in_report_order():
+    assert SECTIONS.names() == ["mr-t1-to-t2", "mr-t2-to-t1", "mr-to-ct", "ct-to-mr", "ldct-denoise",
+                                "mr-sr-x2-throughplane", "mr-sr-x2-inplane", "brain-anomaly-t2", "brain-lesion-seg"]
+
+
+def test_unknown_section_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    from MedGANLogic.evaluation.__main__ import main
+
+    report = tmp_path / "report"
+    assert main(["--report", str(report), "--sections", "mr-to-ct,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evaluate: error: Unknown section(s) nope; known: mr-t1-to-t2,") and "\n" not in err
+    assert not report.exists()
+
+
+def test_dice_counts_the_overlap():
+    pred = np.zeros((2, 4, 4), bool)
+    truth = np.zeros((2, 4, 4), bool)
+    pred[0, 0, :4] = True  # 4 voxels
+    truth[0, 0, 1:4] = truth[1, 0, 1:4] = True  # 6 voxels, 3 of them shared with pred
+    assert metrics.dice(pred, truth) == pytest.approx(2 * 3 / (4 + 6))
+    assert metrics.dice(truth, pred) == metrics.dice(pred, truth)
+    assert metrics.dice(truth, truth) == 1.0
+    assert metrics.dice(np.zeros_like(truth), truth) == 0.0
+    assert metrics.dice(np.zeros_like(truth), np.zeros_like(truth)) == 1.0  # nothing to find, nothing found
+    with pytest.raises(ValueError, match="same"):
+        metrics.dice(pred, truth[:1])
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+
+    return np.argwhere(mask & ~binary_erosion(mask))
+
+
+def test_hd95_of_two_offset_cubes_is_the_offset_in_mm():
+    """A cube and the same cube moved 4 voxels along x: every surface point of one lies at most 4 x-voxels from
+    the other's surface, and a whole face (24 % of the surface) exactly that far, so HD95 = 4 x 0.5 mm."""
+    a = np.zeros((10, 10, 16), bool)
+    a[2:8, 2:8, 2:8] = True
+    b = np.roll(a, 4, axis=2)
+    spacing = (1.0, 1.0, 0.5)  # (z, y, x) mm: only x's spacing may count
+    assert metrics.hd95(b, a, spacing) == pytest.approx(2.0)
+    assert metrics.hd95(a, b, spacing) == pytest.approx(2.0)
+    assert metrics.hd95(a, a, spacing) == 0.0
+    assert metrics.hd95(np.zeros_like(a), a, spacing) == float("inf")
+
+
+def test_hd95_is_the_95th_percentile_of_surface_distances_both_ways():
+    from scipy.spatial.distance import cdist
+
+    a = np.zeros((12, 14, 14), bool)
+    a[2:7, 3:9, 2:10] = True
+    b = np.zeros_like(a)
+    b[4:10, 5:12, 4:9] = True  # overlapping, shifted along every axis, another shape
+    spacing = np.array([2.5, 1.0, 0.8])
+    d = cdist(_surface(a) * spacing, _surface(b) * spacing)
+    expected = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
+    assert metrics.hd95(b, a, tuple(spacing)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_auroc_and_average_precision_of_a_ranking():
+    scores, labels = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    # pairs (positive, negative) ranked right: (0.35, 0.1), (0.8, 0.1), (0.8, 0.4); wrong: (0.35, 0.4)
+    assert metrics.auroc(scores, labels) == pytest.approx(3 / 4)
+    # precision at each positive, highest score first: 0.8 -> 1/1, 0.35 -> 2/3
+    assert metrics.average_precision(scores, labels) == pytest.approx((1 + 2 / 3) / 2)
+    assert metrics.auroc([1.0, 2.0, 3.0], [0, 1, 1]) == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        metrics.auroc([0.1, 0.2], [1, 0, 1])
+
+
+def test_mae_and_psnr_agree_with_hand_values_on_two_voxels():
+    pred, target = np.array([[[1.0, 5.0, 9.0]]]), np.array([[[2.0, 3.0, 100.0]]])
+    mask = np.array([[[True, True, False]]])
+    assert metrics.mae(pred, target, mask) == pytest.approx(1.5)  # (1 + 2) / 2
+    assert metrics.psnr(pred, target, mask, 10.0) == pytest.approx(10 * np.log10(100 / 2.5), abs=1e-4)  # MSE 2.5

@@ -185,6 +185,13 @@ def test_bad_voxels_are_refused(make_model, oblique_volume, corrupt, message):
         MedGANLogic.run("synthesize", oblique_volume.with_array(array))
 
 
+def test_a_sheared_volume_is_refused_before_the_network_runs(make_model, oblique_volume):
+    make_model(tiny_card())
+    sheared = oblique_volume.with_array(oblique_volume.array, direction=np.array([[1, 0.3, 0], [0, 1, 0], [0, 0, 1]]))
+    with pytest.raises(InputError, match="input volume has a direction matrix that is not orthonormal"):
+        MedGANLogic.plan("synthesize", sheared)
+
+
 def test_empty_volume_is_refused(make_model):
     make_model(tiny_card())
     with pytest.raises(InputError, match="empty"):

@@ -20,11 +20,11 @@ import MedGANLogic
 from MedGANLogic.cli import main
 from MedGANLogic.demo import load_manifest, pick_sample
 from MedGANLogic.errors import InputError, MedGANError
+from MedGANLogic.evaluation.metrics import dice
 from MedGANLogic.inference import InferenceLayout, choose_precision, infer, native_bf16
 from MedGANLogic.io import read_volume
 from MedGANLogic.models import build_network
 from MedGANLogic.models.registry import list_models
-from MedGANLogic.train.fanogan import dice
 from MedGANLogic.volume import Volume
 
 CPU = torch.device("cpu")

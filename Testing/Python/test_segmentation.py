@@ -47,14 +47,14 @@ def test_engine_writes_argmax_labels_on_the_input_grid(make_model, oblique_volum
 
 
 def test_hd95_is_in_millimetres():
-    from MedGANLogic.evaluation_gans2 import hd95_mm
+    from MedGANLogic.evaluation.metrics import hd95
 
     truth = np.zeros((5, 20, 20), bool)
     truth[1:4, 5:10, 5:10] = True
     shifted = np.roll(truth, 3, axis=2)  # 3 voxels along x
-    assert hd95_mm(truth, truth, 2.0) == 0.0
-    assert hd95_mm(shifted, truth, 2.0) == pytest.approx(6.0)
-    assert hd95_mm(np.zeros_like(truth), truth, 2.0) == float("inf")
+    assert hd95(truth, truth, 2.0) == 0.0
+    assert hd95(shifted, truth, 2.0) == pytest.approx(6.0)
+    assert hd95(np.zeros_like(truth), truth, 2.0) == float("inf")
 
 
 def test_shipped_model_segments_the_sample_lesions(tmp_path, capsys):
@@ -62,8 +62,8 @@ def test_shipped_model_segments_the_sample_lesions(tmp_path, capsys):
     from conftest import REPO
 
     from MedGANLogic.cli import main
+    from MedGANLogic.evaluation.metrics import dice
     from MedGANLogic.io import read_volume
-    from MedGANLogic.train.fanogan import dice
 
     sample = REPO / "Resources" / "SampleData"
     out = tmp_path / "labels.nrrd"

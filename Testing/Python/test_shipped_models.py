@@ -14,6 +14,7 @@ from conftest import REPO
 from scipy import ndimage
 
 from MedGANLogic.cli import main
+from MedGANLogic.evaluation.metrics import dice
 from MedGANLogic.io import read_volume
 from MedGANLogic.models.registry import get_model, list_models, verify_weights
 
@@ -80,8 +81,8 @@ def test_mr_to_ct_on_the_sample_puts_bone_where_the_skull_is(tmp_path):
     ct = read_volume(SAMPLE / "sample_CT.nrrd")
     assert out.same_geometry(ct, atol=1e-6) and out.metadata.get("modality") == "CT"
     bone, predicted = ct.array > 300, out.array > 300
-    dice = 2 * (bone & predicted).sum() / (bone.sum() + predicted.sum())
-    assert dice > 0.5, dice
+    bone_dice = dice(predicted, bone)
+    assert bone_dice > 0.5, bone_dice
     head = _head(out)
     soft = head & (ct.array > -200) & (ct.array < 100)
     assert np.median(np.abs(out.array - ct.array)[soft]) < 60  # HU, brain and soft tissue
@@ -112,7 +113,7 @@ def test_ldct_denoise_on_the_sample_removes_most_of_the_noise_without_bias(tmp_p
 def test_inplane_superres_on_the_sample_restores_the_2mm_grid(tmp_path):
     """In-plane SR of the k-space-truncated sample: output exactly on the 2 mm grid of the same field of view,
     closer to the 2 mm T2w than cubic B-spline interpolation of the same input."""
-    from MedGANLogic.evaluation_gans2 import bspline_upsample
+    from MedGANLogic.evaluation.baselines import bspline_upsample
 
     out = _run(tmp_path, "superres", "mr-sr-x2-inplane", "sample_T2w_lowres_inplane.nrrd", "--modality", "MR",
                "--contrast", "T2w")

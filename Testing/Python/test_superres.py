@@ -108,7 +108,8 @@ def test_slicing_along_the_scaled_axis_is_refused(make_model, oblique_volume):
 
 def test_bspline_baseline_interpolates_on_the_output_grid():
     """The evaluation's cubic B-spline baseline reproduces a linear ramp at the output voxels' positions."""
-    from MedGANLogic.evaluation_gans2 import bspline_upsample, degrade_volume
+    from MedGANLogic.evaluation.baselines import bspline_upsample
+    from MedGANLogic.evaluation.sections.superres import degrade_volume
 
     z = np.arange(40, dtype=np.float32)
     hr = Volume(np.broadcast_to((5.0 * z + 100)[:, None, None], (40, 6, 5)).copy(), spacing=(2.0, 2.0, 2.0),
@@ -129,7 +130,7 @@ def test_shipped_throughplane_model_restores_the_sample_to_its_2mm_grid(tmp_path
     from conftest import REPO
 
     from MedGANLogic.cli import main
-    from MedGANLogic.evaluation_gans2 import bspline_upsample
+    from MedGANLogic.evaluation.baselines import bspline_upsample
     from MedGANLogic.io import read_volume
 
     sample = REPO / "Resources" / "SampleData"

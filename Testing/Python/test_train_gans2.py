@@ -206,7 +206,8 @@ def test_fanogan_export_is_one_network_with_a_threshold(tmp_path, model_dir):
 
 
 def test_fanogan_threshold_maximises_validation_dice():
-    from MedGANLogic.train.fanogan import best_dice_threshold, dice
+    from MedGANLogic.evaluation.metrics import dice
+    from MedGANLogic.train.fanogan import best_dice_threshold
 
     rng = np.random.default_rng(0)
     masks = [np.zeros((10, 20, 20), bool) for _ in range(2)]

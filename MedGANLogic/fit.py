@@ -1,0 +1,84 @@
+"""Does a volume's geometry suit a model: voxel size, field of view and the plane a 2D model sees.
+
+One check for every caller (the plan step, so the CLI, Python and the Slicer panel give the same answer):
+:func:`fit_problems` returns sentences, empty when the volume suits the model. A card may declare
+``input.spacing_mm: [min, max]`` (voxel sizes it was trained on, mm) and ``input.fov_mm: [min, max]`` (field of
+view along every axis it sees in full). A 2D/2.5D model was trained on slices in one anatomical plane: the plane
+its card's ``slice_axis`` cuts from a volume in the standard (axial-acquired, LPS-aligned) orientation.
+
+Pure numpy over :class:`~MedGANLogic.volume.Volume` geometry (a header-only Volume works); no torch, no Slicer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .volume import Volume
+
+#: Anatomical plane of the slices cut along array axis 0 (z), 1 (y), 2 (x) of a volume in standard orientation.
+PLANES = ("axial", "coronal", "sagittal")
+#: A slice normal further than this from every patient axis is oblique (degrees).
+OBLIQUE_DEGREES = 20.0
+
+
+def card_plane(card: Any) -> str:
+    """The anatomical plane a 2D/2.5D model was trained on: the one its ``slice_axis`` cuts in the standard
+    orientation (0 axial, 1 coronal, 2 sagittal)."""
+    return PLANES[card.slice_axis]
+
+
+def slice_plane(volume: Volume, axis: int) -> tuple[str, float]:
+    """(plane, tilt): the anatomical plane of the slices cut along array ``axis`` (0 = k, 1 = j, 2 = i) of
+    ``volume``, and the angle in degrees between their normal and the nearest patient axis."""
+    normal = np.abs(volume.direction[:, 2 - int(axis)])  # direction column c is the LPS vector of index axis c
+    nearest = int(np.argmax(normal))  # 0 L-R, 1 P-A, 2 S-I
+    tilt = float(np.degrees(np.arccos(np.clip(normal[nearest] / np.linalg.norm(normal), -1.0, 1.0))))
+    return PLANES[2 - nearest], tilt
+
+
+def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None) -> list[str]:
+    """Why ``volume``'s geometry does not suit ``card``'s model, as sentences; empty when it does.
+
+    Checks every voxel size against ``input.spacing_mm`` (a 2D model's slice axis may be coarser: only in-plane
+    voxel sizes count), the field of view against ``input.fov_mm`` along the axes the model sees in full, and for
+    2D/2.5D models the plane of the slices they will see. ``slice_axis`` overrides the card's (array axis, 0 = z).
+    """
+    problems = []
+    axis = card.slice_axis if slice_axis is None else int(slice_axis)
+    spec = card.input
+    spacing_range = spec.get("spacing_mm")
+    if spacing_range:
+        lo, hi = float(spacing_range[0]), float(spacing_range[1])
+        bad = [f"{name} {s:.2f} mm" for name, s in zip("xyz", volume.spacing) if not lo <= s <= hi]
+        if card.dims != "3d":
+            sliced = "zyx"[axis]
+            bad = [b for b in bad if not b.startswith(sliced)]
+        if bad:
+            problems.append(f"voxel size {', '.join(bad)} is outside the {lo:g}-{hi:g} mm model {card.id} was "
+                            f"trained on; resample the volume or pick another model")
+    fov_range = spec.get("fov_mm")
+    if fov_range:
+        lo, hi = float(fov_range[0]), float(fov_range[1])
+        extent = volume.physical_extent()
+        axes = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != 2 - axis]
+        small = [f"{'xyz'[a]} {extent[a]:.0f} mm" for a in axes if extent[a] < lo]
+        large = [f"{'xyz'[a]} {extent[a]:.0f} mm" for a in axes if extent[a] > hi]
+        if small:
+            problems.append(f"field of view {', '.join(small)} is smaller than the {lo:g}-{hi:g} mm model {card.id} "
+                            f"expects (a partial scan?); load the whole scan or pick another model")
+        if large:
+            problems.append(f"field of view {', '.join(large)} is larger than the {lo:g}-{hi:g} mm model {card.id} "
+                            f"expects; crop the volume or pick another model")
+    if card.dims != "3d":
+        plane, tilt = slice_plane(volume, axis)
+        trained = card_plane(card)
+        if plane != trained:
+            problems.append(f"model {card.id} was trained on {trained} slices but slicing this volume along "
+                            f"{'kji'[axis]} gives {plane} slices (a volume acquired in another plane); reorient it "
+                            f"or pick another model")
+        elif tilt > OBLIQUE_DEGREES:
+            problems.append(f"the {plane} slices model {card.id} will see are tilted {tilt:.0f} degrees (an oblique "
+                            f"acquisition); resample the volume to an axis-aligned grid")
+    return problems

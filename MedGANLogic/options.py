@@ -1,0 +1,83 @@
+"""The options of a run: names, types and ranges, checked once (in :func:`MedGANLogic.pipeline.plan`).
+
+Every option a caller may pass to ``MedGANLogic.run``/``plan`` (or the CLI) is described here, with the rule its
+value must meet; :func:`validate_options` returns the options typed (``batch_size`` an ``int``, ``overlap`` a
+``float``) or raises an :class:`~MedGANLogic.errors.InputError` that names the option, the rule and the value.
+An option given as ``None`` (or an empty ``modality``/``contrast``, as a form field leaves it) counts as not
+given. Card-dependent rules (``slice_axis`` against the model) are checked by the plan step once the model is
+chosen.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+from .errors import InputError
+from .inference import PRECISIONS
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool too
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not _is_bool(value) and math.isfinite(float(value))
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+# name -> (does the value pass, what it must be, how to store it)
+_Rule = tuple[Callable[[Any], bool], str, Callable[[Any], Any]]
+RULES: dict[str, _Rule] = {
+    "batch_size": (lambda v: _integer(v) and v >= 1, "a positive integer (slices or patches per pass)", int),
+    "overlap": (lambda v: _real(v) and 0.0 <= v < 1.0, "a number in [0, 1) (the fraction of a tile shared with "
+                                                         "its neighbour)", float),
+    "slice_axis": (lambda v: _integer(v) and v in (0, 1, 2), "0 (z), 1 (y) or 2 (x)", int),
+    "force": (_is_bool, "True or False", bool),
+    "amp": (_is_bool, "True or False (amp=False is the older spelling of precision='fp32')", bool),
+    "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}", str),
+    "modality": (_text, "a modality name such as MR or CT", str),
+    "contrast": (_text, "an MR contrast name such as T1w, T2w or FLAIR", str),
+    "threshold": (lambda v: _real(v) and v >= 0, "a number >= 0 (anomaly map values are >= 0)", float),
+    "smoothing_mm": (lambda v: _real(v) and 0 <= v <= 50, "a number of mm in [0, 50]", float),
+    "min_probability": (lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]", float),
+}
+#: Options every task takes; a task adds its own (``TaskSpec.options``).
+COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "precision", "amp", "modality", "contrast")
+
+
+def validate_options(task: str, task_options: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against :data:`RULES` for ``task`` (common options plus ``task_options``), typed.
+
+    Raises:
+        InputError: an unknown option (naming the allowed ones) or a value that breaks its rule.
+    """
+    allowed = COMMON_OPTIONS + tuple(task_options)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InputError(f"Unknown option(s) {', '.join(unknown)} for task {task!r}; allowed: {', '.join(allowed)}.")
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None or (name in ("modality", "contrast") and value == ""):
+            continue
+        passes, rule, convert = RULES[name]
+        if not passes(value):
+            raise InputError(f"{name} must be {rule}; got {value!r}.")
+        checked[name] = convert(value)
+    return checked
+
+
+def requested_precision(options: dict[str, Any]) -> str:
+    """The precision asked for: ``precision``, else "fp32" for ``amp=False``, else "auto"."""
+    if "precision" in options:
+        return str(options["precision"])
+    return "auto" if options.get("amp", True) else "fp32"
