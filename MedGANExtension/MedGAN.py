@@ -1,12 +1,14 @@
 """MedGAN: generative adversarial networks for medical volumes, in 3D Slicer.
 
 Scripted module, after Slicer's template: ``MedGAN`` (module description), ``MedGANParameterNode`` (typed
-parameter node), ``MedGANWidget`` (the panel: binds Resources/UI/MedGAN.ui to the parameter node, runs inference on
-a worker thread polled by a QTimer), ``MedGANLogic`` (console API; calls ``MedGANLogic.slicer_bridge``) and
-``MedGANTest`` (self-test on the sample data, every task).
+parameter node, from MedGANLib.parameters), ``MedGANWidget`` (the panel: binds Resources/UI/MedGAN.ui to the
+parameter node, runs inference on a worker thread polled by a QTimer), ``MedGANLogic`` (console API; calls
+``MedGANLogic.slicer_bridge``) and ``MedGANTest`` (self-test on the sample data, every task).
 
 The engine package is also called ``MedGANLogic``; it is imported as ``medgan_engine`` so that the template's
-``MedGANLogic`` class below does not shadow it. Nothing in this file touches tensors: the engine does.
+``MedGANLogic`` class below does not shadow it. Nothing here touches tensors: the engine does. The module's own
+helpers (parameter node, panel text, dependencies, sample data, background job, the self-test's checks) are in
+``MedGANLib/`` beside this file, after Slicer's ``<Module>Lib`` convention.
 
 Console example::
 
@@ -16,20 +18,14 @@ Console example::
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
-import queue
 import sys
-import threading
 import traceback
-from typing import Annotated, Any, Union
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import Decimals, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -46,13 +42,14 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedGANLogic")) and os.path.isdir
         os.path.join(_SOURCE_ROOT, "MedGANLogic")) and _SOURCE_ROOT not in sys.path:
     sys.path.insert(0, _SOURCE_ROOT)
 
+from MedGANLib import dependencies, panel_text, parameters, sample_data, self_test  # noqa: E402  (own library)
+from MedGANLib.import_dialog import ask_model_to_import  # noqa: E402
+from MedGANLib.job import MedGANJob  # noqa: E402
+from MedGANLib.parameters import MedGANParameterNode, Task  # noqa: E402
+
 import MedGANLogic as medgan_engine  # noqa: E402  (the engine package; the class MedGANLogic is the module logic)
 from MedGANLogic import slicer_bridge  # noqa: E402
-
-# Python packages the engine needs at run time that Slicer does not bundle: (import name, pip requirement).
-ENGINE_REQUIREMENTS = (("monai", "monai>=1.3"), ("safetensors", "safetensors>=0.4"), ("yaml", "pyyaml>=6"),
-                       ("scipy", "scipy>=1.10"))
-TORCH_REQUIREMENT = ">=2.1"
+from MedGANLogic.tasks import TASKS as TASK_TABLE  # noqa: E402
 
 
 def resourceFile(relativePath: str) -> str:
@@ -78,159 +75,20 @@ class MedGAN(ScriptedLoadableModule):
         self.parent.categories = ["MedGAN"]
         self.parent.dependencies = []
         self.parent.contributors = ["MedGAN contributors"]
-        self.parent.helpText = """
-Generative adversarial networks for medical volumes: synthesize another contrast (T1w to T2w, MR to CT),
-denoise low-dose CT, super-resolve thick-slice scans, map anomalies in colour over the scan, and segment.
-Choose an input volume, a task and a model, and press Apply: inference runs in the background (Apply becomes
-Cancel), and the results come back as new nodes aligned with the input, with their provenance in the node
-attributes (MedGAN.*). <b>Research use only, not for diagnosis.</b>
-See the <a href="https://github.com/medgan/MedGAN#3d-slicer">MedGAN documentation</a>.
-"""
-        self.parent.acknowledgementText = """
-MedGAN builds on 3D Slicer's scripted module template, MONAI, PyTorch and the PyTorch extension. The demo models
-are trained on phantom data derived from the MNI152 template (shipped with nilearn).
-"""
+        self.parent.helpText = panel_text.HELP_TEXT
+        self.parent.acknowledgementText = panel_text.ACKNOWLEDGEMENT_TEXT
         self.parent.icon = qt.QIcon(resourceFile("Icons/MedGAN.png"))
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 def registerSampleData():
-    """Add the bundled phantom subject (the volumes in Resources/SampleData) to the Sample Data module.
-
-    Only file names are read here, so Slicer's startup imports neither PyTorch nor the engine; what each volume
-    is (modality, contrast) comes from the folder's manifest when MedGAN sees the node
-    (``MedGANLogic.declaredModality``).
-    """
-    import pathlib
-
-    import SampleData
-
-    folder = pathlib.Path(resourceFile("SampleData"))
-    icon = resourceFile("Icons/MedGAN.png")
-    volumes = sorted(p for p in folder.glob("*") if p.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")))
-    for path in volumes:
-        stem = path.name.split(".")[0]
-        name = f"MedGAN {stem[len('sample_'):] if stem.startswith('sample_') else stem}"
-        # Local files (file:// URIs): nothing is downloaded, so no checksum is needed. Masks load as segmentations.
-        SampleData.SampleDataLogic.registerCustomSampleDataSource(
-            category="MedGAN", sampleName=name, thumbnailFileName=icon, uris=path.as_uri(), fileNames=path.name,
-            nodeNames=name, loadFileType="SegmentationFile" if "mask" in stem else "VolumeFile")
-
-
-#
-# MedGANParameterNode
-#
-
-
-class Task(enum.Enum):
-    SYNTHESIZE = "synthesize"
-    DENOISE = "denoise"
-    SUPERRES = "superres"
-    ANOMALY = "anomaly"
-    SEGMENT = "segment"
-
-    def label(self) -> str:
-        return {"synthesize": "Synthesize", "denoise": "Denoise", "superres": "Super-resolve",
-                "anomaly": "Anomaly map", "segment": "Segment"}[self.value]
-
-
-class SliceAxis(enum.Enum):
-    MODEL = -1
-    AXIAL = 0
-    CORONAL = 1
-    SAGITTAL = 2
-
-    def label(self) -> str:
-        return {-1: "As the model card says", 0: "k (axial)", 1: "j (coronal)", 2: "i (sagittal)"}[self.value]
-
-
-class Colormap(enum.Enum):
-    INFERNO = "Inferno"
-    VIRIDIS = "Viridis"
-    MAGMA = "Magma"
-    PLASMA = "Plasma"
-
-    def label(self) -> str:
-        return self.value
-
-
-@parameterNodeWrapper
-class MedGANParameterNode:
-    """The panel's state, saved with the scene.
-
-    inputVolume: the scan; batchMode: run on the ticked volumes too; task; modelId / device: set by the panel's
-    model and device lists; overlap, batchSize (0 = auto), sliceAxis, force: advanced; outputNode: overwrite this
-    node instead of creating one; colormap, opacity, useCardThreshold, threshold, makeSegmentation: anomaly display.
-    """
-
-    inputVolume: vtkMRMLScalarVolumeNode
-    batchMode: bool = False
-    task: Task = Task.SYNTHESIZE
-    modelId: str = ""
-    device: str = "auto"
-    overlap: Annotated[float, WithinRange(0.0, 0.9), Decimals(2)] = 0.25
-    batchSize: Annotated[int, WithinRange(0, 256)] = 0
-    sliceAxis: SliceAxis = SliceAxis.MODEL
-    force: bool = False
-    outputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]  # noqa: UP007  (typing the wrapper reads)
-    colormap: Colormap = Colormap.INFERNO
-    opacity: Annotated[float, WithinRange(0.0, 1.0), Decimals(2)] = 0.5
-    useCardThreshold: bool = True
-    # the map is |x - reconstruction| of intensities normalised to [-1, 1]: it lies in [0, 2]
-    threshold: Annotated[float, WithinRange(0.0, 2.0), Decimals(3)] = 0.1
-    makeSegmentation: bool = False
+    """Add the bundled phantom subject (Resources/SampleData) to the Sample Data module (see MedGANLib)."""
+    sample_data.register_sample_data(resourceFile("SampleData"), resourceFile("Icons/MedGAN.png"))
 
 
 #
 # MedGANWidget
 #
-
-
-class MedGANJob:
-    """One Apply: inference for one or more prepared requests on a worker thread; the GUI polls it.
-
-    The worker touches no MRML node (``slicer_bridge.execute`` works on Volumes); progress arrives through a
-    thread-safe queue; ``cancel`` (a threading.Event) is checked by the engine between batches.
-    """
-
-    def __init__(self, requests: list) -> None:
-        self.requests = requests
-        # made here, on the main thread: the worker never calls into a MRML node
-        self.labels = [f"{r.task} of {r.input_node.GetName()} with {r.model}" for r in requests]
-        self.cancel = threading.Event()
-        self.messages: queue.Queue = queue.Queue()
-        self.results: list = []
-        self.error: BaseException | None = None
-        self.trace = ""
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="MedGAN inference", daemon=True)
-
-    def start(self) -> MedGANJob:
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            count = len(self.requests)
-            for index, request in enumerate(self.requests):
-                def progress(fraction: float, message: str, index=index) -> None:
-                    prefix = f"[{index + 1}/{count}] " if count > 1 else ""
-                    self.messages.put(((index + fraction) / count, f"{prefix}{self.labels[index]}: {message}"))
-
-                self.results.append(slicer_bridge.execute(request, progress=progress, cancel=self.cancel))
-        except BaseException as exc:  # reported on the main thread
-            self.error = exc
-            self.trace = traceback.format_exc()
-        finally:
-            self.done.set()
-
-    def latestProgress(self) -> tuple[float, str] | None:
-        latest = None
-        while True:
-            try:
-                latest = self.messages.get_nowait()
-            except queue.Empty:
-                return latest
 
 
 class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -243,7 +101,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job: MedGANJob | None = None
-        self._lastAnomalyNode = None
+        self._shownAnomalyMapID = None
         self._updatingModels = False
         self._missingDependencies: list[str] = []
         self._modelListKey = None
@@ -270,6 +128,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.selectStudyButton.connect("clicked(bool)", self.onSelectStudy)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        # the anomaly maps are told by their attribute (saved with the scene), not by this session's memory
+        self.ui.anomalyMapSelector.addAttribute("vtkMRMLScalarVolumeNode", "MedGAN.kind", "anomaly_map")
         self.ui.progressBar.setVisible(False)
         self._missingDependencies = self.logic.missingDependencies()
         self.populateDevices()
@@ -305,6 +165,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
                 self._parameterNode.inputVolume = firstVolumeNode
+        if not self._parameterNode.anomalyMap:  # e.g. a scene saved before this panel was used: its latest map
+            self._parameterNode.anomalyMap = (slicer_bridge.anomaly_map_nodes(slicer.mrmlScene) or [None])[-1]
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -323,8 +185,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.populateModels()
         self.ui.inputInfoLabel.text = self.logic.describeInput(p.inputVolume)
-        anomaly = p.task == Task.ANOMALY
-        self.ui.anomalyCollapsibleButton.enabled = anomaly or self._lastAnomalyNode is not None
+        self.ui.anomalyCollapsibleButton.enabled = p.task == Task.ANOMALY or p.anomalyMap is not None
         self.ui.thresholdSliderWidget.enabled = not p.useCardThreshold
         self.ui.sliceAxisComboBox.enabled = self.logic.modelIs2D(p.modelId)
         deviceIndex = self.ui.deviceComboBox.findData(p.device)
@@ -332,29 +193,24 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             wasBlocked = self.ui.deviceComboBox.blockSignals(True)
             self.ui.deviceComboBox.currentIndex = deviceIndex
             self.ui.deviceComboBox.blockSignals(wasBlocked)
-        if self._lastAnomalyNode is not None and slicer.mrmlScene.IsNodePresent(self._lastAnomalyNode):
-            slicer_bridge.update_anomaly_display(
-                self._lastAnomalyNode, slicer.mrmlScene, opacity=p.opacity, colormap=p.colormap.value,
-                display_threshold=None if p.useCardThreshold else p.threshold)
+        if slicer_bridge.is_anomaly_map(p.anomalyMap):  # the selected map; a newly selected one is shown
+            shown, self._shownAnomalyMapID = self._shownAnomalyMapID, p.anomalyMap.GetID()
+            self.logic.updateAnomalyDisplay(p, show=shown != self._shownAnomalyMapID)
         self.updateApplyButton()
 
     def updateApplyButton(self) -> None:
-        p = self._parameterNode
+        p, button = self._parameterNode, self.ui.applyButton
         if self._job is not None:
-            self.ui.applyButton.text = "Cancel"
-            self.ui.applyButton.toolTip = "Stop the run; it stops within one batch and leaves nothing behind."
-            self.ui.applyButton.enabled = not self._job.cancel.is_set()
-            return
-        if self._missingDependencies:
-            self.ui.applyButton.text = "Install dependencies"
-            self.ui.applyButton.enabled = True
-            self.ui.applyButton.toolTip = "Install " + ", ".join(self._missingDependencies) + " (first use only)."
-            return
-        self.ui.applyButton.text = "Apply"
-        ready = p is not None and p.inputVolume is not None and bool(p.modelId)
-        self.ui.applyButton.enabled = ready
-        self.ui.applyButton.toolTip = ("Run the task on the input volume." if ready else
-                                       "Choose an input volume and a model (Import model... adds one).")
+            button.text, button.enabled = "Cancel", not self._job.cancel.is_set()
+            button.toolTip = "Stop the run; it stops within one batch and leaves nothing behind."
+        elif self._missingDependencies:
+            button.text, button.enabled = "Install dependencies", True
+            button.toolTip = "Install " + ", ".join(self._missingDependencies) + " (first use only)."
+        else:
+            ready = p is not None and p.inputVolume is not None and bool(p.modelId)
+            button.text, button.enabled = "Apply", ready
+            button.toolTip = ("Run the task on the input volume." if ready else
+                              "Choose an input volume and a model (Import model... adds one).")
 
     def populateModels(self) -> None:
         """Fill the model list: models for the task, those fitting the input first, with their card."""
@@ -369,33 +225,27 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo = self.ui.modelComboBox
             combo.clear()
             if self._missingDependencies:
-                self.ui.modelCardBrowser.html = ("MedGAN needs " + ", ".join(self._missingDependencies) + " to list "
-                                                 "and run models. Press <b>Install dependencies</b> below.")
+                self.ui.modelCardBrowser.html = panel_text.missing_dependencies_html(self._missingDependencies)
                 return
             entries = self.logic.modelsFor(p.task.value, p.inputVolume)
             for card, problem in entries:
-                label = f"{card.name} ({card.id})" + ("" if problem is None else "  [does not fit the input]")
-                combo.addItem(label, card.id)
+                combo.addItem(panel_text.model_label(card, problem), card.id)
+            p.modelId = slicer_bridge.proposed_model(entries, p.modelId)
             ids = [card.id for card, _ in entries]
-            if p.modelId not in ids:
-                fitting = [card.id for card, problem in entries if problem is None]
-                p.modelId = fitting[0] if fitting else (ids[0] if ids else "")
             if p.modelId:
                 combo.currentIndex = ids.index(p.modelId)
             entry = next(((card, problem) for card, problem in entries if card.id == p.modelId), None)
-            self.ui.modelCardBrowser.html = (slicer_bridge.card_summary_html(*entry) if entry else
-                                             f"No {p.task.label().lower()} model is installed. Use Import model... "
-                                             f"to add one.")
+            self.ui.modelCardBrowser.html = (panel_text.card_summary_html(*entry) if entry else
+                                             panel_text.no_model_html(p.task.label()))
             if entry and p.useCardThreshold and entry[0].extras.get("threshold") is not None:
                 p.threshold = min(2.0, float(entry[0].extras["threshold"]))
         finally:
             self._updatingModels = False
 
     def populateDevices(self) -> None:
-        combo = self.ui.deviceComboBox
-        combo.clear()
-        for label, device in self.logic.devices():
-            combo.addItem(label, device)
+        self.ui.deviceComboBox.clear()
+        for label, device in panel_text.device_choices():
+            self.ui.deviceComboBox.addItem(label, device)
 
     # --- GUI -> state (the lists the parameter node cannot bind by itself) ----------------------------------------
     def onModelChanged(self, index: int) -> None:
@@ -411,23 +261,14 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None or p.inputVolume is None:
             return
-        study = slicer_bridge.study_volume_nodes(slicer.mrmlScene, p.inputVolume)
-        for node in study:
+        for node in slicer_bridge.study_volume_nodes(slicer.mrmlScene, p.inputVolume):
             self.ui.batchVolumesSelector.setCheckState(node, qt.Qt.Checked)
 
     def onImportModel(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(), "Import model: a model folder's card.json, or a pix2pix/CycleGAN checkpoint",
-            "", "MedGAN model card or PyTorch checkpoint (card.json *.pth *.pt)")
-        if not path:
+        chosen = ask_model_to_import()
+        if chosen is None:
             return
-        options = {}
-        if path.lower().endswith((".pth", ".pt")):
-            options = self.askCheckpointOptions(os.path.basename(path))
-            if options is None:
-                return
-        elif os.path.basename(path) == "card.json":
-            path = os.path.dirname(path)
+        path, options = chosen
         with slicer.util.tryWithErrorDisplay("Could not import the model.", waitCursor=True):
             card = self.logic.importModel(path, **options)
             self._modelListKey = None
@@ -436,38 +277,6 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.modelId = card.id
             self.onParameterNodeModified()
 
-    def askCheckpointOptions(self, fileName: str) -> dict | None:
-        """What a pytorch-CycleGAN-and-pix2pix checkpoint does not say: id, task, modalities, output window."""
-        dialog = qt.QDialog(slicer.util.mainWindow())
-        dialog.setWindowTitle(f"Import {fileName}")
-        form = qt.QFormLayout(dialog)
-        modelId = qt.QLineEdit(os.path.splitext(fileName)[0].lower().replace("_", "-"))
-        task = qt.QComboBox()
-        task.addItems(["synthesize", "denoise"])
-        inputModality, outputModality = qt.QComboBox(), qt.QComboBox()
-        inputModality.addItems(["MR", "CT"])
-        outputModality.addItems(["MR", "CT"])
-        inputContrast, outputContrast = qt.QLineEdit("T1w"), qt.QLineEdit("T2w")
-        low, high = qt.QDoubleSpinBox(), qt.QDoubleSpinBox()
-        for box, value in ((low, 0.0), (high, 1000.0)):
-            box.setRange(-5000.0, 50000.0)
-            box.value = value
-        for label, widget in (("Model id:", modelId), ("Task:", task), ("Input modality:", inputModality),
-                              ("Input contrast:", inputContrast), ("Output modality:", outputModality),
-                              ("Output contrast:", outputContrast), ("Output window low:", low),
-                              ("Output window high:", high)):
-            form.addRow(label, widget)
-        buttons = qt.QDialogButtonBox(qt.QDialogButtonBox.Ok | qt.QDialogButtonBox.Cancel)
-        buttons.accepted.connect(dialog.accept)
-        buttons.rejected.connect(dialog.reject)
-        form.addRow(buttons)
-        if not dialog.exec_():
-            return None
-        return {"model_id": modelId.text.strip(), "task": task.currentText,
-                "input_modality": inputModality.currentText, "input_contrast": inputContrast.text.strip() or None,
-                "output_modality": outputModality.currentText,
-                "output_contrast": outputContrast.text.strip() or None, "output_window": [low.value, high.value]}
-
     # --- Apply / Cancel --------------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
         if self._job is not None:
@@ -475,47 +284,46 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Cancelling: stopping after the current batch..."
             self.updateApplyButton()
             return
-        p = self._parameterNode
         if self._missingDependencies:
-            try:
-                installed = self.logic.ensureDependencies(askConfirmation=True)
-            except Exception as exc:
-                self.showError(exc, traceback.format_exc())
-                return
-            if not installed:
-                self.ui.statusLabel.text = ("Not installed: MedGAN cannot run without " +
-                                            ", ".join(self._missingDependencies) + ". Press the button again to "
-                                            "install them.")
-                return
-            self._missingDependencies = []
-            self._modelListKey = None
-            self.populateDevices()
-            self.ui.statusLabel.text = "Dependencies installed. Choose a model and press Apply."
-            self.onParameterNodeModified()
+            self.installDependencies()
             return
+        p = self._parameterNode
         try:
             inputs = [p.inputVolume]
             if p.batchMode:
-                ticked = list(self.ui.batchVolumesSelector.checkedNodes())
-                inputs += [node for node in ticked if node.GetID() != p.inputVolume.GetID()]
-            options = self.logic.optionsFromParameters(p)
-            try:
-                requests = self.logic.prepare(inputs, p.task.value, p.modelId, p.device, p.outputNode, **options)
-            except slicer_bridge.UnsuitableInputError as exc:  # modality, voxel size or field of view
-                if p.force or not slicer.util.confirmYesNoDisplay(
-                        f"{exc}\n\nRun anyway?", windowTitle="MedGAN: the input does not fit the model"):
-                    raise
-                options["force"] = True
-                requests = self.logic.prepare(inputs, p.task.value, p.modelId, p.device, p.outputNode, **options)
+                inputs += [node for node in self.ui.batchVolumesSelector.checkedNodes()
+                           if node.GetID() != p.inputVolume.GetID()]
+            batch = self.logic.prepare(inputs, p.task.value, p.modelId, p.device, p.outputNode,
+                                       runAnyway=lambda reason: slicer.util.confirmYesNoDisplay(
+                                           f"{reason}\n\nRun anyway?",
+                                           windowTitle="MedGAN: the input does not fit the model"),
+                                       **self.logic.optionsFromParameters(p))
         except Exception as exc:
             self.showError(exc, traceback.format_exc())
             return
-        self._job = MedGANJob(requests).start()
+        self._job = MedGANJob(batch).start()
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = f"Running {p.task.label().lower()} with {p.modelId}..."
         self.updateApplyButton()
         self._timer.start()
+
+    def installDependencies(self) -> None:
+        try:
+            installed = self.logic.ensureDependencies(askConfirmation=True)
+        except Exception as exc:
+            self.showError(exc, traceback.format_exc())
+            return
+        if not installed:
+            self.ui.statusLabel.text = ("Not installed: MedGAN cannot run without " +
+                                        ", ".join(self._missingDependencies) + ". Press the button again to install "
+                                        "them.")
+            return
+        self._missingDependencies = []
+        self._modelListKey = None
+        self.populateDevices()
+        self.ui.statusLabel.text = "Dependencies installed. Choose a model and press Apply."
+        self.onParameterNodeModified()
 
     def onPollJob(self) -> None:
         """Main thread, every 100 ms: show progress; when the worker is done, make the nodes or report."""
@@ -525,29 +333,37 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         latest = job.latestProgress()
         if latest is not None:
-            fraction, message = latest
-            self.ui.progressBar.value = int(round(100 * fraction))
-            self.ui.statusLabel.text = message
+            self.ui.progressBar.value = int(round(100 * latest[0]))
+            self.ui.statusLabel.text = latest[1]
         if not job.done.is_set():
             return
         self._timer.stop()
         self._job = None
         self.ui.progressBar.setVisible(False)
         try:
-            if job.error is not None:
-                if isinstance(job.error, medgan_engine.CancelledError):
-                    self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
-                else:
-                    self.showError(job.error, job.trace)
-                return
-            nodes, status = self.logic.finish(job)
-            self._lastAnomalyNode = next((n for n in nodes if n.GetAttribute("MedGAN.kind") == "anomaly_map"), None)
-            self.ui.statusLabel.text = status
+            if isinstance(job.error, medgan_engine.CancelledError):
+                self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
+            elif job.error is not None:
+                self.showError(job.error, job.trace)
+            else:
+                nodes, status = self.logic.finish(job)
+                self.ui.statusLabel.text = status
+                self.showOutputs(nodes)
         except Exception as exc:
             self.showError(exc, traceback.format_exc())
         finally:
             self.updateApplyButton()
             self.onParameterNodeModified()
+
+    def showOutputs(self, nodes: list) -> None:
+        """The new anomaly map becomes the one the display controls act on; Show 3D offers the new segmentation."""
+        self._shownAnomalyMapID = next((n.GetID() for n in nodes if slicer_bridge.is_anomaly_map(n)), None)
+        if self._shownAnomalyMapID:
+            self._parameterNode.anomalyMap = slicer.mrmlScene.GetNodeByID(self._shownAnomalyMapID)
+        segmentation = next((n for n in nodes if n.IsA("vtkMRMLSegmentationNode")), None)
+        if segmentation is not None:
+            self.ui.segmentationShow3DButton.setSegmentationNode(segmentation)
+            self.ui.segmentationShow3DButton.enabled = True
 
     def showError(self, exc: BaseException, trace: str) -> None:
         """One clear dialog; the full trace goes to the log (and the dialog's details)."""
@@ -565,128 +381,48 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class MedGANLogic(ScriptedLoadableModuleLogic):
     """MedGAN's module logic: everything the panel does, callable from the Python console with nodes.
 
-    The MRML work is in ``MedGANLogic.slicer_bridge`` (tested outside Slicer); this class adds the application's
-    scene, dependency installation, the parameter node, and the worker-thread split used by the panel.
+    The MRML work is in ``MedGANLogic.slicer_bridge`` (tested outside Slicer), the module's helpers in
+    ``MedGANLib``; this class adds the application's scene, the parameter node and the sample data's manifest.
     """
-
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self):
         return MedGANParameterNode(super().getParameterNode())
 
-    # --- dependencies ---------------------------------------------------------------------------------------------
+    # --- dependencies (MedGANLib.dependencies) --------------------------------------------------------------------
     def missingDependencies(self) -> list[str]:
-        import importlib.util
-
-        missing = [] if importlib.util.find_spec("torch") else [f"torch{TORCH_REQUIREMENT}"]
-        missing += [req for name, req in ENGINE_REQUIREMENTS if importlib.util.find_spec(name) is None]
-        return missing
+        return dependencies.missing_dependencies()
 
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install what the engine needs on first use: torch through the PyTorch extension when it is installed
-        (it picks the CUDA build that fits the driver), else pip; then MONAI, safetensors, PyYAML, SciPy.
-        Returns False when the user declines (nothing is installed then)."""
-        missing = self.missingDependencies()
-        if not missing:
-            return True
-        if askConfirmation and not slicer.app.commandOptions().testingEnabled:
-            text = ("MedGAN needs these Python packages, which are not installed yet:\n\n  " + "\n  ".join(missing) +
-                    "\n\nInstall them now? This downloads a few hundred MB (PyTorch) and may take minutes.")
-            if not slicer.util.confirmOkCancelDisplay(text, windowTitle="MedGAN: install dependencies"):
-                return False
-        if any(req.startswith("torch") for req in missing):
-            self._installTorch()
-        others = [req for req in missing if not req.startswith("torch")]
-        if others:
-            slicer.util.pip_install(" ".join(others))
-        still = self.missingDependencies()
-        if still:
-            raise RuntimeError(f"Could not install {', '.join(still)}; install them from the Python console with "
-                               f"slicer.util.pip_install('{' '.join(still)}').")
-        return True
-
-    @staticmethod
-    def _installTorch() -> None:
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            slicer.util.pip_install(f"torch{TORCH_REQUIREMENT}")
-            return
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                              torchVersionRequirement=TORCH_REQUIREMENT)
-        if torch is None:
-            raise RuntimeError("PyTorch was not installed (PyTorch extension). Install it from the PyTorch Utils "
-                               "module and press Apply again.")
+        """Install what the engine needs on first use (asks first); False when the user declines."""
+        return dependencies.ensure_dependencies(askConfirmation)
 
     # --- what the panel lists ---------------------------------------------------------------------------------------
     def modelsFor(self, task: str, inputVolume=None) -> list:
-        volume = None
-        if inputVolume is not None:
-            try:
-                volume = slicer_bridge.header_volume(inputVolume, **self.declaredModality(inputVolume))
-            except medgan_engine.InputError:
-                volume = None
-        return slicer_bridge.models_for(task, volume)
+        """``(card, problem)`` of the installed models for ``task``, those that fit the input first."""
+        return slicer_bridge.models_for_node(task, inputVolume, **self.declaredModality(inputVolume))
 
     def modelIs2D(self, modelId: str) -> bool:
-        if not modelId or self.missingDependencies():
-            return False
-        try:
-            from MedGANLogic.models import registry
-
-            return registry.get_model(modelId).dims != "3d"
-        except medgan_engine.MedGANError:
-            return False
-
-    def devices(self) -> list[tuple[str, str]]:
-        return slicer_bridge.device_choices()
+        return bool(modelId) and not self.missingDependencies() and slicer_bridge.model_is_2d(modelId)
 
     def describeInput(self, inputVolume) -> str:
-        if inputVolume is None:
-            return "No input volume: load one (File > Add Data, or Sample Data > MedGAN)."
-        try:
-            volume = slicer_bridge.header_volume(inputVolume, **self.declaredModality(inputVolume))
-        except medgan_engine.InputError as exc:
-            return str(exc)
-        modality = " ".join(str(v) for v in (volume.metadata.get("modality"), volume.metadata.get("contrast"))
-                            if v) or ("looks like CT (not recorded)" if volume.metadata.get("guessed_modality")
-                                      else "modality not recorded")
-        spacing = " x ".join(f"{s:.2f}" for s in volume.spacing)
-        fov = " x ".join(f"{e:.0f}" for e in volume.physical_extent())
-        note = f"; under transform {volume.metadata['transform_hardened']}" if "transform_hardened" in volume.metadata \
-            else ""
-        return f"{modality}; {volume.shape[::-1]} voxels of {spacing} mm; field of view {fov} mm{note}"
+        return panel_text.describe_input(inputVolume, **self.declaredModality(inputVolume))
 
     def declaredModality(self, node) -> dict:
-        """{"modality", "contrast"} of a volume loaded from MedGAN's sample data, from the folder's manifest, when
-        the node does not record them itself (empty otherwise). Passed to the runs, never written to the node."""
-        if node is None or node.GetAttribute("MedGAN.modality") or self.missingDependencies():
+        """{"modality", "contrast"} of a sample-data volume whose node does not record them (see MedGANLib)."""
+        if self.missingDependencies():
             return {}
-        import pathlib
-
-        from MedGANLogic.demo import load_manifest
-
-        for entry in load_manifest(pathlib.Path(resourceFile("SampleData"))):
-            if node.GetName() in (f"MedGAN {entry['name']}", entry["name"]):
-                return {key: str(entry[key]) for key in ("modality", "contrast") if entry.get(key)}
-        return {}
+        return sample_data.declared_modality(node, resourceFile("SampleData"))
 
     def optionsFromParameters(self, p) -> dict:
-        options: dict[str, Any] = {"overlap": float(p.overlap), "colormap": p.colormap.value,
-                                   "opacity": float(p.opacity), "make_segmentation": bool(p.makeSegmentation)}
-        if p.batchSize > 0:
-            options["batch_size"] = int(p.batchSize)
-        if p.sliceAxis != SliceAxis.MODEL and self.modelIs2D(p.modelId):
-            options["slice_axis"] = int(p.sliceAxis.value)
-        if p.force:
-            options["force"] = True
-        if p.task == Task.ANOMALY and not p.useCardThreshold:
-            options["threshold"] = float(p.threshold)
-        if p.task != Task.ANOMALY:
-            for key in ("colormap", "make_segmentation"):
-                options.pop(key)
-        return options
+        """The keyword options of a run as the parameter node ``p`` sets them."""
+        return parameters.run_options(p, self.modelIs2D(p.modelId))
+
+    def updateAnomalyDisplay(self, p, show: bool = False) -> None:
+        """Apply the panel's colour map, opacity and threshold to the selected anomaly map ``p.anomalyMap``;
+        ``show``: put it over its input in the slice views."""
+        slicer_bridge.update_anomaly_display(p.anomalyMap, slicer.mrmlScene, opacity=p.opacity, show=show,
+                                             colormap=p.colormap.value,
+                                             display_threshold=None if p.useCardThreshold else p.threshold)
 
     def importModel(self, path: str, replace: bool = False, **options):
         """Validate a model folder or a pix2pix/CycleGAN .pth checkpoint and add it to the user model folder."""
@@ -707,28 +443,17 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
                                          progress=progress, cancel=cancel, output_node=outputNode, **options)
 
     def prepare(self, inputVolumes: list, task: str, model: str | None, device: str = "auto", outputNode=None,
-                **options) -> list:
-        """Main thread: one RunRequest per input (the output node applies to a single input only)."""
-        if outputNode is not None and len(inputVolumes) > 1:
-            raise medgan_engine.InputError("An output node can be overwritten by a single run only; choose "
-                                           "'Create new node' for a batch.")
-        return [slicer_bridge.prepare_run(slicer.mrmlScene, node, task, model=model or None, device=device,
-                                          output_node=outputNode, **{**self.declaredModality(node), **options})
-                for node in inputVolumes]
+                runAnyway=None, **options):
+        """Main thread: a ``slicer_bridge.Batch`` for the inputs. ``runAnyway(reason) -> bool`` is asked when an
+        input does not suit the model (True runs with force=True); the output node is for a single input only."""
+        return slicer_bridge.prepare_batch(slicer.mrmlScene, inputVolumes, task, model=model or None, device=device,
+                                           output_node=outputNode, run_anyway=runAnyway,
+                                           node_options=self.declaredModality, **options)
 
     def finish(self, job: MedGANJob) -> tuple[list, str]:
         """Main thread: the nodes of a finished job (all or nothing) and a status line."""
-        with slicer_bridge.SceneTransaction(slicer.mrmlScene):
-            nodes = []
-            for request, result in zip(job.requests, job.results):
-                nodes += slicer_bridge.finish_run(slicer.mrmlScene, request, result)
-        status = slicer_bridge.describe_result(job.results[-1])
-        if len(job.results) > 1:
-            status = f"{len(job.results)} volumes done; last: {status}"
-        warnings = [w for request in job.requests for w in request.warnings]
-        if warnings:
-            status += " Ran despite: " + "; ".join(warnings) + "."
-        return nodes, status
+        made = job.batch.finish(slicer.mrmlScene)
+        return [node for nodes in made.values() for node in nodes], job.batch.status()
 
 
 #
@@ -741,10 +466,11 @@ class MedGANTest(ScriptedLoadableModuleTest):
 
     Uses the built-in models (Resources/Models) on the CPU; for each task it loads the sample volume that fits
     the model, runs the module logic and checks the new nodes (geometry, provenance, display), then checks that
-    the panel runs in the background, can be cancelled, and leaves the scene unchanged when cancelled.
+    the panel runs in the background, can be cancelled, and leaves the scene unchanged when cancelled. The checks
+    are in ``MedGANLib.self_test``.
     """
 
-    TASKS = ("synthesize", "denoise", "superres", "anomaly", "segment")
+    TASKS = tuple(TASK_TABLE.names())  # every task of the engine's table
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -759,117 +485,14 @@ class MedGANTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_PanelRunsInTheBackground()
 
-    # helpers
-    def loadSample(self, card):
-        import pathlib
-
-        from MedGANLogic.demo import load_manifest, pick_sample
-
-        entries = load_manifest(pathlib.Path(resourceFile("SampleData")))
-        self.assertTrue(entries, "Resources/SampleData/manifest.json is missing: the extension package is incomplete")
-        entry = pick_sample(card, entries)
-        self.assertIsNotNone(entry, f"no sample volume fits model {card.id}")
-        node = slicer.util.loadVolume(str(entry["path"]), {"name": f"MedGAN {entry['name']}"})
-        self.assertEqual(MedGANLogic().declaredModality(node).get("modality"), entry.get("modality"))
-        return node
-
-    def builtinModel(self, task):
-        from MedGANLogic.models import registry
-
-        cards = [c for c in registry.list_models(task) if c.source == "builtin"]
-        self.assertTrue(cards, f"no built-in {task} model in Resources/Models: the extension package is incomplete")
-        return cards[0]
-
-    @staticmethod
-    def matrix(node):
-        m = vtk.vtkMatrix4x4()
-        node.GetIJKToRASMatrix(m)
-        return [m.GetElement(r, c) for r in range(4) for c in range(4)]
-
-    # tests
     def test_EveryTask(self):
-        self.delayDisplay("Running every task on the sample data")
-        logic = MedGANLogic()
-        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
-        for task in self.TASKS:
-            card = self.builtinModel(task)
-            node = self.loadSample(card)
-            before = slicer.util.arrayFromVolume(node).copy()
-            fractions = []
-            nodes = logic.process(node, task, model=card.id, device="cpu",
-                                  progress=lambda f, m, record=fractions.append: record(f), make_segmentation=True)
-            self.assertTrue(nodes, f"{task}: no output node")
-            out = nodes[0]
-            self.assertEqual(out.GetAttribute("MedGAN.model"), card.id)
-            self.assertEqual(out.GetAttribute("MedGAN.synthetic"), "true")
-            self.assertEqual(len(out.GetAttribute("MedGAN.sha256")), 64)
-            self.assertEqual(fractions[-1], 1.0)
-            self.assertTrue((slicer.util.arrayFromVolume(node) == before).all(), f"{task}: input modified")
-            if task == "segment":
-                self.assertTrue(out.IsA("vtkMRMLSegmentationNode"))
-                self.assertGreater(out.GetSegmentation().GetNumberOfSegments(), 0)
-            elif task == "superres":
-                spacing_in, spacing_out = node.GetSpacing(), out.GetSpacing()
-                self.assertTrue(all(o <= i + 1e-6 for i, o in zip(spacing_in, spacing_out)))
-                self.assertTrue(any(o < i - 1e-6 for i, o in zip(spacing_in, spacing_out)))
-            else:
-                self.assertEqual(self.matrix(out), self.matrix(node), f"{task}: geometry differs from the input")
-            if task == "anomaly":
-                composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
-                self.assertEqual(composite.GetForegroundVolumeID(), out.GetID())
-                self.assertIsNotNone(out.GetAttribute("MedGAN.case_score"))
-            self.delayDisplay(f"{task}: {out.GetName()}")
+        self_test.every_task(self, MedGANLogic(), self.TASKS, resourceFile("SampleData"))
 
     def test_InputIsNeverModifiedAndOverwriteIsRefused(self):
-        card = self.builtinModel("synthesize")
-        node = self.loadSample(card)
-        with self.assertRaises(medgan_engine.InputError):
-            MedGANLogic().process(node, "synthesize", model=card.id, device="cpu", outputNode=node)
+        self_test.overwrite_is_refused(self, MedGANLogic(), resourceFile("SampleData"))
 
     def test_CancelLeavesNothing(self):
-        card = self.builtinModel("synthesize")
-        node = self.loadSample(card)
-        count = slicer.mrmlScene.GetNumberOfNodes()
-        stop = threading.Event()
-        stop.set()
-        with self.assertRaises(medgan_engine.CancelledError):
-            MedGANLogic().process(node, "synthesize", model=card.id, device="cpu", cancel=stop)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+        self_test.cancel_leaves_nothing(self, MedGANLogic(), resourceFile("SampleData"))
 
     def test_PanelRunsInTheBackground(self):
-        import time
-
-        card = self.builtinModel("synthesize")
-        node = self.loadSample(card)
-        slicer.util.selectModule("MedGAN")
-        widget = slicer.modules.MedGANWidget
-        p = widget.logic.getParameterNode()
-        p.inputVolume = node
-        p.task = Task.SYNTHESIZE
-        p.modelId = card.id
-        p.device = "cpu"
-        p.batchSize = 1
-        # cancel: Apply, then Apply again (now Cancel) -> nothing added
-        count = slicer.mrmlScene.GetNumberOfNodes()
-        widget.onApplyButton()
-        self.assertEqual(widget.ui.applyButton.text, "Cancel")
-        widget.onApplyButton()
-        deadline = time.time() + 120
-        while widget._job is not None and time.time() < deadline:
-            slicer.app.processEvents()
-            time.sleep(0.05)
-        self.assertIsNone(widget._job)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
-        # a full run: the GUI keeps processing events while the worker runs, then the node appears
-        widget.onApplyButton()
-        ticks = 0
-        while widget._job is not None and time.time() < deadline + 240:
-            slicer.app.processEvents()
-            ticks += 1
-            time.sleep(0.05)
-        self.assertGreater(ticks, 0)
-        self.assertEqual(widget.ui.applyButton.text, "Apply")
-        outputs = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                   if n.GetAttribute("MedGAN.model") == card.id]
-        self.assertEqual(len(outputs), 1)
-        self.delayDisplay("Test passed")
+        self_test.panel_runs_in_the_background(self, Task.SYNTHESIZE, resourceFile("SampleData"))

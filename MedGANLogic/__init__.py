@@ -11,12 +11,11 @@ or in two steps, to see every decision and warning before the network runs::
     plan = MedGANLogic.plan("synthesize", "t1.nii.gz")   # reads, checks, chooses; plan.warnings
     result = MedGANLogic.execute(plan)
 
-Importing this package needs neither Slicer nor Qt; torch is imported when a task runs.
+Importing this package needs neither Slicer nor Qt, and imports nothing heavy: SimpleITK comes with the first
+``read_volume``/``write_volume``, torch when a task runs (so that ``medgan --help`` starts at once).
 """
 
 from .errors import CancelledError, InputError, MedGANError, MedGANWarning, ModalityMismatchError, ModelError
-from .io import read_volume, write_volume
-from .volume import Volume
 
 __version__ = "0.1.0"
 
@@ -24,9 +23,13 @@ __all__ = ["Volume", "read_volume", "write_volume", "run", "plan", "execute", "R
            "InputError", "ModelError", "ModalityMismatchError", "CancelledError", "MedGANWarning", "__version__"]
 
 
-def __getattr__(name: str):
-    if name in ("run", "plan", "execute", "RunPlan", "RunResult"):
-        from . import pipeline
+_LAZY = {"run": "pipeline", "plan": "pipeline", "execute": "pipeline", "RunPlan": "pipeline",
+         "RunResult": "pipeline", "read_volume": "io", "write_volume": "io", "Volume": "volume"}
 
-        return getattr(pipeline, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'MedGANLogic' has no attribute {name!r}")

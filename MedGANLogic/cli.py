@@ -4,6 +4,7 @@
     medgan run --task TASK --input IN --output OUT [--model ID] [--device DEV] [--mask-output PATH] ...
     medgan info FILE [--json]
     medgan demo [--output DIR]
+    medgan doctor [--json]   (versions, devices, models verified, what is missing and how to install it)
     medgan simulate ...      (phantom data; see `medgan simulate --help`)
     medgan train ...         (train a GAN from a recipe or config)
     medgan import ...        (convert a pytorch-CycleGAN-and-pix2pix checkpoint, or install a model folder)
@@ -112,8 +113,9 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None:
             options[name] = value
-    if args.force:
-        options["force"] = True
+    for flag in ("force", "native", "bias_correction"):
+        if getattr(args, flag):
+            options[flag] = True
     return options
 
 
@@ -130,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_plan = plan(args.task, volume, model=args.model, device=args.device, **_run_options(args))
     for message in run_plan.warnings:  # the same warnings Python callers get as MedGANWarning
         print(f"warning: {message}", file=sys.stderr)
+    for message in run_plan.notes if not args.quiet else ():  # what the engine does to meet the model
+        print(f"note: {message}", file=sys.stderr)
     bar = ProgressBar(f"{args.task}", enabled=None if not args.quiet else False)
     result = execute(run_plan, progress=bar)
     # Every output or none: on failure the files that were there before are still there.
@@ -149,6 +153,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.output), device=args.device)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(as_json=args.json)
+
+
 def _delegate(module: str, args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args) or 0)
 
@@ -157,11 +167,14 @@ def _delegate(module: str, args: argparse.Namespace) -> int:
 _DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
                            "make phantom data (MNI152-derived MR, CT, lesions, low-dose CT)"),
               "train": ("MedGANLogic.train.cli", "train a GAN from a recipe or config file"),
-              "import": ("MedGANLogic.train.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
+              "import": ("MedGANLogic.models.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
                                                       "a model folder")}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``medgan`` parser. The delegated commands (simulate, train, import) import their modules, and with
+    them torch, to add their arguments: only ``command``'s is built in full when it is given, so that
+    ``medgan --help``, ``models`` and ``info`` start without torch."""
     parser = argparse.ArgumentParser(prog="medgan", description="Generative adversarial networks for medical "
                                      "volumes (research use, not for diagnosis).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -188,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["MR", "CT"], help="declare the input's modality if the file does not say")
     p.add_argument("--contrast", help="declare the MR contrast, e.g. T1w, T2w, FLAIR")
     p.add_argument("--force", action="store_true", help="run even if the model expects another modality")
+    p.add_argument("--native", action="store_true",
+                   help="run on the input's own grid: no resampling into the model's voxel size or orientation")
+    p.add_argument("--bias-correction", action="store_true", dest="bias_correction",
+                   help="MR: N4 bias-field correction of the input before the model sees it")
     p.add_argument("--component", type=int, help="vector images: which component to use")
     p.add_argument("--frame", type=int, help="4D images: which frame to use")
     p.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID to use "
@@ -208,8 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("doctor", help="check Python, packages, devices and installed models; say what is missing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
+
     for name, (module, help_text) in _DELEGATED.items():
         p = sub.add_parser(name, help=help_text)
+        if command is not None and name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -227,7 +250,9 @@ def _missing(name: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # medgan has no options before the command
+    parser = build_parser(command)
     args = parser.parse_args(argv)
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

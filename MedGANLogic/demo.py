@@ -1,24 +1,42 @@
-"""`medgan demo`: every installed model on the bundled sample subject, outputs + a PNG montage.
+"""`medgan demo`: every installed model on the bundled sample subject, outputs + a montage to look at.
 
 The sample data (``Resources/SampleData/``, described by its ``manifest.json``) is one held-out phantom subject
-made by ``medgan simulate``. For each model the demo picks the sample that fits the model's input, runs it,
-writes ``demo_out/<model id>.nii.gz`` (with provenance) and adds a row "input | output" (middle slices; anomaly
-maps in colour over the input) to ``demo_out/montage.png``.
+made by ``medgan simulate``. For each model the demo picks the sample that fits the model's input, runs it and
+writes ``demo_out/<model id>.nii.gz`` (with provenance). ``demo_out/montage.png`` has one row per model:
+
+* input | output | reference (the acquired image the output should look like; the simulated lesion for anomaly
+  maps and segmentation), on one slice through the centre of the sample's largest lesion: axial, or coronal for
+  through-plane super-resolution, where the slices' thickness shows. Radiological convention: anterior (or
+  superior) up, the patient's right on the left. Pixels at their physical size (2 px per mm); CT in the brain
+  window (W 80 / L 40), MR from 0 to the reference's 99.5th percentile;
+* anomaly maps in colour over the scan, with a colour bar and the threshold marked; segmentations filled, the
+  simulated lesion outlined;
+* a caption with the task, the model and one measured figure against its strongest baseline, read from the
+  committed report ``Testing/Reports/evaluation.json`` (or a line saying the report has none).
+
+``demo_out/montage.json`` records what each row shows (model, sample, plane, slice, figure).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from .io import read_volume, write_volume
+from .tasks import TASKS
 from .volume import Volume
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # no torch import here: Slicer reads the manifest at startup
+REPORT = PACKAGE_ROOT / "Testing" / "Reports" / "evaluation.json"
+CT_WINDOW = (0.0, 80.0)  # brain window, W 80 / L 40 HU
+_LOWER_IS_BETTER = ("MAE", "HD95", "RMSE")
 
 
 def sample_data_dir() -> Path:
@@ -31,7 +49,7 @@ def load_manifest(folder: Path | None = None) -> list[dict[str, Any]]:
     path = folder / "manifest.json"
     if not path.is_file():
         return []
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     items = data.get("files", data) if isinstance(data, dict) else data
     if isinstance(items, dict):
         items = [dict(v, name=k) for k, v in items.items()]
@@ -65,74 +83,172 @@ def pick_sample(card: Any, entries: list[dict[str, Any]]) -> dict[str, Any] | No
     return fits[0] if fits else None
 
 
-def _middle(volume: Volume, k: int | None = None) -> np.ndarray:
-    """Axial slice ``k`` (default: the middle one) as float32."""
-    return volume.array[volume.shape[0] // 2 if k is None else k].astype(np.float32)
+def pick_reference(card: Any, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the output is compared with: the acquired image of the output's kind (full-dose CT, 2 mm T2w, the
+    other contrast), or the lesion mask for anomaly maps and segmentation."""
+    if card.task in ("anomaly", "segment"):
+        return next((e for e in entries if e.get("modality") == "mask"), None)
+    return pick_sample(SimpleNamespace(task="synthesize", input=card.output), entries)
 
 
-def _busiest_slice(mask: np.ndarray) -> int | None:
-    """The axial slice with the most voxels of ``mask``; None when it is empty."""
-    counts = (mask > 0).sum(axis=(1, 2))
-    return int(np.argmax(counts)) if counts.any() else None
+# --- what the report says --------------------------------------------------------------------------------------
+def load_report(path: Path = REPORT) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _tint(base: np.ndarray, mask: np.ndarray, colour=(255, 64, 64), alpha: float = 0.6) -> np.ndarray:
-    """``base`` RGB with the pixels of ``mask`` blended towards ``colour``."""
-    a = np.where(mask, alpha, 0.0)[..., None]
-    return (base.astype(np.float32) * (1 - a) + np.array(colour, np.float32) * a).astype(np.uint8)
+def _number(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
 
 
-def _grey(slice_: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
-    lo, hi = window or tuple(np.percentile(slice_, [1, 99.5]))
-    g = np.clip((slice_ - lo) / max(hi - lo, 1e-6), 0, 1)
-    return np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2)
+def report_figure(model_id: str, report: dict[str, Any] | None, source: str = "evaluation.json") -> str:
+    """One measured figure of the model against its strongest baseline, as a caption, from the report.
+
+    The figure is the section's first metric (the one its targets are about); the baseline is the best of the
+    rows that are methods (rows marked "(not a method)", such as the acquired image, are not). Whatever is
+    missing from the report, the line says so instead.
+    """
+    section = ((report or {}).get("sections") or {}).get(model_id)
+    if report is None:
+        return f"no figure: the report {source} is not there (`make eval` writes it)"
+    if not section or section.get("error") or not section.get("metrics") or not section.get("units"):
+        return f"no figure: {source} has no results for {model_id}"
+    metrics, units = section["metrics"], section["units"]
+    metric = next(iter(units))
+    model_row = next((name for name in metrics if name == "model" or model_id in name), None)
+    baselines = [name for name in metrics if name != model_row and "not a method" not in name
+                 and "mean" in metrics[name].get(metric, {})]
+    if model_row is None or "mean" not in metrics[model_row].get(metric, {}) or not baselines:
+        return f"no figure: {source} has no {metric} of {model_id} and a baseline"
+    lower = metric.split()[0] in _LOWER_IS_BETTER
+    best = (min if lower else max)(baselines, key=lambda name: metrics[name][metric]["mean"])
+    unit = f" {units[metric]}" if units[metric] else ""
+    value, base = metrics[model_row][metric]["mean"], metrics[best][metric]["mean"]
+    subjects = len(metrics[model_row][metric].get("per_subject", []))
+    held_out = f"mean of {subjects} held-out phantoms" if subjects else "held-out phantoms"
+    return (f"{metric} {_number(value)}{unit} vs {_number(base)}{unit} for {best} "
+            f"({'lower' if lower else 'higher'} is better; {held_out}, {source})")
 
 
-def _overlay(base: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
-    rgb = base.astype(np.float32)
-    norm = np.clip(amap / max(float(amap.max()), 1e-6), 0, 1)
-    heat = np.stack([np.clip(3 * norm, 0, 1), np.clip(3 * norm - 1, 0, 1), np.clip(3 * norm - 2, 0, 1)], -1) * 255
-    alpha = np.where(amap > threshold, 0.6, 0.0)[..., None]
-    return (rgb * (1 - alpha) + heat * alpha).astype(np.uint8)
+# --- where to look -----------------------------------------------------------------------------------------------
+def largest_lesion_point(mask: Volume) -> tuple[np.ndarray, float] | None:
+    """LPS point (mm) at the centre of the largest lesion's largest axial cross-section, and its volume (mL)."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask.array > 0)
+    if count == 0:
+        return None
+    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    lesion = labels == largest
+    k = int(np.argmax(lesion.sum(axis=(1, 2))))
+    j, i = np.argwhere(lesion[k]).mean(axis=0)
+    point = (mask.ijk_to_lps() @ np.array([i, j, k, 1.0]))[:3]
+    return point, float(lesion.sum() * np.prod(mask.spacing) / 1000.0)
 
 
-def _panel(volume: Volume, rgb: np.ndarray | None = None) -> np.ndarray:
-    """The middle axial slice of ``volume`` (or ``rgb``, an overlay drawn on that slice) as RGB,
-    anterior up, voxels at their physical aspect ratio and size (thick slices stay thick in the picture)."""
-    from PIL import Image
-
-    if rgb is None:
-        window = (-160.0, 240.0) if volume.modality == "CT" else None
-        rgb = _grey(_middle(volume), window)
-    sx, sy = volume.spacing[0], volume.spacing[1]
-    h, w = rgb.shape[:2]
-    scale = 2.0 / min(sx, sy) if min(sx, sy) < 2 else 1.0
-    size = (max(1, int(round(w * sx * scale / 1.0))), max(1, int(round(h * sy * scale / 1.0))))
-    return np.asarray(Image.fromarray(rgb[::-1]).resize(size, Image.NEAREST))  # flip rows: anterior up
+def _axis_order(volume: Volume) -> tuple[list[int], list[bool]]:
+    """For the display axes (superior, posterior, left): which array axis runs along each, and whether backwards."""
+    best = max(itertools.permutations(range(3)),  # index axis (i, j, k) for LPS axis (x, y, z)
+               key=lambda p: sum(abs(volume.direction[lps, p[lps]]) for lps in range(3)))
+    order = [2 - best[lps] for lps in (2, 1, 0)]  # array axes are (k, j, i)
+    flips = [bool(volume.direction[lps, best[lps]] < 0) for lps in (2, 1, 0)]
+    return order, flips
 
 
-def save_montage(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> Path:
-    """Rows of (label, panels) side by side, written as one PNG."""
-    from PIL import Image, ImageDraw
+def view_slice(volume: Volume, point: np.ndarray, plane: str) -> tuple[np.ndarray, tuple[float, float], dict]:
+    """The ``plane`` ("axial" or "coronal") slice of ``volume`` through LPS ``point``, as displayed.
 
-    pad, label_h = 6, 16
-    height = sum(max(p.shape[0] for p in panels) + label_h + pad for _, panels in rows) + pad
-    width = max(sum(p.shape[1] + pad for p in panels) for _, panels in rows) + pad
-    canvas = Image.new("RGB", (width, height), (20, 20, 20))
-    draw = ImageDraw.Draw(canvas)
-    y = pad
-    for label, panels in rows:
-        draw.text((pad, y), label, fill=(230, 230, 230))
-        x = pad
-        for p in panels:
-            canvas.paste(Image.fromarray(p), (x, y + label_h))
-            x += p.shape[1] + pad
-        y += max(p.shape[0] for p in panels) + label_h + pad
-    canvas.save(path)
-    return path
+    Returns the 2D image (rows top to bottom: anterior or superior first; columns: patient right to left), its
+    pixel size (row, column) in mm, and ``{"array_axis", "index"}``: which slice of ``volume.array`` it is.
+    """
+    order, flips = _axis_order(volume)
+    normal = 0 if plane == "axial" else 1  # display axis: 0 superior, 1 posterior
+    ijk = np.linalg.solve(volume.direction @ np.diag(volume.spacing), np.asarray(point) - np.array(volume.origin))
+    axis = order[normal]
+    index = int(np.clip(round(float(ijk[::-1][axis])), 0, volume.shape[axis] - 1))
+    array = np.moveaxis(volume.array, order, [0, 1, 2])
+    for display_axis, flip in enumerate(flips):
+        if flip:
+            array = np.flip(array, display_axis)
+    k = volume.shape[axis] - 1 - index if flips[normal] else index
+    spacing = [volume.spacing[::-1][a] for a in order]
+    if plane == "axial":
+        image, pixel = array[k], (spacing[1], spacing[2])
+    else:
+        image, pixel = array[::-1, k, :], (spacing[0], spacing[2])  # superior up
+    return np.ascontiguousarray(image), pixel, {"array_axis": axis, "index": index}
 
 
-def run_demo(output: Path, device: str = "auto", log=print) -> int:
+# --- the demo ------------------------------------------------------------------------------------------------
+def _window(volume: Volume) -> tuple[float, float]:
+    if volume.modality == "CT":
+        return CT_WINDOW
+    return 0.0, float(np.percentile(volume.array, 99.5))
+
+
+def _window_label(volume: Volume) -> str:
+    return " W80/L40" if volume.modality == "CT" else ""
+
+
+def read_sample(entry: dict[str, Any]) -> Volume:
+    """A sample volume with the modality and contrast its manifest entry declares."""
+    return read_volume(entry["path"], metadata={k: entry[k] for k in ("modality", "contrast") if k in entry})
+
+
+def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Volume | None, point: np.ndarray,
+              report: dict | None, report_name: str = REPORT.name) -> tuple[Any, dict[str, Any]]:
+    """One montage row (image) and its record for ``montage.json``."""
+    from . import demo_render as render
+
+    plane = "coronal" if card.task == "superres" and card.scale_factor[0] > 1 else "axial"
+    image, pixel, where = view_slice(volume, point, plane)
+    panels, legend = [], None
+    if card.task == "anomaly":
+        amap = result.outputs["anomaly_map"]
+        threshold = float(result.extras["threshold"])
+        levels = (threshold / 2, threshold, max(float(amap.array.max()), threshold * 1.01))
+        base = render.grey(image, _window(volume), pixel)
+        heat = render.heat(base, view_slice(amap, point, plane)[0], levels)
+        panels = [(f"input: {entry['name']}", base), ("anomaly map over the scan", heat)]
+        legend = render.colour_bar(levels, "anomaly map", "threshold")
+        cand = view_slice(result.outputs["mask"], point, plane)[0] > 0
+        truth = view_slice(reference, point, plane)[0] > 0 if reference is not None else None
+        panels.append(("candidates (yellow), lesion (green)", render.outlines(base, cand, truth)))
+    elif card.task == "segment":
+        base = render.grey(image, _window(volume), pixel)
+        pred = view_slice(result.volume, point, plane)[0] > 0
+        truth = view_slice(reference, point, plane)[0] > 0 if reference is not None else None
+        panels = [(f"input: {entry['name']}", base), ("output: lesion segmentation", render.filled(base, pred))]
+        if truth is not None:
+            panels.append(("reference: simulated lesion", render.filled(base, truth, render.TRUTH)))
+    else:
+        window = _window(reference if reference is not None else result.volume)  # output and reference alike
+        out_name = card.output.get("contrast") or card.output.get("modality")
+        acquired = "CT before the dose reduction" if card.task == "denoise" else f"acquired {out_name}"
+
+        def heading(what: str, vol: Volume) -> str:  # super-resolution: the voxel size is the point
+            voxels = " x ".join(f"{s:g}" for s in vol.spacing)
+            return f"{what}, {voxels} mm" if card.task == "superres" else f"{what}{_window_label(vol)}"
+
+        panels = [(heading(f"input: {entry['name']}", volume), render.grey(image, _window(volume), pixel))]
+        out_image, out_pixel, _ = view_slice(result.volume, point, plane)
+        panels.append((heading(f"output: {TASKS.get(card.task).output_label} {out_name}", result.volume),
+                       render.grey(out_image, window, out_pixel)))
+        if reference is not None:
+            ref_image, ref_pixel, _ = view_slice(reference, point, plane)
+            panels.append((heading(f"reference: {acquired}", reference), render.grey(ref_image, window, ref_pixel)))
+    title = f"{TASKS.get(card.task).label} \u00b7 {card.id} \u00b7 {card.data.get('name', '')}"
+    figure = report_figure(card.id, report, report_name)
+    row = render.row(title, figure, panels, legend, scale_bar_mm=50)
+    record = {"model": card.id, "task": card.task, "sample": entry["file"], "plane": plane,
+              "point_lps_mm": [round(float(c), 2) for c in point], **where, "title": title, "figure": figure,
+              "panels": [name for name, _ in panels]}
+    return row, record
+
+
+def run_demo(output: Path, device: str = "auto", log=print, models: Sequence[str] | None = None,
+             report_path: Path = REPORT) -> int:
+    """Check I/O on every sample, run every installed model (or ``models``), write outputs and the montage."""
+    from . import demo_render as render
     from .models.registry import list_models
     from .pipeline import run
 
@@ -152,38 +268,43 @@ def run_demo(output: Path, device: str = "auto", log=print) -> int:
             return 1
         check.unlink()
     log(f"I/O check passed on {len(entries)} sample volumes.")
-    cards = list_models()
+    order = TASKS.names()
+    cards = sorted((c for c in list_models() if models is None or c.id in models),
+                   key=lambda c: (order.index(c.task), c.id))
     if not cards:
         log("No trained models are installed yet: nothing to run. (The I/O check above passed.)")
         return 0
-    rows = []
+    mask_entry = next((e for e in entries if e.get("modality") == "mask"), None)
+    focus = largest_lesion_point(read_volume(mask_entry["path"])) if mask_entry else None
+    report = load_report(report_path)
+    rows, records, point = [], [], None
     for card in cards:
         entry = pick_sample(card, entries)
         if entry is None:
             log(f"- {card.id}: no sample fits its input ({card.input.get('modality')} "
                 f"{card.input.get('contrast', '')}); skipped.")
             continue
-        volume = read_volume(entry["path"], metadata={k: entry[k] for k in ("modality", "contrast") if k in entry})
+        volume = read_sample(entry)
         result = run(card.task, volume, model=card.id, device=device)
         out_path = write_volume(result.volume, output / f"{card.id}.nii.gz")
-        if card.task == "anomaly":  # the slice with the most candidate voxels, the map in colour above threshold
-            amap = result.outputs["anomaly_map"]
+        if card.task == "anomaly":
             write_volume(result.outputs["mask"], output / f"{card.id}_mask.nii.gz")
-            k = _busiest_slice(result.outputs["mask"].array)
-            base = _grey(_middle(volume, k))
-            heat = _overlay(base, _middle(amap, k), result.extras["threshold"])
-            panels = [_panel(volume, base), _panel(volume, heat)]
-        elif card.task == "segment":  # the slice with the most labelled voxels, labels tinted red
-            k = _busiest_slice(result.volume.array)
-            base = _grey(_middle(volume, k))
-            panels = [_panel(volume, base), _panel(volume, _tint(base, _middle(result.volume, k) > 0))]
-        else:
-            panels = [_panel(volume), _panel(result.volume)]
+        ref_entry = pick_reference(card, entries)
+        reference = read_sample(ref_entry) if ref_entry else None
+        # through the largest lesion; without a lesion mask, through the middle of the volume
+        point = focus[0] if focus else volume.ijk_to_lps() @ np.array([*(np.array(volume.shape[::-1]) - 1) / 2, 1])
+        row, record = build_row(card, volume, result, entry, reference, point[:3], report, report_path.name)
+        rows.append(row)
+        records.append(record)
         extra = "".join(f"  {k}={v:.3g}" for k, v in result.extras.items() if isinstance(v, float))
-        rows.append((f"{card.id}: {entry['name']} -> {card.output.get('contrast') or card.output.get('modality')}"
-                     f"{extra}", panels))
         log(f"- {card.id}: {entry['file']} -> {out_path} ({result.provenance['seconds']} s){extra}")
     if rows:
-        montage = save_montage(rows, output / "montage.png")
-        log(f"Montage: {montage}")
+        lesion = f"through the centre of its largest simulated lesion ({focus[1]:.1f} mL)" if focus else \
+            "through the middle of the volume"
+        title = (f"MedGAN demo: phantom test subject, every row {lesion}. Simulated data, phantom-trained demo "
+                 f"weights: research use, not for diagnosis.")
+        montage = render.montage(title, rows, output / "montage.png")
+        (output / "montage.json").write_text(json.dumps({"title": title, "size": list(montage.size),
+                                                         "rows": records}, indent=2) + "\n", encoding="utf-8")
+        log(f"Montage: {output / 'montage.png'} ({montage.size[0]} x {montage.size[1]} px)")
     return 0

@@ -38,12 +38,14 @@ def slice_plane(volume: Volume, axis: int) -> tuple[str, float]:
     return PLANES[2 - nearest], tilt
 
 
-def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None) -> list[str]:
+def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_of: Volume | None = None) -> list[str]:
     """Why ``volume``'s geometry does not suit ``card``'s model, as sentences; empty when it does.
 
     Checks every voxel size against ``input.spacing_mm`` (a 2D model's slice axis may be coarser: only in-plane
     voxel sizes count), the field of view against ``input.fov_mm`` along the axes the model sees in full, and for
     2D/2.5D models the plane of the slices they will see. ``slice_axis`` overrides the card's (array axis, 0 = z).
+    ``fov_of``: the volume whose field of view counts, when ``volume`` is a resampled grid of it (whose voxel
+    counts were rounded); same axis order as ``volume``.
     """
     problems = []
     axis = card.slice_axis if slice_axis is None else int(slice_axis)
@@ -57,11 +59,12 @@ def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None) -> li
             bad = [b for b in bad if not b.startswith(sliced)]
         if bad:
             problems.append(f"voxel size {', '.join(bad)} is outside the {lo:g}-{hi:g} mm model {card.id} was "
-                            f"trained on; resample the volume or pick another model")
+                            f"trained on; run without native=True (--native) for MedGAN to resample it, or pick "
+                            f"another model")
     fov_range = spec.get("fov_mm")
     if fov_range:
         lo, hi = float(fov_range[0]), float(fov_range[1])
-        extent = volume.physical_extent()
+        extent = (fov_of or volume).physical_extent()
         axes = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != 2 - axis]
         small = [f"{'xyz'[a]} {extent[a]:.0f} mm" for a in axes if extent[a] < lo]
         large = [f"{'xyz'[a]} {extent[a]:.0f} mm" for a in axes if extent[a] > hi]

@@ -89,3 +89,59 @@ def modality_problem(card: Any, volume: Volume) -> str | None:
     if want_con and have_con and have_con != want_con:
         return f"model {card.id} expects {want_mod} {want_con} but the volume is {have_mod or ''} {have_con}".strip()
     return None
+
+
+#: Fractions of the central brain that make the CSF "bright" (T2w) or "dark" (T1w, FLAIR), and the dark tail's
+#: level relative to the parenchyma above which CSF is merely darker (T1w) and below which it is suppressed
+#: (FLAIR). Measured on the phantoms (Testing/Python/test_modality.py); between the two levels: unknown.
+_CSF_FRACTION, _T1W_DARK_LEVEL, _FLAIR_DARK_LEVEL = 0.05, 0.35, 0.28
+#: A head's central brain has a parenchyma peak: at least this fraction within +-20 % of it (phantoms: 0.47-0.87).
+_PEAK_FRACTION = 0.4
+_MAX_VOXELS = 2_000_000
+
+
+def estimate_contrast(volume: Volume) -> tuple[str | None, str]:
+    """The MR contrast a head volume looks like, from tissue statistics: ("T1w" | "T2w" | "FLAIR" | None, why).
+
+    Inside the central brain (the inner 40 % of the head mask's extent, where the ventricles lie in white
+    matter), relative to the white-matter peak M of the intensity histogram (which must hold 40 % of the voxels
+    within +-20 %, else there is no brain to judge): T2w when CSF is the brightest tissue
+    (over 5 % of the voxels above 1.5 M, almost none below 0.6 M); otherwise, when CSF is the darkest (over 5 %
+    below 0.6 M), T1w if that dark tail sits at 35 % or more of the parenchyma's 90th percentile (white matter
+    brighter than CSF, CSF not suppressed), FLAIR if at 28 % or less (CSF suppressed). Anything else (PD, a
+    body part, too few voxels) is None: unknown, said plainly. ``why`` is one sentence of evidence.
+    """
+    from .normalization import head_mask
+
+    array = np.asarray(volume.array)
+    step = max(1, int(np.ceil((array.size / _MAX_VOXELS) ** (1 / 3))))  # statistics need no more voxels than this
+    array = np.asarray(array[::step, ::step, ::step], dtype=np.float32)
+    head = head_mask(array)
+    if head.sum() < 1000:
+        return None, "too few head voxels to estimate the contrast"
+    where = np.argwhere(head)
+    low, high = where.min(axis=0), where.max(axis=0)
+    centre, radius = (low + high) / 2.0, np.maximum((high - low) / 2.0, 1.0)
+    grid = np.ogrid[tuple(slice(0, n) for n in array.shape)]
+    distance = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radius))
+    core = array[head & (distance < 0.4 ** 2)]
+    if core.size < 200:
+        return None, "too few central voxels to estimate the contrast"
+    p1, p90, p99 = np.percentile(core, [1, 90, 99])
+    counts, edges = np.histogram(core, bins=64, range=(float(np.percentile(core, 1)), float(p99)))
+    from scipy import ndimage
+
+    peak = int(np.argmax(ndimage.gaussian_filter1d(counts.astype(np.float64), 1.5)))
+    mode = float(edges[peak] + edges[peak + 1]) / 2.0
+    bright, dark = float(np.mean(core > 1.5 * mode)), float(np.mean(core < 0.6 * mode))
+    level = float(p1 / p90) if p90 > 0 else 1.0
+    if float(np.mean((core > 0.8 * mode) & (core < 1.2 * mode))) < _PEAK_FRACTION:
+        return None, "no clear white-matter peak in the central brain"
+    if bright > _CSF_FRACTION and dark < 0.4 * _CSF_FRACTION:
+        return "T2w", f"CSF is the brightest tissue: {bright:.0%} of the central brain above 1.5x white matter"
+    if dark > _CSF_FRACTION and bright < 0.6 * _CSF_FRACTION:
+        if level >= _T1W_DARK_LEVEL:
+            return "T1w", f"white matter brighter than CSF, CSF not suppressed: at {level:.2f} of the parenchyma"
+        if level <= _FLAIR_DARK_LEVEL:
+            return "FLAIR", f"CSF dark and suppressed: at {level:.2f} of the parenchyma"
+    return None, "the tissue statistics fit none of T1w, T2w, FLAIR clearly"

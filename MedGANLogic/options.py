@@ -50,9 +50,12 @@ RULES: dict[str, _Rule] = {
     "threshold": (lambda v: _real(v) and v >= 0, "a number >= 0 (anomaly map values are >= 0)", float),
     "smoothing_mm": (lambda v: _real(v) and 0 <= v <= 50, "a number of mm in [0, 50]", float),
     "min_probability": (lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]", float),
+    "native": (_is_bool, "True or False (True: run on the input's own grid, no resampling or reorientation)", bool),
+    "bias_correction": (_is_bool, "True or False (True: N4 bias-field correction of MR inputs)", bool),
 }
 #: Options every task takes; a task adds its own (``TaskSpec.options``).
-COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "precision", "amp", "modality", "contrast")
+COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "precision", "amp", "modality", "contrast", "native",
+                  "bias_correction")
 
 
 def validate_options(task: str, task_options: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:

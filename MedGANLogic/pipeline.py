@@ -2,18 +2,21 @@
 
 Two steps, so every caller (Python, the CLI, the Slicer panel) gets the same decisions and the same warnings::
 
-    plan = plan("denoise", "ct.nii.gz")        # read, check, choose the model, validate options: no network
-    plan.warnings                              # e.g. ["voxel size x 0.78 mm ... is outside the 1.5-2.5 mm ..."]
-    result = execute(plan, progress, cancel)   # normalise -> infer -> task outputs -> provenance
+    plan = plan("denoise", "ct.nii.gz")        # read, check, choose the model and its frame: no network
+    plan.notes, plan.warnings                  # e.g. ["resampled from 0.78 x 0.78 x 1 mm voxels to 1.5 ..."]
+    result = execute(plan, progress, cancel)   # model frame -> normalise -> infer -> outputs -> input grid
 
 :func:`run` is the two in one and emits each warning as a :class:`~MedGANLogic.errors.MedGANWarning`.
-Data flows one way: input -> checks -> model card -> normalisation -> :func:`~MedGANLogic.inference.infer`
--> task post-processing -> output Volumes labelled synthetic with provenance. The input is never modified.
+Data flows one way: input -> checks -> model card -> the model's frame (:mod:`MedGANLogic.frame`: orientation
+and voxel size the model was trained on) -> normalisation -> :func:`~MedGANLogic.inference.infer` -> task
+post-processing -> back onto the input's exact grid -> output Volumes labelled synthetic with provenance.
+The input is never modified.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import time
 import warnings
@@ -24,16 +27,18 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, MedGANWarning, ModalityMismatchError, ModelError
-from .fit import fit_problems
+from .frame import ModelFrame, decide, remaining_problems, to_input, to_model
 from .inference import InferenceLayout, infer, resolve_device
 from .io import check_orthonormal, read_volume
-from .modality import declare, describe_modality, modality_problem
+from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
 from .models import registry
 from .models.card import ModelCard
-from .normalization import normalize
+from .normalization import bias_correct, normalize
 from .options import requested_precision, validate_options
 from .tasks import TASKS, TaskContext, TaskSpec, get_task
 from .volume import Volume
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,9 +74,16 @@ class RunPlan:
         device: the resolved device ("cpu", "cuda", "cuda:1", "mps").
         precision: the precision asked for ("auto", "fp32", "bf16"); the device settles "auto" at run time.
         layout: how the network walks the volume (dims, slice axis, context, tile, scale).
-        problems: why the volume's geometry does not suit the model (voxel size, field of view, plane).
+        frame: the model's frame (reorientation, resampling; see :mod:`MedGANLogic.frame`).
+        bias_correction: N4 bias-field correction of the (MR) input before the model sees it.
+        contrast_estimated: the MR contrast estimated from tissue statistics when the input does not say.
+        problems: why the volume's geometry does not suit the model (voxel size, field of view, plane) in the
+            model's frame, i.e. what resampling and reorientation could not fix (all of it with ``native``).
         forced_despite: the modality/contrast mismatch a ``force=True`` run goes ahead despite, else None.
-        warnings: everything the user should be told, one sentence each (``problems`` and ``forced_despite``).
+        warnings: what the user should be warned about, one sentence each (``problems``, ``forced_despite``, a
+            contrast that looks unlike the model's).
+        notes: what the engine does to meet the model (resampled, reoriented, contrast estimated), one sentence
+            each; the CLI prints them as ``note: ...``.
     """
 
     task: str
@@ -82,9 +94,13 @@ class RunPlan:
     device: str
     precision: str
     layout: InferenceLayout
+    frame: ModelFrame = field(default_factory=ModelFrame)
+    bias_correction: bool = False
+    contrast_estimated: str | None = None
     problems: list[str] = field(default_factory=list)
     forced_despite: str | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def check_volume(volume: Volume, name: str = "input") -> None:
@@ -103,7 +119,10 @@ def check_volume(volume: Volume, name: str = "input") -> None:
     check_orthonormal(volume.direction, f"The {name} volume")  # outputs would copy a sheared grid
 
 
-def choose_model(task: str, volume: Volume, model: str | os.PathLike | None) -> ModelCard:
+def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
+                 likely_contrast: str | None = None) -> ModelCard:
+    """The named model (checked to do ``task``), else the first installed one for ``task`` that fits the volume's
+    modality, one for ``likely_contrast`` (estimated) first."""
     if model is not None:
         card = registry.get_model(model)
         if card.task != task:
@@ -119,12 +138,7 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None) -> 
         known = ", ".join(f"{c.id} ({describe_modality(c.input)})" for c in cards)
         raise ModalityMismatchError(f"No {task!r} model fits this volume ({describe_modality(volume)}); installed: "
                                     f"{known}. Name one with model=... and force=True to run anyway.")
-    return fitting[0]
-
-
-# The Slicer bridge still imports this private name; it moves to MedGANLogic.modality with the bridge's own
-# restructuring (issue #12, item 2), which removes this line. Nothing else may use it.
-_modality_problem = modality_problem
+    return sorted(fitting, key=lambda c: likely_contrast is not None and c.input.get("contrast") != likely_contrast)[0]
 
 
 def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
@@ -136,6 +150,40 @@ def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
         raise InputError(f"slice_axis does not apply to the 3d model {card.id}.")
     if card.scale_factor[axis] != 1:
         raise InputError(f"slice_axis={axis} is the axis model {card.id} super-resolves; it cannot slice along it.")
+
+
+def _contrast_fit(card: ModelCard, volume: Volume, estimate: tuple[str | None, str] | None
+                  ) -> tuple[list[str], list[str]]:
+    """(warnings, notes) about an MR contrast the input does not record, against what ``card`` expects."""
+    want = card.input.get("contrast")
+    if estimate is None or card.input.get("modality") != "MR" or not want:
+        return [], []
+    guess, why = estimate
+    if guess is None:
+        return [f"the MR contrast is not recorded and could not be estimated ({why}); model {card.id} expects "
+                f"{want}: declare the contrast (contrast=..., --contrast) if it is not {want}"], []
+    if guess != want:
+        return [f"the MR contrast is not recorded and looks like {guess} ({why}), but model {card.id} expects "
+                f"{want}: pick a {guess} model, or declare the contrast (contrast=..., --contrast)"], []
+    return [], [f"the MR contrast is not recorded; estimated {guess} from tissue statistics ({why})"]
+
+
+def _frame_notes(card: ModelCard, volume: Volume, frame: ModelFrame) -> list[str]:
+    notes = []
+    if frame.reoriented:
+        notes.append(f"reoriented into the orientation model {card.id} was trained in ({frame.reoriented}) and "
+                     f"put back")
+    if frame.resamples:
+        target = " x ".join(f"{s:.2f}" for s in (frame.spacing or volume.spacing)) + " mm"
+        source = " x ".join(f"{s:.2f}" for s in volume.spacing)
+        how = "onto an axis-aligned grid (the volume is oblique) with" if frame.axis_aligned else "to"
+        if frame.order != (0, 1, 2):
+            target += " (x, y, z after reorientation)"
+        bounds = card.input.get("spacing_mm")
+        trained = f" (model {card.id} was trained on {bounds[0]:g}-{bounds[1]:g} mm)" if bounds else ""
+        notes.append(f"resampled from {source} mm voxels {how} {target}{trained} and back onto the input grid; "
+                     f"native=True (--native) runs on the input grid instead")
+    return notes
 
 
 def _read_input(volume_or_path: Volume | str | os.PathLike) -> Volume:
@@ -150,12 +198,14 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
          device: str = "auto", **options: Any) -> RunPlan:
     """Make every decision and every check of a run, once, without running a network.
 
-    Reads the input, applies the declared modality/contrast, refuses unusable voxels, chooses the model, checks
-    the options' types and ranges, the modality/contrast fit (refused unless ``force=True``) and the voxel size,
-    field of view and slice plane against the model's card (warnings). Same arguments as :func:`run`.
+    Reads the input, applies the declared modality/contrast, refuses unusable voxels, checks the options' types
+    and ranges, estimates an unrecorded MR contrast, chooses the model, checks the modality/contrast fit (refused
+    unless ``force=True``), decides the model's frame (reorientation, resampling: :func:`MedGANLogic.frame.decide`)
+    and checks what it leaves (field of view; voxel size and plane with ``native=True``). Same arguments as
+    :func:`run`.
 
     Returns:
-        A :class:`RunPlan` for :func:`execute`; ``plan.warnings`` says what the user should be told.
+        A :class:`RunPlan` for :func:`execute`; ``plan.warnings`` and ``plan.notes`` say what to tell the user.
 
     Raises:
         InputError, ModelError, ModalityMismatchError (all :class:`~MedGANLogic.errors.MedGANError`).
@@ -165,17 +215,29 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
     dev = str(resolve_device(device))
     volume = declare(_read_input(volume_or_path), options.get("modality"), options.get("contrast"))
     check_volume(volume)
-    card = choose_model(task, volume, model)
+    mr = not is_ct(volume) and volume.modality in (None, "MR")
+    if options.get("bias_correction") and not mr:
+        raise InputError(f"bias_correction applies to MR volumes; this one is {describe_modality(volume)}.")
+    estimate = estimate_contrast(volume) if mr and not volume.metadata.get("contrast") else None
+    card = choose_model(task, volume, model, estimate[0] if estimate else None)
     _check_card_options(card, options)
     mismatch = modality_problem(card, volume)
     if mismatch and not options.get("force"):
         raise ModalityMismatchError(f"{mismatch}. Choose a model for this input, or pass force=True "
                                     f"(--force) to run anyway.")
-    problems = fit_problems(volume, card, options.get("slice_axis"))
-    told = problems + ([f"{mismatch}; running anyway (forced)"] if mismatch else [])
+    slice_axis = options.get("slice_axis")
+    frame = decide(volume, card, slice_axis, native=bool(options.get("native")))
+    problems = remaining_problems(volume, card, frame, slice_axis)
+    contrast_warnings, notes = _contrast_fit(card, volume, estimate)
+    notes = _frame_notes(card, volume, frame) + notes
+    if options.get("bias_correction"):
+        notes.append("N4 bias-field correction of the input inside the head mask")
+    told = problems + contrast_warnings + ([f"{mismatch}; running anyway (forced)"] if mismatch else [])
     return RunPlan(task=task, spec=spec, volume=volume, card=card, options=options, device=dev,
-                   precision=requested_precision(options), layout=InferenceLayout.from_card(card, options.get(
-                       "slice_axis")), problems=problems, forced_despite=mismatch, warnings=told)
+                   precision=requested_precision(options), layout=InferenceLayout.from_card(card, slice_axis),
+                   frame=frame, bias_correction=bool(options.get("bias_correction")),
+                   contrast_estimated=estimate[0] if estimate else None, problems=problems,
+                   forced_despite=mismatch, warnings=told, notes=notes)
 
 
 def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
@@ -195,13 +257,21 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     started = time.perf_counter()
     card, volume, options = plan.card, plan.volume, plan.options
     net = registry.load_network(card, plan.device)
-    normalized, stats = normalize(volume.array, card.input["normalization"])
+    seen = to_model(volume, plan.frame)  # the input in the model's orientation and voxel size
+    if plan.bias_correction:
+        seen = seen.with_array(bias_correct(seen.array, seen.spacing))
+    normalized, stats = normalize(seen.array, card.input["normalization"])
     raw, info = infer(net, normalized, plan.layout, device=plan.device, batch_size=options.get("batch_size"),
                       overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
                       precision=plan.precision, cpu_fallback=lambda: registry.load_network(card, "cpu"))
-    ctx = TaskContext(card=card, volume=volume, normalized=normalized, stats=stats, raw=raw,
+    ctx = TaskContext(card=card, volume=seen, normalized=normalized, stats=stats, raw=raw,
                       options=options, net=net)
-    outputs, extras = get_task(plan.task).make_outputs(ctx)
+    task_module = get_task(plan.task)
+    outputs, extras = task_module.make_outputs(ctx)
+    if not plan.frame.identity:  # back onto the input's exact grid
+        outputs = {name: to_input(out, volume, plan.frame, card.scale_factor) for name, out in outputs.items()}
+        if hasattr(task_module, "on_input_grid"):
+            extras = task_module.on_input_grid(outputs, extras, volume, card)
 
     provenance = {
         "software": f"MedGAN {__version__}", "task": plan.task, "model": card.id, "model_name": card.name,
@@ -211,7 +281,10 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "input": str(volume.metadata.get("source", volume.metadata.get("name", "volume"))),
         "input_window": stats, "synthetic": True, "intended_use": card.data["intended_use"],
-        "forced_despite": plan.forced_despite, "warnings": list(plan.warnings),
+        "forced_despite": plan.forced_despite, "warnings": list(plan.warnings), "notes": list(plan.notes),
+        "resampled_from": list(plan.frame.resampled_from) if plan.frame.resampled_from else None,
+        "reoriented": plan.frame.reoriented, "bias_corrected": plan.bias_correction,
+        "contrast_estimated": plan.contrast_estimated,
     }
     for key, value in extras.items():
         if isinstance(value, (int, float, str)):
@@ -241,7 +314,9 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
             (run despite a modality mismatch), precision ("auto": bf16 where the model's card allows it and the
             device computes bf16 natively, else fp32; "fp32"; "bf16"; ``amp=False`` is the older spelling of
             "fp32"), modality/contrast (declare the input's when the file does not say), and per task: threshold
-            (>= 0), smoothing_mm (0-50 mm) for anomaly. See :mod:`MedGANLogic.options`.
+            (>= 0), smoothing_mm (0-50 mm) for anomaly; native (True: run on the input's own grid, no
+            resampling or reorientation into the model's frame), bias_correction (True: N4 on MR inputs).
+            See :mod:`MedGANLogic.options`.
 
     Returns:
         :class:`RunResult` with the output volume(s), extras and provenance.
@@ -252,4 +327,6 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
     the_plan = plan(task, volume_or_path, model=model, device=device, **options)
     for message in the_plan.warnings:
         warnings.warn(message, MedGANWarning, stacklevel=2)
+    for message in the_plan.notes:
+        log.info(message)
     return execute(the_plan, progress=progress, cancel=cancel)

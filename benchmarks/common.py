@@ -1,7 +1,17 @@
-"""Measuring helpers shared by the benchmark scripts: wall time, peak resident memory, tables, JSON.
+"""What the benchmark scripts share: their set-up (command line, device), wall time, peak resident memory, tables,
+JSON, and the naive slice loop they time the engine against.
+
+A script starts with::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import common as bench
+
+    parser = bench.script_parser(__doc__)           # --device, --quick, --models
+    args, device = bench.parse(parser, quick={"repeats": 1})
 
 Every figure a benchmark reports is a ratio against a baseline measured in the same process, so a busy or
-slow machine still gives a comparison that can be trusted. Nothing here is used by the tests.
+slow machine still gives a comparison that can be trusted. Nothing here is used by the tests; the naive loop
+is the tests' own reference (``Testing/Python/reference.py``), so the baseline timed is the one checked.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import gc
 import json
 import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +36,8 @@ import torch
 from MedGANLogic.volume import Volume
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "Testing" / "Python"))
+from reference import naive_loop as naive_loop  # noqa: E402  (re-exported: the loop the tests check against)
 
 
 def rss_bytes() -> int:
@@ -106,11 +119,27 @@ def out_dir() -> Path:
     return Path(os.environ.get("MEDGAN_BENCH_OUT", HERE))
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line every measuring script starts from: ``doc`` as its help, --device, --quick, --models."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, one repeat: checks that the script works; its figures mean nothing")
     parser.add_argument("--models", nargs="*", default=None, help="model ids to run (default: every installed one)")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser,
+          quick: dict[str, Any] | None = None) -> tuple[argparse.Namespace, torch.device]:
+    """(arguments, device): ``quick`` (argument name -> value) replaces arguments under --quick; the device is
+    the one the engine resolves --device to."""
+    from MedGANLogic.inference import resolve_device
+
+    args = parser.parse_args()
+    if args.quick:
+        for name, value in (quick or {}).items():
+            setattr(args, name, value)
+    return args, resolve_device(args.device)
 
 
 def sync(device: torch.device) -> None:
@@ -297,6 +326,17 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     return f"CPU {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def write_results(name: str, args: argparse.Namespace, device: torch.device, targets: list[dict[str, Any]],
+                  markdown: list[str], **fields: Any) -> Path:
+    """Write ``<name>.json`` (see :func:`out_dir`): the device, --quick, ``fields``, the targets and the markdown
+    section run_all.py puts into RESULTS.md; print where it went."""
+    payload = {"device": str(device), "device_name": device_name(device), "quick": args.quick, **fields,
+               "targets": targets, "markdown": "\n".join(markdown)}
+    path = save(name, payload)
+    print(f"wrote {path}")
+    return path
 
 
 def target(name: str, value: str, met: bool, cause: str = "") -> dict[str, Any]:

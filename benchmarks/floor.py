@@ -29,25 +29,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    add_common_args,
-    card_precision,
-    describe_ops,
-    describe_rates,
-    device_name,
-    precision_rates,
-    profile_top_ops,
-    save,
-    selected_cards,
-    standard_input,
-    standard_input_shape,
-    sync,
-    table,
-    target,
-)
+import common as bench  # noqa: E402
 
 import MedGANLogic  # noqa: E402
-from MedGANLogic.inference import resolve_device  # noqa: E402
 from MedGANLogic.models import registry  # noqa: E402
 
 TARGET_RATIO = 3.0
@@ -70,14 +54,14 @@ def network_flops_per_voxel(card, plane: tuple[int, int], device: torch.device) 
 
 
 def measure_model(card, device: torch.device, rates: dict[str, float], args: argparse.Namespace) -> dict:
-    precision = card_precision(card, device)
+    precision = bench.card_precision(card, device)
     rate = rates[precision]
-    shape = standard_input_shape(card, args.quick)
+    shape = bench.standard_input_shape(card, args.quick)
     axis = card.slice_axis
     plane = tuple(n for a, n in enumerate(shape) if a != axis)
     out_voxels_full = float(np.prod(shape)) * float(np.prod(card.scale_factor))
 
-    one, full_slices = standard_input(card, args.quick, slices=1)
+    one, full_slices = bench.standard_input(card, args.quick, slices=1)
     run_task(card, one, device)  # loads and caches the network; not counted
     with FlopCounterMode(display=False) as counter:
         res = run_task(card, one, device)
@@ -87,17 +71,17 @@ def measure_model(card, device: torch.device, rates: dict[str, float], args: arg
 
     want = None if (device.type == "cuda" and not args.quick) else (
         args.slices_ct if card.input.get("modality") == "CT" else args.slices_mr)
-    vol, _ = standard_input(card, args.quick, slices=want, seed=1)
+    vol, _ = bench.standard_input(card, args.quick, slices=want, seed=1)
     used = vol.shape[axis]
-    warm, _ = standard_input(card, args.quick, slices=min(2, used), seed=2)
+    warm, _ = bench.standard_input(card, args.quick, slices=min(2, used), seed=2)
     run_task(card, warm, device)  # kernel selection for this plane size
     best = float("inf")
     batch = None
     for _ in range(args.repeats):
-        sync(device)
+        bench.sync(device)
         t0 = time.perf_counter()
         res = run_task(card, vol, device)
-        sync(device)
+        bench.sync(device)
         best = min(best, time.perf_counter() - t0)
         batch = res.provenance["batch_size"]
     measured_full = best * full_slices / used
@@ -113,39 +97,35 @@ def measure_model(card, device: torch.device, rates: dict[str, float], args: arg
             "measured_s": best, "slices_used": used, "slices_full": full_slices,
             "task_flops_per_voxel": task_fpv, "net_flops_per_voxel": net_fpv, "output_voxels": out_voxels_full}
     if ratio > TARGET_RATIO:
-        few, _ = standard_input(card, args.quick, slices=max(1, min(used, batch or 1)), seed=3)
-        info["profile"] = profile_top_ops(lambda: run_task(card, few, device), rate)
+        few, _ = bench.standard_input(card, args.quick, slices=max(1, min(used, batch or 1)), seed=3)
+        info["profile"] = bench.profile_top_ops(lambda: run_task(card, few, device), rate)
     print(f"  {card.id}: floor {floor_s:.2f} s, measured {measured_full:.2f} s ({ratio:.2f}x)", flush=True)
     return info
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = bench.script_parser(__doc__)
     parser.add_argument("--slices-mr", type=int, default=32, help="slices of an MR standard input timed on CPU")
     parser.add_argument("--slices-ct", type=int, default=16, help="slices of the CT standard input timed on CPU")
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    if args.quick:
-        args.slices_mr, args.slices_ct, args.repeats = 4, 2, 1
-    device = resolve_device(args.device)
-    rates = precision_rates(device)
-    cards = selected_cards(args.models)
-    print(f"{device_name(device)}: {describe_rates(rates)}; {len(cards)} model(s)", flush=True)
+    args, device = bench.parse(parser, quick={"slices_mr": 4, "slices_ct": 2, "repeats": 1})
+    rates = bench.precision_rates(device)
+    cards = bench.selected_cards(args.models)
+    print(f"{bench.device_name(device)}: {bench.describe_rates(rates)}; {len(cards)} model(s)", flush=True)
     results = [measure_model(card, device, rates, args) for card in cards]
     rows = [r["row"] for r in results]
-    text = table(rows, list(rows[0])) if rows else "(no model installed)"
+    text = bench.table(rows, list(rows[0])) if rows else "(no model installed)"
     print(text)
 
     missed = [r for r in results if r["ratio"] > TARGET_RATIO]
     causes = []
     for r in missed:
-        causes.append(f"{r['row']['model']}: {describe_ops(r['profile'])}")
+        causes.append(f"{r['row']['model']}: {bench.describe_ops(r['profile'])}")
     worst = max((r["ratio"] for r in results), default=float("nan"))
-    targets = [target("floor: every task within 3x of its compute floor",
+    targets = [bench.target("floor: every task within 3x of its compute floor",
                       f"worst {worst:.2f}x over {len(results)} model(s)", not missed and bool(results),
                       "; ".join(causes))]
-    md = [f"Device: {device_name(device)}. Matmul rates measured in this run: **{describe_rates(rates)}**. "
+    md = [f"Device: {bench.device_name(device)}. Matmul rates measured in this run: **{bench.describe_rates(rates)}**. "
           f"Floor = FLOPs per output voxel (FlopCounterMode on one slice, the whole task) x output voxels of the "
           f"standard volume / the rate of the precision the engine runs that model in by default (bf16 where its "
           f"card allows it and the device has it natively, else fp32). Measured = MedGANLogic.run end to end"
@@ -155,10 +135,8 @@ def main() -> None:
         md += ["", "Where the time goes in the models above 3x (torch.profiler self times over one batch run end to "
                "end; the convolutions' rate is the FLOPs counted for that run over their kernels' time):", ""]
         for r in missed:
-            md.append(f"- **{r['row']['model']}**: " + describe_ops(r["profile"], 6))
-    payload = {"device": str(device), "device_name": device_name(device), "rates_flops": rates,
-               "quick": args.quick, "models": results, "targets": targets, "markdown": "\n".join(md)}
-    print(f"wrote {save('floor', payload)}")
+            md.append(f"- **{r['row']['model']}**: " + bench.describe_ops(r["profile"], 6))
+    bench.write_results("floor", args, device, targets, md, rates_flops=rates, models=results)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ floor (FLOPs counted on one slice x slices / the fp32 or bf16 ``torch.mm`` rate 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,24 +28,9 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    STANDARD_SHAPES,
-    add_common_args,
-    card_precision,
-    device_name,
-    precision_rates,
-    rss_bytes,
-    save,
-    selected_cards,
-    sync,
-    synthetic_volume,
-    table,
-    target,
-    trim_memory,
-)
+import common as bench  # noqa: E402
 
 import MedGANLogic  # noqa: E402
-from MedGANLogic.inference import resolve_device  # noqa: E402
 from MedGANLogic.models import build_network, registry  # noqa: E402
 
 TARGET_MULTIPLE = 3.0
@@ -53,11 +38,12 @@ RECIPE = Path(MedGANLogic.__file__).resolve().parent / "train" / "recipes" / "ld
 PHASES = ("checks + normalisation", "inference", "outputs")
 
 
-def denoise_model(name: str, workdir: Path) -> tuple[str, str]:
-    """(model id or folder for MedGANLogic.run, description): the installed model, else random weights."""
-    installed = {c.id for c in selected_cards()}
+def denoise_model(name: str, workdir: Path) -> tuple[str, str, Any]:
+    """(model id or folder for MedGANLogic.run, description, installed card or None): the installed model, else
+    random weights."""
+    installed = {c.id: c for c in bench.selected_cards()}
     if name in installed:
-        return name, f"{name} (installed weights)"
+        return name, f"{name} (installed weights)", installed[name]
     recipe = yaml.safe_load(RECIPE.read_text())
     export = recipe["export"][0]["card"]
     torch.manual_seed(0)
@@ -66,63 +52,61 @@ def denoise_model(name: str, workdir: Path) -> tuple[str, str]:
                 architecture={"name": recipe["generator"]["name"], "params": recipe["generator"]["params"]})
     folder = workdir / card["id"]
     registry.save_model(folder, card, net.state_dict(), dtype=torch.float32)
-    return str(folder), f"{recipe['generator']['name']} from {RECIPE.name} with random weights ({name} not installed)"
+    described = f"{recipe['generator']['name']} from {RECIPE.name} with random weights ({name} not installed)"
+    return str(folder), described, None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = bench.script_parser(__doc__)
     parser.add_argument("--model", default="ldct-denoise")
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    shape = (100, 128, 128) if args.quick else STANDARD_SHAPES["CT"]
+    args, device = bench.parse(parser)
+    shape = (100, 128, 128) if args.quick else bench.STANDARD_SHAPES["CT"]
     with tempfile.TemporaryDirectory() as tmp:
-        model, described = denoise_model(args.model, Path(tmp))
-        rates = precision_rates(device)
-        installed = {c.id: c for c in selected_cards()}
-        rate_kind = card_precision(installed[model], device) if model in installed else "fp32"
+        model, described, card = denoise_model(args.model, Path(tmp))
+        rates = bench.precision_rates(device)
+        rate_kind = bench.card_precision(card, device) if card is not None else "fp32"
         rate = rates[rate_kind]
         rate_kind += " torch.mm"
-        print(f"{device_name(device)}: {described}; {rate_kind} {rate / 1e9:.1f} GFLOP/s", flush=True)
+        print(f"{bench.device_name(device)}: {described}; {rate_kind} {rate / 1e9:.1f} GFLOP/s", flush=True)
 
-        one = synthetic_volume((1,) + shape[1:], "CT", seed=2)
-        MedGANLogic.run("denoise", synthetic_volume((2,) + shape[1:], "CT", seed=1), model=model,
+        one = bench.synthetic_volume((1,) + shape[1:], "CT", seed=2)
+        MedGANLogic.run("denoise", bench.synthetic_volume((2,) + shape[1:], "CT", seed=1), model=model,
                         device=str(device))  # loads the network, selects kernels for this plane
         with FlopCounterMode(display=False) as counter:
             MedGANLogic.run("denoise", one, model=model, device=str(device))
         floor_s = counter.get_total_flops() * shape[0] / rate
 
-        volume = synthetic_volume(shape, "CT")
+        volume = bench.synthetic_volume(shape, "CT")
         volume_bytes = volume.array.nbytes
         del one
-        trim_memory()
+        bench.trim_memory()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        base = rss_bytes()
+        base = bench.rss_bytes()
         phase = [0]
         peaks = [base] * len(PHASES)
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                peaks[phase[0]] = max(peaks[phase[0]], rss_bytes())
+                peaks[phase[0]] = max(peaks[phase[0]], bench.rss_bytes())
                 time.sleep(0.002)
 
         def progress(fraction: float, message: str) -> None:
-            peaks[phase[0]] = max(peaks[phase[0]], rss_bytes())
+            peaks[phase[0]] = max(peaks[phase[0]], bench.rss_bytes())
             phase[0] = 2 if fraction >= 1.0 else 1
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        sync(device)
+        bench.sync(device)
         t0 = time.perf_counter()
         result = MedGANLogic.run("denoise", volume, model=model, device=str(device), progress=progress)
-        sync(device)
+        bench.sync(device)
         seconds = time.perf_counter() - t0
-        peaks[phase[0]] = max(peaks[phase[0]], rss_bytes())
+        peaks[phase[0]] = max(peaks[phase[0]], bench.rss_bytes())
         stop.set()
         sampler.join()
-        held = rss_bytes() - base
+        held = bench.rss_bytes() - base
         out_bytes = result.volume.array.nbytes
         cuda_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         del result
@@ -135,7 +119,7 @@ def main() -> None:
     rows.append({"phase": "whole run (peak)", "peak extra MB": f"{peak / 1e6:.0f}", "x volume": f"{multiple:.2f}"})
     rows.append({"phase": "after return (output Volume held)", "peak extra MB": f"{held / 1e6:.0f}",
                  "x volume": f"{held / volume_bytes:.2f}"})
-    text = table(rows, ["phase", "peak extra MB", "x volume"])
+    text = bench.table(rows, ["phase", "peak extra MB", "x volume"])
     summary = (f"{'x'.join(map(str, shape[::-1]))} (x*y*z) CT, float32 {volume_bytes / 1e6:.0f} MB; model "
                f"{described}; {seconds:.1f} s end to end = {seconds / floor_s:.2f}x its compute floor "
                f"({floor_s:.1f} s at {rate / 1e9:.1f} GFLOP/s {rate_kind})"
@@ -146,15 +130,14 @@ def main() -> None:
     if multiple > TARGET_MULTIPLE:
         worst = PHASES[int(np.argmax(extra))]
         cause = f"the peak is in '{worst}'"
-    targets = [target("memory: peak extra <= 3x the CT volume's float32 size", f"{multiple:.2f}x",
+    targets = [bench.target("memory: peak extra <= 3x the CT volume's float32 size", f"{multiple:.2f}x",
                       multiple <= TARGET_MULTIPLE, cause)]
-    md = [f"Device: {device_name(device)}. {summary}. The output image (float32, {out_bytes / 1e6:.0f} MB = 1x) is "
-          f"part of the peak: it is what the run returns.", "", text]
-    payload = {"device": str(device), "device_name": device_name(device), "model": described, "quick": args.quick,
-               "shape": list(shape), "volume_bytes": volume_bytes, "peak_extra_bytes": peak, "multiple": multiple,
-               "phases": dict(zip(PHASES, extra)), "held_after_bytes": held, "seconds": seconds, "floor_s": floor_s,
-               "rate_flops": rate, "cuda_peak_bytes": cuda_peak, "targets": targets, "markdown": "\n".join(md)}
-    print(f"wrote {save('memory', payload)}")
+    md = [f"Device: {bench.device_name(device)}. {summary}. The output image (float32, {out_bytes / 1e6:.0f} MB = 1x) "
+          f"is part of the peak: it is what the run returns.", "", text]
+    bench.write_results("memory", args, device, targets, md, model=described, shape=list(shape),
+                        volume_bytes=volume_bytes, peak_extra_bytes=peak, multiple=multiple,
+                        phases=dict(zip(PHASES, extra)), held_after_bytes=held, seconds=seconds, floor_s=floor_s,
+                        rate_flops=rate, cuda_peak_bytes=cuda_peak)
 
 
 if __name__ == "__main__":

@@ -33,24 +33,9 @@ from monai.inferers import sliding_window_inference
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    add_common_args,
-    card_precision,
-    describe_ops,
-    describe_rates,
-    device_name,
-    measure,
-    precision_rates,
-    profile_top_ops,
-    save,
-    selected_cards,
-    standard_input,
-    sync,
-    table,
-    target,
-)
+import common as bench  # noqa: E402
 
-from MedGANLogic.inference import InferenceLayout, infer, resolve_device  # noqa: E402
+from MedGANLogic.inference import InferenceLayout, infer  # noqa: E402
 from MedGANLogic.models import registry  # noqa: E402
 from MedGANLogic.normalization import normalize  # noqa: E402
 
@@ -61,25 +46,6 @@ def slabs_of(normalized: np.ndarray, layout: InferenceLayout) -> np.ndarray:
     n, ctx = slices.shape[0], layout.context_slices
     index = np.clip(np.arange(n)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, n - 1)
     return np.ascontiguousarray(slices[index], dtype=np.float32)
-
-
-def naive_loop(net: torch.nn.Module, normalized: np.ndarray, layout: InferenceLayout,
-               device: torch.device) -> np.ndarray:
-    """One slice per forward pass, fp32, NCHW; pads to the network's size multiple; (C, z', y', x') output."""
-    slices = np.moveaxis(normalized, layout.slice_axis, 0)
-    n, ctx = slices.shape[0], layout.context_slices
-    m = int(getattr(net, "size_multiple", 1))
-    out = []
-    with torch.no_grad():
-        for k in range(n):
-            index = np.clip(np.arange(k - ctx, k + ctx + 1), 0, n - 1)
-            x = torch.from_numpy(slices[index].copy())[None].to(device)
-            h, w = x.shape[2:]
-            x = F.pad(x, (0, (-w) % m, 0, (-h) % m), value=layout.pad_value)
-            y = net(x)
-            zh, zw = y.shape[2] / x.shape[2], y.shape[3] / x.shape[3]
-            out.append(y[0, :, :round(h * zh), :round(w * zw)].float().cpu().numpy())
-    return np.moveaxis(np.stack(out, axis=1), 1, layout.slice_axis + 1)
 
 
 def monai_defaults(net: torch.nn.Module, normalized: np.ndarray, layout: InferenceLayout,
@@ -109,25 +75,25 @@ def overheads(net: torch.nn.Module, normalized: np.ndarray, layout: InferenceLay
     same paths with the network replaced by :class:`CentreChannel`, best of ``rounds``."""
     stand_in = CentreChannel(int(getattr(net, "size_multiple", 1)), layout.context_slices)
     layout_fp32 = dataclasses.replace(layout, mixed_precision="none")
-    paths = {"naive": lambda: naive_loop(stand_in, normalized, layout, device),
+    paths = {"naive": lambda: bench.naive_loop(stand_in, normalized, layout, device),
              "monai": lambda: monai_defaults(stand_in, normalized, layout, device),
              "engine": lambda: infer(stand_in, normalized, layout_fp32, device=device)}
-    return {name: measure(fn, rounds)["seconds"] for name, fn in paths.items()}
+    return {name: bench.measure(fn, rounds)["seconds"] for name, fn in paths.items()}
 
 
 def compare_model(card, device: torch.device, rates: dict[str, float], args: argparse.Namespace) -> dict:
     modality_ct = card.input.get("modality") == "CT"
     want = args.slices_ct if modality_ct else args.slices_mr
-    vol, full = standard_input(card, args.quick, slices=want)
+    vol, full = bench.standard_input(card, args.quick, slices=want)
     normalized, _ = normalize(vol.array, card.input["normalization"])
     layout = InferenceLayout.from_card(card)
     net = registry.load_network(card, device)
     plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # the engine makes its copy channels-last
-    precision = card_precision(card, device)
+    precision = bench.card_precision(card, device)
 
     def engine():
         out, _ = infer(net, normalized, layout, device=device, precision="auto")
-        sync(device)
+        bench.sync(device)
         return out
 
     # Network FLOPs on these slices: the floor of all three paths.
@@ -141,14 +107,14 @@ def compare_model(card, device: torch.device, rates: dict[str, float], args: arg
     floor_s, engine_floor_s = flops / rates["fp32"], flops / rates[precision]
 
     warm = np.ascontiguousarray(np.take(normalized, range(min(2, used)), axis=layout.slice_axis))
-    naive_loop(plain, warm, layout, device), monai_defaults(plain, warm, layout, device)
+    bench.naive_loop(plain, warm, layout, device), monai_defaults(plain, warm, layout, device)
     infer(net, warm, layout, device=device, precision="auto")
-    paths = {"naive": lambda: naive_loop(plain, normalized, layout, device),
+    paths = {"naive": lambda: bench.naive_loop(plain, normalized, layout, device),
              "monai": lambda: monai_defaults(plain, normalized, layout, device), "engine": engine}
     best: dict[str, dict] = {}
     for _ in range(args.repeats):  # interleaved, so a drift in the machine's speed touches all three alike
         for name, fn in paths.items():
-            m = measure(fn, 1)
+            m = bench.measure(fn, 1)
             if name in best:
                 m["all_seconds"] = best[name]["all_seconds"] + m["all_seconds"]
                 m["seconds"] = min(m["all_seconds"])
@@ -176,7 +142,7 @@ def compare_model(card, device: torch.device, rates: dict[str, float], args: arg
     profile = None
     if speedup_naive < 3.0:  # where the engine's time goes: the cause of the gap, measured
         few = np.ascontiguousarray(np.take(normalized, range(min(4, used)), axis=layout.slice_axis))
-        profile = profile_top_ops(lambda: infer(net, few, layout, device=device, precision="auto"),
+        profile = bench.profile_top_ops(lambda: infer(net, few, layout, device=device, precision="auto"),
                                   rates[precision])
     return {"row": row, "speedup_naive": speedup_naive, "speedup_monai": speedup_monai, "floor_s": floor_s,
             "engine_floor_s": engine_floor_s, "precision": precision, "profile": profile, "overhead_s": overhead,
@@ -186,21 +152,17 @@ def compare_model(card, device: torch.device, rates: dict[str, float], args: arg
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = bench.script_parser(__doc__)
     parser.add_argument("--slices-mr", type=int, default=16)
     parser.add_argument("--slices-ct", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best time of each path")
-    args = parser.parse_args()
-    if args.quick:
-        args.slices_mr, args.slices_ct, args.repeats = 4, 2, 1
-    device = resolve_device(args.device)
-    rates = precision_rates(device)
-    cards = [c for c in selected_cards(args.models) if c.dims != "3d"]
-    print(f"{device_name(device)}: {describe_rates(rates)}; {len(cards)} model(s)", flush=True)
+    args, device = bench.parse(parser, quick={"slices_mr": 4, "slices_ct": 2, "repeats": 1})
+    rates = bench.precision_rates(device)
+    cards = [c for c in bench.selected_cards(args.models) if c.dims != "3d"]
+    print(f"{bench.device_name(device)}: {bench.describe_rates(rates)}; {len(cards)} model(s)", flush=True)
     results = [compare_model(card, device, rates, args) for card in cards]
     rows = [r["row"] for r in results]
-    text = table(rows, list(rows[0])) if rows else "(no 2d/2.5d model installed)"
+    text = bench.table(rows, list(rows[0])) if rows else "(no 2d/2.5d model installed)"
     print(text)
     worst_naive = min((r["speedup_naive"] for r in results), default=float("nan"))
     best_naive = max((r["speedup_naive"] for r in results), default=float("nan"))
@@ -228,9 +190,9 @@ def main() -> None:
               f"{1e3 * r['overhead_s']['engine']:.0f} ms, MONAI {1e3 * r['overhead_s']['monai']:.0f} ms, of "
               f"{1e3 * r['engine_s']:.0f} ms)" for r in results if r["speedup_monai"] < 1.0]
     targets = [
-        target("peers: engine >= 3x faster than the naive slice loop",
+        bench.target("peers: engine >= 3x faster than the naive slice loop",
                f"{worst_naive:.2f}x-{best_naive:.2f}x", bool(results) and worst_naive >= 3.0, cause),
-        target("peers: engine no slower than plain MONAI sliding_window_inference",
+        bench.target("peers: engine no slower than plain MONAI sliding_window_inference",
                f"MONAI / engine >= {worst_monai:.2f}", bool(results) and worst_monai >= 1.0,
                (f"slower on {', '.join(slower)}. The time outside the network was measured with the network "
                 f"replaced by a pass-through; " + (
@@ -241,19 +203,17 @@ def main() -> None:
                     "the engine spends more there than MONAI on at least one model: that is the gap")
                 if slower else "")),
     ]
-    md = [f"Device: {device_name(device)}; {describe_rates(rates)} measured in this run. Each model on its standard "
-          f"input cut to the slices shown; times best of {args.repeats} interleaved rounds; differences in the "
-          f"network's normalised output range. Naive loop and MONAI run fp32; the engine runs the precision shown "
+    md = [f"Device: {bench.device_name(device)}; {bench.describe_rates(rates)} measured in this run. Each model on its "
+          f"standard input cut to the slices shown; times best of {args.repeats} interleaved rounds; differences in "
+          f"the network's normalised output range. Naive loop and MONAI run fp32; the engine runs the precision shown "
           f"(its default: bf16 where the card allows it and the device computes bf16 natively).", "", text]
     if missed:
         md += ["", "Where the engine's time goes in the models under 3x the naive loop (torch.profiler self times "
                "over 4 slices; the convolutions' rate is their counted FLOPs over their kernels' time, against the "
                "matmul rate of the same precision):", ""]
         md += [f"- **{r['row']['model']}** ({r['precision']}; the floor allows at most {r['ceiling_naive']:.1f}x over "
-               f"the naive loop): " + describe_ops(r["profile"], 5) for r in missed]
-    payload = {"device": str(device), "device_name": device_name(device), "rates_flops": rates, "quick": args.quick,
-               "models": results, "targets": targets, "markdown": "\n".join(md)}
-    print(f"wrote {save('peers', payload)}")
+               f"the naive loop): " + bench.describe_ops(r["profile"], 5) for r in missed]
+    bench.write_results("peers", args, device, targets, md, rates_flops=rates, models=results)
 
 
 if __name__ == "__main__":

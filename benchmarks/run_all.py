@@ -23,11 +23,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ISSUE7 = ["floor", "peers", "scaling", "memory", "warmstart"]
+JSON_SCRIPTS = ISSUE7 + ["startup"]  # each writes <name>.json with a markdown section and its targets
 OLDER = ["inference", "simulate"]
 TITLES = {"floor": "Compute floor (floor.py)", "peers": "Peers: naive loop and plain MONAI (peers.py)",
           "scaling": "Scaling with voxels (scaling.py)", "memory": "Memory of a 512x512x400 CT denoise (memory.py)",
           "warmstart": "Warm start (warmstart.py)", "inference": "Engine vs naive on a small conv net (inference.py)",
-          "simulate": "Phantom simulation (simulate.py)"}
+          "simulate": "Phantom simulation (simulate.py)", "startup": "Start-up of the quick commands (startup.py)"}
 
 
 def cpu_ticks() -> dict[int, int]:
@@ -55,7 +56,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", nargs="*", default=None, help=f"scripts to run, of {', '.join(ISSUE7 + OLDER)}")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help=f"scripts to run, of {', '.join(JSON_SCRIPTS + OLDER)}")
     args = parser.parse_args()
     if args.quick:
         os.environ.setdefault("MEDGAN_BENCH_OUT", "/tmp/medgan-bench-quick")
@@ -68,7 +70,7 @@ def main() -> int:
     from MedGANLogic.inference import resolve_device
 
     device = resolve_device(args.device)
-    names = [n for n in ISSUE7 + OLDER if args.only is None or n in args.only]
+    names = [n for n in JSON_SCRIPTS + OLDER if args.only is None or n in args.only]
     if args.quick and args.only is None:
         names.remove("simulate")
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -77,7 +79,7 @@ def main() -> int:
     sections, targets, walls, status = [], [], [], 0
     for name in names:
         cmd = [sys.executable, str(HERE / f"{name}.py")]
-        if name in ISSUE7:
+        if name in JSON_SCRIPTS:
             cmd += ["--device", str(device)] + (["--quick"] if args.quick else [])
         elif name == "inference":
             cmd += ["--device", str(device)] + (["--slices", "8", "--repeats", "1"] if args.quick else [])
@@ -95,7 +97,7 @@ def main() -> int:
                             f"{proc.stderr.strip()[-2000:]}\n```\n")
             targets.append({"target": f"{name}.py ran", "value": f"exit {proc.returncode}", "met": False,
                             "cause": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""})
-        elif name in ISSUE7:
+        elif name in JSON_SCRIPTS:
             data = json.loads((out / f"{name}.json").read_text())
             sections.append(f"## {TITLES[name]}\n\n{data['markdown']}\n")
             targets += data["targets"]

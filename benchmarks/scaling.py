@@ -12,7 +12,6 @@ exponent b of time ~ voxels^b is a least-squares fit in log-log; linear is 1. Wr
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,27 +20,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    add_common_args,
-    device_name,
-    peak_rss,
-    save,
-    selected_cards,
-    sync,
-    synthetic_volume,
-    table,
-    target,
-    trim_memory,
-)
+import common as bench  # noqa: E402
 
 import MedGANLogic  # noqa: E402
-from MedGANLogic.inference import resolve_device  # noqa: E402
 
 TARGET_EXPONENT = 1.1
 
 
 def pick_model(name: str | None):
-    cards = selected_cards([name] if name else None)
+    cards = bench.selected_cards([name] if name else None)
     if name:
         return cards[0]
     fits = [c for c in cards if c.dims == "2d" and c.input.get("modality") == "MR" and c.task == "synthesize"]
@@ -54,18 +41,18 @@ def pick_model(name: str | None):
 
 def time_point(card, shape: tuple[int, int, int], device: torch.device) -> dict:
     contrast = card.input.get("contrast")
-    warm = synthetic_volume((2,) + shape[1:], "MR", contrast, seed=1)
+    warm = bench.synthetic_volume((2,) + shape[1:], "MR", contrast, seed=1)
     MedGANLogic.run(card.task, warm, model=card.id, device=str(device), force=True)
-    vol = synthetic_volume(shape, "MR", contrast)
+    vol = bench.synthetic_volume(shape, "MR", contrast)
     del warm
-    trim_memory()
+    bench.trim_memory()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with peak_rss() as mem:
-        sync(device)
+    with bench.peak_rss() as mem:
+        bench.sync(device)
         t0 = time.perf_counter()
         MedGANLogic.run(card.task, vol, model=card.id, device=str(device), force=True)
-        sync(device)
+        bench.sync(device)
         seconds = time.perf_counter() - t0
     point = {"shape": list(shape), "voxels": int(np.prod(shape)), "seconds": seconds,
              "peak_extra_bytes": mem["peak_extra"], "volume_bytes": vol.array.nbytes}
@@ -82,19 +69,15 @@ def exponent(points: list[dict], key: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = bench.script_parser(__doc__)
     parser.add_argument("--model", default=None, help="model id (default: mr-t1-to-t2 or the first MR model)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best time of each point")
-    args = parser.parse_args()
-    if args.quick:
-        args.repeats = 1
-    device = resolve_device(args.device)
+    args, device = bench.parse(parser, quick={"repeats": 1})
     card = pick_model(args.model or (args.models[0] if args.models else None))
     z, n = (4, 64) if args.quick else (40, 256)
     series = {"slices": [(z, n, n), (2 * z, n, n), (4 * z, n, n)],
               "in-plane": [(z, n, n), (z, n, 2 * n), (z, 2 * n, 2 * n)]}
-    print(f"{device_name(device)}: {card.id} ({card.task})", flush=True)
+    print(f"{bench.device_name(device)}: {card.id} ({card.task})", flush=True)
     # Interleaved rounds (every shape once per round, best time kept): a drift in the machine's speed during the
     # run (a shared VM's clock varies by +-10 % from minute to minute) then touches every point alike.
     shapes = list(dict.fromkeys(shape for series_shapes in series.values() for shape in series_shapes))
@@ -118,18 +101,16 @@ def main() -> None:
                          "peak / volume": f"{p['peak_extra_bytes'] / p['volume_bytes']:.2f}",
                          "time exponent": f"{b_time:.3f}" if factor == 4 else "",
                          "memory exponent": f"{b_mem:.3f}" if factor == 4 else ""})
-    text = table(rows, list(rows[0]))
+    text = bench.table(rows, list(rows[0]))
     print(text)
     worst = max(r["time_exponent"] for r in results.values())
-    targets = [target("scaling: time grows linearly with voxels (exponent <= 1.1)",
+    targets = [bench.target("scaling: time grows linearly with voxels (exponent <= 1.1)",
                       ", ".join(f"{k} {v['time_exponent']:.3f}" for k, v in results.items()),
                       worst <= TARGET_EXPONENT)]
-    md = [f"Device: {device_name(device)}; model {card.id} ({card.task}, {card.dims}); MedGANLogic.run end to end, "
-          f"best of {args.repeats} interleaved rounds per point, each after a warm-up on the same plane; exponents "
-          f"fitted in log-log over the three points of each series.", "", text]
-    payload = {"device": str(device), "device_name": device_name(device), "model": card.id, "quick": args.quick,
-               "series": results, "targets": targets, "markdown": "\n".join(md)}
-    print(f"wrote {save('scaling', payload)}")
+    md = [f"Device: {bench.device_name(device)}; model {card.id} ({card.task}, {card.dims}); MedGANLogic.run end to "
+          f"end, best of {args.repeats} interleaved rounds per point, each after a warm-up on the same plane; "
+          f"exponents fitted in log-log over the three points of each series.", "", text]
+    bench.write_results("scaling", args, device, targets, md, model=card.id, series=results)
 
 
 if __name__ == "__main__":

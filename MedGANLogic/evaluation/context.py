@@ -65,17 +65,17 @@ class EvalContext:
     @property
     def test_seeds(self) -> list[int]:
         """The held-out test subjects (the first ``n_subjects`` of the phantom's test split)."""
-        from ..train.data import _split_seeds
+        from ..train.data import split_seeds
 
-        seeds = _split_seeds("test", self.n_subjects)
+        seeds = split_seeds("test", self.n_subjects)
         self.used_test_seeds = seeds
         return seeds
 
     def seeds(self, split: str, count: int | None = None) -> list[int]:
         """The first ``count`` seeds (all when None) of the phantom's ``split`` ("train", "val", "test")."""
-        from ..train.data import _split_seeds
+        from ..train.data import split_seeds
 
-        return _split_seeds(split, count)
+        return split_seeds(split, count)
 
     def subject(self, seed: int, keys: tuple[str, ...] = ("T1w", "T2w", "CT", "lesion_mask"), low_dose: bool = False,
                 noise_free: bool = False) -> dict[str, np.ndarray]:

@@ -44,6 +44,14 @@ def render_markdown(results: list[SectionResult], meta: dict[str, Any]) -> str:
              f"phantom's held-out test split), {meta['spacing_mm']} mm isotropic.",
              "- Metrics inside the phantom's head mask; mean ± standard deviation over subjects.",
              f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']}.", ""]
+    lines += render_results(results)
+    return "\n".join(lines) + "\n"
+
+
+def render_results(results: list[SectionResult]) -> list[str]:
+    """Markdown lines of a report's body: every target (met or missed, and why), then one table per section with
+    its panels. Shared by ``evaluation.md`` and the real-image report ``real.md``."""
+    lines: list[str] = []
     all_targets = [t for r in results for t in r.targets]
     met = sum(t.met for t in all_targets)
     errors = [r for r in results if r.error]
@@ -77,7 +85,20 @@ def render_markdown(results: list[SectionResult], meta: dict[str, Any]) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         for p in r.panels:
             lines += ["", f"![{r.title}]({p})"]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def results_json(names: list[str], results: list[SectionResult]) -> dict[str, Any]:
+    """The JSON of a report's sections (every number, per subject or case) and its target count."""
+    sections = {
+        name: {"title": r.title, "error": r.error, "units": r.units, "panels": r.panels, "info": r.info,
+               "metrics": {m: {k: {"mean": mean(v), "std": float(np.std(v)), "per_subject": v} for k, v in d.items()}
+                           for m, d in r.metrics.items()},
+               "targets": [t.as_dict() for t in r.targets]}
+        for name, r in zip(names, results)}
+    return {"sections": sections,
+            "targets_met": sum(t["met"] for s in sections.values() for t in s["targets"]),
+            "targets_total": sum(len(s["targets"]) for s in sections.values())}
 
 
 def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: list[str] | None = None,
@@ -102,14 +123,7 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
     meta = {"generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "seconds": time.perf_counter() - start, "device": device, "test_seeds": ctx.used_test_seeds,
             "spacing_mm": SPACING_MM}
-    data = {"meta": meta, "sections": {
-        name: {"title": r.title, "error": r.error, "units": r.units, "panels": r.panels, "info": r.info,
-               "metrics": {m: {k: {"mean": mean(v), "std": float(np.std(v)), "per_subject": v} for k, v in d.items()}
-                           for m, d in r.metrics.items()},
-               "targets": [t.as_dict() for t in r.targets]}
-        for name, r in zip(names, results)}}
-    data["targets_met"] = sum(t["met"] for s in data["sections"].values() for t in s["targets"])
-    data["targets_total"] = sum(len(s["targets"]) for s in data["sections"].values())
+    data = {"meta": meta, **results_json(names, results)}
     (report_dir / "evaluation.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
     (report_dir / "evaluation.md").write_text(render_markdown(results, meta))
     return data

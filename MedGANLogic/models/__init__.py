@@ -13,11 +13,13 @@ This package may import torch and the engine's core (errors, registry); never Sl
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
 from ..registry import Registry
+
+if TYPE_CHECKING:  # torch comes with the family modules, so that listing model cards does not need it
+    import torch.nn as nn
 
 #: Architecture name -> network factory (a class or function taking the card's ``architecture.params``).
 ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(

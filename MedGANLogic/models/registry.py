@@ -18,15 +18,14 @@ import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
-
-import torch
-import torch.nn as nn
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from . import build_network
 from .card import ModelCard, load_card, validate_card
+
+if TYPE_CHECKING:  # torch and safetensors are imported by the functions that load or save weights, so that
+    import torch  # listing and verifying models (medgan models, medgan doctor) starts without them
+    import torch.nn as nn
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _CACHE: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
@@ -104,6 +103,10 @@ def verify_weights(card: ModelCard) -> Path:
 
 def _layout(card: ModelCard) -> dict[str, tuple[int, ...]]:
     """The shapes of the card's network's state dict, laid out on the meta device (no memory); too large: refused."""
+    import torch
+
+    from . import build_network
+
     with torch.device("meta"):
         skeleton = build_network(card.architecture, card.arch_params)
     count = sum(p.numel() for p in skeleton.parameters())
@@ -116,6 +119,8 @@ def _layout(card: ModelCard) -> dict[str, tuple[int, ...]]:
 
 def _read_weights(card: ModelCard, path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     """The file's tensors as float32, after its header was checked against ``expected`` (names and shapes)."""
+    from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(path), framework="pt") as f:  # reads and checks the header only
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -140,6 +145,8 @@ def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Modu
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
+    from . import build_network
+
     path = verify_weights(card)
     state = _read_weights(card, path, _layout(card))
     net = build_network(card.architecture, card.arch_params)
@@ -158,11 +165,16 @@ def clear_cache() -> None:
 
 
 def save_model(folder: str | Path, card_data: dict, state_dict: dict[str, torch.Tensor],
-               dtype: torch.dtype = torch.float16) -> ModelCard:
-    """Write a model folder: weights as safetensors (``dtype`` for floating tensors), card with their SHA-256.
+               dtype: torch.dtype | None = None) -> ModelCard:
+    """Write a model folder: weights as safetensors (``dtype`` for floating tensors, default float16), card with
+    their SHA-256.
 
     The folder is assembled under a temporary name and renamed at the end, so a failure leaves nothing.
     """
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if dtype is None else dtype
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     if tmp.exists():

@@ -7,7 +7,7 @@ zero-padding artefacts.
 Up-sampling is ``resize`` (nearest neighbour + 3x3 convolution) by default: transposed convolutions leave
 checkerboard artefacts (Odena et al., Distill 2016). ``upsample="transpose"`` reproduces the 3x3
 transposed convolutions of pytorch-CycleGAN-and-pix2pix's ``resnet_9blocks``/``resnet_6blocks``, whose
-parameter order this module follows so that :mod:`MedGANLogic.train.importer` can convert their checkpoints.
+parameter order this module follows so that :mod:`MedGANLogic.models.importer` can convert their checkpoints.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ spans the head, and the input only needs padding to a multiple of 16.
 
 Parameters are registered in the nesting order of pytorch-CycleGAN-and-pix2pix's ``UnetGenerator``
 (encoders outermost to innermost, then decoders innermost to outermost, each convolution before its norm),
-which is what :mod:`MedGANLogic.train.importer` relies on to convert their checkpoints.
+which is what :mod:`MedGANLogic.models.importer` relies on to convert their checkpoints.
 """
 
 from __future__ import annotations

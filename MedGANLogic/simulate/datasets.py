@@ -327,3 +327,86 @@ class PhantomPatches3D(_PhantomBase):
             arrays["mask"] = self.volume(seed, self.mask_key)[tuple(
                 slice(c * r, (c + p) * r) for c, p, r in zip(corner, self.patch, self.ratio))][None]
         return self._finish(arrays, rng)
+
+
+# --- domain-randomised samples (MedGANLogic.simulate.randomize) ----------------------------------------------------
+def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
+                       ) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
+    """Raw (source, target) volumes of a recipe's ``data.source: randomized`` for the slice trainers.
+
+    ``data``: ``task`` (synthesize, denoise, anomaly: tasks whose input and target share a grid),
+    ``options`` (the task's options, e.g. {source: any, target: T2w}), ``samples`` ({train: 64, val: 4}),
+    ``shape`` [z, y, x] and ``spacing_mm`` of the target grid, ``ranges`` (overrides of
+    :class:`.randomize.DomainRanges`). Sample ``i`` of ``split`` is :meth:`DomainRandomizer.sample` ``i`` with
+    seed ``seed`` (train) or ``seed + 1`` (val). Unpaired: sources from the first half of the samples, targets from
+    the second. Returns ({"source": [...], "target": [...]}, {role: names}), arrays (z, y, x) in their own units.
+    """
+    from .randomize import DomainRandomizer
+
+    task = data.get("task", "synthesize")
+    if task == "superres":
+        raise ValueError("data.source randomized serves synthesize, denoise and anomaly; super-resolution pairs "
+                         "live on two grids: use DomainRandomizer(...).sample('superres', i) or RandomizedSlices")
+    count = int((data.get("samples") or {}).get(split, 64 if split == "train" else 4))
+    generator = DomainRandomizer(seed + (split != "train"), data.get("ranges"),
+                                 shape=tuple(data.get("shape", (96, 112, 96))),
+                                 spacing_mm=float(data.get("spacing_mm", 2.0)))
+    volumes: dict[str, list[np.ndarray]] = {"source": [], "target": []}
+    names: dict[str, list[str]] = {"source": [], "target": []}
+    half = count // 2
+    for i in range(count):
+        sample = generator.sample(task, i, **dict(data.get("options") or {}))
+        for role, key in (("source", "input"), ("target", "target")):
+            if paired or (role == "source") == (i < half):
+                volumes[role].append(np.asarray(sample[key].array, np.float32))
+                names[role].append(f"randomized-{split}-{i}/{key}")
+    return volumes, names
+
+
+class RandomizedSlices(Dataset):
+    """Domain-randomised 2D slices (``context`` 0) or 2.5D slabs, one new random sample per item.
+
+    Item ``i`` is sample ``i`` of :class:`.randomize.DomainRandomizer` (``seed``, ``ranges``, ``shape``,
+    ``spacing_mm``) for ``task`` with ``options``; its input and target are normalised whole (``specs`` by role,
+    else :func:`default_spec` of their modality) and the middle slice along ``axis`` is returned: ``source``
+    (1 + 2 ``context``, H, W), ``target`` (1, H', W'), ``mask`` (1, H', W') the lesion label. Inputs on a coarser
+    grid (super-resolution) give the slice at the same physical position. Each item builds a 3D sample (about a
+    second at 2 mm): for long training, cache items or use :func:`randomized_volumes`.
+    """
+
+    def __init__(self, task: str, length: int, *, seed: int = 0, ranges: Any = None,
+                 shape: tuple[int, int, int] = (24, 112, 96), spacing_mm: float = 2.0, axis: int = 0,
+                 context: int = 0, normalize: Normalizer | None = None,
+                 specs: dict[str, dict[str, Any]] | None = None, **options: Any):
+        from .randomize import DomainRandomizer
+
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0 (axial), 1 (coronal) or 2 (sagittal); got {axis}")
+        self.generator = DomainRandomizer(seed, ranges, shape=shape, spacing_mm=spacing_mm)
+        self.task, self.length, self.axis, self.context = task, int(length), axis, int(context)
+        self.normalize, self.specs, self.options = normalize or default_normalize, dict(specs or {}), options
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _slab(self, array: np.ndarray, k: int, context: int) -> np.ndarray:
+        vol = np.moveaxis(array, self.axis, 0)
+        return vol[np.clip(np.arange(k - context, k + context + 1), 0, vol.shape[0] - 1)]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        from .tissue import LESION
+
+        sample = self.generator.sample(self.task, int(i), **self.options)
+        target = sample["target"]
+        k = target.shape[self.axis] // 2
+        out = {}
+        for role, key, context in (("source", "input", self.context), ("target", "target", 0)):
+            vol = sample[key]
+            spec = self.specs.get(role) or default_spec("CT" if vol.metadata.get("modality") == "CT" else "MR")
+            array = self.normalize(vol.array, spec)
+            index = min(int(k * vol.shape[self.axis] / target.shape[self.axis]), vol.shape[self.axis] - 1)
+            out[role] = self._slab(array, index, context)
+        labels = sample["labels"].array
+        if labels.shape == target.shape:
+            out["mask"] = self._slab((labels == LESION).astype(np.float32), k, 0)
+        return {key: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for key, a in out.items()}

@@ -8,9 +8,14 @@
 Both keep the physical field of view: voxel centres move so that the outer voxel edges stay in place (the
 inverse of :meth:`MedGANLogic.volume.Volume.resampled_grid`). The high-resolution target is cropped to a
 multiple of ``factor`` first, so low- and high-resolution volumes cover exactly the same extent.
+
+:func:`superres_pair` is the one degradation of super-resolution: the phantom data, the SR training pairs
+(``data.degrade`` of a recipe, :mod:`MedGANLogic.train.data`) and the evaluation all call it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -77,11 +82,39 @@ def kspace_truncate(volume: Volume, factor: int, axes: tuple[int, ...] = (1, 2))
     return hr.with_array(out, metadata=meta, **_coarse_grid(hr, factor, axes))
 
 
-def superres_pair(volume: Volume, factor: int, kind: str = "throughplane", axis: int = 0) -> tuple[Volume, Volume]:
-    """(low-resolution input, high-resolution target) covering the same physical extent."""
-    if kind == "throughplane":
-        return thick_slices(volume, factor, axis), crop_to_multiple(volume, factor, (axis,))
-    if kind == "inplane":
-        axes = tuple(a for a in range(3) if a != axis)
-        return kspace_truncate(volume, factor, axes), crop_to_multiple(volume, factor, axes)
-    raise InputError(f"kind must be 'throughplane' or 'inplane'; got {kind!r}.")
+#: The ways :func:`superres_pair` simulates a low-resolution acquisition (a recipe's ``data.degrade``).
+SR_DEGRADATIONS = ("thick_slices", "kspace_truncate")
+
+
+def superres_pair(volume: Volume, scale: Sequence[int], kind: str) -> tuple[Volume, Volume]:
+    """(low-resolution input, high-resolution target) covering the same physical extent.
+
+    Args:
+        volume: the high-resolution volume; it is not modified.
+        scale: integer factor per array axis (z, y, x), as a model card's ``scale_factor``: (2, 1, 1) is
+            through-plane x2 of axial slices, (1, 2, 2) in-plane x2. Every scaled axis has the same factor.
+        kind: one of :data:`SR_DEGRADATIONS`. ``thick_slices`` scales one axis (the slice direction);
+            ``kspace_truncate`` scales any.
+
+    Returns:
+        The simulated acquisition (spacing x factor along the scaled axes) and ``volume`` cropped to a multiple
+        of the factor along them (origin unchanged): the target a super-resolution model should give back.
+    """
+    scale = tuple(scale)
+    if len(scale) != 3 or any(int(s) != s or s < 1 for s in scale):
+        raise InputError(f"scale must be three integer factors >= 1 along (z, y, x); got {scale}.")
+    axes = tuple(a for a in range(3) if scale[a] > 1)
+    factors = {int(scale[a]) for a in axes}
+    if len(factors) != 1:
+        raise InputError(f"A super-resolution pair needs one factor on all scaled axes; scale is {scale}.")
+    factor = factors.pop()
+    if kind == "thick_slices":
+        if len(axes) != 1:
+            raise InputError("thick_slices scales one axis (the slice direction); use kspace_truncate for in-plane "
+                             "super-resolution.")
+        low = thick_slices(volume, factor, axes[0])
+    elif kind == "kspace_truncate":
+        low = kspace_truncate(volume, factor, axes)
+    else:
+        raise InputError(f"kind must be one of {', '.join(SR_DEGRADATIONS)}; got {kind!r}.")
+    return low, crop_to_multiple(volume, factor, axes)

@@ -46,7 +46,12 @@ SIGNAL_SCALE = 1000.0  # arbitrary units: WM on T1w is about 400
 
 def tissue_signal(contrast: str, t1, t2, pd):
     """Signal (relative to PD 1) of one tissue, or of arrays of T1, T2 (ms) and PD, for ``contrast``."""
-    seq = SEQUENCES[contrast]
+    return sequence_signal(SEQUENCES[contrast], t1, t2, pd)
+
+
+def sequence_signal(seq: dict, t1, t2, pd):
+    """Signal (relative to PD 1) for a sequence ``{"kind": "se"|"ir", "TR", "TE"[, "TI"]}`` (ms), as in
+    :data:`SEQUENCES`: the equations of the module docstring; scalars or arrays of T1, T2 (ms) and PD."""
     decay = np.exp(-seq["TE"] / np.asarray(t2, np.float64))
     recovery = np.exp(-seq["TR"] / np.asarray(t1, np.float64))
     if seq["kind"] == "se":

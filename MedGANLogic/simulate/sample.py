@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..io import write_volume
 from ..volume import Volume
 from .lowdose import low_dose_volume
-from .lowres import kspace_truncate, thick_slices
+from .lowres import superres_pair
 from .subjects import SPLITS, make_subject
 from .tissue import LICENCE_FILE, MNI_NOTICE
 
@@ -41,8 +41,8 @@ def sample_volumes(seed: int = SAMPLE_SEED) -> list[tuple[dict[str, Any], Volume
     subject = make_subject(seed, spacing_mm=SAMPLE_SPACING_MM)
     v = subject.volumes
     low, _ = low_dose_volume(v["CT"], SAMPLE_DOSE, seed=seed)
-    thick = thick_slices(v["T2w"], 2, axis=0)
-    coarse = kspace_truncate(v["T2w"], 2, axes=(1, 2))
+    thick, _ = superres_pair(v["T2w"], (2, 1, 1), "thick_slices")  # as the SR models are trained and evaluated
+    coarse, _ = superres_pair(v["T2w"], (1, 2, 2), "kspace_truncate")
     items = [
         ({"name": "T1w", "modality": "MR", "contrast": "T1w"}, _rounded(v["T1w"])),
         ({"name": "T2w", "modality": "MR", "contrast": "T2w"}, _rounded(v["T2w"])),

@@ -3,7 +3,9 @@
 :data:`TASKS` is the one list of tasks: name, module, label, output label, main output and options. The CLI's
 choices, the model card's task check, the panel and the output names all read it. Every task module defines
 ``make_outputs(ctx: TaskContext) -> tuple[dict[str, Volume], dict]`` (output volumes and extras such as a case
-score). The shared work (checks, normalisation, inference, provenance) lives in :mod:`MedGANLogic.pipeline`.
+score), and may define ``on_input_grid(outputs, extras, volume, card) -> extras``, called after outputs made in
+the model's frame were resampled back onto the input's grid (to re-derive what depends on the grid). The shared
+work (checks, the model's frame, normalisation, inference, provenance) lives in :mod:`MedGANLogic.pipeline`.
 This package may import numpy/scipy and the engine's core; never torch at module level, Slicer or Qt.
 """
 
@@ -17,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import MedGANError
-from ..normalization import denormalize
 from ..registry import Registry
 from ..volume import Volume
 
@@ -81,6 +82,8 @@ def output_metadata(ctx: TaskContext, kind: str = "image") -> dict[str, Any]:
 
 def image_output(ctx: TaskContext, **geometry: Any) -> Volume:
     """Channel 0 of the raw output, back in intensity units (HU for CT), on the input grid or ``geometry``."""
+    from ..normalization import denormalize  # brings scipy: imported here so that `medgan --help` stays quick
+
     spec = ctx.card.output["normalization"]
     raw = ctx.raw[0]  # the raw output is ours alone: transform it in place, no whole-volume copies
     if spec["kind"] != "none":  # stay inside the intensity range the model was trained to produce

@@ -43,3 +43,10 @@ def make_outputs(ctx: TaskContext):
     mask = ctx.volume.with_array((residual > threshold).astype(np.uint8), metadata=mask_meta)
     extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum())}
     return {"anomaly_map": amap, "mask": mask}, extras
+
+
+def on_input_grid(outputs, extras, volume, card):
+    """The map resampled onto the input grid: the mask is its threshold there, so mask == (map > threshold)."""
+    amap, mask = outputs["anomaly_map"], outputs["mask"]
+    mask.array = (amap.array > extras["threshold"]).astype(np.uint8)
+    return dict(extras, candidate_voxels=int(mask.array.sum()))

@@ -18,7 +18,14 @@ def make_outputs(ctx: TaskContext):
         raise MedGANError(f"Model {ctx.card.id} returned shape {ctx.raw.shape[1:]}, expected {shape} for scale "
                           f"{ctx.card.scale_factor}; its card's scale_factor does not match the network.")
     image = image_output(ctx, **grid)
-    image.metadata["geometry_changed"] = (f"super-resolution x{list(ctx.card.scale_factor)} (z, y, x): spacing "
-                                          f"{[round(s, 4) for s in ctx.volume.spacing]} -> "
-                                          f"{[round(s, 4) for s in grid['spacing']]} mm, same field of view")
-    return {"image": image}, {"input_spacing": list(ctx.volume.spacing), "output_spacing": list(grid["spacing"])}
+    outputs = {"image": image}
+    return outputs, on_input_grid(outputs, {}, ctx.volume, ctx.card)
+
+
+def on_input_grid(outputs, extras, volume, card):
+    """Say how the geometry changed, from the input's grid to the output's (also after resampling back)."""
+    image = outputs["image"]
+    image.metadata["geometry_changed"] = (f"super-resolution x{list(card.scale_factor)} (z, y, x): spacing "
+                                          f"{[round(s, 4) for s in volume.spacing]} -> "
+                                          f"{[round(s, 4) for s in image.spacing]} mm, same field of view")
+    return dict(extras, input_spacing=list(volume.spacing), output_spacing=list(image.spacing))

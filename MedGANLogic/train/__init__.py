@@ -8,52 +8,36 @@ or from the shell: ``medgan train --recipe mr-t1-to-t2`` (``python -m MedGANLogi
 
 Families (``config["family"]``): ``pix2pix`` (paired, U-Net + conditional PatchGAN), ``cyclegan`` (unpaired,
 two ResNet generators, two PatchGANs, cycle consistency), ``ldct`` (low-dose CT denoising, residual generator +
-WGAN-GP critic). A new family subclasses :class:`~MedGANLogic.train.loop.GANTrainer` in its own module,
-decorates it with ``@register_trainer("name")`` and adds the module name to :data:`FAMILY_MODULES`.
+WGAN-GP critic), ``srgan`` (super-resolution), ``fanogan`` (anomaly detection), ``segmentation`` (adversarial
+segmentation). A new family subclasses :class:`~MedGANLogic.train.loop.GANTrainer` in its own module, decorates it
+with ``@TRAINERS.register("name")`` and adds the module to :data:`TRAINERS`' ``modules``.
+
+What lives where: ``loop.py`` (the shared loop and the building blocks families use), one module per family
+(networks, losses and the steps), ``data/`` (volumes, slices, batches; nothing about networks), ``losses.py``,
+``checkpoint.py``, ``monitor.py``, ``distributed.py``, ``config.py`` and ``cli.py``. Imports the engine's models
+and simulator; nothing here imports Slicer.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from .loop import GANTrainer
 
-TRAINERS: dict[str, type[GANTrainer]] = {}
-# Modules that define families; missing ones (a later issue's) are skipped.
-FAMILY_MODULES = ("pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation")
-
-
-def register_trainer(family: str) -> Callable[[type[GANTrainer]], type[GANTrainer]]:
-    def wrap(cls: type[GANTrainer]) -> type[GANTrainer]:
-        if family in TRAINERS and TRAINERS[family] is not cls:
-            raise ValueError(f"training family {family!r} is registered twice")
-        TRAINERS[family] = cls
-        return cls
-
-    return wrap
-
-
-def _import_families() -> None:
-    for name in FAMILY_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
+#: Training family name -> trainer class; importing a family module registers it (a missing one is an error).
+TRAINERS: Registry[type[GANTrainer]] = Registry(
+    "training family", package=__name__, error=InputError,
+    modules=(".pix2pix", ".cyclegan", ".ldct", ".srgan", ".fanogan", ".segmentation"))
 
 
 def trainer_class(family: str) -> type[GANTrainer]:
     """The trainer class of a family name (``pix2pix``, ``cyclegan``, ``ldct``, ...)."""
-    _import_families()
-    if family not in TRAINERS:
-        raise InputError(f"Unknown training family {family!r}; known: {', '.join(sorted(TRAINERS))}.")
-    return TRAINERS[family]
+    return TRAINERS.get(family)
 
 
 def load_config(recipe: str | None = None, path: str | Path | None = None,
@@ -105,4 +89,4 @@ def train(config: dict[str, Any] | None, run_dir: str | Path | None = None, *, r
         ddp.shutdown(ctx)
 
 
-__all__ = ["TRAINERS", "register_trainer", "trainer_class", "load_config", "train"]
+__all__ = ["TRAINERS", "trainer_class", "load_config", "train"]

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "device": "auto",
     "data": {
-        "source": "phantom",  # phantom | folders | synthetic
+        "source": "phantom",  # phantom | randomized | folders | synthetic
         "slice_axis": 0,
         "min_foreground": 0.1,  # skip slices where less than this fraction is not background
         "crop": None,  # [h, w] random crops; None = whole slices padded to the generator's size multiple
@@ -173,8 +173,8 @@ def validate_config(config: dict[str, Any]) -> None:
     _need(isinstance(config["batch_size"], int) and config["batch_size"] >= 1, "batch_size",
           "must be a positive integer")
     data = config["data"]
-    _need(data.get("source") in ("phantom", "folders", "synthetic"), "data.source",
-          "must be phantom, folders or synthetic")
+    _need(data.get("source") in ("phantom", "randomized", "folders", "synthetic"), "data.source",
+          "must be phantom, randomized, folders or synthetic")
     _need(data.get("slice_axis") in (0, 1, 2), "data.slice_axis", "must be 0 (z), 1 (y) or 2 (x)")
     crop = data.get("crop")
     _need(crop is None or (isinstance(crop, list) and len(crop) == 2 and all(isinstance(c, int) and c > 0

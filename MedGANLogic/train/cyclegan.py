@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from . import register_trainer
-from .loop import GANTrainer, set_requires_grad
+from . import TRAINERS
+from .loop import GANTrainer
 from .losses import ImagePool
 
 
-@register_trainer("cyclegan")
+@TRAINERS.register("cyclegan")
 class CycleGANTrainer(GANTrainer):
     FAMILY = "cyclegan"
     DEFAULTS: dict[str, Any] = {
@@ -48,10 +48,7 @@ class CycleGANTrainer(GANTrainer):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("cycle", "identity"):
-            v = self.loss_cfg.get(key)
-            if not isinstance(v, (int, float)) or v < 0:
-                raise InputError(f"Training config: 'loss.{key}' must be a number >= 0.")
+        self.check_loss_weights("cycle", "identity")
         if self.config["discriminator"].get("conditional"):
             raise InputError("Training config: CycleGAN's discriminators cannot be conditional (there are no "
                              "pairs); set discriminator.conditional to false.")
@@ -90,25 +87,18 @@ class CycleGANTrainer(GANTrainer):
 
     def optimize_generator(self) -> dict[str, float]:
         w = self.loss_cfg
-        discs = [self.net("D_A"), self.net("D_B")]
-        set_requires_grad(discs, False)
-        try:
-            want_fm = w["feature_matching"] > 0
-            adv_ab, fm_b = self.generator_adversarial("D_B", self.fake_B, self.real_B if want_fm else None, True)
-            adv_ba, fm_a = self.generator_adversarial("D_A", self.fake_A, self.real_A if want_fm else None, True)
-            terms = {"G_adv": (w["adversarial"], adv_ab + adv_ba),
-                     "G_cycle": (w["cycle"], F.l1_loss(self.rec_A, self.real_A) + F.l1_loss(self.rec_B, self.real_B))}
-            if w["identity"] > 0:
-                idt = F.l1_loss(self.nets["G_AB"](self.real_B), self.real_B) \
-                    + F.l1_loss(self.nets["G_BA"](self.real_A), self.real_A)
-                terms["G_identity"] = (w["identity"] * w["cycle"], idt)
-            if want_fm:
-                terms["G_fm"] = (w["feature_matching"], fm_a + fm_b)
-            total = sum(weight * value for weight, value in terms.values())
-            self.update("G", total)
-        finally:
-            set_requires_grad(discs, True)
-        return {"G": total.item(), **{k: v.item() for k, (_, v) in terms.items()}}
+        want_fm = w["feature_matching"] > 0
+        adv_ab, fm_b = self.generator_adversarial("D_B", self.fake_B, self.real_B if want_fm else None, True)
+        adv_ba, fm_a = self.generator_adversarial("D_A", self.fake_A, self.real_A if want_fm else None, True)
+        terms = {"G_adv": (w["adversarial"], adv_ab + adv_ba),
+                 "G_cycle": (w["cycle"], F.l1_loss(self.rec_A, self.real_A) + F.l1_loss(self.rec_B, self.real_B))}
+        if w["identity"] > 0:
+            idt = F.l1_loss(self.nets["G_AB"](self.real_B), self.real_B) \
+                + F.l1_loss(self.nets["G_BA"](self.real_A), self.real_A)
+            terms["G_identity"] = (w["identity"] * w["cycle"], idt)
+        if want_fm:
+            terms["G_fm"] = (w["feature_matching"], fm_a + fm_b)
+        return self.weighted_update("G", terms)
 
     def extra_state(self) -> dict[str, torch.Tensor | None]:
         return {"pool_A": self.pool_A.state_tensor(), "pool_B": self.pool_B.state_tensor()}

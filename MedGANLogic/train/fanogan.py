@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from . import register_trainer
+from . import TRAINERS
 from .loop import GANTrainer, set_requires_grad
 
 log = logging.getLogger(__name__)
 
 
-@register_trainer("fanogan")
+@TRAINERS.register("fanogan")
 class FAnoGANTrainer(GANTrainer):
     FAMILY = "fanogan"
     DEFAULTS: dict[str, Any] = {
@@ -140,12 +140,8 @@ class FAnoGANTrainer(GANTrainer):
 
     def optimize_generator(self) -> dict[str, float]:
         if self.stage == 1:
-            set_requires_grad(self.net("D"), False)
-            try:
-                adv, _ = self.generator_adversarial("D", self.fake)
-                self.update("G", adv)
-            finally:
-                set_requires_grad(self.net("D"), True)
+            adv, _ = self.generator_adversarial("D", self.fake)
+            self.update("G", adv)
             return {"G": adv.item()}
         return self.optimize_encoder()
 
@@ -216,13 +212,13 @@ class FAnoGANTrainer(GANTrainer):
 
     def validation_cases(self) -> tuple[list[np.ndarray], list[np.ndarray | None], float]:
         """(volumes, lesion masks or None, spacing in mm) for choosing the threshold."""
-        from .data import _split_seeds, load_volumes, phantom_subject_arrays
+        from .data import load_volumes, phantom_subject_arrays, split_seeds
 
         data = self.config["data"]
         a = self.config["anomaly"]
         if data["source"] == "phantom":
             spacing = float(data.get("spacing_mm", 2.0))
-            seeds = _split_seeds("val", int(a.get("threshold_subjects", 3)))
+            seeds = split_seeds("val", int(a.get("threshold_subjects", 3)))
             arrays = [phantom_subject_arrays(s, [data["input"], "lesion_mask"], spacing) for s in seeds]
             return [a_[data["input"]] for a_ in arrays], [a_["lesion_mask"].astype(bool) for a_ in arrays], spacing
         _, val = load_volumes(self.config, paired=True)

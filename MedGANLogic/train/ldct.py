@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import register_trainer
+from . import TRAINERS
 from .pix2pix import Pix2PixTrainer
 
 
-@register_trainer("ldct")
+@TRAINERS.register("ldct")
 class LowDoseCTTrainer(Pix2PixTrainer):
     FAMILY = "ldct"
     DEFAULTS: dict[str, Any] = {

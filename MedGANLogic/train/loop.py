@@ -10,6 +10,9 @@ A family subclasses :class:`GANTrainer` and writes four short methods, as in pyt
 
 and optionally ``sample_rows()`` (what the sample grid shows), ``extra_state()``/``load_extra_state()`` (state
 beyond networks and optimisers, e.g. image pools) and ``EXPORT_DOMAINS`` (which generator becomes which model).
+Building blocks for those methods: ``add_gan`` (G and a PatchGAN D with their optimisers), ``discriminator_loss``,
+``generator_adversarial`` (runs the frozen D), ``perceptual_terms`` (feature matching, VGG) and ``weighted_update``
+(one optimiser step on named, weighted loss terms, which are also what gets logged).
 
 The loop does the rest, identically for every family: seeds, alternating updates (``loss.critic_steps``
 discriminator updates, each on its own batch, then one generator update), a learning rate constant for the
@@ -32,7 +35,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,6 +67,16 @@ def set_requires_grad(nets: nn.Module | Iterable[nn.Module], flag: bool) -> None
     for net in [nets] if isinstance(nets, nn.Module) else nets:
         for p in net.parameters():
             p.requires_grad_(flag)
+
+
+@contextmanager
+def frozen(nets: nn.Module | Iterable[nn.Module]) -> Iterator[None]:
+    """No gradients for ``nets``' parameters inside the block (a discriminator while its generator learns)."""
+    set_requires_grad(nets, False)
+    try:
+        yield
+    finally:
+        set_requires_grad(nets, True)
 
 
 class GANTrainer:
@@ -133,6 +147,13 @@ class GANTrainer:
         """Rows of 2D images (normalised range) for the sample grid of ``batch``, and column titles."""
         return [], []
 
+    def paired_samples(self, batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``sample_rows`` of paired families: (input centre channel (N, h, w), G's output (N, H, W), target
+        (N, H, W)) of a sample batch, as arrays."""
+        src, tgt = batch["source"], batch["target"]
+        out = self.net("G")(src)
+        return (src[:, src.shape[1] // 2].cpu().numpy(), out[:, 0].cpu().numpy(), tgt[:, 0].cpu().numpy())
+
     def extra_state(self) -> dict[str, torch.Tensor | None]:
         return {}
 
@@ -164,6 +185,23 @@ class GANTrainer:
         self.optimizers[name] = opt
         self._base_lr[name] = float(lr)
         return opt
+
+    def add_gan(self, generator: nn.Module, d_in_channels: int | None) -> None:
+        """Network ``G`` with its Adam optimiser (``optim.lr_g``) and, unless ``d_in_channels`` is None, a PatchGAN
+        ``D`` seeing that many channels (:meth:`make_discriminator`) with its own (``optim.lr_d``)."""
+        optim = self.config["optim"]
+        self.add_network("G", generator)
+        self.add_optimizer("G", ["G"], optim["lr_g"])
+        if d_in_channels is not None:
+            self.add_network("D", self.make_discriminator(d_in_channels))
+            self.add_optimizer("D", ["D"], optim["lr_d"])
+
+    def check_loss_weights(self, *keys: str) -> None:
+        """Raise :class:`InputError` unless every ``loss.<key>`` is a number >= 0."""
+        for key in keys:
+            v = self.loss_cfg.get(key)
+            if not isinstance(v, (int, float)) or v < 0:
+                raise InputError(f"Training config: 'loss.{key}' must be a number >= 0.")
 
     def make_generator(self, override: dict[str, Any] | None = None) -> nn.Module:
         cfg = override or self.config["generator"]
@@ -203,20 +241,45 @@ class GANTrainer:
 
     def generator_adversarial(self, d_name: str, fake_in: torch.Tensor, real_in: torch.Tensor | None = None,
                               batch_mean: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(adversarial loss of G, feature-matching loss or None) from one pass of the frozen discriminator."""
+        """(adversarial loss of G, feature-matching loss or None) from one pass of the discriminator, frozen.
+
+        Feature matching is computed when ``real_in`` is given: the discriminator's features of ``fake_in`` against
+        those of ``real_in`` (batch means when ``batch_mean``: unpaired data match statistics, not samples).
+        """
         disc = self.net(d_name)
-        out = disc(fake_in)
-        adv = self.adversarial.generator(out[-1])
-        fm = None
-        if real_in is not None:
-            with torch.no_grad():
-                real_out = disc(real_in)
-            fake_f, real_f = out[:-1], real_out[:-1]
-            if batch_mean:  # unpaired: match feature statistics, not samples
-                fake_f = [f.mean(0, keepdim=True) for f in fake_f]
-                real_f = [f.mean(0, keepdim=True) for f in real_f]
-            fm = feature_matching_loss(fake_f, real_f)
+        with frozen(disc):
+            out = disc(fake_in)
+            adv = self.adversarial.generator(out[-1])
+            fm = None
+            if real_in is not None:
+                with torch.no_grad():
+                    real_out = disc(real_in)
+                fake_f, real_f = out[:-1], real_out[:-1]
+                if batch_mean:
+                    fake_f = [f.mean(0, keepdim=True) for f in fake_f]
+                    real_f = [f.mean(0, keepdim=True) for f in real_f]
+                fm = feature_matching_loss(fake_f, real_f)
         return adv, fm
+
+    def perceptual_terms(self, fm: torch.Tensor | None, fake: torch.Tensor,
+                         real: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        """G's perceptual loss terms: ``G_fm`` (feature matching ``fm``, if computed) weighted by
+        ``loss.feature_matching``, and ``G_vgg`` (VGG19 of ``fake`` vs ``real``, if enabled) by ``loss.vgg``."""
+        terms = {}
+        if fm is not None:
+            terms["G_fm"] = (self.loss_cfg["feature_matching"], fm)
+        if self.vgg is not None:
+            terms["G_vgg"] = (self.loss_cfg["vgg"], self.vgg(fake, real))
+        return terms
+
+    def weighted_update(self, opt_name: str, terms: dict[str, tuple[float, torch.Tensor]]) -> dict[str, float]:
+        """One step of optimiser ``opt_name`` on the weighted sum of ``terms`` (name -> (weight, loss)).
+
+        Returns what is logged: the total under ``opt_name`` and each term unweighted under its name.
+        """
+        total = sum(weight * value for weight, value in terms.values())
+        self.update(opt_name, total)
+        return {opt_name: total.item(), **{k: v.item() for k, (_, v) in terms.items()}}
 
     def update(self, opt_name: str, loss: torch.Tensor) -> None:
         opt = self.optimizers[opt_name]

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import register_trainer
-from .loop import GANTrainer, set_requires_grad
+from . import TRAINERS
+from .loop import GANTrainer
 from .losses import pixel_loss
 
 
-@register_trainer("pix2pix")
+@TRAINERS.register("pix2pix")
 class Pix2PixTrainer(GANTrainer):
     FAMILY = "pix2pix"
     DEFAULTS: dict[str, Any] = {
@@ -30,9 +30,6 @@ class Pix2PixTrainer(GANTrainer):
         "discriminator": {"conditional": True},
         "loss": {"gan_mode": "lsgan", "pixel": 100.0, "pixel_kind": "l1", "feature_matching": 0.0},
     }
-    PAIRED = True
-    EXPORT_DOMAINS = {"G": ("source", "target")}
-
     real_A: torch.Tensor
     real_B: torch.Tensor
     fake_B: torch.Tensor
@@ -42,10 +39,7 @@ class Pix2PixTrainer(GANTrainer):
         in_ch = int(self.config["generator"].get("params", {}).get("in_channels", 1))
         out_ch = int(getattr(gen, "out_channels", 1))
         conditional = bool(self.config["discriminator"].get("conditional", True))
-        self.add_network("G", gen)
-        self.add_network("D", self.make_discriminator(in_ch + out_ch if conditional else out_ch))
-        self.add_optimizer("G", ["G"], self.config["optim"]["lr_g"])
-        self.add_optimizer("D", ["D"], self.config["optim"]["lr_d"])
+        self.add_gan(gen, in_ch + out_ch if conditional else out_ch)
 
     def d_input(self, image: torch.Tensor) -> torch.Tensor:
         """What D sees: (source, image) stacked as channels for a conditional D, else the image alone."""
@@ -66,28 +60,14 @@ class Pix2PixTrainer(GANTrainer):
 
     def optimize_generator(self) -> dict[str, float]:
         w = self.loss_cfg
-        set_requires_grad(self.net("D"), False)
-        try:
-            want_fm = w["feature_matching"] > 0
-            adv, fm = self.generator_adversarial("D", self.d_input(self.fake_B),
-                                                 self.d_input(self.real_B) if want_fm else None)
-            terms = {"G_adv": (w["adversarial"], adv)}
-            if w["pixel"] > 0:
-                terms["G_pixel"] = (w["pixel"], pixel_loss(w["pixel_kind"], self.fake_B, self.real_B))
-            if fm is not None:
-                terms["G_fm"] = (w["feature_matching"], fm)
-            if self.vgg is not None:
-                terms["G_vgg"] = (w["vgg"], self.vgg(self.fake_B, self.real_B))
-            total = sum(weight * value for weight, value in terms.values())
-            self.update("G", total)
-        finally:
-            set_requires_grad(self.net("D"), True)
-        return {"G": total.item(), **{k: v.item() for k, (_, v) in terms.items()}}
+        adv, fm = self.generator_adversarial("D", self.d_input(self.fake_B),
+                                             self.d_input(self.real_B) if w["feature_matching"] > 0 else None)
+        terms = {"G_adv": (w["adversarial"], adv)}
+        if w["pixel"] > 0:
+            terms["G_pixel"] = (w["pixel"], pixel_loss(w["pixel_kind"], self.fake_B, self.real_B))
+        terms.update(self.perceptual_terms(fm, self.fake_B, self.real_B))
+        return self.weighted_update("G", terms)
 
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[np.ndarray]], list[str]]:
-        src, tgt = batch["source"], batch["target"]
-        out = self.net("G")(src)
-        c = src.shape[1] // 2
-        rows = [[src[i, c].cpu().numpy(), out[i, 0].cpu().numpy(), tgt[i, 0].cpu().numpy()]
-                for i in range(src.shape[0])]
-        return rows, ["input", "output", "target"]
+        src, out, tgt = self.paired_samples(batch)
+        return [[src[i], out[i], tgt[i]] for i in range(len(src))], ["input", "output", "target"]

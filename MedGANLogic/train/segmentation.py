@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from . import register_trainer
-from .loop import GANTrainer, set_requires_grad
+from . import TRAINERS
+from .loop import GANTrainer
 
 
-@register_trainer("segmentation")
+@TRAINERS.register("segmentation")
 class SegmentationGANTrainer(GANTrainer):
     FAMILY = "segmentation"
     DEFAULTS: dict[str, Any] = {
@@ -39,19 +39,13 @@ class SegmentationGANTrainer(GANTrainer):
         "loss": {"gan_mode": "lsgan", "adversarial": 0.05, "dice": 1.0, "cross_entropy": 1.0, "pixel": 0.0},
         "optim": {"lr_g": 1.0e-3, "lr_d": 2.0e-4, "betas": [0.5, 0.999], "decay_from": 0.5},
     }
-    PAIRED = True
-    EXPORT_DOMAINS = {"G": ("source", "target")}
-
     image: torch.Tensor
     mask: torch.Tensor
     logits: torch.Tensor
 
     def validate(self) -> None:
         super().validate()
-        for key in ("dice", "cross_entropy"):
-            v = self.loss_cfg.get(key)
-            if not isinstance(v, (int, float)) or v < 0:
-                raise InputError(f"Training config: 'loss.{key}' must be a number >= 0.")
+        self.check_loss_weights("dice", "cross_entropy")
         if self.loss_cfg["dice"] + self.loss_cfg["cross_entropy"] <= 0:
             raise InputError("Training config: loss.dice and loss.cross_entropy cannot both be 0: the segmenter "
                              "needs a supervised loss.")
@@ -70,11 +64,8 @@ class SegmentationGANTrainer(GANTrainer):
         seg = self.make_generator()
         self.num_classes = int(getattr(seg, "out_channels", 2))
         in_ch = int(self.config["generator"].get("params", {}).get("in_channels", 1))
-        self.add_network("G", seg)
-        self.add_optimizer("G", ["G"], self.config["optim"]["lr_g"])
-        if self.adversarial_on:  # the ablation trains the same U-Net without any discriminator
-            self.add_network("D", self.make_discriminator(in_ch + self.num_classes - 1))
-            self.add_optimizer("D", ["D"], self.config["optim"]["lr_d"])
+        # the ablation trains the same U-Net without any discriminator
+        self.add_gan(seg, in_ch + self.num_classes - 1 if self.adversarial_on else None)
         w = self.loss_cfg
         self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, lambda_dice=float(w["dice"]),
                                    lambda_ce=float(w["cross_entropy"]))
@@ -103,19 +94,11 @@ class SegmentationGANTrainer(GANTrainer):
         return logs
 
     def optimize_generator(self) -> dict[str, float]:
-        seg = self.seg_loss(self.logits, self.mask)
-        logs = {"S_dicece": seg}
-        total = seg
+        terms = {"S_dicece": (1.0, self.seg_loss(self.logits, self.mask))}  # Dice + CE, weighted inside
         if self.adversarial_on:
-            set_requires_grad(self.net("D"), False)
-            try:
-                adv, _ = self.generator_adversarial("D", self.d_input(torch.softmax(self.logits, dim=1)[:, 1:]))
-            finally:
-                set_requires_grad(self.net("D"), True)
-            total = total + float(self.loss_cfg["adversarial"]) * adv
-            logs["G_adv"] = adv
-        self.update("G", total)
-        return {"G": total.item(), **{k: v.item() for k, v in logs.items()}}
+            adv, _ = self.generator_adversarial("D", self.d_input(torch.softmax(self.logits, dim=1)[:, 1:]))
+            terms["G_adv"] = (float(self.loss_cfg["adversarial"]), adv)
+        return self.weighted_update("G", terms)
 
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[np.ndarray]], list[str]]:
         x, m = batch["source"], batch["target"]

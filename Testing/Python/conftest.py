@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parents[2]
+# The Slicer module's own library (MedGANExtension/MedGANLib) imports as in Slicer, which puts the module's folder
+# on the path.
+sys.path.insert(0, str(REPO / "MedGANExtension"))
 
 
 def tiny_card(model_id: str = "test-t1-to-t2", task: str = "synthesize", **overrides) -> dict:
@@ -78,3 +82,136 @@ def oblique_volume():
     direction = Rotation.from_euler("xyz", [12, -7, 25], degrees=True).as_matrix()
     return Volume(np.abs(array).astype(np.float32), spacing=(0.9, 1.1, 3.5), origin=(-12.5, 30.25, 7.0),
                   direction=direction, metadata={"modality": "MR", "contrast": "T1w"})
+
+
+# --- the bundled sample data and the built-in models --------------------------------------------------------------
+SAMPLE_DATA = REPO / "Resources" / "SampleData"
+
+
+def run_shipped_model(tmp_path: Path, task: str, model: str, sample: str, *extra: str, quiet: bool = True):
+    """`medgan run` a built-in model on a file of the bundled sample subject, as a user runs it; returns the output
+    Volume read back from disk after checking the command succeeded and the file names the model and its weights."""
+    from MedGANLogic.cli import main
+    from MedGANLogic.io import read_volume
+    from MedGANLogic.models.registry import get_model
+
+    out = tmp_path / f"{model}.nrrd"
+    code = main(["run", "--task", task, "--model", model, "--input", str(SAMPLE_DATA / sample), "--output", str(out),
+                 "--device", "cpu", *(["--quiet"] if quiet else []), *extra])
+    assert code == 0
+    volume = read_volume(out)
+    provenance = volume.metadata["provenance"]
+    assert provenance["model"] == model and provenance["synthetic"] in (True, "true")
+    assert provenance["weights_sha256"] == get_model(model).sha256
+    return volume
+
+
+# --- training: a tiny config of every family ----------------------------------------------------------------------
+def train_card(model_id: str, task: str = "synthesize", **overrides) -> dict:
+    """An export card of a tiny training run: MR T1w -> T2w, no normalisation (synthetic slices are in [-1, 1])."""
+    card = {"id": model_id, "version": "0.0.1", "task": task, "dims": "2d",
+            "input": {"modality": "MR", "contrast": "T1w", "normalization": {"kind": "none"}},
+            "output": {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "none"}},
+            "license": "Apache-2.0", "intended_use": "research, not for diagnosis", "training_data": "synthetic"}
+    card.update(copy.deepcopy(overrides))
+    return card
+
+
+def _family_user_config(family: str) -> dict:
+    data = {"source": "synthetic", "size": [32, 32], "count": 8, "volumes": 2}
+    t2 = {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "none"}}
+    same = {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "same_as_input"}}
+    gan = {"discriminator": {"channels": 8, "layers": 2}, "data": data}
+    if family == "pix2pix":
+        return dict(gan, generator={"name": "unet2d", "params": {"features": 8, "depth": 3, "dropout": 0.5}},
+                    export=[{"generator": "G", "card": train_card("tiny-pix2pix")}])
+    if family == "ldct":
+        return dict(gan, generator={"name": "red_cnn2d", "params": {"features": 8, "levels": 2}},
+                    export=[{"generator": "G", "card": train_card("tiny-ldct")}])
+    if family == "cyclegan":
+        return dict(gan, generator={"name": "resnet2d", "params": {"features": 8, "n_blocks": 1}},
+                    export=[{"generator": "G_AB", "card": train_card("tiny-ab")},
+                            {"generator": "G_BA", "card": train_card("tiny-ba")}])
+    small_d = {"discriminator": {"channels": 4, "layers": 2}}
+    if family == "srgan":
+        return dict(small_d, generator={"name": "srresnet2d",
+                                        "params": {"scale": [2, 1], "features": 4, "n_blocks": 1}},
+                    data=dict(data, count=16, slice_axis=1, degrade="thick_slices", crop=[8, 16]),
+                    loss={"pretrain_steps": 4},
+                    export=[{"generator": "G", "card": train_card("tiny-sr", "superres", input=t2, output=same,
+                                                                  slice_axis=1, scale_factor=[2, 1, 1])}])
+    if family == "fanogan":
+        return dict(small_d, generator={"name": "fanogan_generator2d",
+                                        "params": {"latent_channels": 4, "features": 4, "levels": 3}},
+                    encoder={"features": 4}, data=dict(data, input="x", count=32), loss={"critic_steps": 2},
+                    anomaly={"gan_steps": 4},
+                    export=[{"generator": "fanogan", "card": train_card(
+                        "tiny-anomaly", "anomaly", input=t2, output={"modality": "anomaly",
+                                                                     "normalization": {"kind": "same_as_input"}})}])
+    if family == "segmentation":
+        return dict(small_d, generator={"name": "seg_unet2d", "params": {"features": [4, 4, 8, 8, 16, 4]}}, data=data,
+                    export=[{"generator": "G", "card": train_card(
+                        "tiny-seg", "segment", input=t2, extras={"labels": {"1": "lesion"}},
+                        output={"modality": "mask", "normalization": {"kind": "none"}})}])
+    raise ValueError(f"no tiny config for family {family!r}")
+
+
+def tiny_train_config(family: str, **overrides) -> dict:
+    """A resolved config of ``family`` that trains in a fraction of a second per step on small synthetic slices.
+
+    ``overrides`` set nested keys with ``__``: ``tiny_train_config("srgan", loss__pretrain_steps=0)``.
+    """
+    from MedGANLogic.train.config import resolve_config
+
+    user = _family_user_config(family)
+    user.update({"family": family, "name": f"tiny-{family}", "steps": 8, "batch_size": 4, "device": "cpu",
+                 "log": {"every": 2, "sample_every": 4, "checkpoint_every": 4, "tensorboard": False}})
+    for key, value in overrides.items():
+        node = user
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return resolve_config(user)
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two networks hold the same tensors, bit for bit."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def fixed_batch_losses(trainer, d_steps: int, g_steps: int) -> tuple[list[dict], list[dict]]:
+    """The logged losses of ``d_steps`` discriminator updates against the generator's (fixed) outputs, then of
+    ``g_steps`` generator updates against the discriminator as it then is, all on the trainer's first batch."""
+    trainer.set_input(trainer.data.batch(0))
+    torch.manual_seed(0)
+    d_losses = []
+    for _ in range(d_steps):
+        with torch.no_grad():
+            trainer.forward()
+        d_losses.append(trainer.optimize_discriminator())
+    g_losses = []
+    for _ in range(g_steps):
+        trainer.forward()
+        g_losses.append(trainer.optimize_generator())
+    return d_losses, g_losses
+
+
+def exported_exactly(trainer, folder: Path, x: torch.Tensor):
+    """Export ``trainer``'s models in float32 into ``folder``; the first, loaded back, gives G's output on ``x`` bit
+    for bit. Returns (its card, G's output)."""
+    from MedGANLogic.models.registry import load_network
+
+    with torch.no_grad():
+        expected = trainer.net("G").eval()(x)
+    exact = trainer.export(folder, dtype=torch.float32)[0]
+    with torch.no_grad():
+        assert torch.equal(load_network(exact, "cpu")(x), expected)
+    return exact, expected
+
+
+@pytest.fixture
+def tiny_config():
+    """:func:`tiny_train_config`, for the training tests: ``tiny_config("pix2pix", steps=4)``."""
+    return tiny_train_config

@@ -29,6 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "MedGANExtension"))  # the module's own library, MedGANLib, as in Slicer
 
 
 # --- anomaly overlay --------------------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ UI_FILE = REPO / "Resources" / "UI" / "MedGAN.ui"
 def _stand_in_classes():
     """Plain Qt classes standing in for Slicer's CTK/qMRML widgets in this picture (same name, similar look)."""
     from PySide6.QtCore import Property
-    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QSlider, QWidget
+    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QPushButton, QSlider, QWidget
 
     class qMRMLWidget(QWidget):  # noqa: N801  (the class name the .ui file names)
         pass
@@ -285,7 +286,12 @@ def _stand_in_classes():
     class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):  # noqa: N801
         pass
 
-    return [qMRMLWidget, ctkCollapsibleButton, ctkSliderWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox]
+    class qMRMLSegmentationShow3DButton(QPushButton):  # noqa: N801
+        def __init__(self, parent=None):
+            super().__init__("Show 3D", parent)
+
+    return [qMRMLWidget, ctkCollapsibleButton, ctkSliderWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox,
+            qMRMLSegmentationShow3DButton]
 
 
 def load_panel():
@@ -349,11 +355,11 @@ def render_panel(path: Path, width: int = 440) -> Path:
     find(QComboBox, "batchVolumesSelector").addItem("MedGAN T2w")
     task = find(QComboBox, "taskComboBox")
     task.setCurrentIndex(3)  # Anomaly map
-    from MedGANLogic import slicer_bridge
+    from MedGANLib import panel_text
 
     card = _example_card()
     find(QComboBox, "modelComboBox").addItem(f"{card.name} ({card.id})")  # as the module labels models
-    find(QTextBrowser, "modelCardBrowser").setHtml(slicer_bridge.card_summary_html(card))
+    find(QTextBrowser, "modelCardBrowser").setHtml(panel_text.card_summary_html(card))
     find(QComboBox, "deviceComboBox").addItem("Auto (GPU if available)")
     output = find(QComboBox, "outputNodeSelector")
     output.addItem(output.property("noneDisplay") or "Create new node")
@@ -392,7 +398,7 @@ def make_icon(path: Path, size: int = 128) -> Path:
     makes of it), on a dark tile with the name."""
     from PIL import Image, ImageDraw
 
-    from MedGANLogic.slicer_bridge import _COLORMAP_ANCHORS
+    from MedGANLogic.slicer_bridge import COLORMAP_ANCHORS
 
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     cx, cy = size / 2, size * 0.40
@@ -400,7 +406,7 @@ def make_icon(path: Path, size: int = 128) -> Path:
     head = 1.0 / (1.0 + np.exp((r - 0.92) / 0.02))
     tissue = 0.55 + 0.25 * np.cos(r * 9.0) * np.exp(-r * 1.5) + 0.12 * np.sin(x / 5.0) * np.sin(y / 7.0)
     value = np.clip(head * tissue, 0, 1)
-    anchors = np.array(_COLORMAP_ANCHORS["Inferno"])
+    anchors = np.array(COLORMAP_ANCHORS["Inferno"])
     positions = np.linspace(0, 1, len(anchors))
     inferno = np.stack([np.interp(value, positions, anchors[:, c]) for c in range(3)], axis=-1)
     grey = np.repeat(value[..., None], 3, axis=-1)

@@ -47,8 +47,10 @@ def make_scene(views: bool = True) -> SceneSetup:
     import slicer
 
     scene = slicer.vtkMRMLScene()
-    # The application registers the Colors module's node classes; the bare library does not.
+    # The application registers the Colors module's node classes and the Segmentations module's conversion to
+    # 3D surfaces ("Show 3D"); the bare library does not.
     scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    _register_surface_conversion()
     color_logic = slicer.vtkMRMLColorLogic()
     color_logic.SetMRMLScene(scene)
     slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
@@ -72,14 +74,52 @@ def make_scene(views: bool = True) -> SceneSetup:
     return setup
 
 
+def _register_surface_conversion() -> None:
+    import slicer
+
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not any(isinstance(rule, slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule)
+               for rule in factory.GetConverterRules()):
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+
+
+def save_and_reload(setup: SceneSetup, folder) -> SceneSetup:
+    """Save ``setup``'s scene as 3D Slicer saves one (every volume and MedGAN colour table written beside a .mrml
+    file), then load that file into a fresh scene with slice views: a user's "Save" and, later, "Load scene"."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = setup.scene
+    scene.SetRootDirectory(str(folder))
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        saved = node.IsA("vtkMRMLVolumeNode") or (node.IsA("vtkMRMLColorTableNode")
+                                                   and node.GetAttribute("Category") == "MedGAN")
+        if saved and node.AddDefaultStorageNode():
+            storage = node.GetStorageNode()
+            storage.SetFileName(str(folder / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
+            if not storage.WriteData(node):
+                raise OSError(f"could not write {node.GetName()} to {storage.GetFileName()}")
+    scene.SetURL(str(folder / "scene.mrml"))
+    if not scene.Commit():
+        raise OSError(f"could not save the scene to {folder}")
+    reloaded = make_scene()
+    reloaded.scene.SetURL(str(folder / "scene.mrml"))
+    if not reloaded.scene.Connect():
+        reloaded.close()
+        raise OSError(f"could not load {folder / 'scene.mrml'}")
+    return reloaded
+
+
 def add_volume_node(scene, volume: Volume, name: str, study: str | None = "Study 1", modality: str | None = None,
                     contrast: str | None = None):
     """A vtkMRMLScalarVolumeNode holding ``volume`` (copied), with display node and subject-hierarchy item."""
     import slicer
 
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    node.SetIJKToRASMatrix(slicer_bridge._numpy_to_matrix(volume.ijk_to_ras()))
-    node.SetAndObserveImageData(slicer_bridge._image_data_from_array(volume.array))
+    node.SetIJKToRASMatrix(slicer_bridge.numpy_to_matrix(volume.ijk_to_ras()))
+    node.SetAndObserveImageData(slicer_bridge.image_data_from_array(volume.array))
     node.CreateDefaultDisplayNodes()
     node.GetDisplayNode().AutoWindowLevelOn()
     modality = modality or volume.metadata.get("modality")
@@ -131,7 +171,7 @@ def sample_volume(name: str, z_step: int = 2, oblique: bool = True) -> Volume:
 
 
 def node_matrix(node) -> np.ndarray:
-    return slicer_bridge._matrix_to_numpy(slicer_bridge._get_ijk_to_ras(node))
+    return slicer_bridge.local_ijk_to_ras(node)
 
 
 def oblique_direction(angles=(12.0, -7.0, 25.0)) -> np.ndarray:

@@ -113,23 +113,19 @@ def test_shipped_model_lights_up_the_inserted_lesions(tmp_path, capsys):
     (bright CSF is reconstructed poorly too, see the evaluation report), the candidate mask falls far more often
     on lesion voxels than elsewhere, the written mask is the map thresholded at the card's threshold, and the case
     score is printed and stored."""
-    from conftest import REPO
+    from conftest import SAMPLE_DATA, run_shipped_model
 
-    from MedGANLogic.cli import main
     from MedGANLogic.io import read_volume
     from MedGANLogic.models.registry import get_model
 
-    sample = REPO / "Resources" / "SampleData"
-    out, mask_out = tmp_path / "map.nrrd", tmp_path / "mask.nrrd"
-    code = main(["run", "--task", "anomaly", "--model", "brain-anomaly-t2", "--input", str(sample / "sample_T2w.nrrd"),
-                 "--output", str(out), "--mask-output", str(mask_out), "--modality", "MR", "--contrast", "T2w",
-                 "--device", "cpu"])
+    mask_out = tmp_path / "mask.nrrd"
+    amap = run_shipped_model(tmp_path, "anomaly", "brain-anomaly-t2", "sample_T2w.nrrd", "--mask-output",
+                             str(mask_out), "--modality", "MR", "--contrast", "T2w", quiet=False)
     printed = capsys.readouterr().out
-    assert code == 0
-    amap, mask = read_volume(out), read_volume(mask_out)
-    lesion = read_volume(sample / "sample_lesion_mask.nrrd").array > 0
+    mask = read_volume(mask_out)
+    lesion = read_volume(SAMPLE_DATA / "sample_lesion_mask.nrrd").array > 0
     threshold = get_model("brain-anomaly-t2").extras["threshold"]
-    assert amap.same_geometry(read_volume(sample / "sample_T2w.nrrd"), atol=1e-5)
+    assert amap.same_geometry(read_volume(SAMPLE_DATA / "sample_T2w.nrrd"), atol=1e-5)
     assert np.array_equal(mask.array > 0, amap.array > threshold)
     head = amap.array > 0
     inside, outside = amap.array[lesion].mean(), amap.array[head & ~lesion].mean()

@@ -97,7 +97,10 @@ def test_demo_runs_installed_models_on_the_sample(make_model, tmp_path, capsys):
     from PIL import Image
 
     montage = Image.open(tmp_path / "demo" / "montage.png")
-    assert montage.width > 2 * sample.shape[2] and montage.height > sample.shape[1]
+    assert montage.width >= 1200 and montage.height > 2 * sample.shape[1]  # 2 px per mm, 2 mm voxels
+    row, = json.loads((tmp_path / "demo" / "montage.json").read_text())["rows"]
+    assert row["panels"] == ["input: T1w", "output: synthetic T2w", "reference: acquired T2w"]
+    assert row["figure"].startswith("no figure: evaluation.json has no results for test-t1-to-t2")
     assert "sample_T1w.nrrd" in capsys.readouterr().out
 
 
@@ -237,3 +240,23 @@ def test_run_refuses_files_that_lie_about_their_voxels(make_model, oblique_volum
     assert main(["run", "--task", "synthesize", "--input", str(src), "--output", str(out), "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+# Runs `medgan ARGS` in a fresh interpreter, then prints the heavy packages it imported.
+_IMPORT_PROBE = ("import sys\nfrom MedGANLogic.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+                 "except SystemExit as exc:\n    code = exc.code\n"
+                 "print('IMPORTED', code, *sorted(m for m in ('torch', 'monai', 'safetensors') if m in sys.modules))")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models"], ["models", "--json"], ["info", "{sample}"],
+                                  ["train", "--help"]])
+def test_quick_commands_start_without_torch(args):
+    """`medgan --help`, `models` and `info` start in well under a second because they import neither torch nor
+    MONAI (benchmarks/startup.py measures the time; this checks the cause)."""
+    sample = REPO / "Resources" / "SampleData" / "sample_T1w.nrrd"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *[a.format(sample=sample) for a in args]],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    last = proc.stdout.strip().splitlines()[-1].split()
+    assert last[:2] == ["IMPORTED", "0"], proc.stdout[-500:] + proc.stderr[-1500:]
+    assert last[2:] == [], f"`medgan {' '.join(args)}` imported {last[2:]}"

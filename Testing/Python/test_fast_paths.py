@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from reference import naive_loop
 
 import MedGANLogic
 from MedGANLogic.inference import InferenceLayout, infer
@@ -47,23 +47,6 @@ def _volume(shape, seed=0) -> np.ndarray:
 def _network(name: str, params: dict) -> nn.Module:
     torch.manual_seed(0)
     return build_network(name, params).eval()
-
-
-def naive_loop(net: nn.Module, array: np.ndarray, layout: InferenceLayout) -> np.ndarray:
-    """The plain path: one slice (with its 2.5d neighbours, edges repeated) per forward pass, fp32, NCHW."""
-    slices = np.moveaxis(array, layout.slice_axis, 0)
-    n, ctx = slices.shape[0], layout.context_slices
-    m = int(getattr(net, "size_multiple", 1))
-    out = []
-    with torch.no_grad():
-        for k in range(n):
-            index = np.clip(np.arange(k - ctx, k + ctx + 1), 0, n - 1)
-            x = torch.from_numpy(slices[index].copy())[None]
-            h, w = x.shape[2:]
-            y = net(F.pad(x, (0, (-w) % m, 0, (-h) % m), value=layout.pad_value))
-            zh, zw = y.shape[2] // (h + (-h) % m), y.shape[3] // (w + (-w) % m)
-            out.append(y[0, :, :h * zh, :w * zw].numpy())
-    return np.moveaxis(np.stack(out, axis=1), 1, layout.slice_axis + 1)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections import OrderedDict
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from MedGANLogic.errors import InputError
-from MedGANLogic.train.importer import add_arguments, clean_state_dict, detect_layout, import_pix2pix, main
+from MedGANLogic.models.importer import add_arguments, clean_state_dict, detect_layout, import_pix2pix, main
 
 
 def _norm_entries(prefix: str, ch: int, norm: str, g: torch.Generator) -> dict:
@@ -192,6 +193,52 @@ def test_wrong_norm_and_wrong_arch_are_explained(tmp_path):
         detect_layout(state, arch="unet_256")
     with pytest.raises(InputError, match="Not a pytorch-CycleGAN"):
         detect_layout({"conv.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("arch", ["unet", "resnet"])
+def test_a_checkpoint_cut_short_is_refused_naming_what_is_missing(tmp_path, capsys, arch):
+    from MedGANLogic.cli import main as medgan
+
+    state = (pix2pix_unet_state(depth=5, ngf=4, norm="batch") if arch == "unet"
+             else pix2pix_resnet_state(n_blocks=3, ngf=4, norm="instance"))
+    keys = [k for k in state if not k.endswith("num_batches_tracked")]
+    kept = keys[: len(keys) // 2]  # a save cut short: the second half of the layers never written
+    ckpt = tmp_path / "latest_net_G.pth"
+    torch.save(OrderedDict((k, state[k]) for k in kept), ckpt)
+    first_missing = keys[len(kept)].rsplit(".", 1)[0]
+    with pytest.raises(InputError, match=rf"tensors are missing: {re.escape(first_missing)} \(") as err:
+        import_pix2pix(ckpt, tmp_path / "models", model_id="partial", output_window=[0, 1])
+    if arch == "unet":  # all levels were begun, so the depth is known and so is every missing tensor
+        assert f"{len(keys) - len(kept)} of its {len(keys)} tensors are missing" in str(err.value)
+    assert not (tmp_path / "models").exists()
+    # the command says the same in one line
+    code = medgan(["import", str(ckpt), "--id", "partial", "--output-window", "0", "1", "--output",
+                   str(tmp_path / "models")])
+    stderr = capsys.readouterr().err
+    assert code == 1 and "tensors are missing" in stderr and first_missing in stderr and "max()" not in stderr
+
+
+def test_a_checkpoint_missing_one_layer_or_with_foreign_tensors_names_them(tmp_path):
+    state = clean_state_dict(pix2pix_unet_state(depth=5, ngf=4, norm="batch"))
+    hole = OrderedDict((k, v) for k, v in state.items() if not k.startswith("model.model.1.model.2."))
+    with pytest.raises(InputError, match=r"4 of its \d+ tensors are missing: "
+                                         r"model\.model\.1\.model\.2 \(weight, bias, running_mean, running_var\)"):
+        detect_layout(hole)
+    extra = OrderedDict(state, **{"head.weight": torch.zeros(1, 1, 1, 1)})
+    with pytest.raises(InputError, match=r"1 tensors do not belong to it: head \(weight\)"):
+        detect_layout(extra)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_resnet_blocks_with_dropout_are_a_complete_checkpoint(norm):
+    """With dropout (their default without --no_dropout) each block's second conv and norm sit one index on."""
+    def shifted(key: str) -> str:
+        m = re.match(r"(model\.\d+\.conv_block\.)(\d+)\.(.*)", key)
+        return f"{m.group(1)}{int(m.group(2)) + 1}.{m.group(3)}" if m and int(m.group(2)) >= 5 else key
+
+    state = clean_state_dict(pix2pix_resnet_state(n_blocks=3, ngf=4, norm=norm))
+    arch, params = detect_layout(OrderedDict((shifted(k), v) for k, v in state.items()))
+    assert arch == "resnet2d" and params["n_blocks"] == 3 and params["norm"] == norm
 
 
 def test_pickled_code_is_refused(tmp_path):

@@ -1,10 +1,18 @@
-"""One rule for "does this look like CT", one description of a volume's modality, one modality check."""
+"""One rule for "does this look like CT", one description of a volume's modality, one modality check; the MR
+contrast a file does not record, estimated; N4 bias-field correction."""
 
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+from conftest import REPO, tiny_card
 
-from MedGANLogic.modality import declare, describe_modality, is_ct, looks_like_ct, modality_problem
+from MedGANLogic.errors import InputError, MedGANWarning
+from MedGANLogic.io import read_volume
+from MedGANLogic.modality import declare, describe_modality, estimate_contrast, is_ct, looks_like_ct, modality_problem
+from MedGANLogic.normalization import bias_correct, head_mask
+from MedGANLogic.pipeline import plan, run
+from MedGANLogic.simulate.subjects import make_subject
 from MedGANLogic.volume import Volume
 
 
@@ -51,3 +59,76 @@ def test_modality_problem():
     assert "expects MR T1w but the volume is MR FLAIR" in modality_problem(
         card, Volume(np.ones((2, 2, 2)), metadata={"modality": "MR", "contrast": "FLAIR"}))
     assert modality_problem(SimpleNamespace(id="any", input={"modality": "any"}), declare(Volume(_ct_array()))) is None
+
+
+# --- the contrast a file does not record, estimated from tissue statistics ----------------------------------------
+SAMPLE = REPO / "Resources" / "SampleData"
+
+
+@pytest.mark.parametrize("name, contrast", [("T1w", "T1w"), ("T2w", "T2w"), ("FLAIR", "FLAIR"), ("T2w_thick", "T2w")])
+def test_contrast_is_estimated_on_the_sample_phantom(name, contrast):
+    volume = read_volume(SAMPLE / f"sample_{name}.nrrd")  # the files record no contrast
+    assert "contrast" not in volume.metadata
+    guess, why = estimate_contrast(volume)
+    assert guess == contrast, why
+
+
+@pytest.mark.slow
+def test_contrast_is_unknown_when_the_statistics_fit_none():
+    pd = make_subject(2001, spacing_mm=4.0, contrasts=("PD",), n_lesions=0).volumes["PD"]  # CSF ~ grey matter
+    assert estimate_contrast(pd)[0] is None
+    rng = np.random.default_rng(0)
+    assert estimate_contrast(Volume(rng.random((20, 40, 40)).astype(np.float32)))[0] is None  # no anatomy
+    assert estimate_contrast(Volume(np.ones((3, 4, 4), np.float32)))[0] is None  # too small
+
+
+def test_undeclared_contrast_is_estimated_and_a_mismatch_warned(model_dir, monkeypatch):
+    monkeypatch.setenv("MEDGAN_BUILTIN_MODELS", str(REPO / "Resources" / "Models"))
+    from MedGANLogic.models import registry
+
+    registry.clear_cache()
+    t2 = read_volume(SAMPLE / "sample_T2w.nrrd")
+    p = plan("synthesize", t2, model="mr-t1-to-t2")
+    assert p.contrast_estimated == "T2w"
+    (warning,) = p.warnings
+    assert "not recorded and looks like T2w" in warning and "expects T1w" in warning
+    middle = t2.with_array(np.ascontiguousarray(t2.array[40:52]))  # a slab through the ventricles runs faster
+    with pytest.warns(MedGANWarning, match="looks like T2w"):
+        pass_through = run("synthesize", middle, model="mr-t1-to-t2")
+    assert pass_through.provenance["contrast_estimated"] == "T2w"
+    # without a named model, the one for the estimated contrast is chosen (before: the first MR synthesis model)
+    chosen = plan("synthesize", t2)
+    assert chosen.card.id == "mr-t2-to-t1" and chosen.warnings == []
+    assert any("estimated T2w" in n for n in chosen.notes)
+    # a declared contrast is never second-guessed
+    assert plan("synthesize", t2, model="mr-t1-to-t2", contrast="T1w").contrast_estimated is None
+
+
+# --- N4 bias-field correction --------------------------------------------------------------------------------------
+def test_bias_correction_flattens_a_smooth_field():
+    t1 = read_volume(SAMPLE / "sample_T1w.nrrd")
+    x = np.linspace(-1, 1, t1.shape[2], dtype=np.float32)
+    biased = t1.array * (1 + 0.3 * x)[None, None, :]  # 0.7 on one side, 1.3 on the other
+    corrected = bias_correct(biased, t1.spacing)
+    assert not np.shares_memory(corrected, biased)
+    head = head_mask(t1.array)
+    brain = head & (t1.array > np.percentile(t1.array[head], 50))
+    left, right = brain.copy(), brain.copy()
+    left[..., t1.shape[2] // 2:] = False
+    right[..., :t1.shape[2] // 2] = False
+
+    def ratio(a):
+        return float(np.median(a[right]) / np.median(a[left]))
+
+    assert abs(ratio(t1.array) - 1) < 0.01  # the phantom's own bias field is balanced left to right
+    assert ratio(biased) > 1.15 and abs(ratio(corrected) - 1) < 0.03  # measured: 1.19 -> 1.000
+
+
+def test_bias_correction_is_for_mr_and_is_recorded(make_model):
+    make_model(tiny_card())
+    ct = Volume(_ct_array(), metadata={"modality": "CT"})
+    with pytest.raises(InputError, match="bias_correction applies to MR volumes; this one is CT"):
+        plan("synthesize", ct, bias_correction=True, force=True)
+    t1 = read_volume(SAMPLE / "sample_T1w.nrrd", metadata={"modality": "MR", "contrast": "T1w"})
+    result = run("synthesize", t1.with_array(np.ascontiguousarray(t1.array[40:52])), bias_correction=True)
+    assert result.provenance["bias_corrected"] is True and "N4" in " ".join(result.provenance["notes"])

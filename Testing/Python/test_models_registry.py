@@ -256,8 +256,10 @@ def test_malformed_weights_end_the_command_in_one_line(make_model, oblique_volum
     card = make_model(tiny_card("model-a"))
     _rewrite_weights(card, struct.pack("<Q", 2 ** 62) + b"{}")
     src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
-    code = main(["run", "--task", "synthesize", "--model", "model-a", "--input", str(src),
-                 "--output", str(tmp_path / "out.nrrd"), "--device", "cpu"])
+    code = main(["run", "--task", "synthesize", "--model", "model-a", "--input", str(src), "--modality", "MR",
+                 "--contrast", "T1w", "--output", str(tmp_path / "out.nrrd"), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and err.startswith("medgan run: error:") and len(err.splitlines()) == 1
+    lines = err.splitlines()  # the plan's notes (e.g. "note: reoriented ...") may come first; the error is one line
+    assert code == 1 and lines[-1].startswith("medgan run: error:") and "Traceback" not in err, err
+    assert all(line.startswith(("note:", "warning:")) for line in lines[:-1]), err
     assert "not a valid safetensors file" in err

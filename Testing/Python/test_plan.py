@@ -99,21 +99,45 @@ def test_cli_refuses_bad_option_values(make_model, oblique_volume, tmp_path, cap
 # --- one plan, the same warnings everywhere -----------------------------------------------------------------------
 def test_same_warnings_reach_python_and_cli_stderr(make_model, oblique_volume, tmp_path, capsys):
     make_model(_picky_card())
-    planned = plan("synthesize", oblique_volume).warnings
+    planned = plan("synthesize", oblique_volume, native=True).warnings
     # x 0.90 and y 1.10 mm are outside 1.5-2.5 mm (z, the slice axis, does not count); the FOV 32 x 44 mm is small
     assert len(planned) == 2
     assert "voxel size x 0.90 mm, y 1.10 mm is outside the 1.5-2.5 mm" in planned[0]
     assert "field of view x 32 mm, y 44 mm is smaller" in planned[1]
 
     with pytest.warns(MedGANWarning) as caught:
-        MedGANLogic.run("synthesize", oblique_volume)
+        MedGANLogic.run("synthesize", oblique_volume, native=True)
     assert [str(w.message) for w in caught if w.category is MedGANWarning] == planned
 
     src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
     assert main(["run", "--task", "synthesize", "--input", str(src), "--output", str(tmp_path / "t2.nrrd"),
-                 "--modality", "MR", "--contrast", "T1w", "--quiet"]) == 0
+                 "--modality", "MR", "--contrast", "T1w", "--quiet", "--native"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [f"warning: {w}" for w in planned]
+
+
+def test_resampling_is_a_note_on_stderr_and_in_provenance(make_model, oblique_volume, tmp_path, capsys):
+    make_model(_picky_card())
+    planned = plan("synthesize", oblique_volume)
+    assert planned.frame.resampled_from == (0.9, 1.1, 3.5) and planned.frame.spacing[:2] == (1.5, 1.5)
+    # the voxel size is met by resampling; the small field of view is still a warning
+    (warning,) = planned.warnings
+    assert warning.startswith("field of view x 32 mm, y 44 mm is smaller")
+    assert any(n.startswith("resampled from 0.90 x 1.10 x 3.50 mm voxels to 1.50 x 1.50 x 3.50 mm") for n in
+               planned.notes)
+    src = write_volume(oblique_volume, tmp_path / "t1.nrrd")
+    out = tmp_path / "t2.nrrd"
+    assert main(["run", "--task", "synthesize", "--input", str(src), "--output", str(out), "--modality", "MR",
+                 "--contrast", "T1w"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"warning: {warning}" and err[1:1 + len(planned.notes)] == [f"note: {n}" for n in planned.notes]
+    from MedGANLogic.io import read_volume
+
+    written = read_volume(out)
+    provenance = written.metadata["provenance"]
+    assert np.allclose(provenance["resampled_from"], [0.9, 1.1, 3.5]) and provenance["notes"] == planned.notes
+    assert provenance["bias_corrected"] is False and provenance["reoriented"] == planned.frame.reoriented
+    assert written.same_geometry(oblique_volume, atol=1e-5)
 
 
 def test_a_fitting_volume_gets_no_warning(make_model):
@@ -132,10 +156,14 @@ def test_coronal_acquisition_is_named_for_an_axial_model(make_model, oblique_vol
     # index axes i -> L, j -> I (rows run head to foot), k -> P: slices along k are coronal
     coronal = Volume(oblique_volume.array, spacing=(1, 1, 1), direction=[[1, 0, 0], [0, 0, 1], [0, -1, 0]],
                      metadata={"modality": "MR", "contrast": "T1w"})
-    (problem,) = plan("synthesize", coronal).problems
+    (problem,) = plan("synthesize", coronal, native=True).problems
     assert "trained on axial slices but slicing this volume along k gives coronal slices" in problem
     # slicing along j of the same volume gives axial slices again
-    assert plan("synthesize", coronal, slice_axis=1).problems == []
+    assert plan("synthesize", coronal, slice_axis=1, native=True).problems == []
+    # without native, the engine reorients the volume into the model's orientation and back
+    reoriented = plan("synthesize", coronal)
+    assert reoriented.problems == [] and reoriented.frame.reoriented.startswith("coronal slices -> axial")
+    assert reoriented.frame.order == (1, 0, 2)
 
 
 def test_forced_modality_mismatch_is_a_warning_and_in_provenance(make_model, oblique_volume):

@@ -57,21 +57,15 @@ def test_hd95_is_in_millimetres():
     assert hd95(np.zeros_like(truth), truth, 2.0) == float("inf")
 
 
-def test_shipped_model_segments_the_sample_lesions(tmp_path, capsys):
+def test_shipped_model_segments_the_sample_lesions(tmp_path):
     """`medgan run --task segment` on the bundled sample FLAIR (held-out test subject) finds its lesions."""
-    from conftest import REPO
+    from conftest import SAMPLE_DATA, run_shipped_model
 
-    from MedGANLogic.cli import main
     from MedGANLogic.evaluation.metrics import dice
     from MedGANLogic.io import read_volume
 
-    sample = REPO / "Resources" / "SampleData"
-    out = tmp_path / "labels.nrrd"
-    code = main(["run", "--task", "segment", "--model", "brain-lesion-seg", "--input",
-                 str(sample / "sample_FLAIR.nrrd"), "--output", str(out), "--modality", "MR", "--contrast", "FLAIR",
-                 "--device", "cpu", "--quiet"])
-    assert code == 0, capsys.readouterr().err
-    labels = read_volume(out)
-    lesion = read_volume(sample / "sample_lesion_mask.nrrd").array > 0
-    assert labels.same_geometry(read_volume(sample / "sample_FLAIR.nrrd"), atol=1e-5)
+    labels = run_shipped_model(tmp_path, "segment", "brain-lesion-seg", "sample_FLAIR.nrrd", "--modality", "MR",
+                               "--contrast", "FLAIR")
+    lesion = read_volume(SAMPLE_DATA / "sample_lesion_mask.nrrd").array > 0
+    assert labels.same_geometry(read_volume(SAMPLE_DATA / "sample_FLAIR.nrrd"), atol=1e-5)
     assert dice(labels.array > 0, lesion) > 0.6

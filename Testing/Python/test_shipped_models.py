@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import SAMPLE_DATA, run_shipped_model
 from scipy import ndimage
 
-from MedGANLogic.cli import main
 from MedGANLogic.evaluation.metrics import dice
 from MedGANLogic.io import read_volume
 from MedGANLogic.models.registry import get_model, list_models, verify_weights
 
-SAMPLE = REPO / "Resources" / "SampleData"
 GANS_I = {"mr-t1-to-t2": "synthesize", "mr-t2-to-t1": "synthesize", "mr-to-ct": "synthesize",
           "ct-to-mr": "synthesize", "ldct-denoise": "denoise"}
 GANS_II = {"mr-sr-x2-throughplane": "superres", "mr-sr-x2-inplane": "superres", "brain-anomaly-t2": "anomaly",
@@ -43,20 +41,8 @@ def test_every_shipped_model_is_installed_verified_fp16_and_within_the_size_budg
     assert _weights_mb(GANS_I) <= 40 and _weights_mb(GANS_II) <= 30
 
 
-def _run(tmp_path, task: str, model: str, sample: str, *extra: str):
-    out = tmp_path / f"{model}.nrrd"
-    code = main(["run", "--task", task, "--model", model, "--input", str(SAMPLE / sample), "--output", str(out),
-                 "--device", "cpu", "--quiet", *extra])
-    assert code == 0
-    volume = read_volume(out)
-    provenance = volume.metadata["provenance"]
-    assert provenance["model"] == model and provenance["synthetic"] in (True, "true")
-    assert provenance["weights_sha256"] == get_model(model).sha256
-    return volume
-
-
 def _head(volume) -> np.ndarray:
-    ct = read_volume(SAMPLE / "sample_CT.nrrd").array
+    ct = read_volume(SAMPLE_DATA / "sample_CT.nrrd").array
     return ndimage.binary_erosion(ct > -500, iterations=2) if volume.shape == ct.shape else None
 
 
@@ -68,8 +54,10 @@ def _corr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 def test_mr_contrast_synthesis_on_the_sample(tmp_path, model, source, target):
     """The synthetic contrast follows the sample's acquired target contrast voxel by voxel, far better than the
     source contrast itself does (T1w and T2w order the tissues differently)."""
-    out = _run(tmp_path, "synthesize", model, f"sample_{source}.nrrd", "--modality", "MR", "--contrast", source)
-    truth, src = read_volume(SAMPLE / f"sample_{target}.nrrd"), read_volume(SAMPLE / f"sample_{source}.nrrd")
+    out = run_shipped_model(tmp_path, "synthesize", model, f"sample_{source}.nrrd", "--modality", "MR",
+                            "--contrast", source)
+    truth = read_volume(SAMPLE_DATA / f"sample_{target}.nrrd")
+    src = read_volume(SAMPLE_DATA / f"sample_{source}.nrrd")
     assert out.same_geometry(truth, atol=1e-6) and out.metadata.get("contrast") == target
     head = _head(out)
     assert _corr(out.array, truth.array, head) > 0.85
@@ -77,8 +65,9 @@ def test_mr_contrast_synthesis_on_the_sample(tmp_path, model, source, target):
 
 
 def test_mr_to_ct_on_the_sample_puts_bone_where_the_skull_is(tmp_path):
-    out = _run(tmp_path, "synthesize", "mr-to-ct", "sample_T1w.nrrd", "--modality", "MR", "--contrast", "T1w")
-    ct = read_volume(SAMPLE / "sample_CT.nrrd")
+    out = run_shipped_model(tmp_path, "synthesize", "mr-to-ct", "sample_T1w.nrrd", "--modality", "MR",
+                            "--contrast", "T1w")
+    ct = read_volume(SAMPLE_DATA / "sample_CT.nrrd")
     assert out.same_geometry(ct, atol=1e-6) and out.metadata.get("modality") == "CT"
     bone, predicted = ct.array > 300, out.array > 300
     bone_dice = dice(predicted, bone)
@@ -89,8 +78,8 @@ def test_mr_to_ct_on_the_sample_puts_bone_where_the_skull_is(tmp_path):
 
 
 def test_ct_to_mr_on_the_sample_follows_the_t1w(tmp_path):
-    out = _run(tmp_path, "synthesize", "ct-to-mr", "sample_CT.nrrd", "--modality", "CT")
-    t1 = read_volume(SAMPLE / "sample_T1w.nrrd")
+    out = run_shipped_model(tmp_path, "synthesize", "ct-to-mr", "sample_CT.nrrd", "--modality", "CT")
+    t1 = read_volume(SAMPLE_DATA / "sample_T1w.nrrd")
     assert out.same_geometry(t1, atol=1e-6) and out.metadata.get("contrast") == "T1w"
     assert _corr(out.array, t1.array, _head(out)) > 0.6
 
@@ -98,8 +87,8 @@ def test_ct_to_mr_on_the_sample_follows_the_t1w(tmp_path):
 def test_ldct_denoise_on_the_sample_removes_most_of_the_noise_without_bias(tmp_path):
     """In flat brain tissue (where the noise-free pseudo-CT barely varies) the denoised image is much closer to
     the truth than the 25 %-dose input, and its mean HU is unchanged."""
-    out = _run(tmp_path, "denoise", "ldct-denoise", "sample_CT_lowdose_25.nrrd", "--modality", "CT")
-    low, ct = read_volume(SAMPLE / "sample_CT_lowdose_25.nrrd"), read_volume(SAMPLE / "sample_CT.nrrd")
+    out = run_shipped_model(tmp_path, "denoise", "ldct-denoise", "sample_CT_lowdose_25.nrrd", "--modality", "CT")
+    low, ct = read_volume(SAMPLE_DATA / "sample_CT_lowdose_25.nrrd"), read_volume(SAMPLE_DATA / "sample_CT.nrrd")
     assert out.same_geometry(low, atol=1e-6)
     c = ct.array.astype(np.float32)
     local_sd = np.sqrt(np.maximum(ndimage.uniform_filter(c * c, 3) - ndimage.uniform_filter(c, 3) ** 2, 0))
@@ -115,9 +104,10 @@ def test_inplane_superres_on_the_sample_restores_the_2mm_grid(tmp_path):
     closer to the 2 mm T2w than cubic B-spline interpolation of the same input."""
     from MedGANLogic.evaluation.baselines import bspline_upsample
 
-    out = _run(tmp_path, "superres", "mr-sr-x2-inplane", "sample_T2w_lowres_inplane.nrrd", "--modality", "MR",
-               "--contrast", "T2w")
-    low, thin = read_volume(SAMPLE / "sample_T2w_lowres_inplane.nrrd"), read_volume(SAMPLE / "sample_T2w.nrrd")
+    out = run_shipped_model(tmp_path, "superres", "mr-sr-x2-inplane", "sample_T2w_lowres_inplane.nrrd",
+                            "--modality", "MR", "--contrast", "T2w")
+    low = read_volume(SAMPLE_DATA / "sample_T2w_lowres_inplane.nrrd")
+    thin = read_volume(SAMPLE_DATA / "sample_T2w.nrrd")
     assert out.shape == (low.shape[0], 2 * low.shape[1], 2 * low.shape[2])
     assert np.allclose(out.spacing, thin.spacing) and np.allclose(out.physical_extent(), low.physical_extent())
     ref = thin.array[:, : out.shape[1], : out.shape[2]]  # the 2 mm grid cropped to a multiple of 2, as simulated

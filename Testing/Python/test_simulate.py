@@ -275,7 +275,7 @@ def _edges(v: Volume) -> tuple[np.ndarray, np.ndarray]:
 def test_superres_pairs_share_physical_extent(subject, factor):
     t2 = subject.volumes["T2w"]
     for axis in (0, 1, 2):
-        low, high = superres_pair(t2, factor, "throughplane", axis=axis)
+        low, high = superres_pair(t2, tuple(factor if a == axis else 1 for a in range(3)), "thick_slices")
         assert np.allclose(low.physical_extent(), high.physical_extent())
         assert np.allclose(_edges(low), _edges(high))  # same field of view, corner to corner
         spacing_axis = 2 - axis  # (x, y, z) index of array axis
@@ -288,7 +288,7 @@ def test_superres_pairs_share_physical_extent(subject, factor):
         grid = low.resampled_grid(scale)
         assert grid["shape"] == high.shape and np.allclose(grid["origin"], high.origin)
         assert np.allclose(grid["spacing"], high.spacing)
-    low_ip, high_ip = superres_pair(t2, factor, "inplane", axis=0)
+    low_ip, high_ip = superres_pair(t2, (1, factor, factor), "kspace_truncate")
     assert np.allclose(_edges(low_ip), _edges(high_ip))
     assert low_ip.shape == (high_ip.shape[0], high_ip.shape[1] // factor, high_ip.shape[2] // factor)
     assert low_ip.spacing == (factor * high_ip.spacing[0], factor * high_ip.spacing[1], high_ip.spacing[2])
@@ -324,4 +324,10 @@ def test_low_resolution_refuses_bad_factors(subject):
     with pytest.raises(InputError, match="axes"):
         kspace_truncate(subject.volumes["T2w"], 2, axes=(3,))
     with pytest.raises(InputError, match="kind"):
-        superres_pair(subject.volumes["T2w"], 2, kind="diagonal")
+        superres_pair(subject.volumes["T2w"], (2, 1, 1), kind="diagonal")
+    with pytest.raises(InputError, match="one factor"):
+        superres_pair(subject.volumes["T2w"], (1, 2, 4), "kspace_truncate")
+    with pytest.raises(InputError, match="thick_slices scales one axis"):
+        superres_pair(subject.volumes["T2w"], (1, 2, 2), "thick_slices")
+    with pytest.raises(InputError, match="scale"):
+        superres_pair(subject.volumes["T2w"], (2, 1), "thick_slices")

@@ -17,13 +17,16 @@ import slicer  # the real MRML library (the slicer-core wheel), never a stand-in
 import torch
 import torch.nn as nn
 from conftest import tiny_card
+from MedGANLib import panel_text  # the module's own library (conftest puts it on the path, as Slicer does)
 from slicer_testing import (
+    VIEWS,
     add_volume_node,
     anomaly_card,
     local_mean_anomaly_state,
     make_scene,
     node_matrix,
     sample_volume,
+    save_and_reload,
 )
 
 from MedGANLogic import slicer_bridge
@@ -122,6 +125,10 @@ def _sh_parent(scene, node) -> int:
     return sh.GetItemParent(sh.GetItemByDataNode(node))
 
 
+def _node_ids(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
 def _composite(scene, layout_name):
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         node = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
@@ -161,11 +168,11 @@ def test_unsuitable_inputs_are_refused_with_a_reason(setup, kind):
     scene = setup.scene
     if kind == "labelmap":
         node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
-        node.SetAndObserveImageData(slicer_bridge._image_data_from_array(np.ones((3, 4, 5), np.uint8)))
+        node.SetAndObserveImageData(slicer_bridge.image_data_from_array(np.ones((3, 4, 5), np.uint8)))
         message = "not a scalar volume"
     elif kind == "vector":
         node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
-        image = slicer_bridge._image_data_from_array(np.ones((3, 4, 5), np.float32))
+        image = slicer_bridge.image_data_from_array(np.ones((3, 4, 5), np.float32))
         from vtkmodules.util import numpy_support
 
         image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ones((60, 3), np.float32), deep=True))
@@ -173,7 +180,7 @@ def test_unsuitable_inputs_are_refused_with_a_reason(setup, kind):
         message = "3 components"
     elif kind == "2d":
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "xray")
-        node.SetAndObserveImageData(slicer_bridge._image_data_from_array(np.ones((1, 30, 30), np.float32)))
+        node.SetAndObserveImageData(slicer_bridge.image_data_from_array(np.ones((1, 30, 30), np.float32)))
         message = "2D image"
     elif kind == "empty":
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
@@ -251,7 +258,11 @@ def test_superres_has_finer_spacing_same_field_of_view(setup, make_model):
     thick = sample_volume("T2w_thick", z_step=1)  # 2 x 2 x 4 mm, oblique
     node = add_volume_node(setup.scene, thick, "Sample T2 thick")
     before = _snapshot(node)
-    out = slicer_bridge.run_on_node(setup.scene, node, "superres")[0]
+    # the oblique grid tilts the coronal slices this model sees: the plan says so, and the bridge asks first
+    with pytest.raises(slicer_bridge.UnsuitableInputError, match="coronal slices .* are tilted 29 degrees"):
+        slicer_bridge.run_on_node(setup.scene, node, "superres")
+    out = slicer_bridge.run_on_node(setup.scene, node, "superres", force=True)[0]
+    assert "tilted 29 degrees" in json.loads(out.GetAttribute("MedGAN.provenance"))["warnings"][0]
     _assert_unchanged(node, before)
     m_in, m_out = node_matrix(node), node_matrix(out)
     z, y, x = before[0].shape
@@ -320,6 +331,64 @@ def test_anomaly_map_overlay_legend_and_candidate_segmentation(setup, make_model
     assert "Viridis" in display.GetColorNode().GetName()
 
 
+def test_anomaly_display_acts_on_any_map_found_by_its_attributes_also_after_reload(setup, make_model, tmp_path):
+    make_model(anomaly_card(), net=_net(anomaly_card(), local_mean_anomaly_state()))
+    scene = setup.scene
+    node = add_volume_node(scene, sample_volume("T2w"), "Sample T2")
+    first = slicer_bridge.run_on_node(scene, node, "anomaly")[0]
+    last = slicer_bridge.run_on_node(scene, node, "anomaly")[0]
+    assert [m.GetID() for m in slicer_bridge.anomaly_map_nodes(scene)] == [first.GetID(), last.GetID()]
+    assert _composite(scene, "Red").GetForegroundVolumeID() == last.GetID()
+    # the panel's controls act on the selected map, not only on the last one made
+    slicer_bridge.update_anomaly_display(first, opacity=0.3, colormap="Viridis", display_threshold=0.2, show=True)
+    for view in VIEWS:
+        composite = _composite(scene, view)
+        assert composite.GetForegroundVolumeID() == first.GetID() and composite.GetBackgroundVolumeID() == node.GetID()
+        assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+    assert "Viridis" in first.GetDisplayNode().GetColorNode().GetName()
+    assert first.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2)
+    with pytest.raises(InputError, match="not a MedGAN anomaly map"):
+        slicer_bridge.update_anomaly_display(node, opacity=0.3)
+    with pytest.raises(InputError, match="opacity must be between 0 and 1"):
+        slicer_bridge.update_anomaly_display(first, opacity=2.0)
+    # saved and loaded again (no Python object survives): the maps are found by their attributes, each knows its
+    # input through a node reference, and the controls act on whichever is selected
+    reloaded = save_and_reload(setup, tmp_path / "saved scene")
+    try:
+        again = reloaded.scene
+        maps = slicer_bridge.anomaly_map_nodes(again)
+        assert [m.GetName() for m in maps] == [first.GetName(), last.GetName()]
+        scan = slicer_bridge.input_of(maps[0])
+        assert scan is not None and scan.GetName() == "Sample T2" and not slicer_bridge.is_anomaly_map(scan)
+        slicer_bridge.update_anomaly_display(maps[0], opacity=0.6, colormap="Magma", display_threshold=0.15, show=True)
+        red = _composite(again, "Red")
+        assert red.GetForegroundVolumeID() == maps[0].GetID() and red.GetBackgroundVolumeID() == scan.GetID()
+        assert red.GetForegroundOpacity() == pytest.approx(0.6)
+        assert "Magma" in maps[0].GetDisplayNode().GetColorNode().GetName()
+        assert maps[0].GetDisplayNode().GetLowerThreshold() == pytest.approx(0.15)
+    finally:
+        reloaded.close()
+
+
+def test_segmentations_use_standard_terminology_and_can_show_in_3d(setup, t1_node, make_model):
+    from vtkmodules.vtkCommonCore import reference
+
+    make_model(_segment_card(), net=_net(_segment_card(), _segment_state()))
+    seg = slicer_bridge.run_on_node(setup.scene, t1_node, "segment", force=True, show=False)[0]
+    assert not seg.GetSegmentation().ContainsRepresentation("Closed surface")  # 3D only when asked
+    entry = reference("")
+    assert seg.GetSegmentation().GetNthSegment(0).GetTag("TerminologyEntry", entry)
+    assert str(entry) == ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^85756007^Tissue"
+                          "~SCT^85756007^Tissue~^^~Anatomic codes - DICOM master list~^^~^^")  # "bright tissue"
+    seg3d = slicer_bridge.run_on_node(setup.scene, t1_node, "segment", force=True, show=False, show_3d=True)[0]
+    assert seg3d.GetSegmentation().ContainsRepresentation("Closed surface")
+    for name, kind in (("lesion", "SCT^52988006^Lesion"), ("Candidate 1 (0.42 mL)", "SCT^52988006^Lesion"),
+                       ("anomaly candidate", "SCT^52988006^Lesion"), ("enhancing tumour", "SCT^4147007^Mass")):
+        assert f"~SCT^49755003^Morphologically Altered Structure~{kind}~" in slicer_bridge.terminology_entry(name)
+    with pytest.raises(InputError, match="show_3d must be True or False"):
+        slicer_bridge.run_on_node(setup.scene, t1_node, "segment", force=True, show_3d="yes")
+
+
 def _labelmap_in_grid(labelmap, reference_node) -> np.ndarray:
     """A segment's (possibly cropped) binary labelmap placed on the reference volume's voxel grid."""
     from vtkmodules.util import numpy_support
@@ -333,7 +402,7 @@ def _labelmap_in_grid(labelmap, reference_node) -> np.ndarray:
 
     m = vtkMatrix4x4()
     labelmap.GetImageToWorldMatrix(m)
-    assert np.allclose(slicer_bridge._matrix_to_numpy(m), node_matrix(reference_node), atol=1e-6)
+    assert np.allclose(slicer_bridge.matrix_to_numpy(m), node_matrix(reference_node), atol=1e-6)
     values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
     full[extent[4]:extent[5] + 1, extent[2]:extent[3] + 1, extent[0]:extent[1] + 1] = values > 0
     return full
@@ -409,11 +478,77 @@ def test_failing_model_and_failing_node_creation_leave_nothing(setup, t1_node, m
     def broken_place_beside(*args, **kwargs):
         raise RuntimeError("subject hierarchy exploded")
 
-    monkeypatch.setattr(slicer_bridge, "place_beside", broken_place_beside)
+    monkeypatch.setattr(slicer_bridge.outputs, "place_beside", broken_place_beside)
     with pytest.raises(RuntimeError, match="exploded"):
         slicer_bridge.run_on_node(scene, t1_node, "synthesize")
     assert scene.GetNumberOfNodes() == count
     assert scene.GetFirstNodeByName("Sample T1 T2w (MedGAN synthetic)") is None
+
+
+def test_a_rolled_back_batch_leaves_no_display_node_of_an_output_already_shown(setup, t1_node, make_model):
+    make_model(_t1_card())
+    scene = setup.scene
+    before = _node_ids(scene)
+    # a batch whose second volume fails after the first one's output was made and shown in the slice views
+    with pytest.raises(RuntimeError, match="second volume failed"), slicer_bridge.SceneTransaction(scene):
+        shown = slicer_bridge.run_on_node(scene, t1_node, "synthesize", show=True)[0]
+        assert _composite(scene, "Yellow").GetBackgroundVolumeID() == shown.GetID()
+        raise RuntimeError("second volume failed")
+    assert _node_ids(scene) == before
+
+
+@pytest.mark.parametrize("option, value, message", [("opacity", 1.5, "opacity must be between 0 and 1"),
+                                                    ("opacity", "half", "opacity must be between 0 and 1"),
+                                                    ("colormap", "Jet", "Unknown colour map 'Jet'"),
+                                                    ("display_threshold", float("nan"), "display_threshold")])
+def test_display_options_are_refused_before_inference(setup, make_model, option, value, message):
+    make_model(anomaly_card(), net=_net(anomaly_card(), local_mean_anomaly_state()))
+    scene = setup.scene
+    node = add_volume_node(scene, sample_volume("T2w"), "Sample T2")
+    count, fractions = scene.GetNumberOfNodes(), []
+    with pytest.raises(InputError, match=message):
+        slicer_bridge.run_on_node(scene, node, "anomaly", progress=lambda f, m: fractions.append(f), **{option: value})
+    assert fractions == []  # refused before the engine ran, not after minutes of inference
+    assert scene.GetNumberOfNodes() == count
+    with pytest.raises(InputError, match=message):  # the panel's path, on the main thread, before the worker
+        slicer_bridge.prepare_batch(scene, [node], "anomaly", **{option: value})
+
+
+def test_an_input_removed_during_the_run_gets_no_output(setup, t1_volume, make_model):
+    make_model(_t1_card())
+    scene = setup.scene
+    node = add_volume_node(scene, t1_volume, "Sample T1")
+    request = slicer_bridge.prepare_run(scene, node, "synthesize")
+    result = slicer_bridge.execute(request)  # what the worker thread does
+    scene.RemoveNode(node)  # meanwhile, on the main thread, the user deletes the input
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="'Sample T1' was removed from the scene while MedGAN was running"):
+        slicer_bridge.finish_run(scene, request, result)
+    assert scene.GetNumberOfNodes() == count
+    assert scene.GetFirstNodeByName("Sample T1 T2w (MedGAN synthetic)") is None
+    # a batch: one of its inputs removed during the run -> no output for any (all or nothing)
+    a = add_volume_node(scene, t1_volume, "T1 a")
+    b = add_volume_node(scene, t1_volume, "T1 b")
+    before, b_ids = _node_ids(scene), {b.GetID(), b.GetDisplayNodeID()}
+
+    def remove_b_midway(fraction, message):
+        if scene.IsNodePresent(b):
+            scene.RemoveNode(b)
+
+    with pytest.raises(InputError, match="'T1 b' was removed"):
+        slicer_bridge.run_on_nodes(scene, [a, b], "synthesize", progress=remove_b_midway)
+    after = _node_ids(scene)
+    assert after <= before and before - after <= b_ids  # only b (and its display node) went; nothing was added
+    assert scene.GetFirstNodeByName("T1 a T2w (MedGAN synthetic)") is None
+    # an output node removed during the run is not written into (the result would be lost out of the scene)
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my output")
+    request = slicer_bridge.prepare_run(scene, a, "synthesize", output_node=target)
+    result = slicer_bridge.execute(request)
+    scene.RemoveNode(target)
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="output node 'my output' was removed"):
+        slicer_bridge.finish_run(scene, request, result)
+    assert scene.GetNumberOfNodes() == count and target.GetImageData() is None
 
 
 def test_overwriting_the_input_is_refused_and_a_chosen_output_node_is_reused(setup, t1_node, make_model):
@@ -452,13 +587,19 @@ def test_spacing_and_field_of_view_outside_the_card_are_refused(setup, t1_node, 
     card = tiny_card(tile_size=None, input={"modality": "MR", "contrast": "T1w", "spacing_mm": [0.5, 1.2],
                                             "fov_mm": [250, 300], "normalization": {"kind": "mr_percentile"}})
     make_model(card)
+    # on the input's own grid (native) both are refused
     with pytest.raises(slicer_bridge.UnsuitableInputError,
                        match=r"voxel size x 2.00 mm, y 2.00 mm.*field of view x 196 mm, y 232 mm is smaller"):
-        slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize")
-    request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True)
+        slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize", native=True)
+    request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True, native=True)
     assert len(request.warnings) == 2  # kept for the panel to show
     # z (4 mm, the slice axis of this 2d model) is not held against it
     assert not any("z 4.00" in w for w in request.warnings)
+    # by default the engine resamples into the model's 1.2 mm: only the field of view is left to refuse
+    with pytest.raises(slicer_bridge.UnsuitableInputError, match=r"model test-t1-to-t2: field of view x 196 mm"):
+        slicer_bridge.run_on_node(setup.scene, t1_node, "synthesize")
+    request = slicer_bridge.prepare_run(setup.scene, t1_node, "synthesize", force=True)
+    assert [w for w in request.warnings if "voxel size" in w] == [] and request.plan.frame.spacing[:2] == (1.2, 1.2)
 
 
 def test_linear_parent_transform_is_hardened_into_the_output(setup, t1_node, make_model):
@@ -468,7 +609,7 @@ def test_linear_parent_transform_is_hardened_into_the_output(setup, t1_node, mak
     shift = np.eye(4)
     shift[:3, :3] = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]])
     shift[:3, 3] = [5.0, -3.0, 12.0]
-    transform.SetMatrixTransformToParent(slicer_bridge._numpy_to_matrix(shift))
+    transform.SetMatrixTransformToParent(slicer_bridge.numpy_to_matrix(shift))
     t1_node.SetAndObserveTransformNodeID(transform.GetID())
     before = _snapshot(t1_node)
     out = slicer_bridge.run_on_node(scene, t1_node, "synthesize")[0]
@@ -532,6 +673,36 @@ def test_batch_runs_every_volume_of_the_study_all_or_nothing(setup, t1_volume, m
     assert scene.GetNumberOfNodes() == count
 
 
+def test_prepare_batch_asks_before_running_an_unsuitable_input_and_refuses_one_output_for_many(setup, ct_volume,
+                                                                                                 t1_node, make_model):
+    make_model(_t1_card())
+    scene = setup.scene
+    ct = add_volume_node(scene, ct_volume, "CT")
+    asked = []
+
+    def decline(reason):
+        asked.append(reason)
+        return False
+
+    with pytest.raises(slicer_bridge.UnsuitableModalityError, match="expects MR"):
+        slicer_bridge.prepare_batch(scene, [t1_node, ct], "synthesize", "test-t1-to-t2", run_anyway=decline)
+    assert len(asked) == 1 and "expects MR" in asked[0]
+    batch = slicer_bridge.prepare_batch(scene, [t1_node, ct], "synthesize", "test-t1-to-t2",
+                                        run_anyway=lambda reason: True)
+    assert [r.options.get("force") for r in batch.requests] == [True, True]
+    assert len(batch.warnings) == 1 and "expects MR" in batch.warnings[0]
+    assert batch.labels == ["synthesize of Sample T1 with test-t1-to-t2", "synthesize of CT with test-t1-to-t2"]
+    # per-node options (the module passes each sample volume's declared modality) under the common ones
+    declared = slicer_bridge.prepare_batch(scene, [ct], "synthesize", force=True,
+                                           node_options=lambda node: {"modality": "MR", "contrast": "T1w"})
+    assert declared.warnings == [] and declared.requests[0].volume.metadata["contrast"] == "T1w"
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "target")
+    with pytest.raises(InputError, match="single run only"):
+        slicer_bridge.prepare_batch(scene, [t1_node, ct], "synthesize", output_node=target, force=True)
+    with pytest.raises(InputError, match="Nothing to run"):
+        slicer_bridge.prepare_batch(scene, [], "synthesize")
+
+
 # --- what the panel lists ------------------------------------------------------------------------------------------
 def test_header_volume_describes_without_copying_voxels(setup, t1_node, ct_volume):
     header = slicer_bridge.header_volume(t1_node)
@@ -551,16 +722,25 @@ def test_models_for_lists_fitting_models_first_with_the_reason_for_the_others(se
                                                                          ("test-ct-synth", False)]
     assert "expects CT" in entries[1][1]
     assert [card.id for card, _ in slicer_bridge.models_for("denoise")] == []
-    html = slicer_bridge.card_summary_html(*entries[1])
+    # from the node itself (its header): the same list; without a usable node, every model without a problem
+    assert slicer_bridge.models_for_node("synthesize", t1_node) == entries
+    assert [problem for _, problem in slicer_bridge.models_for_node("synthesize", None)] == [None, None]
+    html = panel_text.card_summary_html(*entries[1])
     assert "none (test model)" in html and "research, not for diagnosis" in html and "Does not fit" in html
-    assert "<script" not in slicer_bridge.card_summary_html(entries[0][0]) and "&rarr;" in html
+    assert "<script" not in panel_text.card_summary_html(entries[0][0]) and "&rarr;" in html
 
 
-def test_device_choices_offer_auto_and_cpu_first():
-    choices = slicer_bridge.device_choices()
-    assert choices[:2] == [("Auto (GPU if available)", "auto"), ("CPU", "cpu")]
-    if torch.cuda.is_available():
-        assert any(device == "cuda:0" for _, device in choices)
+def test_proposed_model_keeps_the_choice_else_the_first_that_fits(setup, t1_node, make_model):
+    make_model(_ct_card("test-ct-synth") | {"task": "synthesize", "output": tiny_card()["output"]})
+    entries = slicer_bridge.models_for("synthesize", slicer_bridge.header_volume(t1_node))
+    assert slicer_bridge.proposed_model(entries) == "test-ct-synth"  # none fits: the first listed, to run anyway
+    make_model(_t1_card())
+    entries = slicer_bridge.models_for("synthesize", slicer_bridge.header_volume(t1_node))
+    assert slicer_bridge.proposed_model(entries) == "test-t1-to-t2"
+    assert slicer_bridge.proposed_model(entries, "test-ct-synth") == "test-ct-synth"  # the user's choice stays
+    assert slicer_bridge.proposed_model(entries, "uninstalled") == "test-t1-to-t2"
+    assert slicer_bridge.proposed_model([], "test-t1-to-t2") == ""
+    assert slicer_bridge.model_is_2d("test-t1-to-t2") and not slicer_bridge.model_is_2d("uninstalled")
 
 
 def test_import_model_validates_before_adding_to_the_user_folder(model_dir, tmp_path):

@@ -17,6 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "MedGANExtension"
 MODULE_PY = MODULE_DIR / "MedGAN.py"
+LIBRARY = MODULE_DIR / "MedGANLib"  # the module's own library (Slicer's <Module>Lib convention)
+PARAMETERS_PY = LIBRARY / "parameters.py"
 UI_FILE = REPO / "Resources" / "UI" / "MedGAN.ui"
 
 # The class each widget must have for what MedGAN.py does with it (e.g. checkedNodes() needs the checkable combo).
@@ -27,7 +29,8 @@ EXPECTED_CLASSES = {
     "modelCardBrowser": "QTextBrowser", "importModelButton": "QPushButton", "deviceComboBox": "QComboBox",
     "inputInfoLabel": "QLabel", "advancedCollapsibleButton": "ctkCollapsibleButton",
     "overlapSliderWidget": "ctkSliderWidget", "batchSizeSpinBox": "QSpinBox", "sliceAxisComboBox": "QComboBox",
-    "forceCheckBox": "QCheckBox", "anomalyCollapsibleButton": "ctkCollapsibleButton",
+    "forceCheckBox": "QCheckBox", "nativeCheckBox": "QCheckBox", "anomalyCollapsibleButton": "ctkCollapsibleButton",
+    "anomalyMapSelector": "qMRMLNodeComboBox", "segmentationShow3DButton": "qMRMLSegmentationShow3DButton",
     "colormapComboBox": "QComboBox", "opacitySliderWidget": "ctkSliderWidget",
     "cardThresholdCheckBox": "QCheckBox", "thresholdSliderWidget": "ctkSliderWidget",
     "makeSegmentationCheckBox": "QCheckBox", "applyButton": "QPushButton", "progressBar": "QProgressBar",
@@ -55,38 +58,55 @@ def _ui_widgets() -> dict[str, str]:
     return {w.get("name"): w.get("class") for w in root.iter("widget")}
 
 
-def _module_ast() -> ast.Module:
-    return ast.parse(MODULE_PY.read_text(), filename=str(MODULE_PY))
+def _module_ast(path: Path = MODULE_PY) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _module_files() -> list[Path]:
+    """MedGAN.py and every file of its library: the Python code Slicer loads for the module."""
+    return [MODULE_PY, *sorted(LIBRARY.rglob("*.py"))]
+
+
+def _module_source() -> str:
+    return "\n".join(path.read_text() for path in _module_files())
 
 
 def _class(tree: ast.Module, name: str) -> ast.ClassDef:
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
             return node
-    raise AssertionError(f"class {name} not found in MedGAN.py")
+    raise AssertionError(f"class {name} not found")
 
 
 # --- the module file ---------------------------------------------------------------------------------------------
 def test_module_compiles_and_follows_the_template(tmp_path):
-    py_compile.compile(str(MODULE_PY), cfile=str(tmp_path / "MedGAN.pyc"), doraise=True)
+    for path in _module_files():
+        py_compile.compile(str(path), cfile=str(tmp_path / f"{path.stem}.pyc"), doraise=True)
     tree = _module_ast()
     bases = {node.name: [ast.unparse(b) for b in node.bases] for node in tree.body if isinstance(node, ast.ClassDef)}
     assert bases["MedGAN"] == ["ScriptedLoadableModule"]
     assert bases["MedGANWidget"][0] == "ScriptedLoadableModuleWidget"
     assert bases["MedGANLogic"] == ["ScriptedLoadableModuleLogic"]
     assert bases["MedGANTest"] == ["ScriptedLoadableModuleTest"]
-    decorators = [ast.unparse(d) for d in _class(tree, "MedGANParameterNode").decorator_list]
+    # the parameter node lives in the module's library and is reachable from MedGAN.py
+    decorators = [ast.unparse(d) for d in _class(_module_ast(PARAMETERS_PY), "MedGANParameterNode").decorator_list]
     assert decorators == ["parameterNodeWrapper"]
+    assert any(isinstance(node, ast.ImportFrom) and node.module == "MedGANLib.parameters"
+               and "MedGANParameterNode" in [a.name for a in node.names] for node in tree.body)
     source = MODULE_PY.read_text()
     # the engine package under an alias, so the template's MedGANLogic class does not shadow it
     assert "import MedGANLogic as medgan_engine" in source
-    top_imports = {alias.name.split(".")[0] for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
-                   for alias in node.names} | {node.module.split(".")[0] for node in tree.body
-                                               if isinstance(node, ast.ImportFrom) and node.module}
-    assert not top_imports & {"torch", "monai", "safetensors"}, "dependencies are installed on first use"
+    for path in _module_files():  # nothing the module loads at start-up imports what is installed on first use
+        body = _module_ast(path).body
+        top_imports = {alias.name.split(".")[0] for node in body if isinstance(node, (ast.Import, ast.ImportFrom))
+                       for alias in node.names} | {node.module.split(".")[0] for node in body
+                                                   if isinstance(node, ast.ImportFrom) and node.module}
+        assert not top_imports & {"torch", "monai", "safetensors"}, f"{path.name}: installed on first use"
     assert 'slicer.app.connect("startupCompleted()", registerSampleData)' in source
     assert "slicer.util.loadUI(self.resourcePath(\"UI/MedGAN.ui\"))" in source
-    assert "PyTorchUtils" in source and "slicer.util.pip_install" in source and "confirmOkCancelDisplay" in source
+    everything = _module_source()
+    assert "PyTorchUtils" in everything and "slicer.util.pip_install" in everything
+    assert "confirmOkCancelDisplay" in everything
     # the logic goes through slicer_bridge; the console API takes nodes
     process = next(n for n in _class(tree, "MedGANLogic").body if isinstance(n, ast.FunctionDef)
                    and n.name == "process")
@@ -101,34 +121,37 @@ def test_self_test_runs_every_task_and_every_test_method():
     run_test = ast.unparse(next(n for n in test_class.body if isinstance(n, ast.FunctionDef) and n.name == "runTest"))
     for name in sorted(m for m in methods if m.startswith("test_")):
         assert f"self.{name}()" in run_test, f"runTest does not call {name}"
+    # the self-test's task list is the engine's task table, every task of it
     tasks = next(n for n in test_class.body if isinstance(n, ast.Assign) and n.targets[0].id == "TASKS")
-    from MedGANLogic.tasks import TASKS
-
-    assert tuple(ast.literal_eval(tasks.value)) == tuple(TASKS.names())
+    assert ast.unparse(tasks.value) == "tuple(TASK_TABLE.names())"
+    assert any(isinstance(node, ast.ImportFrom) and node.module == "MedGANLogic.tasks"
+               and [(a.name, a.asname) for a in node.names] == [("TASKS", "TASK_TABLE")] for node in tree.body)
 
 
 def test_task_enum_matches_the_engine_and_the_ui():
-    tree = _module_ast()
-    task = _class(tree, "Task")
-    values = [ast.literal_eval(n.value) for n in task.body if isinstance(n, ast.Assign)]
+    tree = _module_ast(PARAMETERS_PY)
+    # the panel's Task enum is made from the engine's task table, its labels are the table's
+    task = next(n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "Task")
+    assert "TASKS.names()" in ast.unparse(task.value)
+    label = next(n for n in _class(tree, "_TaskChoice").body if isinstance(n, ast.FunctionDef) and n.name == "label")
+    assert ast.unparse(label.body[-1]) == "return TASKS.get(self.value).label"
     from MedGANLogic.tasks import TASKS
 
-    assert tuple(values) == tuple(TASKS.names())
-    label = next(n for n in task.body if isinstance(n, ast.FunctionDef) and n.name == "label")
-    labels = ast.literal_eval(next(n for n in ast.walk(label) if isinstance(n, ast.Dict)))
+    assert TASKS.names() == ["synthesize", "denoise", "superres", "anomaly", "segment"]
+    # the .ui lists them in the same order with the same words (the screenshot shows the .ui's items)
     root = ET.parse(UI_FILE).getroot()
     combo = next(w for w in root.iter("widget") if w.get("name") == "taskComboBox")
     items = [item.find("property/string").text for item in combo.findall("item")]
-    assert items == [labels[v] for v in values]
+    assert items == [TASKS.get(name).label for name in TASKS.names()]
 
 
 # --- the .ui and the code agree ------------------------------------------------------------------------------------
 def test_every_widget_the_code_uses_exists_with_the_right_class():
     widgets = _ui_widgets()
-    used = set(re.findall(r"\bui\.(\w+)", MODULE_PY.read_text()))
-    assert used, "MedGAN.py uses no widget?"
+    used = set(re.findall(r"\bui\.(\w+)", _module_source()))
+    assert used, "the module uses no widget?"
     missing = sorted(used - set(widgets))
-    assert not missing, f"MedGAN.py uses widgets that MedGAN.ui lacks: {missing}"
+    assert not missing, f"the module uses widgets that MedGAN.ui lacks: {missing}"
     for name in used:
         assert name in EXPECTED_CLASSES, f"add {name} to EXPECTED_CLASSES with the class the code needs"
     for name, cls in EXPECTED_CLASSES.items():
@@ -142,10 +165,12 @@ def test_every_widget_the_code_uses_exists_with_the_right_class():
 
 
 def test_parameter_node_binds_to_widgets_of_fitting_types():
-    tree = _module_ast()
+    tree = _module_ast(PARAMETERS_PY)
     params = _class(tree, "MedGANParameterNode")
     enums = {n.name for n in tree.body if isinstance(n, ast.ClassDef) and any(ast.unparse(b) == "enum.Enum"
                                                                                 for b in n.bases)}
+    enums |= {ast.unparse(n.targets[0]) for n in tree.body if isinstance(n, ast.Assign)
+              and isinstance(n.value, ast.Call) and ast.unparse(n.value.func) in enums}  # made by an Enum's call
     fields = {}
     for node in params.body:
         if isinstance(node, ast.AnnAssign):
@@ -194,8 +219,12 @@ def test_module_cmake_lists_only_existing_files_and_every_resource_the_module_us
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     name = re.search(r"set\(MODULE_NAME (\w+)\)", text).group(1)
     assert name == "MedGAN"
-    for script in _cmake_set(text, "MODULE_PYTHON_SCRIPTS"):
-        assert (MODULE_DIR / script.replace("${MODULE_NAME}", name)).is_file()
+    scripts = {script.replace("${MODULE_NAME}", name) for script in _cmake_set(text, "MODULE_PYTHON_SCRIPTS")}
+    for script in scripts:
+        assert (MODULE_DIR / script).is_file()
+    # the module's own library (MedGANLib/) is installed beside MedGAN.py: every file of it is listed
+    library = {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "MedGANLib").rglob("*.py")}
+    assert "MedGANLib/__init__.py" in library and library <= scripts, sorted(library - scripts)
     resources = _cmake_set(text, "MEDGAN_RESOURCES")
     for resource in resources:
         assert (REPO / resource).is_file(), f"CMake lists a missing resource {resource}"
@@ -217,9 +246,10 @@ def test_module_cmake_lists_only_existing_files_and_every_resource_the_module_us
     evaluation = {path for path in engine if path.startswith("MedGANLogic/evaluation/")}
     assert "MedGANLogic/evaluation/metrics.py" in evaluation and not evaluation & globbed
     assert engine - evaluation <= globbed, f"engine files not bundled: {sorted(engine - evaluation - globbed)[:5]}"
-    assert "MedGANLogic/slicer_bridge.py" in globbed
+    bridge = {str(p.relative_to(REPO)) for p in (REPO / "MedGANLogic" / "slicer_bridge").glob("*.py")}
+    assert "MedGANLogic/slicer_bridge/__init__.py" in bridge and bridge <= globbed
     # every Resources/ file the module opens is bundled (or a folder whose files are)
-    used = set(re.findall(r'(?:resourceFile|resourcePath)\("([^"]+)"\)', MODULE_PY.read_text()))
+    used = set(re.findall(r'(?:resourceFile|resourcePath)\("([^"]+)"\)', _module_source()))
     assert {"UI/MedGAN.ui", "Icons/MedGAN.png", "SampleData"} <= used
     bundled = set(resources) | globbed
     for item in used:

@@ -124,23 +124,18 @@ def test_bspline_baseline_interpolates_on_the_output_grid():
     assert not np.allclose(np.repeat(low.array, 2, axis=0)[12:28], hr.array[12:28], atol=1.0)
 
 
-def test_shipped_throughplane_model_restores_the_sample_to_its_2mm_grid(tmp_path, capsys):
+def test_shipped_throughplane_model_restores_the_sample_to_its_2mm_grid(tmp_path):
     """`medgan run` on the bundled thick-slice sample: the output lies exactly on the 2 mm sample's grid and is
     closer to it than cubic B-spline interpolation of the same input."""
-    from conftest import REPO
+    from conftest import SAMPLE_DATA, run_shipped_model
 
-    from MedGANLogic.cli import main
     from MedGANLogic.evaluation.baselines import bspline_upsample
     from MedGANLogic.io import read_volume
 
-    sample = REPO / "Resources" / "SampleData"
-    out = tmp_path / "sr.nrrd"
-    code = main(["run", "--task", "superres", "--model", "mr-sr-x2-throughplane", "--input",
-                 str(sample / "sample_T2w_thick.nrrd"), "--output", str(out), "--modality", "MR", "--contrast", "T2w",
-                 "--device", "cpu", "--quiet"])
-    assert code == 0, capsys.readouterr().err
-    sr, thin = read_volume(out), read_volume(sample / "sample_T2w.nrrd")
-    thick = read_volume(sample / "sample_T2w_thick.nrrd")
+    sr = run_shipped_model(tmp_path, "superres", "mr-sr-x2-throughplane", "sample_T2w_thick.nrrd", "--modality", "MR",
+                           "--contrast", "T2w")
+    thin = read_volume(SAMPLE_DATA / "sample_T2w.nrrd")
+    thick = read_volume(SAMPLE_DATA / "sample_T2w_thick.nrrd")
     assert sr.same_geometry(thin, atol=1e-5) and sr.metadata["provenance"]["model"] == "mr-sr-x2-throughplane"
     head = thin.array > 0.1 * np.percentile(thin.array, 99)
     model_err = np.abs(sr.array - thin.array)[head].mean()

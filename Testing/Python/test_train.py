@@ -11,81 +11,30 @@ import signal
 import numpy as np
 import pytest
 import torch
+from conftest import exported_exactly, fixed_batch_losses, states_equal, train_card
 
 from MedGANLogic.errors import InputError
 from MedGANLogic.train import trainer_class
 from MedGANLogic.train.config import list_recipes, load_config, resolve_config
 
-GENERATORS = {
-    "pix2pix": {"name": "unet2d", "params": {"features": 8, "depth": 3, "dropout": 0.5}},
-    "ldct": {"name": "red_cnn2d", "params": {"features": 8, "levels": 2}},
-    "cyclegan": {"name": "resnet2d", "params": {"features": 8, "n_blocks": 1}},
-}
-
-
-def tiny_card(model_id: str, **over) -> dict:
-    card = {"id": model_id, "version": "0.0.1", "task": "synthesize", "dims": "2d",
-            "input": {"modality": "MR", "contrast": "T1w", "normalization": {"kind": "none"}},
-            "output": {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "none"}},
-            "license": "Apache-2.0", "intended_use": "research, not for diagnosis", "training_data": "synthetic"}
-    card.update(over)
-    return card
-
-
-def tiny_config(family: str, **over) -> dict:
-    """A config that trains in well under a second per step on 32 x 32 synthetic slices."""
-    if family == "cyclegan":
-        export = [{"generator": "G_AB", "card": tiny_card("tiny-ab")},
-                  {"generator": "G_BA", "card": tiny_card("tiny-ba")}]
-    else:
-        export = [{"generator": "G", "card": tiny_card(f"tiny-{family}")}]
-    user = {"family": family, "name": f"tiny-{family}", "steps": 8, "batch_size": 4, "device": "cpu",
-            "data": {"source": "synthetic", "size": [32, 32], "count": 8, "volumes": 2},
-            "generator": GENERATORS[family], "discriminator": {"channels": 8, "layers": 2},
-            "log": {"every": 2, "sample_every": 4, "checkpoint_every": 4, "tensorboard": False},
-            "export": export}
-    for key, value in over.items():
-        node = user
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return resolve_config(user)
-
-
-def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
 
 @pytest.mark.parametrize("family", ["pix2pix", "cyclegan", "ldct"])
-def test_losses_move_as_expected_on_a_fixed_batch(family):
+def test_losses_move_as_expected_on_a_fixed_batch(tiny_config, family):
     """D alone learns to separate real from fake; then G alone learns to fool the frozen D and fit its task."""
     trainer = trainer_class(family)(tiny_config(family, optim__lr_d=1e-3, optim__lr_g=1e-3), progress=False)
-    batch = trainer.data.batch(0)
-    trainer.set_input(batch)
-    torch.manual_seed(0)
-    d_losses = []
-    for _ in range(12):
-        with torch.no_grad():
-            trainer.forward()
-        d_losses.append(trainer.optimize_discriminator())
+    d_losses, g_losses = fixed_batch_losses(trainer, 12, 12)
     d_key = "D" if family != "cyclegan" else "D_B"
     first, last = d_losses[0][d_key], d_losses[-1][d_key]
     assert all(np.isfinite(v) for logs in d_losses for v in logs.values())
     assert last < first, f"discriminator loss did not fall: {first} -> {last}"
 
-    g_losses = []
-    for _ in range(12):
-        trainer.forward()
-        g_losses.append(trainer.optimize_generator())
     task = {"pix2pix": "G_pixel", "ldct": "G_pixel", "cyclegan": "G_cycle"}[family]
     assert all(np.isfinite(v) for logs in g_losses for v in logs.values())
     assert g_losses[-1]["G_adv"] < g_losses[0]["G_adv"], "generator did not learn to fool the frozen discriminator"
     assert g_losses[-1][task] < 0.9 * g_losses[0][task], f"{task} did not fall"
 
 
-def test_full_alternating_training_improves_the_translation(tmp_path):
+def test_full_alternating_training_improves_the_translation(tiny_config, tmp_path):
     config = tiny_config("pix2pix", steps=40, optim__lr_g=1e-3)
     trainer = trainer_class("pix2pix")(config, tmp_path / "run", progress=False)
     batch = trainer.data.sample_batch(4)
@@ -102,10 +51,12 @@ def test_full_alternating_training_improves_the_translation(tmp_path):
     assert (tmp_path / "run" / "config.yaml").is_file()
 
 
-@pytest.mark.parametrize("family", ["pix2pix", "cyclegan", "ldct"])
-def test_resume_continues_bit_exactly(tmp_path, family):
-    over = {"loss__critic_steps": 2} if family == "ldct" else {}
-    config = tiny_config(family, **over)
+RESUME_OVERRIDES = {"ldct": {"loss__critic_steps": 2}, "fanogan": {"anomaly__gan_steps": 6}}
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation"])
+def test_resume_continues_bit_exactly(tiny_config, tmp_path, family):
+    config = tiny_config(family, **RESUME_OVERRIDES.get(family, {}))
     cls = trainer_class(family)
     straight = cls(config, tmp_path / "a", progress=False)
     straight.fit()
@@ -125,20 +76,15 @@ def test_resume_continues_bit_exactly(tmp_path, family):
         assert torch.equal(straight.pool_A.state_tensor(), resumed.pool_A.state_tensor())
 
 
-def test_export_load_gives_the_same_output(tmp_path, model_dir):
+def test_export_load_gives_the_same_output(tiny_config, tmp_path, model_dir):
     from MedGANLogic import run
     from MedGANLogic.models.registry import get_model, load_network
     from MedGANLogic.volume import Volume
 
     trainer = trainer_class("pix2pix")(tiny_config("pix2pix"), progress=False)
     trainer.fit()
-    gen = trainer.net("G").eval()
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 1, 32, 40)).astype(np.float32))
-    with torch.no_grad():
-        expected = gen(x)
-    exact = trainer.export(tmp_path / "fp32", dtype=torch.float32)[0]
-    with torch.no_grad():
-        assert torch.equal(load_network(exact, "cpu")(x), expected)
+    _, expected = exported_exactly(trainer, tmp_path / "fp32", x)
     card = trainer.export(model_dir)[0]  # fp16, into the user model folder: usable by id at once
     assert card.data["weights"]["dtype"] == "float16"
     assert card.data["training"]["steps"] == 8 and card.data["architecture"]["name"] == "unet2d"
@@ -151,7 +97,7 @@ def test_export_load_gives_the_same_output(tmp_path, model_dir):
     assert np.allclose(result.volume.array, half[:, 0].numpy(), atol=1e-5)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path):
+def test_ctrl_c_saves_a_checkpoint_and_stops(tiny_config, tmp_path):
     cls = trainer_class("pix2pix")
     trainer = cls(tiny_config("pix2pix", steps=20), tmp_path / "run", progress=False)
     original = trainer.train_step
@@ -169,7 +115,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_config_errors_name_the_key():
+def test_config_errors_name_the_key(tiny_config):
     with pytest.raises(InputError, match="loss.gan_mode"):
         tiny_config("pix2pix", loss__gan_mode="hinge2")
     with pytest.raises(InputError, match="Unknown recipe"):
@@ -180,6 +126,17 @@ def test_config_errors_name_the_key():
         trainer_class("ldct")(tiny_config("ldct", discriminator__norm="batch"), progress=False)
     with pytest.raises(InputError, match="Unknown training family"):
         resolve_config({"family": "stylegan"})
+
+
+def test_every_family_module_registers_its_trainer():
+    from MedGANLogic.train import TRAINERS
+
+    families = {"pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation"}
+    assert set(TRAINERS.names()) == families
+    assert all(TRAINERS.get(name).FAMILY == name for name in TRAINERS)
+    with pytest.raises(InputError, match="Unknown training family 'stylegan'; known: ") as err:
+        trainer_class("stylegan")
+    assert set(str(err.value).split("known: ")[1].rstrip(".").split(", ")) == families
 
 
 def test_recipes_are_valid_configs_with_valid_cards():
@@ -200,7 +157,7 @@ def test_recipes_are_valid_configs_with_valid_cards():
             validate_card(card, where=name)
 
 
-def test_user_folders_are_paired_by_file_name(tmp_path):
+def test_user_folders_are_paired_by_file_name(tiny_config, tmp_path):
     from MedGANLogic.io import write_volume
     from MedGANLogic.train.data import build_batches
     from MedGANLogic.volume import Volume
@@ -213,7 +170,7 @@ def test_user_folders_are_paired_by_file_name(tmp_path):
         a = rng.uniform(100, 900, (4, 24, 20)).astype(np.float32)
         write_volume(Volume(a), src / f"{name}.nii.gz")
         write_volume(Volume(1000 - a), tgt / f"{name}.nrrd")  # another format, same name
-    card = tiny_card("folder-model", input={"modality": "MR", "normalization": {"kind": "fixed", "window": [0, 1000]}},
+    card = train_card("folder-model", input={"modality": "MR", "normalization": {"kind": "fixed", "window": [0, 1000]}},
                      output={"modality": "MR", "normalization": {"kind": "fixed", "window": [0, 1000]}})
     config = tiny_config("pix2pix", data={"source": "folders", "source_dir": str(src), "target_dir": str(tgt),
                                           "val_fraction": 0.34, "min_foreground": 0.0, "augment": {"flip": True}},
@@ -229,7 +186,7 @@ def test_user_folders_are_paired_by_file_name(tmp_path):
         build_batches(config, paired=True, size_multiple=8, domains={"G": ("source", "target")})
 
 
-def test_batches_are_deterministic_and_differ_per_rank_and_step():
+def test_batches_are_deterministic_and_differ_per_rank_and_step(tiny_config):
     trainer = trainer_class("pix2pix")(tiny_config("pix2pix"), progress=False)
     data = trainer.data
     assert torch.equal(data.batch(5)["source"], data.batch(5)["source"])
@@ -237,7 +194,7 @@ def test_batches_are_deterministic_and_differ_per_rank_and_step():
     assert not torch.equal(data.batch(5)["source"], data.batch(6)["source"])
 
 
-def test_vgg_perceptual_loss_from_user_safetensors(tmp_path):
+def test_vgg_perceptual_loss_from_user_safetensors(tiny_config, tmp_path):
     from safetensors.torch import save_file
 
     from MedGANLogic.train.losses import VGGPerceptualLoss, vgg19_features
@@ -259,7 +216,7 @@ def test_vgg_perceptual_loss_from_user_safetensors(tmp_path):
         VGGPerceptualLoss(path, layers=12)
 
 
-def test_cli_trains_exports_and_resumes(tmp_path, capsys):
+def test_cli_trains_exports_and_resumes(tiny_config, tmp_path, capsys):
     import yaml
 
     from MedGANLogic.models.card import load_card

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     from safetensors.torch import save_file
     torch.set_num_threads(1)
     sys.path.insert(0, {testdir!r})
-    from test_train import tiny_config
+    from conftest import tiny_train_config as tiny_config
     from MedGANLogic.train import trainer_class, distributed as ddp
     family, out = sys.argv[1], sys.argv[2]
     ctx = ddp.init_distributed("cpu")

@@ -1,6 +1,6 @@
 """Training the GANs II families (SRGAN, f-AnoGAN, adversarial segmentation) on the shared framework: losses
-move the right way, stages switch when they should, resume is bit-exact, export -> load gives the same output,
-and configs fail with clear errors."""
+move the right way, stages switch when they should, export -> load gives the same output, and configs fail with
+clear errors. Resume is bit-exact for every family: test_train.py. The tiny configs: conftest.tiny_train_config."""
 
 from __future__ import annotations
 
@@ -9,65 +9,18 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import exported_exactly, fixed_batch_losses, states_equal, train_card
 
 from MedGANLogic.errors import InputError
+from MedGANLogic.simulate import superres_pair
 from MedGANLogic.train import trainer_class
-from MedGANLogic.train.config import resolve_config
-from MedGANLogic.train.srgan import degrade
+from MedGANLogic.volume import Volume
 
-NONE = {"kind": "none"}
-
-
-def card(model_id: str, task: str, **over) -> dict:
-    c = {"id": model_id, "version": "0.0.1", "task": task, "dims": "2d",
-         "input": {"modality": "MR", "contrast": "T2w", "normalization": NONE},
-         "output": {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "same_as_input"}},
-         "license": "Apache-2.0", "intended_use": "research, not for diagnosis", "training_data": "synthetic"}
-    c.update(copy.deepcopy(over))
-    return c
-
-
-def tiny_config(family: str, **over) -> dict:
-    """A config of ``family`` that trains in a fraction of a second per step on small synthetic slices."""
-    data = {"source": "synthetic", "size": [32, 32], "count": 8, "volumes": 2}
-    if family == "srgan":
-        user = {"generator": {"name": "srresnet2d", "params": {"scale": [2, 1], "features": 4, "n_blocks": 1}},
-                "data": dict(data, count=16, slice_axis=1, degrade="thick_slices", crop=[8, 16]),
-                "loss": {"pretrain_steps": 4},
-                "export": [{"generator": "G", "card": card("tiny-sr", "superres", slice_axis=1,
-                                                           scale_factor=[2, 1, 1])}]}
-    elif family == "fanogan":
-        user = {"generator": {"name": "fanogan_generator2d",
-                              "params": {"latent_channels": 4, "features": 4, "levels": 3}},
-                "encoder": {"features": 4}, "data": dict(data, input="x", count=32),
-                "loss": {"critic_steps": 2}, "anomaly": {"gan_steps": 4},
-                "export": [{"generator": "fanogan", "card": card(
-                    "tiny-anomaly", "anomaly", output={"modality": "anomaly",
-                                                       "normalization": {"kind": "same_as_input"}})}]}
-    else:
-        user = {"generator": {"name": "seg_unet2d", "params": {"features": [4, 4, 8, 8, 16, 4]}},
-                "data": data,
-                "export": [{"generator": "G", "card": card("tiny-seg", "segment", extras={"labels": {"1": "lesion"}},
-                                                           output={"modality": "mask", "normalization": NONE})}]}
-    user.update({"family": family, "name": f"tiny-{family}", "steps": 8, "batch_size": 4, "device": "cpu",
-                 "discriminator": dict(user.get("discriminator", {}), channels=4, layers=2),
-                 "log": {"every": 2, "sample_every": 4, "checkpoint_every": 4, "tensorboard": False}})
-    for key, value in over.items():
-        node = user
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return resolve_config(user)
-
-
-def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+T2W = {"modality": "MR", "contrast": "T2w", "normalization": {"kind": "none"}}
 
 
 # --- SRGAN ---------------------------------------------------------------------------------------------------------
-def test_sr_batches_are_aligned_crops_of_the_simulated_pairs():
+def test_sr_batches_are_aligned_crops_of_the_simulated_pairs(tiny_config):
     trainer = trainer_class("srgan")(tiny_config("srgan"), progress=False)
     batch = trainer.data.batch(3)
     x, y = batch["source"], batch["target"]
@@ -80,18 +33,18 @@ def test_sr_batches_are_aligned_crops_of_the_simulated_pairs():
 
 
 def test_degradations_keep_the_field_of_view():
-    a = np.random.default_rng(0).random((9, 12, 10)).astype(np.float32)
-    low, high = degrade(a, (2, 1, 1), "thick_slices")
+    a = Volume(np.random.default_rng(0).random((9, 12, 10)).astype(np.float32))
+    low, high = (v.array for v in superres_pair(a, (2, 1, 1), "thick_slices"))
     assert low.shape == (4, 12, 10) and high.shape == (8, 12, 10)
     assert np.allclose(low, 0.5 * (high[0::2] + high[1::2]), atol=1e-6)
-    low, high = degrade(a, (1, 2, 2), "kspace_truncate")
+    low, high = (v.array for v in superres_pair(a, (1, 2, 2), "kspace_truncate"))
     assert low.shape == (9, 6, 5) and high.shape == (9, 12, 10)
     assert np.isclose(low.mean(), high.mean(), rtol=0.05)
     with pytest.raises(InputError, match="one factor"):
-        degrade(a, (1, 2, 4), "kspace_truncate")
+        superres_pair(a, (1, 2, 4), "kspace_truncate")
 
 
-def test_sr_pretraining_leaves_the_discriminator_alone_then_fine_tunes(tmp_path):
+def test_sr_pretraining_leaves_the_discriminator_alone_then_fine_tunes(tiny_config, tmp_path):
     trainer = trainer_class("srgan")(tiny_config("srgan", steps=6, optim__lr_g=1e-3), tmp_path / "run",
                                      progress=False)
     d0 = copy.deepcopy(trainer.net("D").state_dict())
@@ -107,35 +60,27 @@ def test_sr_pretraining_leaves_the_discriminator_alone_then_fine_tunes(tmp_path)
     assert after < before
 
 
-def test_sr_losses_move_as_expected_on_a_fixed_batch():
+def test_sr_losses_move_as_expected_on_a_fixed_batch(tiny_config):
     trainer = trainer_class("srgan")(tiny_config("srgan", loss__pretrain_steps=0, optim__lr_d=1e-3,
                                                  optim__lr_g=1e-3, loss__adversarial=0.05), progress=False)
-    trainer.set_input(trainer.data.batch(0))
-    torch.manual_seed(0)
-    d = []
-    for _ in range(12):
-        with torch.no_grad():
-            trainer.forward()
-        d.append(trainer.optimize_discriminator()["D"])
-    assert d[-1] < d[0]
-    g = []
-    for _ in range(12):
-        trainer.forward()
-        g.append(trainer.optimize_generator())
+    d, g = fixed_batch_losses(trainer, 12, 12)
+    assert d[-1]["D"] < d[0]["D"]
     assert g[-1]["G_adv"] < g[0]["G_adv"] and g[-1]["G_pixel"] < g[0]["G_pixel"]
 
 
-def test_sr_config_errors_name_the_key():
+def test_sr_config_errors_name_the_key(tiny_config):
     with pytest.raises(InputError, match="generator.params.scale"):
         trainer_class("srgan")(tiny_config("srgan", generator__params__scale=[2, 2]), progress=False)
     with pytest.raises(InputError, match="slice axis"):
         trainer_class("srgan")(tiny_config("srgan", data__slice_axis=0), progress=False)
     with pytest.raises(InputError, match="data.crop"):
         trainer_class("srgan")(tiny_config("srgan", data__crop=None), progress=False)
+    with pytest.raises(InputError, match="data.degrade"):
+        trainer_class("srgan")(tiny_config("srgan", data__degrade="throughplane"), progress=False)
 
 
 # --- f-AnoGAN ------------------------------------------------------------------------------------------------------
-def test_fanogan_stages_wgan_gp_then_encoder_with_g_and_d_frozen(tmp_path):
+def test_fanogan_stages_wgan_gp_then_encoder_with_g_and_d_frozen(tiny_config, tmp_path):
     config = tiny_config("fanogan", steps=6, anomaly__gan_steps=3)
     trainer = trainer_class("fanogan")(config, tmp_path / "run", progress=False)
     e0 = copy.deepcopy(trainer.net("E").state_dict())
@@ -151,25 +96,15 @@ def test_fanogan_stages_wgan_gp_then_encoder_with_g_and_d_frozen(tmp_path):
     assert not all(torch.equal(v, e0[k]) for k, v in trainer.net("E").state_dict().items())
 
 
-def test_fanogan_losses_move_as_expected_on_a_fixed_batch():
+def test_fanogan_losses_move_as_expected_on_a_fixed_batch(tiny_config):
     trainer = trainer_class("fanogan")(tiny_config("fanogan", optim__lr_d=1e-3, optim__lr_g=1e-3,
                                                    optim__lr_e=1e-3), progress=False)
-    trainer.set_input(trainer.data.batch(0))
-    torch.manual_seed(0)
-    w = []
-    for _ in range(10):
-        with torch.no_grad():
-            trainer.forward()
-        w.append(trainer.optimize_discriminator()["D_wdist"])
-    assert w[-1] > w[0], "the critic should learn to separate real from generated slices"
-    g = []
-    for _ in range(10):
-        trainer.forward()
-        g.append(trainer.optimize_generator()["G"])
-    assert g[-1] < g[0]
+    d, g = fixed_batch_losses(trainer, 10, 10)
+    assert d[-1]["D_wdist"] > d[0]["D_wdist"], "the critic should learn to separate real from generated slices"
+    assert g[-1]["G"] < g[0]["G"]
 
 
-def test_fanogan_encoder_learns_to_invert_a_frozen_generator():
+def test_fanogan_encoder_learns_to_invert_a_frozen_generator(tiny_config):
     trainer = trainer_class("fanogan")(tiny_config("fanogan", optim__lr_e=3e-3), progress=False)
     torch.manual_seed(0)
     for m in trainer.net("G").modules():  # a generator whose output depends on z (He init), as a trained one does
@@ -181,7 +116,7 @@ def test_fanogan_encoder_learns_to_invert_a_frozen_generator():
     assert np.mean(e[-5:]) < 0.92 * e[0]
 
 
-def test_fanogan_export_is_one_network_with_a_threshold(tmp_path, model_dir):
+def test_fanogan_export_is_one_network_with_a_threshold(tiny_config, tmp_path, model_dir):
     from MedGANLogic import run
     from MedGANLogic.models.registry import get_model, load_network
     from MedGANLogic.volume import Volume
@@ -219,7 +154,7 @@ def test_fanogan_threshold_maximises_validation_dice():
     assert dice(maps[0] > t, masks[0]) == 1.0
 
 
-def test_fanogan_config_errors_name_the_key():
+def test_fanogan_config_errors_name_the_key(tiny_config):
     with pytest.raises(InputError, match="anomaly.gan_steps"):
         trainer_class("fanogan")(tiny_config("fanogan", anomaly__gan_steps=8), progress=False)
     with pytest.raises(InputError, match="wgan-gp"):
@@ -227,21 +162,11 @@ def test_fanogan_config_errors_name_the_key():
 
 
 # --- adversarial segmentation ---------------------------------------------------------------------------------------
-def test_segmentation_losses_move_and_the_ablation_has_no_discriminator():
+def test_segmentation_losses_move_and_the_ablation_has_no_discriminator(tiny_config):
     trainer = trainer_class("segmentation")(tiny_config("segmentation", optim__lr_d=1e-3), progress=False)
-    trainer.set_input(trainer.data.batch(0))
-    assert set(torch.unique(trainer.mask).tolist()) == {0.0, 1.0}
-    torch.manual_seed(0)
-    d = []
-    for _ in range(10):
-        with torch.no_grad():
-            trainer.forward()
-        d.append(trainer.optimize_discriminator()["D"])
-    assert d[-1] < d[0]
-    s = []
-    for _ in range(15):
-        trainer.forward()
-        s.append(trainer.optimize_generator())
+    d, s = fixed_batch_losses(trainer, 10, 15)
+    assert set(torch.unique(trainer.mask).tolist()) == {0.0, 1.0}  # the batch's label map, as set_input made it
+    assert d[-1]["D"] < d[0]["D"]
     assert s[-1]["S_dicece"] < s[0]["S_dicece"] and s[-1]["G_adv"] < s[0]["G_adv"]
 
     plain = trainer_class("segmentation")(tiny_config("segmentation", loss__adversarial=0.0), progress=False)
@@ -253,52 +178,27 @@ def test_segmentation_losses_move_and_the_ablation_has_no_discriminator():
     assert set(logs) == {"G", "S_dicece"}
 
 
-def test_segmentation_config_errors_name_the_key():
+def test_segmentation_config_errors_name_the_key(tiny_config):
     bad = {"modality": "mask", "normalization": {"kind": "same_as_input"}}
     with pytest.raises(InputError, match="output.normalization"):
         trainer_class("segmentation")(tiny_config("segmentation", export=[
-            {"generator": "G", "card": card("x-seg", "segment", output=bad)}]), progress=False)
+            {"generator": "G", "card": train_card("x-seg", "segment", input=T2W, output=bad)}]), progress=False)
     with pytest.raises(InputError, match="loss.dice"):
         trainer_class("segmentation")(tiny_config("segmentation", loss__dice=0, loss__cross_entropy=0),
                                       progress=False)
 
 
-# --- all three: resume and export ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["srgan", "fanogan", "segmentation"])
-def test_resume_continues_bit_exactly(tmp_path, family):
-    config = tiny_config(family, **({"anomaly__gan_steps": 6} if family == "fanogan" else {}))
-    cls = trainer_class(family)
-    straight = cls(config, tmp_path / "a", progress=False)
-    straight.fit()
-    first = cls(config, tmp_path / "b", progress=False)
-    first.fit(steps=4)
-    del first
-    resumed = cls.from_checkpoint(tmp_path / "b" / "checkpoints" / "step_000004.safetensors", tmp_path / "b",
-                                  progress=False)
-    assert resumed.step == 4
-    resumed.fit()
-    for name in straight.nets:
-        assert states_equal(straight.nets[name], resumed.nets[name]), f"{name} differs after resume"
-    for name in straight.optimizers:
-        sa, sb = straight.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
-        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
-
-
+# --- SRGAN and segmentation: export --------------------------------------------------------------------------------
 @pytest.mark.parametrize("family,task", [("srgan", "superres"), ("segmentation", "segment")])
-def test_export_load_gives_the_same_output(tmp_path, model_dir, family, task):
+def test_export_load_gives_the_same_output(tiny_config, tmp_path, model_dir, family, task):
     from MedGANLogic import run
     from MedGANLogic.models.registry import load_network
     from MedGANLogic.volume import Volume
 
     trainer = trainer_class(family)(tiny_config(family, steps=4), progress=False)
     trainer.fit()
-    gen = trainer.net("G").eval()
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (3, 1, 16, 32)).astype(np.float32))
-    with torch.no_grad():
-        expected = gen(x)
-    exact = trainer.export(tmp_path / "fp32", dtype=torch.float32)[0]
-    with torch.no_grad():
-        assert torch.equal(load_network(exact, "cpu")(x), expected)
+    exported_exactly(trainer, tmp_path / "fp32", x)
     half = trainer.export(model_dir)[0]
     assert half.data["training"]["family"] == family and half.data["weights"]["dtype"] == "float16"
     # through the engine: slices along the card's axis, normalisation "none" -> the network's own output

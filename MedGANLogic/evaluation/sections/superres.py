@@ -32,13 +32,10 @@ SR_TARGET_DB = 1.5
 
 def degrade_volume(hr: Volume, model_id: str) -> tuple[Volume, Volume]:
     """(low-resolution input, high-resolution grid it came from), as the model's recipe simulates them."""
-    from ...simulate import kspace_truncate, thick_slices
-    from ...simulate.lowres import crop_to_multiple
+    from ...simulate import superres_pair
 
     spec = SR_MODELS[model_id]
-    axes = tuple(a for a, s in enumerate(spec["scale"]) if s > 1)
-    low = thick_slices(hr, 2, axes[0]) if spec["degrade"] == "thick_slices" else kspace_truncate(hr, 2, axes)
-    return low, crop_to_multiple(hr, 2, axes)
+    return superres_pair(hr, spec["scale"], spec["degrade"])
 
 
 def superres_section(ctx: EvalContext, model_id: str) -> SectionResult:

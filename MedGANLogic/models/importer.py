@@ -66,8 +66,96 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> OrderedDict[str, torch.T
     return out
 
 
+def pix2pix_keys(kind: str, size: int, norm: str, dropout: bool = False) -> list[str]:
+    """The state-dict keys, in order, of a pytorch-CycleGAN-and-pix2pix generator.
+
+    ``kind`` ``"unet"`` with ``size`` levels (``unet_256``: 8) or ``"resnet"`` with ``size`` residual blocks;
+    ``norm`` ``"batch"`` (affine and running statistics, convolutions without bias) or ``"instance"`` (no norm
+    tensors, convolutions with bias); ``dropout``: ResNet blocks with a dropout layer (one index further on).
+    ``num_batches_tracked`` counters are left out, as :func:`clean_state_dict` drops them.
+    """
+    bias = norm == "instance"
+    keys: list[str] = []
+
+    def conv(prefix: str, with_bias: bool = bias) -> None:
+        keys.extend([prefix + "weight"] + ([prefix + "bias"] if with_bias else []))
+
+    def norm_layer(prefix: str) -> None:
+        if norm == "batch":
+            keys.extend(prefix + name for name in ("weight", "bias", "running_mean", "running_var"))
+
+    def unet_level(prefix: str, level: int) -> None:
+        seq = prefix + "model."
+        if level == 0:  # outermost: down conv, the inner levels, up conv (with bias) to the output
+            conv(seq + "0.")
+            unet_level(seq + "1.", 1)
+            conv(seq + "3.", True)
+        elif level == size - 1:  # innermost: no norm after its down conv
+            conv(seq + "1.")
+            conv(seq + "3.")
+            norm_layer(seq + "4.")
+        else:
+            conv(seq + "1.")
+            norm_layer(seq + "2.")
+            unet_level(seq + "3.", level + 1)
+            conv(seq + "5.")
+            norm_layer(seq + "6.")
+
+    if kind == "unet":
+        unet_level("model.", 0)
+        return keys
+    for index in (1, 4, 7):  # 7x7 conv and two stride-2 convs, each followed by its norm
+        conv(f"model.{index}.")
+        norm_layer(f"model.{index + 1}.")
+    second = 6 if dropout else 5
+    for b in range(size):
+        block = f"model.{10 + b}.conv_block."
+        conv(block + "1.")
+        norm_layer(block + "2.")
+        conv(block + f"{second}.")
+        norm_layer(block + f"{second + 1}.")
+    up = 10 + size
+    for index in (up, up + 3):  # two transposed convs, each followed by its norm
+        conv(f"model.{index}.")
+        norm_layer(f"model.{index + 1}.")
+    conv(f"model.{up + 7}.", True)
+    return keys
+
+
+def _layers(keys: list[str], most: int = 6) -> str:
+    """``model.3 (weight, bias), model.4 (weight)``: keys grouped by layer, the first ``most`` layers."""
+    layers: dict[str, list[str]] = {}
+    for key in keys:
+        layer, _, name = key.rpartition(".")
+        layers.setdefault(layer, []).append(name)
+    shown = [f"{layer} ({', '.join(names)})" for layer, names in list(layers.items())[:most]]
+    more = len(layers) - most
+    return ", ".join(shown) + (f" and {more} more layer{'s' * (more > 1)}" if more > 0 else "")
+
+
+def check_complete(state: dict[str, torch.Tensor], expected: list[str], what: str) -> None:
+    """Raise :class:`InputError` naming the layers whose tensors are missing from ``state`` or foreign to it."""
+    missing = [k for k in expected if k not in state]
+    known = set(expected)
+    foreign = [k for k in state if k not in known]
+    if not (missing or foreign):
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of its {len(expected)} tensors are missing: {_layers(missing)}")
+    if foreign:
+        problems.append(f"{len(foreign)} tensors do not belong to it: {_layers(foreign)}")
+    raise InputError(f"The checkpoint is not a complete {what}: {'; '.join(problems)}. Was the save cut short? "
+                     f"Re-save the generator's whole state_dict(), or pass --arch/--norm if they were detected "
+                     f"wrongly.")
+
+
 def detect_layout(state: dict[str, torch.Tensor], arch: str = "auto", norm: str = "auto") -> tuple[str, dict]:
-    """(architecture name, params) of the MedGAN generator matching a pytorch-CycleGAN-and-pix2pix state dict."""
+    """(architecture name, params) of the MedGAN generator matching a pytorch-CycleGAN-and-pix2pix state dict.
+
+    Every tensor the detected generator has must be in ``state`` and nothing else: otherwise an
+    :class:`InputError` names the missing and foreign layers.
+    """
     keys = list(state)
     if not keys:
         raise InputError("The checkpoint is empty.")
@@ -88,23 +176,24 @@ def detect_layout(state: dict[str, torch.Tensor], arch: str = "auto", norm: str 
                          f"({'it has' if detected == 'batch' else 'it has no'} running_mean entries). Use "
                          f"--norm {detected} (or auto).")
     if kind == "unet":
-        levels = [k.count("model.") for k in keys]
-        depth = max(levels) - 1
-        first = state["model.model.0.weight"]
-        out_key = max((k for k in keys if k.count("model.") == 2 and k.endswith(".weight")
-                       and state[k].dim() == 4 and k != "model.model.0.weight"), key=keys.index)
-        params = {"in_channels": int(first.shape[1]), "out_channels": int(state[out_key].shape[1]),
-                  "features": int(first.shape[0]), "depth": int(depth), "norm": norm, "upsample": "transpose"}
+        depth = max(k.count("model.") for k in keys) - 1
         if arch in ("unet_256", "unet_128") and depth != {"unet_256": 8, "unet_128": 7}[arch]:
             raise InputError(f"--arch {arch} does not fit: the checkpoint has {depth} U-Net levels.")
+        check_complete(state, pix2pix_keys("unet", depth, norm), f"U-Net generator of {depth} levels ({norm} norm)")
+        first, last = state["model.model.0.weight"], state["model.model.3.weight"]  # last: (in, out, kh, kw)
+        params = {"in_channels": int(first.shape[1]), "out_channels": int(last.shape[1]),
+                  "features": int(first.shape[0]), "depth": int(depth), "norm": norm, "upsample": "transpose"}
         return "unet2d", params
-    blocks = sorted({int(m.group(1)) for k in keys if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
-    convs = [k for k in keys if k.endswith(".weight") and state[k].dim() == 4]
-    first, last = state[convs[0]], state[convs[-1]]
-    if arch in ("resnet_9blocks", "resnet_6blocks") and len(blocks) != int(arch.split("_")[1][0]):
-        raise InputError(f"--arch {arch} does not fit: the checkpoint has {len(blocks)} residual blocks.")
+    blocks = {int(m.group(1)) - 10 for k in keys if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
+    n_blocks = max(blocks) + 1 if blocks else 0  # a missing block in the middle shows as missing, not as fewer
+    if arch in ("resnet_9blocks", "resnet_6blocks") and n_blocks != int(arch.split("_")[1][0]):
+        raise InputError(f"--arch {arch} does not fit: the checkpoint has {n_blocks} residual blocks.")
+    dropout = any(re.match(r"model\.\d+\.conv_block\.6\.weight$", k) and state[k].dim() == 4 for k in keys)
+    check_complete(state, pix2pix_keys("resnet", n_blocks, norm, dropout),
+                   f"ResNet generator of {n_blocks} blocks ({norm} norm)")
+    first, last = state["model.1.weight"], state[f"model.{10 + n_blocks + 7}.weight"]
     params = {"in_channels": int(first.shape[1]), "out_channels": int(last.shape[0]), "features": int(first.shape[0]),
-              "n_blocks": len(blocks), "n_down": 2, "norm": norm, "upsample": "transpose"}
+              "n_blocks": n_blocks, "n_down": 2, "norm": norm, "upsample": "transpose"}
     return "resnet2d", params
 
 
@@ -145,8 +234,8 @@ def import_pix2pix(checkpoint: str | Path, out_dir: str | Path, *, model_id: str
                    arch: str = "auto", norm: str = "auto", name: str | None = None, version: str = "1.0.0",
                    license: str = "as stated by the model's authors", training_data: str = "unknown (imported)") -> Any:
     """Convert a pytorch-CycleGAN-and-pix2pix generator checkpoint into the model folder ``out_dir/<model_id>``."""
-    from ..models import build_network
-    from ..models.registry import save_model
+    from . import build_network
+    from .registry import save_model
 
     state = read_pix2pix_checkpoint(checkpoint)
     arch_name, params = detect_layout(state, arch, norm)
@@ -204,7 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..models.registry import install_model, user_models_dir
+    from .registry import install_model, user_models_dir
 
     source = Path(args.source)
     if source.is_dir():
@@ -225,18 +314,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _standalone(argv: list[str] | None = None) -> int:
-    from ..errors import MedGANError
+if __name__ == "__main__":  # python -m MedGANLogic.models.importer ...: the same as `medgan import ...`
+    from ..cli import main as medgan
 
-    parser = argparse.ArgumentParser(prog="python -m MedGANLogic.train.importer")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except MedGANError as exc:
-        print(f"medgan import: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(_standalone())
+    sys.exit(medgan(["import", *sys.argv[1:]]))

@@ -1,0 +1,93 @@
+"""The panel's state: the parameter node (saved with the scene), its choice lists (the tasks from the engine's
+task table), and the run options it makes.
+
+Slicer binds the widgets of Resources/UI/MedGAN.ui to these fields by their ``SlicerParameterName``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Union
+
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Decimals, WithinRange, parameterNodeWrapper
+
+from MedGANLogic.tasks import TASKS
+
+
+class _TaskChoice(enum.Enum):
+    def label(self) -> str:  # what the task list shows (parameterNodeWrapper calls it)
+        return TASKS.get(self.value).label
+
+
+#: The task list, from the engine's task table: Task.SYNTHESIZE.value == "synthesize", label "Synthesize", ...
+Task = _TaskChoice("Task", [(name.upper(), name) for name in TASKS.names()], module=__name__)
+
+
+class SliceAxis(enum.Enum):
+    MODEL = -1
+    AXIAL = 0
+    CORONAL = 1
+    SAGITTAL = 2
+
+    def label(self) -> str:
+        return {-1: "As the model card says", 0: "k (axial)", 1: "j (coronal)", 2: "i (sagittal)"}[self.value]
+
+
+class Colormap(enum.Enum):
+    INFERNO = "Inferno"
+    VIRIDIS = "Viridis"
+    MAGMA = "Magma"
+    PLASMA = "Plasma"
+
+    def label(self) -> str:
+        return self.value
+
+
+@parameterNodeWrapper
+class MedGANParameterNode:
+    """The panel's state, saved with the scene.
+
+    inputVolume: the scan; batchMode: run on the ticked volumes too; task; modelId / device: set by the panel's
+    model and device lists; overlap, batchSize (0 = auto), sliceAxis, force, native (keep the input's voxel grid):
+    advanced; outputNode: overwrite this node instead of creating one; anomalyMap (the map shown), colormap,
+    opacity, useCardThreshold, threshold, makeSegmentation: anomaly display.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    batchMode: bool = False
+    task: Task = Task.SYNTHESIZE
+    modelId: str = ""
+    device: str = "auto"
+    overlap: Annotated[float, WithinRange(0.0, 0.9), Decimals(2)] = 0.25
+    batchSize: Annotated[int, WithinRange(0, 256)] = 0
+    sliceAxis: SliceAxis = SliceAxis.MODEL
+    force: bool = False
+    native: bool = False  # keep the input's voxel grid (no resampling into the model's frame)
+    outputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]  # noqa: UP007  (typing the wrapper reads)
+    anomalyMap: vtkMRMLScalarVolumeNode  # the map the display controls act on (MedGAN.kind = anomaly_map)
+    colormap: Colormap = Colormap.INFERNO
+    opacity: Annotated[float, WithinRange(0.0, 1.0), Decimals(2)] = 0.5
+    useCardThreshold: bool = True
+    # the map is |x - reconstruction| of intensities normalised to [-1, 1]: it lies in [0, 2]
+    threshold: Annotated[float, WithinRange(0.0, 2.0), Decimals(3)] = 0.1
+    makeSegmentation: bool = False
+
+
+def run_options(p: MedGANParameterNode, model_is_2d: bool) -> dict[str, Any]:
+    """The keyword options of a run (``slicer_bridge.run_on_node``'s) as the parameter node ``p`` sets them;
+    ``model_is_2d``: the chosen model slices the volume (only then does the slice axis apply)."""
+    options: dict[str, Any] = {"overlap": float(p.overlap), "opacity": float(p.opacity)}
+    if p.batchSize > 0:
+        options["batch_size"] = int(p.batchSize)
+    if p.sliceAxis != SliceAxis.MODEL and model_is_2d:
+        options["slice_axis"] = int(p.sliceAxis.value)
+    if p.force:
+        options["force"] = True
+    if p.native:
+        options["native"] = True
+    if p.task == Task.ANOMALY:
+        options.update(colormap=p.colormap.value, make_segmentation=bool(p.makeSegmentation))
+        if not p.useCardThreshold:
+            options["threshold"] = float(p.threshold)
+    return options

@@ -1,0 +1,285 @@
+"""Domain-randomised generator: ranges respected, seeds reproducible, targets physical, real CT when cached."""
+
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from MedGANLogic.errors import InputError
+from MedGANLogic.simulate import mri, real_ct
+from MedGANLogic.simulate.acquisition import acquire, fourier_resample, motion_artifact, to_grid
+from MedGANLogic.simulate.anatomy import sample_anatomy
+from MedGANLogic.simulate.appearance import random_mr_contrast
+from MedGANLogic.simulate.lowres import kspace_truncate, thick_slices
+from MedGANLogic.simulate.randomize import DomainRandomizer, DomainRanges, random_sample
+from MedGANLogic.simulate.tissue import CSF, GM, TISSUES, WM
+from MedGANLogic.volume import Volume
+
+SHAPE = (20, 40, 40)  # 2 mm voxels: a 40 x 80 x 80 mm box in the middle of the head
+QUIET = DomainRanges(partial_fov=0.0, motion=0.0)
+
+
+@pytest.fixture(scope="module")
+def anatomy():
+    return sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2)), SHAPE, 2.0)
+
+
+# --- the table -----------------------------------------------------------------------------------------------------
+def test_ranges_table_rejects_bad_values_and_names_the_known_ones():
+    with pytest.raises(InputError, match="snr must be"):
+        DomainRanges(snr=(60.0, 3.0))
+    with pytest.raises(InputError, match="Unknown domain range.*snr_db.*known:.*slice_mm"):
+        DomainRanges.from_dict({"snr_db": [1, 2]})
+    assert DomainRanges.from_dict({"slice_mm": [2, 4]}).slice_mm == (2, 4)
+    with pytest.raises(InputError, match="Unknown task"):
+        random_sample("segmentation", np.random.default_rng(0))
+
+
+# --- acquisition -----------------------------------------------------------------------------------------------------
+def test_acquisition_at_integer_factors_is_the_projects_sr_degradation():
+    v = Volume(np.random.default_rng(0).random((12, 10, 8)).astype(np.float32) + 1, spacing=(1.0, 1.0, 1.5),
+               origin=(1.0, 2.0, 3.0))
+    box, ref = acquire(v, (4.5, 1, 1), slice_axis=0, profile="box"), thick_slices(v, 3, axis=0)
+    assert box.same_geometry(ref) and np.abs(box.array - ref.array).max() < 1e-5
+    k, ref = acquire(v, (1.5, 2, 2), slice_axis=0), kspace_truncate(v, 2, (1, 2))
+    assert k.same_geometry(ref) and np.abs(k.array - ref.array).max() < 1e-5
+
+
+def test_acquisition_keeps_the_field_of_view_at_any_spacing_and_profile():
+    v = Volume(np.ones((30, 32, 28), np.float32), spacing=(1.0, 1.0, 1.0))
+    for spacing, profile, thickness in (((7.0, 1.3, 2.9), "gaussian", 5.0), ((2.2, 0.5, 3.0), "box", 3.0),
+                                        ((4.0, 1.0, 1.0), "kspace", None)):
+        out = acquire(v, spacing, slice_axis=0, profile=profile, thickness_mm=thickness)
+        assert np.allclose(out.physical_extent(), v.physical_extent())
+        got = np.array(out.spacing[::-1])
+        assert np.all(got >= np.maximum(spacing, 1.0) * 0.85) and np.all(got <= np.maximum(spacing, 1.0) * 1.15)
+        assert np.allclose(out.array, 1.0, atol=1e-4)  # a uniform object stays uniform (mean kept)
+        assert np.allclose(to_grid(out, v), 1.0, atol=1e-4)
+    with pytest.raises(InputError, match="profile"):
+        acquire(v, (2, 2, 2), profile="triangle")
+    assert fourier_resample(v.array, {1: 32}).shape == v.shape
+
+
+def test_motion_blurs_along_phase_encoding_and_none_leaves_the_image():
+    a = np.zeros((4, 32, 32), np.float32)
+    a[:, 12:20, 12:20] = 1
+    rng = np.random.default_rng(1)
+    moved, info = motion_artifact(a, rng, (1.0, 1.0, 1.0), max_shift_mm=3.0)
+    assert info["max_shift_mm"] == 3.0 and np.abs(moved - a).mean() > 0.01
+    still, _ = motion_artifact(a, rng, (1.0, 1.0, 1.0), max_shift_mm=0.0)
+    assert np.array_equal(still, a)
+
+
+# --- anatomy -------------------------------------------------------------------------------------------------------
+def test_anatomy_fractions_sum_to_one_and_lesions_match_their_labels(anatomy):
+    f = anatomy.fractions
+    assert f.shape == (len(TISSUES),) + SHAPE and f.min() >= 0 and np.abs(f.sum(axis=0) - 1).max() < 1e-5
+    assert np.abs(anatomy.healthy.sum(axis=0) - 1).max() < 1e-5
+    lesion = f[TISSUES.index("lesion")]
+    assert np.array_equal(lesion > 0, anatomy.lesion_labels > 0) and len(anatomy.lesions) >= 1
+    assert anatomy.grid.spacing == (2.0, 2.0, 2.0) and anatomy.brain_mask.mean() > 0.5
+
+
+def test_ventricles_grow_and_shrink_with_their_range():
+    def csf_ml(change):
+        ranges = DomainRanges(ventricle_mm=(change, change), n_lesions=(0, 0), folding_amplitude=(0.0, 0.0))
+        return float(sample_anatomy(np.random.default_rng(3), ranges, SHAPE, 2.0).fractions[CSF].sum()) * 8e-3
+
+    small, none, large = csf_ml(-2.0), csf_ml(0.0), csf_ml(5.0)
+    assert small < none < large and large > 1.5 * none
+
+
+# --- appearance ----------------------------------------------------------------------------------------------------
+def test_contrast_orderings_stay_physical():
+    physics = DomainRanges(mean_jitter=0.0)
+    rng = np.random.default_rng(0)
+    order = {"T1w": ("wm", "gm", "csf"), "T2w": ("csf", "gm", "wm")}
+    for _ in range(30):
+        for ordering, chain in order.items():
+            m = random_mr_contrast(ordering, rng, physics)["means"]
+            assert all(m[a] > m[b] for a, b in zip(chain, chain[1:])), (ordering, m)
+        pd = [random_mr_contrast("PD", rng, physics)["means"][t] for t in ("csf", "gm", "wm")]
+        assert max(pd) < 1.6 * min(pd)  # proton density: little contrast
+        flair = random_mr_contrast("FLAIR", rng, physics)["means"]
+        assert flair["csf"] < 0.4 * min(flair["gm"], flair["wm"])  # CSF near its null (TI drawn +-10 %)
+    held = [random_mr_contrast("T2w", rng, DomainRanges())["means"] for _ in range(100)]  # with the mixture
+    assert np.mean([m["csf"] > m["gm"] > m["wm"] for m in held]) > 0.85
+    assert len({round(m["gm"], 3) for m in held}) == 100  # random means: no lookup table
+
+
+# --- samples -------------------------------------------------------------------------------------------------------
+def test_same_seed_same_bytes_other_seed_other_sample(anatomy):
+    a = DomainRandomizer(7, shape=SHAPE).sample("synthesize", 0, anatomy=anatomy)
+    b = DomainRandomizer(7, shape=SHAPE).sample("synthesize", 0, anatomy=anatomy)
+    c = DomainRandomizer(7, shape=SHAPE).sample("synthesize", 1, anatomy=anatomy)
+    d = DomainRandomizer(8, shape=SHAPE).sample("synthesize", 0, anatomy=anatomy)
+    for key in ("input", "target", "labels"):
+        assert np.array_equal(a[key].array, b[key].array)
+    assert a["meta"] == b["meta"]
+    assert not np.array_equal(a["input"].array, c["input"].array)
+    assert not np.array_equal(a["input"].array, d["input"].array)
+    e = random_sample("anomaly", np.random.default_rng([9, 0]), ranges=QUIET, shape=SHAPE)
+    f = random_sample("anomaly", np.random.default_rng([9, 0]), ranges=QUIET, shape=SHAPE)
+    assert np.array_equal(e["input"].array, f["input"].array) and e["meta"]["anatomy"] == f["meta"]["anatomy"]
+
+
+def test_targets_are_physical_whatever_the_input_looks_like(anatomy):
+    samples = [random_sample("synthesize", np.random.default_rng(s), ranges=QUIET, anatomy=anatomy, source="any",
+                             target="T2w") for s in (1, 2)]
+    assert not np.allclose(samples[0]["input"].array, samples[1]["input"].array)
+    assert np.array_equal(samples[0]["target"].array, samples[1]["target"].array)
+    t2 = samples[0]["target"].array
+    for tissue in ("csf", "gm", "wm"):
+        pure = anatomy.fractions[TISSUES.index(tissue)] > 0.9999
+        expected = mri.tissue_signal("T2w", *mri.TISSUE_PARAMS[tissue]) * mri.SIGNAL_SCALE
+        assert pure.any() and np.allclose(t2[pure], expected, rtol=1e-3), tissue
+    ct = random_sample("synthesize", np.random.default_rng(3), ranges=QUIET, anatomy=anatomy, target="CT")
+    for index, hu in ((CSF, 15.0), (GM, 40.0), (WM, 30.0)):
+        pure = anatomy.fractions[index] > 0.9999
+        assert np.allclose(ct["target"].array[pure], hu, atol=0.1)
+    assert ct["target"].metadata["units"] == "HU" and ct["labels"].array.max() == TISSUES.index("lesion")
+
+
+def test_mr_noise_is_rician_at_the_drawn_snr(anatomy):
+    ranges = dataclasses.replace(QUIET, snr=(30.0, 30.0), inplane_mm=(2.0, 2.0), slice_mm=(4.0, 4.0))
+    s = random_sample("denoise", np.random.default_rng(4), ranges=ranges, anatomy=anatomy)
+    acq = s["meta"]["acquisition"]
+    assert acq["snr"] == pytest.approx(30.0) and acq["brain_signal"] / acq["noise_sigma"] == pytest.approx(30, 0.01)
+    noisy, clean = s["input"].array, s["target"].array
+    bright = clean > 5 * acq["noise_sigma"]
+    assert bright.mean() > 0.3
+    measured = float(np.std(noisy[bright] - clean[bright]))
+    assert measured == pytest.approx(acq["noise_sigma"], rel=0.1)
+    assert s["input"].spacing[2 - acq["slice_axis"]] == pytest.approx(4.0, rel=0.15)
+    draws = [random_sample("denoise", np.random.default_rng(k), ranges=QUIET, anatomy=anatomy)["meta"]
+             for k in range(3)]
+    for meta in draws:
+        a = meta["acquisition"]
+        assert 3.0 <= a["snr"] <= 60.0 and a["profile"] in ("box", "gaussian", "kspace")
+        assert 1.0 * 0.85 <= a["spacing_mm"][a["slice_axis"]] <= 7.0 * 1.15
+
+
+def test_superres_uses_the_projects_degradation_and_a_clean_target(anatomy):
+    s = random_sample("superres", np.random.default_rng(2), ranges=QUIET, anatomy=anatomy, scale=(2, 1, 1),
+                      degrade="thick_slices")
+    low, high = s["input"], s["target"]
+    assert low.shape == (high.shape[0] // 2,) + high.shape[1:] and np.allclose(low.physical_extent(),
+                                                                               high.physical_extent())
+    sigma = s["meta"]["superres"]["noise_sigma"]
+    clean_low = thick_slices(high, 2, axis=0).array
+    assert np.std(low.array - clean_low) == pytest.approx(sigma, rel=0.2)
+    with pytest.raises(InputError, match="thick_slices"):
+        random_sample("superres", np.random.default_rng(2), anatomy=anatomy, scale=(1, 2, 2), degrade="thick_slices")
+
+
+def test_anomaly_twins_differ_only_at_the_lesions(anatomy):
+    s = random_sample("anomaly", np.random.default_rng(6), ranges=QUIET, anatomy=anatomy)
+    diff = np.abs(s["input"].array - s["target"].array)
+    lesion = s["labels"].array == TISSUES.index("lesion")
+    near = ndimage.binary_dilation(lesion, np.ones((3, 3, 3)), iterations=4)  # blurred by the acquisition
+    assert diff[near].max() > s["meta"]["acquisition"]["noise_sigma"]  # the lesions show above the noise
+    assert diff[~near].max() < 0.05 * diff[near].max()  # same appearance and noise draw elsewhere
+
+
+def test_ct_denoise_pairs_span_the_noise_range():
+    ranges = dataclasses.replace(QUIET, ct_noise_hu=(40.0, 40.0), ct_dose_fraction=(0.25, 0.25),
+                                 ct_inplane_mm=(2.0, 2.0), ct_slice_mm=(2.0, 2.0), real_ct_fraction=0.0)
+    s = random_sample("denoise", np.random.default_rng(1), ranges=ranges, shape=(4, 112, 96), modality="CT",
+                      slices=1)
+    low, full = s["input"].array[0], s["target"].array[0]
+    brain = s["labels"].array[s["labels"].array.shape[0] // 2]
+    brain = (brain == GM) | (brain == WM)
+    noise_low = float(np.std((low - full)[brain])) / np.sqrt(1 + 0.25)  # the full dose carries 1/4 of the variance
+    assert 40.0 / 1.6 < noise_low < 40.0 * 1.6  # nominal (calibrated on a whole head) within a factor 1.6
+    assert np.std(full[brain]) < np.std(low[brain])
+    assert "phantom" in s["meta"]["ct"]["real_ct"]
+
+
+# --- real CT -------------------------------------------------------------------------------------------------------
+def test_real_ct_empty_cache_says_what_to_do(tmp_path):
+    names, message = real_ct.real_ct_status(tmp_path)
+    assert names == [] and "phantom CT anatomy only" in message
+    with pytest.raises(InputError, match="phantom CT anatomy only"):
+        random_sample("denoise", np.random.default_rng(0), shape=(4, 24, 24), modality="CT", slices=1,
+                      real_ct=True, cache=tmp_path)
+
+
+def _fake_loader(folder):
+    """The real-image loader's interface over a folder of .npy slices (HU), as the real-data cache provides."""
+
+    class Missing(InputError):
+        pass
+
+    def verified_path(name, cache=None):
+        path = folder / name
+        if not path.is_file():
+            raise Missing(f"{name} missing")
+        return path
+
+    def load(name, cache=None):
+        return Volume(np.load(folder / f"{name}_image.npy"), spacing=(0.6, 0.6, 5.0),
+                      metadata={"name": name, "modality": "CT", "source": "fake cache"})
+
+    images = {n: types.SimpleNamespace(file=f"{n}_image.npy") for n in real_ct.REAL_CT_NAMES}
+    return types.SimpleNamespace(IMAGES=images, verified_path=verified_path, load=load, RealDataMissingError=Missing,
+                                 cache_dir=lambda cache=None: folder, MAKE_TARGET="make eval-real",
+                                 CACHE_ENV="MEDGAN_REAL_DATA")
+
+
+def test_real_ct_slices_are_used_when_the_cache_has_them(tmp_path, monkeypatch):
+    yy, xx = np.mgrid[:64, :64]
+    body = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 28 ** 2, 40.0, -1000.0).astype(np.float32)
+    np.save(tmp_path / "lung1_image.npy", np.stack([body, body]))
+    monkeypatch.setattr(real_ct, "_real_data", lambda: _fake_loader(tmp_path))
+    real_ct._load.cache_clear()
+    names, message = real_ct.real_ct_status(tmp_path)
+    assert names == ["lung1"] and "lung1" in message
+    ranges = dataclasses.replace(QUIET, ct_inplane_mm=(0.5, 1.0), ct_noise_hu=(20.0, 20.0))
+    s = random_sample("denoise", np.random.default_rng(0), ranges=ranges, shape=(4, 24, 24), modality="CT",
+                      real_ct=True, cache=tmp_path)
+    real_ct._load.cache_clear()
+    meta = s["meta"]["ct"]["real_slice"]
+    assert meta["name"] == "lung1" and meta["pixel_mm"] == pytest.approx(0.6)
+    assert s["input"].shape == (1, 64, 64) and s["input"].spacing[0] == pytest.approx(0.6)
+    inside = (yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2
+    assert abs(float(np.mean(s["target"].array[0][inside])) - 40.0) < 10.0
+    assert np.std(s["input"].array[0][inside]) > np.std(s["target"].array[0][inside])
+
+
+# --- hooks for training ----------------------------------------------------------------------------------------------
+def test_randomized_slices_dataset_items_are_reproducible(anatomy):
+    from MedGANLogic.simulate.datasets import RandomizedSlices
+
+    ds = RandomizedSlices("synthesize", 3, seed=4, shape=(8, 40, 40), context=1, source="any", target="T2w")
+    a, b = ds[1], ds[1]
+    assert len(ds) == 3 and a["source"].shape == (3, 40, 40) and a["target"].shape == (1, 40, 40)
+    assert a["mask"].shape == (1, 40, 40) and set(np.unique(a["mask"].numpy())) <= {0.0, 1.0}
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["source"], ds[2]["source"])
+    assert float(a["source"].min()) >= -1.01 and float(a["source"].max()) <= 1.01
+
+
+def test_a_recipe_can_train_on_randomized_data():
+    from MedGANLogic.train.config import resolve_config
+    from MedGANLogic.train.data import build_batches
+
+    card = {"id": "tiny-rand", "version": "0.0.1", "task": "synthesize", "dims": "2d",
+            "input": {"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
+                                                          "range": [-1, 1]}},
+            "output": {"modality": "MR", "contrast": "T2w",
+                       "normalization": {"kind": "fixed", "window": "auto", "range": [-1, 1]}},
+            "license": "Apache-2.0", "intended_use": "research", "training_data": "randomized phantom"}
+    config = resolve_config({
+        "family": "pix2pix", "name": "tiny-rand", "steps": 1, "batch_size": 2, "device": "cpu",
+        "data": {"source": "randomized", "task": "synthesize", "options": {"source": "any", "target": "T2w"},
+                 "samples": {"train": 2, "val": 1}, "shape": [6, 40, 40], "spacing_mm": 2.0,
+                 "ranges": {"slice_mm": [2.0, 4.0]}, "min_foreground": 0.0},
+        "generator": {"name": "unet2d", "params": {"features": 8, "depth": 3}},
+        "discriminator": {"channels": 8, "layers": 2}, "export": [{"generator": "G", "card": card}]})
+    batches = build_batches(config, paired=True, size_multiple=8, domains={"G": ("source", "target")})
+    batch = batches.batch(0)
+    assert batch["source"].shape == (2, 1, 40, 40) and batch["target"].shape == (2, 1, 40, 40)
+    assert batches.describe()["slices"] == {"source": 12, "target": 12}
+    assert isinstance(config["export"][0]["card"]["output"]["normalization"]["window"], list)  # auto resolved
