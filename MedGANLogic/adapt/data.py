@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..train.data import place
+from ..train.data.slices import place
 from ..volume import Volume
 
 Window = tuple[float, float]

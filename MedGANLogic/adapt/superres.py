@@ -9,13 +9,13 @@ degraded along one in-plane axis exactly as the scanner degraded the slice axis,
 learns to undo that degradation. The network is then applied to the planes that contain the slice axis, both
 of them (e.g. coronal and sagittal for axial slices), and the two results are averaged.
 
-* Degradation: the project's super-resolution degradation (``thick_slices`` through
-  :func:`MedGANLogic.train.srgan.degrade`): ``factor`` neighbouring in-plane pixels averaged, a box slice profile
-  as wide as the slice spacing (thickness = spacing, no gap), along each in-plane axis in turn.
+* Degradation: the project's one super-resolution degradation (:func:`MedGANLogic.simulate.superres_pair`,
+  ``thick_slices``): ``factor`` neighbouring in-plane pixels averaged, a box slice profile as wide as the slice
+  spacing (thickness = spacing, no gap), along each in-plane axis in turn.
 * Factor: the slice spacing over the in-plane spacing, rounded (at least 2); the output slice spacing is the
   input's divided by it.
 * Losses: L1, plus an optional adversarial term in the second half of the budget (:mod:`.adversarial`), as the
-  SRGAN family; batches come from the family's :class:`~MedGANLogic.train.srgan.ScaledPairBatches`.
+  SRGAN family; batches come from the family's :class:`~MedGANLogic.train.data.superres.ScaledPairBatches`.
 * Start: ``init="auto"`` fine-tunes an installed super-resolution model whose network fits (an ``srresnet2d``
   scaling the slice axis by the same factor, for this modality); its context channels are folded into one
   (the stem's weights summed: the same output as feeding the slice as every channel). Otherwise from scratch.
@@ -66,32 +66,29 @@ def _window(array: np.ndarray, modality: str | None) -> tuple[float, float]:
     return unit_window(array)
 
 
-def pretrained_start(factor: int, modality: str | None) -> tuple[dict[str, Any], dict[str, torch.Tensor], str] | None:
-    """(inner spec, weights, model id) of an installed super-resolution model that can start this fit, or None."""
+def pretrained_card(factor: int, modality: str | None) -> Any:
+    """The card of an installed super-resolution model that can start this fit (an ``srresnet2d`` scaling one
+    axis other than its slice axis by ``factor``, for ``modality``), or None."""
     from ..models import registry
 
+    if modality is None:
+        return None
     for card in registry.list_models("superres"):
-        params = card.arch_params
-        plane = [int(s) for s in params.get("scale", [])]
-        axis = card.slice_axis
+        plane = [int(s) for s in card.arch_params.get("scale", [])]
         scaled = [a for a, s in enumerate(card.scale_factor) if s != 1]
-        if (card.architecture != "srresnet2d" or plane != [factor, 1] or len(scaled) != 1 or scaled[0] == axis
-                or card.input.get("modality") not in (modality, "any") or modality is None):
-            continue
-        state = {k: v.detach().clone() for k, v in registry.load_network(card, "cpu").state_dict().items()}
-        state["stem.weight"] = state["stem.weight"].sum(dim=1, keepdim=True)  # context channels folded into one
-        spec = {"name": "srresnet2d", "params": dict(params, in_channels=1, out_channels=1)}
-        return spec, state, card.id
+        if (card.architecture == "srresnet2d" and plane == [factor, 1] and len(scaled) == 1
+                and scaled[0] != card.slice_axis and card.input.get("modality") in (modality, "any")):
+            return card
     return None
 
 
 def training_pairs(unit: np.ndarray, factor: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """In-plane slices of ``unit`` (slice axis first) degraded along each in-plane axis: (low, high) lists of
     (S, 1, h, w) and (S, 1, h * factor, w) arrays, the low-resolution axis first (H)."""
-    from ..train.srgan import degrade
+    from ..simulate import superres_pair
 
-    low_y, high_y = degrade(unit, (1, factor, 1), "thick_slices")
-    low_x, high_x = degrade(unit, (1, 1, factor), "thick_slices")
+    low_y, high_y = (v.array for v in superres_pair(Volume(unit), (1, factor, 1), "thick_slices"))
+    low_x, high_x = (v.array for v in superres_pair(Volume(unit), (1, 1, factor), "thick_slices"))
     lows = [low_y[:, None], np.ascontiguousarray(low_x.transpose(0, 2, 1))[:, None]]
     highs = [high_y[:, None], np.ascontiguousarray(high_x.transpose(0, 2, 1))[:, None]]
     return lows, highs
@@ -138,16 +135,17 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
     window = _window(array, modality)
 
     inner, start, state = sr_spec(factor, features, n_blocks), "scratch", None
-    if init == "auto" and (found := pretrained_start(factor, modality)) is not None:
-        inner, state, start = found
-    elif init not in (None, "auto", "scratch"):
+    if init == "auto":
+        card = pretrained_card(factor, modality)
+        init = card.folder if card is not None else None
+    if init not in (None, "scratch"):
         inner, state, start = _named_start(init, factor)
     net = init_network(lambda: ScanFittedNetwork(inner, "identity", window), seed)
     if state is not None:
         net.inner.load_state_dict(state)
     model = net.inner.to(dev).train()
 
-    from ..train.srgan import ScaledPairBatches
+    from ..train.data.superres import ScaledPairBatches
 
     unit = net.to_unit(torch.from_numpy(np.array(array, dtype=np.float32))).numpy()
     lows, highs = training_pairs(unit, factor)

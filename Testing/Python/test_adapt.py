@@ -302,3 +302,72 @@ def test_a_saved_fit_runs_through_the_engine_and_starts_a_new_fit(phantom, model
     assert sr_card.scale_factor == (2.0, 1.0, 1.0)
     out = run("superres", thick, model=str(model_dir / "my-sr"), device="cpu").volume
     assert out.shape == sr.volume.shape and np.allclose(out.origin, sr.volume.origin)
+
+
+# --- through the engine: plan, execute, run, CLI ----------------------------------------------------------------
+def test_run_with_adapt_fits_then_applies_and_records_the_fit(phantom, model_dir):
+    from MedGANLogic import run
+
+    subject, _ = phantom
+    noisy, _ = simulate_pet(subject.tissues[:, SLICES], cut(subject.volumes["T2w"]), seed=1, counts_per_suv=3.0)
+    seen = []
+    result = run("denoise", noisy, device="cpu", progress=lambda f, m: seen.append((f, m)), adapt=True,
+                 adapt_steps=6, adapt_budget_s=600)
+    out = result.volume
+    assert out.same_geometry(noisy) and out.metadata["modality"] == "PT" and out.metadata["synthetic"]
+    fit = result.provenance["adapt"]
+    assert fit["steps"] == 6 and fit["stopped_by"] == "max_steps" and fit["seed"] == 0
+    assert fit["details"]["modality"] == "PT" and out.metadata["provenance"]["adapt"] == fit
+    assert result.provenance["model"] == "fitted to this scan"
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    fitting = [i for i, (_, m) in enumerate(seen) if m.startswith("fitting")]
+    slices = [i for i, (_, m) in enumerate(seen) if "slices" in m]
+    assert fitting and slices and max(fitting) < min(slices)  # the bar covers the fit, then the pass
+
+
+def test_plan_checks_a_fit_before_any_work(phantom, model_dir):
+    from MedGANLogic.pipeline import plan
+
+    noisy = cut(phantom[0].volumes["T2w"])
+    with pytest.raises(InputError, match="Unknown option.*adapt"):  # only denoise and superres take it
+        plan("synthesize", noisy, adapt=True)
+    with pytest.raises(InputError, match="modality"):
+        plan("denoise", Volume(noisy.array, noisy.spacing), adapt=True)
+    with pytest.raises(InputError, match="slice_axis"):
+        plan("denoise", noisy, adapt=True, slice_axis=0)
+    with pytest.raises(InputError, match="thick slices"):
+        plan("superres", noisy, adapt=True)
+    with pytest.raises(InputError, match="adapt_budget_s"):
+        plan("denoise", noisy, adapt=True, adapt_budget_s=-1)
+    ok = plan("denoise", noisy, adapt=True, modality="US", adapt_budget_s=30)
+    assert ok.card is None and ok.adapt.modality == "US" and ok.adapt.budget.seconds == 30
+    assert "fitting a US denoiser" in ok.notes[0]
+
+
+def test_cancel_through_the_engine_leaves_nothing(phantom, model_dir):
+    from MedGANLogic.pipeline import execute, plan
+
+    noisy = cut(phantom[0].volumes["T2w"])
+    the_plan = plan("denoise", noisy, device="cpu", adapt=True, adapt_steps=500)
+    stop = threading.Event()
+    with pytest.raises(CancelledError):
+        execute(the_plan, progress=lambda f, m: stop.set() if "step 2" in m else None, cancel=stop)
+
+
+def test_cli_adapt_writes_the_finer_grid_and_the_fitted_model(phantom, model_dir, tmp_path):
+    from MedGANLogic.cli import main
+    from MedGANLogic.io import read_volume, write_volume
+
+    t2 = phantom[0].volumes["T2w"]
+    thick = thick_slices(t2.with_array(np.ascontiguousarray(t2.array[16:28])), 2, axis=0)
+    write_volume(thick, tmp_path / "thick.nii.gz")
+    code = main(["run", "--task", "superres", "--adapt", "--adapt-steps", "2", "--device", "cpu", "--quiet",
+                 "--input", str(tmp_path / "thick.nii.gz"), "--output", str(tmp_path / "sr.nii.gz"),
+                 "--save-fit", str(tmp_path / "fit")])
+    assert code == 0
+    out = read_volume(tmp_path / "sr.nii.gz")
+    grid = read_volume(tmp_path / "thick.nii.gz").resampled_grid((2.0, 1.0, 1.0))
+    assert out.shape == grid["shape"] and np.allclose(out.spacing, grid["spacing"], atol=1e-5)
+    assert np.allclose(out.origin, grid["origin"], atol=1e-4)
+    assert (tmp_path / "fit" / "card.json").is_file() and (tmp_path / "fit" / "weights.safetensors").is_file()
