@@ -19,6 +19,7 @@ units. Fitting takes ``FIT_SHARE`` of the progress bar, the pass over the volume
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ FIT_SHARE = 0.85  # of the progress bar; the pass over the volume takes the rest
 DEFAULT_BUDGET = FitBudget(seconds=90.0, max_steps=1500)
 
 
-def denoiser_spec(blind_radius: int, features: int = 32, levels: int = 2) -> dict[str, Any]:
+def denoiser_spec(blind_radius: int, features: int = 16, levels: int = 2) -> dict[str, Any]:
     """The inner network: a blind-spot U-Net with a (2 ``blind_radius`` + 1)^2 blind block predicting each pixel's
     mean and log-variance (two output channels)."""
     return {"name": "blindspot_unet2d", "params": {"features": int(features), "levels": int(levels),
@@ -90,7 +91,7 @@ def _patch_size(slices: np.ndarray, patch: int, multiple: int) -> int:
 def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudget | None = None, seed: int = 0,
                 device: str | torch.device = "auto", progress: ProgressFn | None = None, cancel: Any = None,
                 blind_radius: int | None = None, adversarial: float = 0.0,
-                init: Any = None, patch: int = 64, batch_size: int = 8, features: int = 32, lr: float = 1e-3
+                init: Any = None, patch: int = 64, batch_size: int = 8, features: int = 16, lr: float = 1e-3
                 ) -> AdaptResult:
     """Fit a self-supervised denoiser to ``volume`` and denoise it.
 
@@ -167,6 +168,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     net.constants["noise_var"] = min(estimates)
     low = float(np.percentile(volume.array[:: max(1, volume.shape[0] // 8)], 1))
     layout = InferenceLayout(dims="2d", slice_axis=axis, pad_value=low)
+    applied = time.perf_counter()
     out = apply_network(net, volume.array, layout, dev, span_progress(progress, FIT_SHARE, 1.0), cancel)
     if noise.transform == "log":  # the log domain biases the mean envelope; speckle keeps it: one gain restores it
         gain = float(volume.array.mean(dtype=np.float64) / max(out.mean(dtype=np.float64), 1e-12))
@@ -183,7 +185,8 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
         details={"modality": mod, "transform": noise.transform, "constants": dict(net.constants),
                  "window": list(window), "slice_axis": axis, "blind_radius": noise.blind_radius,
                  "adversarial": float(adversarial), "patch": sampler.size,
-                 "batch_size": batch_size, "network": inner})
+                 "batch_size": batch_size, "network": inner,
+                 "apply_seconds": round(time.perf_counter() - applied, 3)})
     meta = {"adapt": record.summary(), "description": f"denoised by a network fitted to this scan ({mod})"}
     result = volume.with_array(out, metadata=meta)
     return AdaptResult(result, record, net, fitted_card("denoise", volume, net, record))

@@ -25,6 +25,7 @@ of them (e.g. coronal and sagittal for axial slices), and the two results are av
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -177,6 +178,7 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
     losses, seconds, stopped = fit_steps(step, budget, progress=span_progress(progress, 0.0, FIT_SHARE),
                                          cancel=cancel, label=f"fitting x{factor} super-resolution to this scan")
     net = net.to(dev).eval()
+    applied = time.perf_counter()
     fused = None
     for i, plane in enumerate((1, 2)):  # the two planes that contain the slice axis
         layout = InferenceLayout(dims="2d", slice_axis=plane, scale=(float(factor), 1.0, 1.0), pad_value=window[0])
@@ -198,7 +200,8 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
         loss_first=losses[0], loss_last=losses[-1], loss_curve=loss_curve(losses), init=start,
         details={"modality": modality, "factor": factor, "scaled_axis": axis, "spacing_ratio": round(ratio, 4),
                  "window": list(window), "network": inner, "adversarial": float(adversarial),
-                 "slice_profile": "box (thickness = spacing)", "patch": size * factor, "batch_size": batch_size})
+                 "slice_profile": "box (thickness = spacing)", "patch": size * factor, "batch_size": batch_size,
+                 "apply_seconds": round(time.perf_counter() - applied, 3)})
     meta = {"adapt": record.summary(),
             "geometry_changed": f"super-resolution x{factor} along array axis {axis}: spacing "
                                 f"{[round(s, 4) for s in volume.spacing]} -> "
