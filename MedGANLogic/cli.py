@@ -109,13 +109,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for name in ("batch_size", "overlap", "slice_axis", "threshold", "modality", "contrast", "precision"):
+    for name in ("batch_size", "overlap", "slice_axis", "threshold", "modality", "contrast", "precision",
+                 "adapt_budget_s", "adapt_steps", "adapt_seed"):
         value = getattr(args, name)
         if value is not None:
             options[name] = value
-    for flag in ("force", "native", "bias_correction"):
+    for flag in ("force", "native", "bias_correction", "adapt"):
         if getattr(args, flag):
             options[flag] = True
+    if not args.adapt and any(k in options for k in ("adapt_budget_s", "adapt_steps", "adapt_seed")):
+        raise MedGANError("--adapt-budget, --adapt-steps and --adapt-seed apply with --adapt only.")
     return options
 
 
@@ -128,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  inputs=[args.input])
     if args.mask_output and args.task not in ("anomaly",):
         raise MedGANError("--mask-output applies to --task anomaly only.")
+    if args.save_fit and not args.adapt:
+        raise MedGANError("--save-fit applies with --adapt only.")
     volume = read_volume(args.input, component=args.component, frame=args.frame, series=args.series)
     run_plan = plan(args.task, volume, model=args.model, device=args.device, **_run_options(args))
     for message in run_plan.warnings:  # the same warnings Python callers get as MedGANWarning
@@ -139,6 +144,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Every output or none: on failure the files that were there before are still there.
     volumes = [result.volume] + ([result.outputs["mask"]] if args.mask_output else [])
     write_volumes(dict(zip(outputs, volumes)), sources=[args.input])
+    if args.save_fit:
+        from .adapt import save_fitted_model
+
+        save_fitted_model(result.extras["fitted"], args.save_fit)
     summary = {"output": str(outputs[0]), "model": result.provenance["model"],
                "device": result.provenance["device"], "seconds": result.provenance["seconds"]}
     summary.update({k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))})
@@ -198,9 +207,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
     p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")
     p.add_argument("--mask-output", dest="mask_output", help="anomaly: also write the thresholded mask here")
-    p.add_argument("--modality", choices=["MR", "CT"], help="declare the input's modality if the file does not say")
+    p.add_argument("--modality", choices=["MR", "CT", "PT", "US"],
+                   help="declare the input's modality if the file does not say (PT = PET, US = ultrasound: "
+                        "--adapt denoising only)")
     p.add_argument("--contrast", help="declare the MR contrast, e.g. T1w, T2w, FLAIR")
     p.add_argument("--force", action="store_true", help="run even if the model expects another modality")
+    p.add_argument("--adapt", action="store_true",
+                   help="denoise/superres: fit a network to this scan itself (no training data; starts from a "
+                        "fitting model if one is installed, or --model)")
+    p.add_argument("--adapt-budget", type=float, dest="adapt_budget_s", metavar="SECONDS",
+                   help="with --adapt: seconds of fitting (default 90 for denoise, 120 for superres)")
+    p.add_argument("--adapt-steps", type=int, dest="adapt_steps", metavar="N",
+                   help="with --adapt: at most N fitting steps (reproducible with the same --adapt-seed)")
+    p.add_argument("--adapt-seed", type=int, dest="adapt_seed", metavar="N", help="with --adapt: seed (default 0)")
+    p.add_argument("--save-fit", dest="save_fit", metavar="FOLDER",
+                   help="with --adapt: also save the fitted network as a model folder (its card names this scan)")
     p.add_argument("--native", action="store_true",
                    help="run on the input's own grid: no resampling into the model's voxel size or orientation")
     p.add_argument("--bias-correction", action="store_true", dest="bias_correction",

@@ -52,6 +52,11 @@ RULES: dict[str, _Rule] = {
     "min_probability": (lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]", float),
     "native": (_is_bool, "True or False (True: run on the input's own grid, no resampling or reorientation)", bool),
     "bias_correction": (_is_bool, "True or False (True: N4 bias-field correction of MR inputs)", bool),
+    "adapt": (_is_bool, "True or False (True: fit a network to this scan instead of running a trained one)", bool),
+    "adapt_budget_s": (lambda v: _real(v) and 0 < v <= 86400, "a number of seconds in (0, 86400] (the fitting "
+                                                               "time)", float),
+    "adapt_steps": (lambda v: _integer(v) and v >= 1, "a positive integer (the most fitting steps)", int),
+    "adapt_seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (seeds the fit)", int),
 }
 #: Options every task takes; a task adds its own (``TaskSpec.options``).
 COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "precision", "amp", "modality", "contrast", "native",

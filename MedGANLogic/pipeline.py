@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from .normalization import bias_correct, normalize
 from .options import requested_precision, validate_options
 from .tasks import TASKS, TaskContext, TaskSpec, get_task
 from .volume import Volume
+
+if TYPE_CHECKING:
+    from .adapt.engine import AdaptPlan
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class RunPlan:
     Attributes:
         task: the task's name; ``spec``: its :class:`~MedGANLogic.tasks.TaskSpec`.
         volume: the input (never modified), with declared modality/contrast and the CT guess in its metadata.
-        card: the chosen model's card.
+        card: the chosen model's card (None when fitting to the scan: see ``adapt``).
         options: the validated options, typed (see :mod:`MedGANLogic.options`); unset options are absent.
         device: the resolved device ("cpu", "cuda", "cuda:1", "mps").
         precision: the precision asked for ("auto", "fp32", "bf16"); the device settles "auto" at run time.
@@ -84,12 +87,14 @@ class RunPlan:
             contrast that looks unlike the model's).
         notes: what the engine does to meet the model (resampled, reoriented, contrast estimated), one sentence
             each; the CLI prints them as ``note: ...``.
+        adapt: with ``adapt=True``, what the fit to the scan will do (:class:`MedGANLogic.adapt.engine.AdaptPlan`);
+            :func:`execute` then fits and applies a network instead of running a trained one.
     """
 
     task: str
     spec: TaskSpec
     volume: Volume
-    card: ModelCard
+    card: ModelCard | None
     options: dict[str, Any]
     device: str
     precision: str
@@ -101,6 +106,7 @@ class RunPlan:
     forced_despite: str | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    adapt: AdaptPlan | None = None
 
 
 def check_volume(volume: Volume, name: str = "input") -> None:
@@ -215,6 +221,12 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
     dev = str(resolve_device(device))
     volume = declare(_read_input(volume_or_path), options.get("modality"), options.get("contrast"))
     check_volume(volume)
+    if options.get("adapt"):  # fit a network to this scan (MedGANLogic.adapt): no trained model, no frame
+        from .adapt.engine import plan_adapt
+
+        fit = plan_adapt(task, volume, model, options)
+        return RunPlan(task=task, spec=spec, volume=volume, card=None, options=options, device=dev,
+                       precision="fp32", layout=InferenceLayout(), notes=list(fit.notes), adapt=fit)
     mr = not is_ct(volume) and volume.modality in (None, "MR")
     if options.get("bias_correction") and not mr:
         raise InputError(f"bias_correction applies to MR volumes; this one is {describe_modality(volume)}.")
@@ -254,6 +266,10 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     Raises:
         ModelError (weights fail their check), CancelledError, MedGANError.
     """
+    if plan.adapt is not None:
+        from .adapt.engine import execute_adapt
+
+        return execute_adapt(plan, progress=progress, cancel=cancel)
     started = time.perf_counter()
     card, volume, options = plan.card, plan.volume, plan.options
     net = registry.load_network(card, plan.device)
@@ -315,8 +331,10 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
             device computes bf16 natively, else fp32; "fp32"; "bf16"; ``amp=False`` is the older spelling of
             "fp32"), modality/contrast (declare the input's when the file does not say), and per task: threshold
             (>= 0), smoothing_mm (0-50 mm) for anomaly; native (True: run on the input's own grid, no
-            resampling or reorientation into the model's frame), bias_correction (True: N4 on MR inputs).
-            See :mod:`MedGANLogic.options`.
+            resampling or reorientation into the model's frame), bias_correction (True: N4 on MR inputs);
+            for denoise and superres: adapt (True: fit a network to this scan instead, :mod:`MedGANLogic.adapt`;
+            denoising needs the modality, MR, CT, PT or US), adapt_budget_s (seconds of fitting), adapt_steps
+            (at most this many steps), adapt_seed. See :mod:`MedGANLogic.options`.
 
     Returns:
         :class:`RunResult` with the output volume(s), extras and provenance.

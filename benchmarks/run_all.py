@@ -23,12 +23,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ISSUE7 = ["floor", "peers", "scaling", "memory", "warmstart"]
-JSON_SCRIPTS = ISSUE7 + ["startup"]  # each writes <name>.json with a markdown section and its targets
+JSON_SCRIPTS = ISSUE7 + ["startup", "adapt"]  # each writes <name>.json with a markdown section and its targets
 OLDER = ["inference", "simulate"]
 TITLES = {"floor": "Compute floor (floor.py)", "peers": "Peers: naive loop and plain MONAI (peers.py)",
           "scaling": "Scaling with voxels (scaling.py)", "memory": "Memory of a 512x512x400 CT denoise (memory.py)",
           "warmstart": "Warm start (warmstart.py)", "inference": "Engine vs naive on a small conv net (inference.py)",
-          "simulate": "Phantom simulation (simulate.py)", "startup": "Start-up of the quick commands (startup.py)"}
+          "simulate": "Phantom simulation (simulate.py)", "startup": "Start-up of the quick commands (startup.py)",
+          "adapt": "Fit to this scan: speed and accuracy against the budget (adapt.py)"}
 
 
 def cpu_ticks() -> dict[int, int]:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # torch comes with the family modules, so that listing model 
 #: Architecture name -> network factory (a class or function taking the card's ``architecture.params``).
 ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
     "architecture", package=__name__, error=ModelError,
-    modules=(".simple", ".unet", ".resnet", ".ldct", ".srgan", ".fanogan", ".segmentation"))
+    modules=(".simple", ".unet", ".resnet", ".ldct", ".srgan", ".fanogan", ".segmentation", ".blindspot",
+             ".adapted"))
 
 #: Decorator: ``@register_architecture("unet2d")`` registers a network factory under a card's name.
 register_architecture = ARCHITECTURES.register

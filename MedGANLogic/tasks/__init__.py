@@ -38,12 +38,14 @@ class TaskSpec:
     options: tuple[str, ...] = ()
 
 
+#: Fitting a network to the scan itself (:mod:`MedGANLogic.adapt`): denoising and super-resolution only.
+ADAPT_OPTIONS = ("adapt", "adapt_budget_s", "adapt_steps", "adapt_seed")
 #: The task table: name -> :class:`TaskSpec`, in the order the CLI and the panel list them.
 TASKS: Registry[TaskSpec] = Registry("task", error=MedGANError)
 for _spec in (
     TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image"),
-    TaskSpec("denoise", "denoise", "Denoise", "denoised", "image"),
-    TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image"),
+    TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS),
+    TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map", ("threshold", "smoothing_mm")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
 ):

@@ -1,0 +1,193 @@
+"""Self-supervised denoising fitted to one scan: no clean image, no training data, any scanner.
+
+    result = fit_denoise(volume, "MR", budget=FitBudget(seconds=60))
+    result.volume        # denoised, on the input's grid
+    result.record        # steps, loss curve, seed, time
+
+How: the scan's noise model (:mod:`.noise`) transforms it so that the noise is additive and even (Rician MR as
+is, PET through the Anscombe transform, ultrasound in the log domain, CT in HU) and maps it to a unit range; a
+blind-spot U-Net (:class:`~MedGANLogic.models.blindspot.BlindSpotUNet`, whose output never sees a block of
+pixels around itself: one pixel for white noise, wider for spatially correlated noise) learns to reproduce
+random patches of the slices along the through-plane axis. It cannot copy a pixel's noise, so the squared
+error on every pixel is minimised by the clean signal (Noise2Self's J-invariance); an optional adversarial term
+(:mod:`.adversarial`) sharpens in the second half of the budget. The fitted network, wrapped with the transform
+(:class:`~MedGANLogic.models.adapted.ScanFittedNetwork`), then runs over every slice through the engine's
+inference path, and the inverse transform (with MR's Rician bias correction) gives intensities in the input's
+units. Fitting takes ``FIT_SHARE`` of the progress bar, the pass over the volume the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..errors import InputError
+from ..inference import InferenceLayout, resolve_device
+from ..models.adapted import ScanFittedNetwork
+from ..volume import Volume
+from .adversarial import AdversarialTerm
+from .data import PatchSampler, through_plane_axis, to_unit, unit_window
+from .export import fitted_card
+from .loop import FitBudget, FitRecord, ProgressFn, fit_steps, init_network, loss_curve, span_progress
+from .noise import canonical_modality, noise_model, robust_noise_std
+from .result import AdaptResult, apply_network, load_initial_weights
+
+FIT_SHARE = 0.85  # of the progress bar; the pass over the volume takes the rest
+DEFAULT_BUDGET = FitBudget(seconds=90.0, max_steps=1500)
+
+
+def denoiser_spec(blind_radius: int, features: int = 16, levels: int = 2) -> dict[str, Any]:
+    """The inner network: a blind-spot U-Net with a (2 ``blind_radius`` + 1)^2 blind block predicting each pixel's
+    mean and log-variance (two output channels)."""
+    return {"name": "blindspot_unet2d", "params": {"features": int(features), "levels": int(levels),
+                                                   "blind_radius": int(blind_radius), "out_channels": 2}}
+
+
+def gaussian_nll(x: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (per pixel, without the constant) of ``x`` under N(mean, exp(log_var)) predicted as
+    the two channels of ``prediction``: the blind-spot network learns its mean and how sure it is."""
+    mean, log_var = prediction[:, :1], prediction[:, 1:2]
+    return 0.5 * ((x - mean) ** 2 * torch.exp(-log_var) + log_var).mean()
+
+
+def tissue_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels of a unit-range slice that hold tissue, not air: above the window's lower quarter once smoothed (air
+    in MR is Rayleigh noise whose variance is less than the tissue's, and must not set the noise level)."""
+    return ndimage.gaussian_filter(image, 1.0) > -0.5
+
+
+def noise_variance(model: torch.nn.Module, slices: np.ndarray, device: torch.device, count: int = 16,
+                   quantile: float = 5.0) -> float:
+    """The noise variance (unit range) of ``slices``: a low percentile of the variance the fitted network predicts
+    on signal pixels. Where the surroundings predict a pixel almost exactly (flat tissue), what remains of its
+    predicted variance is the noise; edges and detail only add to it."""
+    picks = np.linspace(0, len(slices) - 1, num=min(count, len(slices))).round().astype(int)
+    values = []
+    m = int(getattr(model, "size_multiple", 1))
+    with torch.no_grad():
+        for k in picks:
+            image = slices[k]
+            pad = [(0, (-n) % m) for n in image.shape]
+            x = torch.from_numpy(np.pad(image, pad, mode="edge")[None, None]).to(device)
+            log_var = model(x)[0, 1, : image.shape[0], : image.shape[1]].cpu().numpy()
+            signal = tissue_mask(image)
+            if signal.any():
+                values.append(log_var[signal])
+    if not values:
+        return 0.0
+    return float(np.exp(np.percentile(np.concatenate(values), quantile)))
+
+
+def _patch_size(slices: np.ndarray, patch: int, multiple: int) -> int:
+    largest = max(slices.shape[1:])
+    return int(min(patch, math.ceil(largest / multiple) * multiple))
+
+
+def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudget | None = None, seed: int = 0,
+                device: str | torch.device = "auto", progress: ProgressFn | None = None, cancel: Any = None,
+                blind_radius: int | None = None, adversarial: float = 0.0,
+                init: Any = None, patch: int = 64, batch_size: int = 8, features: int = 16, lr: float = 1e-3
+                ) -> AdaptResult:
+    """Fit a self-supervised denoiser to ``volume`` and denoise it.
+
+    Args:
+        volume: the noisy scan (never modified); any grid and orientation.
+        modality: ``MR``, ``CT``, ``PT`` (PET) or ``US``; default: ``volume.metadata["modality"]``.
+        budget: seconds and maximum steps of fitting (default 90 s, 1500 steps).
+        seed: seeds weights, patches and masks: same seed and steps, same result (on the same CPU).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``...
+        progress: ``progress(fraction, message)``; fitting covers 0-0.85, the pass over the volume the rest.
+        cancel: a callable returning True or a ``threading.Event``; checked every step and every batch.
+        blind_radius: half-width of the blind block (pixels); default per modality (:mod:`.noise`).
+        adversarial: weight of the adversarial term (0: none; ESRGAN used 5e-3).
+        init: a model id or folder saved from an earlier denoising fit of the same kind: start from its weights.
+        patch, batch_size, features, lr: patch side (pixels), patches per step, network width, Adam learning
+            rate.
+
+    Returns:
+        :class:`AdaptResult`; its volume has the input's geometry and units.
+
+    Raises:
+        InputError (unknown modality, unusable volume), CancelledError (``cancel`` set: nothing is returned).
+    """
+    from ..pipeline import check_volume  # the engine's input checks (imported here: pipeline imports adapt)
+
+    check_volume(volume)
+    budget = budget or DEFAULT_BUDGET
+    mod = canonical_modality(modality or volume.metadata.get("modality"))
+    noise = noise_model(mod, blind_radius)
+    if adversarial < 0:
+        raise InputError(f"adversarial must be a weight >= 0; got {adversarial}.")
+    dev = resolve_device(device)
+    axis = through_plane_axis(volume)
+
+    constants = noise.estimate(volume.array)
+    transformed = noise.forward(volume.array)
+    window = unit_window(transformed)
+    inner = denoiser_spec(noise.blind_radius, features)
+    net = init_network(lambda: ScanFittedNetwork(inner, noise.transform, window, constants), seed)
+    start = load_initial_weights(net.inner, init, inner) if init is not None else "scratch"
+    model = net.inner.to(dev).train()
+    slices = np.moveaxis(to_unit(transformed, window), axis, 0)
+    sampler = PatchSampler(slices, _patch_size(slices, patch, model.size_multiple), batch_size, seed)
+    del transformed
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    adv = init_network(lambda: AdversarialTerm(adversarial, dev), seed + 1) if adversarial > 0 else None
+
+    def step(k: int, fraction: float) -> float:
+        for group in opt.param_groups:  # constant, then down to a tenth over the second half
+            group["lr"] = lr * (1.0 if fraction < 0.5 else 1.0 - 1.8 * (fraction - 0.5))
+        x = torch.from_numpy(sampler.batch(k)).to(dev)
+        out = model(x)
+        loss = gaussian_nll(x, out)
+        total = loss
+        if adv is not None and adv.active(fraction):
+            mean = out[:, :1]
+            fake = mean + (x - mean).detach().roll(1, dims=0)  # another patch's residual: re-sampled noise
+            adv.update_discriminator(x, fake)
+            total = total + adv.generator_loss(fake)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return loss.item()
+
+    losses, seconds, stopped = fit_steps(step, budget, progress=span_progress(progress, 0.0, FIT_SHARE),
+                                         cancel=cancel, label=f"fitting a {mod} denoiser to this scan")
+    net = net.to(dev).eval()
+    # the smallest of what the physics, the image and the network say: an overestimate would trust the
+    # prediction from the surroundings over the pixel itself
+    tissue = np.stack([tissue_mask(s) for s in slices])
+    estimates = [noise_variance(model, slices, dev), robust_noise_std(slices, noise.blind_radius, tissue) ** 2]
+    if noise.noise_std() is not None:
+        estimates.append((noise.noise_std() * 2.0 / (window[1] - window[0])) ** 2)
+    net.constants["noise_var"] = min(estimates)
+    low = float(np.percentile(volume.array[:: max(1, volume.shape[0] // 8)], 1))
+    layout = InferenceLayout(dims="2d", slice_axis=axis, pad_value=low)
+    applied = time.perf_counter()
+    out = apply_network(net, volume.array, layout, dev, span_progress(progress, FIT_SHARE, 1.0), cancel)
+    if noise.transform == "log":  # the log domain biases the mean envelope; speckle keeps it: one gain restores it
+        gain = float(volume.array.mean(dtype=np.float64) / max(out.mean(dtype=np.float64), 1e-12))
+        net.constants["out_gain"] = gain
+        out *= np.float32(gain)
+    net = net.cpu().eval()
+
+    record = FitRecord(
+        method=f"self-supervised blind-spot denoising ({mod}, {noise.transform} transform, blind radius "
+               f"{noise.blind_radius} px{', adversarial' if adv else ''})",
+        steps=len(losses), seconds=seconds, seed=int(seed), device=str(dev), stopped_by=stopped,
+        budget={"seconds": budget.seconds, "max_steps": budget.max_steps},
+        loss_first=losses[0], loss_last=losses[-1], loss_curve=loss_curve(losses), init=start,
+        details={"modality": mod, "transform": noise.transform, "constants": dict(net.constants),
+                 "window": list(window), "slice_axis": axis, "blind_radius": noise.blind_radius,
+                 "adversarial": float(adversarial), "patch": sampler.size,
+                 "batch_size": batch_size, "network": inner,
+                 "apply_seconds": round(time.perf_counter() - applied, 3)})
+    meta = {"adapt": record.summary(), "description": f"denoised by a network fitted to this scan ({mod})"}
+    result = volume.with_array(out, metadata=meta)
+    return AdaptResult(result, record, net, fitted_card("denoise", volume, net, record))
+

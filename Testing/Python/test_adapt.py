@@ -1,0 +1,373 @@
+"""Fit to this scan (MedGANLogic.adapt): the fitting loop, self-supervised denoising for MR, CT, PET and ultrasound,
+self-supervised through-plane super-resolution, saving a fit as a model, and the phantoms that test them.
+
+Every fit here is tiny (a few slices of a 4 mm phantom, a small network, tens of steps); budgets are counted in
+steps, never in seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from MedGANLogic.adapt import FitBudget, fit_denoise, fit_superres, save_fitted_model
+from MedGANLogic.adapt.loop import fit_steps
+from MedGANLogic.adapt.noise import canonical_modality, poisson_gain, rician_sigma
+from MedGANLogic.errors import CancelledError, InputError
+from MedGANLogic.models.adapted import ScanFittedNetwork
+from MedGANLogic.models.blindspot import BlindSpotUNet
+from MedGANLogic.simulate import low_dose_volume, make_subject, thick_slices
+from MedGANLogic.simulate.pet import UPTAKE_SUV, simulate_pet
+from MedGANLogic.simulate.tissue import TISSUES
+from MedGANLogic.simulate.ultrasound import RAYLEIGH_MEAN, simulate_ultrasound
+from MedGANLogic.volume import Volume
+
+TINY = {"features": 8, "patch": 32, "batch_size": 4}  # a network and batches that take well under a second a step
+SLICES = slice(22, 28)  # six axial slices through the ventricles of the 4 mm phantom
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These networks and patches are tiny: one thread avoids waiting for a second (on a busy machine, 5x faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def steps(n: int) -> FitBudget:
+    return FitBudget(seconds=3600.0, max_steps=n)  # the step count binds, never the clock
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """(noisy subject, noise-free T2w) of a lesion-free 4 mm phantom, MR at SNR 5, cut to six slices."""
+    noisy = make_subject(2001, spacing_mm=4.0, contrasts=("T2w", "CT"), snr=5.0, n_lesions=0)
+    clean = make_subject(2001, spacing_mm=4.0, contrasts=("T2w",), snr=1e6, n_lesions=0)
+    return noisy, clean.volumes["T2w"]
+
+
+def cut(volume: Volume) -> Volume:
+    return volume.with_array(np.ascontiguousarray(volume.array[SLICES]))
+
+
+def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a[mask] - b[mask]) ** 2)))
+
+
+# --- phantoms ------------------------------------------------------------------------------------------------------
+def test_pet_phantom_is_poisson_around_blurred_uptake(phantom):
+    subject, _ = phantom
+    grid = subject.volumes["T2w"]
+    noisy, reference = simulate_pet(subject.tissues, grid, seed=3, counts_per_suv=10.0)
+    again, _ = simulate_pet(subject.tissues, grid, seed=3, counts_per_suv=10.0)
+    assert noisy.same_geometry(grid) and reference.same_geometry(grid)
+    assert noisy.metadata["modality"] == "PT" and noisy.metadata["units"] == "SUV"
+    assert np.array_equal(noisy.array, again.array) and noisy.array.min() >= 0
+    brain = reference.array > 2.0
+    residual = noisy.array[brain] - reference.array[brain]
+    assert abs(residual.mean()) < 0.02 * reference.array[brain].mean()  # unbiased counts
+    # Poisson: variance = mean / counts_per_suv, so the normalised residual has unit variance
+    assert 0.9 < np.var(residual * np.sqrt(10.0 / reference.array[brain])) < 1.1
+    gm = subject.tissues[TISSUES.index("gm")] > 0.9
+    wm = subject.tissues[TISSUES.index("wm")] > 0.9
+    assert reference.array[gm].mean() > 1.5 * reference.array[wm].mean()  # FDG: grey matter hotter
+    assert reference.array.max() < UPTAKE_SUV["gm"]  # the scanner's blur lowers the peaks
+
+
+def test_ultrasound_phantom_is_rayleigh_speckle_on_echogenicity(phantom):
+    subject, _ = phantom
+    grid = subject.volumes["T2w"]
+    speckled, expected = simulate_ultrasound(subject.tissues, grid, seed=2)
+    assert speckled.same_geometry(grid) and speckled.metadata["modality"] == "US"
+    assert np.array_equal(speckled.array, simulate_ultrasound(subject.tissues, grid, seed=2)[0].array)
+    tissue = expected.array > 30
+    ratio = speckled.array[tissue] / expected.array[tissue]
+    assert abs(ratio.mean() - 1) < 0.03  # the reference is the mean envelope
+    assert abs(ratio.std() - np.sqrt(4 / np.pi - 1)) < 0.05  # Rayleigh: std / mean = 0.52
+    n = (speckled.array - expected.array) * tissue
+    lag1 = np.corrcoef(n[:, :, :-1][tissue[:, :, 1:] & tissue[:, :, :-1]],
+                       n[:, :, 1:][tissue[:, :, 1:] & tissue[:, :, :-1]])[0, 1]
+    assert lag1 > 0.3  # speckle is correlated over the PSF
+    assert RAYLEIGH_MEAN == pytest.approx(0.8862, abs=1e-4)
+
+
+# --- noise models ------------------------------------------------------------------------------------------------
+def test_noise_estimates_on_known_noise():
+    rng = np.random.default_rng(0)
+    signal = np.zeros((8, 64, 64), np.float32)
+    signal[:, 16:48, 16:48] = 300.0
+    magnitude = np.abs(signal + 12.0 * rng.standard_normal(signal.shape) + 12j * rng.standard_normal(signal.shape))
+    assert rician_sigma(magnitude) == pytest.approx(12.0, rel=0.08)
+    rate = np.full((8, 64, 64), 50.0)
+    rate[:, :, 32:] = 200.0
+    assert poisson_gain(3.0 * rng.poisson(rate)) == pytest.approx(3.0, rel=0.15)
+    assert canonical_modality("pet") == "PT" and canonical_modality("MRI") == "MR"
+    with pytest.raises(InputError, match="MR, CT, PT, US"):
+        canonical_modality("XR")
+
+
+@pytest.mark.parametrize("transform,constants", [("rician", {"sigma": 10.0}), ("anscombe", {"gain": 2.0}),
+                                                 ("log", {"eps": 1.0}), ("identity", {})])
+def test_scan_fitted_network_inverts_its_transform(transform, constants):
+    """With an identity inner network the wrapper maps intensities back onto themselves (Rician: bias removed)."""
+    net = ScanFittedNetwork({"name": "conv2d", "params": {"features": 4, "depth": 2}}, transform, [0.0, 5.0],
+                            constants)
+    torch.nn.init.zeros_(net.inner.body[-1].weight)
+    torch.nn.init.zeros_(net.inner.body[-1].bias)  # conv2d's residual: the inner network is the identity
+    x = torch.linspace(50.0, 500.0, 64).reshape(1, 1, 8, 8)
+    y = net(x)
+    if transform == "anscombe":  # the unbiased inverse differs from the algebraic one by about 1/4 count
+        assert torch.allclose(y, x, atol=0.3 * constants["gain"])
+    elif transform == "rician":  # a mean magnitude m comes back as the signal sqrt(m^2 - sigma^2), roughly
+        assert torch.allclose(y, torch.sqrt(x ** 2 - 100.0), rtol=0.01)
+    else:
+        assert torch.allclose(y, x, rtol=1e-5)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+@pytest.mark.parametrize("shape", [(16, 16), (16, 24)])
+def test_blind_spot_network_never_sees_its_blind_block(radius, shape):
+    torch.manual_seed(0)
+    net = BlindSpotUNet(features=4, levels=2, blind_radius=radius, out_channels=2)
+    x = torch.randn(1, 1, *shape, requires_grad=True)
+    i, j = 7, 9
+    net(x)[0, :, i, j].sum().backward()
+    seen = x.grad[0, 0].abs() > 0
+    assert not seen[i - radius:i + radius + 1, j - radius:j + radius + 1].any()
+    ring = seen[i - radius - 1:i + radius + 2, j - radius - 1:j + radius + 2]
+    assert ring.sum() == (2 * radius + 3) ** 2 - (2 * radius + 1) ** 2  # everything just outside it is seen
+
+
+# --- the fitting loop -------------------------------------------------------------------------------------------
+def test_fit_loop_counts_steps_reports_progress_and_cancels():
+    calls, fractions = [], []
+    losses, _, stopped = fit_steps(lambda k, f: calls.append(k) or 1.0 / (k + 1), steps(7),
+                                   progress=lambda f, m: fractions.append(f))
+    assert calls == list(range(7)) and len(losses) == 7 and stopped == "max_steps"
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+
+    stop = threading.Event()
+
+    def step(k, fraction):
+        if k == 3:
+            stop.set()
+        return 1.0
+
+    done = []
+    with pytest.raises(CancelledError):
+        fit_steps(lambda k, f: done.append(k) or step(k, f), steps(100), cancel=stop)
+    assert done == [0, 1, 2, 3]  # checked before every step: nothing runs after the cancel
+    _, _, stopped = fit_steps(lambda k, f: 1.0, FitBudget(seconds=1e-9, max_steps=10 ** 9))
+    assert stopped == "time budget"
+    with pytest.raises(InputError, match="budget"):
+        FitBudget(seconds=0)
+
+
+# --- denoising --------------------------------------------------------------------------------------------------
+def test_mr_denoising_fit_lowers_its_loss_and_the_error(phantom):
+    subject, clean = phantom
+    noisy = cut(subject.volumes["T2w"])
+    seen = []
+    result = fit_denoise(noisy, budget=steps(40), seed=1, device="cpu", progress=lambda f, m: seen.append(f),
+                         **TINY)
+    record = result.record
+    assert record.steps == 40 and record.stopped_by == "max_steps" and record.init == "scratch"
+    assert record.loss_curve[-1] < record.loss_curve[0]
+    assert result.volume.same_geometry(noisy) and result.volume.array.dtype == np.float32
+    assert seen[-1] == pytest.approx(1.0) and max(seen) <= 1.0 and seen == sorted(seen)
+    head = subject.head_mask[SLICES]
+    ref = clean.array[SLICES]
+    assert rmse(result.volume.array, ref, head) < 0.9 * rmse(noisy.array, ref, head)
+    assert result.volume.metadata["adapt"]["steps"] == 40
+    assert np.array_equal(noisy.array, subject.volumes["T2w"].array[SLICES])  # input untouched
+
+
+def _modality_case(modality: str, subject, clean) -> tuple[Volume, np.ndarray, np.ndarray]:
+    """(noisy input, reference, mask) of one modality on the phantom's six slices."""
+    grid = cut(subject.volumes["T2w"])
+    tissues = subject.tissues[:, SLICES]
+    if modality == "PT":
+        noisy, ref = simulate_pet(tissues, grid, seed=5, counts_per_suv=2.0, postfilter_fwhm_mm=4.0)
+        return noisy, ref.array, ref.array > 0.5
+    if modality == "US":
+        noisy, ref = simulate_ultrasound(tissues, grid, seed=5)
+        return noisy, ref.array, ref.array > 20
+    if modality == "CT":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # skimage's radon: zero outside the circle
+            low, full = low_dose_volume(cut(subject.volumes["CT"]), 0.004, seed=5)
+        return low, full.array, full.array > -500
+    return grid, clean.array[SLICES], subject.head_mask[SLICES]
+
+
+@pytest.mark.parametrize("modality", ["MR", "CT", "PT", "US"])
+def test_every_modality_path_reduces_noise(phantom, modality):
+    noisy, ref, mask = _modality_case(modality, *phantom)
+    result = fit_denoise(noisy, modality, budget=steps(40), seed=0, device="cpu", **TINY)
+    assert result.volume.same_geometry(noisy)
+    assert result.record.details["transform"] == {"MR": "rician", "CT": "identity", "PT": "anscombe",
+                                                  "US": "log"}[modality]
+    assert rmse(result.volume.array, ref, mask) < rmse(noisy.array, ref, mask)
+
+
+def test_cancel_during_denoising_raises_and_returns_nothing(phantom):
+    noisy = cut(phantom[0].volumes["T2w"])
+    stop = threading.Event()
+    steps_seen = []
+
+    def progress(fraction, message):
+        if "step" in message:
+            steps_seen.append(message)
+            if len(steps_seen) == 3:
+                stop.set()
+
+    out = None
+    with pytest.raises(CancelledError):
+        out = fit_denoise(noisy, "MR", budget=steps(200), device="cpu", progress=progress, cancel=stop, **TINY)
+    assert out is None and len(steps_seen) == 3  # stopped before the next step
+
+
+def test_denoising_is_reproducible_with_a_seed(phantom):
+    noisy = cut(phantom[0].volumes["T2w"])
+    a = fit_denoise(noisy, "MR", budget=steps(5), seed=4, device="cpu", **TINY).volume.array
+    b = fit_denoise(noisy, "MR", budget=steps(5), seed=4, device="cpu", **TINY).volume.array
+    c = fit_denoise(noisy, "MR", budget=steps(5), seed=5, device="cpu", **TINY).volume.array
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_denoising_needs_a_known_modality(phantom):
+    noisy = cut(phantom[0].volumes["T2w"])
+    unknown = Volume(noisy.array, noisy.spacing)
+    with pytest.raises(InputError, match="modality"):
+        fit_denoise(unknown, budget=steps(1))
+
+
+# --- super-resolution -------------------------------------------------------------------------------------------
+def test_superres_fit_gives_the_finer_grid_over_the_same_field_of_view(phantom, oblique_volume):
+    thick = thick_slices(phantom[0].volumes["T2w"].with_array(phantom[0].volumes["T2w"].array[16:32]), 2, axis=0)
+    result = fit_superres(thick, budget=steps(30), seed=0, device="cpu", init=None, **TINY)
+    grid = thick.resampled_grid((2.0, 1.0, 1.0))
+    assert result.volume.shape == grid["shape"] == (16, *thick.shape[1:])
+    assert np.allclose(result.volume.spacing, grid["spacing"]) and np.allclose(result.volume.origin, grid["origin"])
+    assert np.allclose(result.volume.physical_extent(), thick.physical_extent())
+    assert result.record.loss_curve[-1] < result.record.loss_curve[0] and result.record.steps == 30
+    assert result.record.details["factor"] == 2 and result.record.details["scaled_axis"] == 0
+    # an oblique scan whose slice axis is along x (array axis 2): factor 4, direction kept
+    oblique = oblique_volume.with_array(np.ascontiguousarray(oblique_volume.array.transpose(2, 1, 0)),
+                                        spacing=oblique_volume.spacing[::-1])
+    out = fit_superres(oblique, budget=steps(2), device="cpu", init=None, **TINY).volume
+    grid = oblique.resampled_grid((1.0, 1.0, 4.0))
+    assert out.shape == grid["shape"] and np.allclose(out.direction, oblique.direction)
+    assert np.allclose(out.origin, grid["origin"]) and np.allclose(out.spacing, grid["spacing"])
+
+
+def test_superres_refuses_a_nearly_isotropic_scan(phantom):
+    with pytest.raises(InputError, match="thick-slice"):
+        fit_superres(cut(phantom[0].volumes["T2w"]), budget=steps(1))
+
+
+def test_adversarial_terms_run(phantom):
+    noisy = cut(phantom[0].volumes["T2w"])
+    result = fit_denoise(noisy, "MR", budget=steps(6), device="cpu", adversarial=0.01, **TINY)
+    assert np.isfinite(result.volume.array).all() and "adversarial" in result.record.method
+    thick = thick_slices(phantom[0].volumes["T2w"].with_array(phantom[0].volumes["T2w"].array[16:28]), 2, axis=0)
+    sr = fit_superres(thick, budget=steps(4), device="cpu", init=None, adversarial=0.01, **TINY)
+    assert np.isfinite(sr.volume.array).all() and "adversarial" in sr.record.method
+
+
+# --- fitted models ----------------------------------------------------------------------------------------------
+def test_a_saved_fit_runs_through_the_engine_and_starts_a_new_fit(phantom, model_dir):
+    from MedGANLogic import run
+
+    noisy = cut(phantom[0].volumes["T2w"])
+    result = fit_denoise(noisy, "MR", budget=steps(5), device="cpu", **TINY)
+    card = save_fitted_model(result, model_dir / "my-fit")
+    fitted_on = card.extras["fitted_on"]
+    assert card.task == "denoise" and fitted_on["modality"] == "MR" and len(fitted_on["voxels_sha256"]) == 64
+    assert card.extras["fit"]["steps"] == 5 and "one scan" in card.data["training_data"]
+    again = run("denoise", noisy, model=str(model_dir / "my-fit"), device="cpu").volume
+    assert again.same_geometry(noisy)
+    assert np.allclose(again.array, result.volume.array, atol=1e-3 * float(np.ptp(noisy.array)))
+    second = fit_denoise(noisy, "MR", budget=steps(2), device="cpu", init=str(model_dir / "my-fit"), **TINY)
+    assert second.record.init == card.id
+
+    thick = thick_slices(phantom[0].volumes["T2w"].with_array(phantom[0].volumes["T2w"].array[16:28]), 2, axis=0)
+    sr = fit_superres(thick, budget=steps(2), device="cpu", init=None, **TINY)
+    sr_card = save_fitted_model(sr, model_dir / "my-sr")
+    assert sr_card.scale_factor == (2.0, 1.0, 1.0)
+    out = run("superres", thick, model=str(model_dir / "my-sr"), device="cpu").volume
+    assert out.shape == sr.volume.shape and np.allclose(out.origin, sr.volume.origin)
+
+
+# --- through the engine: plan, execute, run, CLI ----------------------------------------------------------------
+def test_run_with_adapt_fits_then_applies_and_records_the_fit(phantom, model_dir):
+    from MedGANLogic import run
+
+    subject, _ = phantom
+    noisy, _ = simulate_pet(subject.tissues[:, SLICES], cut(subject.volumes["T2w"]), seed=1, counts_per_suv=3.0)
+    seen = []
+    result = run("denoise", noisy, device="cpu", progress=lambda f, m: seen.append((f, m)), adapt=True,
+                 adapt_steps=6, adapt_budget_s=600)
+    out = result.volume
+    assert out.same_geometry(noisy) and out.metadata["modality"] == "PT" and out.metadata["synthetic"]
+    fit = result.provenance["adapt"]
+    assert fit["steps"] == 6 and fit["stopped_by"] == "max_steps" and fit["seed"] == 0
+    assert fit["details"]["modality"] == "PT" and out.metadata["provenance"]["adapt"] == fit
+    assert result.provenance["model"] == "fitted to this scan"
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    fitting = [i for i, (_, m) in enumerate(seen) if m.startswith("fitting")]
+    slices = [i for i, (_, m) in enumerate(seen) if "slices" in m]
+    assert fitting and slices and max(fitting) < min(slices)  # the bar covers the fit, then the pass
+
+
+def test_plan_checks_a_fit_before_any_work(phantom, model_dir):
+    from MedGANLogic.pipeline import plan
+
+    noisy = cut(phantom[0].volumes["T2w"])
+    with pytest.raises(InputError, match="Unknown option.*adapt"):  # only denoise and superres take it
+        plan("synthesize", noisy, adapt=True)
+    with pytest.raises(InputError, match="modality"):
+        plan("denoise", Volume(noisy.array, noisy.spacing), adapt=True)
+    with pytest.raises(InputError, match="slice_axis"):
+        plan("denoise", noisy, adapt=True, slice_axis=0)
+    with pytest.raises(InputError, match="thick slices"):
+        plan("superres", noisy, adapt=True)
+    with pytest.raises(InputError, match="adapt_budget_s"):
+        plan("denoise", noisy, adapt=True, adapt_budget_s=-1)
+    ok = plan("denoise", noisy, adapt=True, modality="US", adapt_budget_s=30)
+    assert ok.card is None and ok.adapt.modality == "US" and ok.adapt.budget.seconds == 30
+    assert "fitting a US denoiser" in ok.notes[0]
+
+
+def test_cancel_through_the_engine_leaves_nothing(phantom, model_dir):
+    from MedGANLogic.pipeline import execute, plan
+
+    noisy = cut(phantom[0].volumes["T2w"])
+    the_plan = plan("denoise", noisy, device="cpu", adapt=True, adapt_steps=500)
+    stop = threading.Event()
+    with pytest.raises(CancelledError):
+        execute(the_plan, progress=lambda f, m: stop.set() if "step 2" in m else None, cancel=stop)
+
+
+def test_cli_adapt_writes_the_finer_grid_and_the_fitted_model(phantom, model_dir, tmp_path):
+    from MedGANLogic.cli import main
+    from MedGANLogic.io import read_volume, write_volume
+
+    t2 = phantom[0].volumes["T2w"]
+    thick = thick_slices(t2.with_array(np.ascontiguousarray(t2.array[16:28])), 2, axis=0)
+    write_volume(thick, tmp_path / "thick.nii.gz")
+    code = main(["run", "--task", "superres", "--adapt", "--adapt-steps", "2", "--device", "cpu", "--quiet",
+                 "--input", str(tmp_path / "thick.nii.gz"), "--output", str(tmp_path / "sr.nii.gz"),
+                 "--save-fit", str(tmp_path / "fit")])
+    assert code == 0
+    out = read_volume(tmp_path / "sr.nii.gz")
+    grid = read_volume(tmp_path / "thick.nii.gz").resampled_grid((2.0, 1.0, 1.0))
+    assert out.shape == grid["shape"] and np.allclose(out.spacing, grid["spacing"], atol=1e-5)
+    assert np.allclose(out.origin, grid["origin"], atol=1e-4)
+    assert (tmp_path / "fit" / "card.json").is_file() and (tmp_path / "fit" / "weights.safetensors").is_file()
