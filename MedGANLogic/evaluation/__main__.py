@@ -1,4 +1,5 @@
-"""``python -m MedGANLogic.evaluation --report Testing/Reports [--subjects N] [--sections a,b] [--device cpu]``."""
+"""``python -m MedGANLogic.evaluation --report Testing/Reports [--subjects N] [--sections a,b [--update]]
+[--device cpu]``."""
 
 from __future__ import annotations
 
@@ -18,11 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default="Testing/Reports", help="output folder (default Testing/Reports)")
     parser.add_argument("--subjects", type=int, help="use only the first N test subjects (default: all)")
     parser.add_argument("--sections", help=f"comma-separated subset of: {', '.join(SECTIONS)}")
+    parser.add_argument("--update", action="store_true",
+                        help="with --sections: run only those and keep the report's other sections as they are")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.update and not args.sections:
+        parser.error("--update needs --sections (the sections to run again)")
     try:
         data = evaluate(args.report, subjects=args.subjects,
-                        sections=args.sections.split(",") if args.sections else None, device=args.device)
+                        sections=args.sections.split(",") if args.sections else None, device=args.device,
+                        update=args.update)
     except ValueError as exc:  # an unknown section name: one line, nothing written
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..registry import Registry
-from .context import SPACING_MM, EvalContext, SectionFn, SectionResult, mean
+from .context import SPACING_MM, EvalContext, SectionFn, SectionResult, Target, mean
 from .sections import SECTIONS
 
 
@@ -43,7 +43,11 @@ def render_markdown(results: list[SectionResult], meta: dict[str, Any]) -> str:
              f"- Test subjects: {len(meta['test_seeds'])} (seeds {', '.join(map(str, meta['test_seeds']))}, the "
              f"phantom's held-out test split), {meta['spacing_mm']} mm isotropic.",
              "- Metrics inside the phantom's head mask; mean ± standard deviation over subjects.",
-             f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']}.", ""]
+             f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']}."]
+    for up in meta.get("updates", []):
+        lines.append(f"- Updated {up['generated']} ({up['seconds']:.0f} s on {up['device']}): "
+                     f"{', '.join(up['sections'])} run again (`--sections ... --update`).")
+    lines.append("")
     lines += render_results(results)
     return "\n".join(lines) + "\n"
 
@@ -88,10 +92,34 @@ def render_results(results: list[SectionResult]) -> list[str]:
     return lines
 
 
+def _read_previous(report_dir: Path) -> dict[str, Any] | None:
+    path = report_dir / "evaluation.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _nan(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
+def section_from_json(data: dict[str, Any]) -> SectionResult:
+    """A section of a written report back as a :class:`SectionResult` (``evaluation.json``'s form; a metric that
+    did not apply, stored as null, comes back as NaN)."""
+    metrics = {m: {k: [_nan(v) for v in d["per_subject"]] for k, d in values.items()}
+               for m, values in data["metrics"].items()}
+    targets = [Target(t["name"], _nan(t["value"]), _nan(t["threshold"]), t["op"], t.get("note", ""))
+               for t in data["targets"]]
+    return SectionResult(title=data["title"], intro=data.get("intro", ""), metrics=metrics, units=data["units"],
+                         targets=targets, panels=list(data["panels"]), info=data.get("info", {}),
+                         error=data.get("error"))
+
+
 def results_json(names: list[str], results: list[SectionResult]) -> dict[str, Any]:
     """The JSON of a report's sections (every number, per subject or case) and its target count."""
     sections = {
-        name: {"title": r.title, "error": r.error, "units": r.units, "panels": r.panels, "info": r.info,
+        name: {"title": r.title, "intro": r.intro, "error": r.error, "units": r.units, "panels": r.panels,
+               "info": r.info,
                "metrics": {m: {k: {"mean": mean(v), "std": float(np.std(v)), "per_subject": v} for k, v in d.items()}
                            for m, d in r.metrics.items()},
                "targets": [t.as_dict() for t in r.targets]}
@@ -102,15 +130,20 @@ def results_json(names: list[str], results: list[SectionResult]) -> dict[str, An
 
 
 def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: list[str] | None = None,
-             device: str = "cpu", registry: Registry[SectionFn] = SECTIONS) -> dict[str, Any]:
+             device: str = "cpu", registry: Registry[SectionFn] = SECTIONS, update: bool = False) -> dict[str, Any]:
     """Run the ``sections`` of ``registry`` (all, in registration order, when None) on the first ``subjects`` test
     subjects (all when None); write ``evaluation.md``, ``evaluation.json`` and the panels into ``report_dir``;
-    return the JSON data. An unknown section name raises ValueError before anything is written."""
+    return the JSON data. An unknown section name raises ValueError before anything is written.
+
+    ``update=True``: run only ``sections`` and keep every other section of the report already in ``report_dir``
+    (read back from its ``evaluation.json``), so one section can be regenerated without the others; the header
+    then names the sections and the time of each update. Without an existing report it is an ordinary run."""
     report_dir = Path(report_dir)
     names = sections or registry.names()
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ValueError(f"Unknown section(s) {', '.join(unknown)}; known: {', '.join(registry.names())}.")
+    previous = _read_previous(report_dir) if update else None
     report_dir.mkdir(parents=True, exist_ok=True)
     ctx = EvalContext(report_dir=report_dir, n_subjects=subjects, device=device)
     start = time.perf_counter()
@@ -120,9 +153,18 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
         print(f"evaluating {name} ...", file=sys.stderr, flush=True)
         results.append(registry.get(name)(ctx))
         print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    meta = {"generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": time.perf_counter() - start, "device": device, "test_seeds": ctx.used_test_seeds,
-            "spacing_mm": SPACING_MM}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta = {"generated": now, "seconds": time.perf_counter() - start, "device": device,
+            "test_seeds": ctx.used_test_seeds, "spacing_mm": SPACING_MM}
+    if previous is not None:  # the old report's other sections, in registry order, with the new ones in place
+        kept = {n: section_from_json(d) for n, d in previous["sections"].items() if n in registry and n not in names}
+        fresh = dict(zip(names, results))
+        names = [n for n in registry.names() if n in kept or n in fresh]
+        results = [fresh.get(n) or kept[n] for n in names]
+        old = previous["meta"]
+        meta = {**old, "updates": [*old.get("updates", []), {"sections": sorted(fresh), "generated": now,
+                                                             "seconds": meta["seconds"], "device": device}],
+                "test_seeds": sorted(set(old.get("test_seeds", [])) | set(ctx.used_test_seeds))}
     data = {"meta": meta, **results_json(names, results)}
     text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
     (report_dir / "evaluation.json").write_text(text, encoding="utf-8")

@@ -188,3 +188,36 @@ def test_mae_and_psnr_agree_with_hand_values_on_two_voxels():
     mask = np.array([[[True, True, False]]])
     assert metrics.mae(pred, target, mask) == pytest.approx(1.5)  # (1 + 2) / 2
     assert metrics.psnr(pred, target, mask, 10.0) == pytest.approx(10 * np.log10(100 / 2.5), abs=1e-4)  # MSE 2.5
+
+
+def test_update_runs_one_section_and_keeps_the_others(tmp_path):
+    calls = []
+
+    def section(name, value):
+        def fn(ctx):
+            calls.append(name)
+            return SectionResult(title=f"{name} section", intro=f"About {name}.", units={"PSNR": "dB"},
+                                 metrics={"model": {"PSNR": [value, float("nan")]}},
+                                 targets=[Target(f"{name}: PSNR above 30 dB", value, 30.0, ">=",
+                                                 note_if_missed=f"{name} is too low")])
+        return fn
+
+    registry = Registry("report section")
+    registry.add("first", section("first", 31.0))
+    registry.add("second", section("second", 20.0))
+    evaluate(tmp_path, registry=registry)
+    before = (tmp_path / "evaluation.md").read_text(encoding="utf-8")
+    registry._entries["second"] = section("second", 35.0)  # the second section's model got better
+    calls.clear()
+    data = evaluate(tmp_path, sections=["second"], registry=registry, update=True)
+    md = (tmp_path / "evaluation.md").read_text(encoding="utf-8")
+    assert calls == ["second"] and list(data["sections"]) == ["first", "second"]
+    assert data["targets_met"] == 2 and "**2 of 2 targets met**" in md and "**1 of 2" in before
+    assert md.index("## first section") < md.index("## second section") and "About first." in md
+    kept = before[before.index("## first section"):before.index("## second section")]
+    assert kept in md  # the kept section's text and table exactly as before
+    saved = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
+    assert saved["sections"]["first"]["metrics"]["model"]["PSNR"]["per_subject"][1] is None  # NaN kept as null
+    assert "Updated " in md and "second run again" in md and "Updated " not in before
+    evaluate(tmp_path, sections=["first"], registry=registry)  # without update: a report of that section only
+    assert list(json.loads((tmp_path / "evaluation.json").read_text())["sections"]) == ["first"]
