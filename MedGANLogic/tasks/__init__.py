@@ -27,8 +27,9 @@ from ..volume import Volume
 class TaskSpec:
     """One task: its ``name`` (what cards and the CLI say), the ``module`` in this package that makes its
     outputs, the panel's ``label``, the ``output_label`` used in output names ("CT denoised (MedGAN synthetic)"),
-    the ``primary`` output's key in ``RunResult.outputs`` and the task's own ``options`` (beyond the common ones
-    of :func:`MedGANLogic.pipeline.plan`)."""
+    the ``primary`` output's key in ``RunResult.outputs``, the task's own ``options`` (beyond the common ones
+    of :func:`MedGANLogic.pipeline.plan`) and the second volumes it needs, ``inputs`` (the lesion task's ``mask``:
+    checked against the image's grid by :func:`MedGANLogic.masks.mask_for`, in ``RunPlan.inputs``)."""
 
     name: str
     module: str
@@ -36,6 +37,7 @@ class TaskSpec:
     output_label: str
     primary: str
     options: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
 
 
 #: Fitting a network to the scan itself (:mod:`MedGANLogic.adapt`): denoising and super-resolution only.
@@ -48,6 +50,7 @@ for _spec in (
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map", ("threshold", "smoothing_mm")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
+    TaskSpec("lesion", "lesion", "Insert lesion", "with synthetic lesion", "image", ("lesion_type",), ("mask",)),
 ):
     TASKS.add(_spec.name, _spec)
 
