@@ -11,15 +11,29 @@ constant over the slice)], and returns the image with the hidden region replaced
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
+from scipy import ndimage
 
-from ..simulate.lesions import LESION_TYPES
+from ..lesion_types import LESION_TYPES
 from . import register_architecture
 from .unet import UNetGenerator
 
 #: A hidden voxel of lesion type k holds -(HIDDEN_BASE + k); anything below -HIDDEN_THRESHOLD is hidden.
 HIDDEN_BASE, HIDDEN_THRESHOLD = 2.0, 1.5
+#: The hidden region is the lesion mask grown by this many voxels in-plane: the generator paints the lesion's edge.
+HIDDEN_RIM_VOXELS = 1
+
+
+def hidden_region(mask: np.ndarray, rim: int = HIDDEN_RIM_VOXELS) -> np.ndarray:
+    """The region the generator fills: ``mask > 0`` (z, y, x) grown by ``rim`` voxels within each axial slice."""
+    hidden = np.asarray(mask) > 0
+    if rim > 0:
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = ndimage.generate_binary_structure(2, 1)
+        hidden = ndimage.binary_dilation(hidden, structure, iterations=rim)
+    return hidden
 
 
 def hide(image: torch.Tensor, hidden: torch.Tensor, lesion_type: torch.Tensor | int) -> torch.Tensor:

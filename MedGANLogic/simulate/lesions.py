@@ -26,13 +26,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..lesion_types import LESION_TYPE_NAMES, LESION_TYPES
 from ..volume import Volume
 from .tissue import GM, WM
 
-LESION_TYPES = ("wmh", "tumour", "ischaemic")
-#: What each type is called in outputs and the panel.
-LESION_TYPE_NAMES = {"wmh": "white-matter hyperintensity (MS-like)", "tumour": "tumour-like lesion with oedema",
-                     "ischaemic": "ischaemic lesion"}
 #: (T1 ms, T2 ms, PD) per lesion part: "wmh", "tumour" (the oedema), "tumour_core", "ischaemic".
 RELAXATION = {"wmh": (900.0, 120.0, 0.85), "tumour": (1100.0, 200.0, 0.95), "tumour_core": (1400.0, 150.0, 0.90),
               "ischaemic": (1300.0, 260.0, 0.92)}

@@ -4,7 +4,10 @@
 choices, the model card's task check, the panel and the output names all read it. Every task module defines
 ``make_outputs(ctx: TaskContext) -> tuple[dict[str, Volume], dict]`` (output volumes and extras such as a case
 score), and may define ``on_input_grid(outputs, extras, volume, card) -> extras``, called after outputs made in
-the model's frame were resampled back onto the input's grid (to re-derive what depends on the grid). The shared
+the model's frame were resampled back onto the input's grid (to re-derive what depends on the grid); a task with
+second inputs (``TaskSpec.inputs``) may also define ``check_plan(card, options, inputs)`` (its rules against the
+chosen model), ``network_input(normalized, inputs, card, options) -> array`` (what the network sees) and
+``finish(outputs, extras, plan) -> (outputs, extras)`` (called last, on the input's grid). The shared
 work (checks, the model's frame, normalisation, inference, provenance) lives in :mod:`MedGANLogic.pipeline`.
 This package may import numpy/scipy and the engine's core; never torch at module level, Slicer or Qt.
 """
@@ -66,6 +69,7 @@ class TaskContext:
     raw: np.ndarray  # (channels, z', y', x') in the network's output range
     options: dict[str, Any] = field(default_factory=dict)
     net: Any = None
+    inputs: dict[str, Volume] = field(default_factory=dict)  # second inputs (the lesion mask) in the model's frame
 
 
 def get_task(name: str) -> ModuleType:

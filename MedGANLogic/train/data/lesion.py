@@ -5,7 +5,8 @@ a lesion of a type (:mod:`MedGANLogic.simulate.lesions`, location priors from th
 with and without it in one random MR appearance and acquisition (contrast ordering, resolution, slice profile,
 bias, Rician noise: :mod:`MedGANLogic.simulate.randomize`), and normalises both with the window of the lesion-free
 image (what the inference engine sees: the scan before the lesion is drawn in). The hidden region is the lesion
-dilated by :data:`HIDDEN_RIM_VOXELS`, as the task hides the user's mask (:mod:`MedGANLogic.tasks.lesion`).
+grown by :data:`~MedGANLogic.models.inpaint.HIDDEN_RIM_VOXELS` in-plane, as the task hides the user's mask
+(:mod:`MedGANLogic.tasks.lesion`).
 
 :class:`InpaintingBatches` cuts the axial slices through each lesion into a bank, padded to a common canvas, and
 serves deterministic batches {"image": the slice with its lesion (N, 1, H, W), "healthy": the same slice without
@@ -20,16 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
+from ...models.inpaint import hidden_region
 from ...normalization import normalize
 from ...simulate.anatomy import sample_anatomy
 from ...simulate.lesions import LESION_TYPES, lesion_relaxation, priors_from_tissues, random_lesion_mask
 from ...simulate.randomize import DomainRanges, random_sample
 from ...simulate.tissue import LESION
 
-#: The hidden region is the lesion grown by this many voxels: the generator paints the lesion's edge too.
-HIDDEN_RIM_VOXELS = 1
 NORMALIZATION = {"kind": "mr_percentile", "percentiles": [0.5, 99.5], "range": [-1, 1]}
 
 
@@ -57,16 +56,6 @@ def inpainting_volume(rng: np.random.Generator, lesion_type: str | None = None,
     image, _ = normalize(sample["input"].array, NORMALIZATION, stats)
     return {"image": image, "healthy": healthy, "labels": labels, "type": lesion_type,
             "meta": {"lesion": described, "appearance": sample["meta"]["appearance"]}}
-
-
-def hidden_region(labels: np.ndarray, rim: int = HIDDEN_RIM_VOXELS) -> np.ndarray:
-    """The region the generator must fill: the lesion (``labels > 0``) grown by ``rim`` voxels in-plane."""
-    hidden = labels > 0
-    if rim > 0:
-        structure = np.zeros((3, 3, 3), bool)
-        structure[1] = ndimage.generate_binary_structure(2, 1)
-        hidden = ndimage.binary_dilation(hidden, structure, iterations=rim)
-    return hidden
 
 
 def local_crops(tensors: list[torch.Tensor], hidden: torch.Tensor, size: int,
@@ -134,7 +123,8 @@ class InpaintingBatches:
         rng = np.random.default_rng([self.seed, step, sub, rank, world_size])
         idx = rng.integers(len(self), size=self.batch_size)
         flip = torch.from_numpy(rng.random(self.batch_size) < 0.5)
-        out = {"image": self.images[idx].clone(), "healthy": self.healthy[idx].clone(), "hidden": self.hidden[idx].clone()}
+        out = {"image": self.images[idx].clone(), "healthy": self.healthy[idx].clone(),
+               "hidden": self.hidden[idx].clone()}
         for value in out.values():
             value[flip] = value[flip].flip(-1)
         if self.crop:
