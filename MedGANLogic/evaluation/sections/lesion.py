@@ -168,29 +168,34 @@ def realism_section(ctx: EvalContext) -> SectionResult:
     if (m := missing_models(title, [LESION_MODEL, SEG_MODEL])) is not None:
         return m
     kinds = {"real phantom lesions": None, "synthetic wmh": "wmh", "synthetic tumour": "tumour"}
-    metrics: dict[str, dict[str, list[float]]] = {k: {"lesion/surround": [], "found": [], "Dice": []}
-                                                  for k in kinds}
+    metrics: dict[str, dict[str, list[float]]] = {k: {"lesion/surround": [], "found": [], "Dice": [],
+                                                      "T2w ratio": [], "T1w ratio": []} for k in kinds}
     profiles: dict[str, list[list[float]]] = {k: [] for k in kinds}
     example: dict[str, np.ndarray] = {}
     for seed in ctx.test_seeds[:REALISM_SUBJECTS]:
-        real = ctx.phantom(seed, ["FLAIR", "lesion_mask"])
-        twin = ctx.phantom(seed, ["FLAIR"], healthy=True)["FLAIR"]
+        real = ctx.phantom(seed, ["FLAIR", "T2w", "T1w", "lesion_mask"])
+        twins = ctx.phantom(seed, ["FLAIR", "T2w", "T1w"], healthy=True)
         mask = real["lesion_mask"] > 0
-        surround = float(np.median(twin[_ring(mask, 2.0, 6.0)]))
-        healthy = Volume(twin, spacing=(SPACING_MM,) * 3, metadata=dict(FLAIR))
+        ring = _ring(mask, 2.0, 6.0)
         for name, lesion_type in kinds.items():
-            if lesion_type is None:
-                image = real["FLAIR"]
-            else:
-                image = _run_lesion(ctx, healthy, mask, lesion_type)
-            pred = ctx.run("segment", healthy.with_array(image), SEG_MODEL).volume.array > 0
+            ratios = {}
+            for contrast in ("FLAIR", "T2w", "T1w"):  # the lesion in each contrast of the same subject
+                twin = twins[contrast]
+                healthy = Volume(twin, spacing=(SPACING_MM,) * 3, metadata={"modality": "MR", "contrast": contrast})
+                image = real[contrast] if lesion_type is None else _run_lesion(ctx, healthy, mask, lesion_type)
+                ratios[contrast] = float(image[mask].mean() / np.median(twin[ring]))
+                if contrast == "FLAIR":
+                    flair, flair_twin = image, healthy
+            pred = ctx.run("segment", flair_twin.with_array(flair), SEG_MODEL).volume.array > 0
             found, count = _detected(pred, mask)
-            metrics[name]["lesion/surround"].append(float(image[mask].mean() / surround))
+            metrics[name]["lesion/surround"].append(ratios["FLAIR"])
+            metrics[name]["T2w ratio"].append(ratios["T2w"])
+            metrics[name]["T1w ratio"].append(ratios["T1w"])
             metrics[name]["found"].append(100.0 * found / max(count, 1))
             metrics[name]["Dice"].append(dice(pred, mask))
-            profiles[name].append(_profile(image, mask, surround))
-            example.setdefault(name, image)
-            example.setdefault("twin", twin)
+            profiles[name].append(_profile(flair, mask, float(np.median(twins["FLAIR"][ring]))))
+            example.setdefault(name, flair)
+            example.setdefault("twin", twins["FLAIR"])
             example.setdefault("mask", mask)
     panels = [_realism_panel(ctx, example), _profile_figure(ctx, profiles)]
     ratio = {k: float(np.mean(v["lesion/surround"])) for k, v in metrics.items()}
@@ -200,12 +205,14 @@ def realism_section(ctx: EvalContext) -> SectionResult:
         f"The first {subjects} phantom test subjects: their lesion-free FLAIR twins (same anatomy, bias and "
         f"noise) with a synthetic lesion painted into each real lesion's mask by {LESION_MODEL}, against the real "
         f"(simulated) lesions in the same masks. lesion/surround: mean FLAIR inside the mask over the median of the "
-        f"2-6 mm ring around it (real {ratio['real phantom lesions']:.2f}, synthetic wmh "
+        f"2-6 mm ring around it in the lesion-free twin (T2w ratio, T1w ratio: the same in T2w and T1w, where lesions "
+        f"should be brighter and darker than their surround) (real {ratio['real phantom lesions']:.2f}, synthetic wmh "
         f"{ratio['synthetic wmh']:.2f}, tumour {ratio['synthetic tumour']:.2f}); found: lesions (connected "
         f"components) the shipped segmenter {SEG_MODEL} overlaps (real {found['real phantom lesions']:.0f} %, "
         f"synthetic wmh {found['synthetic wmh']:.0f} %, tumour {found['synthetic tumour']:.0f} %). The figure "
         f"lesion_profile.png shows the mean intensity across the lesion boundary (2 mm shells)."),
-        metrics=metrics, units={"lesion/surround": "", "found": "%", "Dice": ""}, targets=[], panels=panels,
+        metrics=metrics, units={"lesion/surround": "", "found": "%", "Dice": "", "T2w ratio": "", "T1w ratio": ""},
+        targets=[], panels=panels,
         info={"profile_mm": PROFILE_MM.tolist(), "profiles": {k: _nan_mean(v) for k, v in profiles.items()}})
 
 
