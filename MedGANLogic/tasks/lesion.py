@@ -40,11 +40,8 @@ def network_input(normalized: np.ndarray, inputs: dict, card: Any, options: dict
     from ..models.inpaint import HIDDEN_BASE, hidden_region
 
     mask = np.asarray(inputs["mask"].array, dtype=np.float32) > 0.5  # linear resampling into the frame: > half
-    if card.slice_axis != 0:  # grow the mask within the slices the model sees
-        mask = np.moveaxis(mask, card.slice_axis, 0)
-    hidden = hidden_region(mask)
-    if card.slice_axis != 0:
-        hidden = np.moveaxis(hidden, 0, card.slice_axis)
+    axis = int(options.get("slice_axis", card.slice_axis))  # grow the mask within the slices the model sees
+    hidden = np.moveaxis(hidden_region(np.moveaxis(mask, axis, 0)), 0, axis)
     if not hidden.any():
         raise InputError("The mask has no voxel left in the model's frame (it is thinner than one voxel there); "
                          "draw a larger region.")

@@ -195,3 +195,27 @@ def test_random_masks_follow_their_location_priors(lesion_type):
         assert (a == 2).any() and (a == 1).any()  # a core inside oedema
     if lesion_type == "ischaemic":
         assert priors.depth_mm[lesion].min() <= 2.0  # the wedge reaches the brain's surface
+
+
+@pytest.mark.slow
+def test_inpainting_trainer_batches_are_deterministic_and_the_export_runs(model_dir):
+    from MedGANLogic.train import load_config, train
+    from MedGANLogic.train.data.lesion import InpaintingBatches
+
+    bank = InpaintingBatches(3, volumes=2, batch_size=3, shape=(12, 112, 96), slices_per_volume=2, crop=32)
+    a, b, c = bank.batch(5), bank.batch(5), bank.batch(6)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["image"], c["image"])
+    assert a["image"].shape == (3, 1, 32, 32) and set(a["hidden"].unique().tolist()) <= {0.0, 1.0}
+    assert (a["hidden"].sum(dim=(1, 2, 3)) > 0).all()  # every crop holds its lesion's hidden region
+    outside = a["hidden"] == 0
+    assert not torch.equal(a["image"][~outside], a["healthy"][~outside])  # the lesion is what differs
+    assert bank.describe()["slices"] == len(bank) == 4
+    config = load_config(recipe="brain-lesion-inpaint", overrides=[
+        "steps=2", "batch_size=2", "device=cpu", "data.volumes=2", "data.shape=[12,112,96]", "data.crop=[32,32]",
+        "generator.params.features=4", "generator.params.depth=2", "discriminator.channels=4",
+        "discriminator.layers=2", "log.tensorboard=false"])
+    summary = train(config, run_dir=None, export_dir=model_dir, progress=False)
+    assert summary["step"] == 2 and summary["exported"]
+    vol = head(np.float32)
+    result = MedGANLogic.run("lesion", vol, model="brain-lesion-inpaint", device="cpu", mask=ball_mask(vol))
+    assert result.provenance["model"] == "brain-lesion-inpaint" and result.volume.shape == vol.shape
