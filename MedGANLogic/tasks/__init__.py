@@ -46,7 +46,8 @@ for _spec in (
     TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image"),
     TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS),
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS),
-    TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map", ("threshold", "smoothing_mm")),
+    TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
+             ("threshold", "smoothing_mm", "residual")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
 ):
     TASKS.add(_spec.name, _spec)

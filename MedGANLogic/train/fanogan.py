@@ -129,7 +129,7 @@ class FAnoGANTrainer(GANTrainer):
 
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         self.real = batch["source"]
-        if self.stage == 2 and not self.autoencoder:  # G and D are fixed from here on; G's batch norm uses its running statistics
+        if self.stage == 2 and not self.autoencoder:  # G, D fixed from here on; G's batch norm: running statistics
             self.net("G").eval()
             set_requires_grad([self.net("G"), self.net("D")], False)
 
