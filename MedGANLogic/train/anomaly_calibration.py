@@ -91,7 +91,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     cases += [(_phantom(s, contrast, False, spacing_mm), True) for s in lesion_seeds]
     passes = []
     for (vol, lesion), _ in cases:  # pass 1: residuals and reconstructions, on the input grid
-        res = run("anomaly", vol, model=str(folder), device=device, residual=True)
+        res = run("anomaly", vol, model=str(folder), device=device, precision="fp32", residual=True)
         brain = brain_mask(vol.array, vol.spacing)
         passes.append((res.outputs["anomaly_map"].array, res.outputs["reconstruction"].array, brain, lesion))
     normal = [p for p, (_, les) in zip(passes, cases) if not les]
@@ -107,7 +107,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     write_extras(folder, dict(extras, calibration=calibration, residual_sign=sign))
     maps, masks, stats = [], [], []  # pass 2: the engine's own maps with that calibration
     for (vol, lesion), is_lesion in cases:
-        amap = run("anomaly", vol, model=str(folder), device=device).outputs["anomaly_map"].array
+        amap = run("anomaly", vol, model=str(folder), device=device, precision="fp32").outputs["anomaly_map"].array
         stat = float(np.percentile(amap[amap > 0], CASE_PERCENTILE)) if (amap > 0).any() else 0.0
         stats.append((stat, is_lesion))
         if is_lesion:

@@ -16,7 +16,9 @@ autoencoder on ``mean (x - G(E(x)))^2`` for all steps (no critic, no stage 1), o
 same ``fanogan2d`` network (its critic untrained and unused), so both run through the same anomaly map.
 
 On export the encoder, generator and critic become one ``fanogan2d`` network (``forward = G(E(x))`` and the
-f-AnoGAN case score) and the card gets ``extras.threshold``, the anomaly-map threshold chosen on validation data:
+f-AnoGAN case score). With ``data.calibration: {contrast: T2w}`` the card's map and case score are then
+calibrated on phantom validation subjects of that contrast (:mod:`.anomaly_calibration`). Otherwise the card
+gets ``extras.threshold``, the anomaly-map threshold chosen on validation data:
 with lesion masks (phantom validation subjects with lesions) the value maximising the mean Dice of the
 thresholded map; without them the ``anomaly.healthy_percentile`` (99.9) percentile of the maps of healthy
 validation volumes inside the head (a false-positive-rate criterion).
@@ -216,9 +218,19 @@ class FAnoGANTrainer(GANTrainer):
         finally:
             del self.nets["fanogan"]
         out = []
+        calibration = self.config["data"].get("calibration")
         for card in cards:
             extras = dict(card.data.get("extras", {}))
             extras.setdefault("smoothing_mm", float(self.config["anomaly"].get("smoothing_mm", 2.0)))
+            if calibration:  # the calibrated map (tasks/anomaly.py) on phantom validation subjects of the contrast
+                from ..models import registry
+                from .anomaly_calibration import calibrate
+
+                registry.clear_cache()
+                save_model(card.folder, dict(card.data, extras=extras), self.composite().state_dict(), dtype=dtype)
+                calibrate(card.folder, str(calibration["contrast"]), device=str(self.device))
+                out.append(registry.get_model(card.folder))
+                continue
             threshold, how = self.choose_threshold(card.folder, extras["smoothing_mm"])
             extras.update({"threshold": threshold, "threshold_selection": how})
             data = dict(card.data, extras=extras)
