@@ -4,8 +4,8 @@ The map, in the model's frame, for a normalised input x and the network's health
 
 1. **brain mask** from the input itself (:func:`MedGANLogic.normalization.brain_mask`; any MR contrast): scalp,
    skull, orbits and neck are not brain, and the map is zero there;
-2. **intensity matching**: per slice, r is fitted to x inside the brain by a robust linear fit (least squares on
-   the voxels whose residual is below the slice's 90th percentile, so lesions do not pull the fit), giving r';
+2. **intensity matching**: per slice, r is shifted so that the median of x - r inside the brain is 0, giving r'
+   (the generator does not reproduce absolute intensities exactly; a median ignores lesions);
 3. **calibration**: the signed residual x - r' is turned into a z-score by the residual's median and robust
    spread that normal (lesion-free) validation subjects show at the same reconstruction intensity
    (``extras.calibration``: bin edges over r', a median and a scale per bin). Where the model reconstructs
@@ -38,25 +38,20 @@ from ..normalization import brain_mask
 from . import TaskContext, output_metadata
 
 SIGNS = ("both", "positive", "negative")
-MIN_SLICE_VOXELS = 50  # fewer brain voxels in a slice: no intensity fit there (identity)
+MIN_SLICE_VOXELS = 50  # fewer brain voxels in a slice: no intensity matching there
 
 
 def match_intensity(x: np.ndarray, recon: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """``recon`` (z, y, x) fitted to ``x`` slice by slice inside ``brain``: a * recon + b, slope in [0.5, 2]."""
+    """``recon`` (z, y, x) shifted slice by slice so that its median residual to ``x`` inside ``brain`` is 0.
+
+    An offset only: a fitted slope would amplify every texture a blurred reconstruction misses. The median is
+    not pulled by lesions, which cover a minority of a slice's brain.
+    """
     out = recon.astype(np.float32, copy=True)
     for k in range(x.shape[0]):
         m = brain[k]
-        if m.sum() < MIN_SLICE_VOXELS:
-            continue
-        xs, rs = x[k][m].astype(np.float64), recon[k][m].astype(np.float64)
-        keep = np.ones(xs.size, bool)
-        for _ in range(2):  # refit without the worst-fitting tenth (lesions, if any)
-            a, b = np.polyfit(rs[keep], xs[keep], 1) if np.ptp(rs[keep]) > 1e-6 else (1.0, float(np.mean(xs - rs)))
-            a = float(np.clip(a, 0.5, 2.0))
-            b = float(np.median(xs[keep] - a * rs[keep]))
-            err = np.abs(xs - (a * rs + b))
-            keep = err <= np.percentile(err, 90)
-        out[k] = a * recon[k] + b
+        if m.sum() >= MIN_SLICE_VOXELS:
+            out[k] += float(np.median(x[k][m] - recon[k][m]))
     return out
 
 

@@ -131,7 +131,7 @@ def test_intensity_matching_calibration_and_sign():
     x = rng.uniform(-0.8, 0.8, (3, 30, 30)).astype(np.float32)
     lesion = np.zeros(x.shape, bool)
     lesion[1, 10:14, 10:14] = True
-    recon = np.where(lesion, x - 1.0, x) * 0.5 + 0.2  # a scaled, shifted reconstruction without the lesion
+    recon = np.where(lesion, x - 1.0, x) + 0.2  # a shifted reconstruction without the lesion
     brain = np.ones(x.shape, bool)
     matched = match_intensity(x, recon, brain)
     assert np.allclose(matched[~lesion], x[~lesion], atol=1e-4)  # the lesion does not pull the fit
