@@ -17,10 +17,10 @@ The map, in the model's frame, for a normalised input x and the network's health
 
 Cards without ``extras.calibration`` get the uncalibrated |x - r'| (steps 1, 2 and 4). The candidate-lesion mask
 thresholds the map at ``threshold`` (default: the card's ``extras.threshold``, chosen on validation subjects).
-The **case score** is a calibrated statistic of the map: its ``case_percentile`` (99.9) percentile inside the
-brain as a z-score against the normal validation subjects (``extras.case_score``: percentile, mean, std); about
-0 for a normal brain, well above 2 for a brain the model finds abnormal. Without that calibration it is the raw
-percentile.
+The **case score** is a calibrated statistic of the map as a z-score against the normal validation subjects
+(``extras.case_score``: statistic, mean, std): with ``statistic: fraction_above_threshold`` the fraction of the
+brain above the card's threshold, else the map's ``percentile`` (default 99.9) in the brain; about 0 for a normal
+brain, well above 2 for a brain the model finds abnormal. Without mean and std it is the raw statistic.
 
 Option ``residual=True`` (used to calibrate a model) outputs the signed residual x - r' (zero outside the brain)
 as the map and r' as ``reconstruction`` instead, both in the normalised range.
@@ -121,13 +121,16 @@ def make_outputs(ctx: TaskContext):
     smoothing_mm = float(ctx.options.get("smoothing_mm", extras_card.get("smoothing_mm", 2.0)))
     sigma = [smoothing_mm / s for s in ctx.volume.spacing[::-1]] if smoothing_mm > 0 else [0.0, 0.0, 0.0]
     amap = smooth_inside(score_map, region, sigma)
-    case = dict(extras_card.get("case_score") or {})
-    stat = case_statistic(amap, region, float(case.get("percentile", 99.9)))
-    score = (stat - float(case["mean"])) / max(float(case["std"]), 1e-6) if "mean" in case else stat
     threshold = ctx.options.get("threshold", extras_card.get("threshold"))
     if threshold is None:
         threshold = case_statistic(amap, region, 99.0)
     threshold = float(threshold)
+    case = dict(extras_card.get("case_score") or {})
+    if case.get("statistic") == "fraction_above_threshold":
+        stat = float((amap[region] > float(extras_card.get("threshold", threshold))).mean()) if region.any() else 0.0
+    else:
+        stat = case_statistic(amap, region, float(case.get("percentile", 99.9)))
+    score = (stat - float(case["mean"])) / max(float(case["std"]), 1e-6) if "mean" in case else stat
     meta.update({"modality": "anomaly", "units": units, "case_score": score, "threshold": threshold})
     amap_vol = ctx.volume.with_array(amap, metadata=meta)
     mask_meta = dict(meta, kind="mask", modality="mask", segment_names={1: "anomaly candidate"})

@@ -9,8 +9,9 @@ subjects with lesions; the seeds are disjoint from training and test) and writes
 * ``residual_sign``: of "positive" and "both", the one whose smoothed map gives the higher mean Dice on the lesion
   subjects at its best threshold (hyperintense lesions on T2w favour "positive");
 * ``threshold``: the threshold maximising mean Dice on the lesion subjects, from the engine's own maps;
-* ``case_score``: the 99.9th percentile of the map inside the brain, its mean and standard deviation over the
-  normal subjects (the engine reports a case's percentile as a z-score against them);
+* ``case_score``: the fraction of the brain above that threshold, its mean and standard deviation over the normal
+  subjects (the engine reports a case's fraction as a z-score against them; the spread is at least 10 % of the
+  mean, as four subjects estimate it roughly);
 * ``validation``: the figures behind each choice.
 
     python -m MedGANLogic.train.anomaly_calibration MODEL_FOLDER --contrast T2w
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-CASE_PERCENTILE = 99.9
+CASE_STATISTIC = "fraction_above_threshold"
 
 
 def _phantom(seed: int, contrast: str, healthy: bool, spacing_mm: float) -> tuple[Any, np.ndarray]:
@@ -105,29 +106,38 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
         sign_dice[sign] = best_dice_threshold(maps, masks)[1]
     sign = max(sign_dice, key=lambda k: sign_dice[k])
     write_extras(folder, dict(extras, calibration=calibration, residual_sign=sign))
-    maps, masks, stats = [], [], []  # pass 2: the engine's own maps with that calibration
+    maps, masks = [], []  # pass 2: the engine's own maps with that calibration
     for (vol, lesion), is_lesion in cases:
-        amap = run("anomaly", vol, model=str(folder), device=device, precision="fp32").outputs["anomaly_map"].array
-        stat = float(np.percentile(amap[amap > 0], CASE_PERCENTILE)) if (amap > 0).any() else 0.0
-        stats.append((stat, is_lesion))
         if is_lesion:
-            maps.append(amap)
+            maps.append(run("anomaly", vol, model=str(folder), device=device,
+                            precision="fp32").outputs["anomaly_map"].array)
             masks.append(lesion)
     threshold, dice = best_dice_threshold(maps, masks)
-    normal_stats = np.array([s for s, les in stats if not les])
-    lesion_stats = np.array([s for s, les in stats if les])
-    case = {"percentile": CASE_PERCENTILE, "mean": float(normal_stats.mean()),
-            "std": float(max(normal_stats.std(ddof=1) if normal_stats.size > 1 else 0.0, 0.05 * normal_stats.mean(),
-                             1e-3))}
-    extras.update(calibration=calibration, residual_sign=sign, threshold=float(threshold), case_score=case,
+    extras.update(calibration=calibration, residual_sign=sign, threshold=float(threshold),
                   threshold_selection={"criterion": "max mean Dice on validation subjects with lesions",
                                        "validation_subjects": len(lesion_seeds),
                                        "validation_dice": round(float(dice), 4)},
                   validation={"contrast": contrast, "normal_seeds": list(normal_seeds),
                               "lesion_seeds": list(lesion_seeds),
-                              "dice_by_sign": {k: round(float(v), 4) for k, v in sign_dice.items()},
-                              "case_statistic_normal": [round(float(v), 4) for v in normal_stats],
-                              "case_statistic_lesion": [round(float(v), 4) for v in lesion_stats]})
+                              "dice_by_sign": {k: round(float(v), 4) for k, v in sign_dice.items()}})
+    write_extras(folder, extras)
+    return calibrate_case_score(folder, [vol for (vol, _), is_lesion in cases if not is_lesion], device)
+
+
+def calibrate_case_score(folder: str | Path, normal: list[Any], device: str = "cpu") -> dict[str, Any]:
+    """The case score's mean and spread over the ``normal`` volumes, from the engine's own raw statistic."""
+    from ..models.registry import get_model
+    from ..pipeline import run
+
+    extras = dict(get_model(folder).extras)
+    write_extras(folder, dict(extras, case_score={"statistic": CASE_STATISTIC}))  # no mean: the raw statistic
+    stats = np.array([run("anomaly", vol, model=str(folder), device=device, precision="fp32").extras["case_score"]
+                      for vol in normal])
+    spread = stats.std(ddof=1) if stats.size > 1 else 0.0
+    extras["case_score"] = {"statistic": CASE_STATISTIC, "mean": float(stats.mean()),
+                            "std": float(max(spread, 0.1 * stats.mean(), 1e-4))}
+    extras.setdefault("validation", {}).pop("case_statistic_lesion", None)
+    extras["validation"]["case_statistic_normal"] = [round(float(v), 6) for v in stats]
     write_extras(folder, extras)
     return extras
 
@@ -138,8 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="the model folder (card.json + weights)")
     parser.add_argument("--contrast", required=True, help="the MR contrast of the validation subjects, e.g. T2w")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--case-score-only", action="store_true",
+                        help="keep the map's calibration and threshold; recalibrate the case score only")
     args = parser.parse_args(argv)
-    extras = calibrate(args.model, args.contrast, device=args.device)
+    if args.case_score_only:
+        from .data import split_seeds
+
+        normal = [_phantom(s, args.contrast, True, 2.0)[0] for s in split_seeds("val")[4:8]]
+        extras = calibrate_case_score(args.model, normal, device=args.device)
+    else:
+        extras = calibrate(args.model, args.contrast, device=args.device)
     print(json.dumps({k: v for k, v in extras.items() if k != "calibration"}, indent=2))
     return 0
 
