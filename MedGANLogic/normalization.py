@@ -13,6 +13,7 @@ Kinds (``spec["kind"]``):
 
 :func:`head_mask` (the foreground with its holes filled: the whole head, skull and ventricles included) is the
 region :func:`bias_correct` (N4, SimpleITK) fits the bias field in and where the MR contrast is estimated.
+:func:`brain_mask` strips scalp, skull, orbits and neck from it (the region anomaly maps are made in).
 """
 
 from __future__ import annotations
@@ -38,6 +39,41 @@ def head_mask(array: np.ndarray) -> np.ndarray:
     mask = ndimage.binary_closing(foreground_mask(array), iterations=2)
     mask = np.stack([ndimage.binary_fill_holes(s) for s in mask])
     return ndimage.binary_fill_holes(mask)
+
+
+def brain_mask(array: np.ndarray, spacing: tuple[float, float, float], erode_mm: float = 7.0,
+               margin_mm: float = 2.0) -> np.ndarray:
+    """Boolean brain mask of a head MR volume (z, y, x; ``spacing`` (x, y, z) mm), for any MR contrast.
+
+    The skull is dark on every MR contrast: head voxels (:func:`head_mask`) above half the Otsu threshold of the
+    head are "not dark"; eroding them in-plane by ``erode_mm`` parts brain from scalp and orbits, the largest 3D
+    part is kept, dilated back by ``erode_mm + margin_mm`` inside the head, and per slice its largest part is kept
+    with its holes (ventricles) filled. An empty head gives an empty mask.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    head = head_mask(array)
+    if head.sum() < 10:
+        return np.zeros(array.shape, bool)
+
+    def disk(radius_mm: float) -> np.ndarray:
+        ry, rx = (max(1, int(round(radius_mm / s))) for s in (spacing[1], spacing[0]))
+        yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+        return ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
+
+    def largest(mask: np.ndarray) -> np.ndarray:
+        labels, n = ndimage.label(mask)
+        if n == 0:
+            return mask
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        return labels == int(np.argmax(sizes))
+
+    not_dark = head & (array > 0.5 * threshold_otsu(array[head]))
+    core = largest(ndimage.binary_erosion(not_dark, structure=disk(erode_mm)))
+    brain = ndimage.binary_dilation(core, structure=disk(erode_mm + margin_mm)) & head
+    return np.stack([ndimage.binary_fill_holes(largest(s)) for s in brain])
 
 
 def bias_correct(array: np.ndarray, spacing: tuple[float, float, float], shrink: int = 4,

@@ -51,7 +51,8 @@ for _spec in (
     TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image"),
     TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS),
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS),
-    TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map", ("threshold", "smoothing_mm")),
+    TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
+             ("threshold", "smoothing_mm", "residual")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
     TaskSpec("lesion", "lesion", "Insert lesion", "with synthetic lesion", "image", ("lesion_type",), ("mask",)),
 ):

@@ -1,52 +1,148 @@
 """Anomaly maps (f-AnoGAN style): how far the input is from the model's reconstruction of healthy anatomy.
 
-map = |x - G(E(x))| in the normalised intensity range, Gaussian-smoothed (``smoothing_mm``, default 2 mm) and
-set to zero outside the head. The case score is the network's own ``anomaly_score`` if it has one (f-AnoGAN:
-image residual + kappa * discriminator-feature residual, per slice, max over slices), else the 99th percentile
-of the map inside the head. The candidate-lesion mask thresholds the map at ``threshold`` (default: the value
-chosen on validation data and stored in the card's ``extras.threshold``).
+The map, in the model's frame, for a normalised input x and the network's healthy reconstruction r = G(E(x)):
+
+1. **brain mask** from the input itself (:func:`MedGANLogic.normalization.brain_mask`; any MR contrast): scalp,
+   skull, orbits and neck are not brain, and the map is zero there;
+2. **intensity matching**: per slice, r is shifted so that the median of x - r inside the brain is 0, giving r'
+   (the generator does not reproduce absolute intensities exactly; a median ignores lesions);
+3. **calibration**: the signed residual x - r' is turned into a z-score by the residual's median and robust
+   spread that normal (lesion-free) validation subjects show at the same reconstruction intensity
+   (``extras.calibration``: bin edges over r', a median and a scale per bin). Where the model reconstructs
+   normal tissue poorly (CSF, edges), normal residuals are large and the z-score stays small; a lesion's residual
+   is large where the reconstruction shows healthy tissue, so it stands out;
+4. the z-score's positive part (``extras.residual_sign`` "positive": hyperintense lesions, T2w/FLAIR), negative
+   part ("negative") or magnitude ("both", the default: contrast T1w tumours have bright rims and dark cores),
+   Gaussian-smoothed (``smoothing_mm``, default 2 mm) inside the brain and zero outside it.
+
+Cards without ``extras.calibration`` get the uncalibrated |x - r'| (steps 1, 2 and 4). The candidate-lesion mask
+thresholds the map at ``threshold`` (default: the card's ``extras.threshold``, chosen on validation subjects).
+The **case score** is a calibrated statistic of the map as a z-score against the normal validation subjects
+(``extras.case_score``: statistic, mean, std): with ``statistic: fraction_above_threshold`` the fraction of the
+brain above the card's threshold, else the map's ``percentile`` (default 99.9) in the brain; about 0 for a normal
+brain, well above 2 for a brain the model finds abnormal. Without mean and std it is the raw statistic.
+
+Option ``residual=True`` (used to calibrate a model) outputs the signed residual x - r' (zero outside the brain)
+as the map and r' as ``reconstruction`` instead, both in the normalised range.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from ..modality import is_ct
-from ..normalization import foreground_mask
+from ..normalization import brain_mask
 from . import TaskContext, output_metadata
+
+SIGNS = ("both", "positive", "negative")
+MIN_SLICE_VOXELS = 50  # fewer brain voxels in a slice: no intensity matching there
+
+
+def match_intensity(x: np.ndarray, recon: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``recon`` (z, y, x) shifted slice by slice so that its median residual to ``x`` inside ``brain`` is 0.
+
+    An offset only: a fitted slope would amplify every texture a blurred reconstruction misses. The median is
+    not pulled by lesions, which cover a minority of a slice's brain.
+    """
+    out = recon.astype(np.float32, copy=True)
+    for k in range(x.shape[0]):
+        m = brain[k]
+        if m.sum() >= MIN_SLICE_VOXELS:
+            out[k] += float(np.median(x[k][m] - recon[k][m]))
+    return out
+
+
+def calibrated_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
+    """The residual as a z-score against normal residuals at the same reconstruction intensity (see the docstring).
+
+    ``calibration``: {"edges": n + 1 increasing bin edges over the reconstruction, "median": n, "scale": n}.
+    """
+    edges = np.asarray(calibration["edges"], np.float64)
+    median = np.asarray(calibration["median"], np.float32)
+    scale = np.maximum(np.asarray(calibration["scale"], np.float32), 1e-6)
+    idx = np.clip(np.searchsorted(edges, recon, side="right") - 1, 0, median.size - 1)
+    return (residual - median[idx]) / scale[idx]
+
+
+def signed_part(z: np.ndarray, sign: str) -> np.ndarray:
+    if sign == "positive":
+        return np.maximum(z, 0.0)
+    if sign == "negative":
+        return np.maximum(-z, 0.0)
+    if sign == "both":
+        return np.abs(z)
+    raise ValueError(f"residual_sign must be one of {', '.join(SIGNS)}; got {sign!r}")
+
+
+def smooth_inside(values: np.ndarray, mask: np.ndarray, sigma: list[float]) -> np.ndarray:
+    """Gaussian smoothing of ``values`` over ``mask`` only (normalised convolution: no bleeding in from outside)."""
+    if not any(s > 0 for s in sigma):
+        return np.where(mask, values, 0.0).astype(np.float32)
+    m = mask.astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(mask, values, 0.0).astype(np.float32), sigma)
+    den = ndimage.gaussian_filter(m, sigma)
+    return np.where(mask, num / np.maximum(den, 1e-3), 0.0).astype(np.float32)
+
+
+def case_statistic(amap: np.ndarray, region: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` of ``amap`` over ``region`` (0 for an empty region)."""
+    return float(np.percentile(amap[region], percentile)) if region.any() else 0.0
+
+
+def anomaly_region(volume) -> np.ndarray:
+    """Where the map is made: the brain (MR) or the body above -500 HU (CT), (z, y, x) bool."""
+    if is_ct(volume):
+        return ndimage.binary_closing(volume.array > -500, iterations=2)
+    return brain_mask(volume.array, volume.spacing)
 
 
 def make_outputs(ctx: TaskContext):
-    recon = ctx.raw[0]
-    residual = np.abs(ctx.normalized - recon)
-    smoothing_mm = float(ctx.options.get("smoothing_mm", ctx.card.extras.get("smoothing_mm", 2.0)))
-    if smoothing_mm > 0:
-        sigma = [smoothing_mm / s for s in ctx.volume.spacing[::-1]]  # mm -> voxels along (z, y, x)
-        residual = ndimage.gaussian_filter(residual, sigma=sigma)
-    head = ctx.volume.array > -500 if is_ct(ctx.volume) else foreground_mask(ctx.volume.array)  # -500 HU: body
-    head = ndimage.binary_closing(head, iterations=2)
-    residual = np.where(head, residual, 0.0).astype(np.float32)
-    if hasattr(ctx.net, "case_score") and ctx.options.get("case_score_from_net", True):
-        score = float(ctx.net.case_score(ctx.normalized, recon))
-    else:
-        score = float(np.percentile(residual[head], 99)) if head.any() else 0.0
-    threshold = ctx.options.get("threshold", ctx.card.extras.get("threshold"))
-    if threshold is None:
-        threshold = float(np.percentile(residual[head], 99)) if head.any() else 0.0
-    threshold = float(threshold)
+    extras_card = ctx.card.extras
+    x, recon = ctx.normalized, ctx.raw[0]
+    region = anomaly_region(ctx.volume)
+    matched = match_intensity(x, recon, region)
+    residual = np.where(region, x - matched, 0.0).astype(np.float32)
     meta = output_metadata(ctx, kind="anomaly_map")
-    meta.update({"modality": "anomaly", "units": "normalised residual", "case_score": score,
-                 "threshold": threshold})
-    amap = ctx.volume.with_array(residual, metadata=meta)
+    if ctx.options.get("residual"):
+        meta.update({"modality": "anomaly", "units": "normalised residual"})
+        outs = {"anomaly_map": ctx.volume.with_array(residual, metadata=meta),
+                "reconstruction": ctx.volume.with_array(np.where(region, matched, -1.0).astype(np.float32),
+                                                        metadata=dict(meta, units="normalised intensity"))}
+        return outs, {"region_voxels": int(region.sum())}
+    calibration = extras_card.get("calibration")
+    if calibration:
+        score_map, units = calibrated_z(residual, matched, calibration), "z-score of the residual"
+    else:
+        score_map, units = residual, "normalised residual"
+    score_map = signed_part(score_map, str(extras_card.get("residual_sign", "both")))
+    smoothing_mm = float(ctx.options.get("smoothing_mm", extras_card.get("smoothing_mm", 2.0)))
+    sigma = [smoothing_mm / s for s in ctx.volume.spacing[::-1]] if smoothing_mm > 0 else [0.0, 0.0, 0.0]
+    amap = smooth_inside(score_map, region, sigma)
+    threshold = ctx.options.get("threshold", extras_card.get("threshold"))
+    if threshold is None:
+        threshold = case_statistic(amap, region, 99.0)
+    threshold = float(threshold)
+    case = dict(extras_card.get("case_score") or {})
+    if case.get("statistic") == "fraction_above_threshold":
+        stat = float((amap[region] > float(extras_card.get("threshold", threshold))).mean()) if region.any() else 0.0
+    else:
+        stat = case_statistic(amap, region, float(case.get("percentile", 99.9)))
+    score = (stat - float(case["mean"])) / max(float(case["std"]), 1e-6) if "mean" in case else stat
+    meta.update({"modality": "anomaly", "units": units, "case_score": score, "threshold": threshold})
+    amap_vol = ctx.volume.with_array(amap, metadata=meta)
     mask_meta = dict(meta, kind="mask", modality="mask", segment_names={1: "anomaly candidate"})
-    mask = ctx.volume.with_array((residual > threshold).astype(np.uint8), metadata=mask_meta)
+    mask = ctx.volume.with_array((amap > threshold).astype(np.uint8), metadata=mask_meta)
     extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum())}
-    return {"anomaly_map": amap, "mask": mask}, extras
+    return {"anomaly_map": amap_vol, "mask": mask}, extras
 
 
 def on_input_grid(outputs, extras, volume, card):
     """The map resampled onto the input grid: the mask is its threshold there, so mask == (map > threshold)."""
+    if "mask" not in outputs:
+        return extras
     amap, mask = outputs["anomaly_map"], outputs["mask"]
     mask.array = (amap.array > extras["threshold"]).astype(np.uint8)
     return dict(extras, candidate_voxels=int(mask.array.sum()))

@@ -11,8 +11,14 @@ works in either):
   the izi_f loss ``mean (x - G(E(x)))^2 + kappa * mean (f_D(x) - f_D(G(E(x))))^2`` (kappa ``anomaly.kappa``,
   1 in f-AnoGAN).
 
+The non-GAN baseline (``anomaly.autoencoder: true``): the same encoder and generator trained together as a plain
+autoencoder on ``mean (x - G(E(x)))^2`` for all steps (no critic, no stage 1), on the same data; it exports the
+same ``fanogan2d`` network (its critic untrained and unused), so both run through the same anomaly map.
+
 On export the encoder, generator and critic become one ``fanogan2d`` network (``forward = G(E(x))`` and the
-f-AnoGAN case score) and the card gets ``extras.threshold``, the anomaly-map threshold chosen on validation data:
+f-AnoGAN case score). With ``data.calibration: {contrast: T2w}`` the card's map and case score are then
+calibrated on phantom validation subjects of that contrast (:mod:`.anomaly_calibration`). Otherwise the card
+gets ``extras.threshold``, the anomaly-map threshold chosen on validation data:
 with lesion masks (phantom validation subjects with lesions) the value maximising the mean Dice of the
 thresholded map; without them the ``anomaly.healthy_percentile`` (99.9) percentile of the maps of healthy
 validation volumes inside the head (a false-positive-rate criterion).
@@ -73,6 +79,8 @@ class FAnoGANTrainer(GANTrainer):
     def validate(self) -> None:
         super().validate()
         a = self.config["anomaly"]
+        if a.get("autoencoder"):
+            return
         if self.loss_cfg["gan_mode"] != "wgan-gp":
             raise InputError("Training config: f-AnoGAN trains a Wasserstein GAN; set loss.gan_mode to wgan-gp.")
         if not (isinstance(a.get("gan_steps"), int) and 1 <= a["gan_steps"] < int(self.config["steps"])):
@@ -85,8 +93,13 @@ class FAnoGANTrainer(GANTrainer):
             raise InputError("Training config: 'anomaly.top_fraction' must be in (0, 1].")
 
     @property
+    def autoencoder(self) -> bool:
+        """True for the non-GAN baseline: E and G trained together on the image residual alone."""
+        return bool(self.config["anomaly"].get("autoencoder", False))
+
+    @property
     def gan_steps(self) -> int:
-        return int(self.config["anomaly"]["gan_steps"])
+        return 0 if self.autoencoder else int(self.config["anomaly"]["gan_steps"])
 
     @property
     def stage(self) -> int:
@@ -114,11 +127,11 @@ class FAnoGANTrainer(GANTrainer):
         optim = self.config["optim"]
         self.add_optimizer("G", ["G"], optim["lr_g"])
         self.add_optimizer("D", ["D"], optim["lr_d"])
-        self.add_optimizer("E", ["E"], optim.get("lr_e", optim["lr_g"]))
+        self.add_optimizer("E", ["E", "G"] if self.autoencoder else ["E"], optim.get("lr_e", optim["lr_g"]))
 
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         self.real = batch["source"]
-        if self.stage == 2:  # G and D are fixed from here on; G's batch norm uses its running statistics
+        if self.stage == 2 and not self.autoencoder:  # G, D fixed from here on; G's batch norm: running statistics
             self.net("G").eval()
             set_requires_grad([self.net("G"), self.net("D")], False)
 
@@ -156,6 +169,10 @@ class FAnoGANTrainer(GANTrainer):
         return image + float(self.config["anomaly"]["kappa"]) * feat, image, feat
 
     def optimize_encoder(self) -> dict[str, float]:
+        if self.autoencoder:
+            image = F.mse_loss(self.nets["G"](self.nets["E"](self.real)), self.real)
+            self.update("E", image)
+            return {"E": image.item(), "E_image": image.item()}
         total, image, feat = self.izi_f_loss(self.real)
         self.update("E", total)
         return {"E": total.item(), "E_image": image.item(), "E_feature": feat.item()}
@@ -201,9 +218,19 @@ class FAnoGANTrainer(GANTrainer):
         finally:
             del self.nets["fanogan"]
         out = []
+        calibration = self.config["data"].get("calibration")
         for card in cards:
             extras = dict(card.data.get("extras", {}))
             extras.setdefault("smoothing_mm", float(self.config["anomaly"].get("smoothing_mm", 2.0)))
+            if calibration:  # the calibrated map (tasks/anomaly.py) on phantom validation subjects of the contrast
+                from ..models import registry
+                from .anomaly_calibration import calibrate
+
+                registry.clear_cache()
+                save_model(card.folder, dict(card.data, extras=extras), self.composite().state_dict(), dtype=dtype)
+                calibrate(card.folder, str(calibration["contrast"]), device=str(self.device))
+                out.append(registry.get_model(card.folder))
+                continue
             threshold, how = self.choose_threshold(card.folder, extras["smoothing_mm"])
             extras.update({"threshold": threshold, "threshold_selection": how})
             data = dict(card.data, extras=extras)

@@ -104,29 +104,136 @@ def test_z_score_baseline_and_metrics():
     assert RobustZScore.case_score(zmap, head) > RobustZScore.case_score(baseline.map(population[0], head), head)
 
 
+def test_brain_mask_strips_scalp_and_skull_on_t1w_and_t2w():
+    """The engine's brain mask (from the image alone, any contrast) against the phantom's own tissues."""
+    from scipy import ndimage
+
+    from MedGANLogic.normalization import brain_mask
+    from MedGANLogic.simulate.subjects import make_subject
+    from MedGANLogic.simulate.tissue import CSF, GM, LESION, WM
+
+    subject = make_subject(2003, spacing_mm=4.0, contrasts=("T1w", "T2w"))
+    tissue = np.argmax(subject.tissues, axis=0)
+    truth = np.stack([ndimage.binary_fill_holes(s) for s in np.isin(tissue, [CSF, GM, WM, LESION])])
+    for contrast in ("T1w", "T2w"):
+        vol = subject.volumes[contrast]
+        brain = brain_mask(vol.array, vol.spacing)
+        overlap = 2 * (brain & truth).sum() / (brain.sum() + truth.sum())
+        assert overlap > 0.9, (contrast, overlap)
+        assert (brain & ~truth & subject.head_mask).sum() < 0.08 * brain.sum(), contrast  # little scalp or skull
+    assert not brain_mask(np.zeros((4, 20, 20), np.float32), (1.0, 1.0, 1.0)).any()
+
+
+def test_intensity_matching_calibration_and_sign():
+    from MedGANLogic.tasks.anomaly import calibrated_z, match_intensity, signed_part, smooth_inside
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.8, 0.8, (3, 30, 30)).astype(np.float32)
+    lesion = np.zeros(x.shape, bool)
+    lesion[1, 10:14, 10:14] = True
+    recon = np.where(lesion, x - 1.0, x) + 0.2  # a shifted reconstruction without the lesion
+    brain = np.ones(x.shape, bool)
+    matched = match_intensity(x, recon, brain)
+    assert np.allclose(matched[~lesion], x[~lesion], atol=1e-4)  # the lesion does not pull the fit
+    assert np.allclose((x - matched)[lesion], 1.0, atol=1e-3)
+    calibration = {"edges": [-1e6, 0.0, 1e6], "median": [0.1, -0.1], "scale": [0.5, 0.25]}
+    z = calibrated_z(np.array([0.6, 0.4]), np.array([-0.5, 0.5]), calibration)
+    assert np.allclose(z, [1.0, 2.0])
+    assert np.array_equal(signed_part(np.array([-2.0, 1.0]), "positive"), [0.0, 1.0])
+    assert np.array_equal(signed_part(np.array([-2.0, 1.0]), "negative"), [2.0, 0.0])
+    assert np.array_equal(signed_part(np.array([-2.0, 1.0]), "both"), [2.0, 1.0])
+    with pytest.raises(ValueError, match="residual_sign"):
+        signed_part(z, "up")
+    inside = np.zeros((1, 9, 9), bool)
+    inside[0, 2:7, 2:7] = True
+    flat = smooth_inside(np.full(inside.shape, 3.0, np.float32), inside, [0.0, 1.5, 1.5])
+    assert np.allclose(flat[inside], 3.0) and not flat[~inside].any()  # nothing bleeds in from outside
+
+
+def test_calibration_and_case_score_are_read_from_the_card(make_model, oblique_volume):
+    """The case score is the map's 99.9th percentile as a z-score against the card's normal subjects."""
+    base = {"threshold": 0.5, "residual_sign": "both",
+            "calibration": {"edges": [-1e6, 0.0, 1e6], "median": [0.0, 0.0], "scale": [0.1, 0.2]}}
+    scores, maps = [], []
+    for i, (mean, std) in enumerate(((1.0, 2.0), (3.0, 0.5))):
+        card = anomaly_card(f"tiny-calibrated-{i}")
+        card["extras"] = dict(base, case_score={"percentile": 99.9, "mean": mean, "std": std})
+        make_model(card)
+        result = run("anomaly", oblique_volume, model=card["id"], device="cpu")
+        scores.append(result.extras["case_score"])
+        maps.append(result.outputs["anomaly_map"].array)
+        assert result.outputs["anomaly_map"].metadata["units"] == "z-score of the residual"
+    assert np.array_equal(maps[0], maps[1])
+    assert scores[0] * 2.0 + 1.0 == pytest.approx(scores[1] * 0.5 + 3.0, rel=1e-5)  # one statistic, two scales
+    uncalibrated = make_model(anomaly_card("tiny-uncalibrated", threshold=0.5))
+    raw = run("anomaly", oblique_volume, model=uncalibrated.id, device="cpu").outputs["anomaly_map"].array
+    assert not np.allclose(raw, maps[0])
+    residual = run("anomaly", oblique_volume, model=uncalibrated.id, device="cpu", residual=True)
+    assert set(residual.outputs) == {"anomaly_map", "reconstruction"}
+    assert (residual.outputs["anomaly_map"].array < 0).any()  # signed
+
+
+def _phantom_volume(seed: int, contrast: str, healthy: bool):
+    from MedGANLogic.train.data import phantom_subject_arrays
+    from MedGANLogic.volume import Volume
+
+    arrays = phantom_subject_arrays(seed, [contrast, "lesion_mask"], 2.0, healthy=healthy)
+    return (Volume(arrays[contrast], spacing=(2.0, 2.0, 2.0), metadata={"modality": "MR", "contrast": contrast}),
+            arrays["lesion_mask"] > 0)
+
+
+def test_shipped_t2_model_finds_lesions_of_a_held_out_subject_and_ranks_it_above_its_twin():
+    """A held-out test subject (not seen in training or calibration) and its lesion-free twin: the map is higher
+    in the lesions than in the rest of the brain, and the case score ranks the lesioned subject above its twin."""
+    from MedGANLogic.models.registry import get_model
+    from MedGANLogic.train.data import split_seeds
+
+    seed = split_seeds("test")[1]
+    vol, lesion = _phantom_volume(seed, "T2w", healthy=False)
+    twin, _ = _phantom_volume(seed, "T2w", healthy=True)
+    result = run("anomaly", vol, model="brain-anomaly-t2", device="cpu", precision="fp32")
+    amap = result.outputs["anomaly_map"].array
+    brain = amap > 0
+    assert amap[lesion].mean() > 2.0 * amap[brain & ~lesion].mean()
+    twin_score = run("anomaly", twin, model="brain-anomaly-t2", device="cpu", precision="fp32").extras["case_score"]
+    assert result.extras["case_score"] > twin_score
+    extras = get_model("brain-anomaly-t2").extras
+    assert {"calibration", "case_score", "threshold", "residual_sign"} <= set(extras)
+    assert result.extras["threshold"] == extras["threshold"]
+
+
 def test_shipped_model_lights_up_the_inserted_lesions(tmp_path, capsys):
     """`medgan run --task anomaly` on the bundled sample subject (held-out test split; its lesions were inserted
-    into an otherwise healthy phantom): the map is clearly higher inside the lesions than in the rest of the head
-    (bright CSF is reconstructed poorly too, see the evaluation report), the candidate mask falls far more often
-    on lesion voxels than elsewhere, the written mask is the map thresholded at the card's threshold, and the case
-    score is printed and stored."""
+    into an otherwise healthy phantom): the map is clearly higher inside the lesions than in the rest of the brain,
+    the candidate mask falls far more often on lesion voxels than elsewhere, the written mask is the map
+    thresholded at the card's threshold, and the case score is printed and stored. The T1w sample runs through
+    brain-anomaly-t1 the same way (map, mask and score written)."""
     from conftest import SAMPLE_DATA, run_shipped_model
 
     from MedGANLogic.io import read_volume
     from MedGANLogic.models.registry import get_model
 
-    mask_out = tmp_path / "mask.nrrd"
-    amap = run_shipped_model(tmp_path, "anomaly", "brain-anomaly-t2", "sample_T2w.nrrd", "--mask-output",
-                             str(mask_out), "--modality", "MR", "--contrast", "T2w", quiet=False)
-    printed = capsys.readouterr().out
-    mask = read_volume(mask_out)
     lesion = read_volume(SAMPLE_DATA / "sample_lesion_mask.nrrd").array > 0
-    threshold = get_model("brain-anomaly-t2").extras["threshold"]
-    assert amap.same_geometry(read_volume(SAMPLE_DATA / "sample_T2w.nrrd"), atol=1e-5)
-    assert np.array_equal(mask.array > 0, amap.array > threshold)
-    head = amap.array > 0
-    inside, outside = amap.array[lesion].mean(), amap.array[head & ~lesion].mean()
-    assert inside > 1.5 * outside, (inside, outside)
-    assert mask.array[lesion].mean() > 10 * mask.array[head & ~lesion].mean()
-    score = amap.metadata["provenance"]["case_score"]
-    assert f"case_score={score}" in printed and np.isfinite(score)
+    for model, contrast in (("brain-anomaly-t2", "T2w"), ("brain-anomaly-t1", "T1w")):
+        if model == "brain-anomaly-t1":  # T1w: the CLI contract only (its phantom lesion detection: see the report)
+            amap = run_shipped_model(tmp_path, "anomaly", model, "sample_T1w.nrrd", "--mask-output",
+                                     str(tmp_path / "t1-mask.nrrd"), "--modality", "MR", "--contrast", "T1w")
+            mask = read_volume(tmp_path / "t1-mask.nrrd")
+            assert np.array_equal(mask.array > 0, amap.array > get_model(model).extras["threshold"])
+            assert (amap.array >= 0).all() and amap.array.max() > 0
+            assert np.isfinite(amap.metadata["provenance"]["case_score"])
+            continue
+        mask_out = tmp_path / f"mask-{model}.nrrd"
+        amap = run_shipped_model(tmp_path, "anomaly", model, f"sample_{contrast}.nrrd", "--mask-output",
+                                 str(mask_out), "--modality", "MR", "--contrast", contrast, quiet=False)
+        printed = capsys.readouterr().out
+        mask = read_volume(mask_out)
+        threshold = get_model(model).extras["threshold"]
+        assert amap.same_geometry(read_volume(SAMPLE_DATA / f"sample_{contrast}.nrrd"), atol=1e-5)
+        assert np.array_equal(mask.array > 0, amap.array > threshold)
+        brain = amap.array > 0
+        inside, outside = amap.array[lesion].mean(), amap.array[brain & ~lesion].mean()
+        assert inside > 2.0 * outside, (model, inside, outside)
+        assert mask.array[lesion].mean() > 10 * mask.array[brain & ~lesion].mean(), model
+        score = amap.metadata["provenance"]["case_score"]
+        assert f"case_score={score}" in printed and np.isfinite(score)

@@ -20,6 +20,7 @@ from MedGANLogic.models.registry import get_model, list_models, verify_weights
 GANS_I = {"mr-t1-to-t2": "synthesize", "mr-t2-to-t1": "synthesize", "mr-to-ct": "synthesize",
           "ct-to-mr": "synthesize", "ldct-denoise": "denoise"}
 GANS_II = {"mr-sr-x2-throughplane": "superres", "mr-sr-x2-inplane": "superres", "brain-anomaly-t2": "anomaly",
+           "brain-anomaly-t1": "anomaly",
            "brain-lesion-seg": "segment"}
 LESION = {"brain-lesion-inpaint": "lesion"}
 

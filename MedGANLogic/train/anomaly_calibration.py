@@ -1,0 +1,166 @@
+"""Calibrating an anomaly model on validation subjects: what its map and case score mean (see tasks/anomaly.py).
+
+:func:`calibrate` runs the exported model on phantom validation subjects of its contrast (lesion-free twins and
+subjects with lesions; the seeds are disjoint from training and test) and writes into the card's ``extras``:
+
+* ``calibration``: the normal residual per reconstruction intensity: bin edges at quantiles of the intensity-matched
+  reconstruction inside the brain of the normal subjects, per bin the residual's median and robust spread
+  (1.4826 MAD, at least ``min_scale``);
+* ``residual_sign``: of "positive" and "both", the one whose smoothed map gives the higher mean Dice on the lesion
+  subjects at its best threshold (hyperintense lesions on T2w favour "positive");
+* ``threshold``: the threshold maximising mean Dice on the lesion subjects, from the engine's own maps;
+* ``case_score``: the fraction of the brain above that threshold, its mean and standard deviation over the normal
+  subjects (the engine reports a case's fraction as a z-score against them; the spread is at least 10 % of the
+  mean, as four subjects estimate it roughly);
+* ``validation``: the figures behind each choice.
+
+    python -m MedGANLogic.train.anomaly_calibration MODEL_FOLDER --contrast T2w
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CASE_STATISTIC = "fraction_above_threshold"
+
+
+def _phantom(seed: int, contrast: str, healthy: bool, spacing_mm: float) -> tuple[Any, np.ndarray]:
+    from ..volume import Volume
+    from .data import phantom_subject_arrays
+
+    arrays = phantom_subject_arrays(seed, [contrast, "lesion_mask"], spacing_mm, healthy=healthy)
+    vol = Volume(arrays[contrast], spacing=(spacing_mm,) * 3, metadata={"modality": "MR", "contrast": contrast})
+    return vol, arrays["lesion_mask"] > 0
+
+
+def write_extras(folder: str | Path, extras: dict[str, Any]) -> None:
+    """Replace the ``extras`` of the card in ``folder`` (validated, written atomically; weights untouched)."""
+    from ..models import registry
+    from ..models.card import validate_card
+
+    path = Path(folder) / "card.json"
+    data = json.loads(path.read_text())
+    data["extras"] = json.loads(json.dumps(extras))
+    validate_card(data, where=str(folder))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    registry.clear_cache()
+
+
+def residual_bins(recons: list[np.ndarray], residuals: list[np.ndarray], bins: int = 12,
+                  min_scale: float = 0.01) -> dict[str, list[float]]:
+    """Bin edges over the reconstruction (quantiles) and the residual's median and 1.4826 MAD per bin."""
+    r = np.concatenate([a.ravel() for a in recons]).astype(np.float64)
+    e = np.concatenate([a.ravel() for a in residuals]).astype(np.float64)
+    edges = np.unique(np.quantile(r, np.linspace(0, 1, bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    idx = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, edges.size - 2)
+    median, scale = [], []
+    for b in range(edges.size - 1):
+        v = e[idx == b]
+        med = float(np.median(v)) if v.size else 0.0
+        median.append(med)
+        scale.append(max(1.4826 * float(np.median(np.abs(v - med))) if v.size else 1.0, min_scale))
+    finite = [float(x) if np.isfinite(x) else (-1e6 if x < 0 else 1e6) for x in edges]
+    return {"edges": finite, "median": median, "scale": scale}
+
+
+def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | None = None,
+              lesion_seeds: list[int] | None = None, spacing_mm: float = 2.0, device: str = "cpu",
+              signs: tuple[str, ...] = ("positive", "both")) -> dict[str, Any]:
+    """Calibrate the anomaly model in ``folder`` (see the module docstring); returns the new extras."""
+    from ..models.registry import get_model
+    from ..normalization import brain_mask
+    from ..pipeline import run
+    from ..tasks.anomaly import calibrated_z, signed_part, smooth_inside
+    from .data import split_seeds
+    from .fanogan import best_dice_threshold
+
+    val = split_seeds("val")
+    normal_seeds = normal_seeds if normal_seeds is not None else val[4:8]
+    lesion_seeds = lesion_seeds if lesion_seeds is not None else val[:4]
+    card = get_model(folder)
+    extras = {k: v for k, v in card.extras.items() if k not in ("threshold", "calibration", "case_score")}
+    smoothing = float(extras.get("smoothing_mm", 2.0))
+    cases = [(_phantom(s, contrast, True, spacing_mm), False) for s in normal_seeds]
+    cases += [(_phantom(s, contrast, False, spacing_mm), True) for s in lesion_seeds]
+    passes = []
+    for (vol, lesion), _ in cases:  # pass 1: residuals and reconstructions, on the input grid
+        res = run("anomaly", vol, model=str(folder), device=device, precision="fp32", residual=True)
+        brain = brain_mask(vol.array, vol.spacing)
+        passes.append((res.outputs["anomaly_map"].array, res.outputs["reconstruction"].array, brain, lesion))
+    normal = [p for p, (_, les) in zip(passes, cases) if not les]
+    calibration = residual_bins([r[b] for _, r, b, _ in normal], [e[b] for e, _, b, _ in normal])
+    sigma = [smoothing / spacing_mm] * 3
+    sign_dice = {}
+    for sign in signs:  # which part of the residual finds the validation lesions best
+        maps = [smooth_inside(signed_part(calibrated_z(e, r, calibration), sign), b, sigma)
+                for (e, r, b, les), (_, is_lesion) in zip(passes, cases) if is_lesion]
+        masks = [les for (_, _, _, les), (_, is_lesion) in zip(passes, cases) if is_lesion]
+        sign_dice[sign] = best_dice_threshold(maps, masks)[1]
+    sign = max(sign_dice, key=lambda k: sign_dice[k])
+    write_extras(folder, dict(extras, calibration=calibration, residual_sign=sign))
+    maps, masks = [], []  # pass 2: the engine's own maps with that calibration
+    for (vol, lesion), is_lesion in cases:
+        if is_lesion:
+            maps.append(run("anomaly", vol, model=str(folder), device=device,
+                            precision="fp32").outputs["anomaly_map"].array)
+            masks.append(lesion)
+    threshold, dice = best_dice_threshold(maps, masks)
+    extras.update(calibration=calibration, residual_sign=sign, threshold=float(threshold),
+                  threshold_selection={"criterion": "max mean Dice on validation subjects with lesions",
+                                       "validation_subjects": len(lesion_seeds),
+                                       "validation_dice": round(float(dice), 4)},
+                  validation={"contrast": contrast, "normal_seeds": list(normal_seeds),
+                              "lesion_seeds": list(lesion_seeds),
+                              "dice_by_sign": {k: round(float(v), 4) for k, v in sign_dice.items()}})
+    write_extras(folder, extras)
+    return calibrate_case_score(folder, [vol for (vol, _), is_lesion in cases if not is_lesion], device)
+
+
+def calibrate_case_score(folder: str | Path, normal: list[Any], device: str = "cpu") -> dict[str, Any]:
+    """The case score's mean and spread over the ``normal`` volumes, from the engine's own raw statistic."""
+    from ..models.registry import get_model
+    from ..pipeline import run
+
+    extras = dict(get_model(folder).extras)
+    write_extras(folder, dict(extras, case_score={"statistic": CASE_STATISTIC}))  # no mean: the raw statistic
+    stats = np.array([run("anomaly", vol, model=str(folder), device=device, precision="fp32").extras["case_score"]
+                      for vol in normal])
+    spread = stats.std(ddof=1) if stats.size > 1 else 0.0
+    extras["case_score"] = {"statistic": CASE_STATISTIC, "mean": float(stats.mean()),
+                            "std": float(max(spread, 0.1 * stats.mean(), 1e-4))}
+    extras.setdefault("validation", {}).pop("case_statistic_lesion", None)
+    extras["validation"]["case_statistic_normal"] = [round(float(v), 6) for v in stats]
+    write_extras(folder, extras)
+    return extras
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Calibrate an anomaly model's map and case score on phantom "
+                                                 "validation subjects (writes the card's extras).")
+    parser.add_argument("model", help="the model folder (card.json + weights)")
+    parser.add_argument("--contrast", required=True, help="the MR contrast of the validation subjects, e.g. T2w")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--case-score-only", action="store_true",
+                        help="keep the map's calibration and threshold; recalibrate the case score only")
+    args = parser.parse_args(argv)
+    if args.case_score_only:
+        from .data import split_seeds
+
+        normal = [_phantom(s, args.contrast, True, 2.0)[0] for s in split_seeds("val")[4:8]]
+        extras = calibrate_case_score(args.model, normal, device=args.device)
+    else:
+        extras = calibrate(args.model, args.contrast, device=args.device)
+    print(json.dumps({k: v for k, v in extras.items() if k != "calibration"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
