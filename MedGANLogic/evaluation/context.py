@@ -22,12 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..orientation import TRAINING_DIRECTION
 from ..volume import Volume
 
 if TYPE_CHECKING:
     from ..pipeline import RunResult
 
 SPACING_MM = 2.0
+#: The direction the phantom's arrays are stored in (and the models were trained in): volumes made from them here
+#: carry it, so the engine's model frame does not turn them (an identity direction would flip x and y).
+PHANTOM_DIRECTION = TRAINING_DIRECTION
 LDCT_WINDOW = (-160.0, 240.0)  # HU: the window both low-dose CT images are clipped to, as the literature reports
 LDCT_DOSE = 0.25
 NOISE_FREE_SNR = 1.0e6  # MR noise sigma = white matter T1w signal / SNR: effectively zero
@@ -110,7 +114,7 @@ class EvalContext:
                   contrast: str | None = None) -> np.ndarray:
         """The output array of :meth:`run` on ``array`` taken as a 2 mm ``modality`` (``contrast``) volume."""
         meta = {"modality": modality, **({"contrast": contrast} if contrast else {})}
-        vol = Volume(array, spacing=(SPACING_MM,) * 3, metadata=meta)
+        vol = Volume(array, spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION, metadata=meta)
         return self.run(task, vol, model_id).volume.array
 
 

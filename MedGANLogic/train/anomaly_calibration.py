@@ -30,11 +30,13 @@ CASE_STATISTIC = "fraction_above_threshold"
 
 
 def _phantom(seed: int, contrast: str, healthy: bool, spacing_mm: float) -> tuple[Any, np.ndarray]:
+    from ..orientation import TRAINING_DIRECTION
     from ..volume import Volume
     from .data import phantom_subject_arrays
 
     arrays = phantom_subject_arrays(seed, [contrast, "lesion_mask"], spacing_mm, healthy=healthy)
-    vol = Volume(arrays[contrast], spacing=(spacing_mm,) * 3, metadata={"modality": "MR", "contrast": contrast})
+    vol = Volume(arrays[contrast], spacing=(spacing_mm,) * 3, direction=TRAINING_DIRECTION,
+                 metadata={"modality": "MR", "contrast": contrast})
     return vol, arrays["lesion_mask"] > 0
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ...normalization import brain_mask
 from ...volume import Volume
 from ..baselines import RobustZScore
-from ..context import SPACING_MM, EvalContext, SectionResult, Target, mean, missing_models
+from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, mean, missing_models
 from ..metrics import auroc, average_precision, dice
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
@@ -81,7 +81,8 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
         [ctx.phantom(s, ["T2w"], healthy=True)["T2w"] for s in ctx.seeds("train", ANOMALY_POPULATION)])
 
     def model_map(model: str, image: np.ndarray, contrast: str) -> tuple[np.ndarray, float]:
-        vol = Volume(image, spacing=(SPACING_MM,) * 3, metadata={"modality": "MR", "contrast": contrast})
+        vol = Volume(image, spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION,
+                     metadata={"modality": "MR", "contrast": contrast})
         result = ctx.run("anomaly", vol, model)
         return result.outputs["anomaly_map"].array, float(result.extras["case_score"])
 

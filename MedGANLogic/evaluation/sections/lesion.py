@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...volume import Volume
-from ..context import SPACING_MM, EvalContext, SectionResult, missing_models
+from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, missing_models
 from ..metrics import dice, hd95
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
@@ -57,7 +57,7 @@ def _augmented(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list[
 
     out_images, out_masks = [], []
     for i, (image, mask) in enumerate(zip(images, masks)):
-        vol = Volume(image, spacing=(SPACING_MM,) * 3, metadata=dict(FLAIR))
+        vol = Volume(image, spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION, metadata=dict(FLAIR))
         labels = vol.with_array(mask.astype(np.uint8))
         for k in range(COPIES):
             new, label, _ = augmented_pair(vol, labels, np.random.default_rng([SEED, i, k]),
@@ -95,7 +95,7 @@ def augmentation_section(ctx: EvalContext) -> SectionResult:
         for seed in ctx.test_seeds:
             s = ctx.phantom(seed, ["FLAIR", "lesion_mask"])
             truth = s["lesion_mask"] > 0
-            vol = Volume(s["FLAIR"], spacing=(SPACING_MM,) * 3, metadata=dict(FLAIR))
+            vol = Volume(s["FLAIR"], spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION, metadata=dict(FLAIR))
             for name, folder in folders.items():
                 pred = ctx.run("segment", vol, folder).volume.array > 0
                 metrics[name]["Dice"].append(dice(pred, truth))
@@ -181,7 +181,8 @@ def realism_section(ctx: EvalContext) -> SectionResult:
             ratios = {}
             for contrast in ("FLAIR", "T2w", "T1w"):  # the lesion in each contrast of the same subject
                 twin = twins[contrast]
-                healthy = Volume(twin, spacing=(SPACING_MM,) * 3, metadata={"modality": "MR", "contrast": contrast})
+                healthy = Volume(twin, spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION,
+                                 metadata={"modality": "MR", "contrast": contrast})
                 image = real[contrast] if lesion_type is None else _run_lesion(ctx, healthy, mask, lesion_type)
                 ratios[contrast] = float(image[mask].mean() / np.median(twin[ring]))
                 if contrast == "FLAIR":

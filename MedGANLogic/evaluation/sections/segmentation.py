@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...volume import Volume
-from ..context import SPACING_MM, EvalContext, SectionResult, missing_models
+from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, missing_models
 from ..metrics import dice, hd95
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
@@ -34,7 +34,8 @@ def segmentation_section(ctx: EvalContext) -> SectionResult:
     for seed in ctx.test_seeds:
         s = ctx.phantom(seed, ["FLAIR", "lesion_mask"])
         lesion = s["lesion_mask"] > 0
-        vol = Volume(s["FLAIR"], spacing=(SPACING_MM,) * 3, metadata={"modality": "MR", "contrast": "FLAIR"})
+        vol = Volume(s["FLAIR"], spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION,
+                     metadata={"modality": "MR", "contrast": "FLAIR"})
         for name, model in methods.items():
             labels = ctx.run("segment", vol, model).volume.array > 0
             metrics[name].setdefault("Dice", []).append(dice(labels, lesion))

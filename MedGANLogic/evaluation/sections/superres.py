@@ -16,7 +16,7 @@ import numpy as np
 
 from ...volume import Volume
 from ..baselines import bspline_upsample
-from ..context import SPACING_MM, EvalContext, SectionResult, Target, mean, missing_models, mr_range
+from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, mean, missing_models, mr_range
 from ..metrics import psnr, ssim
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
@@ -49,7 +49,8 @@ def superres_section(ctx: EvalContext, model_id: str) -> SectionResult:
     for seed in ctx.test_seeds:
         s = ctx.subject(seed)
         clean = ctx.subject(seed, keys=("T1w", "T2w"), noise_free=True)["T2w"]
-        hr = Volume(s["T2w"], spacing=(SPACING_MM,) * 3, metadata={"modality": "MR", "contrast": "T2w"})
+        hr = Volume(s["T2w"], spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION,
+                    metadata={"modality": "MR", "contrast": "T2w"})
         low, grid = degrade_volume(hr, model_id)
         out = ctx.run("superres", low, model_id).volume
         geometry_exact.append(bool(out.same_geometry(grid)))
