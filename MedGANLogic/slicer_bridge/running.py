@@ -77,10 +77,18 @@ def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None
         raise UnsuitableModalityError(_unsuitable(input_node, forced)) from None
     if plan.problems and not engine.get("force"):
         raise UnsuitableInputError(_unsuitable(input_node, plan))
-    return RunRequest(input_node=input_node, volume=plan.volume, task=task,
-                      model=model if model is not None else plan.card.id, device=plan.device, options=plan.options,
-                      display=display, output_node=output_node, input_matrix=local_ijk_to_ras(input_node),
-                      warnings=list(plan.warnings), notes=list(plan.notes), plan=plan)
+    if model is None:  # a fit to the scan (adapt=True) has no card: the request names the fit instead
+        model = plan.card.id if plan.card is not None else fit_label(plan.adapt)
+    return RunRequest(input_node=input_node, volume=plan.volume, task=task, model=model, device=plan.device,
+                      options=plan.options, display=display, output_node=output_node,
+                      input_matrix=local_ijk_to_ras(input_node), warnings=list(plan.warnings), notes=list(plan.notes),
+                      plan=plan)
+
+
+def fit_label(fit: Any) -> str:
+    """What a run that fits to the scan uses instead of a model, in words (``fit``: the plan's ``adapt``)."""
+    start = fit.start if isinstance(fit.start, str) and fit.start not in ("auto", "scratch") else None
+    return "a network fitted to this scan" + (f" (starting from {start})" if start else "")
 
 
 def _unsuitable(input_node: Any, plan: Any) -> str:
