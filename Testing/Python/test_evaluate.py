@@ -113,7 +113,8 @@ def test_missing_models_are_reported_not_hidden(tmp_path, model_dir):
 
 def test_sections_are_registered_in_report_order():
     assert SECTIONS.names() == ["mr-t1-to-t2", "mr-t2-to-t1", "mr-to-ct", "ct-to-mr", "ldct-denoise",
-                                "mr-sr-x2-throughplane", "mr-sr-x2-inplane", "brain-anomaly-t2", "brain-lesion-seg"]
+                                "mr-sr-x2-throughplane", "mr-sr-x2-inplane", "adapt-superres", "adapt-denoise",
+                                "brain-anomaly-t2", "brain-lesion-seg"]
 
 
 def test_unknown_section_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):

@@ -12,6 +12,6 @@ from ..context import SectionFn
 
 SECTIONS: Registry[SectionFn] = Registry(
     "report section", package=__name__, error=ValueError,
-    modules=(".synthesis", ".ldct", ".superres", ".anomaly", ".segmentation"))
+    modules=(".synthesis", ".ldct", ".superres", ".adapt", ".anomaly", ".segmentation"))
 
 __all__ = ["SECTIONS"]
