@@ -25,7 +25,7 @@ from .baselines import bspline_upsample
 from .context import SectionResult, Target, mean
 from .metrics import psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
-from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, bm3d3, fit_run, nlm, stabilised
+from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, best_factor, bm3d3, fit_run, nlm, stabilised
 
 SR_CASES = ("t2_brain", "breast1", "brain1")
 MR_CASES = ("brain1", "t2_brain")  # denoised; tuned on brain2
@@ -35,8 +35,6 @@ MR_NOISE = 0.06  # Rician sigma as a fraction of the image's 99.5th percentile i
 CT_NOISE_HU = 30.0  # SD of the added correlated noise
 SLAB = 8  # axial slices per denoising case (brains: their central ones)
 CT_CROP = 256  # pixels: the body's centre box of the lung CT slices
-NLM_FACTORS = (0.4, 0.6, 0.8, 1.0, 1.3)
-BM3D_FACTORS = (0.7, 1.0, 1.4, 2.0)
 
 
 def _window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
@@ -134,9 +132,8 @@ def _tune(ctx: RealContext, case: str) -> dict[str, float]:
     """NLM and BM3D strengths (factors of the estimated noise SD) best on the real image ``case``."""
     noisy, clean, mask, modality = noisy_case(ctx, case, seed=7)
     forward, inverse, sd = stabilised(noisy, modality)
-    nlm_db = {f: _scores(inverse(nlm(forward, sd, f)), clean, mask, modality)[0] for f in NLM_FACTORS}
-    bm3d_db = {f: _scores(inverse(bm3d3(forward, sd, f)), clean, mask, modality)[0] for f in BM3D_FACTORS}
-    return {"nlm": max(nlm_db, key=nlm_db.get), "bm3d": max(bm3d_db, key=bm3d_db.get)}
+    return {"nlm": best_factor(lambda f: _scores(inverse(nlm(forward, sd, f)), clean, mask, modality)[0]),
+            "bm3d": best_factor(lambda f: _scores(inverse(bm3d3(forward, sd, f)), clean, mask, modality)[0])}
 
 
 @REAL_SECTIONS.register("adapt-denoise")
@@ -174,7 +171,7 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
         f"{CT_NOISE_HU:g} HU), {SLAB} central axial slices each. Fitted with `MedGANLogic.run(..., adapt=True, "
         f"modality=...)` for {DN_STEPS} steps (seed 0). NLM and BM3D run per slice in the fit's variance-stabilised "
         f"domain with strengths tuned on {MR_TUNING} (MR) and {CT_TUNING} (CT): "
-        + "; ".join(f"{m} h = {t['nlm']} SD, BM3D sigma = {t['bm3d']} SD" for m, t in tuned.items())
+        + "; ".join(f"{m} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in tuned.items())
         + ". Reference: the real image before the noise was added; MR scored in the head (data range its "
         "0.5-99.5 percentile range), CT in the body in the [-160, 240] HU window.")
     panel = save_real_panel(ctx, "adapt_denoise", rows, ["noisy", "fit", "NLM", "BM3D", "real"])

@@ -240,9 +240,13 @@ class Batch:
 
 
 def describe_result(result: Any) -> str:
-    """One status line: model, device, time, and the case score for anomaly maps."""
+    """One status line: model (or the fit to the scan), device, time, and the case score for anomaly maps."""
     p = result.provenance
     text = f"{p.get('task')} with {p.get('model')} on {p.get('device')} in {p.get('seconds')} s"
+    if p.get("adapt"):  # fitted to this scan: what the fit did, not a model id
+        fit = p["adapt"]
+        text = (f"{p.get('task')} by a network fitted to this scan ({fit.get('steps')} steps, "
+                f"{float(fit.get('seconds', 0)):.0f} s of fitting) on {p.get('device')} in {p.get('seconds')} s")
     if "case_score" in result.extras:
         text += (f"; case score {result.extras['case_score']:.3f} (threshold {result.extras.get('threshold', 0):.3f},"
                  f" {result.extras.get('candidate_voxels', 0)} candidate voxels)")

@@ -153,7 +153,7 @@ def test_panel_fit_options_round_trip_through_a_run_into_the_node(setup):
     assert recorded["adapt"] is True and recorded["adapt_budget_s"] == 45.0 and recorded["adapt_steps"] == 2
     assert json.loads(out.GetAttribute("MedGAN.provenance"))["adapt"]["budget"] == {"seconds": 45.0,
                                                                                    "max_steps": 2}
-    assert batch.status().startswith("superres with fitted to this scan on cpu")
+    assert batch.status().startswith("superres by a network fitted to this scan (2 steps, ")
 
 
 def test_panel_job_cancelled_during_the_fit_adds_nothing(setup):

@@ -39,8 +39,9 @@ DN_MODALITIES = ("MR", "PT", "US")
 DN_STEPS = 300
 DN_SLICES = 24
 MR_NOISE = 0.06  # Rician sigma as a fraction of the noise-free image's 99.5th percentile in the head
-NLM_FACTORS = (0.4, 0.6, 0.8, 1.0, 1.3)  # h = factor x the noise SD estimated on the image (stabilised domain)
-BM3D_FACTORS = (0.7, 1.0, 1.4, 2.0)  # sigma = factor x the same estimate
+# Baseline strengths: factors of the noise SD estimated on the image (stabilised domain; the wavelet estimate sees
+# only the finest scale, so correlated noise needs factors well above 1): coarse, then halfway around the best.
+COARSE_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
 LABEL = {"MR": "MR", "PT": "PET", "US": "US"}
 
 
@@ -226,6 +227,16 @@ def bm3d3(forward: np.ndarray, sd: float, factor: float) -> np.ndarray:
     return np.stack([bm3d.bm3d(s, sigma_psd=factor * sd) for s in forward])
 
 
+def best_factor(score: Any, coarse: tuple[float, ...] = COARSE_FACTORS) -> float:
+    """The factor with the highest ``score(factor)``: the best of ``coarse``, then of it and its neighbours a
+    factor sqrt(2) away."""
+    scores = {f: score(f) for f in coarse}
+    best = max(scores, key=scores.get)
+    for f in (best / np.sqrt(2.0), best * np.sqrt(2.0)):
+        scores[round(float(f), 3)] = score(f)
+    return float(max(scores, key=scores.get))
+
+
 def tune(seed: int, modality: str) -> dict[str, float]:
     """The NLM and BM3D strengths (factors of the estimated noise SD) with the best PSNR in the head on 8 slices
     of subject ``seed`` (not a test subject)."""
@@ -235,9 +246,8 @@ def tune(seed: int, modality: str) -> dict[str, float]:
     ref, mask = ref[middle], mask[middle]
     forward, inverse, sd = stabilised(noisy, modality)
     rng = mr_range(ref, mask)
-    nlm_db = {f: psnr(inverse(nlm(forward, sd, f)), ref, mask, rng) for f in NLM_FACTORS}
-    bm3d_db = {f: psnr(inverse(bm3d3(forward, sd, f)), ref, mask, rng) for f in BM3D_FACTORS}
-    return {"nlm": max(nlm_db, key=nlm_db.get), "bm3d": max(bm3d_db, key=bm3d_db.get)}
+    return {"nlm": best_factor(lambda f: psnr(inverse(nlm(forward, sd, f)), ref, mask, rng)),
+            "bm3d": best_factor(lambda f: psnr(inverse(bm3d3(forward, sd, f)), ref, mask, rng))}
 
 
 @SECTIONS.register("adapt-denoise")
@@ -281,7 +291,7 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         f"`MedGANLogic.run(..., adapt=True, modality=...)` for {DN_STEPS} steps from scratch (seed 0). Non-local "
         f"means and BM3D run per slice in the fit's variance-stabilised domain, their strength tuned on subject "
         f"{tuning_seed} (validation split): " + "; ".join(
-            f"{LABEL[m]} h = {t['nlm']} SD, BM3D sigma = {t['bm3d']} SD" for m, t in info["tuned"].items())
+            f"{LABEL[m]} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in info["tuned"].items())
         + ". Reference: the noise-free image. Panel: the middle slice, each row windowed to its reference.")
     return SectionResult(title=title, intro=intro, metrics=metrics,
                          units={n: "dB" if n.endswith("PSNR") else "" for n in names}, targets=targets,
