@@ -222,3 +222,16 @@ def test_update_runs_one_section_and_keeps_the_others(tmp_path):
     assert "Updated " in md and "second run again" in md and "Updated " not in before
     evaluate(tmp_path, sections=["first"], registry=registry)  # without update: a report of that section only
     assert list(json.loads((tmp_path / "evaluation.json").read_text())["sections"]) == ["first"]
+
+
+def test_adapt_baseline_strength_is_tuned_coarse_to_fine():
+    from MedGANLogic.evaluation.sections.adapt import best_factor
+
+    calls = []
+
+    def score(factor):  # best at 3: the coarse grid's 4, then its neighbour 2 sqrt(2)
+        calls.append(factor)
+        return -(np.log(factor) - np.log(3.0)) ** 2
+
+    assert best_factor(score) == pytest.approx(2 * np.sqrt(2), abs=1e-3)
+    assert len(calls) == 7
