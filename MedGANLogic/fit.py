@@ -38,6 +38,12 @@ def slice_plane(volume: Volume, axis: int) -> tuple[str, float]:
     return PLANES[2 - nearest], tilt
 
 
+def is_superres(card: Any) -> bool:
+    """Whether ``card``'s model changes the grid (super-resolution): it works along the acquisition's own axes, so
+    an oblique acquisition is not held against it (resampling it would blur the slices it is meant to refine)."""
+    return any(float(s) != 1.0 for s in card.scale_factor)
+
+
 def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_of: Volume | None = None) -> list[str]:
     """Why ``volume``'s geometry does not suit ``card``'s model, as sentences; empty when it does.
 
@@ -81,7 +87,7 @@ def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_o
             problems.append(f"model {card.id} was trained on {trained} slices but slicing this volume along "
                             f"{'kji'[axis]} gives {plane} slices (a volume acquired in another plane); reorient it "
                             f"or pick another model")
-        elif tilt > OBLIQUE_DEGREES:
+        elif tilt > OBLIQUE_DEGREES and not is_superres(card):  # SR refines the acquisition's own slice axis
             problems.append(f"the {plane} slices model {card.id} will see are tilted {tilt:.0f} degrees (an oblique "
                             f"acquisition); resample the volume to an axis-aligned grid")
     return problems

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, MedGANWarning, ModalityMismatchError, ModelError
+from .fit import OBLIQUE_DEGREES, is_superres, slice_plane
 from .frame import ModelFrame, decide, remaining_problems, to_input, to_model
 from .inference import InferenceLayout, infer, resolve_device
 from .io import check_orthonormal, read_volume
@@ -189,6 +190,11 @@ def _frame_notes(card: ModelCard, volume: Volume, frame: ModelFrame) -> list[str
         trained = f" (model {card.id} was trained on {bounds[0]:g}-{bounds[1]:g} mm)" if bounds else ""
         notes.append(f"resampled from {source} mm voxels {how} {target}{trained} and back onto the input grid; "
                      f"native=True (--native) runs on the input grid instead")
+    if is_superres(card) and card.dims != "3d":
+        plane, tilt = slice_plane(volume, card.slice_axis)
+        if tilt > OBLIQUE_DEGREES:
+            notes.append(f"the {plane} slices model {card.id} sees are tilted {tilt:.0f} degrees (an oblique "
+                         f"acquisition); super-resolution refines the acquisition's own slice axis, on its own grid")
     return notes
 
 

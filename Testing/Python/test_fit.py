@@ -9,8 +9,9 @@ from MedGANLogic.fit import fit_problems, slice_plane
 from MedGANLogic.volume import Volume
 
 
-def _card(dims="2d", slice_axis=0, **spec):
-    return SimpleNamespace(id="m", dims=dims, slice_axis=slice_axis, input=dict(modality="MR", **spec))
+def _card(dims="2d", slice_axis=0, scale_factor=(1.0, 1.0, 1.0), **spec):
+    return SimpleNamespace(id="m", dims=dims, slice_axis=slice_axis, scale_factor=scale_factor,
+                           input=dict(modality="MR", **spec))
 
 
 def _volume(shape=(40, 100, 100), spacing=(2.0, 2.0, 2.0), direction=None):
@@ -54,3 +55,6 @@ def test_plane_problems_of_2d_models():
     assert "tilted 30 degrees" in problem
     assert fit_problems(_volume(direction=Rotation.from_euler("x", 10, degrees=True).as_matrix()), card) == []
     assert fit_problems(_volume(direction=coronal), _card("3d")) == []  # 3d models see no slices
+    superres = _card(scale_factor=(2.0, 1.0, 1.0))
+    tilted = _volume(direction=Rotation.from_euler("x", 30, degrees=True).as_matrix())
+    assert fit_problems(tilted, superres) == []  # SR refines the acquisition's own slice axis: tilt is no problem

@@ -110,3 +110,26 @@ def test_thin_slice_and_coronal_ct_run_through_every_ct_model_without_force():
             assert result.provenance["forced_despite"] is None and np.isfinite(result.volume.array).all()
     denoised = _run("denoise", thin, model="ldct-denoise").volume.array
     assert -1100 < float(np.median(denoised)) < 100  # still Hounsfield units (air and soft tissue)
+
+
+def test_cli_runs_a_1mm_t1w_and_a_coronal_thin_ct_without_force_and_says_what_it_did(phantom_1mm, tmp_path, capsys):
+    from MedGANLogic.cli import main
+    from MedGANLogic.io import write_volume
+
+    sample = read_volume(REPO / "Resources" / "SampleData" / "sample_CT.nrrd", metadata={"modality": "CT"})
+    slab = _slab(sample, sample.shape[0] // 2 - 4, 8)
+    grid = grid_with_spacing(slab, (0.8, 0.8, 2.0))
+    thin = Volume(resample(slab, grid, "bspline"), grid["spacing"], grid["origin"], grid["direction"], slab.metadata)
+    cases = [("t1_1mm.nii.gz", phantom_1mm["T1w"], "synthesize", "mr-t1-to-t2", ["--contrast", "T1w"], False),
+             ("ct_coronal.nrrd", _coronal_copy(thin), "denoise", "ldct-denoise", ["--modality", "CT"], True)]
+    for name, volume, task, model, declare, coronal in cases:
+        source = write_volume(volume, tmp_path / name)
+        out = tmp_path / f"out_{name}"
+        code = main(["run", "--task", task, "--model", model, "--input", str(source), "--output", str(out),
+                     "--device", "cpu", *declare])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "note: resampled from" in err and ("note: reoriented" in err) == coronal, err
+        assert "--force" not in err
+        written = read_volume(out)
+        assert written.same_geometry(read_volume(source), atol=1e-6) and written.shape == volume.shape
