@@ -128,6 +128,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.selectStudyButton.connect("clicked(bool)", self.onSelectStudy)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.lesionMaskSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onLesionMaskChanged)
         # the anomaly maps are told by their attribute (saved with the scene), not by this session's memory
         self.ui.anomalyMapSelector.addAttribute("vtkMRMLScalarVolumeNode", "MedGAN.kind", "anomaly_map")
         self.ui.progressBar.setVisible(False)
@@ -185,7 +186,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.populateModels()
         self.ui.inputInfoLabel.text = self.logic.describeInput(p.inputVolume)
-        self.ui.anomalyCollapsibleButton.enabled = p.task == Task.ANOMALY or p.anomalyMap is not None
+        self.ui.anomalyCollapsibleButton.enabled = p.task in (Task.ANOMALY, Task.LESION) or p.anomalyMap is not None
+        self.ui.lesionCollapsibleButton.enabled = p.task == Task.LESION
         self.ui.thresholdSliderWidget.enabled = not p.useCardThreshold
         self.ui.sliceAxisComboBox.enabled = self.logic.modelIs2D(p.modelId)
         fit_to_scan.enable_widgets(self.ui, p.task.value, p.adapt)
@@ -209,7 +211,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.toolTip = "Install " + ", ".join(self._missingDependencies) + " (first use only)."
         else:
             ready = p is not None and p.inputVolume is not None and (
-                bool(p.modelId) or fit_to_scan.fitting(p.task.value, p.adapt))
+                (bool(p.modelId) and (p.task != Task.LESION or p.lesionMask is not None))
+                or fit_to_scan.fitting(p.task.value, p.adapt))
             button.text, button.enabled = "Apply", ready
             button.toolTip = ("Run the task on the input volume." if ready else
                               "Choose an input volume and a model (Import model... adds one).")
@@ -259,6 +262,12 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is not None and index >= 0:
             self._parameterNode.device = self.ui.deviceComboBox.itemData(index) or "auto"
 
+    def onLesionMaskChanged(self, node) -> None:
+        """The segment list shows the chosen segmentation's segments (a label map has none to choose)."""
+        self.ui.lesionSegmentComboBox.clear()
+        self.ui.lesionSegmentComboBox.addItems(parameters.segment_names(node))
+        self.ui.lesionSegmentComboBox.enabled = self.ui.lesionSegmentComboBox.count > 0
+
     def onSelectStudy(self) -> None:
         p = self._parameterNode
         if p is None or p.inputVolume is None:
@@ -300,7 +309,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        runAnyway=lambda reason: slicer.util.confirmYesNoDisplay(
                                            f"{reason}\n\nRun anyway?",
                                            windowTitle="MedGAN: the input does not fit the model"),
-                                       **self.logic.optionsFromParameters(p))
+                                       **self.logic.optionsFromParameters(
+                                           p, self.ui.lesionSegmentComboBox.currentText or None))
         except Exception as exc:
             self.showError(exc, traceback.format_exc())
             return
@@ -416,9 +426,9 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
             return {}
         return sample_data.declared_modality(node, resourceFile("SampleData"))
 
-    def optionsFromParameters(self, p) -> dict:
-        """The keyword options of a run as the parameter node ``p`` sets them."""
-        return parameters.run_options(p, self.modelIs2D(p.modelId))
+    def optionsFromParameters(self, p, segment: str | None = None) -> dict:
+        """The keyword options of a run as the parameter node ``p`` sets them (``segment``: the lesion mask's)."""
+        return parameters.run_options(p, self.modelIs2D(p.modelId), segment)
 
     def updateAnomalyDisplay(self, p, show: bool = False) -> None:
         """Apply the panel's colour map, opacity and threshold to the selected anomaly map ``p.anomalyMap``;

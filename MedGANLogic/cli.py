@@ -2,12 +2,15 @@
 
     medgan models [--json] [--task TASK]
     medgan run --task TASK --input IN --output OUT [--model ID] [--device DEV] [--mask-output PATH] ...
+    medgan run --task lesion --input IN --mask MASK [--lesion-type wmh|tumour|ischaemic] --output OUT ...
+    medgan augment --images DIR [--labels DIR] --count N --output DIR [--seed N] [--lesion-type ...]
     medgan info FILE [--json]
     medgan demo [--output DIR]
     medgan doctor [--json]   (versions, devices, models verified, what is missing and how to install it)
     medgan simulate ...      (phantom data; see `medgan simulate --help`)
     medgan train ...         (train a GAN from a recipe or config)
     medgan import ...        (convert a pytorch-CycleGAN-and-pix2pix checkpoint, or install a model folder)
+    medgan augment ...       (image/label pairs with synthetic lesions, seeded; see `medgan augment --help`)
 
 Every error ends the command with a non-zero exit and one line saying what is wrong and what to do.
 Output files are written whole or not at all.
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MedGANError
+from .lesion_types import LESION_TYPES
 from .tasks import TASKS
 
 EXIT_ERROR = 1
@@ -110,7 +114,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for name in ("batch_size", "overlap", "slice_axis", "threshold", "modality", "contrast", "precision",
-                 "adapt_budget_s", "adapt_steps", "adapt_seed"):
+                 "adapt_budget_s", "adapt_steps", "adapt_seed", "lesion_type"):
         value = getattr(args, name)
         if value is not None:
             options[name] = value
@@ -119,6 +123,8 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
             options[flag] = True
     if not args.adapt and any(k in options for k in ("adapt_budget_s", "adapt_steps", "adapt_seed")):
         raise MedGANError("--adapt-budget, --adapt-steps and --adapt-seed apply with --adapt only.")
+    if args.mask is not None:
+        options["mask"] = args.mask
     return options
 
 
@@ -128,9 +134,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Outputs: known extensions, existing folders, none the input nor each other (before any work is done).
     outputs = check_output_paths([args.output] + ([args.mask_output] if args.mask_output else []),
-                                 inputs=[args.input])
-    if args.mask_output and args.task not in ("anomaly",):
-        raise MedGANError("--mask-output applies to --task anomaly only.")
+                                 inputs=[args.input] + ([args.mask] if args.mask else []))
+    if args.mask_output and args.task not in ("anomaly", "lesion"):
+        raise MedGANError("--mask-output applies to --task anomaly and --task lesion only.")
+    if (args.mask or args.lesion_type) and args.task != "lesion":
+        raise MedGANError("--mask and --lesion-type apply to --task lesion only.")
     if args.save_fit and not args.adapt:
         raise MedGANError("--save-fit applies with --adapt only.")
     volume = read_volume(args.input, component=args.component, frame=args.frame, series=args.series)
@@ -143,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = execute(run_plan, progress=bar)
     # Every output or none: on failure the files that were there before are still there.
     volumes = [result.volume] + ([result.outputs["mask"]] if args.mask_output else [])
-    write_volumes(dict(zip(outputs, volumes)), sources=[args.input])
+    write_volumes(dict(zip(outputs, volumes)), sources=[args.input] + ([args.mask] if args.mask else []))
     if args.save_fit:
         from .adapt import save_fitted_model
 
@@ -177,7 +185,9 @@ _DELEGATED = {"simulate": ("MedGANLogic.simulate.cli",
                            "make phantom data (MNI152-derived MR, CT, lesions, low-dose CT)"),
               "train": ("MedGANLogic.train.cli", "train a GAN from a recipe or config file"),
               "import": ("MedGANLogic.models.importer", "import a model: pytorch-CycleGAN-and-pix2pix checkpoint or "
-                                                      "a model folder")}
+                                                      "a model folder"),
+              "augment": ("MedGANLogic.augment", "make image/label pairs with synthetic lesions (seeded, "
+                                                 "reproducible)")}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -206,7 +216,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
     p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")
-    p.add_argument("--mask-output", dest="mask_output", help="anomaly: also write the thresholded mask here")
+    p.add_argument("--mask-output", dest="mask_output",
+                   help="anomaly: also write the thresholded mask here; lesion: the inserted lesion's label map")
+    p.add_argument("--mask", help="lesion: where to put the lesion (a mask or one-label label map file, on the "
+                                  "input's grid or overlapping it)")
+    p.add_argument("--lesion-type", dest="lesion_type", choices=list(LESION_TYPES),
+                   help="lesion: wmh (white-matter hyperintensity, default), tumour (with oedema), ischaemic")
     p.add_argument("--modality", choices=["MR", "CT", "PT", "US"],
                    help="declare the input's modality if the file does not say (PT = PET, US = ultrasound: "
                         "--adapt denoising only)")

@@ -88,6 +88,8 @@ def pick_reference(card: Any, entries: list[dict[str, Any]]) -> dict[str, Any] |
     other contrast), or the lesion mask for anomaly maps and segmentation."""
     if card.task in ("anomaly", "segment"):
         return next((e for e in entries if e.get("modality") == "mask"), None)
+    if card.task == "lesion":  # compared with its own input
+        return None
     return pick_sample(SimpleNamespace(task="synthesize", input=card.output), entries)
 
 
@@ -213,6 +215,14 @@ def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Vo
         cand = view_slice(result.outputs["mask"], point, plane)[0] > 0
         truth = view_slice(reference, point, plane)[0] > 0 if reference is not None else None
         panels.append(("candidates (yellow), lesion (green)", render.outlines(base, cand, truth)))
+    elif card.task == "lesion":  # the same window before and after: the lesion is the only change
+        window = _window(volume)
+        base = render.grey(image, window, pixel)
+        out_image, out_pixel, _ = view_slice(result.volume, point, plane)
+        after = render.grey(out_image, window, out_pixel)
+        drawn = view_slice(result.outputs["mask"], point, plane)[0] > 0
+        panels = [(f"input: {entry['name']}", base), (f"output: {result.extras['lesion_type']} lesion inserted", after),
+                  ("the mask (yellow)", render.outlines(after, drawn, None))]
     elif card.task == "segment":
         base = render.grey(image, _window(volume), pixel)
         pred = view_slice(result.volume, point, plane)[0] > 0
@@ -285,14 +295,22 @@ def run_demo(output: Path, device: str = "auto", log=print, models: Sequence[str
                 f"{card.input.get('contrast', '')}); skipped.")
             continue
         volume = read_sample(entry)
-        result = run(card.task, volume, model=card.id, device=device)
+        options, where = {}, focus
+        if card.task == "lesion":  # the sample lesion mirrored left-right: a new lesion in the other hemisphere
+            if mask_entry is None:
+                log(f"- {card.id}: no sample lesion mask to place a lesion with; skipped.")
+                continue
+            mirrored = read_sample(mask_entry)
+            mirrored = mirrored.with_array(np.ascontiguousarray(mirrored.array[:, :, ::-1]))
+            options, where = {"mask": mirrored, "lesion_type": "tumour"}, largest_lesion_point(mirrored)
+        result = run(card.task, volume, model=card.id, device=device, **options)
         out_path = write_volume(result.volume, output / f"{card.id}.nii.gz")
-        if card.task == "anomaly":
+        if card.task in ("anomaly", "lesion"):
             write_volume(result.outputs["mask"], output / f"{card.id}_mask.nii.gz")
         ref_entry = pick_reference(card, entries)
         reference = read_sample(ref_entry) if ref_entry else None
         # through the largest lesion; without a lesion mask, through the middle of the volume
-        point = focus[0] if focus else volume.ijk_to_lps() @ np.array([*(np.array(volume.shape[::-1]) - 1) / 2, 1])
+        point = where[0] if where else volume.ijk_to_lps() @ np.array([*(np.array(volume.shape[::-1]) - 1) / 2, 1])
         row, record = build_row(card, volume, result, entry, reference, point[:3], report, report_path.name)
         rows.append(row)
         records.append(record)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import InputError
 from .inference import PRECISIONS
+from .lesion_types import LESION_TYPES
 
 
 def _is_bool(value: Any) -> bool:
@@ -57,6 +58,8 @@ RULES: dict[str, _Rule] = {
                                                                "time)", float),
     "adapt_steps": (lambda v: _integer(v) and v >= 1, "a positive integer (the most fitting steps)", int),
     "adapt_seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (seeds the fit)", int),
+    "lesion_type": (lambda v: v in LESION_TYPES, f"one of {', '.join(LESION_TYPES)} (white-matter hyperintensity, "
+                                                 f"tumour-like with oedema, ischaemic)", str),
 }
 #: Options every task takes; a task adds its own (``TaskSpec.options``).
 COMMON_OPTIONS = ("batch_size", "overlap", "slice_axis", "force", "precision", "amp", "modality", "contrast", "native",

@@ -31,6 +31,7 @@ from .fit import OBLIQUE_DEGREES, is_superres, slice_plane
 from .frame import ModelFrame, decide, remaining_problems, to_input, to_model
 from .inference import InferenceLayout, infer, resolve_device
 from .io import check_orthonormal, read_volume
+from .masks import mask_for
 from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
 from .models import registry
 from .models.card import ModelCard
@@ -90,6 +91,8 @@ class RunPlan:
             each; the CLI prints them as ``note: ...``.
         adapt: with ``adapt=True``, what the fit to the scan will do (:class:`MedGANLogic.adapt.engine.AdaptPlan`);
             :func:`execute` then fits and applies a network instead of running a trained one.
+        inputs: the task's second volumes (``TaskSpec.inputs``: the lesion task's ``mask``), each a uint8 0/1 mask
+            on the input's exact grid (:func:`MedGANLogic.masks.mask_for`).
     """
 
     task: str
@@ -108,6 +111,7 @@ class RunPlan:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     adapt: AdaptPlan | None = None
+    inputs: dict[str, Volume] = field(default_factory=dict)
 
 
 def check_volume(volume: Volume, name: str = "input") -> None:
@@ -223,10 +227,18 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
         InputError, ModelError, ModalityMismatchError (all :class:`~MedGANLogic.errors.MedGANError`).
     """
     spec = TASKS.get(task)
+    given = {name: options.pop(name) for name in spec.inputs if name in options}
     options = validate_options(task, spec.options, options)
     dev = str(resolve_device(device))
     volume = declare(_read_input(volume_or_path), options.get("modality"), options.get("contrast"))
     check_volume(volume)
+    inputs, input_notes = {}, []
+    for name in spec.inputs:  # every second input so far is a mask of the image
+        if given.get(name) is None:
+            raise InputError(f"Task {task!r} needs a {name}: pass {name}=... (a Volume or a file; --{name} on the "
+                             f"command line).")
+        inputs[name], said = mask_for(given[name], volume, name)
+        input_notes += said
     if options.get("adapt"):  # fit a network to this scan (MedGANLogic.adapt): no trained model, no frame
         from .adapt.engine import plan_adapt
 
@@ -239,6 +251,9 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
     estimate = estimate_contrast(volume) if mr and not volume.metadata.get("contrast") else None
     card = choose_model(task, volume, model, estimate[0] if estimate else None)
     _check_card_options(card, options)
+    task_module = get_task(task)
+    if hasattr(task_module, "check_plan"):  # the task's own rules against the model (e.g. its lesion types)
+        task_module.check_plan(card, options, inputs)
     mismatch = modality_problem(card, volume)
     if mismatch and not options.get("force"):
         raise ModalityMismatchError(f"{mismatch}. Choose a model for this input, or pass force=True "
@@ -247,7 +262,7 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
     frame = decide(volume, card, slice_axis, native=bool(options.get("native")))
     problems = remaining_problems(volume, card, frame, slice_axis)
     contrast_warnings, notes = _contrast_fit(card, volume, estimate)
-    notes = _frame_notes(card, volume, frame) + notes
+    notes = input_notes + _frame_notes(card, volume, frame) + notes
     if options.get("bias_correction"):
         notes.append("N4 bias-field correction of the input inside the head mask")
     told = problems + contrast_warnings + ([f"{mismatch}; running anyway (forced)"] if mismatch else [])
@@ -255,7 +270,7 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
                    precision=requested_precision(options), layout=InferenceLayout.from_card(card, slice_axis),
                    frame=frame, bias_correction=bool(options.get("bias_correction")),
                    contrast_estimated=estimate[0] if estimate else None, problems=problems,
-                   forced_despite=mismatch, warnings=told, notes=notes)
+                   forced_despite=mismatch, warnings=told, notes=notes, inputs=inputs)
 
 
 def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
@@ -283,17 +298,23 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     if plan.bias_correction:
         seen = seen.with_array(bias_correct(seen.array, seen.spacing))
     normalized, stats = normalize(seen.array, card.input["normalization"])
-    raw, info = infer(net, normalized, plan.layout, device=plan.device, batch_size=options.get("batch_size"),
+    task_module = get_task(plan.task)
+    seen_inputs = {name: to_model(v, plan.frame) for name, v in plan.inputs.items()}
+    net_input = normalized  # a task with second inputs (the lesion mask) may mark them in the network's input
+    if hasattr(task_module, "network_input"):
+        net_input = task_module.network_input(normalized, seen_inputs, card, options)
+    raw, info = infer(net, net_input, plan.layout, device=plan.device, batch_size=options.get("batch_size"),
                       overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
                       precision=plan.precision, cpu_fallback=lambda: registry.load_network(card, "cpu"))
     ctx = TaskContext(card=card, volume=seen, normalized=normalized, stats=stats, raw=raw,
-                      options=options, net=net)
-    task_module = get_task(plan.task)
+                      options=options, net=net, inputs=seen_inputs)
     outputs, extras = task_module.make_outputs(ctx)
     if not plan.frame.identity:  # back onto the input's exact grid
         outputs = {name: to_input(out, volume, plan.frame, card.scale_factor) for name, out in outputs.items()}
         if hasattr(task_module, "on_input_grid"):
             extras = task_module.on_input_grid(outputs, extras, volume, card)
+    if hasattr(task_module, "finish"):  # what a task does on the input's own grid (the lesion's compositing)
+        outputs, extras = task_module.finish(outputs, extras, plan)
 
     provenance = {
         "software": f"MedGAN {__version__}", "task": plan.task, "model": card.id, "model_name": card.name,
@@ -307,6 +328,8 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         "resampled_from": list(plan.frame.resampled_from) if plan.frame.resampled_from else None,
         "reoriented": plan.frame.reoriented, "bias_corrected": plan.bias_correction,
         "contrast_estimated": plan.contrast_estimated,
+        "inputs": {name: str(v.metadata.get("source", v.metadata.get("name", name)))
+                   for name, v in plan.inputs.items()},
     }
     for key, value in extras.items():
         if isinstance(value, (int, float, str)):
@@ -325,7 +348,7 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
 
     Args:
         task: a name of the task table :data:`MedGANLogic.tasks.TASKS` ("synthesize", "denoise", "superres",
-            "anomaly", "segment").
+            "anomaly", "segment", "lesion").
         volume_or_path: a :class:`Volume` or a file/DICOM-folder path. It is never modified.
         model: a model id (see ``medgan models``) or a model folder; None picks the first installed model for the
             task that fits the volume's modality.
@@ -340,7 +363,9 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
             resampling or reorientation into the model's frame), bias_correction (True: N4 on MR inputs);
             for denoise and superres: adapt (True: fit a network to this scan instead, :mod:`MedGANLogic.adapt`;
             denoising needs the modality, MR, CT, PT or US), adapt_budget_s (seconds of fitting), adapt_steps
-            (at most this many steps), adapt_seed. See :mod:`MedGANLogic.options`.
+            (at most this many steps), adapt_seed; for lesion: mask (required: a Volume or file, 0 outside and 1
+            or one label inside, on the input's grid or overlapping it) and lesion_type ("wmh", "tumour",
+            "ischaemic"). See :mod:`MedGANLogic.options`.
 
     Returns:
         :class:`RunResult` with the output volume(s), extras and provenance.

@@ -9,9 +9,10 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Union
 
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Decimals, WithinRange, parameterNodeWrapper
 
+from MedGANLogic.lesion_types import LESION_TYPE_LABELS, LESION_TYPES
 from MedGANLogic.tasks import TASKS
 
 from .fit_to_scan import DEFAULT_BUDGET_S, fit_options, fitting
@@ -24,6 +25,15 @@ class _TaskChoice(enum.Enum):
 
 #: The task list, from the engine's task table: Task.SYNTHESIZE.value == "synthesize", label "Synthesize", ...
 Task = _TaskChoice("Task", [(name.upper(), name) for name in TASKS.names()], module=__name__)
+
+
+class _LesionChoice(enum.Enum):
+    def label(self) -> str:
+        return LESION_TYPE_LABELS[self.value]
+
+
+#: The lesion types of the lesion task: LesionType.WMH.value == "wmh", ...
+LesionType = _LesionChoice("LesionType", [(name.upper(), name) for name in LESION_TYPES], module=__name__)
 
 
 class SliceAxis(enum.Enum):
@@ -54,7 +64,8 @@ class MedGANParameterNode:
     model and device lists; overlap, batchSize (0 = auto), sliceAxis, force, native (keep the input's voxel grid):
     advanced; adapt, adaptBudget: "Fit to this scan" (denoise, superres) for that many seconds; outputNode:
     overwrite this node instead of creating one; anomalyMap (the map shown), colormap, opacity, useCardThreshold,
-    threshold, makeSegmentation: anomaly display.
+    threshold, makeSegmentation: anomaly display; lesionMask (a segmentation or label map), lesionType: the lesion
+    task (the segment is chosen in the panel's list of the mask's segments).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -77,12 +88,15 @@ class MedGANParameterNode:
     # the map is |x - reconstruction| of intensities normalised to [-1, 1]: it lies in [0, 2]
     threshold: Annotated[float, WithinRange(0.0, 2.0), Decimals(3)] = 0.1
     makeSegmentation: bool = False
+    lesionMask: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # noqa: UP007
+    lesionType: LesionType = LesionType.WMH
 
 
-def run_options(p: MedGANParameterNode, model_is_2d: bool) -> dict[str, Any]:
+def run_options(p: MedGANParameterNode, model_is_2d: bool, segment: str | None = None) -> dict[str, Any]:
     """The keyword options of a run (``slicer_bridge.run_on_node``'s) as the parameter node ``p`` sets them;
-    ``model_is_2d``: the chosen model slices the volume (only then does the slice axis apply). Fitting to the
-    scan takes its own options only (:mod:`.fit_to_scan`)."""
+    ``model_is_2d``: the chosen model slices the volume (only then does the slice axis apply); ``segment``: the
+    lesion mask's segment chosen in the panel. Fitting to the scan takes its own options only
+    (:mod:`.fit_to_scan`)."""
     if fitting(p.task.value, p.adapt):
         return fit_options(p.task.value, p.adaptBudget, float(p.opacity))
     options: dict[str, Any] = {"overlap": float(p.overlap), "opacity": float(p.opacity)}
@@ -98,4 +112,16 @@ def run_options(p: MedGANParameterNode, model_is_2d: bool) -> dict[str, Any]:
         options.update(colormap=p.colormap.value, make_segmentation=bool(p.makeSegmentation))
         if not p.useCardThreshold:
             options["threshold"] = float(p.threshold)
+    if p.task == Task.LESION:  # the mask node; the bridge reads its segment (mask_from_node)
+        options.update(mask=p.lesionMask, lesion_type=p.lesionType.value)
+        if segment:
+            options["mask_segment"] = segment
     return options
+
+
+def segment_names(node: Any) -> list[str]:
+    """The segment names of a segmentation node, for the panel's segment list (none for a label map)."""
+    if node is None or not node.IsA("vtkMRMLSegmentationNode"):
+        return []
+    segmentation = node.GetSegmentation()
+    return [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]

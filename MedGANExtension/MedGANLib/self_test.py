@@ -31,6 +31,14 @@ def load_sample(case: Any, card: Any, sample_folder: str) -> Any:
     return node
 
 
+def load_lesion_mask(sample_folder: str) -> Any:
+    """The sample lesion mask as a label map node (the lesion task's mask)."""
+    from MedGANLogic.demo import load_manifest
+
+    entry = next(e for e in load_manifest(pathlib.Path(sample_folder)) if e["name"] == "lesion_mask")
+    return slicer.util.loadLabelVolume(str(entry["path"]), {"name": "MedGAN lesion mask"})
+
+
 def builtin_model(case: Any, task: str) -> Any:
     """The first built-in model for ``task``."""
     from MedGANLogic.models import registry
@@ -55,8 +63,10 @@ def every_task(case: Any, logic: Any, tasks: tuple[str, ...], sample_folder: str
         node = load_sample(case, card, sample_folder)
         before = slicer.util.arrayFromVolume(node).copy()
         fractions = []
+        extra = {"mask": load_lesion_mask(sample_folder), "lesion_type": "tumour"} if task == "lesion" else {}
         nodes = logic.process(node, task, model=card.id, device="cpu",
-                              progress=lambda f, m, record=fractions.append: record(f), make_segmentation=True)
+                              progress=lambda f, m, record=fractions.append: record(f), make_segmentation=True,
+                              **extra)
         case.assertTrue(nodes, f"{task}: no output node")
         out = nodes[0]
         case.assertEqual(out.GetAttribute("MedGAN.model"), card.id)
@@ -73,6 +83,9 @@ def every_task(case: Any, logic: Any, tasks: tuple[str, ...], sample_folder: str
             case.assertTrue(any(o < i - 1e-6 for i, o in zip(spacing_in, spacing_out)))
         else:
             case.assertEqual(ijk_to_ras(out), ijk_to_ras(node), f"{task}: geometry differs from the input")
+        if task == "lesion":  # the volume with the lesion, and the lesion as a segmentation
+            case.assertTrue(nodes[1].IsA("vtkMRMLSegmentationNode"))
+            case.assertEqual(nodes[1].GetSegmentation().GetNumberOfSegments(), 1)
         if task == "anomaly":
             composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
             case.assertEqual(composite.GetForegroundVolumeID(), out.GetID())

@@ -1,5 +1,5 @@
-"""``python -m MedGANLogic.evaluation --report Testing/Reports [--subjects N] [--sections a,b [--update]]
-[--device cpu]``."""
+"""``python -m MedGANLogic.evaluation --report Testing/Reports [--subjects N] [--device cpu]
+[--sections a,b [--update | --merge OTHER/evaluation.json]]``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .report import evaluate
+from .report import evaluate, merge_sections
 from .sections import SECTIONS
 
 
@@ -21,14 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     parser.add_argument("--update", action="store_true",
                         help="with --sections: run only those and keep the report's other sections as they are")
+    parser.add_argument("--merge", metavar="EVALUATION_JSON",
+                        help="with --sections: take those sections (and their panels) from another report's "
+                             "evaluation.json instead of running them; keep the others")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    if args.update and not args.sections:
-        parser.error("--update needs --sections (the sections to run again)")
+    if (args.update or args.merge) and not args.sections:
+        parser.error("--update and --merge need --sections (the sections to run again or to take)")
     try:
-        data = evaluate(args.report, subjects=args.subjects,
-                        sections=args.sections.split(",") if args.sections else None, device=args.device,
-                        update=args.update)
+        if args.merge:
+            data = merge_sections(args.report, args.merge, args.sections.split(","))
+        else:
+            data = evaluate(args.report, subjects=args.subjects, device=args.device, update=args.update,
+                            sections=args.sections.split(",") if args.sections else None)
     except ValueError as exc:  # an unknown section name: one line, nothing written
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

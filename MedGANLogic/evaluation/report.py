@@ -46,7 +46,7 @@ def render_markdown(results: list[SectionResult], meta: dict[str, Any]) -> str:
              f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']}."]
     for up in meta.get("updates", []):
         lines.append(f"- Updated {up['generated']} ({up['seconds']:.0f} s on {up['device']}): "
-                     f"{', '.join(up['sections'])} run again (`--sections ... --update`).")
+                     f"{', '.join(up['sections'])} run again (`--sections ... --update` or `--merge`).")
     lines.append("")
     lines += render_results(results)
     return "\n".join(lines) + "\n"
@@ -156,15 +156,54 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta = {"generated": now, "seconds": time.perf_counter() - start, "device": device,
             "test_seeds": ctx.used_test_seeds, "spacing_mm": SPACING_MM}
-    if previous is not None:  # the old report's other sections, in registry order, with the new ones in place
-        kept = {n: section_from_json(d) for n, d in previous["sections"].items() if n in registry and n not in names}
-        fresh = dict(zip(names, results))
-        names = [n for n in registry.names() if n in kept or n in fresh]
-        results = [fresh.get(n) or kept[n] for n in names]
-        old = previous["meta"]
-        meta = {**old, "updates": [*old.get("updates", []), {"sections": sorted(fresh), "generated": now,
-                                                             "seconds": meta["seconds"], "device": device}],
-                "test_seeds": sorted(set(old.get("test_seeds", [])) | set(ctx.used_test_seeds))}
+    if previous is None:
+        return _write(report_dir, names, results, meta)
+    update = {"sections": sorted(names), "generated": now, "seconds": meta["seconds"], "device": device}
+    return _combine(report_dir, previous, dict(zip(names, results)), registry, update, ctx.used_test_seeds)
+
+
+def merge_sections(report_dir: str | Path, source: str | Path, sections: list[str],
+                   registry: Registry[SectionFn] = SECTIONS) -> dict[str, Any]:
+    """Put ``sections`` of another report (its ``evaluation.json`` at ``source``, e.g. made on a GPU machine or in
+    another checkout) into the report in ``report_dir``, keeping its other sections; their PNG panels are copied
+    from beside ``source``. The header records where they came from and when they were made."""
+    import shutil
+
+    report_dir, source = Path(report_dir), Path(source)
+    other = json.loads(source.read_text(encoding="utf-8"))
+    missing = [n for n in sections if n not in other["sections"] or n not in registry]
+    if missing:
+        raise ValueError(f"Section(s) {', '.join(missing)} not in {source} (or unknown here); it has: "
+                         f"{', '.join(other['sections'])}.")
+    previous = _read_previous(report_dir) or {"meta": {**other["meta"], "updates": []}, "sections": {}}
+    fresh = {n: section_from_json(other["sections"][n]) for n in sections}
+    for result in fresh.values():
+        for panel in result.panels:
+            if not (source.parent / panel).is_file():
+                raise ValueError(f"Panel {panel} of {source} is missing beside it; copy it there first.")
+            if (source.parent / panel).resolve() != (report_dir / panel).resolve():
+                shutil.copyfile(source.parent / panel, report_dir / panel)
+    made = [u for u in other["meta"].get("updates", []) if set(sections) & set(u["sections"])]
+    when = made[-1] if made else other["meta"]
+    update = {"sections": sorted(sections), "generated": when["generated"], "seconds": when["seconds"],
+              "device": when["device"]}
+    return _combine(report_dir, previous, fresh, registry, update, other["meta"].get("test_seeds", []))
+
+
+def _combine(report_dir: Path, previous: dict[str, Any], fresh: dict[str, SectionResult],
+             registry: Registry[SectionFn], update: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    """The old report's other sections, in registry order, with the ``fresh`` ones in place; written."""
+    kept = {n: section_from_json(d) for n, d in previous["sections"].items() if n in registry and n not in fresh}
+    names = [n for n in registry.names() if n in kept or n in fresh]
+    results = [fresh.get(n) or kept[n] for n in names]
+    old = previous["meta"]
+    meta = {**old, "updates": [*old.get("updates", []), update],
+            "test_seeds": sorted(set(old.get("test_seeds", [])) | set(seeds))}
+    return _write(report_dir, names, results, meta)
+
+
+def _write(report_dir: Path, names: list[str], results: list[SectionResult], meta: dict[str, Any]) -> dict[str, Any]:
+    report_dir.mkdir(parents=True, exist_ok=True)
     data = {"meta": meta, **results_json(names, results)}
     text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
     (report_dir / "evaluation.json").write_text(text, encoding="utf-8")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # torch comes with the family modules, so that listing model 
 ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
     "architecture", package=__name__, error=ModelError,
     modules=(".simple", ".unet", ".resnet", ".ldct", ".srgan", ".fanogan", ".segmentation", ".blindspot",
-             ".adapted"))
+             ".adapted", ".inpaint"))
 
 #: Decorator: ``@register_architecture("unet2d")`` registers a network factory under a card's name.
 register_architecture = ARCHITECTURES.register

@@ -11,7 +11,8 @@ One job per file:
 * :mod:`.model_choice` -- which models fit a volume (the plan step's checks), the proposed model, importing one;
 * :mod:`.outputs` -- output nodes, provenance attributes, segmentations, the all-or-nothing scene transaction;
 * :mod:`.display` -- colour maps, the anomaly overlay, CT presets, slice-view layouts;
-* :mod:`.running` -- prepare / execute / finish, for one node and for a batch.
+* :mod:`.running` -- prepare / execute / finish, for one node and for a batch;
+* :mod:`.masks` -- a mask from a segment of a segmentation node or a label map (the lesion task's input).
 
 Data flow, split so that a GUI can run inference off its main thread and touch the scene only on it::
 
@@ -46,6 +47,7 @@ from .display import (
     show_in_slice_views,
     update_anomaly_display,
 )
+from .masks import mask_from_node
 from .model_choice import (
     UnsuitableInputError,
     UnsuitableModalityError,
@@ -100,7 +102,8 @@ __all__ = ["ATTRIBUTE_PREFIX", "COLORMAPS", "COLORMAP_ANCHORS", "CT_WINDOW_PRESE
            "UnsuitableInputError", "UnsuitableModalityError", "anomaly_map_nodes", "array_from_node",
            "candidate_regions", "check_output_node", "colormap_node", "describe_result", "display_anomaly_map",
            "execute", "finish_run", "header_volume", "image_data_from_array", "import_model", "input_of",
-           "is_anomaly_map", "local_ijk_to_ras", "matrix_to_numpy", "model_is_2d", "models_for", "models_for_node",
+           "is_anomaly_map", "local_ijk_to_ras", "mask_from_node", "matrix_to_numpy", "model_is_2d", "models_for",
+           "models_for_node",
            "node_ijk_to_ras", "node_modality", "nodes_from_result", "numpy_to_matrix", "output_name", "place_beside",
            "prepare_batch", "prepare_run", "proposed_model", "provenance_attributes", "run_on_node", "run_on_nodes",
            "show_in_slice_views", "split_options", "study_volume_nodes", "terminology_entry", "update_anomaly_display",

@@ -87,6 +87,8 @@ class SceneTransaction:
 
 def output_name(input_name: str, task: str, volume: Volume, kind: str) -> str:
     """E.g. "MRHead T2w (MedGAN synthetic)", "CT denoised (MedGAN synthetic)", "MRHead anomaly map (MedGAN)"."""
+    if kind == "mask" and task == "lesion":
+        return f"{input_name} synthetic lesion (MedGAN)"
     if kind == "mask":
         return f"{input_name} anomaly candidates (MedGAN)"
     label = TASKS.get(task).output_label if task in TASKS else task  # the task table's words
@@ -286,6 +288,13 @@ def nodes_from_result(scene: Any, input_node: Any, result: Any, *, volume: Volum
                 created.append(seg)
         elif kind != "labels":
             display_image(node, primary, input_node)
+        lesion = result.outputs.get("mask") if task == "lesion" else None
+        if lesion is not None:  # the inserted lesion, as a segmentation (its name says synthetic and the type)
+            names = {int(k): str(v) for k, v in lesion.metadata.get("segment_names", {1: "synthetic lesion"}).items()}
+            seg = _segmentation_from_labels(scene, lesion.array, names, _output_matrix(lesion, volume, input_matrix),
+                                            output_name(input_name, task, lesion, "mask"), reference_node=reference)
+            _set_attributes(seg, provenance_attributes(lesion, result.provenance))
+            created.append(seg)
         for made in created:
             if input_node is not None:
                 made.SetNodeReferenceID(INPUT_REFERENCE, input_node.GetID())

@@ -18,12 +18,15 @@ import numpy as np
 from ..errors import InputError, ModalityMismatchError
 from ..volume import Volume
 from .display import check_display_options
+from .masks import mask_from_node
 from .model_choice import UnsuitableInputError, UnsuitableModalityError
 from .nodes import local_ijk_to_ras, volume_from_node
 from .outputs import SceneTransaction, check_output_node, nodes_from_result
 
 #: Options this package consumes (display of the results); every other keyword goes to ``MedGANLogic.run``.
 DISPLAY_OPTIONS = ("colormap", "opacity", "display_threshold", "make_segmentation", "show", "show_3d")
+#: How a ``mask`` given as a node is read (:func:`.masks.mask_from_node`): which segment, or which label value.
+MASK_OPTIONS = ("mask_segment", "mask_label")
 
 
 @dataclass
@@ -65,6 +68,9 @@ def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None
     check_output_node(input_node, output_node, task)
     engine, display = split_options(options)
     check_display_options(**display)  # now, not after minutes of inference
+    segment, label = (engine.pop(name, None) for name in MASK_OPTIONS)
+    if hasattr(engine.get("mask"), "IsA"):  # a segmentation or label map node: its mask as a Volume
+        engine["mask"] = mask_from_node(engine["mask"], segment=segment, label=label)
     volume = volume_from_node(input_node, harden_transform=harden_transform,
                               modality=engine.pop("modality", None), contrast=engine.pop("contrast", None))
     try:
@@ -119,7 +125,7 @@ def run_on_node(scene: Any, input_node: Any, task: str, model: str | None = None
     Args:
         scene: the ``vtkMRMLScene`` (``slicer.mrmlScene`` in the application).
         input_node: a ``vtkMRMLScalarVolumeNode``; never modified.
-        task: "synthesize", "denoise", "superres", "anomaly" or "segment".
+        task: "synthesize", "denoise", "superres", "anomaly", "segment" or "lesion".
         model: model id or model folder; None picks the first installed model for the task that fits.
         device: "auto", "cpu", "cuda" or "cuda:N".
         progress: ``progress(fraction 0-1, message)``; cancel: a callable or ``threading.Event``.
@@ -129,11 +135,13 @@ def run_on_node(scene: Any, input_node: Any, task: str, model: str | None = None
             ``harden_transform`` (default True), and display options: colormap ("Inferno"), opacity (0-1,
             default 0.5), display_threshold (anomaly map values shown from here up; default: the mask threshold),
             make_segmentation (anomaly: also a segmentation of the candidate regions), show (default True: set
-            the slice views), show_3d (default False: segmentations also as 3D surfaces).
+            the slice views), show_3d (default False: segmentations also as 3D surfaces). For "lesion": mask (a
+            segmentation node, with mask_segment its segment id or name when it has several, or a label map node,
+            with mask_label the value inside) and lesion_type ("wmh", "tumour", "ischaemic").
 
     Returns:
         The primary output node first (synthetic/denoised/super-resolved volume, anomaly map, or segmentation),
-        then any others (the candidate-region segmentation).
+        then any others (the candidate-region segmentation; the inserted lesion's segmentation).
     """
     harden = bool(options.pop("harden_transform", True))
     request = prepare_run(scene, input_node, task, model=model, device=device, output_node=output_node,

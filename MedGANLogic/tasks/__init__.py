@@ -4,7 +4,10 @@
 choices, the model card's task check, the panel and the output names all read it. Every task module defines
 ``make_outputs(ctx: TaskContext) -> tuple[dict[str, Volume], dict]`` (output volumes and extras such as a case
 score), and may define ``on_input_grid(outputs, extras, volume, card) -> extras``, called after outputs made in
-the model's frame were resampled back onto the input's grid (to re-derive what depends on the grid). The shared
+the model's frame were resampled back onto the input's grid (to re-derive what depends on the grid); a task with
+second inputs (``TaskSpec.inputs``) may also define ``check_plan(card, options, inputs)`` (its rules against the
+chosen model), ``network_input(normalized, inputs, card, options) -> array`` (what the network sees) and
+``finish(outputs, extras, plan) -> (outputs, extras)`` (called last, on the input's grid). The shared
 work (checks, the model's frame, normalisation, inference, provenance) lives in :mod:`MedGANLogic.pipeline`.
 This package may import numpy/scipy and the engine's core; never torch at module level, Slicer or Qt.
 """
@@ -27,8 +30,9 @@ from ..volume import Volume
 class TaskSpec:
     """One task: its ``name`` (what cards and the CLI say), the ``module`` in this package that makes its
     outputs, the panel's ``label``, the ``output_label`` used in output names ("CT denoised (MedGAN synthetic)"),
-    the ``primary`` output's key in ``RunResult.outputs`` and the task's own ``options`` (beyond the common ones
-    of :func:`MedGANLogic.pipeline.plan`)."""
+    the ``primary`` output's key in ``RunResult.outputs``, the task's own ``options`` (beyond the common ones
+    of :func:`MedGANLogic.pipeline.plan`) and the second volumes it needs, ``inputs`` (the lesion task's ``mask``:
+    checked against the image's grid by :func:`MedGANLogic.masks.mask_for`, in ``RunPlan.inputs``)."""
 
     name: str
     module: str
@@ -36,6 +40,7 @@ class TaskSpec:
     output_label: str
     primary: str
     options: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
 
 
 #: Fitting a network to the scan itself (:mod:`MedGANLogic.adapt`): denoising and super-resolution only.
@@ -48,6 +53,7 @@ for _spec in (
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map", ("threshold", "smoothing_mm")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
+    TaskSpec("lesion", "lesion", "Insert lesion", "with synthetic lesion", "image", ("lesion_type",), ("mask",)),
 ):
     TASKS.add(_spec.name, _spec)
 
@@ -63,6 +69,7 @@ class TaskContext:
     raw: np.ndarray  # (channels, z', y', x') in the network's output range
     options: dict[str, Any] = field(default_factory=dict)
     net: Any = None
+    inputs: dict[str, Volume] = field(default_factory=dict)  # second inputs (the lesion mask) in the model's frame
 
 
 def get_task(name: str) -> ModuleType:

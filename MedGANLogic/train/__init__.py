@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 #: Training family name -> trainer class; importing a family module registers it (a missing one is an error).
 TRAINERS: Registry[type[GANTrainer]] = Registry(
     "training family", package=__name__, error=InputError,
-    modules=(".pix2pix", ".cyclegan", ".ldct", ".srgan", ".fanogan", ".segmentation"))
+    modules=(".pix2pix", ".cyclegan", ".ldct", ".srgan", ".fanogan", ".segmentation", ".inpaint"))
 
 
 def trainer_class(family: str) -> type[GANTrainer]:

@@ -10,7 +10,7 @@ import pytest
 
 from MedGANLogic.evaluation import baselines, metrics
 from MedGANLogic.evaluation.context import SectionResult, Target, head_mask
-from MedGANLogic.evaluation.report import evaluate
+from MedGANLogic.evaluation.report import evaluate, merge_sections
 from MedGANLogic.evaluation.sections import SECTIONS
 from MedGANLogic.registry import Registry
 
@@ -114,7 +114,7 @@ def test_missing_models_are_reported_not_hidden(tmp_path, model_dir):
 def test_sections_are_registered_in_report_order():
     assert SECTIONS.names() == ["mr-t1-to-t2", "mr-t2-to-t1", "mr-to-ct", "ct-to-mr", "ldct-denoise",
                                 "mr-sr-x2-throughplane", "mr-sr-x2-inplane", "adapt-superres", "adapt-denoise",
-                                "brain-anomaly-t2", "brain-lesion-seg"]
+                                "brain-anomaly-t2", "brain-lesion-seg", "lesion-augmentation", "lesion-realism"]
 
 
 def test_unknown_section_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
@@ -222,6 +222,32 @@ def test_update_runs_one_section_and_keeps_the_others(tmp_path):
     assert "Updated " in md and "second run again" in md and "Updated " not in before
     evaluate(tmp_path, sections=["first"], registry=registry)  # without update: a report of that section only
     assert list(json.loads((tmp_path / "evaluation.json").read_text())["sections"]) == ["first"]
+
+
+def test_merge_takes_a_section_and_its_panel_from_another_report(tmp_path):
+    def section(name, value, panel=None):
+        def fn(ctx):
+            if panel:
+                (ctx.report_dir / panel).write_bytes(b"png of " + name.encode())
+            return SectionResult(title=f"{name} section", intro=f"About {name}.", units={"PSNR": "dB"},
+                                 metrics={"model": {"PSNR": [value]}}, panels=[panel] if panel else [],
+                                 targets=[Target(f"{name}: PSNR above 30 dB", value, 30.0, ">=")])
+        return fn
+
+    registry = Registry("report section")
+    registry.add("first", section("first", 31.0))
+    registry.add("second", section("second", 20.0))
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    evaluate(here, registry=registry)
+    registry._entries["second"] = section("second", 35.0, panel="second.png")  # run elsewhere (e.g. on a GPU)
+    evaluate(elsewhere, sections=["second"], registry=registry)
+    data = merge_sections(here, elsewhere / "evaluation.json", ["second"], registry=registry)
+    assert list(data["sections"]) == ["first", "second"] and data["targets_met"] == 2
+    assert (here / "second.png").read_bytes() == b"png of second"
+    md = (here / "evaluation.md").read_text(encoding="utf-8")
+    assert "About first." in md and "![second section](second.png)" in md and "second run again" in md
+    with pytest.raises(ValueError, match="not in"):
+        merge_sections(here, elsewhere / "evaluation.json", ["first"], registry=registry)
 
 
 def test_adapt_baseline_strength_is_tuned_coarse_to_fine():

@@ -18,7 +18,8 @@ from conftest import REPO
 
 SAMPLE = REPO / "Resources" / "SampleData"
 # Input files the README's commands name, made from the sample data in the scratch folder.
-INPUTS = {"scan.nii.gz": "sample_T1w.nrrd", "t1.nii.gz": "sample_T1w.nrrd", "t2.nii.gz": "sample_T2w.nrrd"}
+INPUTS = {"scan.nii.gz": "sample_T1w.nrrd", "t1.nii.gz": "sample_T1w.nrrd", "t2.nii.gz": "sample_T2w.nrrd",
+          "mask.nii.gz": "sample_lesion_mask.nrrd"}
 # Command (its beginning) -> why it is not run here.
 NOT_RUN = {
     "make demo": "covered by test_demo.py and test_cli.py's demo tests, which run the same `medgan demo` code",
@@ -34,6 +35,7 @@ NOT_RUN = {
     "medgan train --config my.yaml": "needs your own image folders",
     "medgan train --resume": "needs an earlier training run (test_train.py resumes one through the command line)",
     "torchrun": "needs several processes and GPUs (test_train_ddp.py runs DDP on the CPU)",
+    "medgan augment": "needs folders of your images and labels (test_lesion.py runs `augment` on folders it writes)",
     "medgan import latest_net_G.pth": "needs a pytorch-CycleGAN-and-pix2pix checkpoint (test_import.py converts ones "
                                       "it writes in that layout)",
 }

@@ -21,6 +21,7 @@ GANS_I = {"mr-t1-to-t2": "synthesize", "mr-t2-to-t1": "synthesize", "mr-to-ct": 
           "ct-to-mr": "synthesize", "ldct-denoise": "denoise"}
 GANS_II = {"mr-sr-x2-throughplane": "superres", "mr-sr-x2-inplane": "superres", "brain-anomaly-t2": "anomaly",
            "brain-lesion-seg": "segment"}
+LESION = {"brain-lesion-inpaint": "lesion"}
 
 
 def _weights_mb(model_ids) -> float:
@@ -29,7 +30,7 @@ def _weights_mb(model_ids) -> float:
 
 def test_every_shipped_model_is_installed_verified_fp16_and_within_the_size_budget():
     builtin = {card.id: card for card in list_models() if card.source == "builtin"}
-    for model_id, task in {**GANS_I, **GANS_II}.items():
+    for model_id, task in {**GANS_I, **GANS_II, **LESION}.items():
         assert model_id in builtin, f"{model_id} is not in Resources/Models"
         card = builtin[model_id]
         assert card.task == task
@@ -37,8 +38,9 @@ def test_every_shipped_model_is_installed_verified_fp16_and_within_the_size_budg
         assert card.data["weights"].get("dtype") == "float16"
         assert "not for diagnosis" in card.data["intended_use"]
         assert card.input.get("spacing_mm") and card.input.get("fov_mm")
-    assert {card.task for card in builtin.values()} == {"synthesize", "denoise", "superres", "anomaly", "segment"}
-    assert _weights_mb(GANS_I) <= 40 and _weights_mb(GANS_II) <= 30
+    assert {card.task for card in builtin.values()} == {"synthesize", "denoise", "superres", "anomaly", "segment",
+                                                        "lesion"}
+    assert _weights_mb(GANS_I) <= 40 and _weights_mb(GANS_II) <= 30 and _weights_mb(LESION) <= 5
 
 
 def _head(volume) -> np.ndarray:
@@ -115,3 +117,25 @@ def test_inplane_superres_on_the_sample_restores_the_2mm_grid(tmp_path):
     model_err = np.abs(out.array - ref)[head].mean()
     spline_err = np.abs(bspline_upsample(low, out) - ref)[head].mean()
     assert model_err < 0.95 * spline_err, (model_err, spline_err)
+
+
+def test_lesion_insertion_on_the_sample_is_bright_on_t2w_and_changes_nothing_far_from_the_mask(tmp_path):
+    """The sample's lesion mirrored into the healthy hemisphere: a tumour-like lesion appears there (brighter than
+    its surround on T2w, as the phantom's lesions are) and every voxel more than 4 mm from the mask is unchanged."""
+    from MedGANLogic.io import write_volume
+
+    mask = read_volume(SAMPLE_DATA / "sample_lesion_mask.nrrd")
+    mirrored = mask.with_array(np.ascontiguousarray(mask.array[:, :, ::-1]))
+    write_volume(mirrored, tmp_path / "mask.nrrd")
+    out = run_shipped_model(tmp_path, "lesion", "brain-lesion-inpaint", "sample_T2w.nrrd", "--mask",
+                            str(tmp_path / "mask.nrrd"), "--lesion-type", "tumour", "--mask-output",
+                            str(tmp_path / "label.nrrd"))
+    t2 = read_volume(SAMPLE_DATA / "sample_T2w.nrrd")
+    inside = mirrored.array > 0
+    distance = ndimage.distance_transform_edt(~inside, sampling=t2.spacing[::-1])
+    assert out.same_geometry(t2, atol=1e-6)
+    assert np.array_equal(out.array[distance > 4.0], t2.array[distance > 4.0])
+    ring = (distance > 2.0) & (distance <= 6.0)
+    assert out.array[inside].mean() > 1.3 * np.median(t2.array[ring])  # measured about 2.1
+    assert t2.array[inside].mean() < 1.1 * np.median(t2.array[ring])  # there was no lesion there before
+    assert np.array_equal(read_volume(tmp_path / "label.nrrd").array > 0, inside)

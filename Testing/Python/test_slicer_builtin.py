@@ -39,7 +39,7 @@ def setup():
 
 def test_the_self_test_finds_a_builtin_model_for_every_task():
     builtin = {card.task for card in registry.list_models() if card.source == "builtin"}
-    assert builtin == {"synthesize", "denoise", "superres", "anomaly", "segment"}
+    assert builtin == {"synthesize", "denoise", "superres", "anomaly", "segment", "lesion"}
 
 
 @pytest.mark.parametrize("task, model, sample, z_step", CASES, ids=[c[1] for c in CASES])

@@ -35,7 +35,8 @@ EXPECTED_CLASSES = {
     "colormapComboBox": "QComboBox", "opacitySliderWidget": "ctkSliderWidget",
     "cardThresholdCheckBox": "QCheckBox", "thresholdSliderWidget": "ctkSliderWidget",
     "makeSegmentationCheckBox": "QCheckBox", "applyButton": "QPushButton", "progressBar": "QProgressBar",
-    "statusLabel": "QLabel",
+    "statusLabel": "QLabel", "lesionCollapsibleButton": "ctkCollapsibleButton",
+    "lesionMaskSelector": "qMRMLNodeComboBox", "lesionSegmentComboBox": "QComboBox", "lesionTypeComboBox": "QComboBox",
 }
 # parameterNodeWrapper's GUI connectors: which widget class binds which parameter type.
 BINDABLE = {"bool": {"QCheckBox"}, "float": {"ctkSliderWidget", "QDoubleSpinBox"}, "int": {"QSpinBox", "QSlider"},
@@ -138,12 +139,18 @@ def test_task_enum_matches_the_engine_and_the_ui():
     assert ast.unparse(label.body[-1]) == "return TASKS.get(self.value).label"
     from MedGANLogic.tasks import TASKS
 
-    assert TASKS.names() == ["synthesize", "denoise", "superres", "anomaly", "segment"]
+    assert TASKS.names() == ["synthesize", "denoise", "superres", "anomaly", "segment", "lesion"]
     # the .ui lists them in the same order with the same words (the screenshot shows the .ui's items)
     root = ET.parse(UI_FILE).getroot()
     combo = next(w for w in root.iter("widget") if w.get("name") == "taskComboBox")
     items = [item.find("property/string").text for item in combo.findall("item")]
     assert items == [TASKS.get(name).label for name in TASKS.names()]
+    # the lesion types likewise, from the engine's list
+    from MedGANLogic.lesion_types import LESION_TYPE_LABELS, LESION_TYPES
+
+    combo = next(w for w in root.iter("widget") if w.get("name") == "lesionTypeComboBox")
+    assert [item.find("property/string").text for item in combo.findall("item")] == \
+        [LESION_TYPE_LABELS[name] for name in LESION_TYPES]
 
 
 # --- the .ui and the code agree ------------------------------------------------------------------------------------

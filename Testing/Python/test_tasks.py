@@ -12,7 +12,7 @@ from MedGANLogic.tasks import TASKS, TaskSpec, get_task
 
 
 def test_the_table_lists_every_task_once_in_order():
-    assert TASKS.names() == ["synthesize", "denoise", "superres", "anomaly", "segment"]
+    assert TASKS.names() == ["synthesize", "denoise", "superres", "anomaly", "segment", "lesion"]
     for name, spec in TASKS.items():
         assert isinstance(spec, TaskSpec) and spec.name == name
         assert callable(get_task(name).make_outputs)  # its module exists and makes outputs

@@ -134,7 +134,7 @@ def test_config_errors_name_the_key(tiny_config):
 def test_every_family_module_registers_its_trainer():
     from MedGANLogic.train import TRAINERS
 
-    families = {"pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation"}
+    families = {"pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation", "lesion_inpaint"}
     assert set(TRAINERS.names()) == families
     assert all(TRAINERS.get(name).FAMILY == name for name in TRAINERS)
     with pytest.raises(InputError, match="Unknown training family 'stylegan'; known: ") as err:
