@@ -7,8 +7,8 @@ parameter node, runs inference on a worker thread polled by a QTimer), ``MedGANL
 
 The engine package is also called ``MedGANLogic``; it is imported as ``medgan_engine`` so that the template's
 ``MedGANLogic`` class below does not shadow it. Nothing here touches tensors: the engine does. The module's own
-helpers (parameter node, panel text, dependencies, sample data, background job, the self-test's checks) are in
-``MedGANLib/`` beside this file, after Slicer's ``<Module>Lib`` convention.
+helpers (parameter node, panel text, fit to the scan, dependencies, sample data, background job, the self-test's
+checks) are in ``MedGANLib/`` beside this file, after Slicer's ``<Module>Lib`` convention.
 
 Console example::
 
@@ -42,7 +42,7 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedGANLogic")) and os.path.isdir
         os.path.join(_SOURCE_ROOT, "MedGANLogic")) and _SOURCE_ROOT not in sys.path:
     sys.path.insert(0, _SOURCE_ROOT)
 
-from MedGANLib import dependencies, panel_text, parameters, sample_data, self_test  # noqa: E402  (own library)
+from MedGANLib import dependencies, fit_to_scan, panel_text, parameters, sample_data, self_test  # noqa: E402  (own library)
 from MedGANLib.import_dialog import ask_model_to_import  # noqa: E402
 from MedGANLib.job import MedGANJob  # noqa: E402
 from MedGANLib.parameters import MedGANParameterNode, Task  # noqa: E402
@@ -190,6 +190,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionCollapsibleButton.enabled = p.task == Task.LESION
         self.ui.thresholdSliderWidget.enabled = not p.useCardThreshold
         self.ui.sliceAxisComboBox.enabled = self.logic.modelIs2D(p.modelId)
+        fit_to_scan.enable_widgets(self.ui, p.task.value, p.adapt)
         deviceIndex = self.ui.deviceComboBox.findData(p.device)
         if deviceIndex >= 0 and deviceIndex != self.ui.deviceComboBox.currentIndex:
             wasBlocked = self.ui.deviceComboBox.blockSignals(True)
@@ -209,8 +210,9 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.text, button.enabled = "Install dependencies", True
             button.toolTip = "Install " + ", ".join(self._missingDependencies) + " (first use only)."
         else:
-            ready = p is not None and p.inputVolume is not None and bool(p.modelId) and (
-                p.task != Task.LESION or p.lesionMask is not None)
+            ready = p is not None and p.inputVolume is not None and (
+                (bool(p.modelId) and (p.task != Task.LESION or p.lesionMask is not None))
+                or fit_to_scan.fitting(p.task.value, p.adapt))
             button.text, button.enabled = "Apply", ready
             button.toolTip = ("Run the task on the input volume." if ready else
                               "Choose an input volume and a model (Import model... adds one).")
@@ -302,7 +304,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p.batchMode:
                 inputs += [node for node in self.ui.batchVolumesSelector.checkedNodes()
                            if node.GetID() != p.inputVolume.GetID()]
-            batch = self.logic.prepare(inputs, p.task.value, p.modelId, p.device, p.outputNode,
+            fit = fit_to_scan.fitting(p.task.value, p.adapt)
+            batch = self.logic.prepare(inputs, p.task.value, None if fit else p.modelId, p.device, p.outputNode,
                                        runAnyway=lambda reason: slicer.util.confirmYesNoDisplay(
                                            f"{reason}\n\nRun anyway?",
                                            windowTitle="MedGAN: the input does not fit the model"),
@@ -314,7 +317,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = MedGANJob(batch).start()
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = f"Running {p.task.label().lower()} with {p.modelId}..."
+        self.ui.statusLabel.text = fit_to_scan.status_text(p.task.label(), p.modelId, fit, p.adaptBudget)
         self.updateApplyButton()
         self._timer.start()
 

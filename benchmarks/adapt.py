@@ -18,6 +18,7 @@ it checks that the script works, its figures mean nothing.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -142,6 +143,7 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=None, help="axial slices of the phantom (default: all)")
     args, device = parse(parser, quick={"budgets": [3.0, 6.0], "slices": 12})
     budgets = args.budgets
+    load_before = os.getloadavg()[1]  # the budgets are wall seconds: a busy machine fits fewer steps in them
     noisy, clean, head = phantom(args.slices)
     sr = superres_rows(clean, head, budgets, device, args.factor)
     dn = denoise_rows(noisy, clean, head, budgets, device)
@@ -164,7 +166,8 @@ def main() -> int:
     md = "\n".join([
         f"Device: {device_name(device)}. Phantom subject {SUBJECT}, 2 mm, {clean.shape} (z, y, x) voxels"
         f"{' (--quick)' if args.quick else ''}; each budget is its own fit from scratch (seed 0). Non-local means "
-        f"on the noisy input: {dn[0]['_nlm']:.2f} dB (untuned).", "",
+        f"on the noisy input: {dn[0]['_nlm']:.2f} dB (untuned). Load average (5 min) {load_before:.1f} before and "
+        f"{os.getloadavg()[1]:.1f} after, on {os.cpu_count()} cores: steps/s is what this process got.", "",
         table(rows, columns), "", f"Curve: `{png.name}`.", ""])
     print(md)
     path = save("adapt", {"rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],

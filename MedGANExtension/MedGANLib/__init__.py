@@ -2,6 +2,7 @@
 
 * :mod:`.parameters` -- the parameter node (the panel's state), its choice lists, the run options it makes;
 * :mod:`.panel_text` -- what the panel shows in words: model card, device menu, input description (no Qt);
+* :mod:`.fit_to_scan` -- the "Fit to this scan" checkbox: the tasks offering it, its widgets, its run options;
 * :mod:`.job` -- one Apply: a ``slicer_bridge.Batch`` executed on a worker thread the GUI polls (no Qt);
 * :mod:`.dependencies` -- PyTorch, MONAI and the rest, checked and installed on first use;
 * :mod:`.sample_data` -- the bundled phantom subject in the Sample Data module, and its manifest;

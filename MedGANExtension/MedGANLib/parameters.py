@@ -15,6 +15,8 @@ from slicer.parameterNodeWrapper import Decimals, WithinRange, parameterNodeWrap
 from MedGANLogic.lesion_types import LESION_TYPE_LABELS, LESION_TYPES
 from MedGANLogic.tasks import TASKS
 
+from .fit_to_scan import DEFAULT_BUDGET_S, fit_options, fitting
+
 
 class _TaskChoice(enum.Enum):
     def label(self) -> str:  # what the task list shows (parameterNodeWrapper calls it)
@@ -60,9 +62,10 @@ class MedGANParameterNode:
 
     inputVolume: the scan; batchMode: run on the ticked volumes too; task; modelId / device: set by the panel's
     model and device lists; overlap, batchSize (0 = auto), sliceAxis, force, native (keep the input's voxel grid):
-    advanced; outputNode: overwrite this node instead of creating one; anomalyMap (the map shown), colormap,
-    opacity, useCardThreshold, threshold, makeSegmentation: anomaly display; lesionMask (a segmentation or label
-    map), lesionType: the lesion task (the segment is chosen in the panel's list of the mask's segments).
+    advanced; adapt, adaptBudget: "Fit to this scan" (denoise, superres) for that many seconds; outputNode:
+    overwrite this node instead of creating one; anomalyMap (the map shown), colormap, opacity, useCardThreshold,
+    threshold, makeSegmentation: anomaly display; lesionMask (a segmentation or label map), lesionType: the lesion
+    task (the segment is chosen in the panel's list of the mask's segments).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -75,6 +78,8 @@ class MedGANParameterNode:
     sliceAxis: SliceAxis = SliceAxis.MODEL
     force: bool = False
     native: bool = False  # keep the input's voxel grid (no resampling into the model's frame)
+    adapt: bool = False  # "Fit to this scan" (denoise, superres): no trained model
+    adaptBudget: Annotated[int, WithinRange(10, 3600)] = DEFAULT_BUDGET_S  # seconds of fitting
     outputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]  # noqa: UP007  (typing the wrapper reads)
     anomalyMap: vtkMRMLScalarVolumeNode  # the map the display controls act on (MedGAN.kind = anomaly_map)
     colormap: Colormap = Colormap.INFERNO
@@ -90,7 +95,10 @@ class MedGANParameterNode:
 def run_options(p: MedGANParameterNode, model_is_2d: bool, segment: str | None = None) -> dict[str, Any]:
     """The keyword options of a run (``slicer_bridge.run_on_node``'s) as the parameter node ``p`` sets them;
     ``model_is_2d``: the chosen model slices the volume (only then does the slice axis apply); ``segment``: the
-    lesion mask's segment chosen in the panel."""
+    lesion mask's segment chosen in the panel. Fitting to the scan takes its own options only
+    (:mod:`.fit_to_scan`)."""
+    if fitting(p.task.value, p.adapt):
+        return fit_options(p.task.value, p.adaptBudget, float(p.opacity))
     options: dict[str, Any] = {"overlap": float(p.overlap), "opacity": float(p.opacity)}
     if p.batchSize > 0:
         options["batch_size"] = int(p.batchSize)

@@ -6,8 +6,8 @@ writes ``real.md`` (tables, the real-image targets of the synthetic-to-real issu
 (every number, per case) and ``real_*.png`` panels. The images come from :mod:`.real_data` (fetched once by
 ``make eval-real``); the rough tissue masks the checks need are made by :mod:`.real_masks`. Every model runs
 through the public engine API on the CPU in fp32, exactly as a user runs it; each run's time and warnings are
-printed and reported. The sections live in :mod:`.real_ldct` and :mod:`.real_mr`, registered in
-:data:`REAL_SECTIONS`.
+printed and reported. The sections live in :mod:`.real_ldct`, :mod:`.real_mr` and :mod:`.real_adapt`, registered
+in :data:`REAL_SECTIONS`.
 
 Metrics come from the evaluation package (PSNR/SSIM with an explicit data range, AUROC); low-dose CT is scored
 in the [-160, 240] HU window (data range 400 HU), as the low-dose CT literature reports.
@@ -109,7 +109,8 @@ class RealContext:
 
 RealSectionFn = Callable[[RealContext], SectionResult]
 REAL_SECTIONS: Registry[RealSectionFn] = Registry(
-    "real-data report section", package=__package__, modules=(".real_ldct", ".real_mr"), error=ValueError)
+    "real-data report section", package=__package__, modules=(".real_ldct", ".real_mr", ".real_adapt"),
+    error=ValueError)
 
 
 def unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -136,6 +136,10 @@ def provenance_attributes(volume: Volume, provenance: dict[str, Any]) -> dict[st
             attrs[key] = str(volume.metadata[key])
     if provenance.get("forced_despite"):
         attrs["forced_despite"] = str(provenance["forced_despite"])
+    if provenance.get("adapt"):  # fitted to this scan: the fit at a glance (the whole record is in provenance)
+        fit = provenance["adapt"]
+        attrs["fit"] = json.dumps({k: fit.get(k) for k in ("steps", "seconds", "seed", "stopped_by", "loss_first",
+                                                          "loss_last", "init")}, sort_keys=True, default=str)
     return {ATTRIBUTE_PREFIX + k: v for k, v in attrs.items()}
 
 

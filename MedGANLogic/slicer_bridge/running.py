@@ -83,10 +83,18 @@ def prepare_run(scene: Any, input_node: Any, task: str, model: str | None = None
         raise UnsuitableModalityError(_unsuitable(input_node, forced)) from None
     if plan.problems and not engine.get("force"):
         raise UnsuitableInputError(_unsuitable(input_node, plan))
-    return RunRequest(input_node=input_node, volume=plan.volume, task=task,
-                      model=model if model is not None else plan.card.id, device=plan.device, options=plan.options,
-                      display=display, output_node=output_node, input_matrix=local_ijk_to_ras(input_node),
-                      warnings=list(plan.warnings), notes=list(plan.notes), plan=plan)
+    if model is None:  # a fit to the scan (adapt=True) has no card: the request names the fit instead
+        model = plan.card.id if plan.card is not None else fit_label(plan.adapt)
+    return RunRequest(input_node=input_node, volume=plan.volume, task=task, model=model, device=plan.device,
+                      options=plan.options, display=display, output_node=output_node,
+                      input_matrix=local_ijk_to_ras(input_node), warnings=list(plan.warnings), notes=list(plan.notes),
+                      plan=plan)
+
+
+def fit_label(fit: Any) -> str:
+    """What a run that fits to the scan uses instead of a model, in words (``fit``: the plan's ``adapt``)."""
+    start = fit.start if isinstance(fit.start, str) and fit.start not in ("auto", "scratch") else None
+    return "a network fitted to this scan" + (f" (starting from {start})" if start else "")
 
 
 def _unsuitable(input_node: Any, plan: Any) -> str:
@@ -240,9 +248,13 @@ class Batch:
 
 
 def describe_result(result: Any) -> str:
-    """One status line: model, device, time, and the case score for anomaly maps."""
+    """One status line: model (or the fit to the scan), device, time, and the case score for anomaly maps."""
     p = result.provenance
     text = f"{p.get('task')} with {p.get('model')} on {p.get('device')} in {p.get('seconds')} s"
+    if p.get("adapt"):  # fitted to this scan: what the fit did, not a model id
+        fit = p["adapt"]
+        text = (f"{p.get('task')} by a network fitted to this scan ({fit.get('steps')} steps, "
+                f"{float(fit.get('seconds', 0)):.0f} s of fitting) on {p.get('device')} in {p.get('seconds')} s")
     if "case_score" in result.extras:
         text += (f"; case score {result.extras['case_score']:.3f} (threshold {result.extras.get('threshold', 0):.3f},"
                  f" {result.extras.get('candidate_voxels', 0)} candidate voxels)")

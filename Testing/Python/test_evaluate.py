@@ -113,8 +113,8 @@ def test_missing_models_are_reported_not_hidden(tmp_path, model_dir):
 
 def test_sections_are_registered_in_report_order():
     assert SECTIONS.names() == ["mr-t1-to-t2", "mr-t2-to-t1", "mr-to-ct", "ct-to-mr", "ldct-denoise",
-                                "mr-sr-x2-throughplane", "mr-sr-x2-inplane", "brain-anomaly-t2", "brain-lesion-seg",
-                                "lesion-augmentation", "lesion-realism"]
+                                "mr-sr-x2-throughplane", "mr-sr-x2-inplane", "adapt-superres", "adapt-denoise",
+                                "brain-anomaly-t2", "brain-lesion-seg", "lesion-augmentation", "lesion-realism"]
 
 
 def test_unknown_section_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
@@ -248,3 +248,16 @@ def test_merge_takes_a_section_and_its_panel_from_another_report(tmp_path):
     assert "About first." in md and "![second section](second.png)" in md and "second run again" in md
     with pytest.raises(ValueError, match="not in"):
         merge_sections(here, elsewhere / "evaluation.json", ["first"], registry=registry)
+
+
+def test_adapt_baseline_strength_is_tuned_coarse_to_fine():
+    from MedGANLogic.evaluation.sections.adapt import best_factor
+
+    calls = []
+
+    def score(factor):  # best at 3: the coarse grid's 4, then its neighbour 2 sqrt(2)
+        calls.append(factor)
+        return -(np.log(factor) - np.log(3.0)) ** 2
+
+    assert best_factor(score) == pytest.approx(2 * np.sqrt(2), abs=1e-3)
+    assert len(calls) == 7

@@ -26,6 +26,10 @@ NOT_RUN = {
     "make test": "is this test suite",
     "medgan demo": "covered by test_demo.py (every model takes about 40 s here)",
     "medgan run --task denoise --input ldct/": "needs a CUDA GPU (--device cuda:0) and a low-dose CT DICOM folder",
+    "medgan run --task denoise --adapt": "fits for up to 90 s to a PET file the README does not ship; test_adapt.py "
+                                         "runs --adapt through the command line with a few steps",
+    "medgan run --task superres --adapt": "fits for up to 120 s to a thick-slice file the README does not ship; "
+                                          "test_adapt.py runs --adapt and --save-fit through the command line",
     "medgan train --recipe": "trains a model for up to half an hour (test_train.py trains tiny configs through the "
                              "same command)",
     "medgan train --config my.yaml": "needs your own image folders",

@@ -155,7 +155,7 @@ def test_the_report_refuses_an_empty_cache_and_names_the_make_target(tmp_path):
 
 def test_every_registered_section_is_known():
     assert set(real.REAL_SECTIONS.names()) == {"ldct-default", "ldct-realistic", "t1-to-t2", "mr-to-ct", "superres",
-                                               "anomaly"}
+                                               "anomaly", "adapt-superres", "adapt-denoise"}
 
 
 def test_axial_view_puts_anterior_up_and_patient_right_left():

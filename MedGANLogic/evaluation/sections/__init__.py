@@ -12,6 +12,6 @@ from ..context import SectionFn
 
 SECTIONS: Registry[SectionFn] = Registry(
     "report section", package=__name__, error=ValueError,
-    modules=(".synthesis", ".ldct", ".superres", ".anomaly", ".segmentation", ".lesion"))
+    modules=(".synthesis", ".ldct", ".superres", ".adapt", ".anomaly", ".segmentation", ".lesion"))
 
 __all__ = ["SECTIONS"]

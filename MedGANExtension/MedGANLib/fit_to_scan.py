@@ -1,0 +1,54 @@
+"""The panel's "Fit to this scan" choice: which tasks offer it, the widgets it enables, the run options it makes.
+
+Plain Python (no Qt import, no parameter node), so it is tested outside the application: the parameter node's
+values go in, ``slicer_bridge.run_on_node``'s keyword options come out. A fit uses no trained model and none of the
+Advanced options of one (tile overlap, batch size, slice axis, force, native grid): the engine refuses them with a
+fit rather than ignoring them, so they are left out here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from MedGANLogic.tasks import TASKS
+
+#: The budget the panel starts with (seconds of fitting); the README's curve shows what more buys.
+DEFAULT_BUDGET_S = 120
+
+
+def fit_tasks() -> tuple[str, ...]:
+    """The tasks that can fit a network to the scan (those taking the engine's ``adapt`` option)."""
+    return tuple(name for name in TASKS.names() if "adapt" in TASKS.get(name).options)
+
+
+def fitting(task: str, adapt: bool) -> bool:
+    """Whether a run of ``task`` with the checkbox ``adapt`` fits to the scan (the box counts for fit tasks only)."""
+    return bool(adapt) and task in fit_tasks()
+
+
+def enable_widgets(ui: Any, task: str, adapt: bool) -> None:
+    """Enable the panel's widgets (``ui``: the widget variables of MedGAN.ui) for the checkbox's state: the box for
+    the tasks that can fit; while fitting, the budget, and not the model list or the Advanced options of a model."""
+    fit = fitting(task, adapt)
+    ui.adaptCheckBox.enabled = task in fit_tasks()
+    ui.adaptBudgetSpinBox.enabled = fit
+    ui.modelComboBox.enabled = ui.advancedCollapsibleButton.enabled = not fit
+
+
+def fit_options(task: str, budget_s: float, opacity: float = 0.5) -> dict[str, Any]:
+    """The options of a run that fits to the scan for ``budget_s`` seconds (then passes over the volume).
+
+    Raises ValueError for a task that cannot fit or a budget that is not a positive number of seconds.
+    """
+    if task not in fit_tasks():
+        raise ValueError(f"Fit to this scan works for {' and '.join(fit_tasks())}, not {task!r}.")
+    if not budget_s > 0:
+        raise ValueError(f"The fitting budget must be a positive number of seconds; got {budget_s!r}.")
+    return {"adapt": True, "adapt_budget_s": float(budget_s), "opacity": float(opacity)}
+
+
+def status_text(task_label: str, model_id: str, fit: bool, budget_s: float) -> str:
+    """The status line while a run starts."""
+    if fit:
+        return f"{task_label}: fitting a network to this scan (up to {budget_s:g} s), then applying it..."
+    return f"Running {task_label.lower()} with {model_id}..."
