@@ -103,7 +103,8 @@ def noisy_case(ctx: RealContext, case: str, seed: int) -> tuple[Volume, np.ndarr
         clean = np.ascontiguousarray(slab[:, ys, xs], dtype=np.float32)
         noise = ndimage.gaussian_filter(rng.normal(0, 1, clean.shape), (0, 1.0, 1.0))
         noise *= CT_NOISE_HU / noise.std()
-        noisy = Volume(clean + noise.astype(np.float32), spacing=vol.spacing, metadata={"modality": "CT"})
+        noisy = Volume(clean + noise.astype(np.float32), spacing=vol.spacing, direction=vol.direction,
+                       metadata={"modality": "CT"})
         return noisy, clean, body[:, ys, xs], "CT"
     slab = vol.array[keep]
     ys, xs = _box(real_masks.mr_head(slab).any(axis=0), CROP)
@@ -111,7 +112,9 @@ def noisy_case(ctx: RealContext, case: str, seed: int) -> tuple[Volume, np.ndarr
     head = real_masks.mr_head(clean)
     sigma = MR_NOISE * float(np.percentile(clean[head], 99.5))
     noisy = np.hypot(clean + rng.normal(0, sigma, clean.shape), rng.normal(0, sigma, clean.shape))
-    return Volume(noisy.astype(np.float32), spacing=vol.spacing, metadata={"modality": "MR"}), clean, head, "MR"
+    noisy_volume = Volume(noisy.astype(np.float32), spacing=vol.spacing, direction=vol.direction,
+                          metadata={"modality": "MR"})
+    return noisy_volume, clean, head, "MR"
 
 
 def _box(mask: np.ndarray, size: int) -> tuple[slice, slice]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...volume import Volume
 from ..baselines import bspline_upsample
-from ..context import SPACING_MM, EvalContext, SectionResult, Target, mean, mr_range
+from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, mean, mr_range
 from ..metrics import psnr, ssim
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
@@ -79,7 +79,8 @@ def section_adapt_superres(ctx: EvalContext) -> SectionResult:
     metrics = _empty(methods, names)
     targets, panels, info = [], [], {"subject": seed, "steps": SR_STEPS, "fits": {}}
     for contrast in SR_CONTRASTS:
-        hr = Volume(acquired[contrast], spacing=(SPACING_MM,) * 3, metadata={"modality": "MR", "contrast": contrast})
+        hr = Volume(acquired[contrast], spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION,
+                    metadata={"modality": "MR", "contrast": contrast})
         rows = []
         for factor in SR_FACTORS:
             low, grid = superres_pair(hr, (factor, 1, 1), "thick_slices")
