@@ -258,7 +258,6 @@ class FAnoGANTrainer(GANTrainer):
     def choose_threshold(self, model_folder: str | Path, smoothing_mm: float) -> tuple[float, dict[str, Any]]:
         """The anomaly-map threshold of the exported model, from validation data (see the module docstring)."""
         from ..models import registry
-        from ..orientation import TRAINING_DIRECTION
         from ..pipeline import run
         from ..volume import Volume
 
@@ -266,8 +265,8 @@ class FAnoGANTrainer(GANTrainer):
         spec = self.config["export"][0]["card"]["input"]
         maps, heads = [], []
         for vol in vols:
-            v = Volume(vol, spacing=(spacing,) * 3, direction=TRAINING_DIRECTION,
-                       metadata={k: spec[k] for k in ("modality", "contrast") if spec.get(k)})
+            v = Volume(vol, spacing=(spacing,) * 3, metadata={k: spec[k] for k in ("modality", "contrast")
+                                                              if spec.get(k)})
             result = run("anomaly", v, model=str(model_folder), device=str(self.device), smoothing_mm=smoothing_mm)
             maps.append(result.outputs["anomaly_map"].array)
             heads.append(maps[-1] > 0)
