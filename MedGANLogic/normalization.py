@@ -72,6 +72,8 @@ def brain_mask(array: np.ndarray, spacing: tuple[float, float, float], erode_mm:
 
     not_dark = head & (array > 0.5 * threshold_otsu(array[head]))
     core = largest(ndimage.binary_erosion(not_dark, structure=disk(erode_mm)))
+    if not core.any():  # a small field of view (a partial or tiny head): no erosion rather than no brain
+        core, erode_mm = largest(not_dark), 0.0
     brain = ndimage.binary_dilation(core, structure=disk(erode_mm + margin_mm)) & head
     return np.stack([ndimage.binary_fill_holes(largest(s)) for s in brain])
 
