@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..volume import Volume
-from .tissue import TISSUES
+from .tissue import tissue_weighted
 
 UPTAKE_SUV = {"air": 0.0, "csf": 0.2, "gm": 8.0, "wm": 3.0, "fat": 0.4, "soft": 1.0, "bone": 0.5, "lesion": 12.0}
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -30,13 +30,7 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 def pet_uptake(tissues: np.ndarray, uptake: dict[str, float] | None = None) -> np.ndarray:
     """SUV (z, y, x) float32 of tissue ``tissues`` fractions (len(TISSUES), z, y, x), before blur and noise."""
     table = dict(UPTAKE_SUV, **(uptake or {}))
-    if tissues.ndim != 4 or tissues.shape[0] != len(TISSUES):
-        raise InputError(f"tissues must be fractions of shape ({len(TISSUES)}, z, y, x); got {tissues.shape}.")
-    out = np.zeros(tissues.shape[1:], np.float32)
-    for i, name in enumerate(TISSUES):
-        if table[name]:
-            out += np.float32(table[name]) * tissues[i]
-    return out
+    return tissue_weighted(tissues, table)
 
 
 def _blur(array: np.ndarray, fwhm_mm: float, spacing_xyz: tuple[float, float, float]) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..errors import MedGANError
+from ..errors import InputError, MedGANError
 from ..volume import Volume
 
 # The notice that travels with anything derived from the template (MNI's licence for the ICBM 2009 atlases, as
@@ -178,3 +178,15 @@ def template_tissues() -> tuple[np.ndarray, Volume, np.ndarray]:
     fractions /= fractions.sum(axis=0)  # exact to float rounding: the layers above telescope to one
     depth = np.clip(d_icv / SKULL_MM, 0, 1).astype(np.float32)
     return fractions, grid, depth
+
+
+def tissue_weighted(tissues: np.ndarray, table: dict[str, float]) -> np.ndarray:
+    """Sum over tissues of ``table[name]`` x its fraction: (z, y, x) float32 from ``tissues`` fractions
+    (len(TISSUES), z, y, x); one value per tissue (PET uptake, ultrasound echogenicity, ...)."""
+    if tissues.ndim != 4 or tissues.shape[0] != len(TISSUES):
+        raise InputError(f"tissues must be fractions of shape ({len(TISSUES)}, z, y, x); got {tissues.shape}.")
+    out = np.zeros(tissues.shape[1:], np.float32)
+    for i, name in enumerate(TISSUES):
+        if table[name]:
+            out += np.float32(table[name]) * tissues[i]
+    return out

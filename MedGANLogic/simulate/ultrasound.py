@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..volume import Volume
-from .tissue import TISSUES
+from .tissue import tissue_weighted
 
 ECHOGENICITY = {"air": 0.0, "csf": 0.05, "gm": 0.45, "wm": 0.6, "fat": 0.9, "soft": 0.7, "bone": 1.6,
                 "lesion": 1.0}
@@ -30,13 +30,7 @@ RAYLEIGH_MEAN = float(np.sqrt(np.pi) / 2.0)  # E[envelope] / sqrt(E[envelope^2])
 def echogenicity(tissues: np.ndarray, values: dict[str, float] | None = None) -> np.ndarray:
     """Relative backscatter amplitude (z, y, x) float32 of ``tissues`` fractions (len(TISSUES), z, y, x)."""
     table = dict(ECHOGENICITY, **(values or {}))
-    if tissues.ndim != 4 or tissues.shape[0] != len(TISSUES):
-        raise InputError(f"tissues must be fractions of shape ({len(TISSUES)}, z, y, x); got {tissues.shape}.")
-    out = np.zeros(tissues.shape[1:], np.float32)
-    for i, name in enumerate(TISSUES):
-        if table[name]:
-            out += np.float32(table[name]) * tissues[i]
-    return out
+    return tissue_weighted(tissues, table)
 
 
 def simulate_ultrasound(tissues: np.ndarray, grid: Volume, *, seed: int,
