@@ -259,6 +259,20 @@ def standard_input(card: Any, quick: bool = False, slices: int | None = None, se
     return synthetic_volume(tuple(shape), modality, contrast, spacing, seed), full  # type: ignore[arg-type]
 
 
+def task_inputs(card: Any, volume: Volume) -> dict[str, Volume]:
+    """The second volumes ``card``'s task needs besides the image (``TASKS[task].inputs``): for the lesion task a
+    mask, a ball of radius 8 voxels in the middle of ``volume``, so every model can be run by the same loop."""
+    from MedGANLogic.tasks import TASKS
+
+    names = TASKS.get(card.task).inputs
+    if not names:
+        return {}
+    grid = np.indices(volume.shape, dtype=np.float32)
+    centre = [(n - 1) / 2.0 for n in volume.shape]
+    ball = (sum((g - c) ** 2 for g, c in zip(grid, centre)) <= 8.0 ** 2).astype(np.uint8)
+    return {name: volume.with_array(ball, metadata={"kind": "labels"}) for name in names}
+
+
 def selected_cards(names: list[str] | None = None) -> list[Any]:
     """Installed model cards (``MedGANLogic.models.registry.list_models``), optionally only ``names``."""
     from MedGANLogic.models import registry

@@ -39,7 +39,8 @@ TARGET_RATIO = 3.0
 
 def run_task(card, volume, device: torch.device) -> MedGANLogic.RunResult:
     # native: the standard volume's own grid (1 mm MR, 0.8 mm CT), the work the figures have always measured
-    return MedGANLogic.run(card.task, volume, model=card.id, device=str(device), force=True, native=True)
+    return MedGANLogic.run(card.task, volume, model=card.id, device=str(device), force=True, native=True,
+                          **bench.task_inputs(card, volume))
 
 
 def network_flops_per_voxel(card, plane: tuple[int, int], device: torch.device) -> float:

@@ -7,7 +7,10 @@ targets; the older ones (inference, simulate) contribute their printed tables. R
 device, the date, how busy the machine was with other processes during the run (their CPU time over this run's
 wall time x cores: timings taken on a loaded machine are not to be trusted) and every target met or missed with
 its measured cause. ``--quick`` runs tiny sizes into a temporary folder (``$MEDGAN_BENCH_OUT``, default
-/tmp/medgan-bench-quick) to check that the scripts work, and skips simulate.py.
+/tmp/medgan-bench-quick) to check that the scripts work, and skips simulate.py. ``--only floor warmstart --keep``
+re-runs those scripts and keeps every other script's section, targets and wall time from the RESULTS.md already
+there, each kept section marked with the date of the run that made it (without ``--keep``, ``--only`` writes
+a RESULTS.md of those scripts alone).
 """
 
 from __future__ import annotations
@@ -53,13 +56,44 @@ def others_busy(before: dict[int, int], after: dict[int, int], wall: float) -> f
     return used / os.sysconf("SC_CLK_TCK") / (wall * (os.cpu_count() or 1))
 
 
+def split_results(text: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(the run's date line, {script name: its section}, {script name: its row of the wall-time table}) of a
+    RESULTS.md written by this script; sections already kept from an earlier run keep their first date."""
+    made = next((line for line in text.splitlines() if line.startswith("Made by")), "")
+    date = made.split(" on ", 1)[1].split(" UTC", 1)[0] if " on " in made and " UTC" in made else "an earlier run"
+    by_title = {title: name for name, title in TITLES.items()}
+    sections: dict[str, str] = {}
+    last = None
+    for chunk in text.split("\n## ")[1:]:
+        heading, _, body = chunk.partition("\n")
+        title = heading.split(" (kept from ", 1)[0]
+        if title in by_title:
+            last = by_title[title]
+            kept = heading[len(title):] or f" (kept from the run of {date} UTC)"
+            sections[last] = f"## {title}{kept}\n{body.rstrip()}\n"
+        elif title in ("Targets (issue 7)", "Wall time per script"):  # written anew by every run
+            last = None
+        elif last is not None:  # a sub-heading of a script's own markdown
+            sections[last] = sections[last] + f"\n## {heading}\n{body.rstrip()}\n"
+    walls = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].endswith(".py") and cells[0][:-3] in TITLES:
+            walls[cells[0][:-3]] = cells
+    return date, sections, walls
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="*", default=None,
                         help=f"scripts to run, of {', '.join(JSON_SCRIPTS + OLDER)}")
+    parser.add_argument("--keep", action="store_true",
+                        help="with --only: keep the other scripts' sections and targets from the RESULTS.md there")
     args = parser.parse_args()
+    if args.keep and args.only is None:
+        parser.error("--keep goes with --only (the scripts to re-run)")
     if args.quick:
         os.environ.setdefault("MEDGAN_BENCH_OUT", "/tmp/medgan-bench-quick")
     out = Path(os.environ.get("MEDGAN_BENCH_OUT", HERE))
@@ -107,6 +141,20 @@ def main() -> int:
             sections.append(f"## {TITLES[name]}\n\n```\n{body}\n```\n")
     wall = time.perf_counter() - t_start
     busy = others_busy(ticks0, cpu_ticks(), wall)
+    kept_note = ""
+    if args.keep and (out / "RESULTS.md").exists():
+        _, old_sections, old_walls = split_results((out / "RESULTS.md").read_text())
+        order = [n for n in JSON_SCRIPTS + OLDER]
+        fresh = dict(zip(names, sections))
+        kept = [n for n in order if n not in names and n in old_sections]
+        sections = [fresh.get(n) or old_sections[n] for n in order if n in fresh or n in kept]
+        for n in kept:
+            if n in JSON_SCRIPTS and (out / f"{n}.json").exists():
+                targets += json.loads((out / f"{n}.json").read_text())["targets"]
+        walls += [dict(zip(["script", "seconds", "exit", "other processes' CPU"], old_walls[n])) for n in kept
+                  if n in old_walls]
+        kept_note = (f" Re-run now: {', '.join(names)}; the other sections ({', '.join(kept)}) are kept from "
+                     f"the RESULTS.md that was here, each marked with its run's date.") if kept else ""
 
     from common import table
 
@@ -126,7 +174,7 @@ def main() -> int:
         "# MedGAN benchmarks", "",
         f"Made by `make bench` (benchmarks/run_all.py{quick}) on {started.strftime('%Y-%m-%d %H:%M')} UTC "
         f"in {wall / 60:.1f} min. "
-        f"Device: {device_name(device)} (torch {m['torch']}, Python {m['python']}). {gpu}", "",
+        f"Device: {device_name(device)} (torch {m['torch']}, Python {m['python']}). {gpu}{kept_note}", "",
         f"{load} Every ratio is against a baseline measured in the same run.", "",
         "## Targets (issue 7)", "", table(rows, ["target", "measured", "met", "gap: measured cause"]) if rows else
         "(none measured)", ""]

@@ -42,7 +42,7 @@ def time_to_first_progress(card, volume, device) -> float:
     t0 = time.perf_counter()
     try:
         MedGANLogic.run(card.task, volume, model=card.id, device=str(device), progress=progress, cancel=stop,
-                        force=True, native=True)
+                        force=True, native=True, **bench.task_inputs(card, volume))
     except MedGANLogic.CancelledError:
         pass
     if not first:
