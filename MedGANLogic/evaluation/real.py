@@ -61,6 +61,7 @@ class RealContext:
     device: str = "cpu"
     runs: list[dict[str, Any]] = field(default_factory=list)
     store: dict[str, Any] = field(default_factory=dict)  # computations shared between sections
+    section: str = ""  # the section now running: each run records it (``--update`` replaces a section's runs)
     _images: dict[str, Volume] = field(default_factory=dict)
 
     def image(self, name: str) -> Volume:
@@ -83,8 +84,8 @@ class RealContext:
         from ..errors import MedGANError
 
         options.setdefault("precision", "fp32")  # numbers that do not depend on the CPU's bf16
-        record: dict[str, Any] = {"model": model, "case": case, "options": {k: v for k, v in options.items()
-                                                                           if k != "precision"}}
+        record: dict[str, Any] = {"model": model, "case": case, "section": self.section,
+                                  "options": {k: v for k, v in options.items() if k != "precision"}}
         started = time.perf_counter()
         result, messages = None, []
         with warnings.catch_warnings(record=True) as caught:
@@ -151,6 +152,8 @@ def render_markdown(results: dict[str, SectionResult], meta: dict[str, Any], run
              "measurements on real scans. Research use, not for diagnosis.", "",
              f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']} "
              f"({meta['cpu_count']} CPU cores; torch threads {meta['torch_threads']}).",
+             *[f"- Updated {u['generated']} ({u['seconds']:.0f} s on {u['device']}): {', '.join(u['sections'])} run "
+               f"again (`--sections ... --update`)." for u in meta.get("updates", [])],
              "- Mean ± standard deviation over the cases a metric applies to (per case in `real.json`).", "",
              "## Images", "", "| image | package | shows | tumour label | geometry |", "|---|---|---|---|---|"]
     for row in real_data.inventory():
@@ -187,8 +190,12 @@ def summarise_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | None = None,
-                  sections: list[str] | None = None, device: str = "cpu") -> dict[str, Any]:
+                  sections: list[str] | None = None, device: str = "cpu", update: bool = False) -> dict[str, Any]:
     """Run the real-data sections, write ``real.md``, ``real.json`` and the panels; returns the JSON data.
+
+    ``update=True``: run only ``sections`` and keep every other section of the ``real.json`` already in
+    ``report_dir`` (with its model runs; runs recorded by a re-run section are replaced), in registry order; the
+    header then lists each update. Without an existing report it is an ordinary run.
 
     Raises:
         RealDataMissingError: the cache lacks an image (the message says to run ``make eval-real``).
@@ -204,6 +211,8 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     names = sections or REAL_SECTIONS.names()
     fns = {n: REAL_SECTIONS.get(n) for n in names}
     report_dir = Path(report_dir)
+    previous_path = report_dir / "real.json"
+    previous = json.loads(previous_path.read_text(encoding="utf-8")) if update and previous_path.is_file() else None
     report_dir.mkdir(parents=True, exist_ok=True)
     ctx = RealContext(report_dir=report_dir, cache=Path(cache) if cache else None, device=device)
     start = time.perf_counter()
@@ -211,17 +220,28 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     for name, fn in fns.items():
         t0 = time.perf_counter()
         print(f"real-data section {name} ...", file=sys.stderr, flush=True)
+        ctx.section = name
         results[name] = fn(ctx)
         print(f"  section {name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     meta = {"generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "seconds": time.perf_counter() - start, "device": device, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
-    from .report import _finite, results_json
+    from .report import _finite, results_json, section_from_json
 
-    data = {"meta": meta, "images": real_data.inventory(), "runs": ctx.runs,
+    runs = ctx.runs
+    if previous is not None:
+        update_meta = {"sections": sorted(names), "generated": meta["generated"], "seconds": meta["seconds"],
+                       "device": device}
+        meta = {**previous["meta"], "updates": [*previous["meta"].get("updates", []), update_meta]}
+        kept = {n: section_from_json(d) for n, d in previous["sections"].items()
+                if n in REAL_SECTIONS and n not in results}
+        order = [n for n in REAL_SECTIONS.names() if n in kept or n in results]
+        results = {n: results.get(n) or kept[n] for n in order}
+        runs = [r for r in previous.get("runs", []) if r.get("section") not in names] + ctx.runs
+    data = {"meta": meta, "images": real_data.inventory(), "runs": runs,
             **results_json(list(results), list(results.values()))}
     (report_dir / "real.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    (report_dir / "real.md").write_text(render_markdown(results, meta, ctx.runs), encoding="utf-8")
+    (report_dir / "real.md").write_text(render_markdown(results, meta, runs), encoding="utf-8")
     return data
 
 
@@ -230,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default="Testing/Reports", help="output folder (default Testing/Reports)")
     parser.add_argument("--cache", default=None, help="real-image cache (default $MEDGAN_REAL_DATA or .cache/real)")
     parser.add_argument("--sections", default=None, help=f"comma-separated subset of {', '.join(REAL_SECTIONS)}")
+    parser.add_argument("--update", action="store_true",
+                        help="with --sections: keep the other sections of the real.json already in --report")
     args = parser.parse_args(argv)
+    if args.update and not args.sections:
+        parser.error("--update needs --sections (the sections to run again)")
     try:
-        data = evaluate_real(args.report, cache=args.cache,
+        data = evaluate_real(args.report, cache=args.cache, update=args.update,
                              sections=args.sections.split(",") if args.sections else None)
     except real_data.RealDataMissingError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -167,3 +167,42 @@ def test_axial_view_puts_anterior_up_and_patient_right_left():
     np.testing.assert_array_equal(real.axial_view(img, flipped_y)[::-1], img[::-1])
     flipped_x = np.diag([-1.0, 1.0, 1.0])  # i runs left -> right
     np.testing.assert_array_equal(real.axial_view(img, flipped_x)[::-1], img[:, ::-1])
+
+
+def test_update_runs_some_sections_again_and_keeps_the_others_with_their_runs(tmp_path, monkeypatch):
+    """`python -m MedGANLogic.evaluation.real --sections anomaly --update`: the other sections and their model runs
+    stay as they were, the re-run section's runs are replaced, and the header says what was updated."""
+    import json
+
+    from MedGANLogic.evaluation import real_data
+    from MedGANLogic.evaluation.context import SectionResult, Target
+
+    calls = []
+
+    def fake(name, value):
+        def section(ctx):
+            calls.append(name)
+            ctx.runs.append({"model": "m", "case": name, "section": ctx.section, "seconds": value, "warnings": []})
+            return SectionResult(title=f"title {name}", intro="", metrics={"model": {"PSNR": [value]}},
+                                 units={"PSNR": "dB"}, targets=[Target(f"{name} t", value, 1.5, ">=")], panels=[],
+                                 info={})
+        return section
+
+    monkeypatch.setattr(real_data, "missing_files", lambda cache=None: [])
+    monkeypatch.setitem(real.REAL_SECTIONS._entries, "superres", fake("superres", 1.0))
+    monkeypatch.setitem(real.REAL_SECTIONS._entries, "anomaly", fake("anomaly", 1.0))
+    report = tmp_path / "report"
+    assert real.main(["--report", str(report), "--sections", "superres,anomaly"]) == 0
+    monkeypatch.setitem(real.REAL_SECTIONS._entries, "anomaly", fake("anomaly", 2.0))
+    assert real.main(["--report", str(report), "--sections", "anomaly", "--update"]) == 0
+    assert calls == ["superres", "anomaly", "anomaly"]
+    data = json.loads((report / "real.json").read_text())
+    assert list(data["sections"]) == ["superres", "anomaly"]  # registry order, the kept one first
+    assert data["sections"]["superres"]["metrics"]["model"]["PSNR"]["mean"] == 1.0
+    assert data["sections"]["anomaly"]["metrics"]["model"]["PSNR"]["mean"] == 2.0
+    assert data["targets_met"] == 1 and data["targets_total"] == 2
+    assert sorted((r["case"], r["seconds"]) for r in data["runs"]) == [("anomaly", 2.0), ("superres", 1.0)]
+    assert [u["sections"] for u in data["meta"]["updates"]] == [["anomaly"]]
+    assert "anomaly run again (`--sections ... --update`)" in (report / "real.md").read_text()
+    with pytest.raises(SystemExit):
+        real.main(["--report", str(report), "--update"])  # --update without --sections
