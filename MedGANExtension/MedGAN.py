@@ -101,6 +101,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job: MedGANJob | None = None
+        self._keepFit = False
         self._shownAnomalyMapID = None
         self._updatingModels = False
         self._missingDependencies: list[str] = []
@@ -314,6 +315,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:
             self.showError(exc, traceback.format_exc())
             return
+        self._keepFit = fit and p.keepFit  # as it is at Apply, whatever the box says when the job ends
         self._job = MedGANJob(batch).start()
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
@@ -360,7 +362,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.showError(job.error, job.trace)
             else:
                 nodes, status = self.logic.finish(job)
-                self.ui.statusLabel.text = status
+                self.ui.statusLabel.text = status + fit_to_scan.keep_fits(job.batch, self._keepFit)
                 self.showOutputs(nodes)
         except Exception as exc:
             self.showError(exc, traceback.format_exc())

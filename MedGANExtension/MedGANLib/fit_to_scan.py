@@ -28,10 +28,11 @@ def fitting(task: str, adapt: bool) -> bool:
 
 def enable_widgets(ui: Any, task: str, adapt: bool) -> None:
     """Enable the panel's widgets (``ui``: the widget variables of MedGAN.ui) for the checkbox's state: the box for
-    the tasks that can fit; while fitting, the budget, and not the model list or the Advanced options of a model."""
+    the tasks that can fit; while fitting, the budget and "keep the fit", not the model list or the Advanced options
+    of a model."""
     fit = fitting(task, adapt)
     ui.adaptCheckBox.enabled = task in fit_tasks()
-    ui.adaptBudgetSpinBox.enabled = fit
+    ui.adaptBudgetSpinBox.enabled = ui.keepFitCheckBox.enabled = fit
     ui.modelComboBox.enabled = ui.advancedCollapsibleButton.enabled = not fit
 
 
@@ -52,3 +53,16 @@ def status_text(task_label: str, model_id: str, fit: bool, budget_s: float) -> s
     if fit:
         return f"{task_label}: fitting a network to this scan (up to {budget_s:g} s), then applying it..."
     return f"Running {task_label.lower()} with {model_id}..."
+
+
+def keep_fits(batch: Any, keep: bool) -> str:
+    """After a batch that fitted to its scans has finished: when ``keep`` (the panel's "Keep the fit as a model"
+    box, as it was at Apply), save each fitted network in the user's model folder, where the model list and a
+    later fit (``--model``) find it. Returns what to add to the status line ("" when nothing was kept)."""
+    if not keep:
+        return ""
+    cards = batch.save_fits()
+    if not cards:
+        return ""
+    where = cards[0].folder.parent
+    return f" Fitted network kept as model {', '.join(c.id for c in cards)} (in {where})."

@@ -62,7 +62,8 @@ class MedGANParameterNode:
 
     inputVolume: the scan; batchMode: run on the ticked volumes too; task; modelId / device: set by the panel's
     model and device lists; overlap, batchSize (0 = auto), sliceAxis, force, native (keep the input's voxel grid):
-    advanced; adapt, adaptBudget: "Fit to this scan" (denoise, superres) for that many seconds; outputNode:
+    advanced; adapt, adaptBudget, keepFit: "Fit to this scan" (denoise, superres) for that many seconds, the
+    fitted network kept as a model or not; outputNode:
     overwrite this node instead of creating one; anomalyMap (the map shown), colormap, opacity, useCardThreshold,
     threshold, makeSegmentation: anomaly display; lesionMask (a segmentation or label map), lesionType: the lesion
     task (the segment is chosen in the panel's list of the mask's segments).
@@ -80,6 +81,7 @@ class MedGANParameterNode:
     native: bool = False  # keep the input's voxel grid (no resampling into the model's frame)
     adapt: bool = False  # "Fit to this scan" (denoise, superres): no trained model
     adaptBudget: Annotated[int, WithinRange(10, 3600)] = DEFAULT_BUDGET_S  # seconds of fitting
+    keepFit: bool = False  # keep the fitted network as a model in the user's model folder
     outputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]  # noqa: UP007  (typing the wrapper reads)
     anomalyMap: vtkMRMLScalarVolumeNode  # the map the display controls act on (MedGAN.kind = anomaly_map)
     colormap: Colormap = Colormap.INFERNO

@@ -94,6 +94,7 @@ from .running import (
     prepare_run,
     run_on_node,
     run_on_nodes,
+    save_fits,
     split_options,
 )
 
@@ -106,5 +107,6 @@ __all__ = ["ATTRIBUTE_PREFIX", "COLORMAPS", "COLORMAP_ANCHORS", "CT_WINDOW_PRESE
            "models_for_node",
            "node_ijk_to_ras", "node_modality", "nodes_from_result", "numpy_to_matrix", "output_name", "place_beside",
            "prepare_batch", "prepare_run", "proposed_model", "provenance_attributes", "run_on_node", "run_on_nodes",
-           "show_in_slice_views", "split_options", "study_volume_nodes", "terminology_entry", "update_anomaly_display",
+           "save_fits", "show_in_slice_views", "split_options", "study_volume_nodes", "terminology_entry",
+           "update_anomaly_display",
            "volume_from_node"]

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,6 +231,10 @@ class Batch:
             return {request.input_node.GetID(): finish_run(scene, request, result)
                     for request, result in zip(self.requests, self.results)}
 
+    def save_fits(self, models_dir: str | os.PathLike | None = None) -> list[Any]:
+        """Keep the networks this batch fitted to its scans as models (:func:`save_fits`); their cards."""
+        return save_fits(self.results, models_dir)
+
     @property
     def warnings(self) -> list[str]:
         """What the inputs were run despite (``force=True``), every request's."""
@@ -245,6 +251,24 @@ class Batch:
         if notes:
             text += " Note: " + "; ".join(notes) + "."
         return text
+
+
+def save_fits(results: Sequence[Any], models_dir: str | os.PathLike | None = None) -> list[Any]:
+    """Keep every network fitted to a scan among ``results`` (RunResults of ``adapt=True`` runs) as a model folder
+    in ``models_dir`` (default: the user's model folder, ``$MEDGAN_MODELS_DIR`` or ``~/.medgan/models``), where the
+    model list finds it; returns their cards. The card names the scan it was fitted on (its voxels' SHA-256); the id
+    is made of the task, modality, that SHA-256 and the seed, so a second fit of the same scan with the same seed
+    replaces the first. Results that were not fits are skipped."""
+    from ..adapt import save_fitted_model
+    from ..models.registry import user_models_dir
+
+    folder = Path(models_dir) if models_dir is not None else user_models_dir()
+    cards = []
+    for result in results:
+        fitted = result.extras.get("fitted")
+        if fitted is not None:
+            cards.append(save_fitted_model(fitted, folder / fitted.card["id"]))
+    return cards
 
 
 def describe_result(result: Any) -> str:

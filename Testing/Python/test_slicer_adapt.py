@@ -156,6 +156,32 @@ def test_panel_fit_options_round_trip_through_a_run_into_the_node(setup):
     assert batch.status().startswith("superres by a network fitted to this scan (2 steps, ")
 
 
+def test_panel_keeps_the_fitted_network_as_a_model_that_the_model_list_finds_and_runs(setup, model_dir):
+    """"Keep the fitted network as a model": after the batch, the fit is a model folder in the user's model folder
+    whose card names the scan; it is listed for the task and runs on the scan like any model. Unticked: nothing."""
+    from MedGANLogic.adapt.export import voxel_sha256
+    from MedGANLogic.models import registry
+
+    volume = _small("T1w", 2)
+    rng = np.random.default_rng(1)
+    noisy = volume.with_array(np.hypot(volume.array + rng.normal(0, 30, volume.shape),
+                                       rng.normal(0, 30, volume.shape)).astype(np.float32))
+    node = add_volume_node(setup.scene, noisy, "T1 noisy")
+    batch = slicer_bridge.prepare_batch(setup.scene, [node], "denoise", adapt_steps=2, show=False,
+                                        **fit_to_scan.fit_options("denoise", 60))
+    job = MedGANJob(batch).start()
+    assert job.done.wait(300) and job.error is None, job.trace
+    (out,) = batch.finish(setup.scene)[node.GetID()]
+    assert fit_to_scan.keep_fits(batch, keep=False) == "" and registry.list_models("denoise") == []
+    status = fit_to_scan.keep_fits(batch, keep=True)
+    (card,) = registry.list_models("denoise")
+    assert f"kept as model {card.id}" in status and card.folder.parent == model_dir
+    assert card.data["extras"]["fitted_on"]["voxels_sha256"] == voxel_sha256(slicer_bridge.volume_from_node(node))
+    assert card.data["extras"]["fit"]["steps"] == 2
+    again = slicer_bridge.run_on_node(setup.scene, node, "denoise", model=card.id, show=False)
+    assert np.allclose(slicer_bridge.array_from_node(again[0]), slicer_bridge.array_from_node(out), atol=1e-3)
+
+
 def test_panel_job_cancelled_during_the_fit_adds_nothing(setup):
     node = add_volume_node(setup.scene, _small("T1w", 2), "T1")
     batch = slicer_bridge.prepare_batch(setup.scene, [node], "denoise", adapt_steps=10_000, show=False,
@@ -175,12 +201,13 @@ def test_panel_job_cancelled_during_the_fit_adds_nothing(setup):
 
 def test_panel_widgets_follow_the_checkbox():
     ui = SimpleNamespace(**{name: SimpleNamespace(enabled=None) for name in (
-        "adaptCheckBox", "adaptBudgetSpinBox", "modelComboBox", "advancedCollapsibleButton")})
+        "adaptCheckBox", "adaptBudgetSpinBox", "keepFitCheckBox", "modelComboBox", "advancedCollapsibleButton")})
     fit_to_scan.enable_widgets(ui, "denoise", True)
-    assert (ui.adaptCheckBox.enabled, ui.adaptBudgetSpinBox.enabled, ui.modelComboBox.enabled,
-            ui.advancedCollapsibleButton.enabled) == (True, True, False, False)
+    assert (ui.adaptCheckBox.enabled, ui.adaptBudgetSpinBox.enabled, ui.keepFitCheckBox.enabled,
+            ui.modelComboBox.enabled, ui.advancedCollapsibleButton.enabled) == (True, True, True, False, False)
     fit_to_scan.enable_widgets(ui, "anomaly", True)  # a task that cannot fit: the box is off, the model list on
-    assert (ui.adaptCheckBox.enabled, ui.adaptBudgetSpinBox.enabled, ui.modelComboBox.enabled) == (False, False, True)
+    assert (ui.adaptCheckBox.enabled, ui.adaptBudgetSpinBox.enabled, ui.keepFitCheckBox.enabled,
+            ui.modelComboBox.enabled) == (False, False, False, True)
     assert fit_to_scan.status_text("Denoise", "", True, 90).startswith("Denoise: fitting a network to this scan")
 
 
