@@ -25,7 +25,7 @@ from .baselines import bspline_upsample
 from .context import SectionResult, Target, mean
 from .metrics import psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
-from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, best_factor, bm3d3, fit_run, nlm, stabilised
+from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, best_factor, bm3d3, fit_run, installed, nlm, stabilised
 
 SR_CASES = ("t2_brain", "breast1")  # small volumes: a CPU fits each in minutes
 MR_CASES = ("t2_brain",)  # denoised; tuned on brain2
@@ -35,6 +35,7 @@ MR_NOISE = 0.06  # Rician sigma as a fraction of the image's 99.5th percentile i
 CT_NOISE_HU = 30.0  # SD of the added correlated noise
 SLAB = 8  # axial slices per denoising case (brains: their central ones)
 CROP = 128  # pixels: the centre box of the body (CT) or head (MR) of each slice
+TRAINED = {"MR": "mr-denoise", "CT": "ldct-denoise"}  # trained denoisers run as they are, beside the fit
 
 
 def _window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
@@ -147,8 +148,10 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
     title = "Fit to this scan on real MR and CT with added noise: denoising"
     cases = (*MR_CASES, CT_CASE)
     methods = ("noisy input", "fitted to the scan", "non-local means (tuned)", "BM3D (tuned)")
+    trained = {m: model for m, model in TRAINED.items() if installed(model)}
+    row_name = "trained denoiser (" + ", ".join(trained.values()) + ")"
     metrics: dict[str, dict[str, list[float]]] = {m: {f"{c} {k}": [] for k in ("PSNR", "SSIM") for c in cases}
-                                                  for m in methods}
+                                                  for m in methods + ((row_name,) if trained else ())}
     tuned = {"MR": _tune(ctx, MR_TUNING), "CT": _tune(ctx, CT_TUNING)}
     targets, rows = [], []
     for case in cases:
@@ -158,6 +161,10 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
                  "fitted to the scan": fit_run("denoise", noisy, DN_STEPS, ctx.device, modality=modality).array,
                  "non-local means (tuned)": inverse(nlm(forward, sd, tuned[modality]["nlm"])),
                  "BM3D (tuned)": inverse(bm3d3(forward, sd, tuned[modality]["bm3d"]))}
+        if modality in trained:
+            result = ctx.run("denoise", noisy, trained[modality], case)
+            if result is not None:
+                preds[row_name] = result.volume.array
         for method, pred in preds.items():
             p, s = _scores(pred, clean, mask, modality)
             metrics[method][f"{case} PSNR"].append(p)
@@ -166,11 +173,15 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
         for baseline in methods[2:]:
             targets.append(Target(f"adapt on real {modality} ({case}, added noise): PSNR above {baseline}", fit_db,
                                   metrics[baseline][f"{case} PSNR"][-1], ">", f"{DN_STEPS} fitting steps"))
+            if row_name in preds:
+                targets.append(Target(f"{trained[modality]} (trained, no fitting) on real {modality} ({case}, added "
+                                      f"noise): PSNR above {baseline}", metrics[row_name][f"{case} PSNR"][-1],
+                                      metrics[baseline][f"{case} PSNR"][-1], ">"))
         z = clean.shape[0] // 2
         lo, hi = (-160.0, 240.0) if modality == "CT" else _window(clean, mask)
         direction = ctx.image(case).direction
-        rows.append((case, [axial_view(unit_range(img[z], lo, hi), direction)
-                            for img in (*preds.values(), clean)]))
+        rows.append((case, [axial_view(unit_range(preds[m][z], lo, hi), direction) for m in methods]
+                     + [axial_view(unit_range(clean[z], lo, hi), direction)]))
     intro = (
         f"Real MR ({', '.join(MR_CASES)}; Rician noise of sigma {MR_NOISE:.0%} of the 99.5th percentile in the "
         f"head) and real CT ({CT_CASE}; Gaussian noise smoothed by a one-pixel Gaussian, SD {CT_NOISE_HU:g} HU), "
@@ -178,7 +189,9 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
         f"`MedGANLogic.run(..., adapt=True, modality=...)` for {DN_STEPS} steps (seed 0). NLM and BM3D run per "
         f"slice in the fit's variance-stabilised domain with strengths tuned on {MR_TUNING} (MR) and {CT_TUNING} (CT): "
         + "; ".join(f"{m} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in tuned.items())
-        + ". Reference: the real image before the noise was added; MR scored in the head (data range its "
+        + ". " + (f"Beside them the trained {' and '.join(trained.values())}, run as they are (no fitting). "
+                  if trained else "")
+        + "Reference: the real image before the noise was added; MR scored in the head (data range its "
         "0.5-99.5 percentile range), CT in the body in the [-160, 240] HU window.")
     panel = save_real_panel(ctx, "adapt_denoise", rows, ["noisy", "fit", "NLM", "BM3D", "real"])
     return SectionResult(title=title, intro=intro, metrics=metrics,

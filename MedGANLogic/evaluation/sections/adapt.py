@@ -35,6 +35,7 @@ SR_FACTORS = (2, 4)
 SR_STEPS = 400  # fitting steps per scan (batch 8 of 64-pixel patches): about 1-2 CPU minutes
 SR_TARGET_DB = 1.5
 PRETRAINED_SR = "mr-sr-x2-throughplane"
+PRETRAINED_DN = {"MR": "mr-denoise"}  # a trained denoiser run as it is, beside the fit, where one is installed
 DN_MODALITIES = ("MR", "PT", "US")
 DN_STEPS = 300
 DN_SLICES = 24
@@ -53,6 +54,17 @@ def fit_run(task: str, volume: Volume, steps: int, device: str, **options: Any) 
                adapt_seed=0, **options).volume
 
 
+def installed(model: str) -> bool:
+    """Whether a model of this id is installed (its report rows are left out when not)."""
+    from ...models.registry import get_model
+
+    try:
+        get_model(model)
+    except Exception:  # noqa: BLE001 - not installed: its column stays out of the table
+        return False
+    return True
+
+
 def _empty(methods: list[str], names: list[str]) -> dict[str, dict[str, list[float]]]:
     return {m: {n: [] for n in names} for m in methods}
 
@@ -60,7 +72,6 @@ def _empty(methods: list[str], names: list[str]) -> dict[str, dict[str, list[flo
 # --- super-resolution -------------------------------------------------------------------------------------------
 @SECTIONS.register("adapt-superres")
 def section_adapt_superres(ctx: EvalContext) -> SectionResult:
-    from ...models.registry import get_model
     from ...pipeline import run
     from ...simulate import superres_pair
 
@@ -68,11 +79,7 @@ def section_adapt_superres(ctx: EvalContext) -> SectionResult:
     seed = ctx.test_seeds[0]
     acquired = ctx.subject(seed, keys=SR_CONTRASTS)
     clean = ctx.subject(seed, keys=SR_CONTRASTS, noise_free=True)
-    try:
-        get_model(PRETRAINED_SR)
-        pretrained = True
-    except Exception:  # noqa: BLE001 - without it the fit starts from scratch and the column stays empty
-        pretrained = False
+    pretrained = installed(PRETRAINED_SR)  # without it the fit starts from scratch, its column empty
     names = [f"{c} {m}" for m in ("PSNR", "SSIM") for c in SR_CONTRASTS]
     methods = [f"{name} x{f}" for f in SR_FACTORS for name in ("fitted to the scan", "cubic B-spline")]
     methods.insert(2, f"{PRETRAINED_SR} x2")
@@ -257,9 +264,11 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
     seed, tuning_seed = ctx.test_seeds[0], ctx.seeds("val", 1)[0]
     names = [f"{LABEL[m]} {k}" for k in ("PSNR", "SSIM") for m in DN_MODALITIES]
     methods = ["noisy input", "fitted to the scan", "non-local means (tuned)", "BM3D (tuned)"]
-    metrics = _empty(methods, names)
+    pretrained = {m: model for m, model in PRETRAINED_DN.items() if installed(model)}
+    trained = "trained denoiser (" + ", ".join(pretrained.values()) + ")"
+    metrics = _empty(methods + ([trained] if pretrained else []), names)
     targets, rows, info = [], [], {"subject": seed, "tuning_subject": tuning_seed, "steps": DN_STEPS, "tuned": {},
-                                   "fits": {}}
+                                   "fits": {}, "trained_denoisers": pretrained}
     for modality in DN_MODALITIES:
         tuned = tune(tuning_seed, modality)
         info["tuned"][modality] = tuned
@@ -271,6 +280,11 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         preds = {"noisy input": noisy.array, "fitted to the scan": fitted.array,
                  "non-local means (tuned)": inverse(nlm(forward, sd, tuned["nlm"])),
                  "BM3D (tuned)": inverse(bm3d3(forward, sd, tuned["bm3d"]))}
+        if modality in pretrained:
+            from ...pipeline import run
+
+            preds[trained] = run("denoise", noisy, model=pretrained[modality], device=ctx.device,
+                                 precision="fp32").volume.array
         rng = mr_range(ref, mask)
         label = LABEL[modality]
         for method, pred in preds.items():
@@ -281,6 +295,10 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
             targets.append(Target(f"adapt denoise {label}: PSNR above {baseline}", fit_db,
                                   metrics[baseline][f"{label} PSNR"][-1], ">",
                                   f"{DN_STEPS} fitting steps; see the section's table"))
+            if modality in pretrained:
+                targets.append(Target(f"{pretrained[modality]} (trained, no fitting) on {label}: PSNR above "
+                                      f"{baseline}", metrics[trained][f"{label} PSNR"][-1],
+                                      metrics[baseline][f"{label} PSNR"][-1], ">"))
         z = DN_SLICES // 2
         lo, hi = np.percentile(ref[mask], [0.5, 99.5])
         rows.append((label, [(preds[m][z] - lo) / (hi - lo) for m in methods] + [(ref[z] - lo) / (hi - lo)]))
@@ -293,7 +311,9 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         f"means and BM3D run per slice in the fit's variance-stabilised domain, their strength tuned on subject "
         f"{tuning_seed} (validation split): " + "; ".join(
             f"{LABEL[m]} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in info["tuned"].items())
-        + ". Reference: the noise-free image. Panel: the middle slice, each row windowed to its reference.")
+        + ". " + (f"Beside them the trained {', '.join(pretrained.values())} (domain-randomised training, no fitting; "
+                  f"{', '.join(LABEL[m] for m in pretrained)} only), run as it is. " if pretrained else "")
+        + "Reference: the noise-free image. Panel: the middle slice, each row windowed to its reference.")
     return SectionResult(title=title, intro=intro, metrics=metrics,
                          units={n: "dB" if n.endswith("PSNR") else "" for n in names}, targets=targets,
                          panels=[panel], info=info)
