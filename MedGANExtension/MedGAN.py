@@ -61,11 +61,6 @@ def resourceFile(relativePath: str) -> str:
     return os.path.join(_MODULE_DIR, "Resources", relativePath)
 
 
-#
-# MedGAN
-#
-
-
 class MedGAN(ScriptedLoadableModule):
     """Module description: title, category, help, acknowledgement; sample data registered at startup."""
 
@@ -84,11 +79,6 @@ class MedGAN(ScriptedLoadableModule):
 def registerSampleData():
     """Add the bundled phantom subject (Resources/SampleData) to the Sample Data module (see MedGANLib)."""
     sample_data.register_sample_data(resourceFile("SampleData"), resourceFile("Icons/MedGAN.png"))
-
-
-#
-# MedGANWidget
-#
 
 
 class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -362,7 +352,10 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.showError(job.error, job.trace)
             else:
                 nodes, status = self.logic.finish(job)
-                self.ui.statusLabel.text = status + fit_to_scan.keep_fits(job.batch, self._keepFit)
+                kept = fit_to_scan.keep_fits(job.batch, self._keepFit)
+                self.ui.statusLabel.text = status + kept
+                if kept:  # the model list shows the new model at its next update
+                    self._modelListKey = None
                 self.showOutputs(nodes)
         except Exception as exc:
             self.showError(exc, traceback.format_exc())
@@ -386,11 +379,6 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         message = str(exc) if isinstance(exc, medgan_engine.MedGANError) else f"{type(exc).__name__}: {exc}"
         self.ui.statusLabel.text = f"Failed: {message}"
         slicer.util.errorDisplay(message, windowTitle="MedGAN", detailedText=trace)
-
-
-#
-# MedGANLogic
-#
 
 
 class MedGANLogic(ScriptedLoadableModuleLogic):
@@ -469,11 +457,6 @@ class MedGANLogic(ScriptedLoadableModuleLogic):
         """Main thread: the nodes of a finished job (all or nothing) and a status line."""
         made = job.batch.finish(slicer.mrmlScene)
         return [node for nodes in made.values() for node in nodes], job.batch.status()
-
-
-#
-# MedGANTest
-#
 
 
 class MedGANTest(ScriptedLoadableModuleTest):
