@@ -33,7 +33,17 @@ from ..volume import Volume
 from .adversarial import AdversarialTerm
 from .data import PatchSampler, through_plane_axis, to_unit, unit_window
 from .export import fitted_card
-from .loop import FitBudget, FitRecord, ProgressFn, fit_steps, init_network, loss_curve, span_progress
+from .loop import (
+    FitBudget,
+    FitRecord,
+    ProgressFn,
+    fit_steps,
+    init_network,
+    loss_curve,
+    optimise,
+    schedule_lr,
+    span_progress,
+)
 from .noise import canonical_modality, noise_model, robust_noise_std
 from .result import AdaptResult, apply_network, load_initial_weights
 
@@ -140,8 +150,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     adv = init_network(lambda: AdversarialTerm(adversarial, dev), seed + 1) if adversarial > 0 else None
 
     def step(k: int, fraction: float) -> float:
-        for group in opt.param_groups:  # constant, then down to a tenth over the second half
-            group["lr"] = lr * (1.0 if fraction < 0.5 else 1.0 - 1.8 * (fraction - 0.5))
+        schedule_lr(opt, lr, fraction)
         x = torch.from_numpy(sampler.batch(k)).to(dev)
         out = model(x)
         loss = gaussian_nll(x, out)
@@ -151,9 +160,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
             fake = mean + (x - mean).detach().roll(1, dims=0)  # another patch's residual: re-sampled noise
             adv.update_discriminator(x, fake)
             total = total + adv.generator_loss(fake)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        optimise(opt, total)
         return loss.item()
 
     losses, seconds, stopped = fit_steps(step, budget, progress=span_progress(progress, 0.0, FIT_SHARE),

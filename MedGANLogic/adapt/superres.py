@@ -40,7 +40,17 @@ from ..volume import Volume
 from .adversarial import AdversarialTerm
 from .data import FOREGROUND, through_plane_axis, unit_window
 from .export import fitted_card
-from .loop import FitBudget, FitRecord, ProgressFn, fit_steps, init_network, loss_curve, span_progress
+from .loop import (
+    FitBudget,
+    FitRecord,
+    ProgressFn,
+    fit_steps,
+    init_network,
+    loss_curve,
+    optimise,
+    schedule_lr,
+    span_progress,
+)
 from .result import AdaptResult, apply_network
 
 FIT_SHARE = 0.8  # of the progress bar; the two passes over the volume take the rest
@@ -160,8 +170,7 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
     adv = init_network(lambda: AdversarialTerm(adversarial, dev), seed + 1) if adversarial > 0 else None
 
     def step(k: int, fraction: float) -> float:
-        for group in opt.param_groups:  # constant, then down to a tenth over the second half
-            group["lr"] = lr * (1.0 if fraction < 0.5 else 1.0 - 1.8 * (fraction - 0.5))
+        schedule_lr(opt, lr, fraction)
         batch = batches.batch(k)
         x, y = batch["source"].to(dev), batch["target"].to(dev)
         out = model(x)
@@ -170,9 +179,7 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
         if adv is not None and adv.active(fraction):
             adv.update_discriminator(y, out)
             total = total + adv.generator_loss(out)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        optimise(opt, total)
         return loss.item()
 
     losses, seconds, stopped = fit_steps(step, budget, progress=span_progress(progress, 0.0, FIT_SHARE),
