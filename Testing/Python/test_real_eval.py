@@ -196,13 +196,13 @@ def test_update_runs_some_sections_again_and_keeps_the_others_with_their_runs(tm
     monkeypatch.setitem(real.REAL_SECTIONS._entries, "anomaly", fake("anomaly", 2.0))
     assert real.main(["--report", str(report), "--sections", "anomaly", "--update"]) == 0
     assert calls == ["superres", "anomaly", "anomaly"]
-    data = json.loads((report / "real.json").read_text())
+    data = json.loads((report / "real.json").read_text(encoding="utf-8"))
     assert list(data["sections"]) == ["superres", "anomaly"]  # registry order, the kept one first
     assert data["sections"]["superres"]["metrics"]["model"]["PSNR"]["mean"] == 1.0
     assert data["sections"]["anomaly"]["metrics"]["model"]["PSNR"]["mean"] == 2.0
     assert data["targets_met"] == 1 and data["targets_total"] == 2
     assert sorted((r["case"], r["seconds"]) for r in data["runs"]) == [("anomaly", 2.0), ("superres", 1.0)]
     assert [u["sections"] for u in data["meta"]["updates"]] == [["anomaly"]]
-    assert "anomaly run again (`--sections ... --update`)" in (report / "real.md").read_text()
+    assert "anomaly run again (`--sections ... --update`)" in (report / "real.md").read_text(encoding="utf-8")
     with pytest.raises(SystemExit):
         real.main(["--report", str(report), "--update"])  # --update without --sections
