@@ -44,6 +44,29 @@ def is_superres(card: Any) -> bool:
     return any(float(s) != 1.0 for s in card.scale_factor)
 
 
+def on_acquisition_grid(card: Any) -> bool:
+    """Whether ``card``'s model must run on the acquisition's own voxels (denoising): the noise it removes lives on
+    them, and resampling would blur the image and correlate the noise before the model sees it, then blur again on
+    the way back. Such a model is never resampled for voxel size or obliquity (reorientation, which moves whole
+    axes without interpolating, still applies), and a voxel size outside its card's range is a note, not a
+    problem."""
+    return getattr(card, "task", None) == "denoise"
+
+
+def outside_spacing(volume: Volume, card: Any, slice_axis: int | None = None) -> list[str]:
+    """The voxel sizes of ``volume`` the model sees that are outside its card's ``input.spacing_mm``, as
+    "x 0.57 mm" (a 2D model's slice axis does not count)."""
+    spacing_range = card.input.get("spacing_mm")
+    if not spacing_range:
+        return []
+    lo, hi = float(spacing_range[0]), float(spacing_range[1])
+    axis = card.slice_axis if slice_axis is None else int(slice_axis)
+    bad = [f"{name} {s:.2f} mm" for name, s in zip("xyz", volume.spacing) if not lo <= s <= hi]
+    if card.dims != "3d":
+        bad = [b for b in bad if not b.startswith("zyx"[axis])]
+    return bad
+
+
 def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_of: Volume | None = None) -> list[str]:
     """Why ``volume``'s geometry does not suit ``card``'s model, as sentences; empty when it does.
 
@@ -57,16 +80,12 @@ def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_o
     axis = card.slice_axis if slice_axis is None else int(slice_axis)
     spec = card.input
     spacing_range = spec.get("spacing_mm")
-    if spacing_range:
+    bad = [] if on_acquisition_grid(card) else outside_spacing(volume, card, slice_axis)
+    if bad:
         lo, hi = float(spacing_range[0]), float(spacing_range[1])
-        bad = [f"{name} {s:.2f} mm" for name, s in zip("xyz", volume.spacing) if not lo <= s <= hi]
-        if card.dims != "3d":
-            sliced = "zyx"[axis]
-            bad = [b for b in bad if not b.startswith(sliced)]
-        if bad:
-            problems.append(f"voxel size {', '.join(bad)} is outside the {lo:g}-{hi:g} mm model {card.id} was "
-                            f"trained on; run without native=True (--native) for MedGAN to resample it, or pick "
-                            f"another model")
+        problems.append(f"voxel size {', '.join(bad)} is outside the {lo:g}-{hi:g} mm model {card.id} was "
+                        f"trained on; run without native=True (--native) for MedGAN to resample it, or pick "
+                        f"another model")
     fov_range = spec.get("fov_mm")
     if fov_range:
         lo, hi = float(fov_range[0]), float(fov_range[1])
@@ -87,7 +106,8 @@ def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_o
             problems.append(f"model {card.id} was trained on {trained} slices but slicing this volume along "
                             f"{'kji'[axis]} gives {plane} slices (a volume acquired in another plane); reorient it "
                             f"or pick another model")
-        elif tilt > OBLIQUE_DEGREES and not is_superres(card):  # SR refines the acquisition's own slice axis
+        elif tilt > OBLIQUE_DEGREES and not is_superres(card) and not on_acquisition_grid(card):
+            # SR refines the acquisition's own slice axis; a denoiser works on the acquisition's own voxels
             problems.append(f"the {plane} slices model {card.id} will see are tilted {tilt:.0f} degrees (an oblique "
                             f"acquisition); resample the volume to an axis-aligned grid")
     return problems

@@ -9,7 +9,8 @@
   chose ``slice_axis`` (they decided what the model sees);
 * **voxel size**: when a voxel size the model sees is outside the card's ``input.spacing_mm``, resampling to the
   nearest size inside it (a 2D model's slice axis is left as it is); an oblique volume (the model's slices tilted
-  more than :data:`~MedGANLogic.fit.OBLIQUE_DEGREES`) is resampled onto an axis-aligned grid;
+  more than :data:`~MedGANLogic.fit.OBLIQUE_DEGREES`) is resampled onto an axis-aligned grid. Not for denoising
+  (:func:`~MedGANLogic.fit.on_acquisition_grid`): its noise lives on the acquisition's own voxels;
 * ``native=True`` keeps the input's own grid and orientation (the fit problems then stay warnings).
 
 :func:`to_model` puts the input into that frame; :func:`to_input` brings an output back onto the input's exact
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import orientation
-from .fit import OBLIQUE_DEGREES, card_plane, fit_problems, slice_plane
+from .fit import OBLIQUE_DEGREES, card_plane, fit_problems, on_acquisition_grid, slice_plane
 from .orientation import IDENTITY, Flip, Order
 from .resampling import axis_aligned_grid, grid_of, grid_with_spacing, resample
 from .volume import Volume
@@ -95,10 +96,11 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
     superres = any(s != 1 for s in scale)
     sees = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != axis]  # array axes seen in full
     tilts = [slice_plane(header, a)[1] for a in ([0, 1, 2] if card.dims == "3d" else [axis])]
-    axis_aligned = not superres and max(tilts) > OBLIQUE_DEGREES
+    own_voxels = on_acquisition_grid(card)  # a denoiser: never interpolated (only whole axes moved)
+    axis_aligned = not superres and not own_voxels and max(tilts) > OBLIQUE_DEGREES
     spacing = None
     bounds = card.input.get("spacing_mm")
-    if bounds:
+    if bounds and not own_voxels:
         lo, hi = float(bounds[0]), float(bounds[1])
         wanted = list(header.spacing)
         for a in sees:

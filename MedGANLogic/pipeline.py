@@ -27,8 +27,8 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, MedGANWarning, ModalityMismatchError, ModelError
-from .fit import OBLIQUE_DEGREES, is_superres, slice_plane
-from .frame import ModelFrame, decide, remaining_problems, to_input, to_model
+from .fit import OBLIQUE_DEGREES, is_superres, on_acquisition_grid, outside_spacing, slice_plane
+from .frame import ModelFrame, decide, model_header, remaining_problems, to_input, to_model
 from .inference import InferenceLayout, infer, resolve_device
 from .io import check_orthonormal, read_volume
 from .masks import mask_for
@@ -194,6 +194,11 @@ def _frame_notes(card: ModelCard, volume: Volume, frame: ModelFrame) -> list[str
         trained = f" (model {card.id} was trained on {bounds[0]:g}-{bounds[1]:g} mm)" if bounds else ""
         notes.append(f"resampled from {source} mm voxels {how} {target}{trained} and back onto the input grid; "
                      f"native=True (--native) runs on the input grid instead")
+    if on_acquisition_grid(card) and (outside := outside_spacing(model_header(volume, frame), card)):
+        bounds = card.input["spacing_mm"]
+        notes.append(f"runs on the scan's own voxels ({', '.join(outside)}; model {card.id} was trained on "
+                     f"{bounds[0]:g}-{bounds[1]:g} mm): resampling would blur the image and correlate the noise a "
+                     f"denoiser removes")
     if is_superres(card) and card.dims != "3d":
         plane, tilt = slice_plane(volume, card.slice_axis)
         if tilt > OBLIQUE_DEGREES:

@@ -58,3 +58,23 @@ def test_plane_problems_of_2d_models():
     superres = _card(scale_factor=(2.0, 1.0, 1.0))
     tilted = _volume(direction=Rotation.from_euler("x", 30, degrees=True).as_matrix())
     assert fit_problems(tilted, superres) == []  # SR refines the acquisition's own slice axis: tilt is no problem
+
+
+def test_a_denoiser_runs_on_the_scans_own_voxels_whatever_their_size_or_tilt():
+    """Its noise lives on the acquisition's voxels: a voxel size outside the card's range or an oblique grid is
+    no problem for a denoising model, and its frame reorients (whole axes) but never resamples; any other task
+    still gets both."""
+    from MedGANLogic.frame import decide
+    from MedGANLogic.orientation import TRAINING_DIRECTION
+
+    tilted = Rotation.from_euler("x", 30, degrees=True).as_matrix() @ TRAINING_DIRECTION
+    fine = _volume(spacing=(0.6, 0.6, 5.0), direction=tilted)
+    denoiser = SimpleNamespace(**vars(_card(spacing_mm=[1.5, 2.5])), task="denoise")
+    other = SimpleNamespace(**vars(_card(spacing_mm=[1.5, 2.5])), task="synthesize")
+    assert fit_problems(fine, denoiser) == []
+    assert any("voxel size" in p for p in fit_problems(fine, other))
+    assert any("tilted" in p for p in fit_problems(_volume(direction=tilted), other))
+    frame = decide(fine, denoiser)
+    assert frame.spacing is None and not frame.axis_aligned and not frame.resamples
+    other_frame = decide(fine, other)
+    assert other_frame.resamples and other_frame.axis_aligned

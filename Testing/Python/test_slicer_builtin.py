@@ -113,18 +113,23 @@ THIN = [  # what a clinic sends: a 1 mm T1w, a 0.8 mm CT stored as a coronal acq
 def test_thin_and_coronal_inputs_run_without_asking_onto_their_own_grid(setup, task, model, sample, mm, coronal):
     """The bridge runs them without "Run anyway": the engine resamples into the model's voxel size (and reorients
     the coronal CT), says so in the run's notes and the provenance, and the output node has the input's IJK->RAS
-    and voxel grid exactly."""
+    and voxel grid exactly. A denoiser is reoriented but not resampled: it works on the scan's own voxels, and the
+    notes say so."""
     volume = _thin_slab(sample, mm, coronal)
     node = add_volume_node(setup.scene, volume, f"{sample} {mm} mm")
     request = slicer_bridge.prepare_run(setup.scene, node, task, model=model, device="cpu")
     assert request.warnings == []
-    assert any(n.startswith(f"resampled from {mm:.2f} x") for n in request.notes), request.notes
+    denoiser = task == "denoise"
+    said = "runs on the scan's own voxels (x 0.80 mm, y 0.80 mm" if denoiser else f"resampled from {mm:.2f} x"
+    assert any(n.startswith(said) for n in request.notes), request.notes
+    assert not any(n.startswith("resampled") for n in request.notes) or not denoiser
     assert any(n.startswith("reoriented") and "coronal slices -> axial" in n for n in request.notes) == coronal
     out = slicer_bridge.run_on_node(setup.scene, node, task, model=model, device="cpu", show=False)[0]
     assert np.array_equal(node_matrix(out), node_matrix(node))
     values = slicer_bridge.array_from_node(out)
     assert values.shape == volume.shape and np.isfinite(values).all()
     provenance = json.loads(out.GetAttribute("MedGAN.provenance"))
-    assert provenance["resampled_from"] == list(volume.spacing) and (provenance["reoriented"] is not None) == coronal
+    assert provenance["resampled_from"] == (None if denoiser else list(volume.spacing))
+    assert (provenance["reoriented"] is not None) == coronal
     if registry.get_model(model).output.get("units") == "HU":
         assert -1100 < float(np.median(values)) < 100  # Hounsfield units: air and soft tissue
