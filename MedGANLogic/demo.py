@@ -191,6 +191,15 @@ def _window_label(volume: Volume) -> str:
     return " W80/L40" if volume.modality == "CT" else ""
 
 
+def add_rician_noise(volume: Volume, fraction: float = 0.08, seed: int = 0) -> Volume:
+    """``volume`` with Rician noise of SD ``fraction`` of its 99.5th percentile (seeded): the sample MR is nearly
+    noise-free, so the MR denoiser's row shows it with noise added, against the sample itself."""
+    rng = np.random.default_rng(seed)
+    sigma = fraction * float(np.percentile(volume.array, 99.5))
+    noisy = np.hypot(volume.array + rng.normal(0, sigma, volume.shape), rng.normal(0, sigma, volume.shape))
+    return volume.with_array(noisy.astype(np.float32))
+
+
 def read_sample(entry: dict[str, Any]) -> Volume:
     """A sample volume with the modality and contrast its manifest entry declares."""
     return read_volume(entry["path"], metadata={k: entry[k] for k in ("modality", "contrast") if k in entry})
@@ -233,7 +242,10 @@ def build_row(card: Any, volume: Volume, result: Any, entry: dict, reference: Vo
     else:
         window = _window(reference if reference is not None else result.volume)  # output and reference alike
         out_name = card.output.get("contrast") or card.output.get("modality")
-        acquired = "CT before the dose reduction" if card.task == "denoise" else f"acquired {out_name}"
+        acquired = f"acquired {out_name}"
+        if card.task == "denoise":
+            acquired = ("CT before the dose reduction" if card.input.get("modality") == "CT" else
+                        "the sample before the noise was added")
 
         def heading(what: str, vol: Volume) -> str:  # super-resolution: the voxel size is the point
             voxels = " x ".join(f"{s:g}" for s in vol.spacing)
@@ -295,7 +307,10 @@ def run_demo(output: Path, device: str = "auto", log=print, models: Sequence[str
                 f"{card.input.get('contrast', '')}); skipped.")
             continue
         volume = read_sample(entry)
-        options, where = {}, focus
+        options, where, clean = {}, focus, None
+        if card.task == "denoise" and card.input.get("modality") == "MR":  # a clean sample: add the noise
+            clean, volume = volume, add_rician_noise(volume)
+            entry = dict(entry, name=f"{entry['name']} + Rician noise")
         if card.task == "lesion":  # the sample lesion mirrored left-right: a new lesion in the other hemisphere
             if mask_entry is None:
                 log(f"- {card.id}: no sample lesion mask to place a lesion with; skipped.")
@@ -308,7 +323,7 @@ def run_demo(output: Path, device: str = "auto", log=print, models: Sequence[str
         if card.task in ("anomaly", "lesion"):
             write_volume(result.outputs["mask"], output / f"{card.id}_mask.nii.gz")
         ref_entry = pick_reference(card, entries)
-        reference = read_sample(ref_entry) if ref_entry else None
+        reference = clean if clean is not None else read_sample(ref_entry) if ref_entry else None
         # through the largest lesion; without a lesion mask, through the middle of the volume
         point = where[0] if where else volume.ijk_to_lps() @ np.array([*(np.array(volume.shape[::-1]) - 1) / 2, 1])
         row, record = build_row(card, volume, result, entry, reference, point[:3], report, report_path.name)

@@ -88,3 +88,12 @@ def test_the_demo_montage_is_large_captioned_from_the_report_and_shows_the_lesio
     mask = read_volume(REPO / "Resources" / "SampleData" / "sample_lesion_mask.nrrd").array
     assert anomaly["plane"] == "axial" and np.take(mask, anomaly["index"], axis=anomaly["array_axis"]).any()
     assert anomaly["panels"][1] == "anomaly map over the scan"
+
+
+def test_the_mr_denoiser_row_shows_the_sample_with_noise_added_against_the_sample(tmp_path):
+    """The sample MR is nearly noise-free: the row's input is it with Rician noise, its reference the sample."""
+    assert run_demo(tmp_path, device="cpu", models=["mr-denoise"], log=lambda *a, **k: None) == 0
+    (row,) = json.loads((tmp_path / "montage.json").read_text(encoding="utf-8"))["rows"]
+    assert row["panels"][0].startswith("input: T1w + Rician noise")
+    assert row["panels"][2].startswith("reference: the sample before the noise was added")
+    assert "dose" not in " ".join(row["panels"])
