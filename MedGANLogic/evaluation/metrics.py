@@ -107,3 +107,21 @@ def average_precision(scores: np.ndarray | Sequence[float], labels: np.ndarray |
     from monai.metrics import compute_average_precision
 
     return float(compute_average_precision(*_scores_labels(scores, labels)))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, float]:
+    """``a - b`` per subject, over the subjects where both are finite, and the paired Wilcoxon signed-rank p-value
+    of those differences (1.0 when there are none or all are zero): with/without comparisons in the report."""
+    from scipy.stats import wilcoxon
+
+    d = np.array([x - y for x, y in zip(a, b) if np.isfinite(x) and np.isfinite(y)], dtype=np.float64)
+    return d, float(wilcoxon(d).pvalue) if d.size and np.any(d != 0) else 1.0
+
+
+def dice_verdict(what: str, d_dice: np.ndarray, p_dice: float, alpha: float = 0.05) -> str:
+    """One sentence on whether ``what`` (the difference between two trainings) changes Dice significantly."""
+    if d_dice.mean() > 0 and p_dice < alpha:
+        return f"{what} helps: Dice is significantly higher with it"
+    if d_dice.mean() < 0 and p_dice < alpha:
+        return f"{what} hurts: Dice is significantly lower with it"
+    return f"{what} makes no significant difference to Dice on these subjects"

@@ -25,6 +25,7 @@ from .baselines import bspline_upsample
 from .context import SectionResult, Target, mean
 from .metrics import psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
+from .real_ldct import crop_box
 from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, best_factor, bm3d3, fit_run, installed, nlm, stabilised
 
 SR_CASES = ("t2_brain", "breast1")  # small volumes: a CPU fits each in minutes
@@ -100,7 +101,7 @@ def noisy_case(ctx: RealContext, case: str, seed: int) -> tuple[Volume, np.ndarr
     if vol.metadata.get("modality") == "CT":
         slab = vol.array[keep]
         body = real_masks.ct_body(slab)
-        ys, xs = _box(body.any(axis=0), CROP)
+        ys, xs = crop_box(body.any(axis=0), CROP)
         clean = np.ascontiguousarray(slab[:, ys, xs], dtype=np.float32)
         noise = ndimage.gaussian_filter(rng.normal(0, 1, clean.shape), (0, 1.0, 1.0))
         noise *= CT_NOISE_HU / noise.std()
@@ -108,7 +109,7 @@ def noisy_case(ctx: RealContext, case: str, seed: int) -> tuple[Volume, np.ndarr
                        metadata={"modality": "CT"})
         return noisy, clean, body[:, ys, xs], "CT"
     slab = vol.array[keep]
-    ys, xs = _box(real_masks.mr_head(slab).any(axis=0), CROP)
+    ys, xs = crop_box(real_masks.mr_head(slab).any(axis=0), CROP)
     clean = np.ascontiguousarray(slab[:, ys, xs], dtype=np.float32)
     head = real_masks.mr_head(clean)
     sigma = MR_NOISE * float(np.percentile(clean[head], 99.5))
@@ -116,16 +117,6 @@ def noisy_case(ctx: RealContext, case: str, seed: int) -> tuple[Volume, np.ndarr
     noisy_volume = Volume(noisy.astype(np.float32), spacing=vol.spacing, direction=vol.direction,
                           metadata={"modality": "MR"})
     return noisy_volume, clean, head, "MR"
-
-
-def _box(mask: np.ndarray, size: int) -> tuple[slice, slice]:
-    out = []
-    for axis, n in enumerate(mask.shape):
-        coords = np.nonzero(mask.any(axis=1 - axis))[0]
-        centre = (int(coords.min()) + int(coords.max())) // 2 if coords.size else n // 2
-        start = int(np.clip(centre - size // 2, 0, max(0, n - size)))
-        out.append(slice(start, start + min(size, n)))
-    return out[0], out[1]
 
 
 def _scores(pred: np.ndarray, clean: np.ndarray, mask: np.ndarray, modality: str) -> tuple[float, float]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ...volume import Volume
 from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, missing_models
-from ..metrics import dice, hd95
+from ..metrics import dice, dice_verdict, hd95, paired_difference
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
 
@@ -67,15 +67,6 @@ def _augmented(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list[
     return out_images, out_masks
 
 
-def _paired_p(a: list[float], b: list[float]) -> float:
-    from scipy.stats import wilcoxon
-
-    pairs = np.array([(x, y) for x, y in zip(a, b) if np.isfinite(x) and np.isfinite(y)])
-    if not len(pairs) or not np.any(pairs[:, 0] != pairs[:, 1]):
-        return 1.0
-    return float(wilcoxon(pairs[:, 0] - pairs[:, 1]).pvalue)
-
-
 @SECTIONS.register("lesion-augmentation")
 def augmentation_section(ctx: EvalContext) -> SectionResult:
     title = f"Synthetic-lesion augmentation: a U-Net trained on {FEW} subjects, without vs with synthetic lesions"
@@ -101,12 +92,9 @@ def augmentation_section(ctx: EvalContext) -> SectionResult:
                 metrics[name]["Dice"].append(dice(pred, truth))
                 metrics[name]["HD95"].append(hd95(pred, truth, SPACING_MM))
     plain, augmented = (metrics[n] for n in methods)
-    d_dice = np.array(augmented["Dice"]) - np.array(plain["Dice"])
-    p_dice, p_hd = _paired_p(augmented["Dice"], plain["Dice"]), _paired_p(augmented["HD95"], plain["HD95"])
-    finite = [a - b for a, b in zip(augmented["HD95"], plain["HD95"]) if np.isfinite(a) and np.isfinite(b)]
-    verdict = ("Augmentation helps: Dice is significantly higher with it" if d_dice.mean() > 0 and p_dice < 0.05
-               else "Augmentation hurts: Dice is significantly lower with it" if d_dice.mean() < 0 and p_dice < 0.05
-               else "Augmentation makes no significant difference to Dice on these subjects")
+    d_dice, p_dice = paired_difference(augmented["Dice"], plain["Dice"])
+    d_hd, p_hd = paired_difference(augmented["HD95"], plain["HD95"])
+    verdict = dice_verdict("Augmentation", d_dice, p_dice)
     panel = _example_panel(ctx, extra_images, extra_masks, images[0])
     return SectionResult(title=title, intro=(
         f"Training: the FLAIR (2 mm) and lesion masks of the first {FEW} phantom training subjects, alone or with "
@@ -115,7 +103,7 @@ def augmentation_section(ctx: EvalContext) -> SectionResult:
         f"(BasicUNet, features 8-64, Dice + cross-entropy, no adversarial term) have the same seed, batches per "
         f"step and {STEPS} steps. Test: the phantom test subjects. {verdict} (mean difference "
         f"{d_dice.mean():+.4f}, better on {int((d_dice > 0).sum())} of {d_dice.size} subjects, paired Wilcoxon "
-        f"p = {p_dice:.3g}); HD95 difference {(np.mean(finite) if finite else float('nan')):+.2f} mm "
+        f"p = {p_dice:.3g}); HD95 difference {(d_hd.mean() if d_hd.size else float('nan')):+.2f} mm "
         f"(p = {p_hd:.3g})."),
         metrics=metrics, units={"Dice": "", "HD95": "mm"}, targets=[], panels=[panel],
         info={"dice_difference": d_dice.tolist(), "wilcoxon_p_dice": p_dice, "wilcoxon_p_hd95": p_hd,

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...volume import Volume
 from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, missing_models
-from ..metrics import dice, hd95
+from ..metrics import dice, dice_verdict, hd95, paired_difference
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
 
@@ -22,8 +22,6 @@ SEG_ABLATION = REPO / "Resources" / "Ablations" / "brain-lesion-seg-noadv"
 
 @SECTIONS.register(SEG_MODEL)
 def segmentation_section(ctx: EvalContext) -> SectionResult:
-    from scipy.stats import wilcoxon
-
     title = "Lesion segmentation on FLAIR (brain-lesion-seg, U-Net + PatchGAN) vs the same U-Net without it"
     if (m := missing_models(title, [SEG_MODEL, str(SEG_ABLATION)])) is not None:
         return m
@@ -52,16 +50,9 @@ def segmentation_section(ctx: EvalContext) -> SectionResult:
     panel = save_panel(ctx.report_dir / f"panel_{SEG_MODEL}.png", rows, [win, (0.0, 1.0), (0.0, 1.0)],
                        ["FLAIR", "predicted", "true lesions"])
     adv, plain = (metrics[n] for n in methods)
-    d_dice = np.array(adv["Dice"]) - np.array(plain["Dice"])
-    finite = [(a, b) for a, b in zip(adv["HD95"], plain["HD95"]) if np.isfinite(a) and np.isfinite(b)]
-    d_hd = np.array([a - b for a, b in finite]) if finite else np.array([])
-    p_dice = float(wilcoxon(d_dice).pvalue) if np.any(d_dice != 0) else 1.0
-    p_hd = float(wilcoxon(d_hd).pvalue) if d_hd.size and np.any(d_hd != 0) else 1.0
-    helps = d_dice.mean() > 0 and p_dice < 0.05
-    hurts = d_dice.mean() < 0 and p_dice < 0.05
-    verdict = ("The adversarial term helps: Dice is significantly higher with it" if helps else
-               "The adversarial term hurts: Dice is significantly lower with it" if hurts else
-               "The adversarial term makes no significant difference to Dice on these subjects")
+    d_dice, p_dice = paired_difference(adv["Dice"], plain["Dice"])  # Dice is always finite: every subject
+    d_hd, p_hd = paired_difference(adv["HD95"], plain["HD95"])
+    verdict = dice_verdict("The adversarial term", d_dice, p_dice)
     return SectionResult(title=title, intro=(
         f"Test subjects' FLAIR (2 mm) and their lesion masks. Both U-Nets (MONAI BasicUNet) were trained on the same "
         f"subjects, batches, seed and number of steps; the only difference is the adversarial term (a PatchGAN on "
