@@ -194,10 +194,11 @@ def _window_label(volume: Volume) -> str:
 def add_rician_noise(volume: Volume, fraction: float = 0.08, seed: int = 0) -> Volume:
     """``volume`` with Rician noise of SD ``fraction`` of its 99.5th percentile (seeded): the sample MR is nearly
     noise-free, so the MR denoiser's row shows it with noise added, against the sample itself."""
-    rng = np.random.default_rng(seed)
+    from .simulate.mri import add_rician_noise as rician
+
     sigma = fraction * float(np.percentile(volume.array, 99.5))
-    noisy = np.hypot(volume.array + rng.normal(0, sigma, volume.shape), rng.normal(0, sigma, volume.shape))
-    return volume.with_array(noisy.astype(np.float32))
+    (noisy,) = rician([np.asarray(volume.array, np.float32)], sigma, np.random.default_rng(seed))
+    return volume.with_array(noisy)
 
 
 def read_sample(entry: dict[str, Any]) -> Volume:
