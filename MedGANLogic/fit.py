@@ -79,10 +79,9 @@ def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_o
     problems = []
     axis = card.slice_axis if slice_axis is None else int(slice_axis)
     spec = card.input
-    spacing_range = spec.get("spacing_mm")
     bad = [] if on_acquisition_grid(card) else outside_spacing(volume, card, slice_axis)
     if bad:
-        lo, hi = float(spacing_range[0]), float(spacing_range[1])
+        lo, hi = (float(v) for v in spec["spacing_mm"])
         problems.append(f"voxel size {', '.join(bad)} is outside the {lo:g}-{hi:g} mm model {card.id} was "
                         f"trained on; run without native=True (--native) for MedGAN to resample it, or pick "
                         f"another model")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import orientation
-from .fit import OBLIQUE_DEGREES, card_plane, fit_problems, on_acquisition_grid, slice_plane
+from .fit import OBLIQUE_DEGREES, card_plane, fit_problems, is_superres, on_acquisition_grid, slice_plane
 from .orientation import IDENTITY, Flip, Order
 from .resampling import axis_aligned_grid, grid_of, grid_with_spacing, resample
 from .volume import Volume
@@ -93,7 +93,7 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
     if slice_axis is not None or tuple(scale[a] for a in order) != tuple(scale):
         order = IDENTITY[0]  # keep the axes the caller chose, or the axis a super-resolution model refines
     header = _header(volume, orientation.reoriented_geometry(volume, order, flip))
-    superres = any(s != 1 for s in scale)
+    superres = is_superres(card)
     sees = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != axis]  # array axes seen in full
     tilts = [slice_plane(header, a)[1] for a in ([0, 1, 2] if card.dims == "3d" else [axis])]
     own_voxels = on_acquisition_grid(card)  # a denoiser: never interpolated (only whole axes moved)

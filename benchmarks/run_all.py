@@ -144,7 +144,7 @@ def main() -> int:
     kept_note = ""
     if args.keep and (out / "RESULTS.md").exists():
         _, old_sections, old_walls = split_results((out / "RESULTS.md").read_text())
-        order = [n for n in JSON_SCRIPTS + OLDER]
+        order = JSON_SCRIPTS + OLDER
         fresh = dict(zip(names, sections))
         kept = [n for n in order if n not in names and n in old_sections]
         sections = [fresh.get(n) or old_sections[n] for n in order if n in fresh or n in kept]
