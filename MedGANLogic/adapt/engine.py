@@ -39,7 +39,7 @@ class AdaptPlan:
     seed: int
     modality: str | None  # denoise: MR, CT, PT or US
     factor: int | None  # superres: up-sampling along the slice axis
-    start: Any  # a model id/folder to start from, "auto" (superres: a fitting SR model if installed) or None
+    start: Any  # a model id/folder to start from (denoise: the modality's fit start if installed), "auto" or None
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,9 +60,15 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
         modality = canonical_modality(recorded)
         if model is not None:
             _check_start(model, "denoise")
-        notes.append(f"fitting a {modality} denoiser to this scan for up to {budget.seconds:g} s"
-                     + (f" starting from model {model}" if model is not None else ""))
-        return AdaptPlan(task, budget, seed, modality, None, model, notes)
+            start, said = model, f"starting from model {model}"
+        else:
+            from .starts import start_folder
+
+            start = start_folder(modality)  # the shipped starting point of this modality, if installed
+            said = (f"starting from the shipped {modality} starting point (fit-start-{modality.lower()})"
+                    if start is not None else "from scratch")
+        notes.append(f"fitting a {modality} denoiser to this scan for up to {budget.seconds:g} s, {said}")
+        return AdaptPlan(task, budget, seed, modality, None, start, notes)
     from .superres import pretrained_card, through_plane_factor
 
     axis = through_plane_axis(volume)

@@ -69,7 +69,8 @@ def test_denoising_fit_keeps_the_exact_grid_and_records_the_fit(setup):
     assert not np.array_equal(values, before)
     assert np.array_equal(slicer_bridge.array_from_node(node), before)  # the input is never modified
     fit = json.loads(out.GetAttribute("MedGAN.fit"))
-    assert fit["steps"] == 4 and fit["seed"] == 0 and fit["stopped_by"] == "max_steps" and fit["init"] == "scratch"
+    assert fit["steps"] == 4 and fit["seed"] == 0 and fit["stopped_by"] == "max_steps"
+    assert fit["init"] == "fit-start-mr"  # the shipped MR starting point (MedGANLogic.adapt.starts)
     provenance = json.loads(out.GetAttribute("MedGAN.provenance"))
     assert provenance["model"] == "fitted to this scan" and provenance["adapt"]["details"]["modality"] == "MR"
     assert len(provenance["adapt"]["loss_curve"]) == 4
