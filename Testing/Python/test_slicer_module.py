@@ -265,6 +265,9 @@ def test_module_cmake_lists_only_existing_files_and_every_resource_the_module_us
         path = f"Resources/{item}"
         assert path in bundled or "${MEDGAN_ROOT}/" + path + "/*" in text, f"{path} is not bundled"
     assert "SOURCE_DIR ${MEDGAN_ROOT}" in text and "NO_INSTALL_SUBDIR" in text
+    # the denoising fit in Slicer starts from the shipped fit starts: they are bundled
+    starts = {str(p.relative_to(REPO)) for p in (REPO / "Resources" / "FitStarts").rglob("*") if p.is_file()}
+    assert "Resources/FitStarts/MR/weights.safetensors" in starts and starts <= globbed
 
 
 def test_license_and_icon():
