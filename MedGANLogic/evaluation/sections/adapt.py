@@ -276,7 +276,8 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         forward, inverse, sd = stabilised(noisy, modality)
         fitted = fit_run("denoise", noisy, DN_STEPS, ctx.device, modality=modality)
         info["fits"][modality] = {k: fitted.metadata["provenance"]["adapt"][k]
-                                  for k in ("steps", "seconds", "loss_first", "loss_last")}
+                                  for k in ("steps", "seconds", "init", "loss_first", "loss_last")}
+        info["fits"][modality]["lr"] = fitted.metadata["provenance"]["adapt"]["details"]["lr"]
         preds = {"noisy input": noisy.array, "fitted to the scan": fitted.array,
                  "non-local means (tuned)": inverse(nlm(forward, sd, tuned["nlm"])),
                  "BM3D (tuned)": inverse(bm3d3(forward, sd, tuned["bm3d"]))}
@@ -307,8 +308,11 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         f"Test subject {seed} (held out), {DN_SLICES} axial slices at 2 mm. MR: the noise-free T2w with Rician noise "
         f"(sigma {MR_NOISE:.0%} of its 99.5th percentile in the head); PET: Poisson counts (2 per SUV unit, 5 mm "
         f"PSF, 4 mm post-filter: correlated noise); ultrasound: Rayleigh speckle on the echogenicity. Fitted with "
-        f"`MedGANLogic.run(..., adapt=True, modality=...)` for {DN_STEPS} steps from scratch (seed 0). Non-local "
-        f"means and BM3D run per slice in the fit's variance-stabilised domain, their strength tuned on subject "
+        f"`MedGANLogic.run(..., adapt=True, modality=...)` for {DN_STEPS} steps (seed 0), as a user runs it: from "
+        f"the shipped fit start of the modality (" + ", ".join(
+            f"{LABEL[m]}: {f['init']}, learning rate {f['lr']:g}" for m, f in info["fits"].items())
+        + f"; learning rate and noise-variance factor chosen on subject {tuning_seed}, see "
+        f"MedGANLogic/adapt/denoise.py). Non-local means and BM3D run per slice in the fit's variance-stabilised domain, their strength tuned on subject "
         f"{tuning_seed} (validation split): " + "; ".join(
             f"{LABEL[m]} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in info["tuned"].items())
         + ". " + (f"Beside them the trained {', '.join(pretrained.values())} (domain-randomised training, no fitting; "
