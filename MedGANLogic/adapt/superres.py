@@ -57,10 +57,9 @@ FIT_SHARE = 0.8  # of the progress bar; the two passes over the volume take the 
 DEFAULT_BUDGET = FitBudget(seconds=120.0, max_steps=2000)
 # Adam learning rate, chosen on the validation phantom (subject 1000; make eval scores test subject 2000), gain over
 # B-spline after 400 steps. From scratch (x4: T2w / T1w / FLAIR) lr 5e-4: +1.6 / +4.4 / +3.4 dB; 1e-3: +2.4 / +5.0 /
-# +4.2; 2e-3: +2.9 / +5.5 / +4.8; 4e-3: +2.7 / +5.2 / +4.9; 8e-3: +0.2 / +1.1 / diverged. Starting from a model (x2
-# from mr-sr-x2-throughplane) the rate matters little (5e-4: +4.8 / +3.0, 2e-3: +5.0 / +3.0 on T2w / T1w), and a
-# smaller one keeps more of what the model learned: fine-tuning uses it.
-LR_SCRATCH, LR_FINE_TUNE = 2e-3, 5e-4
+# +4.2; 2e-3: +2.9 / +5.5 / +4.8; 4e-3: +2.7 / +5.2 / +4.9; 8e-3: +0.2 / +1.1 / diverged. Starting from
+# mr-sr-x2-throughplane (x2) it matters less: 5e-4: +4.8 / +3.0 / +3.6; 2e-3: +5.0 / +3.0 / +3.8; 4e-3: +4.5 / +2.7.
+DEFAULT_LR = 2e-3
 
 
 def sr_spec(factor: int, features: int = 32, n_blocks: int = 4) -> dict[str, Any]:
@@ -128,7 +127,7 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
             (an ``srresnet2d`` super-resolution model, or a model saved from an earlier fit).
         patch, batch_size: high-resolution patch side (pixels) and patches per step.
         features, n_blocks: SRResNet width and depth (when not starting from a model).
-        lr: Adam learning rate; default ``LR_SCRATCH`` from scratch, ``LR_FINE_TUNE`` when starting from a model.
+        lr: Adam learning rate (default ``DEFAULT_LR``, chosen on the validation phantom).
 
     Returns:
         :class:`AdaptResult`: the volume on the grid ``factor`` times finer along the slice axis, same field of
@@ -162,7 +161,7 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
     if state is not None:
         net.inner.load_state_dict(state)
     model = net.inner.to(dev).train()
-    lr = (LR_SCRATCH if state is None else LR_FINE_TUNE) if lr is None else float(lr)
+    lr = DEFAULT_LR if lr is None else float(lr)
     if not lr > 0:
         raise InputError(f"lr (the fit's learning rate) must be > 0; got {lr}.")
 

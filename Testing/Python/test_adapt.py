@@ -17,7 +17,7 @@ import torch
 from MedGANLogic.adapt import FitBudget, fit_denoise, fit_superres, save_fitted_model
 from MedGANLogic.adapt.loop import fit_steps
 from MedGANLogic.adapt.noise import canonical_modality, poisson_gain, rician_sigma
-from MedGANLogic.adapt.superres import LR_FINE_TUNE, LR_SCRATCH
+from MedGANLogic.adapt.superres import DEFAULT_LR as SR_LR
 from MedGANLogic.errors import CancelledError, InputError
 from MedGANLogic.models.adapted import ScanFittedNetwork
 from MedGANLogic.models.blindspot import BlindSpotUNet
@@ -258,7 +258,7 @@ def test_superres_fit_gives_the_finer_grid_over_the_same_field_of_view(phantom, 
     assert np.allclose(result.volume.physical_extent(), thick.physical_extent())
     assert result.record.loss_curve[-1] < result.record.loss_curve[0] and result.record.steps == 30
     assert result.record.details["factor"] == 2 and result.record.details["scaled_axis"] == 0
-    assert result.record.details["lr"] == LR_SCRATCH  # from scratch: the higher rate (a start: LR_FINE_TUNE)
+    assert result.record.details["lr"] == SR_LR  # recorded
     # an oblique scan whose slice axis is along x (array axis 2): factor 4, direction kept
     oblique = oblique_volume.with_array(np.ascontiguousarray(oblique_volume.array.transpose(2, 1, 0)),
                                         spacing=oblique_volume.spacing[::-1])
@@ -304,8 +304,10 @@ def test_a_saved_fit_runs_through_the_engine_and_starts_a_new_fit(phantom, model
     assert sr_card.scale_factor == (2.0, 1.0, 1.0)
     out = run("superres", thick, model=str(model_dir / "my-sr"), device="cpu").volume
     assert out.shape == sr.volume.shape and np.allclose(out.origin, sr.volume.origin)
-    tuned = fit_superres(thick, budget=steps(1), device="cpu", init=str(model_dir / "my-sr"), **TINY)
-    assert tuned.record.init == sr_card.id and tuned.record.details["lr"] == LR_FINE_TUNE  # fine-tuning: lower rate
+    tuned = fit_superres(thick, budget=steps(1), device="cpu", init=str(model_dir / "my-sr"), lr=1e-4, **TINY)
+    assert tuned.record.init == sr_card.id and tuned.record.details["lr"] == 1e-4
+    with pytest.raises(InputError, match="learning rate"):
+        fit_superres(thick, budget=steps(1), device="cpu", init=None, lr=-1.0, **TINY)
 
 
 # --- through the engine: plan, execute, run, CLI ----------------------------------------------------------------
