@@ -168,7 +168,8 @@ def main() -> int:
                "gain dB"]
     md = "\n".join([
         f"Device: {device_name(device)}. Phantom subject {SUBJECT}, 2 mm, {clean.shape} (z, y, x) voxels"
-        f"{' (--quick)' if args.quick else ''}; each budget is its own fit (seed 0; super-resolution from scratch, denoising from the shipped MR fit start). Non-local means "
+        f"{' (--quick)' if args.quick else ''}; each budget is its own fit (seed 0; super-resolution from scratch, "
+        f"denoising from the shipped MR fit start). Non-local means "
         f"on the noisy input: {dn[0]['_nlm']:.2f} dB (untuned). Load average (5 min) {load_before:.1f} before and "
         f"{os.getloadavg()[1]:.1f} after, on {os.cpu_count()} cores: steps/s is what this process got.", "",
         table(rows, columns), "", f"Curve: `{png.name}`.", ""])

@@ -39,6 +39,7 @@ from .loop import (
     ProgressFn,
     fit_steps,
     init_network,
+    learning_rate,
     loss_curve,
     optimise,
     schedule_lr,
@@ -146,9 +147,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
         raise InputError(f"adversarial must be a weight >= 0; got {adversarial}.")
     dev = resolve_device(device)
     axis = through_plane_axis(volume)
-    lr = DEFAULT_LR[mod] if lr is None else float(lr)
-    if not lr > 0:
-        raise InputError(f"lr (the fit's learning rate) must be > 0; got {lr}.")
+    lr = learning_rate(lr, DEFAULT_LR[mod])
 
     constants = noise.estimate(volume.array)
     transformed = noise.forward(volume.array)

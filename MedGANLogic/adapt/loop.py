@@ -119,6 +119,14 @@ def fit_steps(step: Callable[[int, float], float], budget: FitBudget, *, progres
     return losses, time.perf_counter() - started, stopped_by
 
 
+def learning_rate(lr: float | None, default: float) -> float:
+    """The fit's Adam learning rate: ``lr``, or ``default`` when None; InputError unless it is > 0."""
+    rate = default if lr is None else float(lr)
+    if not rate > 0:
+        raise InputError(f"lr (the fit's learning rate) must be > 0; got {rate}.")
+    return rate
+
+
 def schedule_lr(opt: torch.optim.Optimizer, lr: float, fraction: float) -> None:
     """The fits' learning rate at ``fraction`` (0-1) of the budget: ``lr``, then down to a tenth over the second
     half."""

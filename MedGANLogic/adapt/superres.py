@@ -46,6 +46,7 @@ from .loop import (
     ProgressFn,
     fit_steps,
     init_network,
+    learning_rate,
     loss_curve,
     optimise,
     schedule_lr,
@@ -161,9 +162,7 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
     if state is not None:
         net.inner.load_state_dict(state)
     model = net.inner.to(dev).train()
-    lr = DEFAULT_LR if lr is None else float(lr)
-    if not lr > 0:
-        raise InputError(f"lr (the fit's learning rate) must be > 0; got {lr}.")
+    lr = learning_rate(lr, DEFAULT_LR)
 
     from ..train.data.superres import ScaledPairBatches
 
@@ -214,8 +213,9 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
         steps=len(losses), seconds=seconds, seed=int(seed), device=str(dev), stopped_by=stopped,
         budget={"seconds": budget.seconds, "max_steps": budget.max_steps},
         loss_first=losses[0], loss_last=losses[-1], loss_curve=loss_curve(losses), init=start,
-        details={"modality": modality, "factor": factor, "lr": lr, "scaled_axis": axis, "spacing_ratio": round(ratio, 4),
-                 "window": list(window), "network": inner, "adversarial": float(adversarial),
+        details={"modality": modality, "factor": factor, "lr": lr, "scaled_axis": axis,
+                 "spacing_ratio": round(ratio, 4), "window": list(window), "network": inner,
+                 "adversarial": float(adversarial),
                  "slice_profile": "box (thickness = spacing)", "patch": size * factor, "batch_size": batch_size,
                  "apply_seconds": round(time.perf_counter() - applied, 3)})
     meta = {"adapt": record.summary(),

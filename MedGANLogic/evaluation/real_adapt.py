@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..adapt.noise import DEFAULT_BLIND_RADIUS
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
@@ -178,7 +179,8 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
         f"head) and real CT ({CT_CASE}; Gaussian noise smoothed by a one-pixel Gaussian, SD {CT_NOISE_HU:g} HU), "
         f"{SLAB} central axial slices each, cropped to a {CROP}-pixel box around the head or body. Fitted with "
         f"`MedGANLogic.run(..., adapt=True, modality=...)` for {DN_STEPS} steps (seed 0; MR from the shipped MR "
-        f"fit start, CT from scratch with a blind radius of 2 pixels and the learning rate chosen on {CT_TUNING}). "
+        f"fit start, CT from scratch with a blind radius of {DEFAULT_BLIND_RADIUS['CT']} pixels and the learning rate "
+        f"chosen on {CT_TUNING}). "
         f"NLM and BM3D run per "
         f"slice in the fit's variance-stabilised domain with strengths tuned on {MR_TUNING} (MR) and {CT_TUNING} (CT): "
         + "; ".join(f"{m} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in tuned.items())

@@ -12,14 +12,14 @@ import torch
 from MedGANLogic import run
 from MedGANLogic.adapt import FitBudget, fit_denoise
 from MedGANLogic.adapt.denoise import DEFAULT_LR, denoiser_spec
-from MedGANLogic.errors import InputError
 from MedGANLogic.adapt.noise import MODALITIES, noise_model
 from MedGANLogic.adapt.result import load_initial_weights
 from MedGANLogic.adapt.starts import FIT_START_DIR, SHIPPED, start_folder, training_stack
+from MedGANLogic.demo import add_rician_noise, load_manifest
+from MedGANLogic.errors import InputError
+from MedGANLogic.io import read_volume
 from MedGANLogic.models import build_network
 from MedGANLogic.models.registry import list_models
-from MedGANLogic.demo import add_rician_noise, load_manifest
-from MedGANLogic.io import read_volume
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -312,7 +312,8 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         f"the shipped fit start of the modality (" + ", ".join(
             f"{LABEL[m]}: {f['init']}, learning rate {f['lr']:g}" for m, f in info["fits"].items())
         + f"; learning rate and noise-variance factor chosen on subject {tuning_seed}, see "
-        f"MedGANLogic/adapt/denoise.py). Non-local means and BM3D run per slice in the fit's variance-stabilised domain, their strength tuned on subject "
+        f"MedGANLogic/adapt/denoise.py). Non-local means and BM3D run per slice in the fit's variance-stabilised "
+        f"domain, their strength tuned on subject "
         f"{tuning_seed} (validation split): " + "; ".join(
             f"{LABEL[m]} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in info["tuned"].items())
         + ". " + (f"Beside them the trained {', '.join(pretrained.values())} (domain-randomised training, no fitting; "
