@@ -56,8 +56,12 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
     seed = int(options.get("adapt_seed", 0))
     notes = []
     if task == "denoise":
+        from .denoise import default_budget
+
         recorded = volume.metadata.get("modality") or volume.metadata.get("guessed_modality")
         modality = canonical_modality(recorded)
+        if "adapt_steps" not in options:  # the modality's step cap: a longer fit learns correlated noise
+            budget = default_budget(modality, budget.seconds, MAX_STEPS)
         if model is not None:
             _check_start(model, "denoise")
             start, said = model, f"starting from model {model}"
@@ -67,7 +71,8 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
             start = start_folder(modality)  # the shipped starting point of this modality, if installed
             said = (f"starting from the shipped {modality} starting point (fit-start-{modality.lower()})"
                     if start is not None else "from scratch")
-        notes.append(f"fitting a {modality} denoiser to this scan for up to {budget.seconds:g} s, {said}")
+        limit = f" or {budget.max_steps} steps" if budget.max_steps < MAX_STEPS else ""
+        notes.append(f"fitting a {modality} denoiser to this scan for up to {budget.seconds:g} s{limit}, {said}")
         return AdaptPlan(task, budget, seed, modality, None, start, notes)
     from .superres import pretrained_card, through_plane_factor
 

@@ -351,6 +351,25 @@ def test_plan_checks_a_fit_before_any_work(phantom, model_dir):
     assert "fitting a US denoiser" in ok.notes[0]
 
 
+def test_default_fits_of_correlated_noise_stop_at_their_step_cap(phantom, model_dir):
+    """PET, ultrasound and CT fits stop at STEP_CAP steps however much time is left (a longer fit learns their
+    correlated noise); MR's time budget alone binds; an explicit step count or budget is taken as given."""
+    from MedGANLogic.adapt.denoise import STEP_CAP, default_budget
+    from MedGANLogic.adapt.engine import MAX_STEPS
+    from MedGANLogic.pipeline import plan
+
+    noisy = cut(phantom[0].volumes["T2w"])
+    for modality in ("PT", "US", "CT"):
+        capped = plan("denoise", noisy, adapt=True, modality=modality, adapt_budget_s=600)
+        assert capped.adapt.budget.max_steps == STEP_CAP[modality] < MAX_STEPS
+        assert capped.adapt.budget.seconds == 600 and f"or {STEP_CAP[modality]} steps" in capped.notes[0]
+        assert default_budget(modality).max_steps == STEP_CAP[modality]
+    assert plan("denoise", noisy, adapt=True, modality="MR").adapt.budget.max_steps == MAX_STEPS
+    assert plan("denoise", noisy, adapt=True, modality="PT", adapt_steps=900).adapt.budget.max_steps == 900
+    fit = fit_denoise(noisy, "US", budget=steps(STEP_CAP["US"] + 2), device="cpu", **TINY)
+    assert fit.record.steps == STEP_CAP["US"] + 2  # an explicit budget is not capped
+
+
 def test_cancel_through_the_engine_leaves_nothing(phantom, model_dir):
     from MedGANLogic.pipeline import execute, plan
 
