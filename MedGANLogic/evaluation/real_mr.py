@@ -22,6 +22,8 @@ from .context import SectionResult, Target, mean, missing_models
 from .metrics import auroc, psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range
 from .real_data import IMAGES
+from .sections.adapt import installed
+from .sections.synthesis import PAIRED_MRCT
 
 BRAINS = ("brain1", "brain2")
 T2_TARGET_RATIO = 1.5
@@ -153,20 +155,24 @@ def bulk_density_ct(t1: np.ndarray, head: np.ndarray, brain: np.ndarray) -> np.n
 
 @REAL_SECTIONS.register("mr-to-ct")
 def mr_to_ct(ctx: RealContext) -> Any:
-    title = "MR → CT on real T1w brains (mr-to-ct): brain HU and skull"
+    title = "MR → CT on real T1w brains (mr-to-ct, mr-to-ct-paired): brain HU and skull"
     if (m := missing_models(title, ["mr-to-ct"])) is not None:
         return m
     names = ("brain median", "brain > 150 HU", "skull shell > 250 HU", "skull shell < -200 HU")
+    paired = PAIRED_MRCT if installed(PAIRED_MRCT) else None
+    models = {"model (mr-to-ct)": "mr-to-ct", **({f"{paired} (pix2pix, paired)": paired} if paired else {})}
     metrics: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names}
-                                                  for m in ("model (mr-to-ct)", "bulk density (baseline)")}
+                                                  for m in (*models, "bulk density (baseline)")}
     rows = []
     for case in BRAINS:
         vol, mk = ctx.image(case), masks(ctx, case)
-        result = ctx.run("synthesize", vol, "mr-to-ct", case)
         shell = real_masks.skull_shell(mk["head"], mk["brain"], vol.spacing)
         brain = mk["core"]
-        preds = {"model (mr-to-ct)": result.volume.array if result is not None else np.full(vol.shape, np.nan),
-                 "bulk density (baseline)": bulk_density_ct(vol.array, mk["head"], mk["brain"])}
+        preds = {}
+        for method, model_id in models.items():
+            result = ctx.run("synthesize", vol, model_id, case)
+            preds[method] = result.volume.array if result is not None else np.full(vol.shape, np.nan)
+        preds["bulk density (baseline)"] = bulk_density_ct(vol.array, mk["head"], mk["brain"])
         for method, ct in preds.items():
             if not np.isfinite(ct).all():  # the engine refused or failed: shown as "–", no target met
                 for name in names:
@@ -182,19 +188,25 @@ def mr_to_ct(ctx: RealContext) -> Any:
                  unit_range(ct[z], -1000, 1500), unit_range(preds["bulk density (baseline)"][z], -1000, 1500),
                  shell[z].astype(np.float32)]
         rows.append((case, [axial_view(img, vol.direction) for img in shown]))
-    model = {k: mean(v) for k, v in metrics["model (mr-to-ct)"].items()}
-    per_case = metrics["model (mr-to-ct)"]
-    why = (f"Per brain: median {', '.join(f'{v:.0f}' for v in per_case['brain median'])} HU, "
-           f"{', '.join(f'{v:.1f}' for v in per_case['brain > 150 HU'])} % of brain voxels above 150 HU, "
-           f"{', '.join(f'{v:.0f}' for v in per_case['skull shell > 250 HU'])} % of the skull shell above 250 HU.")
-    targets = [Target("synthetic CT of real T1w: brain median ≥ 0 HU", model["brain median"], 0.0, ">=", why),
-               Target("synthetic CT of real T1w: brain median < 60 HU", model["brain median"], 60.0, "<", why),
-               Target("synthetic CT of real T1w: < 2 % of brain voxels above 150 HU", model["brain > 150 HU"], 2.0,
-                      "<", why),
-               Target("synthetic CT of real T1w: skull present (≥ 15 % of the skull shell above 250 HU)",
-                      model["skull shell > 250 HU"], 15.0, ">=", why)]
+    targets = []
+    for method, model_id in models.items():
+        model = {k: mean(v) for k, v in metrics[method].items()}
+        per_case = metrics[method]
+        why = (f"Per brain: median {', '.join(f'{v:.0f}' for v in per_case['brain median'])} HU, "
+               f"{', '.join(f'{v:.1f}' for v in per_case['brain > 150 HU'])} % of brain voxels above 150 HU, "
+               f"{', '.join(f'{v:.0f}' for v in per_case['skull shell > 250 HU'])} % of the skull shell above "
+               f"250 HU.")
+        who = "" if model_id == "mr-to-ct" else f" ({model_id})"
+        targets += [
+            Target(f"synthetic CT of real T1w{who}: brain median ≥ 0 HU", model["brain median"], 0.0, ">=", why),
+            Target(f"synthetic CT of real T1w{who}: brain median < 60 HU", model["brain median"], 60.0, "<", why),
+            Target(f"synthetic CT of real T1w{who}: < 2 % of brain voxels above 150 HU", model["brain > 150 HU"],
+                   2.0, "<", why),
+            Target(f"synthetic CT of real T1w{who}: skull present (≥ 15 % of the skull shell above 250 HU)",
+                   model["skull shell > 250 HU"], 15.0, ">=", why)]
     intro = (
-        "The real contrast-enhanced T1w brains (brain1, brain2) through mr-to-ct. No real CT of these heads exists, "
+        "The real contrast-enhanced T1w brains (brain1, brain2) through mr-to-ct (CycleGAN) and, when installed, "
+        f"{PAIRED_MRCT} (pix2pix trained on paired domain-randomised heads). No real CT of these heads exists, "
         "so the checks are physical: brain (the brain core of the rough mask, tumour left out) median 0-60 HU, few "
         "brain voxels above 150 HU (no bone inside the brain), and a skull: the share of the skull shell (head "
         "voxels 1-10 mm outside the brain mask: bone plus some scalp and CSF) above 250 HU, and below -200 HU (air "
