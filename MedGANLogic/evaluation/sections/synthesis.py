@@ -16,6 +16,7 @@ from ..context import EvalContext, SectionResult, Target, mean, missing_models, 
 from ..metrics import dice, mae, psnr, ssim
 from ..panels import translation_panel
 from . import SECTIONS
+from .adapt import installed
 
 BLUR_VOXELS = 0.8
 CT_DISPLAY_WINDOW = (-200.0, 1600.0)  # HU: bone and soft tissue in the panels
@@ -120,12 +121,9 @@ def section_mr_to_ct(ctx: EvalContext) -> SectionResult:
     if (m := missing_models(title, ["mr-to-ct"])) is not None:
         return m
     baseline = _fit_threshold_baseline(ctx, "T1w", "CT", mr_source=True)
-    from .adapt import installed
-
     paired = PAIRED_MRCT if installed(PAIRED_MRCT) else None
-    metrics: dict[str, dict[str, list[float]]] = {"model": {}, "bulk density": {}}
-    if paired:
-        metrics = {"model": {}, f"{paired} (pix2pix, paired)": {}, "bulk density": {}}
+    metrics: dict[str, dict[str, list[float]]] = {"model": {}, **({f"{paired} (pix2pix, paired)": {}} if paired
+                                                                  else {}), "bulk density": {}}
     panel = None
     for seed in ctx.test_seeds:
         s = ctx.subject(seed)
