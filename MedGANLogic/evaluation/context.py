@@ -158,16 +158,20 @@ class SectionResult:
 SectionFn = Callable[[EvalContext], SectionResult]
 
 
-def missing_models(title: str, model_ids: list[str]) -> SectionResult | None:
-    """A "not evaluated" result for section ``title`` when any of ``model_ids`` is not installed; else None."""
+def installed(model_id: str) -> bool:
+    """Whether a model of this id is installed (sections leave its rows or columns out when not)."""
     from ..models.registry import get_model
 
-    missing = []
-    for mid in model_ids:
-        try:
-            get_model(mid)
-        except Exception:  # noqa: BLE001 - any failure to find it is reported the same way
-            missing.append(mid)
+    try:
+        get_model(model_id)
+    except Exception:  # noqa: BLE001 - any failure to find it is reported the same way
+        return False
+    return True
+
+
+def missing_models(title: str, model_ids: list[str]) -> SectionResult | None:
+    """A "not evaluated" result for section ``title`` when any of ``model_ids`` is not installed; else None."""
+    missing = [mid for mid in model_ids if not installed(mid)]
     if not missing:
         return None
     return SectionResult(title=title, intro="", metrics={}, units={}, targets=[],

@@ -23,11 +23,11 @@ from ..adapt.noise import DEFAULT_BLIND_RADIUS
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
-from .context import SectionResult, Target, mean
+from .context import SectionResult, Target, installed, mean
 from .metrics import psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
 from .real_ldct import crop_box
-from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, best_factor, bm3d3, fit_run, installed, nlm, stabilised
+from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, best_factor, bm3d3, fit_run, nlm, stabilised
 
 SR_CASES = ("t2_brain", "breast1")  # small volumes: a CPU fits each in minutes
 MR_CASES = ("t2_brain",)  # denoised; tuned on brain2

@@ -18,11 +18,10 @@ from ..simulate.lowres import superres_pair
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
-from .context import SectionResult, Target, mean, missing_models
+from .context import SectionResult, Target, installed, mean, missing_models
 from .metrics import auroc, psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range
 from .real_data import IMAGES
-from .sections.adapt import installed
 from .sections.synthesis import PAIRED_MRCT
 
 BRAINS = ("brain1", "brain2")

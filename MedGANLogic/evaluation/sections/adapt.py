@@ -25,7 +25,7 @@ import numpy as np
 
 from ...volume import Volume
 from ..baselines import bspline_upsample
-from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, mean, mr_range
+from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, installed, mean, mr_range
 from ..metrics import psnr, ssim
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
@@ -52,17 +52,6 @@ def fit_run(task: str, volume: Volume, steps: int, device: str, **options: Any) 
 
     return run(task, volume, device=device, adapt=True, adapt_steps=steps, adapt_budget_s=86400.0,
                adapt_seed=0, **options).volume
-
-
-def installed(model: str) -> bool:
-    """Whether a model of this id is installed (its report rows are left out when not)."""
-    from ...models.registry import get_model
-
-    try:
-        get_model(model)
-    except Exception:  # noqa: BLE001 - not installed: its column stays out of the table
-        return False
-    return True
 
 
 def _empty(methods: list[str], names: list[str]) -> dict[str, dict[str, list[float]]]:

@@ -12,11 +12,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..baselines import ThresholdMapping, histogram_matching
-from ..context import EvalContext, SectionResult, Target, mean, missing_models, mr_range
+from ..context import EvalContext, SectionResult, Target, installed, mean, missing_models, mr_range
 from ..metrics import dice, mae, psnr, ssim
 from ..panels import translation_panel
 from . import SECTIONS
-from .adapt import installed
 
 BLUR_VOXELS = 0.8
 CT_DISPLAY_WINDOW = (-200.0, 1600.0)  # HU: bone and soft tissue in the panels
@@ -121,9 +120,8 @@ def section_mr_to_ct(ctx: EvalContext) -> SectionResult:
     if (m := missing_models(title, ["mr-to-ct"])) is not None:
         return m
     baseline = _fit_threshold_baseline(ctx, "T1w", "CT", mr_source=True)
-    paired = PAIRED_MRCT if installed(PAIRED_MRCT) else None
-    metrics: dict[str, dict[str, list[float]]] = {"model": {}, **({f"{paired} (pix2pix, paired)": {}} if paired
-                                                                  else {}), "bulk density": {}}
+    paired = f"{PAIRED_MRCT} (pix2pix, paired)" if installed(PAIRED_MRCT) else None  # its row, when installed
+    metrics: dict[str, dict[str, list[float]]] = {"model": {}, **({paired: {}} if paired else {}), "bulk density": {}}
     panel = None
     for seed in ctx.test_seeds:
         s = ctx.subject(seed)
@@ -134,7 +132,7 @@ def section_mr_to_ct(ctx: EvalContext) -> SectionResult:
         brain = mask & (tgt > 0) & (tgt < 80)
         preds = [("model", out), ("bulk density", base)]
         if paired:
-            preds.append((f"{paired} (pix2pix, paired)", ctx.run_model(paired, "synthesize", src, "MR", "T1w")))
+            preds.append((paired, ctx.run_model(PAIRED_MRCT, "synthesize", src, "MR", "T1w")))
         for method, pred in preds:
             metrics[method].setdefault("MAE head", []).append(mae(pred, tgt, mask))
             metrics[method].setdefault("MAE bone", []).append(mae(pred, tgt, bone))
@@ -150,12 +148,12 @@ def section_mr_to_ct(ctx: EvalContext) -> SectionResult:
                Target("mr-to-ct: MAE in bone below the bulk-density baseline", mean(model["MAE bone"]),
                       mean(base["MAE bone"]), "<", MRCT_NOTE)]
     if paired:
-        rows = metrics[f"{paired} (pix2pix, paired)"]
+        rows = metrics[paired]
         why = ("pix2pix trained on paired domain-randomised heads: in soft tissue, piecewise constant per tissue in "
                "the phantom, a tissue-class mapping fitted on phantom pairs is hard to beat")
-        targets += [Target(f"{paired} (paired): MAE in the head below the bulk-density baseline",
+        targets += [Target(f"{PAIRED_MRCT} (paired): MAE in the head below the bulk-density baseline",
                            mean(rows["MAE head"]), mean(base["MAE head"]), "<", why),
-                    Target(f"{paired} (paired): MAE in bone below the bulk-density baseline",
+                    Target(f"{PAIRED_MRCT} (paired): MAE in bone below the bulk-density baseline",
                            mean(rows["MAE bone"]), mean(base["MAE bone"]), "<", why)]
     return SectionResult(title=title, intro=(
         "The CycleGAN never saw an MR/CT pair (MR and CT came from different training subjects); "
