@@ -56,11 +56,14 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
     seed = int(options.get("adapt_seed", 0))
     notes = []
     if task == "denoise":
+        from .denoise import DEFAULT_SECONDS as DENOISE_SECONDS
         from .denoise import default_budget
 
         recorded = volume.metadata.get("modality") or volume.metadata.get("guessed_modality")
         modality = canonical_modality(recorded)
-        if "adapt_steps" not in options:  # the modality's step cap: a longer fit learns correlated noise
+        if "adapt_budget_s" not in options:  # the modality's default (CT's fit needs more steps)
+            budget = FitBudget(seconds=DENOISE_SECONDS[modality], max_steps=budget.max_steps)
+        if "adapt_steps" not in options:  # the modality's step cap (blind-spot fits: longer learns the noise)
             budget = default_budget(modality, budget.seconds, MAX_STEPS)
         if model is not None:
             _check_start(model, "denoise")

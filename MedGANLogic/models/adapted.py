@@ -57,7 +57,9 @@ def inverse_transform(y: torch.Tensor, transform: str, c: dict[str, float], tabl
                       ) -> torch.Tensor:
     """The inverse of :func:`forward_transform` for an estimate of the transformed signal's mean."""
     if transform == "anscombe":
-        y = y.clamp_min(1e-3)
+        # the transform of zero counts, 2 sqrt(3/8), is the inverse's zero; below it the closed form's 1 / y^3
+        # terms turn back up (y = 0.3 would give 14 counts), so estimates below it are zero counts
+        y = y.clamp_min(2.0 * math.sqrt(0.375))
         counts = 0.25 * y ** 2 + 0.25 * _SQRT_3_2 / y - 1.375 / y ** 2 + 0.625 * _SQRT_3_2 / y ** 3 - 0.125
         return counts.clamp_min(0) * c["gain"]
     if transform == "log":
@@ -101,6 +103,9 @@ class ScanFittedNetwork(nn.Module):
         constants: the transform's constants (``sigma``, ``gain``, ``eps``, ``out_gain``).
         transpose: swap H and W around ``inner`` (a super-resolution network fitted with its low-resolution axis
             along H, saved for slices whose low-resolution axis is W).
+        self_ensemble: average ``inner`` over the eight flips and transpositions of its input (the geometric
+            self-ensemble of Lim et al., EDSR 2017): eight times the work for a smoother, less orientation-bound
+            estimate. For denoisers (same-size output) only.
 
     Example:
         >>> net = ScanFittedNetwork({"name": "conv2d", "params": {"features": 4, "depth": 2}}, "log", [0.0, 5.0],
@@ -110,7 +115,7 @@ class ScanFittedNetwork(nn.Module):
     """
 
     def __init__(self, inner: dict[str, Any], transform: str = "identity", window: tuple[float, float] = (-1.0, 1.0),
-                 constants: dict[str, float] | None = None, transpose: bool = False):
+                 constants: dict[str, float] | None = None, transpose: bool = False, self_ensemble: bool = False):
         super().__init__()
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
@@ -125,6 +130,7 @@ class ScanFittedNetwork(nn.Module):
         self.posterior = int(getattr(self.inner, "out_channels", 1)) == 2  # (mean, log-variance): weigh the pixel in
         self.out_channels = 1
         self.transpose = bool(transpose)
+        self.self_ensemble = bool(self_ensemble)
         self.register_buffer("table", _rician_table() if transform == "rician" else torch.zeros(2, 1),
                              persistent=False)
 
@@ -134,6 +140,18 @@ class ScanFittedNetwork(nn.Module):
     def from_unit(self, unit: torch.Tensor) -> torch.Tensor:
         return (unit + 1.0) * ((self.high - self.low) / 2.0) + self.low
 
+    def ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of ``inner`` over the eight flips and transpositions of ``x`` (each undone on its output)."""
+        total = None
+        for transposed in (False, True):
+            view = x.transpose(-1, -2) if transposed else x
+            for dims in ((), (-1,), (-2,), (-2, -1)):
+                y = self.inner(torch.flip(view, dims) if dims else view)
+                y = torch.flip(y, dims) if dims else y
+                y = y.transpose(-1, -2) if transposed else y
+                total = y if total is None else total + y
+        return total / 8.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         unit = self.to_unit(forward_transform(x, self.transform, self.constants))
         if self.transpose:
@@ -141,7 +159,7 @@ class ScanFittedNetwork(nn.Module):
         h, w = unit.shape[-2:]
         m = self.inner_multiple
         padded = F.pad(unit, (0, (-w) % m, 0, (-h) % m), mode="replicate") if (h % m or w % m) else unit
-        y = self.inner(padded)
+        y = self.ensemble(padded) if self.self_ensemble else self.inner(padded)
         zoom = (y.shape[-2] // padded.shape[-2], y.shape[-1] // padded.shape[-1])
         y = y[..., : h * zoom[0], : w * zoom[1]]
         if self.posterior:

@@ -209,11 +209,100 @@ def _modality_case(modality: str, subject, clean) -> tuple[Volume, np.ndarray, n
 @pytest.mark.parametrize("modality", ["MR", "CT", "PT", "US"])
 def test_every_modality_path_reduces_noise(phantom, modality):
     noisy, ref, mask = _modality_case(modality, *phantom)
-    result = fit_denoise(noisy, modality, budget=steps(40), seed=0, device="cpu", **TINY)
+    # CT's recorrupted-to-recorrupted fit starts from random weights, not from a blind baseline: more steps
+    result = fit_denoise(noisy, modality, budget=steps(150 if modality == "CT" else 40), seed=0, device="cpu",
+                         **TINY)
     assert result.volume.same_geometry(noisy)
     assert result.record.details["transform"] == {"MR": "rician", "CT": "identity", "PT": "anscombe",
                                                   "US": "log"}[modality]
     assert rmse(result.volume.array, ref, mask) < rmse(noisy.array, ref, mask)
+
+
+def _correlated(shape: tuple[int, ...], sd: float, seed: int) -> np.ndarray:
+    """Gaussian noise smoothed in-plane by a one-pixel Gaussian (the added noise of make eval-real's CT): its
+    correlation at a lag of d pixels is exp(-d^2 / 4)."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).normal(0, 1, shape), (0, 1.0, 1.0))
+    return noise * (sd / noise.std())
+
+
+def test_noise_power_is_measured_on_flat_tissue_and_sampled_with_it():
+    from MedGANLogic.adapt.noise import noise_power
+
+    image = np.zeros((6, 160, 160))
+    image[:, :, 80:] = 0.5  # two flat tissues: the edge between them is no noise
+    image[:, 40:60, 40:60] += np.linspace(0, 0.3, 20)  # a ramp: removed by the detrending
+    noisy = image + _correlated(image.shape, 0.05, seed=1)
+    power = noise_power(noisy, np.ones(image.shape, bool))
+    summary = power.summary()
+    assert 0.04 < summary["sd"] < 0.053  # the flattest quarter: a little low, never high
+    assert abs(summary["correlation_1px"] - np.exp(-0.25)) < 0.05
+    assert abs(summary["correlation_2px"] - np.exp(-1.0)) < 0.08
+    sample = power.sample((4, 1, 96, 96), torch.Generator().manual_seed(0)).numpy()
+    assert abs(sample.std() - summary["sd"]) < 0.003
+    lag1 = np.corrcoef(sample[..., 1:].ravel(), sample[..., :-1].ravel())[0, 1]
+    assert abs(lag1 - summary["correlation_1px"]) < 0.03
+    # white noise is measured as white
+    white = noise_power(image + np.random.default_rng(2).normal(0, 0.05, image.shape), np.ones(image.shape, bool))
+    assert abs(white.summary()["correlation_1px"]) < 0.08
+    with pytest.raises(InputError, match="no 16x16-pixel patch"):
+        noise_power(noisy, np.zeros(image.shape, bool))
+
+
+def test_recorrupted_pairs_have_uncorrelated_noise():
+    """Recorrupted-to-Recorrupted: with recorruption noise of the scan's covariance, the noise of the input and of
+    the target are uncorrelated, whatever the correlation of the scan's own noise."""
+    from MedGANLogic.adapt.denoise import recorrupted_pair
+    from MedGANLogic.adapt.noise import noise_power
+
+    power = noise_power(_correlated((6, 128, 128), 0.05, seed=3), np.ones((6, 128, 128), bool))
+    n = power.sample((64, 1, 32, 32), torch.Generator().manual_seed(1))  # the scan's noise (clean image 0)
+    z = power.sample((64, 1, 32, 32), torch.Generator().manual_seed(2))
+    given, wanted = recorrupted_pair(n, z, 0.5)
+    shifted = wanted.roll(1, dims=-1)  # also across neighbouring pixels
+    for target in (wanted, shifted):
+        cov = float((given * target).mean())
+        assert abs(cov) < 0.05 * power.variance
+    assert float((n * n.roll(1, dims=-1)).mean()) > 0.5 * power.variance  # the scan's noise is correlated
+    assert abs(float(given.var()) / power.variance - 1.25) < 0.1  # the input carries (1 + alpha^2) of it
+
+
+def test_ct_fits_recorrupted_to_recorrupted_by_default(phantom):
+    noisy, ref, mask = _modality_case("CT", *phantom)
+    fit = fit_denoise(noisy, "CT", budget=steps(3), seed=0, device="cpu", **TINY)
+    details = fit.record.details
+    assert details["method"] == "r2r" and details["blind_radius"] is None and details["alpha"] == 0.5
+    assert details["network"]["name"] == "residual_unet2d" and details["noise_power"]["sd"] > 0
+    assert "recorrupted-to-recorrupted" in fit.record.method
+    assert fit.network.self_ensemble and details["self_ensemble"] and fit.card["architecture"]["params"]["self_ensemble"]
+    blind = fit_denoise(noisy, "CT", budget=steps(3), seed=0, device="cpu", method="blindspot", **TINY)
+    assert blind.record.details["blind_radius"] == 2 and blind.record.details["noise_power"] is None
+    assert fit_denoise(noisy, "MR", budget=steps(1), device="cpu", **TINY).record.details["method"] == "blindspot"
+    with pytest.raises(InputError, match="blindspot, r2r"):
+        fit_denoise(noisy, "CT", budget=steps(1), device="cpu", method="n2v", **TINY)
+    with pytest.raises(InputError, match="adversarial term works with the blind-spot fit only"):
+        fit_denoise(noisy, "CT", budget=steps(1), device="cpu", adversarial=0.01, **TINY)
+
+
+def test_the_self_ensemble_makes_a_fitted_network_flip_equivariant():
+    inner = {"name": "conv2d", "params": {"features": 4, "depth": 2}}  # a random network: orientation-bound
+    x = torch.randn(1, 1, 16, 16)
+    plain = ScanFittedNetwork(inner, "identity", [-1.0, 1.0])
+    both = ScanFittedNetwork(inner, "identity", [-1.0, 1.0], self_ensemble=True)
+    both.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(x.flip(-1)), plain(x).flip(-1), atol=1e-4)
+        for turn in (lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2)):  # each its inverse
+            assert torch.allclose(turn(both(turn(x))), both(x), atol=1e-5)
+
+
+def test_a_zero_initialised_residual_denoiser_starts_as_the_identity():
+    from MedGANLogic.models.unet import ResidualUNet
+
+    x = torch.randn(2, 1, 32, 24)
+    assert torch.equal(ResidualUNet(features=8, depth=3, zero_init=True)(x), x)
+    assert not torch.equal(ResidualUNet(features=8, depth=3)(x), x)
 
 
 def test_cancel_during_denoising_raises_and_returns_nothing(phantom):
@@ -352,9 +441,10 @@ def test_plan_checks_a_fit_before_any_work(phantom, model_dir):
 
 
 def test_default_fits_of_correlated_noise_stop_at_their_step_cap(phantom, model_dir):
-    """PET, ultrasound and CT fits stop at STEP_CAP steps however much time is left (a longer fit learns their
-    correlated noise); MR's time budget alone binds; an explicit step count or budget is taken as given."""
-    from MedGANLogic.adapt.denoise import STEP_CAP, default_budget
+    """PET, ultrasound and CT fits stop at STEP_CAP steps however much time is left (a longer blind-spot fit learns
+    their correlated noise; CT's thousands of steps bound the time); MR's time budget alone binds; an explicit step
+    count or budget is taken as given; CT's default seconds are its own."""
+    from MedGANLogic.adapt.denoise import DEFAULT_SECONDS, STEP_CAP, default_budget
     from MedGANLogic.adapt.engine import MAX_STEPS
     from MedGANLogic.pipeline import plan
 
@@ -365,6 +455,9 @@ def test_default_fits_of_correlated_noise_stop_at_their_step_cap(phantom, model_
         assert capped.adapt.budget.seconds == 600 and f"or {STEP_CAP[modality]} steps" in capped.notes[0]
         assert default_budget(modality).max_steps == STEP_CAP[modality]
     assert plan("denoise", noisy, adapt=True, modality="MR").adapt.budget.max_steps == MAX_STEPS
+    ct = plan("denoise", noisy, adapt=True, modality="CT").adapt.budget
+    assert ct.seconds == DEFAULT_SECONDS["CT"] > DEFAULT_SECONDS["MR"] == 90
+    assert plan("denoise", noisy, adapt=True, modality="CT", adapt_budget_s=45).adapt.budget.seconds == 45
     assert plan("denoise", noisy, adapt=True, modality="PT", adapt_steps=900).adapt.budget.max_steps == 900
     fit = fit_denoise(noisy, "US", budget=steps(STEP_CAP["US"] + 2), device="cpu", **TINY)
     assert fit.record.steps == STEP_CAP["US"] + 2  # an explicit budget is not capped
