@@ -243,17 +243,19 @@ class NoisePower:
                 "kernel_size": int(self.kernel.shape[-1])}
 
 
-def noise_power(slices: np.ndarray, signal: np.ndarray, sizes: tuple[int, ...] = (32, 16), flattest: float = 0.25,
+def noise_power(slices: np.ndarray, signal: np.ndarray, sizes: tuple[int, ...] = (32, 16), flattest: float = 0.1,
                 radius: int = 5, least: int = 8) -> NoisePower:
     """Measure the noise power spectrum of ``slices`` (S, H, W) on its flattest patches of tissue.
 
     As a CT physicist measures it on a water phantom, but on the scan itself: square patches (half overlapping;
-    the first of ``sizes`` that gives at least ``least`` of them) that lie wholly in ``signal``, each detrended
-    by its least-squares plane; the ``flattest``
-    fraction of them (lowest residual variance: least anatomy) give the averaged periodogram (Hann-windowed).
-    Its square root, taken back to the image domain and cut to a (2 ``radius`` + 1)^2 block, is the colouring
-    kernel; the cut keeps the measured variance. Anatomy left in the patches can only add power, mostly at low
-    frequencies; choosing the flattest patches biases the level low (by about 9 % on pure noise).
+    the first of ``sizes`` that gives at least ``least`` of them) that lie wholly in ``signal``, each less its
+    least-squares quadratic surface; the ``flattest`` fraction of them (lowest residual variance: least anatomy;
+    at least four) give the averaged periodogram (Hann-windowed). Its square root, taken back to the image domain
+    and cut to a (2 ``radius`` + 1)^2 block, is the colouring kernel; the cut keeps the measured variance. Anatomy
+    left in the patches adds power, mostly at low frequencies; choosing the flattest patches biases the level low
+    on pure noise. Chosen on 36 random 128-pixel crops of the real tuning CT (lung2, 8 slices, correlated noise of
+    known SD added): measured / true SD median 1.00, 10th-90th percentile 0.93-1.12 (a plane and the flattest
+    quarter, as first shipped: 1.08, 0.97-1.44; too strong where flat tissue is scarce).
 
     It assumes the noise is stationary and the scan holds some flat tissue (soft tissue, brain, liver): on the
     phantom PET, whose flattest patches still hold uptake structure, it overestimates the noise several-fold.
@@ -274,7 +276,7 @@ def noise_power(slices: np.ndarray, signal: np.ndarray, sizes: tuple[int, ...] =
     hann = np.outer(np.hanning(n), np.hanning(n))
     hann /= np.sqrt((hann ** 2).mean())
     found.sort(key=lambda t: t[0])
-    use = [r for _, r in found[: max(1, int(round(len(found) * flattest)))]]
+    use = [r for _, r in found[: max(4, int(round(len(found) * flattest)))]]
     power = np.mean([np.abs(np.fft.fft2(r * hann)) ** 2 for r in use], axis=0) / (n * n)
     amplitude = np.fft.fftshift(np.real(np.fft.ifft2(np.sqrt(power))))  # zero-phase colouring filter
     c, r = n // 2, min(int(radius), n // 2 - 1)
@@ -286,19 +288,20 @@ def noise_power(slices: np.ndarray, signal: np.ndarray, sizes: tuple[int, ...] =
 def _detrended_patches(slices: np.ndarray, signal: np.ndarray, n: int, most: int = 32
                        ) -> list[tuple[float, np.ndarray]]:
     """(residual variance, residual) of every half-overlapping n x n patch wholly in ``signal``, less its
-    least-squares plane, on up to ``most`` slices spread over the stack."""
+    least-squares quadratic surface, on up to ``most`` slices spread over the stack."""
     d = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-    ramp_y, ramp_x = np.broadcast_to(d[:, None], (n, n)), np.broadcast_to(d[None, :], (n, n))
-    norm = float((d ** 2).sum() * n)
+    yy, xx = np.meshgrid(d, d, indexing="ij")
+    design = np.stack([np.ones(n * n), yy.ravel(), xx.ravel(), yy.ravel() ** 2, xx.ravel() ** 2,
+                       (yy * xx).ravel()], 1)
+    surface = design @ np.linalg.pinv(design)  # the least-squares quadratic of a flattened patch
     found: list[tuple[float, np.ndarray]] = []
     for k in np.unique(np.linspace(0, len(slices) - 1, num=min(most, len(slices))).round().astype(int)):
         image, inside = slices[k], signal[k]
-        for oy in range(0, image.shape[0] - n + 1, n // 2):
-            for ox in range(0, image.shape[1] - n + 1, n // 2):
-                if not inside[oy:oy + n, ox:ox + n].all():
-                    continue
-                p = image[oy:oy + n, ox:ox + n].astype(np.float64)
-                residual = (p - p.mean() - ramp_y * ((p * ramp_y).sum() / norm)
-                            - ramp_x * ((p * ramp_x).sum() / norm))
-                found.append((float(residual.var()), residual))
+        picked = [(oy, ox) for oy in range(0, image.shape[0] - n + 1, n // 2)
+                  for ox in range(0, image.shape[1] - n + 1, n // 2) if inside[oy:oy + n, ox:ox + n].all()]
+        if not picked:
+            continue
+        flat = np.stack([image[oy:oy + n, ox:ox + n].astype(np.float64).ravel() for oy, ox in picked])
+        residuals = (flat - flat @ surface.T).reshape(-1, n, n)
+        found.extend((float(r.var()), r) for r in residuals)
     return found
