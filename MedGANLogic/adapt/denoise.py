@@ -63,9 +63,9 @@ from .result import AdaptResult, apply_network, load_initial_weights
 
 FIT_SHARE = 0.85  # of the progress bar; the pass over the volume takes the rest
 # Seconds of a default fit per modality: CT's recorrupted-to-recorrupted fit keeps improving for thousands of
-# steps (real tuning CT lung2, without the self-ensemble: 28.2 / 28.55 / 28.75 dB at 1500 / 3000 / 6000 steps,
-# 28.98 with it at 6000; tuned NLM 28.71, BM3D 27.73; about 16 steps a second on two CPU cores), the blind-spot
-# fits of the others stop at their cap or improve slowly.
+# steps (real tuning CT lung2, first noise estimator, without the self-ensemble: 28.2 / 28.55 / 28.75 dB at 1500 /
+# 3000 / 6000 steps, 28.98 with it at 6000; the shipped estimator with it: 28.88; tuned NLM 28.71, BM3D 27.73;
+# about 16 steps a second on two CPU cores), the blind-spot fits of the others stop at their cap or improve slowly.
 DEFAULT_SECONDS = {"MR": 90.0, "PT": 90.0, "US": 90.0, "CT": 300.0}
 R2R_STEPS = 6000  # CT's cap: where its settings were chosen
 # Steps after which a default fit stops even with time left, per modality (None: the time budget alone binds).
