@@ -268,9 +268,14 @@ def test_recorrupted_pairs_have_uncorrelated_noise():
     assert abs(float(given.var()) / power.variance - 1.25) < 0.1  # the input carries (1 + alpha^2) of it
 
 
-def test_ct_fits_recorrupted_to_recorrupted_by_default(phantom):
+def test_ct_fits_recorrupted_to_recorrupted_by_default(phantom, model_dir):
+    from MedGANLogic import run
+
     noisy, ref, mask = _modality_case("CT", *phantom)
     fit = fit_denoise(noisy, "CT", budget=steps(3), seed=0, device="cpu", **TINY)
+    save_fitted_model(fit, model_dir / "ct-fit")  # saved with its self-ensemble: the engine gives the same voxels
+    again = run("denoise", noisy, model=str(model_dir / "ct-fit"), device="cpu").volume
+    assert again.same_geometry(noisy) and np.allclose(again.array, fit.volume.array, atol=0.5)
     details = fit.record.details
     assert details["method"] == "r2r" and details["blind_radius"] is None and details["alpha"] == 0.5
     assert details["network"]["name"] == "residual_unet2d" and details["noise_power"]["sd"] > 0
