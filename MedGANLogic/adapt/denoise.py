@@ -64,8 +64,9 @@ from .result import AdaptResult, apply_network, load_initial_weights
 FIT_SHARE = 0.85  # of the progress bar; the pass over the volume takes the rest
 # Seconds of a default fit per modality: CT's recorrupted-to-recorrupted fit keeps improving for thousands of
 # steps (real tuning CT lung2, first noise estimator, without the self-ensemble: 28.2 / 28.55 / 28.75 dB at 1500 /
-# 3000 / 6000 steps, 28.98 with it at 6000; the shipped estimator with it: 28.88; tuned NLM 28.71, BM3D 27.73;
-# about 16 steps a second on two CPU cores), the blind-spot fits of the others stop at their cap or improve slowly.
+# 3000 / 6000 steps, 28.98 with it at 6000; as shipped, benchmarks/adapt_ct.py: 28.37 / 28.66 / 28.88 in 98 / 189
+# / 414 s on two CPU cores; tuned NLM 28.71, BM3D 27.73), the blind-spot fits of the others stop at their cap or
+# improve slowly.
 DEFAULT_SECONDS = {"MR": 90.0, "PT": 90.0, "US": 90.0, "CT": 300.0}
 R2R_STEPS = 6000  # CT's cap: where its settings were chosen
 # Steps after which a default fit stops even with time left, per modality (None: the time budget alone binds).
@@ -205,8 +206,13 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
         blind_radius: half-width of the blind block (pixels); default per modality (:mod:`.noise`).
         adversarial: weight of the adversarial term (0: none; ESRGAN used 5e-3).
         init: a model id or folder saved from an earlier denoising fit of the same kind: start from its weights.
-        patch, batch_size, features: patch side (pixels), patches per step, network width.
-        lr: Adam learning rate; default per modality (``DEFAULT_LR``, chosen on the validation phantom).
+        patch, batch_size, features: patch side (pixels), patches per step, network width (default 16 for the
+            blind spot, 32 for r2r).
+        lr: Adam learning rate; default per modality (``DEFAULT_LR``, chosen on the validation phantom; r2r
+            ``R2R_LR``).
+        method: ``blindspot`` or ``r2r`` (recorrupted-to-recorrupted with the noise spectrum measured on the
+            scan); default per modality (``DEFAULT_METHOD``: r2r for CT). ``blind_radius`` and ``adversarial``
+            apply to the blind spot only; ``init`` must come from a fit of the same method.
 
     Returns:
         :class:`AdaptResult`; its volume has the input's geometry and units.
