@@ -71,7 +71,11 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
         else:
             from .starts import start_folder
 
-            start = start_folder(modality)  # the shipped starting point of this modality, if installed
+            from .denoise import DEFAULT_METHOD
+
+            # the shipped starting point of this modality, if installed: blind-spot networks, so not for a
+            # modality whose default fit is another method (CT: recorrupted-to-recorrupted)
+            start = start_folder(modality) if DEFAULT_METHOD[modality] == "blindspot" else None
             said = (f"starting from the shipped {modality} starting point (fit-start-{modality.lower()})"
                     if start is not None else "from scratch")
         limit = f" or {budget.max_steps} steps" if budget.max_steps < MAX_STEPS else ""

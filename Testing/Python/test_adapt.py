@@ -445,7 +445,7 @@ def test_plan_checks_a_fit_before_any_work(phantom, model_dir):
     assert "fitting a US denoiser" in ok.notes[0]
 
 
-def test_default_fits_of_correlated_noise_stop_at_their_step_cap(phantom, model_dir):
+def test_default_fits_of_correlated_noise_stop_at_their_step_cap(phantom, model_dir, monkeypatch):
     """PET, ultrasound and CT fits stop at STEP_CAP steps however much time is left (a longer blind-spot fit learns
     their correlated noise; CT's thousands of steps bound the time); MR's time budget alone binds; an explicit step
     count or budget is taken as given; CT's default seconds are its own."""
@@ -461,6 +461,12 @@ def test_default_fits_of_correlated_noise_stop_at_their_step_cap(phantom, model_
         assert default_budget(modality).max_steps == STEP_CAP[modality]
     assert plan("denoise", noisy, adapt=True, modality="MR").adapt.budget.max_steps == MAX_STEPS
     ct = plan("denoise", noisy, adapt=True, modality="CT").adapt.budget
+    import MedGANLogic.adapt.starts as starts
+
+    monkeypatch.setattr(starts, "start_folder", lambda modality, root=None: model_dir / f"start-{modality}")
+    assert plan("denoise", noisy, adapt=True, modality="CT").adapt.start is None  # no blind-spot start for r2r
+    assert plan("denoise", noisy, adapt=True, modality="PT").adapt.start == model_dir / "start-PT"
+    monkeypatch.undo()
     assert ct.seconds == DEFAULT_SECONDS["CT"] > DEFAULT_SECONDS["MR"] == 90
     assert plan("denoise", noisy, adapt=True, modality="CT", adapt_budget_s=45).adapt.budget.seconds == 45
     assert plan("denoise", noisy, adapt=True, modality="PT", adapt_steps=900).adapt.budget.max_steps == 900
