@@ -35,9 +35,14 @@ def main() -> int:
     ctx = RealContext(report_dir=Path(os.environ.get("TMPDIR", "/tmp")) / "medgan-adapt-ct")
     noisy, clean, mask, modality = noisy_case(ctx, CT_TUNING, seed=7)
     forward, inverse, sd = stabilised(noisy, modality)
-    scores = {}
-    factor = best_factor(lambda f: scores.setdefault(f, windowed_scores(inverse(nlm(forward, sd, f)), clean,
-                                                                          mask)[0]))
+    scores: dict[float, float] = {}
+
+    def nlm_db_at(f: float) -> float:
+        key = round(float(f), 3)  # how best_factor names the factors it returns
+        scores[key] = windowed_scores(inverse(nlm(forward, sd, f)), clean, mask)[0]
+        return scores[key]
+
+    factor = best_factor(nlm_db_at)
     nlm_db = scores[factor]
     noisy_db = windowed_scores(noisy.array, clean, mask)[0]
     rows = []

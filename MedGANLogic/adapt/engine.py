@@ -56,8 +56,8 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
     seed = int(options.get("adapt_seed", 0))
     notes = []
     if task == "denoise":
+        from .denoise import DEFAULT_METHOD, default_budget
         from .denoise import DEFAULT_SECONDS as DENOISE_SECONDS
-        from .denoise import default_budget
 
         recorded = volume.metadata.get("modality") or volume.metadata.get("guessed_modality")
         modality = canonical_modality(recorded)
@@ -70,8 +70,6 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
             start, said = model, f"starting from model {model}"
         else:
             from .starts import start_folder
-
-            from .denoise import DEFAULT_METHOD
 
             # the shipped starting point of this modality, if installed: blind-spot networks, so not for a
             # modality whose default fit is another method (CT: recorrupted-to-recorrupted)

@@ -258,7 +258,8 @@ def noise_power(slices: np.ndarray, signal: np.ndarray, sizes: tuple[int, ...] =
     quarter, as first shipped: 1.08, 0.97-1.44; too strong where flat tissue is scarce).
 
     It assumes the noise is stationary and the scan holds some flat tissue (soft tissue, brain, liver): on the
-    phantom PET, whose flattest patches still hold uptake structure, it overestimates the noise several-fold.
+    phantom PET the flattest patches still hold uptake structure (the first estimator measured a correlation of
+    0.90 at one pixel there), and a fit with that spectrum was far worse than the blind spot.
 
     Raises:
         InputError: no patch of the smallest size lies inside the signal (a tiny or empty scan).

@@ -131,7 +131,8 @@ class ResidualUNet(nn.Module):
     """A denoiser that predicts the noise: ``x - unet(x)`` with a :class:`UNetGenerator` (no normalisation, bilinear
     up-sampling, no output activation): any intensity range passes. With ``zero_init`` its last convolution starts
     at zero, so the untrained network is the identity (on the real tuning CT of the scan-fitted denoiser it then
-    ended 0.4 dB lower after 6000 steps: 28.6 against 29.0 dB, so the fit does not use it). Used by the scan-fitted recorrupted-to-recorrupted denoiser (:mod:`MedGANLogic.adapt.denoise`).
+    ended 0.4 dB lower after 6000 steps: 28.6 against 29.0 dB, so the fit does not use it). Used by the
+    scan-fitted recorrupted-to-recorrupted denoiser (:mod:`MedGANLogic.adapt.denoise`).
 
     Shapes: ``(N, 1, H, W)`` -> ``(N, 1, H, W)``; H and W multiples of ``size_multiple = 2 ** depth``.
 
