@@ -12,8 +12,11 @@ from typing import Any
 
 from MedGANLogic.tasks import TASKS
 
-#: The budget the panel starts with (seconds of fitting); the README's curve shows what more buys.
-DEFAULT_BUDGET_S = 120
+#: The budget the panel starts with: 0, shown as "default", lets the engine choose per task and modality (denoising
+#: CT 300 s, MR/PET/ultrasound 90 s; super-resolution 120 s); the README's curves show what more buys.
+DEFAULT_BUDGET_S = 0
+#: What the budget box shows at 0 (its ``specialValueText`` in MedGAN.ui).
+DEFAULT_BUDGET_TEXT = "default"
 
 
 def fit_tasks() -> tuple[str, ...]:
@@ -37,21 +40,27 @@ def enable_widgets(ui: Any, task: str, adapt: bool) -> None:
 
 
 def fit_options(task: str, budget_s: float, opacity: float = 0.5) -> dict[str, Any]:
-    """The options of a run that fits to the scan for ``budget_s`` seconds (then passes over the volume).
+    """The options of a run that fits to the scan for ``budget_s`` seconds (then passes over the volume);
+    ``budget_s`` 0 (the box's "default") leaves the budget to the engine: the task's and modality's default.
 
-    Raises ValueError for a task that cannot fit or a budget that is not a positive number of seconds.
+    Raises ValueError for a task that cannot fit or a budget that is negative or not a number.
     """
     if task not in fit_tasks():
         raise ValueError(f"Fit to this scan works for {' and '.join(fit_tasks())}, not {task!r}.")
-    if not budget_s > 0:
-        raise ValueError(f"The fitting budget must be a positive number of seconds; got {budget_s!r}.")
-    return {"adapt": True, "adapt_budget_s": float(budget_s), "opacity": float(opacity)}
+    if not budget_s >= 0:
+        raise ValueError(f"The fitting budget must be a positive number of seconds (or 0 for the default); got "
+                         f"{budget_s!r}.")
+    options: dict[str, Any] = {"adapt": True, "opacity": float(opacity)}
+    if budget_s > 0:
+        options["adapt_budget_s"] = float(budget_s)
+    return options
 
 
 def status_text(task_label: str, model_id: str, fit: bool, budget_s: float) -> str:
     """The status line while a run starts."""
     if fit:
-        return f"{task_label}: fitting a network to this scan (up to {budget_s:g} s), then applying it..."
+        limit = f"up to {budget_s:g} s" if budget_s > 0 else "the default budget for this task and modality"
+        return f"{task_label}: fitting a network to this scan ({limit}), then applying it..."
     return f"Running {task_label.lower()} with {model_id}..."
 
 

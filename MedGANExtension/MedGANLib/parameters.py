@@ -80,7 +80,7 @@ class MedGANParameterNode:
     force: bool = False
     native: bool = False  # keep the input's voxel grid (no resampling into the model's frame)
     adapt: bool = False  # "Fit to this scan" (denoise, superres): no trained model
-    adaptBudget: Annotated[int, WithinRange(10, 3600)] = DEFAULT_BUDGET_S  # seconds of fitting
+    adaptBudget: Annotated[int, WithinRange(0, 3600)] = DEFAULT_BUDGET_S  # seconds of fitting; 0: the default
     keepFit: bool = False  # keep the fitted network as a model in the user's model folder
     outputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]  # noqa: UP007  (typing the wrapper reads)
     anomalyMap: vtkMRMLScalarVolumeNode  # the map the display controls act on (MedGAN.kind = anomaly_map)

@@ -141,7 +141,9 @@ def test_panel_fit_options_round_trip_through_a_run_into_the_node(setup):
     with pytest.raises(ValueError, match="not 'anomaly'"):
         fit_to_scan.fit_options("anomaly", 45)
     with pytest.raises(ValueError, match="positive number of seconds"):
-        fit_to_scan.fit_options("denoise", 0)
+        fit_to_scan.fit_options("denoise", -5)
+    # the box's "default" (0) leaves the budget to the engine: no adapt_budget_s at all
+    assert fit_to_scan.fit_options("denoise", fit_to_scan.DEFAULT_BUDGET_S) == {"adapt": True, "opacity": 0.5}
     node = add_volume_node(setup.scene, _small("T2w_thick", 1), "T2 thick")
     # the panel's path: a batch prepared on the main thread, run by the background job, finished on the main thread
     batch = slicer_bridge.prepare_batch(setup.scene, [node], "superres", adapt_steps=2, show=False, **options)
@@ -181,6 +183,23 @@ def test_panel_keeps_the_fitted_network_as_a_model_that_the_model_list_finds_and
     assert card.data["extras"]["fit"]["steps"] == 2
     again = slicer_bridge.run_on_node(setup.scene, node, "denoise", model=card.id, show=False)
     assert np.allclose(slicer_bridge.array_from_node(again[0]), slicer_bridge.array_from_node(out), atol=1e-3)
+
+
+def test_panel_default_budget_is_the_engines_per_modality_default(setup):
+    """The panel starts at "default": an MR denoising fit then runs on the engine's MR budget, and the status line
+    says so instead of quoting a number of seconds the engine would not use."""
+    from MedGANLogic.adapt.denoise import DEFAULT_SECONDS
+
+    node = add_volume_node(setup.scene, _small("T1w", 2), "T1")
+    batch = slicer_bridge.prepare_batch(setup.scene, [node], "denoise", adapt_steps=2, show=False,
+                                        **fit_to_scan.fit_options("denoise", fit_to_scan.DEFAULT_BUDGET_S))
+    job = MedGANJob(batch).start()
+    assert job.done.wait(300) and job.error is None, job.trace
+    (out,) = batch.finish(setup.scene)[node.GetID()]
+    budget = json.loads(out.GetAttribute("MedGAN.provenance"))["adapt"]["budget"]
+    assert budget == {"seconds": DEFAULT_SECONDS["MR"], "max_steps": 2}
+    assert "default budget" in fit_to_scan.status_text("Denoise", "", True, 0)
+    assert "up to 45 s" in fit_to_scan.status_text("Denoise", "", True, 45)
 
 
 def test_panel_job_cancelled_during_the_fit_adds_nothing(setup):
