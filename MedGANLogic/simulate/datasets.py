@@ -337,7 +337,9 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
     ``data``: ``task`` (synthesize, denoise, anomaly: tasks whose input and target share a grid),
     ``options`` (the task's options, e.g. {source: any, target: T2w}), ``samples`` ({train: 64, val: 4}),
     ``shape`` [z, y, x] and ``spacing_mm`` of the target grid, ``ranges`` (overrides of
-    :class:`.randomize.DomainRanges`). Sample ``i`` of ``split`` is :meth:`DomainRandomizer.sample` ``i`` with
+    :class:`.randomize.DomainRanges`), ``planes`` (array axes a 2D model may slice along, default [0]: axial; with
+    several, each sample is turned so that a random one of them comes first, and the model sees axial, coronal or
+    sagittal slices). Sample ``i`` of ``split`` is :meth:`DomainRandomizer.sample` ``i`` with
     seed ``seed`` (train) or ``seed + 1`` (val). Unpaired: sources from the first half of the samples, targets from
     the second. Returns ({"source": [...], "target": [...]}, {role: names}), arrays (z, y, x) in their own units.
     """
@@ -353,13 +355,18 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
                                  spacing_mm=float(data.get("spacing_mm", 2.0)))
     volumes: dict[str, list[np.ndarray]] = {"source": [], "target": []}
     names: dict[str, list[str]] = {"source": [], "target": []}
+    planes = [int(a) for a in data.get("planes", [0])]
+    if not planes or any(a not in (0, 1, 2) for a in planes):
+        raise ValueError(f"data.planes must list array axes 0, 1 or 2; got {data.get('planes')!r}")
     half = count // 2
     for i in range(count):
         sample = generator.sample(task, i, **dict(data.get("options") or {}))
+        plane = planes[int(np.random.default_rng([seed + (split != "train"), i, 7]).integers(len(planes)))]
         for role, key in (("source", "input"), ("target", "target")):
             if paired or (role == "source") == (i < half):
-                volumes[role].append(np.asarray(sample[key].array, np.float32))
-                names[role].append(f"randomized-{split}-{i}/{key}")
+                volumes[role].append(np.ascontiguousarray(np.moveaxis(np.asarray(sample[key].array, np.float32),
+                                                                      plane, 0)))
+                names[role].append(f"randomized-{split}-{i}/{key}" + (f"/plane{plane}" if plane else ""))
     return volumes, names
 
 

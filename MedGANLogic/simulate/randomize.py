@@ -91,6 +91,10 @@ class DomainRanges:
     fov_min_fraction: float = 0.6  # smallest kept fraction of the box per axis
     motion: float = 0.3  # probability of motion during the acquisition
     motion_mm: tuple[float, float] = (0.5, 3.0)  # largest in-plane translation, mm
+    # probability of a skull-stripped scan (the brain and its CSF kept, grown by a random margin to mimic the
+    # slack of real stripping tools; input and target stripped alike). 0 by default: the recipes that want it say so
+    skull_strip: float = 0.0
+    skull_strip_margin_mm: tuple[float, float] = (0.0, 4.0)
     # --- CT (:mod:`.ct`, :mod:`.lowdose`, :mod:`.real_ct`) ---
     ct_hu_jitter: float = 5.0  # std of per-sample soft-tissue HU offsets, HU
     ct_inplane_mm: tuple[float, float] = (0.5, 2.0)  # reconstruction pixel, mm
@@ -147,6 +151,24 @@ def _fov(shape: tuple[int, ...], rng: np.random.Generator, ranges: DomainRanges)
     keep = np.zeros(shape, bool)
     keep[box] = True
     return keep, [[s.start, s.stop] for s in box]
+
+
+def _strip(anatomy: Anatomy, rng: np.random.Generator, ranges: DomainRanges) -> tuple[np.ndarray | None, Any]:
+    """The kept region of a skull-stripped scan (probability ``ranges.skull_strip``), or (None, None): the
+    intracranial tissues (CSF, grey and white matter, lesions) with holes filled, grown by a random margin."""
+    if ranges.skull_strip <= 0 or rng.random() >= ranges.skull_strip:
+        return None, None
+    from scipy import ndimage
+
+    from .tissue import CSF, GM, LESION, WM
+
+    f = anatomy.fractions
+    brain = ndimage.binary_fill_holes((f[CSF] + f[GM] + f[WM] + f[LESION]) > 0.5)
+    margin_mm = float(rng.uniform(*ranges.skull_strip_margin_mm))
+    steps = int(round(margin_mm / anatomy.grid.spacing[0]))
+    if steps:
+        brain = ndimage.binary_dilation(brain, iterations=steps)
+    return brain, round(margin_mm, 2)
 
 
 def physical_target(anatomy: Anatomy, target: str) -> np.ndarray:
@@ -364,10 +386,13 @@ def random_sample(task: str, rng: np.random.Generator, *, ranges: DomainRanges |
     if anatomy is None:
         anatomy = sample_anatomy(np.random.default_rng(seeds["anatomy"]), ranges, shape, spacing_mm)
     keep, box = _fov(anatomy.grid.shape, np.random.default_rng([seeds["acquisition"], 1]), ranges)
+    stripped, margin = _strip(anatomy, np.random.default_rng([seeds["acquisition"], 2]), ranges)
+    if stripped is not None:
+        keep = stripped if keep is None else keep & stripped
     out = _TASK_FUNCTIONS[task](anatomy, seeds, ranges, keep, **options)
     out["labels"] = _labels(anatomy, keep)
     out["meta"].update(task=task, options=options, seeds=seeds, anatomy=anatomy.draws, lesions=anatomy.lesions,
-                       fov_box=box)
+                       fov_box=box, skull_strip_margin_mm=margin)
     return out
 
 

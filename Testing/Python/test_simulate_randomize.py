@@ -283,3 +283,46 @@ def test_a_recipe_can_train_on_randomized_data():
     assert batch["source"].shape == (2, 1, 40, 40) and batch["target"].shape == (2, 1, 40, 40)
     assert batches.describe()["slices"] == {"source": 12, "target": 12}
     assert isinstance(config["export"][0]["card"]["output"]["normalization"]["window"], list)  # auto resolved
+
+
+def test_skull_strip_keeps_the_intracranial_tissues_input_and_target_alike():
+    """skull_strip = 1: nothing of scalp, fat or bone is left in input or target beyond the drawn margin; 0 (the
+    default) draws nothing, so every sample a recipe made before stays byte for byte the same."""
+    from MedGANLogic.simulate.tissue import BONE, FAT, SOFT
+
+    head = (24, 28, 24)  # 4 mm voxels: the whole head, scalp included
+    stripped = DomainRanges(partial_fov=0.0, motion=0.0, skull_strip=1.0, skull_strip_margin_mm=(0.0, 0.0))
+    s = random_sample("synthesize", np.random.default_rng(3), ranges=stripped, shape=head, spacing_mm=4.0,
+                      source="T1w", target="T2w")
+    plain = random_sample("synthesize", np.random.default_rng(3), ranges=QUIET, shape=head, spacing_mm=4.0,
+                          source="T1w", target="T2w")
+    assert s["meta"]["skull_strip_margin_mm"] == 0.0 and plain["meta"]["skull_strip_margin_mm"] is None
+    outside = np.isin(plain["labels"].array, (BONE, FAT, SOFT))
+    far = outside & ~ndimage.binary_dilation(~outside, iterations=2)  # scalp and skull 2 voxels from the brain
+    assert far.sum() > 100 and plain["input"].array[far].mean() > 10 * max(s["input"].array[far].mean(), 1e-3)
+    assert np.all(s["target"].array[far] == 0) and np.all(s["labels"].array[far] == 0)
+    brain = plain["labels"].array == WM
+    assert np.array_equal(s["target"].array[brain], plain["target"].array[brain])  # the brain is untouched
+    again = random_sample("synthesize", np.random.default_rng(3), ranges=DomainRanges(partial_fov=0.0, motion=0.0,
+                                                                                      skull_strip=0.0),
+                          shape=head, spacing_mm=4.0, source="T1w", target="T2w")
+    assert np.array_equal(again["input"].array, plain["input"].array)
+
+
+def test_randomized_volumes_turn_each_sample_to_a_drawn_plane():
+    """data.planes: each sample is turned so that the drawn axis comes first (a 2D model then slices it there);
+    the default [0] leaves every sample as it was."""
+    from MedGANLogic.simulate.datasets import randomized_volumes
+
+    data = {"task": "synthesize", "options": {"source": "T1w", "target": "T2w"}, "samples": {"train": 4},
+            "shape": [8, 12, 10], "spacing_mm": 4.0}
+    axial, _ = randomized_volumes(data, "train", True, 5)
+    turned, names = randomized_volumes({**data, "planes": [2]}, "train", True, 5)
+    for role in ("source", "target"):
+        for a, t in zip(axial[role], turned[role]):
+            assert t.shape == (10, 8, 12) and np.array_equal(t, np.moveaxis(a, 2, 0))
+    assert all(n.endswith("/plane2") for n in names["source"])
+    mixed, names = randomized_volumes({**data, "planes": [0, 1, 2], "samples": {"train": 12}}, "train", True, 5)
+    assert {a.shape for a in mixed["source"]} == {(8, 12, 10), (12, 8, 10), (10, 8, 12)}
+    with pytest.raises(ValueError, match="data.planes"):
+        randomized_volumes({**data, "planes": [3]}, "train", True, 5)
