@@ -81,6 +81,14 @@ def zscore_map(image: np.ndarray, region: np.ndarray, spacing_xyz: tuple[float, 
     return np.where(region, z, 0.0).astype(np.float32)
 
 
+def _trained_on(model_id: str) -> str:
+    """The installed model's name and version from its card (what it was trained on is in the name)."""
+    from ..models.registry import get_model
+
+    card = get_model(model_id)
+    return f"{card.data.get('name', model_id)}, version {card.data.get('version', '?')}"
+
+
 def csf_wm_ratio(image: np.ndarray, csf: np.ndarray, wm: np.ndarray) -> float:
     """Median of ``image`` in CSF over its median in white matter (NaN when a mask is empty)."""
     if not csf.any() or not wm.any():
@@ -119,8 +127,8 @@ def t1_to_t2(ctx: RealContext) -> Any:
            f"{mean(above):.0f} % of CSF voxels are brighter than the white-matter median (inverted T1w: "
            f"{mean(metrics[methods[2]]['CSF above WM median (%)']):.0f} %)"
            + (": on average CSF stays darker than white matter, the T1w order" if mean(model) < 1 else "")
-           + ". The model learned one phantom T1w contrast at 2 mm; these are 0.78-1 mm real T1w, two of them "
-           "contrast-enhanced.")
+           + f". The model: {_trained_on('mr-t1-to-t2')}; these are 0.78-1 mm real T1w, two of them "
+           "contrast-enhanced, t1_coronal one skull-stripped coronal slice stored as an axial one.")
     targets = [Target("synthetic T2w of real T1w: CSF/white-matter ratio > 1.5 (mean of the brains)",
                       mean(model), T2_TARGET_RATIO, ">", why),
                Target("synthetic T2w of real T1w: CSF brighter than white matter on every brain (lowest ratio)",
@@ -137,6 +145,61 @@ def t1_to_t2(ctx: RealContext) -> Any:
     return SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets,
                             panels=[save_real_panel(ctx, "t1_to_t2", rows, ["T1w", "synthetic T2w", "inverted T1w",
                                                                             "masks"])])
+
+
+# --- T2w -> T1w --------------------------------------------------------------------------------------------------
+T2_CASES = ("t2_brain",)
+
+
+def t2_classes(ctx: RealContext, case: str) -> dict[str, np.ndarray]:
+    """Rough CSF and white-matter masks of a real T2w: the T1w classes of :mod:`.real_masks` on the T2w inverted
+    within the brain (CSF, bright on a T2w, becomes the dark class; white matter the brightest parenchyma)."""
+    vol, mk = ctx.image(case), masks(ctx, case)
+    lo, hi = _window(vol.array, mk["brain"])
+    inverted = np.where(mk["brain"], lo + hi - vol.array, 0.0)
+    return real_masks.t1_tissue_classes(inverted, mk["brain"], vol.spacing, mk["tumour"])
+
+
+@REAL_SECTIONS.register("t2-to-t1")
+def t2_to_t1(ctx: RealContext) -> Any:
+    title = "T2w → T1w on a real brain (mr-t2-to-t1): contrast order"
+    if (m := missing_models(title, ["mr-t2-to-t1"])) is not None:
+        return m
+    methods = ("input T2w (reference order)", "model (mr-t2-to-t1)", "inverted T2w (baseline)")
+    metrics: dict[str, dict[str, list[float]]] = {m: {"CSF / WM": [], "CSF below WM median (%)": []}
+                                                  for m in methods}
+    rows = []
+    for case in T2_CASES:
+        vol, mk = ctx.image(case), masks(ctx, case)
+        classes = t2_classes(ctx, case)
+        result = ctx.run("synthesize", vol, "mr-t2-to-t1", case)
+        lo, hi = _window(vol.array, mk["brain"])
+        images = {methods[0]: vol.array, methods[2]: np.where(mk["brain"], lo + hi - vol.array, 0.0),
+                  methods[1]: result.volume.array if result is not None else np.full(vol.shape, np.nan)}
+        for method, img in images.items():
+            ok = bool(np.isfinite(img).all()) and classes["csf"].any() and classes["wm"].any()
+            metrics[method]["CSF / WM"].append(csf_wm_ratio(img, classes["csf"], classes["wm"]) if ok else np.nan)
+            below = np.mean(img[classes["csf"]] < np.median(img[classes["wm"]])) if ok else np.nan
+            metrics[method]["CSF below WM median (%)"].append(100.0 * float(below))
+        z = _fullest(classes["core"])
+        shown_classes = classes["csf"][z] * 0.33 + classes["parenchyma"][z] * 0.66 + classes["wm"][z] * 0.34
+        shown = [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods] + [shown_classes]
+        rows.append((case, [axial_view(img, vol.direction) for img in shown]))
+    model = [v for v in metrics[methods[1]]["CSF / WM"] if np.isfinite(v)]
+    why = (f"CSF/WM of the synthetic T1w: {', '.join(f'{v:.2f}' for v in metrics[methods[1]]['CSF / WM'])}. "
+           f"The model: {_trained_on('mr-t2-to-t1')}; this is a 4 x 4 x 5 mm T2-weighted EPI.")
+    targets = [Target("synthetic T1w of a real T2w: CSF darker than white matter (highest CSF/WM ratio < 1)",
+                      max(model) if model else float("nan"), 1.0, "<", why)]
+    intro = (
+        "dipy's T2-weighted b = 0 EPI (no lesion, 4 x 4 x 5 mm; no scalp, so the head mask is the brain). No real "
+        "T1w of this brain ships with it, so the check is the contrast order: on a T1w, CSF is darker than white "
+        "matter (real ratio ~0.3-0.6). Tissue masks: those of the T1w check on the T2w inverted within the brain "
+        "(CSF = the dark class there, bright on the T2w; white matter = the brightest half of the rest). The input "
+        "row shows the order on the T2w itself (CSF/WM above 1); the baseline inverts the T2w within the brain. "
+        "Panel: T2w, synthetic T1w, inverted T2w, and the masks.")
+    return SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets,
+                         panels=[save_real_panel(ctx, "t2_to_t1", rows, ["T2w", "synthetic T1w", "inverted T2w",
+                                                                          "masks"])])
 
 
 # --- MR -> CT ------------------------------------------------------------------------------------------------------
