@@ -13,10 +13,9 @@ from typing import Any
 from MedGANLogic.tasks import TASKS
 
 #: The budget the panel starts with: 0, shown as "default", lets the engine choose per task and modality (denoising
-#: CT 300 s, MR/PET/ultrasound 90 s; super-resolution 120 s); the README's curves show what more buys.
+#: CT 300 s, MR/PET/ultrasound 90 s; super-resolution 120 s; the box's ``specialValueText`` in MedGAN.ui); the
+#: README's curves show what more buys.
 DEFAULT_BUDGET_S = 0
-#: What the budget box shows at 0 (its ``specialValueText`` in MedGAN.ui).
-DEFAULT_BUDGET_TEXT = "default"
 
 
 def fit_tasks() -> tuple[str, ...]:
