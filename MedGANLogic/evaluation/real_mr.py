@@ -96,31 +96,54 @@ def csf_wm_ratio(image: np.ndarray, csf: np.ndarray, wm: np.ndarray) -> float:
     return float(np.median(image[csf]) / max(abs(float(np.median(image[wm]))), 1e-6))
 
 
-# --- T1w -> T2w --------------------------------------------------------------------------------------------------
+# --- T1w <-> T2w: contrast order -------------------------------------------------------------------------------
+def _inverted(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``image`` turned upside down within its 0.5-99.5 percentile window in ``brain`` (zero outside): the
+    baseline of the contrast-order checks, and how a T2w's tissue classes are found with the T1w masks."""
+    lo, hi = _window(image, brain)
+    return np.where(brain, lo + hi - image, 0.0)
+
+
+def _contrast_order(ctx: RealContext, model_id: str, cases: tuple[str, ...], source: str, target: str,
+                    classes_of: Any, csf_brighter: bool) -> tuple[tuple[str, ...], dict[str, dict[str, list[float]]],
+                                                                  Any]:
+    """Run ``model_id`` (``source`` -> ``target``) on each real case and measure the contrast order of the input,
+    the model's output and the inverted input: CSF / WM medians and the share of CSF voxels above (``csf_brighter``)
+    or below the white-matter median, on the masks ``classes_of(case)`` gives (csf, wm, parenchyma, core). Returns
+    (methods: input, model, baseline; metrics; the panel)."""
+    methods = (f"input {source} (reference order)", f"model ({model_id})", f"inverted {source} (baseline)")
+    share = f"CSF {'above' if csf_brighter else 'below'} WM median (%)"
+    metrics: dict[str, dict[str, list[float]]] = {m: {"CSF / WM": [], share: []} for m in methods}
+    rows = []
+    for case in cases:
+        vol, mk = ctx.image(case), masks(ctx, case)
+        classes = classes_of(case)
+        result = ctx.run("synthesize", vol, model_id, case)
+        images = {methods[0]: vol.array, methods[2]: _inverted(vol.array, mk["brain"]),
+                  methods[1]: result.volume.array if result is not None else np.full(vol.shape, np.nan)}
+        for method, img in images.items():
+            ok = bool(np.isfinite(img).all()) and classes["csf"].any() and classes["wm"].any()
+            metrics[method]["CSF / WM"].append(csf_wm_ratio(img, classes["csf"], classes["wm"]) if ok else np.nan)
+            wm_median = np.median(img[classes["wm"]]) if ok else np.nan
+            past = (img[classes["csf"]] > wm_median if csf_brighter else img[classes["csf"]] < wm_median) if ok \
+                else np.nan
+            metrics[method][share].append(100.0 * float(np.mean(past)))
+        z = _fullest(classes["core"])
+        shown_classes = classes["csf"][z] * 0.33 + classes["parenchyma"][z] * 0.66 + classes["wm"][z] * 0.34
+        shown = [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods] + [shown_classes]
+        rows.append((case, [axial_view(img, vol.direction) for img in shown]))
+    panel = save_real_panel(ctx, model_id.removeprefix("mr-").replace("-", "_"), rows,
+                            [source, f"synthetic {target}", f"inverted {source}", "masks"])
+    return methods, metrics, panel
+
+
 @REAL_SECTIONS.register("t1-to-t2")
 def t1_to_t2(ctx: RealContext) -> Any:
     title = "T1w → T2w on real brains (mr-t1-to-t2): contrast order"
     if (m := missing_models(title, ["mr-t1-to-t2"])) is not None:
         return m
-    methods = ("input T1w (reference order)", "model (mr-t1-to-t2)", "inverted T1w (baseline)")
-    metrics: dict[str, dict[str, list[float]]] = {m: {"CSF / WM": [], "CSF above WM median (%)": []}
-                                                  for m in methods}
-    rows = []
-    for case in (*BRAINS, "t1_coronal"):
-        vol, mk = ctx.image(case), masks(ctx, case)
-        result = ctx.run("synthesize", vol, "mr-t1-to-t2", case)
-        lo, hi = _window(vol.array, mk["brain"])
-        images = {methods[0]: vol.array, methods[2]: np.where(mk["brain"], lo + hi - vol.array, 0.0),
-                  methods[1]: result.volume.array if result is not None else np.full(vol.shape, np.nan)}
-        for method, img in images.items():
-            ok = bool(np.isfinite(img).all()) and mk["csf"].any() and mk["wm"].any()
-            metrics[method]["CSF / WM"].append(csf_wm_ratio(img, mk["csf"], mk["wm"]) if ok else np.nan)
-            above = np.mean(img[mk["csf"]] > np.median(img[mk["wm"]])) if ok else np.nan
-            metrics[method]["CSF above WM median (%)"].append(100.0 * float(above))
-        z = _fullest(mk["core"])
-        classes = mk["csf"][z] * 0.33 + mk["parenchyma"][z] * 0.66 + mk["wm"][z] * 0.34
-        shown = [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods] + [classes]
-        rows.append((case, [axial_view(img, vol.direction) for img in shown]))
+    methods, metrics, panel = _contrast_order(ctx, "mr-t1-to-t2", (*BRAINS, "t1_coronal"), "T1w", "T2w",
+                                              lambda case: masks(ctx, case), csf_brighter=True)
     model = [v for v in metrics[methods[1]]["CSF / WM"] if np.isfinite(v)]
     above = metrics[methods[1]]["CSF above WM median (%)"]
     why = (f"CSF/WM of the synthetic T2w per brain: {', '.join(f'{v:.2f}' for v in metrics[methods[1]]['CSF / WM'])}; "
@@ -142,12 +165,9 @@ def t1_to_t2(ctx: RealContext) -> Any:
         "brighter half of the remaining parenchyma. The input row shows the order on the T1w itself (CSF/WM below "
         "1); the baseline inverts the T1w within the brain. Panel: T1w, synthetic T2w, inverted T1w, and the masks "
         "(dark grey CSF, light grey grey matter, white white matter).")
-    return SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets,
-                            panels=[save_real_panel(ctx, "t1_to_t2", rows, ["T1w", "synthetic T2w", "inverted T1w",
-                                                                            "masks"])])
+    return SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets, panels=[panel])
 
 
-# --- T2w -> T1w --------------------------------------------------------------------------------------------------
 T2_CASES = ("t2_brain",)
 
 
@@ -155,9 +175,7 @@ def t2_classes(ctx: RealContext, case: str) -> dict[str, np.ndarray]:
     """Rough CSF and white-matter masks of a real T2w: the T1w classes of :mod:`.real_masks` on the T2w inverted
     within the brain (CSF, bright on a T2w, becomes the dark class; white matter the brightest parenchyma)."""
     vol, mk = ctx.image(case), masks(ctx, case)
-    lo, hi = _window(vol.array, mk["brain"])
-    inverted = np.where(mk["brain"], lo + hi - vol.array, 0.0)
-    return real_masks.t1_tissue_classes(inverted, mk["brain"], vol.spacing, mk["tumour"])
+    return real_masks.t1_tissue_classes(_inverted(vol.array, mk["brain"]), mk["brain"], vol.spacing, mk["tumour"])
 
 
 @REAL_SECTIONS.register("t2-to-t1")
@@ -165,26 +183,8 @@ def t2_to_t1(ctx: RealContext) -> Any:
     title = "T2w → T1w on a real brain (mr-t2-to-t1): contrast order"
     if (m := missing_models(title, ["mr-t2-to-t1"])) is not None:
         return m
-    methods = ("input T2w (reference order)", "model (mr-t2-to-t1)", "inverted T2w (baseline)")
-    metrics: dict[str, dict[str, list[float]]] = {m: {"CSF / WM": [], "CSF below WM median (%)": []}
-                                                  for m in methods}
-    rows = []
-    for case in T2_CASES:
-        vol, mk = ctx.image(case), masks(ctx, case)
-        classes = t2_classes(ctx, case)
-        result = ctx.run("synthesize", vol, "mr-t2-to-t1", case)
-        lo, hi = _window(vol.array, mk["brain"])
-        images = {methods[0]: vol.array, methods[2]: np.where(mk["brain"], lo + hi - vol.array, 0.0),
-                  methods[1]: result.volume.array if result is not None else np.full(vol.shape, np.nan)}
-        for method, img in images.items():
-            ok = bool(np.isfinite(img).all()) and classes["csf"].any() and classes["wm"].any()
-            metrics[method]["CSF / WM"].append(csf_wm_ratio(img, classes["csf"], classes["wm"]) if ok else np.nan)
-            below = np.mean(img[classes["csf"]] < np.median(img[classes["wm"]])) if ok else np.nan
-            metrics[method]["CSF below WM median (%)"].append(100.0 * float(below))
-        z = _fullest(classes["core"])
-        shown_classes = classes["csf"][z] * 0.33 + classes["parenchyma"][z] * 0.66 + classes["wm"][z] * 0.34
-        shown = [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods] + [shown_classes]
-        rows.append((case, [axial_view(img, vol.direction) for img in shown]))
+    methods, metrics, panel = _contrast_order(ctx, "mr-t2-to-t1", T2_CASES, "T2w", "T1w",
+                                              lambda case: t2_classes(ctx, case), csf_brighter=False)
     model = [v for v in metrics[methods[1]]["CSF / WM"] if np.isfinite(v)]
     why = (f"CSF/WM of the synthetic T1w: {', '.join(f'{v:.2f}' for v in metrics[methods[1]]['CSF / WM'])}. "
            f"The model: {_trained_on('mr-t2-to-t1')}; this is a 4 x 4 x 5 mm T2-weighted EPI.")
@@ -197,9 +197,7 @@ def t2_to_t1(ctx: RealContext) -> Any:
         "(CSF = the dark class there, bright on the T2w; white matter = the brightest half of the rest). The input "
         "row shows the order on the T2w itself (CSF/WM above 1); the baseline inverts the T2w within the brain. "
         "Panel: T2w, synthetic T1w, inverted T2w, and the masks.")
-    return SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets,
-                         panels=[save_real_panel(ctx, "t2_to_t1", rows, ["T2w", "synthetic T1w", "inverted T2w",
-                                                                          "masks"])])
+    return SectionResult(title=title, intro=intro, metrics=metrics, units={}, targets=targets, panels=[panel])
 
 
 # --- MR -> CT ------------------------------------------------------------------------------------------------------

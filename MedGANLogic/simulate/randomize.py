@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError
 from ..volume import Volume
@@ -46,7 +47,7 @@ from .appearance import ORDERINGS, apply_gamma, brain_signal, random_ct_offsets,
 from .lowdose import FULL_DOSE_PHOTONS, simulate_low_dose
 from .lowres import crop_to_multiple, kspace_truncate, thick_slices
 from .real_ct import random_real_slice, real_ct_status, real_ct_volumes
-from .tissue import TISSUES
+from .tissue import CSF, GM, LESION, TISSUES, WM
 
 TASKS = ("synthesize", "denoise", "superres", "anomaly")
 TARGETS = (*mri.CONTRASTS, "CT")
@@ -158,10 +159,6 @@ def _strip(anatomy: Anatomy, rng: np.random.Generator, ranges: DomainRanges) -> 
     intracranial tissues (CSF, grey and white matter, lesions) with holes filled, grown by a random margin."""
     if ranges.skull_strip <= 0 or rng.random() >= ranges.skull_strip:
         return None, None
-    from scipy import ndimage
-
-    from .tissue import CSF, GM, LESION, WM
-
     f = anatomy.fractions
     brain = ndimage.binary_fill_holes((f[CSF] + f[GM] + f[WM] + f[LESION]) > 0.5)
     margin_mm = float(rng.uniform(*ranges.skull_strip_margin_mm))
