@@ -363,7 +363,7 @@ def anomaly(ctx: RealContext) -> Any:
     if (m := missing_models(title, sorted(set(ANOMALY_MODELS.values())))) is not None:
         return m
     names = ("voxel AUROC", "tumour flagged", "normal brain flagged")
-    methods = ("model (f-AnoGAN of the scan's contrast)", "intensity z-score (baseline)")
+    methods = ("model (restoration GAN of the scan's contrast)", "intensity z-score (baseline)")
     metrics: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in methods}
     rows = []
     cases: dict[str, list[str]] = {k: [] for k in names}  # which cases each metric's values are of

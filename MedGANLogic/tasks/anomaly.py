@@ -1,6 +1,8 @@
-"""Anomaly maps (f-AnoGAN style): how far the input is from the model's reconstruction of healthy anatomy.
+"""Anomaly maps: how far the input is from the model's reconstruction of healthy anatomy.
 
-The map, in the model's frame, for a normalised input x and the network's healthy reconstruction r = G(E(x)):
+The model is any network that returns a healthy-looking version of its input: the shipped restoration GANs
+(``unet2d``, :mod:`MedGANLogic.train.restore`: r = G(x)) or f-AnoGAN (``fanogan2d``: r = G(E(x))). The map, in the
+model's frame, for a normalised input x and the network's healthy reconstruction r:
 
 1. **brain mask** from the input itself (:func:`MedGANLogic.normalization.brain_mask`; any MR contrast): scalp,
    skull, orbits and neck are not brain, and the map is zero there;

@@ -8,9 +8,10 @@ or from the shell: ``medgan train --recipe mr-t1-to-t2`` (``python -m MedGANLogi
 
 Families (``config["family"]``): ``pix2pix`` (paired, U-Net + conditional PatchGAN), ``cyclegan`` (unpaired,
 two ResNet generators, two PatchGANs, cycle consistency), ``ldct`` (low-dose CT denoising, residual generator +
-WGAN-GP critic), ``srgan`` (super-resolution), ``fanogan`` (anomaly detection), ``segmentation`` (adversarial
-segmentation). A new family subclasses :class:`~MedGANLogic.train.loop.GANTrainer` in its own module, decorates it
-with ``@TRAINERS.register("name")`` and adds the module to :data:`TRAINERS`' ``modules``.
+WGAN-GP critic), ``srgan`` (super-resolution), ``fanogan`` (anomaly detection, f-AnoGAN), ``restore`` (anomaly
+detection by restoration: U-Net + PatchGAN), ``segmentation`` (adversarial segmentation), ``lesion_inpaint``
+(lesion synthesis). A new family subclasses :class:`~MedGANLogic.train.loop.GANTrainer` in its own module,
+decorates it with ``@TRAINERS.register("name")`` and adds the module to :data:`TRAINERS`' ``modules``.
 
 What lives where: ``loop.py`` (the shared loop and the building blocks families use), one module per family
 (networks, losses and the steps), ``data/`` (volumes, slices, batches; nothing about networks), ``losses.py``,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 #: Training family name -> trainer class; importing a family module registers it (a missing one is an error).
 TRAINERS: Registry[type[GANTrainer]] = Registry(
     "training family", package=__name__, error=InputError,
-    modules=(".pix2pix", ".cyclegan", ".ldct", ".srgan", ".fanogan", ".segmentation", ".inpaint"))
+    modules=(".pix2pix", ".cyclegan", ".ldct", ".srgan", ".fanogan", ".segmentation", ".inpaint", ".restore"))
 
 
 def trainer_class(family: str) -> type[GANTrainer]:

@@ -45,8 +45,90 @@ from .loop import GANTrainer, set_requires_grad
 log = logging.getLogger(__name__)
 
 
+class AnomalyExport:
+    """Export steps shared by the anomaly families (f-AnoGAN, :mod:`.restore`): what the map means and where to cut it.
+
+    With ``data.calibration: {contrast: T2w}`` each exported card is calibrated on phantom validation subjects of
+    that contrast (:mod:`.anomaly_calibration`); otherwise it gets ``extras.threshold`` chosen on validation data
+    (:meth:`choose_threshold`). Mixed into a :class:`~.loop.GANTrainer` subclass (uses its config and device).
+    """
+
+    config: dict[str, Any]
+    device: torch.device
+
+    def finish_anomaly_export(self, cards: list[Any], state: dict[str, torch.Tensor],
+                              dtype: torch.dtype) -> list[Any]:
+        """The exported ``cards`` (weights ``state``) calibrated or given a threshold; returns the final cards."""
+        from ..models import registry
+        from ..models.registry import save_model
+
+        out = []
+        calibration = self.config["data"].get("calibration")
+        for card in cards:
+            extras = dict(card.data.get("extras", {}))
+            extras.setdefault("smoothing_mm", float(self.config["anomaly"].get("smoothing_mm", 2.0)))
+            if calibration:  # the calibrated map (tasks/anomaly.py) on phantom validation subjects of the contrast
+                from .anomaly_calibration import calibrate
+
+                registry.clear_cache()
+                save_model(card.folder, dict(card.data, extras=extras), state, dtype=dtype)
+                calibrate(card.folder, str(calibration["contrast"]), device=str(self.device))
+                out.append(registry.get_model(card.folder))
+                continue
+            threshold, how = self.choose_threshold(card.folder, extras["smoothing_mm"])
+            extras.update({"threshold": threshold, "threshold_selection": how})
+            out.append(save_model(card.folder, dict(card.data, extras=extras), state, dtype=dtype))
+        return out
+
+    def validation_cases(self) -> tuple[list[np.ndarray], list[np.ndarray | None], float]:
+        """(volumes, lesion masks or None, spacing in mm) for choosing the threshold."""
+        from .data import load_volumes, phantom_subject_arrays, split_seeds
+
+        data = self.config["data"]
+        a = self.config["anomaly"]
+        if data["source"] == "phantom":
+            spacing = float(data.get("spacing_mm", 2.0))
+            seeds = split_seeds("val", int(a.get("threshold_subjects", 3)))
+            arrays = [phantom_subject_arrays(s, [data["input"], "lesion_mask"], spacing) for s in seeds]
+            return [a_[data["input"]] for a_ in arrays], [a_["lesion_mask"].astype(bool) for a_ in arrays], spacing
+        _, val = load_volumes(self.config, paired=True)
+        vols = list(val.volumes["source"]) if val else []
+        if not vols:
+            raise InputError("Choosing the anomaly threshold needs validation volumes: add healthy volumes to "
+                             "data.source_dir (data.val_fraction holds the last ones out).")
+        return vols, [None] * len(vols), float(data.get("spacing_mm", 1.0))
+
+    def choose_threshold(self, model_folder: str | Path, smoothing_mm: float) -> tuple[float, dict[str, Any]]:
+        """The anomaly-map threshold of the exported model, from validation data (see the module docstring)."""
+        from ..models import registry
+        from ..pipeline import run
+        from ..volume import Volume
+
+        vols, masks, spacing = self.validation_cases()
+        spec = self.config["export"][0]["card"]["input"]
+        maps, heads = [], []
+        for vol in vols:
+            v = Volume(vol, spacing=(spacing,) * 3, metadata={k: spec[k] for k in ("modality", "contrast")
+                                                              if spec.get(k)})
+            result = run("anomaly", v, model=str(model_folder), device=str(self.device), smoothing_mm=smoothing_mm)
+            maps.append(result.outputs["anomaly_map"].array)
+            heads.append(maps[-1] > 0)
+        registry.clear_cache()  # the folder is about to be rewritten with the threshold in its card
+        if all(m is not None and m.any() for m in masks):
+            threshold, dice = best_dice_threshold(maps, masks)  # type: ignore[arg-type]
+            return threshold, {"criterion": "max mean Dice on validation subjects with lesions",
+                               "validation_subjects": len(vols), "validation_dice": round(dice, 4)}
+        pct = float(self.config["anomaly"].get("healthy_percentile", 99.9))
+        values = np.concatenate([m[h] for m, h in zip(maps, heads)])
+        if values.size == 0:
+            raise InputError("The anomaly maps of the validation volumes are empty (no head found in them), so no "
+                             "threshold can be chosen; check the validation data in data.source_dir.")
+        return float(np.percentile(values, pct)), {"criterion": f"{pct} percentile of healthy validation maps",
+                                                   "validation_volumes": len(vols)}
+
+
 @TRAINERS.register("fanogan")
-class FAnoGANTrainer(GANTrainer):
+class FAnoGANTrainer(AnomalyExport, GANTrainer):
     FAMILY = "fanogan"
     DEFAULTS: dict[str, Any] = {
         "generator": {"name": "fanogan_generator2d",
@@ -210,78 +292,12 @@ class FAnoGANTrainer(GANTrainer):
 
     def export(self, out_root: str | Path, *, dtype: torch.dtype = torch.float16,
                command: str | None = None) -> list[Any]:
-        from ..models.registry import save_model
-
         self.nets["fanogan"] = self.composite()
         try:
             cards = super().export(out_root, dtype=dtype, command=command)
         finally:
             del self.nets["fanogan"]
-        out = []
-        calibration = self.config["data"].get("calibration")
-        for card in cards:
-            extras = dict(card.data.get("extras", {}))
-            extras.setdefault("smoothing_mm", float(self.config["anomaly"].get("smoothing_mm", 2.0)))
-            if calibration:  # the calibrated map (tasks/anomaly.py) on phantom validation subjects of the contrast
-                from ..models import registry
-                from .anomaly_calibration import calibrate
-
-                registry.clear_cache()
-                save_model(card.folder, dict(card.data, extras=extras), self.composite().state_dict(), dtype=dtype)
-                calibrate(card.folder, str(calibration["contrast"]), device=str(self.device))
-                out.append(registry.get_model(card.folder))
-                continue
-            threshold, how = self.choose_threshold(card.folder, extras["smoothing_mm"])
-            extras.update({"threshold": threshold, "threshold_selection": how})
-            data = dict(card.data, extras=extras)
-            out.append(save_model(card.folder, data, self.composite().state_dict(), dtype=dtype))
-        return out
-
-    def validation_cases(self) -> tuple[list[np.ndarray], list[np.ndarray | None], float]:
-        """(volumes, lesion masks or None, spacing in mm) for choosing the threshold."""
-        from .data import load_volumes, phantom_subject_arrays, split_seeds
-
-        data = self.config["data"]
-        a = self.config["anomaly"]
-        if data["source"] == "phantom":
-            spacing = float(data.get("spacing_mm", 2.0))
-            seeds = split_seeds("val", int(a.get("threshold_subjects", 3)))
-            arrays = [phantom_subject_arrays(s, [data["input"], "lesion_mask"], spacing) for s in seeds]
-            return [a_[data["input"]] for a_ in arrays], [a_["lesion_mask"].astype(bool) for a_ in arrays], spacing
-        _, val = load_volumes(self.config, paired=True)
-        vols = list(val.volumes["source"]) if val else []
-        if not vols:
-            raise InputError("Choosing the anomaly threshold needs validation volumes: add healthy volumes to "
-                             "data.source_dir (data.val_fraction holds the last ones out).")
-        return vols, [None] * len(vols), float(data.get("spacing_mm", 1.0))
-
-    def choose_threshold(self, model_folder: str | Path, smoothing_mm: float) -> tuple[float, dict[str, Any]]:
-        """The anomaly-map threshold of the exported model, from validation data (see the module docstring)."""
-        from ..models import registry
-        from ..pipeline import run
-        from ..volume import Volume
-
-        vols, masks, spacing = self.validation_cases()
-        spec = self.config["export"][0]["card"]["input"]
-        maps, heads = [], []
-        for vol in vols:
-            v = Volume(vol, spacing=(spacing,) * 3, metadata={k: spec[k] for k in ("modality", "contrast")
-                                                              if spec.get(k)})
-            result = run("anomaly", v, model=str(model_folder), device=str(self.device), smoothing_mm=smoothing_mm)
-            maps.append(result.outputs["anomaly_map"].array)
-            heads.append(maps[-1] > 0)
-        registry.clear_cache()  # the folder is about to be rewritten with the threshold in its card
-        if all(m is not None and m.any() for m in masks):
-            threshold, dice = best_dice_threshold(maps, masks)  # type: ignore[arg-type]
-            return threshold, {"criterion": "max mean Dice on validation subjects with lesions",
-                               "validation_subjects": len(vols), "validation_dice": round(dice, 4)}
-        pct = float(self.config["anomaly"].get("healthy_percentile", 99.9))
-        values = np.concatenate([m[h] for m, h in zip(maps, heads)])
-        if values.size == 0:
-            raise InputError("The anomaly maps of the validation volumes are empty (no head found in them), so no "
-                             "threshold can be chosen; check the validation data in data.source_dir.")
-        return float(np.percentile(values, pct)), {"criterion": f"{pct} percentile of healthy validation maps",
-                                                   "validation_volumes": len(vols)}
+        return self.finish_anomaly_export(cards, self.composite().state_dict(), dtype)
 
 
 def best_dice_threshold(maps: list[np.ndarray], masks: list[np.ndarray],
@@ -311,4 +327,4 @@ def best_dice_threshold(maps: list[np.ndarray], masks: list[np.ndarray],
     return float(threshold), float(scores[i])
 
 
-__all__ = ["FAnoGANTrainer", "best_dice_threshold"]
+__all__ = ["AnomalyExport", "FAnoGANTrainer", "best_dice_threshold"]

@@ -148,6 +148,13 @@ def _family_user_config(family: str) -> dict:
                     export=[{"generator": "fanogan", "card": train_card(
                         "tiny-anomaly", "anomaly", input=t2, output={"modality": "anomaly",
                                                                      "normalization": {"kind": "same_as_input"}})}])
+    if family == "restore":
+        return dict(gan, generator={"name": "unet2d", "params": {"features": 4, "depth": 3, "norm": "instance",
+                                                                 "upsample": "bilinear", "final_activation": "none"}},
+                    data=dict(data, input="x", count=32),
+                    export=[{"generator": "G", "card": train_card(
+                        "tiny-restore", "anomaly", input=t2, output={"modality": "anomaly",
+                                                                     "normalization": {"kind": "same_as_input"}})}])
     if family == "segmentation":
         return dict(small_d, generator={"name": "seg_unet2d", "params": {"features": [4, 4, 8, 8, 16, 4]}}, data=data,
                     export=[{"generator": "G", "card": train_card(

@@ -8,7 +8,7 @@ shows them.
 * ``overlay``: the anomaly map shown as Slicer shows it: ``slicer_bridge.run_on_node`` on a real MRML scene, then
   the Red slice view's blended background (the scan) and foreground (the map, perceptual colour table, opacity,
   lower threshold) rendered by ``vtkMRMLSliceLogic``, with the ground-truth lesion outline and a colour legend.
-  The committed figure uses the shipped f-AnoGAN (``brain-anomaly-t2``) on the bundled sample subject's T2w (a
+  The committed figure uses the shipped anomaly model (``brain-anomaly-t2``) on the bundled sample subject's T2w (a
   held-out phantom subject, on an oblique grid) with its ground-truth lesion mask; the tests also render the
   analytic local-mean model of :mod:`slicer_testing` (reconstruction = local mean) on its one-lesion phantom.
 * ``panel``: ``Resources/UI/MedGAN.ui`` rendered offscreen with PySide6. Slicer's CTK/qMRML widgets are not
@@ -183,15 +183,15 @@ SHIPPED_ANOMALY_MODEL = "brain-anomaly-t2"
 
 
 def make_overlay_png(path: Path) -> OverlayRender:
-    """The committed figure: the shipped f-AnoGAN on the sample subject's T2w, written to ``path``."""
+    """The committed figure: the shipped anomaly model on the sample subject's T2w, written to ``path``."""
     from MedGANLogic.models import registry
 
     registry.clear_cache()
     card = registry.get_model(SHIPPED_ANOMALY_MODEL)
     render = render_overlay(card.id, case=sample_lesion_case())
-    overlay_figure(render, path, what=f"{card.id} {card.version} (f-AnoGAN, phantom-trained demo weights) on the "
-                                      f"bundled sample subject's T2w (held-out test phantom, oblique grid); cyan: "
-                                      f"its ground-truth lesions.")
+    overlay_figure(render, path, what=f"{card.id} {card.version} (restoration GAN, demo weights trained on "
+                                      f"simulated heads) on the bundled sample subject's T2w (held-out test "
+                                      f"phantom, oblique grid); cyan: its ground-truth lesions.")
     return render
 
 

@@ -82,9 +82,9 @@ def test_committed_overlay_report_exists_and_figure_is_written(render, tmp_path)
     assert colored_pixels(pixels).sum() > render.truth.sum()  # the map, the outline and the legend are drawn
 
 
-def test_shipped_fanogan_overlay_marks_the_sample_lesions(monkeypatch):
-    """The committed figure's setting: the shipped f-AnoGAN on the sample subject's T2w (held-out phantom, oblique
-    grid), rendered by vtkMRMLSliceLogic through the lesions' largest cross-section. The demo model also marks
+def test_shipped_anomaly_overlay_marks_the_sample_lesions(monkeypatch):
+    """The committed figure's setting: the shipped anomaly model on the sample subject's T2w (held-out phantom,
+    oblique grid), rendered by vtkMRMLSliceLogic through the lesions' largest cross-section. The demo model also marks
     some bright CSF (see the evaluation report), so this checks what it does do: the coloured pixels crowd onto
     the lesions, many times more than if they were spread over the head at random, and cover part of them."""
     from slicer_figures import SHIPPED_ANOMALY_MODEL, sample_lesion_case

@@ -55,7 +55,7 @@ def test_full_alternating_training_improves_the_translation(tiny_config, tmp_pat
 RESUME_OVERRIDES = {"ldct": {"loss__critic_steps": 2}, "fanogan": {"anomaly__gan_steps": 6}}
 
 
-@pytest.mark.parametrize("family", ["pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation"])
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation", "restore"])
 def test_resume_continues_bit_exactly(tiny_config, tmp_path, family):
     config = tiny_config(family, **RESUME_OVERRIDES.get(family, {}))
     cls = trainer_class(family)
@@ -134,7 +134,7 @@ def test_config_errors_name_the_key(tiny_config):
 def test_every_family_module_registers_its_trainer():
     from MedGANLogic.train import TRAINERS
 
-    families = {"pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation", "lesion_inpaint"}
+    families = {"pix2pix", "cyclegan", "ldct", "srgan", "fanogan", "segmentation", "lesion_inpaint", "restore"}
     assert set(TRAINERS.names()) == families
     assert all(TRAINERS.get(name).FAMILY == name for name in TRAINERS)
     with pytest.raises(InputError, match="Unknown training family 'stylegan'; known: ") as err:

@@ -162,6 +162,76 @@ def test_fanogan_config_errors_name_the_key(tiny_config):
         trainer_class("fanogan")(tiny_config("fanogan", loss__gan_mode="lsgan"), progress=False)
 
 
+# --- anomaly detection by restoration (train/restore.py) -----------------------------------------------------------
+def _head_slices(n: int = 4, size: int = 32) -> torch.Tensor:
+    """Background -1 with a disc of tissue (0) in the middle, shape (n, 1, size, size)."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    return torch.where(disc, 0.0, -1.0).expand(n, 1, size, size).clone()
+
+
+def test_restore_corruptions_stay_in_the_head_and_follow_the_seed():
+    from MedGANLogic.train.restore import coarse_noise, random_blobs
+
+    x = _head_slices()
+    background = x < -0.9
+    torch.manual_seed(3)
+    noisy = coarse_noise(x, (0.2, 0.3), [4])
+    assert torch.equal(noisy[background], x[background]) and (noisy[~background] != x[~background]).any()
+    d = noisy - x  # smooth: neighbouring pixels change together
+    inside = ~background[..., 1:, :] & ~background[..., :-1, :]
+    assert (d[..., 1:, :] - d[..., :-1, :])[inside].abs().mean() < 0.5 * d[~background].abs().mean()
+    torch.manual_seed(3)
+    blobs, mask = random_blobs(x, (2, 2), (2.0, 4.0))
+    assert mask.shape == x.shape and float(mask.max()) > 0.99 and float(mask[background].max()) == 0.0
+    assert torch.equal(blobs[background], x[background])
+    changed = (blobs - x).abs() > 0.05
+    assert changed.any() and bool((mask[changed] > 0.01).all()), "only pixels under a blob change"
+    torch.manual_seed(3)
+    again, mask2 = random_blobs(x, (2, 2), (2.0, 4.0))
+    assert torch.equal(again, blobs) and torch.equal(mask2, mask)
+    assert torch.equal(random_blobs(x, (0, 0), (2.0, 4.0))[0], x)
+
+
+def test_restore_learns_to_remove_blobs_and_its_gan_terms_move(tiny_config):
+    trainer = trainer_class("restore")(tiny_config("restore", optim__lr_d=1e-3, optim__lr_g=2e-3), progress=False)
+    d, g = fixed_batch_losses(trainer, 10, 30)
+    assert {"G_pixel", "G_adv", "G_blob"} <= set(g[0]) and "D" in d[0]
+    assert d[-1]["D"] < d[0]["D"], "the PatchGAN should learn to tell restorations from healthy slices"
+    assert np.mean([lg["G_blob"] for lg in g[-5:]]) < 0.8 * g[0]["G_blob"], "blobs should be pulled back"
+
+
+def test_restore_without_adversarial_term_is_the_plain_denoising_autoencoder(tiny_config):
+    trainer = trainer_class("restore")(tiny_config("restore", loss__adversarial=0.0), progress=False)
+    assert "D" not in trainer.nets
+    logs = trainer.train_step()
+    assert "G_adv" not in logs and "D" not in logs and np.isfinite(logs["G"])
+
+
+def test_restore_export_is_an_anomaly_model_with_a_threshold(tiny_config, tmp_path, model_dir):
+    from MedGANLogic import run
+
+    trainer = trainer_class("restore")(tiny_config("restore"), progress=False)
+    trainer.fit()
+    x = torch.rand(2, 1, 32, 24) * 2 - 1
+    exact, _ = exported_exactly(trainer, tmp_path / "fp32", x)
+    assert exact.task == "anomaly" and exact.architecture == "unet2d"
+    assert np.isfinite(exact.extras["threshold"]) and "percentile" in exact.extras["threshold_selection"]["criterion"]
+    exported = trainer.export(model_dir)[0]  # float16, chosen again with the weights it ships
+    vol = Volume(np.random.default_rng(1).random((4, 32, 24)).astype(np.float32) * 100 + 50,
+                 metadata={"modality": "MR", "contrast": "T2w"})
+    result = run("anomaly", vol, model="tiny-restore", device="cpu")
+    assert result.extras["threshold"] == exported.extras["threshold"]
+    assert result.outputs["anomaly_map"].shape == vol.shape
+
+
+def test_restore_config_errors_name_the_key(tiny_config):
+    with pytest.raises(InputError, match="anomaly.noise_sigma"):
+        trainer_class("restore")(tiny_config("restore", anomaly__noise_sigma=[0.5, 0.1]), progress=False)
+    with pytest.raises(InputError, match="anomaly.noise_scales"):
+        trainer_class("restore")(tiny_config("restore", anomaly__noise_scales=[0]), progress=False)
+
+
 # --- adversarial segmentation ---------------------------------------------------------------------------------------
 def test_segmentation_losses_move_and_the_ablation_has_no_discriminator(tiny_config):
     trainer = trainer_class("segmentation")(tiny_config("segmentation", optim__lr_d=1e-3), progress=False)

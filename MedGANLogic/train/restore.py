@@ -1,0 +1,185 @@
+"""Anomaly detection by restoration: a U-Net that puts healthy anatomy back, trained against a PatchGAN.
+
+After Kascenas et al. (MIDL 2022, "Denoising autoencoders for unsupervised anomaly detection in brain MRI") with a
+GAN refinement: the generator G (a pix2pix U-Net) sees a *healthy* slice x corrupted by coarse noise,
+x~ = x + up(n) * head, n ~ N(0, sigma^2) on a grid ``scale`` times coarser than the image (sigma and scale drawn per
+sample from ``anomaly.noise_sigma`` and ``anomaly.noise_scales``; ``head``: the non-background pixels), and learns
+to return x:
+
+    loss_G = w_pixel * |G(x~) - x|  +  w_adv * adv(D(G(x~)), real)
+    loss_D = adv(D(x), real) + adv(D(G(x~)), fake)
+
+D is an unconditional PatchGAN on healthy slices (as the f-AnoGAN critic, it knows what healthy anatomy looks like,
+and the adversarial term keeps G's restorations sharp where a pixel loss alone would blur them). The coarse noise
+stands in for "something that is not healthy tissue": blob-like brightening or darkening of a few millimetres to a
+few centimetres. At test time G(x) keeps what looks like healthy anatomy (CSF, edges, cortex: reproduced through
+the skip connections) and pulls what does not (a lesion) back towards healthy tissue, so x - G(x) is the anomaly
+map (:mod:`MedGANLogic.tasks.anomaly`: brain mask, intensity matching, calibrated z-score). Unlike f-AnoGAN's
+latent bottleneck, nothing forces G to redraw normal detail from a code, which is what made f-AnoGAN's residuals
+as large in normal CSF as in lesions.
+
+``loss.adversarial: 0`` is the non-GAN baseline (the denoising autoencoder itself): no D is built.
+
+Export: G becomes an ``anomaly`` model (``forward = G(x)``, the healthy restoration); with
+``data.calibration: {contrast: T2w}`` the card's map, threshold and case score are calibrated on phantom
+validation subjects of that contrast (:mod:`.anomaly_calibration`), as for f-AnoGAN.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from . import TRAINERS
+from .losses import pixel_loss
+from .fanogan import AnomalyExport
+from .pix2pix import Pix2PixTrainer
+
+
+def coarse_noise(clean: torch.Tensor, sigma: tuple[float, float], scales: list[int],
+                 background: float = -1.0) -> torch.Tensor:
+    """``clean`` (N, 1, H, W) plus smooth Gaussian noise inside the head (see the module docstring).
+
+    Per sample: sigma uniform in ``sigma``, the noise grid ``H / s`` x ``W / s`` for ``s`` drawn from ``scales``,
+    bilinearly up-sampled; zero where ``clean`` is background. Draws come from torch's global RNG (seeded per step
+    by the loop).
+    """
+    n, _, h, w = clean.shape
+    head = (clean > background + 0.05).to(clean.dtype)
+    out = torch.empty_like(clean)
+    sig = torch.empty(n).uniform_(*sigma)
+    picks = torch.randint(len(scales), (n,))
+    for i in range(n):
+        s = int(scales[int(picks[i])])
+        grid = torch.randn(1, 1, max(1, -(-h // s)), max(1, -(-w // s)), dtype=clean.dtype) * sig[i]
+        noise = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False).to(clean.device)
+        out[i] = clean[i] + noise[0] * head[i]
+    return out
+
+
+def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[float, float],
+                 background: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``clean`` (N, 1, H, W) with random blobs painted into the head: (corrupted, blob mask).
+
+    Per sample, ``count`` (inclusive range) blobs, each an ellipse (semi-axes log-uniform in ``radius_px``, random
+    angle) whose outline is pushed in and out by smooth noise (up to +-40 %), with a soft edge (0-1.5 px), centred
+    on a random head pixel and cut to the head. Inside, the image is blended (opacity 0.3-1) towards a random level
+    in [-0.9, 1] with a little texture: bright, dark, faint or solid, nothing specific to one kind of lesion.
+    Draws come from torch's global RNG.
+    """
+    n, _, h, w = clean.shape
+    out, masks = clean.clone(), torch.zeros_like(clean)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=clean.dtype), torch.arange(w, dtype=clean.dtype), indexing="ij")
+    for i in range(n):
+        head = clean[i, 0] > background + 0.05
+        where = head.flatten().nonzero()[:, 0]
+        k = int(torch.randint(count[0], count[1] + 1, ()))
+        if where.numel() == 0 or k == 0:
+            continue
+        for _ in range(k):
+            c = int(where[int(torch.randint(where.numel(), ()))])
+            cy, cx = float(c // w), float(c % w)
+            a, b = torch.exp(torch.empty(2).uniform_(*np.log(radius_px))).tolist()
+            t = float(torch.rand(()) * np.pi)
+            u = ((xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)) / a
+            v = (-(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)) / b
+            wobble = F.interpolate(torch.randn(1, 1, 4, 4), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            d = torch.sqrt(u ** 2 + v ** 2) * (1 + 0.4 * torch.tanh(wobble))
+            soft = float(torch.rand(())) * 1.5 / max(a, b) + 1e-3
+            m = torch.sigmoid((1 - d) / soft) * head
+            level = float(torch.empty(()).uniform_(-0.9, 1.0))
+            alpha = float(torch.empty(()).uniform_(0.3, 1.0))
+            texture = torch.randn(h, w) * float(torch.rand(())) * 0.1
+            fill = (level + texture).to(clean.device)
+            mm = (alpha * m).to(clean.device)
+            out[i, 0] = out[i, 0] * (1 - mm) + fill * mm
+            masks[i, 0] = torch.maximum(masks[i, 0], m.to(clean.device))
+    return out, masks
+
+
+@TRAINERS.register("restore")
+class RestorationTrainer(AnomalyExport, Pix2PixTrainer):
+    FAMILY = "restore"
+    DEFAULTS: dict[str, Any] = {
+        "generator": {"name": "unet2d", "params": {"features": 16, "depth": 4, "norm": "instance",
+                                                   "upsample": "bilinear", "final_activation": "none"}},
+        "discriminator": {"conditional": False, "channels": 16, "layers": 3},
+        "data": {"healthy": True, "augment": {"flip": True, "shift": 4}},
+        "loss": {"gan_mode": "lsgan", "adversarial": 0.05, "pixel": 1.0, "pixel_kind": "l1",
+                 "feature_matching": 0.0},
+        "anomaly": {"noise_sigma": [0.1, 0.5], "noise_scales": [4, 8], "blob_count": [0, 3],
+                    "blob_radius_px": [1.5, 12.0], "blob_weight": 1.0, "smoothing_mm": 2.0,
+                    "threshold_subjects": 3, "healthy_percentile": 99.9},
+    }
+
+    def __init__(self, config: dict[str, Any], run_dir: str | Path | None = None, **kwargs: Any):
+        config = copy.deepcopy(config)
+        data = config.get("data", {})
+        data.setdefault("target", data.get("input"))  # it restores its (healthy) input
+        if data.get("source_dir") and not data.get("target_dir"):
+            data["target_dir"] = data["source_dir"]
+        super().__init__(config, run_dir, **kwargs)
+
+    def validate(self) -> None:
+        super().validate()
+        a = self.config["anomaly"]
+        sigma = a.get("noise_sigma")
+        if not (isinstance(sigma, (list, tuple)) and len(sigma) == 2 and 0 <= float(sigma[0]) <= float(sigma[1])):
+            raise InputError(f"Training config: 'anomaly.noise_sigma' must be [low, high] with 0 <= low <= high; "
+                             f"got {sigma!r}.")
+        scales = a.get("noise_scales")
+        if not (isinstance(scales, (list, tuple)) and scales and all(isinstance(s, int) and s >= 1 for s in scales)):
+            raise InputError(f"Training config: 'anomaly.noise_scales' must be a list of integers >= 1 (how many "
+                             f"times coarser than the image the noise grid is); got {scales!r}.")
+        self.check_loss_weights("adversarial", "pixel")
+
+    @property
+    def adversarial_on(self) -> bool:
+        return float(self.loss_cfg["adversarial"]) > 0
+
+    def build(self) -> None:
+        self.add_gan(self.make_generator(), 1 if self.adversarial_on else None)
+
+    def set_input(self, batch: dict[str, torch.Tensor]) -> None:
+        a = self.config["anomaly"]
+        self.real_B = batch["source"]
+        noisy = coarse_noise(self.real_B, tuple(a["noise_sigma"]), list(a["noise_scales"]))
+        self.real_A, self.blobs = random_blobs(noisy, tuple(a["blob_count"]), tuple(a["blob_radius_px"]))
+
+    def optimize_discriminator(self) -> dict[str, float]:
+        if not self.adversarial_on:
+            return {}
+        return super().optimize_discriminator()
+
+    def optimize_generator(self) -> dict[str, float]:
+        w = self.loss_cfg
+        terms = {"G_pixel": (w["pixel"], pixel_loss(w["pixel_kind"], self.fake_B, self.real_B))}
+        blob_weight = float(self.config["anomaly"].get("blob_weight", 0.0))
+        if blob_weight > 0:  # the blobs are a small part of a slice: their restoration weighs more
+            err = (self.fake_B - self.real_B).abs() * self.blobs
+            terms["G_blob"] = (blob_weight, err.sum() / self.blobs.sum().clamp(min=1.0))
+        if self.adversarial_on:
+            adv, _ = self.generator_adversarial("D", self.fake_B)
+            terms["G_adv"] = (w["adversarial"], adv)
+        return self.weighted_update("G", terms)
+
+    def sample_rows(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[np.ndarray]], list[str]]:
+        self.set_input(batch)
+        out = self.net("G")(self.real_A)
+        rows = [[self.real_A[i, 0].cpu().numpy(), out[i, 0].cpu().numpy(), self.real_B[i, 0].cpu().numpy(),
+                 (self.real_A[i, 0] - out[i, 0]).abs().cpu().numpy() * 2 - 1] for i in range(out.shape[0])]
+        return rows, ["corrupted healthy", "G(x~)", "healthy", "|x~ - G(x~)|"]
+
+    def export(self, out_root: str | Path, *, dtype: torch.dtype = torch.float16,
+               command: str | None = None) -> list[Any]:
+        cards = super().export(out_root, dtype=dtype, command=command)
+        return self.finish_anomaly_export(cards, self.net("G").state_dict(), dtype)
+
+
+__all__ = ["RestorationTrainer", "coarse_noise"]
