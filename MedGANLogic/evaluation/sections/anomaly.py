@@ -49,7 +49,7 @@ MODELS = {MAIN: (ANOMALY_MODEL, "T2w"), AE_LABEL: (str(AE_FOLDER), "T2w"),
           f"{T1_MODEL} (restoration GAN, T1w)": (T1_MODEL, "T1w")}
 
 ANOMALY_NOTE = (
-    "A 2D U-Net trained for about 20 minutes on a CPU: its restoration of healthy tissue is blurred (the residual "
+    "A 2D U-Net trained for under half an hour on a CPU: its restoration of healthy tissue is blurred (the residual "
     "of normal cortex and sulci is not zero) and a lesion is only partly pulled back to healthy tissue, so the map "
     "inside a lesion is uneven and the candidate mask, cut at one threshold, covers part of each lesion.")
 
