@@ -45,16 +45,26 @@ from .loop import GANTrainer, set_requires_grad
 log = logging.getLogger(__name__)
 
 
-class AnomalyExport:
-    """Export steps shared by the anomaly families (f-AnoGAN, :mod:`.restore`): what the map means and where to cut it.
+class AnomalyFamily:
+    """What the anomaly families (f-AnoGAN, :mod:`.restore`) share, mixed into a :class:`~.loop.GANTrainer` subclass.
 
-    With ``data.calibration: {contrast: T2w}`` each exported card is calibrated on phantom validation subjects of
-    that contrast (:mod:`.anomaly_calibration`); otherwise it gets ``extras.threshold`` chosen on validation data
-    (:meth:`choose_threshold`). Mixed into a :class:`~.loop.GANTrainer` subclass (uses its config and device).
+    Data: they reconstruct their (healthy) input, so the "target" of the paired slices is the input itself
+    (``data.target`` defaults to ``data.input``, ``data.target_dir`` to ``data.source_dir``). Export: with
+    ``data.calibration: {contrast: T2w}`` each exported card is calibrated on phantom validation subjects of that
+    contrast (:mod:`.anomaly_calibration`); otherwise it gets ``extras.threshold`` chosen on validation data
+    (:meth:`choose_threshold`).
     """
 
     config: dict[str, Any]
     device: torch.device
+
+    def __init__(self, config: dict[str, Any], run_dir: str | Path | None = None, **kwargs: Any):
+        config = copy.deepcopy(config)
+        data = config.get("data", {})
+        data.setdefault("target", data.get("input"))
+        if data.get("source_dir") and not data.get("target_dir"):
+            data["target_dir"] = data["source_dir"]
+        super().__init__(config, run_dir, **kwargs)
 
     def finish_anomaly_export(self, cards: list[Any], state: dict[str, torch.Tensor],
                               dtype: torch.dtype) -> list[Any]:
@@ -128,7 +138,7 @@ class AnomalyExport:
 
 
 @TRAINERS.register("fanogan")
-class FAnoGANTrainer(AnomalyExport, GANTrainer):
+class FAnoGANTrainer(AnomalyFamily, GANTrainer):
     FAMILY = "fanogan"
     DEFAULTS: dict[str, Any] = {
         "generator": {"name": "fanogan_generator2d",
@@ -147,15 +157,6 @@ class FAnoGANTrainer(AnomalyExport, GANTrainer):
 
     real: torch.Tensor
     fake: torch.Tensor
-
-    def __init__(self, config: dict[str, Any], run_dir: str | Path | None = None, **kwargs: Any):
-        config = copy.deepcopy(config)
-        data = config.get("data", {})
-        # f-AnoGAN reconstructs its input: the "target" of the paired slices is the input itself.
-        data.setdefault("target", data.get("input"))
-        if data.get("source_dir") and not data.get("target_dir"):
-            data["target_dir"] = data["source_dir"]
-        super().__init__(config, run_dir, **kwargs)
 
     # --- configuration ------------------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -327,4 +328,4 @@ def best_dice_threshold(maps: list[np.ndarray], masks: list[np.ndarray],
     return float(threshold), float(scores[i])
 
 
-__all__ = ["AnomalyExport", "FAnoGANTrainer", "best_dice_threshold"]
+__all__ = ["AnomalyFamily", "FAnoGANTrainer", "best_dice_threshold"]

@@ -32,7 +32,6 @@ validation subjects of that contrast (:mod:`.anomaly_calibration`), as for f-Ano
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from . import TRAINERS
 from .losses import pixel_loss
-from .fanogan import AnomalyExport
+from .fanogan import AnomalyFamily
 from .pix2pix import Pix2PixTrainer
 
 
@@ -109,7 +108,7 @@ def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[f
 
 
 @TRAINERS.register("restore")
-class RestorationTrainer(AnomalyExport, Pix2PixTrainer):
+class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     FAMILY = "restore"
     DEFAULTS: dict[str, Any] = {
         "generator": {"name": "unet2d", "params": {"features": 32, "depth": 4, "norm": "instance",
@@ -122,14 +121,6 @@ class RestorationTrainer(AnomalyExport, Pix2PixTrainer):
                     "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "smoothing_mm": 2.0,
                     "threshold_subjects": 3, "healthy_percentile": 99.9},
     }
-
-    def __init__(self, config: dict[str, Any], run_dir: str | Path | None = None, **kwargs: Any):
-        config = copy.deepcopy(config)
-        data = config.get("data", {})
-        data.setdefault("target", data.get("input"))  # it restores its (healthy) input
-        if data.get("source_dir") and not data.get("target_dir"):
-            data["target_dir"] = data["source_dir"]
-        super().__init__(config, run_dir, **kwargs)
 
     def validate(self) -> None:
         super().validate()
