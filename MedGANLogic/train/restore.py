@@ -81,7 +81,7 @@ def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[f
     out, masks = clean.clone(), torch.zeros_like(clean)
     yy, xx = torch.meshgrid(torch.arange(h, dtype=clean.dtype), torch.arange(w, dtype=clean.dtype), indexing="ij")
     for i in range(n):
-        head = clean[i, 0] > background + 0.05
+        head = (clean[i, 0] > background + 0.05).cpu()  # the blob is drawn on the CPU (global RNG), then moved
         where = head.flatten().nonzero()[:, 0]
         k = int(torch.randint(count[0], count[1] + 1, ()))
         if where.numel() == 0 or k == 0:
