@@ -7,7 +7,11 @@ Kinds (``spec["kind"]``):
   * ``fixed``: the same for any other fixed intensity window (e.g. a synthesised MR contrast's scale).
   * ``mr_percentile``: MR has no absolute scale; map the ``percentiles`` (default 0.5, 99.5) of the head
     foreground onto ``range`` and clip. Foreground = voxels above 10 % of the 99th percentile of the volume,
-    which drops the air background (Rician noise) on any MR contrast.
+    which drops the air background (Rician noise) on any MR contrast. With ``zero_based: true`` the window is
+    [0, the high percentile] and nothing is clipped: MR magnitude starts at 0 (the air background), so dark
+    tissue, air and the bright tail keep their values. Denoising and super-resolution need that: their output is
+    the input's scale (``same_as_input``), and a clipped window floors everything darker than the foreground's
+    0.5th percentile (skull, air, CSF on T1w) at that percentile.
   * ``same_as_input`` (outputs only): undo the input's normalisation (denoising, super-resolution).
   * ``none``: identity.
 
@@ -110,6 +114,8 @@ def intensity_window(array: np.ndarray, spec: dict[str, Any]) -> Stats:
         if fg.size < 16:
             fg = array.ravel()
         low, high = np.percentile(fg, [p_low, p_high])
+        if spec.get("zero_based", False):
+            low = 0.0
         if high <= low:
             high = low + 1.0
         return {"low": float(low), "high": float(high)}
@@ -132,6 +138,8 @@ def normalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = Non
     out -= np.float32(stats["low"])
     out *= np.float32(scale)
     out += np.float32(lo_r)
+    if spec.get("zero_based", False):  # MR magnitude from its zero: nothing to clip (see the module docstring)
+        return out, stats
     return np.clip(out, lo_r, hi_r, out=out), stats
 
 

@@ -334,7 +334,8 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
                        ) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
     """Raw (source, target) volumes of a recipe's ``data.source: randomized`` for the slice trainers.
 
-    ``data``: ``task`` (synthesize, denoise, anomaly: tasks whose input and target share a grid),
+    ``data``: ``task`` (synthesize, denoise, anomaly: tasks whose input and target share a grid; superres: the
+    high-resolution targets alone, for the super-resolution trainer, which degrades them itself),
     ``options`` (the task's options, e.g. {source: any, target: T2w}), ``samples`` ({train: 64, val: 4}),
     ``shape`` [z, y, x] and ``spacing_mm`` of the target grid, ``ranges`` (overrides of
     :class:`.randomize.DomainRanges`), ``planes`` (array axes a 2D model may slice along, default [0]: axial; with
@@ -346,9 +347,9 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
     from .randomize import DomainRandomizer
 
     task = data.get("task", "synthesize")
-    if task == "superres":
-        raise ValueError("data.source randomized serves synthesize, denoise and anomaly; super-resolution pairs "
-                         "live on two grids: use DomainRandomizer(...).sample('superres', i) or RandomizedSlices")
+    if task == "superres" and not paired:
+        raise ValueError("data.source randomized with task superres serves the super-resolution trainer (paired): "
+                         "it degrades the high-resolution targets itself")
     count = int((data.get("samples") or {}).get(split, 64 if split == "train" else 4))
     generator = DomainRandomizer(seed + (split != "train"), data.get("ranges"),
                                  shape=tuple(data.get("shape", (96, 112, 96))),
@@ -362,7 +363,11 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
     for i in range(count):
         sample = generator.sample(task, i, **dict(data.get("options") or {}))
         plane = planes[int(np.random.default_rng([seed + (split != "train"), i, 7]).integers(len(planes)))]
-        for role, key in (("source", "input"), ("target", "target")):
+        # super-resolution: the sample's high-resolution target is both roles (the trainer makes its own
+        # low-resolution input from it with the card's scale and data.degrade)
+        keys = (("source", "target"), ("target", "target")) if task == "superres" else (("source", "input"),
+                                                                                          ("target", "target"))
+        for role, key in keys:
             if paired or (role == "source") == (i < half):
                 volumes[role].append(np.ascontiguousarray(np.moveaxis(np.asarray(sample[key].array, np.float32),
                                                                       plane, 0)))

@@ -326,3 +326,20 @@ def test_randomized_volumes_turn_each_sample_to_a_drawn_plane():
     assert {a.shape for a in mixed["source"]} == {(8, 12, 10), (12, 8, 10), (10, 8, 12)}
     with pytest.raises(ValueError, match="data.planes"):
         randomized_volumes({**data, "planes": [3]}, "train", True, 5)
+
+
+def test_randomized_volumes_give_superres_targets_for_both_roles():
+    """task superres: the super-resolution trainer degrades high-resolution volumes itself, so both roles are the
+    sample's noise-free high-resolution target (of a drawn contrast); unpaired use is refused."""
+    from MedGANLogic.simulate.datasets import randomized_volumes
+    from MedGANLogic.simulate.randomize import DomainRandomizer
+
+    data = {"task": "superres", "options": {"ordering": "any", "scale": [2, 1, 1], "degrade": "thick_slices"},
+            "samples": {"train": 2}, "shape": [8, 12, 10], "spacing_mm": 4.0}
+    vols, names = randomized_volumes(data, "train", True, 5)
+    sample = DomainRandomizer(5, shape=(8, 12, 10), spacing_mm=4.0).sample("superres", 0, **data["options"])
+    assert np.array_equal(vols["target"][0], sample["target"].array)
+    assert all(np.array_equal(s, t) for s, t in zip(vols["source"], vols["target"]))
+    assert names["target"][0] == "randomized-train-0/target"
+    with pytest.raises(ValueError, match="paired"):
+        randomized_volumes(data, "train", False, 5)

@@ -131,6 +131,16 @@ def test_config_errors_name_the_key(tiny_config):
         resolve_config({"family": "stylegan"})
 
 
+def test_a_recipe_naming_another_generator_drops_the_family_default_params():
+    """The ldct family's default generator is red_cnn2d with levels 2: a recipe that names residual_unet2d gets
+    only its own params (red_cnn2d's would not fit it); naming the default keeps its defaults."""
+    other = resolve_config({"family": "ldct", "generator": {"name": "residual_unet2d", "params": {"depth": 3}}})
+    assert other["generator"]["params"] == {"depth": 3}
+    same = resolve_config({"family": "ldct", "generator": {"name": "red_cnn2d", "params": {"features": 16}}})
+    assert same["generator"]["params"] == {"features": 16, "levels": 2}
+    assert resolve_config({"family": "ldct"})["generator"]["params"] == {"features": 32, "levels": 2}
+
+
 def test_every_family_module_registers_its_trainer():
     from MedGANLogic.train import TRAINERS
 
