@@ -76,7 +76,12 @@ def through_plane_factor(volume: Volume, axis: int) -> float:
     return float(spacing_zyx[axis] / np.mean([s for a, s in enumerate(spacing_zyx) if a != axis]))
 
 
-def _window(array: np.ndarray, modality: str | None) -> tuple[float, float]:
+def _window(array: np.ndarray, modality: str | None, spec: dict[str, Any] | None = None) -> tuple[float, float]:
+    """The intensities the fit maps onto [-1, 1]: those of the pretrained model it starts from (its card's
+    ``mr_percentile`` input spec, zero-based or not), else the engine's MR window, else the volume's percentiles."""
+    if spec is not None and spec.get("kind") == "mr_percentile":
+        w = intensity_window(array, spec)
+        return w["low"], w["high"]
     if modality == "MR":  # the engine's MR window: what a pretrained MR model was trained on
         w = intensity_window(array, {"kind": "mr_percentile", "percentiles": [0.5, 99.5]})
         return w["low"], w["high"]
@@ -150,14 +155,13 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
     dev = resolve_device(device)
     modality = volume.metadata.get("modality")
     array = np.moveaxis(volume.array, axis, 0)  # slice axis first (a view)
-    window = _window(array, modality)
-
-    inner, start, state = sr_spec(factor, features, n_blocks), "scratch", None
+    inner, start, state, start_spec = sr_spec(factor, features, n_blocks), "scratch", None, None
     if init == "auto":
         card = pretrained_card(factor, modality)
         init = card.folder if card is not None else None
     if init not in (None, "scratch"):
-        inner, state, start = _named_start(init, factor)
+        inner, state, start, start_spec = _named_start(init, factor)
+    window = _window(array, modality, start_spec)  # the intensities the starting model learned on
     net = init_network(lambda: ScanFittedNetwork(inner, "identity", window), seed)
     if state is not None:
         net.inner.load_state_dict(state)
@@ -226,8 +230,9 @@ def fit_superres(volume: Volume, factor: int | None = None, *, budget: FitBudget
     return AdaptResult(out_volume, record, net, fitted_card("superres", volume, net, record))
 
 
-def _named_start(init: Any, factor: int) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
-    """Inner spec, weights and id of the model ``init`` (an earlier fit or an srresnet2d model) for ``factor``."""
+def _named_start(init: Any, factor: int) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, Any]:
+    """Inner spec, weights, id and input normalisation spec (None for an earlier fit, which maps its own window)
+    of the model ``init`` (an earlier fit or an srresnet2d model) for ``factor``."""
     from ..errors import ModelError
     from ..models import registry
 
@@ -244,4 +249,5 @@ def _named_start(init: Any, factor: int) -> tuple[dict[str, Any], dict[str, torc
                          f"srresnet2d super-resolution model, a model saved by an earlier fit, or init=None.")
     if spec.get("name") != "srresnet2d" or [int(s) for s in spec["params"].get("scale", [])] != [factor, 1]:
         raise ModelError(f"Model {card.id} does not scale by {factor} along one axis; fit from scratch (init=None).")
-    return spec, {k: v.detach().clone() for k, v in state.items()}, card.id
+    norm = card.input.get("normalization") if card.architecture == "srresnet2d" else None
+    return spec, {k: v.detach().clone() for k, v in state.items()}, card.id, norm

@@ -404,6 +404,24 @@ def test_a_saved_fit_runs_through_the_engine_and_starts_a_new_fit(phantom, model
         fit_superres(thick, budget=steps(1), device="cpu", init=None, lr=-1.0, **TINY)
 
 
+def test_a_fit_started_from_a_pretrained_model_maps_intensities_as_that_model_learned(phantom):
+    """The shipped mr-sr-x2-throughplane learned on the zero-based MR scale: a fit that starts from it maps the scan
+    the same way (0 -> -1), not with the clipped percentile window a fit from scratch uses for MR."""
+    from MedGANLogic.adapt.superres import _window
+    from MedGANLogic.models.registry import get_model
+    from MedGANLogic.normalization import intensity_window
+
+    t2 = phantom[0].volumes["T2w"]
+    thick = thick_slices(t2.with_array(t2.array[16:28]), 2, axis=0)
+    thick = thick.with_array(thick.array, metadata={"modality": "MR"})
+    spec = get_model("mr-sr-x2-throughplane").input["normalization"]
+    assert spec.get("zero_based") is True
+    started = fit_superres(thick, budget=steps(1), device="cpu", init="mr-sr-x2-throughplane")
+    assert started.record.init == "mr-sr-x2-throughplane"
+    assert started.record.details["window"] == [0.0, intensity_window(thick.array, spec)["high"]]
+    assert _window(thick.array, "MR")[0] > 0.0  # from scratch: the engine's clipped MR window
+
+
 # --- through the engine: plan, execute, run, CLI ----------------------------------------------------------------
 def test_run_with_adapt_fits_then_applies_and_records_the_fit(phantom, model_dir):
     from MedGANLogic import run

@@ -4,7 +4,8 @@
   4 slices averaged: a box profile, 4 or 8 mm), super-resolved back to 2 mm by a network fitted to the scan itself
   (``MedGANLogic.run(..., adapt=True)``: the user's default, which at x2 starts from the installed
   ``mr-sr-x2-throughplane``), by cubic B-spline, and at x2 by the pretrained ``mr-sr-x2-throughplane`` alone
-  (trained on T2w; run on T1w and FLAIR with ``force``). Reference: the subject's noise-free contrast.
+  (run with ``force`` on the contrasts its card does not name, if it names one). Reference: the subject's
+  noise-free contrast.
 * ``adapt-denoise``: MR (Rician noise added to the noise-free T2w), PET (Poisson counts, 4 mm post-filter) and
   ultrasound (speckle) phantoms of the held-out subject, denoised by a fitted blind-spot network, by non-local
   means and by BM3D. Both baselines work per axial slice in the same variance-stabilised domain as the fit
@@ -27,6 +28,7 @@ from ...volume import Volume
 from ..baselines import bspline_upsample
 from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, installed, mean, mr_range
 from ..metrics import psnr, ssim
+from ...models.registry import get_model
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
 
@@ -89,8 +91,10 @@ def section_adapt_superres(ctx: EvalContext) -> SectionResult:
             preds = {f"fitted to the scan x{factor}": fitted.array, f"cubic B-spline x{factor}": bspline_upsample(
                 low, grid)}
             if factor == 2 and pretrained:
+                want = get_model(PRETRAINED_SR).input.get("contrast")  # none: a contrast-agnostic model
                 preds[f"{PRETRAINED_SR} x2"] = run("superres", low, model=PRETRAINED_SR, device=ctx.device,
-                                                   precision="fp32", force=contrast != "T2w").volume.array
+                                                   precision="fp32", force=bool(want) and contrast != want
+                                                   ).volume.array
             scores = {}
             for method, pred in preds.items():
                 scores[method] = psnr(pred, ref, mask, rng)
@@ -110,13 +114,16 @@ def section_adapt_superres(ctx: EvalContext) -> SectionResult:
              - mean(metrics[f"cubic B-spline x{f}"][f"{c} PSNR"]) for f in SR_FACTORS for c in SR_CONTRASTS}
     info["psnr_gain_over_bspline_db"] = gains
     start = f"at x2 from the installed {PRETRAINED_SR} (fine-tuned on the scan), " if pretrained else ""
+    card_contrast = get_model(PRETRAINED_SR).input.get("contrast") if pretrained else None
+    trained_on = (f"trained on {card_contrast} only; run with force on the other contrasts" if card_contrast
+                  else "trained on domain-randomised heads of any contrast")
     intro = (
         f"Test subject {seed} (held out), 2 mm. Input: its acquired T2w, T1w and FLAIR with 2 or 4 axial slices "
         f"averaged into one (4 or 8 mm thick slices, a box profile). Fitted to the scan with "
         f"`MedGANLogic.run(..., adapt=True)` for {SR_STEPS} steps (seed 0; {start}at x4 from scratch): the in-plane "
         f"slices degraded the same way teach a 2D SRResNet, applied in the coronal and sagittal planes and averaged. "
         f"Baselines: cubic B-spline (SimpleITK) onto the same grid, and the pretrained {PRETRAINED_SR} "
-        f"(trained on T2w phantoms; run with force on T1w and FLAIR). Reference: the noise-free contrast. PSNR gain "
+        f"({trained_on}). Reference: the noise-free contrast. PSNR gain "
         "of the fit over B-spline: " + ", ".join(f"{k} {v:+.2f} dB" for k, v in gains.items()) + ". Panels: a "
         "coronal slice, each row windowed to its reference.")
     return SectionResult(title=title, intro=intro, metrics=metrics,
