@@ -55,7 +55,8 @@ def on_acquisition_grid(card: Any) -> bool:
 
 def outside_spacing(volume: Volume, card: Any, slice_axis: int | None = None) -> list[str]:
     """The voxel sizes of ``volume`` the model sees that are outside its card's ``input.spacing_mm``, as
-    "x 0.57 mm" (a 2D model's slice axis does not count)."""
+    "x 0.57 mm" (a 2D model's slice axis does not count, nor do the axes a super-resolution model refines: their
+    coarse spacing is its input, which the engine does not resample)."""
     spacing_range = card.input.get("spacing_mm")
     if not spacing_range:
         return []
@@ -64,7 +65,8 @@ def outside_spacing(volume: Volume, card: Any, slice_axis: int | None = None) ->
     bad = [f"{name} {s:.2f} mm" for name, s in zip("xyz", volume.spacing) if not lo <= s <= hi]
     if card.dims != "3d":
         bad = [b for b in bad if not b.startswith("zyx"[axis])]
-    return bad
+    refined = {"zyx"[a] for a in range(3) if float(card.scale_factor[a]) != 1.0}
+    return [b for b in bad if b[0] not in refined]
 
 
 def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_of: Volume | None = None) -> list[str]:

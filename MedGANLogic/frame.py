@@ -8,7 +8,9 @@
   interpolation. Not for super-resolution when it would move the axis the model refines, nor when the caller
   chose ``slice_axis`` (they decided what the model sees);
 * **voxel size**: when a voxel size the model sees is outside the card's ``input.spacing_mm``, resampling to the
-  nearest size inside it (a 2D model's slice axis is left as it is); an oblique volume (the model's slices tilted
+  nearest size inside it (a 2D model's slice axis is left as it is, and so are the axes a super-resolution model
+  refines: their coarse spacing is its input, and resampling them first would interpolate what it is there to
+  restore); an oblique volume (the model's slices tilted
   more than :data:`~MedGANLogic.fit.OBLIQUE_DEGREES`) is resampled onto an axis-aligned grid. Not for denoising
   (:func:`~MedGANLogic.fit.on_acquisition_grid`): its noise lives on the acquisition's own voxels;
 * ``native=True`` keeps the input's own grid and orientation (the fit problems then stay warnings).
@@ -95,6 +97,8 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
     header = _header(volume, orientation.reoriented_geometry(volume, order, flip))
     superres = is_superres(card)
     sees = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != axis]  # array axes seen in full
+    if superres:  # the axes it refines keep the acquisition's own spacing: resampling them first would do its job
+        sees = [a for a in sees if float(card.scale_factor[a]) == 1.0]
     tilts = [slice_plane(header, a)[1] for a in ([0, 1, 2] if card.dims == "3d" else [axis])]
     own_voxels = on_acquisition_grid(card)  # a denoiser: never interpolated (only whole axes moved)
     axis_aligned = not superres and not own_voxels and max(tilts) > OBLIQUE_DEGREES

@@ -238,7 +238,11 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
                 if n in REAL_SECTIONS and n not in results}
         order = [n for n in REAL_SECTIONS.names() if n in kept or n in results]
         results = {n: results.get(n) or kept[n] for n in order}
-        runs = [r for r in previous.get("runs", []) if r.get("section") not in names] + ctx.runs
+        # runs of a re-run section are replaced; runs recorded before runs named their section are dropped: every
+        # section names its runs now, so they are copies of runs kept under their section, or of sections since
+        # changed (they described models and cards no longer there)
+        runs = [r for r in previous.get("runs", []) if r.get("section") is not None
+                and r["section"] not in names] + ctx.runs
     data = {"meta": meta, "images": real_data.inventory(), "runs": runs,
             **results_json(list(results), list(results.values()))}
     (report_dir / "real.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -112,6 +112,14 @@ def test_decide_resamples_only_what_the_model_sees_and_only_outside_its_range():
     tilted = Rotation.from_euler("x", 35, degrees=True).as_matrix() @ TRAINING_DIRECTION
     oblique = decide(_head(spacing=(2.0, 2.0, 2.0), direction=tilted), card)
     assert oblique.axis_aligned and oblique.spacing == (2.0, 2.0, 2.0)
+    # through-plane super-resolution on coronal slices: x is brought into range, y is the slice axis, and z, the
+    # axis it refines, keeps its 13 mm (resampled first, the model would only sharpen an interpolation)
+    sr = ModelCard(_identity_card(task="superres", slice_axis=1, scale_factor=[2, 1, 1],
+                                  input={"spacing_mm": [1.5, 4.5]}))
+    assert decide(_head(spacing=(0.8, 0.8, 13.0)), sr).spacing == (1.5, 0.8, 13.0)
+    from MedGANLogic.fit import outside_spacing
+
+    assert outside_spacing(_head(spacing=(0.8, 0.8, 13.0)), sr) == ["x 0.80 mm"]  # not the z it refines
 
 
 # --- back onto the input's exact grid ------------------------------------------------------------------------------

@@ -205,5 +205,12 @@ def test_update_runs_some_sections_again_and_keeps_the_others_with_their_runs(tm
     assert sorted((r["case"], r["seconds"]) for r in data["runs"]) == [("anomaly", 2.0), ("superres", 1.0)]
     assert [u["sections"] for u in data["meta"]["updates"]] == [["anomaly"]]
     assert "anomaly run again (`--sections ... --update`)" in (report / "real.md").read_text(encoding="utf-8")
+    # runs recorded before runs named their section (copies, or of sections since changed) are dropped
+    data["runs"] += [{"model": "m", "case": "anomaly", "seconds": 9.0, "warnings": ["old card"]},
+                     {"model": "m", "case": "elsewhere", "seconds": 7.0, "warnings": []}]
+    (report / "real.json").write_text(json.dumps(data), encoding="utf-8")
+    assert real.main(["--report", str(report), "--sections", "anomaly", "--update"]) == 0
+    data = json.loads((report / "real.json").read_text(encoding="utf-8"))
+    assert sorted((r["case"], r["seconds"]) for r in data["runs"]) == [("anomaly", 2.0), ("superres", 1.0)]
     with pytest.raises(SystemExit):
         real.main(["--report", str(report), "--update"])  # --update without --sections
