@@ -90,7 +90,13 @@ def pick_reference(card: Any, entries: list[dict[str, Any]]) -> dict[str, Any] |
         return next((e for e in entries if e.get("modality") == "mask"), None)
     if card.task == "lesion":  # compared with its own input
         return None
-    return pick_sample(SimpleNamespace(task="synthesize", input=card.output), entries)
+    output = dict(card.output)
+    if not output.get("contrast") and card.task in ("superres", "denoise"):
+        # a contrast-agnostic model gives back its input's contrast: compare with that contrast's acquisition
+        source = pick_sample(card, entries)
+        if source is not None and source.get("contrast"):
+            output["contrast"] = source["contrast"]
+    return pick_sample(SimpleNamespace(task="synthesize", input=output), entries)
 
 
 # --- what the report says --------------------------------------------------------------------------------------

@@ -98,3 +98,17 @@ def test_the_mr_denoiser_row_shows_the_sample_with_noise_added_against_the_sampl
     assert row["panels"][0].startswith("input: T1w + Rician noise")
     assert row["panels"][2].startswith("reference: the sample before the noise was added")
     assert "dose" not in " ".join(row["panels"])
+
+
+def test_a_contrast_agnostic_model_is_compared_with_its_input_contrast():
+    """The super-resolution cards name no contrast (2.0.0 serves every contrast): their demo rows compare the
+    thick-slice or low-resolution T2w sample with the 2 mm T2w sample, not with the first MR sample there is."""
+    from MedGANLogic.demo import load_manifest, pick_reference, pick_sample
+    from MedGANLogic.models.registry import get_model
+
+    entries = load_manifest()
+    for model_id in ("mr-sr-x2-throughplane", "mr-sr-x2-inplane"):
+        card = get_model(model_id)
+        assert not card.input.get("contrast")
+        assert pick_sample(card, entries)["contrast"] == "T2w"
+        assert pick_reference(card, entries)["path"].name == "sample_T2w.nrrd"
