@@ -53,20 +53,25 @@ def on_acquisition_grid(card: Any) -> bool:
     return getattr(card, "task", None) == "denoise"
 
 
+def spacing_axes(card: Any, slice_axis: int | None = None) -> list[int]:
+    """The array axes (0 = z) whose voxel size the card's ``input.spacing_mm`` is about: all of them for a 3D
+    model, those in its slices for a 2D one, and never the axes a super-resolution model refines (their coarse
+    spacing is its input, which the engine does not resample)."""
+    axis = card.slice_axis if slice_axis is None else int(slice_axis)
+    axes = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != axis]
+    return [a for a in axes if float(card.scale_factor[a]) == 1.0]
+
+
 def outside_spacing(volume: Volume, card: Any, slice_axis: int | None = None) -> list[str]:
-    """The voxel sizes of ``volume`` the model sees that are outside its card's ``input.spacing_mm``, as
-    "x 0.57 mm" (a 2D model's slice axis does not count, nor do the axes a super-resolution model refines: their
-    coarse spacing is its input, which the engine does not resample)."""
+    """The voxel sizes of ``volume`` along :func:`spacing_axes` that are outside its card's ``input.spacing_mm``,
+    as "x 0.57 mm"."""
     spacing_range = card.input.get("spacing_mm")
     if not spacing_range:
         return []
     lo, hi = float(spacing_range[0]), float(spacing_range[1])
-    axis = card.slice_axis if slice_axis is None else int(slice_axis)
-    bad = [f"{name} {s:.2f} mm" for name, s in zip("xyz", volume.spacing) if not lo <= s <= hi]
-    if card.dims != "3d":
-        bad = [b for b in bad if not b.startswith("zyx"[axis])]
-    refined = {"zyx"[a] for a in range(3) if float(card.scale_factor[a]) != 1.0}
-    return [b for b in bad if b[0] not in refined]
+    spacing = dict(zip((2, 1, 0), volume.spacing))  # array axis -> voxel size (volume.spacing is x, y, z)
+    return [f"{'zyx'[a]} {spacing[a]:.2f} mm" for a in (2, 1, 0)
+            if a in spacing_axes(card, slice_axis) and not lo <= spacing[a] <= hi]
 
 
 def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_of: Volume | None = None) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import orientation
-from .fit import OBLIQUE_DEGREES, card_plane, fit_problems, is_superres, on_acquisition_grid, slice_plane
+from .fit import OBLIQUE_DEGREES, card_plane, fit_problems, is_superres, on_acquisition_grid, slice_plane, spacing_axes
 from .orientation import IDENTITY, Flip, Order
 from .resampling import axis_aligned_grid, grid_of, grid_with_spacing, resample
 from .volume import Volume
@@ -96,9 +96,7 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
         order = IDENTITY[0]  # keep the axes the caller chose, or the axis a super-resolution model refines
     header = _header(volume, orientation.reoriented_geometry(volume, order, flip))
     superres = is_superres(card)
-    sees = [0, 1, 2] if card.dims == "3d" else [a for a in range(3) if a != axis]  # array axes seen in full
-    if superres:  # the axes it refines keep the acquisition's own spacing: resampling them first would do its job
-        sees = [a for a in sees if float(card.scale_factor[a]) == 1.0]
+    sees = spacing_axes(card, axis)  # the axes whose voxel size the card's range is about
     tilts = [slice_plane(header, a)[1] for a in ([0, 1, 2] if card.dims == "3d" else [axis])]
     own_voxels = on_acquisition_grid(card)  # a denoiser: never interpolated (only whole axes moved)
     axis_aligned = not superres and not own_voxels and max(tilts) > OBLIQUE_DEGREES

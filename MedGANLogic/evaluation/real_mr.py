@@ -300,12 +300,14 @@ def superres(ctx: RealContext) -> Any:
         return m
     metrics: dict[str, dict[str, list[float]]] = {}
     targets, rows, regridded = [], [], []
+    from ..models.registry import get_model
+
     for model_id, (kind, scale, degradation, _) in SR_MODELS.items():
         mine, base = metrics.setdefault(model_id, {}), metrics.setdefault(f"B-spline ({kind})", {})
+        want = get_model(model_id).input.get("contrast")  # none: a contrast-agnostic model, never forced
         for case in SR_CASES:
             hr = ctx.image(case)
             low, grid = superres_pair(hr, scale, degradation)
-            want = _sr_card(model_id).input.get("contrast")
             result = ctx.run("superres", low, model_id, case, **(_forced(hr, want) if want else {}))
             out = _on_grid(result.volume, grid) if result is not None else np.full(grid.shape, np.nan)
             if result is not None and not result.volume.same_geometry(grid, atol=1e-4):
@@ -339,7 +341,7 @@ def superres(ctx: RealContext) -> Any:
         f"real volume itself; PSNR/SSIM over the head, data range its 0.5-99.5 percentile range. "
         + " ".join(f"{m}: {_sr_trained_on(m)}." for m in SR_MODELS)
         + " brain1/brain2 have 6.5 mm slices (13 mm after degradation); "
-        f"t2_brain 4 x 4 x 5 mm. "
+        "t2_brain 4 x 4 x 5 mm. "
         + (f"Output grids differed from the reference grid and were resampled linearly for: {', '.join(regridded)}."
            if regridded else "Every output lay exactly on the reference grid.")
         + " Panel (brain1): degraded input (nearest), model, B-spline, original; coronal cut for through-plane.")
@@ -350,16 +352,12 @@ def superres(ctx: RealContext) -> Any:
                             info={"regridded": regridded})
 
 
-def _sr_card(model_id: str) -> Any:
-    from ..models.registry import get_model
-
-    return get_model(model_id)
-
-
 def _sr_trained_on(model_id: str) -> str:
     """What the installed super-resolution model was trained on, from its card: one contrast (other contrasts then
     run forced) or any."""
-    card = _sr_card(model_id)
+    from ..models.registry import get_model
+
+    card = get_model(model_id)
     contrast = card.input.get("contrast")
     if contrast:
         return f"version {card.version}, trained on {contrast} only (other contrasts run forced)"

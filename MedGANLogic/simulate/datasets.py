@@ -365,9 +365,8 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
         plane = planes[int(np.random.default_rng([seed + (split != "train"), i, 7]).integers(len(planes)))]
         # super-resolution: the sample's high-resolution target is both roles (the trainer makes its own
         # low-resolution input from it with the card's scale and data.degrade)
-        keys = (("source", "target"), ("target", "target")) if task == "superres" else (("source", "input"),
-                                                                                          ("target", "target"))
-        for role, key in keys:
+        source_key = "target" if task == "superres" else "input"
+        for role, key in (("source", source_key), ("target", "target")):
             if paired or (role == "source") == (i < half):
                 volumes[role].append(np.ascontiguousarray(np.moveaxis(np.asarray(sample[key].array, np.float32),
                                                                       plane, 0)))

@@ -96,12 +96,12 @@ def image_output(ctx: TaskContext, **geometry: Any) -> Volume:
 
     spec = ctx.card.output["normalization"]
     raw = ctx.raw[0]  # the raw output is ours alone: transform it in place, no whole-volume copies
-    norm = ctx.card.input["normalization"] if spec["kind"] == "same_as_input" else spec
-    if spec["kind"] != "none" and not norm.get("zero_based", False):
-        # stay inside the intensity range the model was trained to produce (an unclipped zero-based MR scale
-        # has no such range: its output is only kept at or above the zero it starts from)
-        np.clip(raw, *norm.get("range", [-1.0, 1.0]), out=raw)
-    elif norm.get("zero_based", False):
-        np.maximum(raw, np.float32(norm.get("range", [-1.0, 1.0])[0]), out=raw)
+    if spec["kind"] != "none":  # stay inside the intensity range the model was trained to produce
+        norm = ctx.card.input["normalization"] if spec["kind"] == "same_as_input" else spec
+        low, high = norm.get("range", [-1.0, 1.0])
+        if norm.get("zero_based", False):  # an unclipped MR scale: only kept at or above the zero it starts from
+            np.maximum(raw, np.float32(low), out=raw)
+        else:
+            np.clip(raw, low, high, out=raw)
     image = denormalize(raw, spec, ctx.stats, ctx.card.input["normalization"], inplace=True)
     return ctx.volume.with_array(image, metadata=output_metadata(ctx), **geometry)

@@ -157,7 +157,7 @@ def resolve_config(user: dict[str, Any], family_defaults: dict[str, Any] | None 
         family_defaults = trainer_class(str(user.get("family", DEFAULTS["family"]))).DEFAULTS
     base = deep_merge(DEFAULTS, family_defaults)
     for net in ("generator", "discriminator"):  # another network than the default: its default params do not fit
-        named = (user.get(net) or {}).get("name") if isinstance(user.get(net), dict) else None
+        named = user[net].get("name") if isinstance(user.get(net), dict) else None
         if named is not None and isinstance(base.get(net), dict) and base[net].get("name", named) != named:
             base[net] = {k: v for k, v in base[net].items() if k != "params"}
     config = deep_merge(base, user)

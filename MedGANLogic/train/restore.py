@@ -41,8 +41,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from . import TRAINERS
-from .losses import pixel_loss
 from .fanogan import AnomalyFamily
+from .losses import pixel_loss
 from .pix2pix import Pix2PixTrainer
 
 

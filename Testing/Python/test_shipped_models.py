@@ -13,8 +13,8 @@ import pytest
 from conftest import SAMPLE_DATA, run_shipped_model
 from scipy import ndimage
 
-from MedGANLogic.evaluation.metrics import dice
 import MedGANLogic
+from MedGANLogic.evaluation.metrics import dice
 from MedGANLogic.io import read_volume
 from MedGANLogic.models.registry import get_model, list_models, verify_weights
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from ...models.registry import get_model
 from ...volume import Volume
 from ..baselines import bspline_upsample
 from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, installed, mean, mr_range
 from ..metrics import psnr, ssim
-from ...models.registry import get_model
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
 
@@ -75,6 +75,7 @@ def section_adapt_superres(ctx: EvalContext) -> SectionResult:
     acquired = ctx.subject(seed, keys=SR_CONTRASTS)
     clean = ctx.subject(seed, keys=SR_CONTRASTS, noise_free=True)
     pretrained = installed(PRETRAINED_SR)  # without it the fit starts from scratch, its column empty
+    sr_contrast = get_model(PRETRAINED_SR).input.get("contrast") if pretrained else None  # none: any contrast
     names = [f"{c} {m}" for m in ("PSNR", "SSIM") for c in SR_CONTRASTS]
     methods = [f"{name} x{f}" for f in SR_FACTORS for name in ("fitted to the scan", "cubic B-spline")]
     methods.insert(2, f"{PRETRAINED_SR} x2")
@@ -95,9 +96,8 @@ def section_adapt_superres(ctx: EvalContext) -> SectionResult:
             preds = {f"fitted to the scan x{factor}": fitted.array, f"cubic B-spline x{factor}": bspline_upsample(
                 low, grid)}
             if factor == 2 and pretrained:
-                want = get_model(PRETRAINED_SR).input.get("contrast")  # none: a contrast-agnostic model
                 preds[f"{PRETRAINED_SR} x2"] = run("superres", low, model=PRETRAINED_SR, device=ctx.device,
-                                                   precision="fp32", force=bool(want) and contrast != want
+                                                   precision="fp32", force=bool(sr_contrast) and contrast != sr_contrast
                                                    ).volume.array
             scores = {}
             for method, pred in preds.items():
@@ -118,8 +118,7 @@ def section_adapt_superres(ctx: EvalContext) -> SectionResult:
              - mean(metrics[f"cubic B-spline x{f}"][f"{c} PSNR"]) for f in SR_FACTORS for c in SR_CONTRASTS}
     info["psnr_gain_over_bspline_db"] = gains
     start = f"at x2 from the installed {PRETRAINED_SR} (fine-tuned on the scan), " if pretrained else ""
-    card_contrast = get_model(PRETRAINED_SR).input.get("contrast") if pretrained else None
-    trained_on = (f"trained on {card_contrast} only; run with force on the other contrasts" if card_contrast
+    trained_on = (f"trained on {sr_contrast} only; run with force on the other contrasts" if sr_contrast
                   else "trained on domain-randomised heads of any contrast")
     intro = (
         f"Test subject {seed} (held out), 2 mm. Input: its acquired T2w, T1w and FLAIR with 2 or 4 axial slices "
