@@ -50,6 +50,8 @@ RULES: dict[str, _Rule] = {
     "contrast": (_text, "an MR contrast name such as T1w, T2w or FLAIR", str),
     "threshold": (lambda v: _real(v) and v >= 0, "a number >= 0 (anomaly map values are >= 0)", float),
     "smoothing_mm": (lambda v: _real(v) and 0 <= v <= 50, "a number of mm in [0, 50]", float),
+    "edge_mm": (lambda v: _real(v) and 0 <= v <= 20, "a number of mm in [0, 20] (the brain's outer rim left out of "
+                                                     "the anomaly map)", float),
     "residual": (_is_bool, "True or False (True: output the signed residual and the reconstruction, to calibrate "
                            "an anomaly model)", bool),
     "min_probability": (lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]", float),

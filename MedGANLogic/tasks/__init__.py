@@ -52,7 +52,7 @@ for _spec in (
     TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS),
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
-             ("threshold", "smoothing_mm", "residual")),
+             ("threshold", "smoothing_mm", "edge_mm", "residual")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
     TaskSpec("lesion", "lesion", "Insert lesion", "with synthetic lesion", "image", ("lesion_type",), ("mask",)),
 ):

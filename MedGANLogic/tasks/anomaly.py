@@ -13,9 +13,19 @@ model's frame, for a normalised input x and the network's healthy reconstruction
    (``extras.calibration``: bin edges over r', a median and a scale per bin). Where the model reconstructs
    normal tissue poorly (CSF, edges), normal residuals are large and the z-score stays small; a lesion's residual
    is large where the reconstruction shows healthy tissue, so it stands out;
+   when the calibration records the z-score's robust spread over normal validation brains
+   (``calibration.spread``: 1.4826 MAD inside the brain, the median over those subjects), a scan whose z-scores
+   spread wider (a scanner, resolution or contrast unlike the training data: its normal tissue is reconstructed
+   less well) has them divided by the ratio, never multiplied: ``z / max(1, spread_scan / spread)``. Lesions are a
+   minority of the brain and move a median absolute deviation little; the ratio is reported (``spread_ratio``);
 4. the z-score's positive part (``extras.residual_sign`` "positive": hyperintense lesions, T2w/FLAIR), negative
    part ("negative") or magnitude ("both", the default: contrast T1w tumours have bright rims and dark cores),
-   Gaussian-smoothed (``smoothing_mm``, default 2 mm) inside the brain and zero outside it.
+   Gaussian-smoothed (``smoothing_mm``, default 2 mm) inside the brain and zero outside it;
+5. the brain's outer ``edge_mm`` (``extras.edge_mm``, default 0: none) is left out of the map (zero there, and the
+   smoothing takes nothing from it): where the mask meets CSF, skull and scalp the residual of a normal brain is
+   largest (partial volume, an imperfect mask), and on validation subjects nearly all of a normal brain's voxels
+   above threshold lay within 4 mm of the mask's edge. Lesions nearer the brain's surface than ``edge_mm`` are
+   not mapped there: the map's one blind spot, stated on the card.
 
 Cards without ``extras.calibration`` get the uncalibrated |x - r'| (steps 1, 2 and 4). The candidate-lesion mask
 thresholds the map at ``threshold`` (default: the card's ``extras.threshold``, chosen on validation subjects).
@@ -69,6 +79,24 @@ def calibrated_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str,
     return (residual - median[idx]) / scale[idx]
 
 
+def robust_spread(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation of ``values`` (0 for none)."""
+    if values.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def scan_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any],
+           region: np.ndarray) -> tuple[np.ndarray, float]:
+    """The calibrated z-score of ``residual`` divided by max(1, its spread ratio over ``region``), and that ratio
+    (how much wider the z-scores spread than over normal validation brains; 1.0 without ``calibration.spread``)."""
+    z = calibrated_z(residual, recon, calibration)
+    if not calibration.get("spread") or not region.any():
+        return z, 1.0
+    ratio = robust_spread(z[region]) / float(calibration["spread"])
+    return z / max(1.0, ratio), ratio
+
+
 def signed_part(z: np.ndarray, sign: str) -> np.ndarray:
     if sign == "positive":
         return np.maximum(z, 0.0)
@@ -87,6 +115,15 @@ def smooth_inside(values: np.ndarray, mask: np.ndarray, sigma: list[float]) -> n
     num = ndimage.gaussian_filter(np.where(mask, values, 0.0).astype(np.float32), sigma)
     den = ndimage.gaussian_filter(m, sigma)
     return np.where(mask, num / np.maximum(den, 1e-3), 0.0).astype(np.float32)
+
+
+def inner_region(region: np.ndarray, spacing_zyx: list[float] | tuple[float, ...], edge_mm: float) -> np.ndarray:
+    """The voxels of ``region`` (z, y, x) farther than ``edge_mm`` from any voxel outside it (the array's border
+    counts as outside); ``region`` itself for ``edge_mm`` <= 0."""
+    if edge_mm <= 0 or not region.any():
+        return region
+    dist = ndimage.distance_transform_edt(np.pad(region, 1), sampling=[float(s) for s in spacing_zyx])
+    return dist[1:-1, 1:-1, 1:-1] > edge_mm
 
 
 def case_statistic(amap: np.ndarray, region: np.ndarray, percentile: float) -> float:
@@ -115,14 +152,17 @@ def make_outputs(ctx: TaskContext):
                                                         metadata=dict(meta, units="normalised intensity"))}
         return outs, {"region_voxels": int(region.sum())}
     calibration = extras_card.get("calibration")
+    edge_mm = float(ctx.options.get("edge_mm", extras_card.get("edge_mm", 0.0)))
+    inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
+    ratio = 1.0
     if calibration:
-        score_map, units = calibrated_z(residual, matched, calibration), "z-score of the residual"
+        (score_map, ratio), units = scan_z(residual, matched, calibration, inner), "z-score of the residual"
     else:
         score_map, units = residual, "normalised residual"
     score_map = signed_part(score_map, str(extras_card.get("residual_sign", "both")))
     smoothing_mm = float(ctx.options.get("smoothing_mm", extras_card.get("smoothing_mm", 2.0)))
     sigma = [smoothing_mm / s for s in ctx.volume.spacing[::-1]] if smoothing_mm > 0 else [0.0, 0.0, 0.0]
-    amap = smooth_inside(score_map, region, sigma)
+    amap = smooth_inside(score_map, inner, sigma)
     threshold = ctx.options.get("threshold", extras_card.get("threshold"))
     if threshold is None:
         threshold = case_statistic(amap, region, 99.0)
@@ -133,11 +173,13 @@ def make_outputs(ctx: TaskContext):
     else:
         stat = case_statistic(amap, region, float(case.get("percentile", 99.9)))
     score = (stat - float(case["mean"])) / max(float(case["std"]), 1e-6) if "mean" in case else stat
-    meta.update({"modality": "anomaly", "units": units, "case_score": score, "threshold": threshold})
+    meta.update({"modality": "anomaly", "units": units, "case_score": score, "threshold": threshold,
+                 "spread_ratio": round(ratio, 4)})
     amap_vol = ctx.volume.with_array(amap, metadata=meta)
     mask_meta = dict(meta, kind="mask", modality="mask", segment_names={1: "anomaly candidate"})
     mask = ctx.volume.with_array((amap > threshold).astype(np.uint8), metadata=mask_meta)
-    extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum())}
+    extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum()),
+              "spread_ratio": ratio}
     return {"anomaly_map": amap_vol, "mask": mask}, extras
 
 

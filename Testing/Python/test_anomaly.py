@@ -237,3 +237,83 @@ def test_shipped_model_lights_up_the_inserted_lesions(tmp_path, capsys):
         assert mask.array[lesion].mean() > 10 * mask.array[brain & ~lesion].mean(), model
         score = amap.metadata["provenance"]["case_score"]
         assert f"case_score={score}" in printed and np.isfinite(score)
+
+
+def test_the_brain_rim_is_left_out_and_a_wide_spread_scan_is_scaled_down():
+    """inner_region keeps the voxels farther than edge_mm (in mm, per axis spacing) from outside the region;
+    scan_z divides a scan's z-scores by how much wider than the calibration's they spread, never multiplies."""
+    from MedGANLogic.tasks.anomaly import inner_region, robust_spread, scan_z
+
+    region = np.zeros((12, 12, 12), bool)
+    region[1:11, 1:11, 1:11] = True
+    assert inner_region(region, (1.0, 1.0, 1.0), 0.0) is region
+    inner = inner_region(region, (1.0, 1.0, 1.0), 2.0)  # distances 1 and 2 mm go, 3 mm stays
+    assert inner[3:9, 3:9, 3:9].all() and inner.sum() == 6 ** 3
+    thick = inner_region(region, (3.0, 1.0, 1.0), 2.0)  # 3 mm slices: the outermost is 3 mm in, so it stays
+    assert thick[1:11, 3:9, 3:9].all() and thick.sum() == 10 * 6 * 6
+    full = np.ones((4, 4, 4), bool)  # the array's border counts as outside
+    assert not inner_region(full, (1.0, 1.0, 1.0), 1.0)[0].any()
+
+    rng = np.random.default_rng(0)
+    calibration = {"edges": [-1e6, 1e6], "median": [0.0], "scale": [1.0], "spread": 1.0}
+    brain = np.ones((8, 32, 32), bool)
+    wide = rng.normal(0.0, 3.0, brain.shape).astype(np.float32)
+    z, ratio = scan_z(wide, np.zeros_like(wide), calibration, brain)
+    assert ratio == pytest.approx(3.0, rel=0.05) and robust_spread(z[brain]) == pytest.approx(1.0, rel=1e-4)
+    narrow = wide / 6.0
+    z, ratio = scan_z(narrow, np.zeros_like(narrow), calibration, brain)
+    assert ratio == pytest.approx(0.5, rel=0.05) and np.array_equal(z, narrow)  # never amplified
+    z, ratio = scan_z(wide, np.zeros_like(wide), {k: v for k, v in calibration.items() if k != "spread"}, brain)
+    assert ratio == 1.0 and np.array_equal(z, wide)  # an older calibration without the record: unchanged
+
+
+def test_shipped_t2_map_leaves_out_the_brain_rim_and_reports_the_spread():
+    """The shipped card's edge_mm: on the bundled T2w sample the map is zero in the brain's outer rim (the voxels
+    within edge_mm - 1 voxel of the brain's edge, allowing for the return to the input grid) and not zero
+    there with edge_mm=0; the spread ratio is in the run's extras and the map's metadata."""
+    from conftest import SAMPLE_DATA
+
+    from MedGANLogic.io import read_volume
+    from MedGANLogic.models.registry import get_model
+    from MedGANLogic.normalization import brain_mask
+
+    vol = read_volume(SAMPLE_DATA / "sample_T2w.nrrd")
+    edge = float(get_model("brain-anomaly-t2").extras["edge_mm"])
+    assert edge > 0
+    result = run("anomaly", vol, model="brain-anomaly-t2", device="cpu", precision="fp32")
+    amap = result.outputs["anomaly_map"].array
+    brain = brain_mask(vol.array, vol.spacing)
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=vol.spacing[::-1])[1:-1, 1:-1, 1:-1]
+    rim = brain & (depth <= edge - max(vol.spacing))
+    assert rim.sum() > 1000 and not amap[rim].any()
+    assert amap[brain & ~rim].any()
+    unrimmed = run("anomaly", vol, model="brain-anomaly-t2", device="cpu", precision="fp32", edge_mm=0.0)
+    assert unrimmed.outputs["anomaly_map"].array[rim].any()
+    assert np.isfinite(result.extras["spread_ratio"]) and result.extras["spread_ratio"] > 0
+    assert result.outputs["anomaly_map"].metadata["spread_ratio"] == pytest.approx(result.extras["spread_ratio"],
+                                                                                   abs=1e-4)
+
+
+def test_calibration_records_the_spread_and_keeps_normal_brains_nearly_unflagged(make_model):
+    """calibrate() on phantom validation subjects (one normal, one with lesions, 4 mm): the card gets the residual
+    bins and the normal z-score spread, a sign, and a threshold that is the Dice-best one raised to the level at most
+    0.1 % of the normal brain exceeds; the engine with that card flags at most 0.1 % of that normal brain."""
+    from MedGANLogic.models.registry import get_model
+    from MedGANLogic.normalization import brain_mask
+    from MedGANLogic.train.anomaly_calibration import NORMAL_FLAGGED, _phantom, calibrate
+
+    card = anomaly_card("tiny-to-calibrate")
+    card["extras"] = {"smoothing_mm": 4.0, "edge_mm": 4.0}
+    folder = make_model(card).folder
+    extras = calibrate(folder, "T1w", normal_seeds=[1004], lesion_seeds=[1000], spacing_mm=4.0)
+    assert extras == get_model(folder).extras
+    cal, chosen = extras["calibration"], extras["threshold_selection"]
+    assert cal["spread"] > 0 and len(cal["median"]) == len(cal["scale"]) == len(cal["edges"]) - 1
+    assert extras["residual_sign"] in ("positive", "both") and extras["edge_mm"] == 4.0
+    assert extras["threshold"] == pytest.approx(max(chosen["dice_best"], chosen["normal_level"]), abs=1e-3)
+    normal, _ = _phantom(1004, "T1w", True, 4.0)
+    result = run("anomaly", normal, model=str(folder), device="cpu", precision="fp32")
+    brain = brain_mask(normal.array, normal.spacing)
+    assert (result.outputs["anomaly_map"].array[brain] > extras["threshold"]).mean() <= NORMAL_FLAGGED + 1e-9
