@@ -376,6 +376,10 @@ def _on_grid_nearest(low: Volume, grid: Volume) -> np.ndarray:
 # --- anomaly -------------------------------------------------------------------------------------------------------
 @REAL_SECTIONS.register("anomaly")
 def anomaly(ctx: RealContext) -> Any:
+    from ..models.registry import get_model
+    from ..normalization import brain_mask
+    from ..tasks.anomaly import inner_region
+
     title = "Anomaly maps on real brains (brain-anomaly-t1, brain-anomaly-t2): real tumours, normal brain"
     if (m := missing_models(title, sorted(set(ANOMALY_MODELS.values())))) is not None:
         return m
@@ -384,6 +388,7 @@ def anomaly(ctx: RealContext) -> Any:
     metrics: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in methods}
     rows = []
     cases: dict[str, list[str]] = {k: [] for k in names}  # which cases each metric's values are of
+    unseen: list[str] = []  # per tumour case: how much of the tumour lies where the map is not made
     for case in ANOMALY_CASES:
         vol, mk = ctx.image(case), masks(ctx, case)
         brain, tumour = mk["brain"], mk["tumour"] & mk["brain"]
@@ -394,6 +399,13 @@ def anomaly(ctx: RealContext) -> Any:
         else:
             amap, flagged = np.full(vol.shape, np.nan, np.float32), np.zeros(vol.shape, bool)
         zmap = zscore_map(vol.array, brain, vol.spacing)
+        if tumour.any():  # the engine's own brain mask (here on the input grid) and the rim its card leaves out
+            engine_brain = brain_mask(vol.array, vol.spacing)
+            edge_mm = float(get_model(ANOMALY_MODELS[contrast]).extras.get("edge_mm", 0.0))
+            mapped = inner_region(engine_brain, vol.spacing[::-1], edge_mm)
+            unseen.append(f"{case} {100.0 * (tumour & ~engine_brain).sum() / tumour.sum():.0f} % outside the "
+                          f"image's brain mask and {100.0 * (tumour & engine_brain & ~mapped).sum() / tumour.sum():.0f}"
+                          f" % in its {edge_mm:g} mm rim")
         applies = {"voxel AUROC": bool(tumour.any()), "tumour flagged": bool(tumour.any()),
                    "normal brain flagged": True}  # a lesion-free brain scores only what it flags
         for metric, ok in applies.items():
@@ -418,7 +430,8 @@ def anomaly(ctx: RealContext) -> Any:
            f"(z-score: {', '.join(f'{v:.3f}' for v in metrics[methods[1]]['voxel AUROC'])}); at the card's threshold "
            f"the model flags {model['tumour flagged']:.1f} % of tumour voxels and "
            f"{model['normal brain flagged']:.2f} % of normal brain, the z-score {base['tumour flagged']:.1f} % and "
-           f"{base['normal brain flagged']:.2f} %. The models were trained on domain-randomised phantom heads only.")
+           f"{base['normal brain flagged']:.2f} %. Tumour where the map is not made: {'; '.join(unseen)}. The models "
+           f"were trained on domain-randomised phantom heads only.")
     targets = [Target(f"on real tumours: voxel AUROC in the brain ≥ {REAL_AUROC_TARGET}", model["voxel AUROC"],
                       REAL_AUROC_TARGET, ">=", why),
                Target("on real tumours: voxel AUROC above the intensity z-score", model["voxel AUROC"],
