@@ -13,7 +13,9 @@ Tasks (:data:`TASKS`) and their options:
     target grid (linear), as SynthSR feeds its network. T1w->T2w, MR->CT and any->T2w are three option sets.
   * ``denoise``: ``modality`` "MR" (Rician noise; target the same acquisition without noise) or "CT" (low-dose
     projection-domain reconstruction; target the full-dose one; real CT slices from the cache when there are,
-    ``real_ct``: None = with probability ``ranges.real_ct_fraction``, True = required, False = phantom only).
+    ``real_ct``: None = with probability ``ranges.real_ct_fraction``, True = required, False = phantom only;
+    ``slices``: reconstruct only that many slices of the phantom, the central ones or, with
+    ``slice_position="random"``, a run of them at a random height, so that skull base and vertex are drawn too).
   * ``superres``: ``scale`` (z, y, x) integer factors, e.g. (2, 1, 1), or None (drawn); ``degrade`` one of
     :data:`SR_DEGRADATIONS` or None (drawn). The project's :func:`.lowres.thick_slices` and
     :func:`.lowres.kspace_truncate`, or a Gaussian slice profile (:func:`.acquisition.acquire`); input on the
@@ -267,7 +269,8 @@ def _ct_photons(noise_hu: float, pixel_mm: float) -> float:
     return FULL_DOSE_PHOTONS * (CT_NOISE_AT_FULL_DOSE_2MM / noise_hu) ** 2 * (2.0 / pixel_mm) ** 3
 
 
-def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int | None, cache) -> dict[str, Any]:
+def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int | None, cache,
+                slice_position: str = "central") -> dict[str, Any]:
     rng = np.random.default_rng(seeds["acquisition"])
     noise_hu, dose = _log_uniform(rng, ranges.ct_noise_hu), float(rng.uniform(*ranges.ct_dose_fraction))
     pixel, thickness = float(rng.uniform(*ranges.ct_inplane_mm)), float(rng.uniform(*ranges.ct_slice_mm))
@@ -290,8 +293,14 @@ def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int 
                       magnitude=False, inplane="gaussian")
         pixel = float(np.mean(vol.spacing[:2]))
         stack, geometry = vol.array, {"spacing": vol.spacing, "origin": vol.origin, "direction": vol.direction}
-        if slices is not None:  # only the central slices (2D training): each costs a projection and an FBP
-            first = max(0, stack.shape[0] // 2 - slices // 2)
+        if slices is not None:  # only some slices (2D training): each costs a projection and an FBP
+            if slice_position == "random":  # its own stream: the other draws stay as they are
+                first = int(np.random.default_rng([seeds["acquisition"], 11]).integers(
+                    0, max(1, stack.shape[0] - slices + 1)))
+            elif slice_position == "central":
+                first = max(0, stack.shape[0] // 2 - slices // 2)
+            else:
+                raise InputError(f"denoise: slice_position must be 'central' or 'random'; got {slice_position!r}.")
             stack = stack[first:first + slices]
             geometry["origin"] = tuple(np.array(vol.origin) + vol.direction @ np.array([0, 0, first * vol.spacing[2]]))
     full_photons = _ct_photons(noise_hu, pixel) / dose
@@ -307,9 +316,9 @@ def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int 
 
 
 def _denoise(anatomy, seeds, ranges, keep, modality: str = "MR", ordering: str = "any", real_ct: bool | None = None,
-             slices: int | None = None, cache=None) -> dict[str, Any]:
+             slices: int | None = None, cache=None, slice_position: str = "central") -> dict[str, Any]:
     if modality == "CT":
-        return _denoise_ct(anatomy, seeds, ranges, keep, real_ct, slices, cache)
+        return _denoise_ct(anatomy, seeds, ranges, keep, real_ct, slices, cache, slice_position)
     if modality != "MR":
         raise InputError(f"denoise: modality must be 'MR' or 'CT'; got {modality!r}.")
     images, appearance = _mr_images(anatomy, ordering, seeds, ranges)

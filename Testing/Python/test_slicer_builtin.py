@@ -101,10 +101,11 @@ def _thin_slab(sample: str, mm: float, coronal: bool):
                   thin.metadata)
 
 
-THIN = [  # what a clinic sends: a 1 mm T1w, a 0.8 mm CT stored as a coronal acquisition
+THIN = [  # what a clinic sends: a 1 mm T1w, a 0.8 mm CT stored as a coronal acquisition (0.4 mm for the denoiser,
+    # whose card takes 0.5-2.5 mm)
     ("synthesize", "mr-t1-to-t2", "T1w", 1.0, False),
     ("synthesize", "mr-to-ct", "T1w", 1.0, False),
-    ("denoise", "ldct-denoise", "CT_lowdose_25", 0.8, True),
+    ("denoise", "ldct-denoise", "CT_lowdose_25", 0.4, True),
     ("synthesize", "ct-to-mr", "CT", 0.8, True),
 ]
 
@@ -120,7 +121,7 @@ def test_thin_and_coronal_inputs_run_without_asking_onto_their_own_grid(setup, t
     request = slicer_bridge.prepare_run(setup.scene, node, task, model=model, device="cpu")
     assert request.warnings == []
     denoiser = task == "denoise"
-    said = "runs on the scan's own voxels (x 0.80 mm, y 0.80 mm" if denoiser else f"resampled from {mm:.2f} x"
+    said = f"runs on the scan's own voxels (x {mm:.2f} mm, y {mm:.2f} mm" if denoiser else f"resampled from {mm:.2f} x"
     assert any(n.startswith(said) for n in request.notes), request.notes
     assert not any(n.startswith("resampled") for n in request.notes) or not denoiser
     assert any(n.startswith("reoriented") and "coronal slices -> axial" in n for n in request.notes) == coronal

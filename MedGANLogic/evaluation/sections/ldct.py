@@ -58,7 +58,12 @@ def section_ldct(ctx: EvalContext) -> SectionResult:
                                ["low dose", "denoised", "full dose", "|error| (0-100 HU)"])
     mdl, low_m, nlm_m = metrics["model"], metrics["low-dose input"], metrics["non-local means"]
     gain = mean(mdl["PSNR"]) - mean(low_m["PSNR"])
-    targets = [Target("ldct-denoise: PSNR ≥ low-dose input + 4 dB", mean(mdl["PSNR"]), mean(low_m["PSNR"]) + 4, ">="),
+    blind = ("One blind network for low-dose CT of 3-100 HU noise on 1-2 mm pixels (domain-randomised, told nothing "
+             "about the level): this phantom's one dose and 2 mm grid are a corner of that range. Version 1.0.0, "
+             "trained on exactly this dose and grid, met this target and was worse on every domain-randomised "
+             "validation slab (see the recipe's validation table).")
+    targets = [Target("ldct-denoise: PSNR ≥ low-dose input + 4 dB", mean(mdl["PSNR"]), mean(low_m["PSNR"]) + 4, ">=",
+                      blind),
                Target("ldct-denoise: PSNR above non-local means", mean(mdl["PSNR"]), mean(nlm_m["PSNR"])),
                Target("ldct-denoise: SSIM above the low-dose input", mean(mdl["SSIM"]), mean(low_m["SSIM"])),
                Target("ldct-denoise: SSIM above non-local means", mean(mdl["SSIM"]), mean(nlm_m["SSIM"]))]
