@@ -198,6 +198,27 @@ def test_ct_denoise_pairs_span_the_noise_range():
     assert "phantom" in s["meta"]["ct"]["real_ct"]
 
 
+def test_ct_slabs_at_a_random_height_are_seeded_and_other_draws_unchanged():
+    """slice_position="random" reconstructs a run of slices at a height drawn from its own stream: the same seed gives
+    the same slab, seeds spread over the head, and every other draw (dose, noise level, pixel) is that of the
+    central slab; an unknown position is refused."""
+    ranges = dataclasses.replace(QUIET, ct_inplane_mm=(2.0, 2.0), ct_slice_mm=(2.0, 2.0), real_ct_fraction=0.0)
+
+    def slab(seed: int, position: str):
+        return random_sample("denoise", np.random.default_rng(seed), ranges=ranges, shape=(24, 48, 48),
+                             modality="CT", slices=2, slice_position=position)
+
+    heights = set()
+    for seed in range(6):
+        a, b, central = slab(seed, "random"), slab(seed, "random"), slab(seed, "central")
+        assert np.array_equal(a["input"].array, b["input"].array) and a["input"].shape[0] == 2
+        assert a["meta"]["ct"] == central["meta"]["ct"]
+        heights.add(round(float(a["input"].origin[2]), 3))
+    assert len(heights) >= 3
+    with pytest.raises(InputError, match="slice_position"):
+        slab(0, "top")
+
+
 # --- real CT -------------------------------------------------------------------------------------------------------
 def test_real_ct_empty_cache_says_what_to_do(tmp_path):
     names, message = real_ct.real_ct_status(tmp_path)
