@@ -27,7 +27,7 @@ model's frame, for a normalised input x and the network's healthy reconstruction
    above threshold lay within 4 mm of the mask's edge. Lesions nearer the brain's surface than ``edge_mm`` are
    not mapped there: the map's one blind spot, stated on the card.
 
-Cards without ``extras.calibration`` get the uncalibrated |x - r'| (steps 1, 2 and 4). The candidate-lesion mask
+Cards without ``extras.calibration`` get the uncalibrated |x - r'| (steps 1, 2, 4 and 5). The candidate-lesion mask
 thresholds the map at ``threshold`` (default: the card's ``extras.threshold``, chosen on validation subjects).
 The **case score** is a calibrated statistic of the map as a z-score against the normal validation subjects
 (``extras.case_score``: statistic, mean, std): with ``statistic: fraction_above_threshold`` the fraction of the

@@ -125,7 +125,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
             masks.append(lesion)
         else:
             normal_values.append(amap[brain_mask(vol.array, vol.spacing)])
-    dice_threshold, dice = best_dice_threshold(maps, masks)
+    dice_threshold, _ = best_dice_threshold(maps, masks)
     normal_threshold = float(np.quantile(np.concatenate(normal_values), 1.0 - NORMAL_FLAGGED, method="higher"))
     threshold = max(float(dice_threshold), normal_threshold)
     dice_at = float(np.mean([2.0 * ((m > threshold) & t).sum() / max((m > threshold).sum() + t.sum(), 1)
