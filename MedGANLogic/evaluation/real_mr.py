@@ -295,13 +295,13 @@ def _on_grid(out: Volume, grid: Volume) -> np.ndarray:
 
 @REAL_SECTIONS.register("superres")
 def superres(ctx: RealContext) -> Any:
+    from ..models.registry import get_model
+
     title = "Super-resolution ×2 of real MR degraded ×2 (mr-sr-x2-throughplane, mr-sr-x2-inplane)"
     if (m := missing_models(title, list(SR_MODELS))) is not None:
         return m
     metrics: dict[str, dict[str, list[float]]] = {}
     targets, rows, regridded = [], [], []
-    from ..models.registry import get_model
-
     for model_id, (kind, scale, degradation, _) in SR_MODELS.items():
         mine, base = metrics.setdefault(model_id, {}), metrics.setdefault(f"B-spline ({kind})", {})
         want = get_model(model_id).input.get("contrast")  # none: a contrast-agnostic model, never forced

@@ -99,11 +99,12 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     smoothing, edge_mm = float(extras.get("smoothing_mm", 2.0)), float(extras.get("edge_mm", 0.0))
     cases = [(_phantom(s, contrast, True, spacing_mm), False) for s in normal_seeds]
     cases += [(_phantom(s, contrast, False, spacing_mm), True) for s in lesion_seeds]
-    passes = []
+    passes, brains = [], []  # brains: each case's whole brain mask (passes hold it without its rim)
     for (vol, lesion), _ in cases:  # pass 1: residuals and reconstructions, on the input grid
         res = run("anomaly", vol, model=str(folder), device=device, precision="fp32", residual=True)
-        brain = inner_region(brain_mask(vol.array, vol.spacing), vol.spacing[::-1], edge_mm)
-        passes.append((res.outputs["anomaly_map"].array, res.outputs["reconstruction"].array, brain, lesion))
+        brains.append(brain_mask(vol.array, vol.spacing))
+        passes.append((res.outputs["anomaly_map"].array, res.outputs["reconstruction"].array,
+                       inner_region(brains[-1], vol.spacing[::-1], edge_mm), lesion))
     normal = [p for p, (_, les) in zip(passes, cases) if not les]
     calibration = residual_bins([r[b] for _, r, b, _ in normal], [e[b] for e, _, b, _ in normal])
     calibration["spread"] = float(np.median([robust_spread(calibrated_z(e, r, calibration)[b])
@@ -118,13 +119,13 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     sign = max(sign_dice, key=lambda k: sign_dice[k])
     write_extras(folder, dict(extras, calibration=calibration, residual_sign=sign))
     maps, masks, normal_values = [], [], []  # pass 2: the engine's own maps with that calibration
-    for (vol, lesion), is_lesion in cases:
+    for ((vol, lesion), is_lesion), brain in zip(cases, brains):
         amap = run("anomaly", vol, model=str(folder), device=device, precision="fp32").outputs["anomaly_map"].array
         if is_lesion:
             maps.append(amap)
             masks.append(lesion)
         else:
-            normal_values.append(amap[brain_mask(vol.array, vol.spacing)])
+            normal_values.append(amap[brain])
     dice_threshold, _ = best_dice_threshold(maps, masks)
     normal_threshold = float(np.quantile(np.concatenate(normal_values), 1.0 - NORMAL_FLAGGED, method="higher"))
     threshold = max(float(dice_threshold), normal_threshold)

@@ -126,10 +126,10 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
             maps[label], score = model_map(mid, s[contrast], contrast)
             cases[label]["lesioned"].append(score)
             cases[label]["healthy"].append(model_map(mid, twin[contrast], contrast)[1])
-        maps[ZSCORE] = baseline.map(s["T2w"], inner(brain))
-        cases[ZSCORE]["lesioned"].append(baseline.case_score(maps[ZSCORE], inner(brain)))
-        cases[ZSCORE]["healthy"].append(baseline.case_score(baseline.map(twin["T2w"], inner(twin_brain)),
-                                                            inner(twin_brain)))
+        mapped, twin_mapped = inner(brain), inner(twin_brain)
+        maps[ZSCORE] = baseline.map(s["T2w"], mapped)
+        cases[ZSCORE]["lesioned"].append(baseline.case_score(maps[ZSCORE], mapped))
+        cases[ZSCORE]["healthy"].append(baseline.case_score(baseline.map(twin["T2w"], twin_mapped), twin_mapped))
         for method, amap in maps.items():
             voxel_auc, ap = voxel_auroc_ap(amap, lesion, brain)
             to_csf, to_rest = map_ratios(amap, lesion, csf, rest)
