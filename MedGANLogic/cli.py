@@ -114,7 +114,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for name in ("batch_size", "overlap", "slice_axis", "threshold", "modality", "contrast", "precision",
-                 "adapt_budget_s", "adapt_steps", "adapt_seed", "lesion_type"):
+                 "adapt_budget_s", "adapt_steps", "adapt_seed", "lesion_type", "ensemble"):
         value = getattr(args, name)
         if value is not None:
             options[name] = value
@@ -215,6 +215,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, help="tile overlap fraction in [0, 1) (default 0.25)")
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
+    p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8],
+                   help="denoise: average the network over this many flips and transpositions of each slice "
+                        "(default: the model card's; 1 = once, fastest)")
     p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")
     p.add_argument("--mask-output", dest="mask_output",
                    help="anomaly: also write the thresholded mask here; lesion: the inserted lesion's label map")

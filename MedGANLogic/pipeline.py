@@ -35,6 +35,8 @@ from .masks import mask_for
 from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
 from .models import registry
 from .models.card import ModelCard
+from .models.ensemble import COUNTS as ENSEMBLE_COUNTS
+from .models.ensemble import SelfEnsemble
 from .normalization import bias_correct, normalize
 from .options import requested_precision, validate_options
 from .tasks import TASKS, TaskContext, TaskSpec, get_task
@@ -152,8 +154,37 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
     return sorted(fitting, key=lambda c: likely_contrast is not None and c.input.get("contrast") != likely_contrast)[0]
 
 
+def ensemble_count(card: ModelCard, options: dict[str, Any], device: Any = "cpu") -> int:
+    """How many flips and transpositions of each slice the network is averaged over (:mod:`.models.ensemble`):
+    the ``ensemble`` option, else the card's ``extras.self_ensemble`` (a count, or ``{"cpu": n, "cuda": m}``: a
+    cheaper default where the passes cost minutes), else 1 (the network once)."""
+    if "ensemble" in options:
+        return int(options["ensemble"])
+    value = card.extras.get("self_ensemble", 1)
+    if isinstance(value, dict):
+        value = value.get("cuda" if str(device).startswith("cuda") else "cpu", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def _network(card: ModelCard, device: Any, count: int) -> Any:
+    """The card's network on ``device``, self-ensembled over ``count`` variants when ``count`` > 1."""
+    net = registry.load_network(card, device)
+    return SelfEnsemble(net, count) if count > 1 else net
+
+
 def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
     """The option rules that depend on the chosen model."""
+    for device in ("cpu", "cuda"):
+        if ensemble_count(card, {}, device) not in ENSEMBLE_COUNTS:
+            raise ModelError(f"Model {card.id}: extras.self_ensemble must be one of {ENSEMBLE_COUNTS}, or "
+                             f"{{\"cpu\": n, \"cuda\": m}} with each one of them; got "
+                             f"{card.extras.get('self_ensemble')!r}.")
+    count = max(ensemble_count(card, options, device) for device in ("cpu", "cuda"))
+    if count > 1:
+        plane = [s for i, s in enumerate(card.scale_factor) if i != options.get("slice_axis", card.slice_axis)]
+        if card.dims == "3d" or plane[0] != plane[1]:
+            raise InputError(f"ensemble={count} needs a 2D model whose output keeps the slice's aspect; model "
+                             f"{card.id} is {card.dims} with scale {list(card.scale_factor)}: pass ensemble=1.")
     axis = options.get("slice_axis")
     if axis is None:
         return
@@ -245,6 +276,9 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
         inputs[name], said = mask_for(given[name], volume, name)
         input_notes += said
     if options.get("adapt"):  # fit a network to this scan (MedGANLogic.adapt): no trained model, no frame
+        if "ensemble" in options:
+            raise InputError("ensemble applies to a trained model; a fit to the scan (adapt=True) sets its own "
+                             "(CT's averages eight flips and transpositions): leave ensemble out, or adapt=False.")
         from .adapt.engine import plan_adapt
 
         fit = plan_adapt(task, volume, model, options)
@@ -298,7 +332,8 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         return execute_adapt(plan, progress=progress, cancel=cancel)
     started = time.perf_counter()
     card, volume, options = plan.card, plan.volume, plan.options
-    net = registry.load_network(card, plan.device)
+    count = ensemble_count(card, options, plan.device)
+    net = _network(card, plan.device, count)
     seen = to_model(volume, plan.frame)  # the input in the model's orientation and voxel size
     if plan.bias_correction:
         seen = seen.with_array(bias_correct(seen.array, seen.spacing))
@@ -310,7 +345,7 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         net_input = task_module.network_input(normalized, seen_inputs, card, options)
     raw, info = infer(net, net_input, plan.layout, device=plan.device, batch_size=options.get("batch_size"),
                       overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
-                      precision=plan.precision, cpu_fallback=lambda: registry.load_network(card, "cpu"))
+                      precision=plan.precision, cpu_fallback=lambda: _network(card, "cpu", count))
     ctx = TaskContext(card=card, volume=seen, normalized=normalized, stats=stats, raw=raw,
                       options=options, net=net, inputs=seen_inputs)
     outputs, extras = task_module.make_outputs(ctx)
@@ -325,6 +360,7 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         "software": f"MedGAN {__version__}", "task": plan.task, "model": card.id, "model_name": card.name,
         "model_version": card.version, "weights_sha256": card.sha256, "options": dict(options),
         "device": info["device"], "batch_size": info["batch_size"], "precision": info["precision"],
+        "self_ensemble": count,
         "seconds": round(time.perf_counter() - started, 3),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "input": str(volume.metadata.get("source", volume.metadata.get("name", "volume"))),

@@ -46,6 +46,23 @@ class SliceAxis(enum.Enum):
         return {-1: "As the model card says", 0: "k (axial)", 1: "j (coronal)", 2: "i (sagittal)"}[self.value]
 
 
+class Ensemble(enum.Enum):
+    """Denoising: the network averaged over this many flips and transpositions of each slice (0: the card's)."""
+
+    CARD = 0
+    ONE = 1
+    TWO = 2
+    FOUR = 4
+    EIGHT = 8
+
+    def label(self) -> str:
+        return ENSEMBLE_LABELS[self.value]
+
+
+#: What the panel's ensemble list shows (the .ui's items, in this order).
+ENSEMBLE_LABELS = {0: "As the model card says", 1: "1 pass (fastest)", 2: "2 passes", 4: "4 passes", 8: "8 passes"}
+
+
 class Colormap(enum.Enum):
     INFERNO = "Inferno"
     VIRIDIS = "Viridis"
@@ -61,10 +78,10 @@ class MedGANParameterNode:
     """The panel's state, saved with the scene.
 
     inputVolume: the scan; batchMode: run on the ticked volumes too; task; modelId / device: set by the panel's
-    model and device lists; overlap, batchSize (0 = auto), sliceAxis, force, native (keep the input's voxel grid):
-    advanced; adapt, adaptBudget, keepFit: "Fit to this scan" (denoise, superres) for that many seconds, the
-    fitted network kept as a model or not; outputNode:
-    overwrite this node instead of creating one; anomalyMap (the map shown), colormap, opacity, useCardThreshold,
+    model and device lists; overlap, batchSize (0 = auto), sliceAxis, force, native (keep the input's voxel grid),
+    ensemble (denoising passes; CARD: the card's): advanced; adapt, adaptBudget, keepFit: "Fit to this scan"
+    (denoise, superres) for that many seconds, the fitted network kept as a model or not; outputNode: overwrite
+    this node instead of creating one; anomalyMap (the map shown), colormap, opacity, useCardThreshold,
     threshold, makeSegmentation: anomaly display; lesionMask (a segmentation or label map), lesionType: the lesion
     task (the segment is chosen in the panel's list of the mask's segments).
     """
@@ -79,6 +96,7 @@ class MedGANParameterNode:
     sliceAxis: SliceAxis = SliceAxis.MODEL
     force: bool = False
     native: bool = False  # keep the input's voxel grid (no resampling into the model's frame)
+    ensemble: Ensemble = Ensemble.CARD  # denoising: passes over flips and transpositions of each slice
     adapt: bool = False  # "Fit to this scan" (denoise, superres): no trained model
     adaptBudget: Annotated[int, WithinRange(0, 3600)] = DEFAULT_BUDGET_S  # seconds of fitting; 0: the default
     keepFit: bool = False  # keep the fitted network as a model in the user's model folder
@@ -110,6 +128,8 @@ def run_options(p: MedGANParameterNode, model_is_2d: bool, segment: str | None =
         options["force"] = True
     if p.native:
         options["native"] = True
+    if p.task == Task.DENOISE and p.ensemble != Ensemble.CARD:
+        options["ensemble"] = int(p.ensemble.value)
     if p.task == Task.ANOMALY:
         options.update(colormap=p.colormap.value, make_segmentation=bool(p.makeSegmentation))
         if not p.useCardThreshold:

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import build_network, register_architecture
+from .ensemble import dihedral_mean
 
 TRANSFORMS = ("identity", "rician", "anscombe", "log")
 _SQRT_3_2 = math.sqrt(1.5)
@@ -142,15 +143,7 @@ class ScanFittedNetwork(nn.Module):
 
     def ensemble(self, x: torch.Tensor) -> torch.Tensor:
         """The mean of ``inner`` over the eight flips and transpositions of ``x`` (each undone on its output)."""
-        total = None
-        for transposed in (False, True):
-            view = x.transpose(-1, -2) if transposed else x
-            for dims in ((), (-1,), (-2,), (-2, -1)):
-                y = self.inner(torch.flip(view, dims) if dims else view)
-                y = torch.flip(y, dims) if dims else y
-                y = y.transpose(-1, -2) if transposed else y
-                total = y if total is None else total + y
-        return total / 8.0
+        return dihedral_mean(self.inner, x, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         unit = self.to_unit(forward_transform(x, self.transform, self.constants))

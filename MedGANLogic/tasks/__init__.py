@@ -49,7 +49,7 @@ ADAPT_OPTIONS = ("adapt", "adapt_budget_s", "adapt_steps", "adapt_seed")
 TASKS: Registry[TaskSpec] = Registry("task", error=MedGANError)
 for _spec in (
     TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image"),
-    TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS),
+    TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS + ("ensemble",)),
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
              ("threshold", "smoothing_mm", "edge_mm", "residual")),

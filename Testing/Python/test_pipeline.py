@@ -52,10 +52,11 @@ class SignLogits(nn.Module):
         return torch.cat([torch.zeros_like(x) + self.dummy, x], dim=1)
 
 
-def _ct_card(model_id="test-ldct", task="denoise"):
+def _ct_card(model_id="test-ldct", task="denoise", **overrides):
     return tiny_card(model_id, task=task,
                      input={"modality": "CT", "normalization": {"kind": "ct_window", "window": [-1000, 2000]}},
-                     output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}})
+                     output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}},
+                     **overrides)
 
 
 def test_synthesize_keeps_geometry_and_labels_output(make_model, oblique_volume):
@@ -237,3 +238,71 @@ def test_2d_file_is_refused_with_a_clear_message(make_model, tmp_path):
     sitk.WriteImage(sitk.Image(30, 30, sitk.sitkFloat32), str(tmp_path / "xray.nrrd"))
     with pytest.raises(InputError, match="2D image"):
         MedGANLogic.run("synthesize", tmp_path / "xray.nrrd")
+
+
+def _flipped_runs(vol, count):
+    """The denoiser run once on each of ``count`` flips / transpositions of ``vol``'s slices, each undone."""
+    from MedGANLogic.models.ensemble import VARIANTS
+
+    outs = []
+    for transposed, dims in VARIANTS[:count]:
+        a = np.swapaxes(vol.array, 1, 2) if transposed else vol.array
+        a = np.flip(a, tuple(d + 3 for d in dims)) if dims else a  # (-1, -2) of a slice -> array axes 2, 1
+        y = MedGANLogic.run("denoise", vol.with_array(np.ascontiguousarray(a)), ensemble=1).volume.array
+        y = np.flip(y, tuple(d + 3 for d in dims)) if dims else y
+        outs.append(np.swapaxes(y, 1, 2) if transposed else y)
+    return np.mean(outs, axis=0)
+
+
+def test_the_self_ensemble_averages_the_network_over_flips_and_transpositions(make_model):
+    make_model(_ct_card(tile_size=[64, 64]))  # one tile holds a whole slice: a flip of the slice is one of the tile
+    rng = np.random.default_rng(0)
+    ct = rng.normal(40, 30, (3, 24, 24)).astype(np.float32)
+    vol = Volume(ct, spacing=(0.8, 0.8, 2.0), metadata={"modality": "CT", "units": "HU"})
+    once = MedGANLogic.run("denoise", vol)
+    assert once.provenance["self_ensemble"] == 1  # the card sets none: one pass
+    for count in (2, 8):
+        result = MedGANLogic.run("denoise", vol, ensemble=count)
+        assert result.provenance["self_ensemble"] == count and result.volume.same_geometry(vol, atol=0)
+        assert not np.allclose(result.volume.array, once.volume.array, atol=1e-3)  # the random net is orientation-bound
+        assert np.allclose(result.volume.array, _flipped_runs(vol, count), atol=1e-3)
+
+
+def test_a_card_sets_the_default_self_ensemble_and_an_option_overrides_it(make_model, tmp_path):
+    from MedGANLogic.cli import main
+    from MedGANLogic.pipeline import ensemble_count
+
+    card = make_model(_ct_card(tile_size=[64, 64], extras={"self_ensemble": {"cpu": 4, "cuda": 8}}))
+    assert [ensemble_count(card, {}, d) for d in ("cpu", "cuda:0")] == [4, 8]  # a card's per-device defaults
+    assert ensemble_count(card, {"ensemble": 2}, "cuda") == 2
+    ct = np.random.default_rng(1).normal(40, 30, (2, 16, 20)).astype(np.float32)
+    vol = Volume(ct, spacing=(0.8, 0.8, 2.0), metadata={"modality": "CT", "units": "HU"})
+    default = MedGANLogic.run("denoise", vol, device="cpu")
+    assert default.provenance["self_ensemble"] == 4
+    assert np.allclose(default.volume.array, _flipped_runs(vol, 4), atol=1e-3)
+    src = write_volume(vol, tmp_path / "ct.nrrd")
+    assert main(["run", "--task", "denoise", "--input", str(src), "--output", str(tmp_path / "o.nrrd"),
+                 "--ensemble", "1", "--device", "cpu", "--quiet"]) == 0
+    back = read_volume(tmp_path / "o.nrrd")
+    assert back.metadata["provenance"]["self_ensemble"] == 1
+    assert np.allclose(back.array, MedGANLogic.run("denoise", vol, ensemble=1).volume.array, atol=1e-3)
+
+
+def test_the_self_ensemble_is_refused_where_it_cannot_apply(make_model):
+    ct = np.random.default_rng(2).normal(40, 30, (8, 16, 16)).astype(np.float32)
+    vol = Volume(ct, spacing=(0.8, 0.8, 0.8), metadata={"modality": "CT", "units": "HU"})
+    make_model(_ct_card())
+    with pytest.raises(InputError, match="ensemble must be 1, 2, 4 or 8"):
+        MedGANLogic.run("denoise", vol, ensemble=3)
+    with pytest.raises(InputError, match="ensemble applies to a trained model"):
+        MedGANLogic.run("denoise", vol, adapt=True, ensemble=2)
+    with pytest.raises(InputError, match="Unknown option"):  # a denoising option only
+        MedGANLogic.run("synthesize", vol, ensemble=2, force=True)
+    make_model(_ct_card("test-ldct-3d", architecture={"name": "conv3d", "params": {"features": 4, "depth": 2}},
+                        dims="3d", tile_size=[8, 8, 8]))
+    with pytest.raises(InputError, match="needs a 2D model"):
+        MedGANLogic.run("denoise", vol, model="test-ldct-3d", ensemble=2)
+    for bad in (3, {"cpu": 1, "cuda": 16}, "8"):
+        make_model(_ct_card("test-ldct-bad", extras={"self_ensemble": bad}))
+        with pytest.raises(ModelError, match="extras.self_ensemble must be one of"):
+            MedGANLogic.run("denoise", vol, model="test-ldct-bad")

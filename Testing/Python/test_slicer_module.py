@@ -29,6 +29,7 @@ EXPECTED_CLASSES = {
     "modelCardBrowser": "QTextBrowser", "importModelButton": "QPushButton", "deviceComboBox": "QComboBox",
     "inputInfoLabel": "QLabel", "advancedCollapsibleButton": "ctkCollapsibleButton",
     "overlapSliderWidget": "ctkSliderWidget", "batchSizeSpinBox": "QSpinBox", "sliceAxisComboBox": "QComboBox",
+    "ensembleComboBox": "QComboBox",
     "forceCheckBox": "QCheckBox", "nativeCheckBox": "QCheckBox", "adaptCheckBox": "QCheckBox",
     "adaptBudgetSpinBox": "QSpinBox", "keepFitCheckBox": "QCheckBox",
     "anomalyCollapsibleButton": "ctkCollapsibleButton",
@@ -152,6 +153,19 @@ def test_task_enum_matches_the_engine_and_the_ui():
     combo = next(w for w in root.iter("widget") if w.get("name") == "lesionTypeComboBox")
     assert [item.find("property/string").text for item in combo.findall("item")] == \
         [LESION_TYPE_LABELS[name] for name in LESION_TYPES]
+
+
+def test_ensemble_choices_match_the_engine_and_the_ui():
+    from MedGANLogic.models.ensemble import COUNTS
+
+    tree = _module_ast(PARAMETERS_PY)
+    members = [ast.literal_eval(n.value) for n in _class(tree, "Ensemble").body if isinstance(n, ast.Assign)]
+    labels = next(ast.literal_eval(n.value) for n in tree.body
+                  if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "ENSEMBLE_LABELS")
+    assert members == [0, *COUNTS] and list(labels) == members  # 0: the card's choice; then every count
+    root = ET.parse(UI_FILE).getroot()
+    combo = next(w for w in root.iter("widget") if w.get("name") == "ensembleComboBox")
+    assert [item.find("property/string").text for item in combo.findall("item")] == [labels[m] for m in members]
 
 
 # --- the .ui and the code agree ------------------------------------------------------------------------------------
