@@ -103,19 +103,19 @@ class EvalContext:
 
         return phantom_subject_arrays(seed, keys, SPACING_MM, healthy=healthy)
 
-    def run(self, task: str, volume: Volume, model: str) -> RunResult:
+    def run(self, task: str, volume: Volume, model: str, **options: Any) -> RunResult:
         """``task`` with the installed ``model`` (an id or a model folder) through :func:`MedGANLogic.run`, as a
-        user runs it, in fp32 so the numbers do not depend on the CPU's bf16."""
+        user runs it (with ``options``), in fp32 so the numbers do not depend on the CPU's bf16."""
         from ..pipeline import run
 
-        return run(task, volume, model=model, device=self.device, precision="fp32")
+        return run(task, volume, model=model, device=self.device, precision="fp32", **options)
 
     def run_model(self, model_id: str, task: str, array: np.ndarray, modality: str,
-                  contrast: str | None = None) -> np.ndarray:
+                  contrast: str | None = None, **options: Any) -> np.ndarray:
         """The output array of :meth:`run` on ``array`` taken as a 2 mm ``modality`` (``contrast``) volume."""
         meta = {"modality": modality, **({"contrast": contrast} if contrast else {})}
         vol = Volume(array, spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION, metadata=meta)
-        return self.run(task, vol, model_id).volume.array
+        return self.run(task, vol, model_id, **options).volume.array
 
 
 @dataclass
@@ -156,6 +156,15 @@ class SectionResult:
 
 
 SectionFn = Callable[[EvalContext], SectionResult]
+
+
+def card_passes(model_id: str, device: str) -> int:
+    """The self-ensemble passes the card of ``model_id`` asks for on ``device`` (its default there:
+    :func:`MedGANLogic.pipeline.ensemble_count`)."""
+    from ..models.registry import get_model
+    from ..pipeline import ensemble_count
+
+    return ensemble_count(get_model(model_id), {}, device)
 
 
 def installed(model_id: str) -> bool:

@@ -27,7 +27,17 @@ import numpy as np
 from ...models.registry import get_model
 from ...volume import Volume
 from ..baselines import bspline_upsample
-from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, installed, mean, mr_range
+from ..context import (
+    PHANTOM_DIRECTION,
+    SPACING_MM,
+    EvalContext,
+    SectionResult,
+    Target,
+    card_passes,
+    installed,
+    mean,
+    mr_range,
+)
 from ..metrics import psnr, ssim
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
@@ -316,7 +326,11 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         f"{tuning_seed} (validation split): " + "; ".join(
             f"{LABEL[m]} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in info["tuned"].items())
         + ". " + (f"Beside them the trained {', '.join(pretrained.values())} (domain-randomised training, no fitting; "
-                  f"{', '.join(LABEL[m] for m in pretrained)} only), run as it is. " if pretrained else "")
+                  f"{', '.join(LABEL[m] for m in pretrained)} only), run as it is: as its card says on this machine "
+                  f"({ctx.device}), averaged over " + ", ".join(
+                      f"{card_passes(model, ctx.device)} flips and transpositions of each slice ({model}; "
+                      f"{card_passes(model, 'cuda')} on a GPU)" for model in pretrained.values()) + ". "
+                  if pretrained else "")
         + "Reference: the noise-free image. Panel: the middle slice, each row windowed to its reference.")
     return SectionResult(title=title, intro=intro, metrics=metrics,
                          units={n: "dB" if n.endswith("PSNR") else "" for n in names}, targets=targets,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..baselines import nlm_denoise
-from ..context import LDCT_WINDOW, EvalContext, SectionResult, Target, mean, missing_models
+from ..context import LDCT_WINDOW, EvalContext, SectionResult, Target, card_passes, mean, missing_models
 from ..metrics import psnr, ssim
 from ..panels import central_slice, save_panel
 from . import SECTIONS
@@ -37,15 +37,23 @@ def section_ldct(ctx: EvalContext) -> SectionResult:
         return m
     lo, hi = LDCT_WINDOW
     nlm_h = tune_nlm(ctx)
+    passes = card_passes("ldct-denoise", ctx.device)  # the card's default on this device
+    gpu_passes = card_passes("ldct-denoise", "cuda")
+    most = f"model, {gpu_passes} passes (the card's GPU default)"
     metrics: dict[str, dict[str, list[float]]] = {"model": {}, "low-dose input": {}, "non-local means": {}}
+    if gpu_passes != passes:
+        metrics[most] = {}
     panel = None
     for seed in ctx.test_seeds:
         s = ctx.subject(seed, keys=("CT",), low_dose=True)
         mask, low, full = s["head"], s["CT_low_dose_0"], s["CT_full_dose_0"]
         out = ctx.run_model("ldct-denoise", "denoise", low, "CT")
+        preds = [("model", out), ("low-dose input", low)]
+        if most in metrics:
+            preds.append((most, ctx.run_model("ldct-denoise", "denoise", low, "CT", ensemble=gpu_passes)))
         nlm = nlm_denoise(low, nlm_h)
         target = np.clip(full, lo, hi)
-        for method, pred in (("model", out), ("low-dose input", low), ("non-local means", nlm)):
+        for method, pred in preds + [("non-local means", nlm)]:
             p = np.clip(pred, lo, hi)
             metrics[method].setdefault("PSNR", []).append(psnr(p, target, mask, hi - lo))
             metrics[method].setdefault("SSIM", []).append(ssim(p, target, mask, hi - lo))
@@ -61,7 +69,9 @@ def section_ldct(ctx: EvalContext) -> SectionResult:
     blind = ("One blind network for low-dose CT of 3-100 HU noise on 1-2 mm pixels (domain-randomised, told nothing "
              "about the level): this phantom's one dose and 2 mm grid are a corner of that range. Version 1.0.0, "
              "trained on exactly this dose and grid, met this target and was worse on every domain-randomised "
-             "validation slab (see the recipe's validation table).")
+             "validation slab (see the recipe's validation table)."
+             + (f" With {gpu_passes} passes (its GPU default) it scores {mean(metrics[most]['PSNR']):.2f} dB (table)."
+                if most in metrics else ""))
     targets = [Target("ldct-denoise: PSNR ≥ low-dose input + 4 dB", mean(mdl["PSNR"]), mean(low_m["PSNR"]) + 4, ">=",
                       blind),
                Target("ldct-denoise: PSNR above non-local means", mean(mdl["PSNR"]), mean(nlm_m["PSNR"])),
@@ -74,6 +84,9 @@ def section_ldct(ctx: EvalContext) -> SectionResult:
         f"{hi - lo:.0f} HU. Baselines: the low-dose input itself, and non-local means (skimage, per slice, patch 5, "
         f"search 13 px, h = {nlm_h:g} HU, the best of {len(NLM_H_GRID_HU)} values from {NLM_H_GRID_HU[0]:g} to "
         f"{NLM_H_GRID_HU[-1]:g} HU on a validation subject). "
+        f"The model runs as its card says on this machine ({ctx.device}): averaged over {passes} flip(s) and "
+        f"transposition(s) of each slice (self-ensemble; {gpu_passes} on a GPU"
+        + (", its row below" if most in metrics else "") + "). "
         f"PSNR gain of the model over the low-dose input: {gain:+.2f} dB."),
         metrics=metrics, units={"PSNR": "dB", "SSIM": ""}, targets=targets, panels=[panel] if panel else [],
         info={"nlm_h_hu": nlm_h, "psnr_gain_db": gain})
