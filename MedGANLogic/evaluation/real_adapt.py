@@ -24,7 +24,7 @@ from ..adapt.denoise import STEP_CAP
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
-from .context import SectionResult, Target, installed, mean
+from .context import SectionResult, Target, card_passes, installed, mean
 from .metrics import psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
 from .real_ldct import crop_box
@@ -197,7 +197,10 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
         f"NLM and BM3D run per "
         f"slice in the fit's variance-stabilised domain with strengths tuned on {MR_TUNING} (MR) and {CT_TUNING} (CT): "
         + "; ".join(f"{m} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in tuned.items())
-        + ". " + (f"Beside them the trained {' and '.join(trained.values())}, run as they are (no fitting). "
+        + ". " + (f"Beside them the trained {' and '.join(trained.values())}, run as they are (no fitting), as their "
+                  f"cards say on this machine ({ctx.device}): averaged over " + " and ".join(
+                      f"{card_passes(model, ctx.device)} flips and transpositions of each slice ({model}; "
+                      f"{card_passes(model, 'cuda')} on a GPU)" for model in trained.values()) + ". "
                   if trained else "")
         + "Reference: the real image before the noise was added; MR scored in the head (data range its "
         "0.5-99.5 percentile range), CT in the body in the [-160, 240] HU window.")
