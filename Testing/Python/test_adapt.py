@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from MedGANLogic.adapt import FitBudget, fit_denoise, fit_superres, save_fitted_model
+from MedGANLogic.adapt.denoise import R2R_ALPHA
 from MedGANLogic.adapt.loop import fit_steps
 from MedGANLogic.adapt.noise import canonical_modality, poisson_gain, rician_sigma
 from MedGANLogic.adapt.superres import DEFAULT_LR as SR_LR
@@ -277,10 +278,11 @@ def test_ct_fits_recorrupted_to_recorrupted_by_default(phantom, model_dir):
     again = run("denoise", noisy, model=str(model_dir / "ct-fit"), device="cpu").volume
     assert again.same_geometry(noisy) and np.allclose(again.array, fit.volume.array, atol=0.5)
     details = fit.record.details
-    assert details["method"] == "r2r" and details["blind_radius"] is None and details["alpha"] == 0.5
+    assert details["method"] == "r2r" and details["blind_radius"] is None and details["alpha"] == R2R_ALPHA
     assert details["network"]["name"] == "residual_unet2d" and details["noise_power"]["sd"] > 0
     assert "recorrupted-to-recorrupted" in fit.record.method
-    assert fit.network.self_ensemble and details["self_ensemble"] and fit.card["architecture"]["params"]["self_ensemble"]
+    assert fit.network.self_ensemble and details["self_ensemble"]
+    assert fit.card["architecture"]["params"]["self_ensemble"]
     blind = fit_denoise(noisy, "CT", budget=steps(3), seed=0, device="cpu", method="blindspot", **TINY)
     assert blind.record.details["blind_radius"] == 2 and blind.record.details["noise_power"] is None
     assert fit_denoise(noisy, "MR", budget=steps(1), device="cpu", **TINY).record.details["method"] == "blindspot"
