@@ -202,6 +202,9 @@ def validate_config(config: dict[str, Any]) -> None:
     _need(isinstance(optim.get("betas"), list) and len(optim["betas"]) == 2, "optim.betas", "must be [beta1, beta2]")
     _need(0.0 <= float(optim.get("decay_from", 1.0)) <= 1.0, "optim.decay_from",
           "must be a fraction of the steps in [0, 1]")
+    restart = optim.get("restart_at")
+    _need(restart is None or (isinstance(restart, int) and 0 < restart < int(config["steps"])), "optim.restart_at",
+          "must be a step between 0 and steps (where a run planned to end there was extended)")
     gen = config["generator"]
     _need(isinstance(gen.get("name"), str), "generator.name", "must name a registered architecture")
     _need(isinstance(gen.get("params", {}), dict), "generator.params", "must be a mapping of keyword arguments")

@@ -289,7 +289,14 @@ class GANTrainer:
 
     # --- the loop ---------------------------------------------------------------------------------------------------
     def lr_factor(self, step: int) -> float:
+        """The learning rate at ``step`` over its base: 1 for the first ``optim.decay_from`` of the steps, then a
+        linear decay to 0 at the last. With ``optim.restart_at`` N the run is one that was planned to end at step
+        N and then extended (``--resume RUN --steps M``): until N the schedule of an N-step run, then, from the
+        base rate again, the schedule of an M-step run; so one uninterrupted run reproduces it."""
         total = int(self.config["steps"])
+        restart = self.config["optim"].get("restart_at")
+        if restart is not None and step < int(restart):
+            total = int(restart)
         start = float(self.config["optim"].get("decay_from", 1.0)) * total
         if step < start or total <= start:
             return 1.0

@@ -77,6 +77,32 @@ def test_resume_continues_bit_exactly(tiny_config, tmp_path, family):
         assert torch.equal(straight.pool_A.state_tensor(), resumed.pool_A.state_tensor())
 
 
+def test_restart_at_reproduces_a_run_extended_by_resume(tiny_config, tmp_path):
+    """optim.restart_at N: one run gives what a run planned for N steps and then extended to M gives (medgan train
+    --resume RUN --steps M): its learning rate decays to 0 at N, then starts again from the base rate."""
+    config = tiny_config("ldct", **RESUME_OVERRIDES["ldct"])
+    config["steps"] = 8
+    cls = trainer_class("ldct")
+    planned = cls(dict(config, steps=4), tmp_path / "b", progress=False)
+    planned.fit()
+    del planned
+    extended = cls.from_checkpoint(tmp_path / "b" / "checkpoints" / "step_000004.safetensors", tmp_path / "b",
+                                   steps=8, progress=False)
+    extended.fit()
+    straight = cls(dict(config, optim=dict(config["optim"], restart_at=4)), tmp_path / "a", progress=False)
+    assert [straight.lr_factor(k) for k in range(8)] == [1.0, 1.0, 1.0, 0.5, 1.0, 0.75, 0.5, 0.25]
+    straight.fit()
+    for name in straight.nets:
+        assert states_equal(straight.nets[name], extended.nets[name]), f"{name} differs from the extended run"
+    plain = cls(config, tmp_path / "c", progress=False)
+    assert [plain.lr_factor(k) for k in range(8)] != [straight.lr_factor(k) for k in range(8)]
+    from MedGANLogic.train.config import validate_config
+
+    validate_config(straight.config)
+    with pytest.raises(InputError, match="restart_at"):
+        validate_config(dict(straight.config, optim=dict(config["optim"], restart_at=8)))  # not before the end
+
+
 def test_export_load_gives_the_same_output(tiny_config, tmp_path, model_dir):
     from MedGANLogic import run
     from MedGANLogic.models.registry import get_model, load_network
