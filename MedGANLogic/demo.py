@@ -112,7 +112,8 @@ def report_figure(model_id: str, report: dict[str, Any] | None, source: str = "e
     """One measured figure of the model against its strongest baseline, as a caption, from the report.
 
     The figure is the section's first metric (the one its targets are about); the baseline is the best of the
-    rows that are methods (rows marked "(not a method)", such as the acquired image, are not). Whatever is
+    rows that are methods (rows marked "(not a method)", such as the acquired image, are not, nor the model's own
+    other settings, rows named "model, ..."). Whatever is
     missing from the report, the line says so instead.
     """
     section = ((report or {}).get("sections") or {}).get(model_id)
@@ -124,6 +125,7 @@ def report_figure(model_id: str, report: dict[str, Any] | None, source: str = "e
     metric = next(iter(units))
     model_row = next((name for name in metrics if name == "model" or model_id in name), None)
     baselines = [name for name in metrics if name != model_row and "not a method" not in name
+                 and not name.startswith("model")  # the model itself run otherwise ("model, 8 passes ...")
                  and "mean" in metrics[name].get(metric, {})]
     if model_row is None or "mean" not in metrics[model_row].get(metric, {}) or not baselines:
         return f"no figure: {source} has no {metric} of {model_id} and a baseline"
