@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import MedGANError
 from .lesion_types import LESION_TYPES
+from .models.card import ENSEMBLE_COUNTS
 from .tasks import TASKS
 
 EXIT_ERROR = 1
@@ -215,7 +216,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, help="tile overlap fraction in [0, 1) (default 0.25)")
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
-    p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8],
+    p.add_argument("--ensemble", type=int, choices=list(ENSEMBLE_COUNTS),
                    help="denoise: average the network over this many flips and transpositions of each slice "
                         "(default: the model card's; 1 = once, fastest)")
     p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import InputError
 from .inference import PRECISIONS
 from .lesion_types import LESION_TYPES
+from .models.card import ENSEMBLE_COUNTS
 
 
 def _is_bool(value: Any) -> bool:
@@ -62,7 +63,7 @@ RULES: dict[str, _Rule] = {
                                                                "time)", float),
     "adapt_steps": (lambda v: _integer(v) and v >= 1, "a positive integer (the most fitting steps)", int),
     "adapt_seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (seeds the fit)", int),
-    "ensemble": (lambda v: _integer(v) and v in (1, 2, 4, 8), "1, 2, 4 or 8 (the trained network averaged over "
+    "ensemble": (lambda v: _integer(v) and v in ENSEMBLE_COUNTS, "1, 2, 4 or 8 (the trained network averaged over "
                  "that many flips and transpositions of each slice: smoother, and that many times slower; default: "
                  "the model card's)", int),
     "lesion_type": (lambda v: v in LESION_TYPES, f"one of {', '.join(LESION_TYPES)} (white-matter hyperintensity, "

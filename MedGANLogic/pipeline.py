@@ -34,8 +34,7 @@ from .io import check_orthonormal, read_volume
 from .masks import mask_for
 from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
 from .models import registry
-from .models.card import ModelCard
-from .models.ensemble import COUNTS as ENSEMBLE_COUNTS
+from .models.card import ModelCard, self_ensemble
 from .models.ensemble import SelfEnsemble
 from .normalization import bias_correct, normalize
 from .options import requested_precision, validate_options
@@ -156,14 +155,9 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
 
 def ensemble_count(card: ModelCard, options: dict[str, Any], device: Any = "cpu") -> int:
     """How many flips and transpositions of each slice the network is averaged over (:mod:`.models.ensemble`):
-    the ``ensemble`` option, else the card's ``extras.self_ensemble`` (a count, or ``{"cpu": n, "cuda": m}``: a
-    cheaper default where the passes cost minutes), else 1 (the network once)."""
-    if "ensemble" in options:
-        return int(options["ensemble"])
-    value = card.extras.get("self_ensemble", 1)
-    if isinstance(value, dict):
-        value = value.get("cuda" if str(device).startswith("cuda") else "cpu", 1)
-    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+    the ``ensemble`` option, else the card's ``extras.self_ensemble`` on ``device`` (checked with the card:
+    :func:`.models.card.self_ensemble`)."""
+    return int(options["ensemble"]) if "ensemble" in options else int(self_ensemble(card.extras, device))
 
 
 def _network(card: ModelCard, device: Any, count: int) -> Any:
@@ -174,12 +168,7 @@ def _network(card: ModelCard, device: Any, count: int) -> Any:
 
 def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
     """The option rules that depend on the chosen model."""
-    for device in ("cpu", "cuda"):
-        if ensemble_count(card, {}, device) not in ENSEMBLE_COUNTS:
-            raise ModelError(f"Model {card.id}: extras.self_ensemble must be one of {ENSEMBLE_COUNTS}, or "
-                             f"{{\"cpu\": n, \"cuda\": m}} with each one of them; got "
-                             f"{card.extras.get('self_ensemble')!r}.")
-    count = max(ensemble_count(card, options, device) for device in ("cpu", "cuda"))
+    count = options.get("ensemble", 1)  # the card's own default was checked with the card
     if count > 1:
         plane = [s for i, s in enumerate(card.scale_factor) if i != options.get("slice_axis", card.slice_axis)]
         if card.dims == "3d" or plane[0] != plane[1]:

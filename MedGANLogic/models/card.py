@@ -55,6 +55,8 @@ from ..modality import describe_modality
 from ..tasks import TASKS
 
 DIMS = ("2d", "2.5d", "3d")
+#: How many flips and transpositions of each slice a 2D network may be averaged over (:mod:`.ensemble`).
+ENSEMBLE_COUNTS = (1, 2, 4, 8)
 NORMALIZATION_KINDS = ("ct_window", "mr_percentile", "fixed", "same_as_input", "none")
 REQUIRED = ("id", "version", "task", "architecture", "dims", "input", "output", "weights", "license",
             "intended_use", "training_data")
@@ -207,6 +209,29 @@ def _check_params(where: str, name: str, value: Any) -> None:
             _fail(where, name, f"must be at most {MAX_OTHER_INT} in size (got {value})")
 
 
+def self_ensemble(extras: dict[str, Any], device: Any = "cpu") -> Any:
+    """The passes a card's ``extras.self_ensemble`` asks for on ``device``: a count, or ``{"cpu": n, "cuda": m}``
+    (a cheaper default where the passes cost minutes); 1 when it says nothing."""
+    value = extras.get("self_ensemble", 1)
+    if isinstance(value, dict):
+        value = value.get("cuda" if str(device).startswith("cuda") else "cpu", 1)
+    return value
+
+
+def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], axis: int) -> None:
+    extras = data.get("extras", {})
+    if not isinstance(extras, dict):
+        return
+    counts = [self_ensemble(extras, device) for device in ("cpu", "cuda")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c in ENSEMBLE_COUNTS for c in counts):
+        _fail(where, "extras.self_ensemble", f"must be one of {ENSEMBLE_COUNTS}, or {{\"cpu\": n, \"cuda\": m}} "
+                                             f"with each one of them; got {extras.get('self_ensemble')!r}")
+    plane = [s for i, s in enumerate(scale) if i != axis]
+    if max(counts) > 1 and (data["dims"] == "3d" or plane[0] != plane[1]):
+        _fail(where, "extras.self_ensemble", f"needs a 2D model whose output keeps the slice's aspect; this one is "
+                                             f"{data['dims']} with scale {list(scale)}, so it must be 1")
+
+
 def validate_card(data: dict[str, Any], where: str = "card") -> None:
     """Raise :class:`ModelError` naming the first invalid field."""
     if not isinstance(data, dict):
@@ -251,6 +276,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
     if data["dims"] in ("2d", "2.5d") and scale[int(axis)] != 1:
         _fail(where, "scale_factor", "cannot scale along the slice axis of a 2d model; slice along another axis")
     _check_sizes(where, data)
+    _check_self_ensemble(where, data, scale, int(axis))
     if data.get("mixed_precision", "none") not in ("none", "bf16"):
         _fail(where, "mixed_precision", "must be \"bf16\" (checked in bf16) or \"none\"")
     for side in ("input", "output"):

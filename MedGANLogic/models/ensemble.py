@@ -16,11 +16,12 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from .card import ENSEMBLE_COUNTS as COUNTS
+
 #: (transposed, flipped dims) of each variant, in the order a ``count`` takes them: 2 = the slice and its
 #: left-right mirror, 4 = the four flips, 8 = the four flips of the slice and of its transpose.
 VARIANTS: tuple[tuple[bool, tuple[int, ...]], ...] = tuple(
     (transposed, dims) for transposed in (False, True) for dims in ((), (-1,), (-2,), (-2, -1)))
-COUNTS = (1, 2, 4, 8)
 
 
 def dihedral_mean(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, count: int = 8) -> torch.Tensor:

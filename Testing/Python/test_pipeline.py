@@ -302,7 +302,9 @@ def test_the_self_ensemble_is_refused_where_it_cannot_apply(make_model):
                         dims="3d", tile_size=[8, 8, 8]))
     with pytest.raises(InputError, match="needs a 2D model"):
         MedGANLogic.run("denoise", vol, model="test-ldct-3d", ensemble=2)
-    for bad in (3, {"cpu": 1, "cuda": 16}, "8"):
-        make_model(_ct_card("test-ldct-bad", extras={"self_ensemble": bad}))
-        with pytest.raises(ModelError, match="extras.self_ensemble must be one of"):
-            MedGANLogic.run("denoise", vol, model="test-ldct-bad")
+    for bad in (3, {"cpu": 1, "cuda": 16}, "8"):  # refused with the card, before any run
+        with pytest.raises(ModelError, match="extras.self_ensemble' must be one of"):
+            make_model(_ct_card("test-ldct-bad", extras={"self_ensemble": bad}))
+    with pytest.raises(ModelError, match="extras.self_ensemble' needs a 2D model"):  # a card's default, as the option
+        make_model(_ct_card("test-ldct-3d-bad", architecture={"name": "conv3d", "params": {"features": 4, "depth": 2}},
+                            dims="3d", tile_size=[8, 8, 8], extras={"self_ensemble": {"cpu": 1, "cuda": 2}}))
