@@ -232,6 +232,35 @@ def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], a
                                              f"{data['dims']} with scale {list(scale)}, so it must be 1")
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _check_slice_calibrations(where: str, extras: Any) -> None:
+    """``extras.slice_calibrations`` (anomaly models, tasks/anomaly.py for_slices): a list of sets, each with a
+    positive ``slice_mm`` and what it replaces: a calibration of matching bin lists, a threshold, a case score."""
+    if not isinstance(extras, dict):
+        return
+    if "calibration_slice_mm" in extras and not _positive(extras["calibration_slice_mm"]):
+        _fail(where, "extras.calibration_slice_mm", f"must be a positive thickness in mm; got "
+                                                    f"{extras['calibration_slice_mm']!r}")
+    if "slice_calibrations" not in extras:
+        return
+    sets = extras["slice_calibrations"]
+    if not isinstance(sets, list):
+        _fail(where, "extras.slice_calibrations", f"must be a list of calibration sets; got {type(sets).__name__}")
+    for i, item in enumerate(sets):
+        name = f"extras.slice_calibrations[{i}]"
+        if not isinstance(item, dict) or not _positive(item.get("slice_mm")):
+            _fail(where, name, "must be an object with a positive slice_mm (the slice thickness it was measured at)")
+        cal = item.get("calibration")
+        if not (isinstance(cal, dict) and all(isinstance(cal.get(k), list) for k in ("edges", "median", "scale"))
+                and len(cal["median"]) == len(cal["scale"]) == len(cal["edges"]) - 1 > 0):
+            _fail(where, f"{name}.calibration", "must hold edges (n + 1), median (n) and scale (n) lists")
+        if not isinstance(item.get("threshold"), (int, float)) or not isinstance(item.get("case_score"), dict):
+            _fail(where, name, "must hold a numeric threshold and a case_score object")
+
+
 def validate_card(data: dict[str, Any], where: str = "card") -> None:
     """Raise :class:`ModelError` naming the first invalid field."""
     if not isinstance(data, dict):
@@ -277,6 +306,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
         _fail(where, "scale_factor", "cannot scale along the slice axis of a 2d model; slice along another axis")
     _check_sizes(where, data)
     _check_self_ensemble(where, data, scale, int(axis))
+    _check_slice_calibrations(where, data.get("extras", {}))
     if data.get("mixed_precision", "none") not in ("none", "bf16"):
         _fail(where, "mixed_precision", "must be \"bf16\" (checked in bf16) or \"none\"")
     for side in ("input", "output"):

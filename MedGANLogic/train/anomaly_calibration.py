@@ -20,7 +20,12 @@ subjects with lesions; the seeds are disjoint from training and test) and writes
   mean, as four subjects estimate it roughly);
 * ``validation``: the figures behind each choice.
 
-    python -m MedGANLogic.train.anomaly_calibration MODEL_FOLDER --contrast T2w
+:func:`calibrate_slices` measures the calibration, threshold and case score again on the same validation phantoms
+made thick-sliced (their 2 mm slices averaged in twos and threes: 4 and 6 mm, a box slice profile) and stores them
+as ``extras.slice_calibrations``, for scans with thick slices (tasks/anomaly.py ``for_slices``); the residual sign
+stays the one chosen at 2 mm.
+
+    python -m MedGANLogic.train.anomaly_calibration MODEL_FOLDER --contrast T2w [--slices-mm 4 6]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 import numpy as np
 
 CASE_STATISTIC = "fraction_above_threshold"
+SLICES_MM = (4.0, 6.0)  # the thick-slice calibration sets (calibrate_slices): validation slices averaged to these
 NORMAL_FLAGGED = 0.001  # the most of a normal validation brain the stored threshold may flag
 
 
@@ -45,6 +51,24 @@ def _phantom(seed: int, contrast: str, healthy: bool, spacing_mm: float) -> tupl
     vol = Volume(arrays[contrast], spacing=(spacing_mm,) * 3, direction=TRAINING_DIRECTION,
                  metadata={"modality": "MR", "contrast": contrast})
     return vol, arrays["lesion_mask"] > 0
+
+
+def thick_slices(volume: Any, lesion: np.ndarray, factor: int) -> tuple[Any, np.ndarray]:
+    """``volume`` (z, y, x) with its slices averaged in groups of ``factor`` along z (a box slice profile ``factor``
+    times as thick; a last incomplete group is dropped) and the lesion mask where it fills at least half a slab."""
+    from ..volume import Volume
+
+    if factor == 1:
+        return volume, lesion
+    n = volume.shape[0] // factor * factor
+    if n == 0:
+        raise ValueError(f"a volume of {volume.shape[0]} slices has no group of {factor}")
+    shape = (n // factor, factor, *volume.shape[1:])
+    array = volume.array[:n].reshape(shape).mean(axis=1, dtype=np.float64).astype(np.float32)
+    sx, sy, sz = volume.spacing
+    thick = Volume(array, spacing=(sx, sy, sz * factor), origin=volume.origin, direction=volume.direction,
+                   metadata=dict(volume.metadata))
+    return thick, lesion[:n].reshape(shape).mean(axis=1) >= 0.5
 
 
 def write_extras(folder: str | Path, extras: dict[str, Any]) -> None:
@@ -82,8 +106,10 @@ def residual_bins(recons: list[np.ndarray], residuals: list[np.ndarray], bins: i
 
 def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | None = None,
               lesion_seeds: list[int] | None = None, spacing_mm: float = 2.0, device: str = "cpu",
-              signs: tuple[str, ...] = ("positive", "both")) -> dict[str, Any]:
-    """Calibrate the anomaly model in ``folder`` (see the module docstring); returns the new extras."""
+              signs: tuple[str, ...] = ("positive", "both"), slice_factor: int = 1) -> dict[str, Any]:
+    """Calibrate the anomaly model in ``folder`` (see the module docstring); returns the new extras. With
+    ``slice_factor`` > 1 the phantoms' slices are averaged in groups of that many first (:func:`thick_slices`).
+    Thick-slice sets already on the card are dropped (they go with the calibration: :func:`calibrate_slices`)."""
     from ..models.registry import get_model
     from ..normalization import brain_mask
     from ..pipeline import run
@@ -95,10 +121,11 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     normal_seeds = normal_seeds if normal_seeds is not None else val[4:8]
     lesion_seeds = lesion_seeds if lesion_seeds is not None else val[:4]
     card = get_model(folder)
-    extras = {k: v for k, v in card.extras.items() if k not in ("threshold", "calibration", "case_score")}
+    dropped = ("threshold", "calibration", "case_score", "slice_calibrations", "calibration_slice_mm")
+    extras = {k: v for k, v in card.extras.items() if k not in dropped}
     smoothing, edge_mm = float(extras.get("smoothing_mm", 2.0)), float(extras.get("edge_mm", 0.0))
-    cases = [(_phantom(s, contrast, True, spacing_mm), False) for s in normal_seeds]
-    cases += [(_phantom(s, contrast, False, spacing_mm), True) for s in lesion_seeds]
+    cases = [(thick_slices(*_phantom(s, contrast, True, spacing_mm), slice_factor), False) for s in normal_seeds]
+    cases += [(thick_slices(*_phantom(s, contrast, False, spacing_mm), slice_factor), True) for s in lesion_seeds]
     passes, brains = [], []  # brains: each case's whole brain mask (passes hold it without its rim)
     for (vol, lesion), _ in cases:  # pass 1: residuals and reconstructions, on the input grid
         res = run("anomaly", vol, model=str(folder), device=device, precision="fp32", residual=True)
@@ -109,7 +136,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     calibration = residual_bins([r[b] for _, r, b, _ in normal], [e[b] for e, _, b, _ in normal])
     calibration["spread"] = float(np.median([robust_spread(calibrated_z(e, r, calibration)[b])
                                              for e, r, b, _ in normal]))
-    sigma = [smoothing / spacing_mm] * 3
+    sigma = [smoothing / (spacing_mm * slice_factor), smoothing / spacing_mm, smoothing / spacing_mm]  # (z, y, x)
     sign_dice = {}
     for sign in signs:  # which part of the residual finds the validation lesions best
         maps = [smooth_inside(signed_part(scan_z(e, r, calibration, b)[0], sign), b, sigma)
@@ -146,6 +173,42 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     return calibrate_case_score(folder, [vol for (vol, _), is_lesion in cases if not is_lesion], device)
 
 
+def calibrate_slices(folder: str | Path, contrast: str, slices_mm: tuple[float, ...] = SLICES_MM, *,
+                     normal_seeds: list[int] | None = None, lesion_seeds: list[int] | None = None,
+                     spacing_mm: float = 2.0, device: str = "cpu") -> dict[str, Any]:
+    """Add thick-slice calibration sets to the calibrated card in ``folder`` (module docstring): for each of
+    ``slices_mm`` (multiples of ``spacing_mm``), :func:`calibrate` on a scratch copy of the model with the validation
+    phantoms' slices averaged to that thickness and the card's residual sign; their calibration, threshold and case
+    score go into ``extras.slice_calibrations``. Returns the new extras."""
+    import shutil
+    import tempfile
+
+    from ..models.registry import get_model
+
+    extras = {k: v for k, v in get_model(folder).extras.items() if k not in ("slice_calibrations",)}
+    if "calibration" not in extras:
+        raise ValueError(f"{folder} has no calibration at {spacing_mm:g} mm: calibrate() it first")
+    sets = []
+    for mm in slices_mm:
+        factor = int(round(float(mm) / spacing_mm))
+        if factor < 2 or abs(factor * spacing_mm - float(mm)) > 1e-6:
+            raise ValueError(f"slice thickness {mm} mm is not a multiple (>= 2) of the phantoms' {spacing_mm:g} mm")
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / Path(folder).name
+            shutil.copytree(folder, copy)
+            got = calibrate(copy, contrast, normal_seeds=normal_seeds, lesion_seeds=lesion_seeds,
+                            spacing_mm=spacing_mm, device=device, signs=(str(extras.get("residual_sign", "both")),),
+                            slice_factor=factor)
+        validation = got.get("validation", {})
+        sets.append({"slice_mm": factor * spacing_mm, "calibration": got["calibration"],
+                     "threshold": got["threshold"], "case_score": got["case_score"],
+                     "threshold_selection": got["threshold_selection"],
+                     "validation": {k: validation[k] for k in ("case_statistic_normal",) if k in validation}})
+    extras.update(calibration_slice_mm=float(spacing_mm), slice_calibrations=sets)
+    write_extras(folder, extras)
+    return extras
+
+
 def calibrate_case_score(folder: str | Path, normal: list[Any], device: str = "cpu") -> dict[str, Any]:
     """The case score's mean and spread over the ``normal`` volumes, from the engine's own raw statistic."""
     from ..models.registry import get_model
@@ -170,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="the model folder (card.json + weights)")
     parser.add_argument("--contrast", required=True, help="the MR contrast of the validation subjects, e.g. T2w")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--slices-mm", type=float, nargs="*", default=list(SLICES_MM),
+                        help="thick-slice calibration sets to add, mm (multiples of 2; default 4 6; none: no sets)")
     parser.add_argument("--case-score-only", action="store_true",
                         help="keep the map's calibration and threshold; recalibrate the case score only")
     args = parser.parse_args(argv)
@@ -180,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         extras = calibrate_case_score(args.model, normal, device=args.device)
     else:
         extras = calibrate(args.model, args.contrast, device=args.device)
+        if args.slices_mm:
+            extras = calibrate_slices(args.model, args.contrast, tuple(args.slices_mm), device=args.device)
     print(json.dumps({k: v for k, v in extras.items() if k != "calibration"}, indent=2))
     return 0
 

@@ -78,11 +78,14 @@ class AnomalyFamily:
             extras = dict(card.data.get("extras", {}))
             extras.setdefault("smoothing_mm", float(self.config["anomaly"].get("smoothing_mm", 2.0)))
             if calibration:  # the calibrated map (tasks/anomaly.py) on phantom validation subjects of the contrast
-                from .anomaly_calibration import calibrate
+                from .anomaly_calibration import calibrate, calibrate_slices
 
                 registry.clear_cache()
                 save_model(card.folder, dict(card.data, extras=extras), state, dtype=dtype)
                 calibrate(card.folder, str(calibration["contrast"]), device=str(self.device))
+                if calibration.get("slices_mm"):  # thick-slice sets (anomaly_calibration.calibrate_slices)
+                    calibrate_slices(card.folder, str(calibration["contrast"]),
+                                     tuple(float(mm) for mm in calibration["slices_mm"]), device=str(self.device))
                 out.append(registry.get_model(card.folder))
                 continue
             threshold, how = self.choose_threshold(card.folder, extras["smoothing_mm"])

@@ -317,3 +317,106 @@ def test_calibration_records_the_spread_and_keeps_normal_brains_nearly_unflagged
     result = run("anomaly", normal, model=str(folder), device="cpu", precision="fp32")
     brain = brain_mask(normal.array, normal.spacing)
     assert (result.outputs["anomaly_map"].array[brain] > extras["threshold"]).mean() <= NORMAL_FLAGGED + 1e-9
+
+
+def test_thick_slice_calibration_set_is_the_nearest_to_the_scan_slices(make_model, oblique_volume):
+    """for_slices picks the card's own set or one of extras.slice_calibrations, nearest on a log scale; the engine
+    applies its threshold and case score and says which thickness it used."""
+    from MedGANLogic.tasks.anomaly import for_slices
+    from MedGANLogic.volume import Volume
+
+    cal = {"edges": [-1e6, 0.0, 1e6], "median": [0.0, 0.0], "scale": [0.1, 0.2]}
+    extras = {"threshold": 0.5, "residual_sign": "both", "calibration": cal,
+              "case_score": {"statistic": "fraction_above_threshold", "mean": 0.0, "std": 1.0},
+              "slice_calibrations": [
+                  {"slice_mm": 4.0, "calibration": cal, "threshold": 0.7,
+                   "case_score": {"statistic": "fraction_above_threshold", "mean": 0.5, "std": 1.0}},
+                  {"slice_mm": 6.0, "calibration": cal, "threshold": 1e6,
+                   "case_score": {"statistic": "fraction_above_threshold", "mean": 1.0, "std": 2.0}}]}
+    picked = {mm: for_slices(extras, mm)["calibration_slice_mm"] for mm in (1.0, 2.0, 2.5, 3.0, 4.5, 5.0, 6.5, 9.0)}
+    assert picked == {1.0: 2.0, 2.0: 2.0, 2.5: 2.0, 3.0: 4.0, 4.5: 4.0, 5.0: 6.0, 6.5: 6.0, 9.0: 6.0}
+    assert for_slices(extras, 6.5)["threshold"] == 1e6 and "slice_calibrations" not in for_slices(extras, 6.5)
+    card = anomaly_card("tiny-slice-calibrated")
+    card["extras"] = extras
+    make_model(card)
+    results = {}
+    for mm in (2.0, 6.0):
+        vol = Volume(oblique_volume.array, spacing=(1.0, 1.0, mm), metadata=dict(oblique_volume.metadata))
+        results[mm] = run("anomaly", vol, model=card["id"], device="cpu")
+    thin, thick = results[2.0], results[6.0]
+    assert thin.extras["calibration_slice_mm"] == 2.0 and thin.extras["threshold"] == 0.5
+    assert thin.outputs["anomaly_map"].metadata["calibration_slice_mm"] == 2.0
+    assert thick.extras["calibration_slice_mm"] == 6.0 and thick.extras["threshold"] == 1e6
+    assert thick.extras["candidate_voxels"] == 0 and thin.extras["candidate_voxels"] > 0
+    assert thick.extras["case_score"] == pytest.approx(-0.5)  # nothing above 1e6: (0 - 1) / 2
+    assert "calibrated at 6 mm slices" in " ".join(thick.provenance["notes"])
+    assert "calibrated at 2 mm slices" in " ".join(thin.provenance["notes"])
+
+
+def test_card_refuses_a_malformed_thick_slice_set():
+    from MedGANLogic.errors import ModelError
+    from MedGANLogic.models.card import validate_card
+
+    card = anomaly_card("tiny-bad-slices", threshold=0.5)
+    good = {"slice_mm": 6.0, "calibration": {"edges": [-1e6, 1e6], "median": [0.0], "scale": [1.0]},
+            "threshold": 1.0, "case_score": {"statistic": "fraction_above_threshold"}}
+    validate_card(dict(card, extras={"slice_calibrations": [good]}))
+    for bad, field in (({**good, "slice_mm": 0}, "slice_mm"), ({**good, "calibration": {"edges": [0.0]}},
+                                                                 "calibration"),
+                       ({**good, "threshold": "high"}, "threshold")):
+        with pytest.raises(ModelError, match=rf"slice_calibrations\[0\].*{field}"):
+            validate_card(dict(card, extras={"slice_calibrations": [bad]}))
+    with pytest.raises(ModelError, match="calibration_slice_mm"):
+        validate_card(dict(card, extras={"calibration_slice_mm": -2}))
+
+
+def test_thick_slices_average_groups_of_slices():
+    from MedGANLogic.train.anomaly_calibration import thick_slices
+    from MedGANLogic.volume import Volume
+
+    array = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
+    lesion = np.zeros(array.shape, bool)
+    lesion[0:2, 0, 0] = True  # two of the first three slices: the first thick slice's voxel
+    lesion[3, 1, 1] = True  # one of the next three: not
+    vol = Volume(array, spacing=(0.5, 0.7, 2.0), origin=(1.0, 2.0, 3.0), metadata={"modality": "MR"})
+    thick, mask = thick_slices(vol, lesion, 3)
+    assert thick.shape == (2, 2, 3) and thick.spacing == pytest.approx((0.5, 0.7, 6.0))
+    assert np.allclose(thick.array, [array[0:3].mean(0), array[3:6].mean(0)])
+    assert thick.origin == pytest.approx(vol.origin) and np.allclose(thick.direction, vol.direction)
+    assert mask[0, 0, 0] and not mask[1, 1, 1] and mask.sum() == 1
+    assert thick_slices(vol, lesion, 1)[0] is vol
+
+
+def test_calibrate_slices_adds_thick_sets_that_keep_a_thick_normal_brain_nearly_unflagged(make_model):
+    """calibrate_slices() after calibrate() (phantoms at 4 mm, made 8 mm thick): the card keeps its own set and
+    sign and gains one at 8 mm; an 8 mm normal brain gets it and at most 0.1 % of it is flagged."""
+    from MedGANLogic.models.registry import get_model
+    from MedGANLogic.normalization import brain_mask
+    from MedGANLogic.train.anomaly_calibration import (
+        NORMAL_FLAGGED,
+        _phantom,
+        calibrate,
+        calibrate_slices,
+        thick_slices,
+    )
+
+    card = anomaly_card("tiny-to-calibrate-thick")
+    card["extras"] = {"smoothing_mm": 4.0, "edge_mm": 4.0}
+    folder = make_model(card).folder
+    with pytest.raises(ValueError, match="calibrate"):
+        calibrate_slices(folder, "T1w", (8.0,), spacing_mm=4.0)
+    seeds = {"normal_seeds": [1004], "lesion_seeds": [1000]}
+    own = calibrate(folder, "T1w", spacing_mm=4.0, **seeds)
+    with pytest.raises(ValueError, match="multiple"):
+        calibrate_slices(folder, "T1w", (6.0,), spacing_mm=4.0, **seeds)
+    extras = calibrate_slices(folder, "T1w", (8.0,), spacing_mm=4.0, **seeds)
+    assert extras == get_model(folder).extras and extras["calibration_slice_mm"] == 4.0
+    assert all(extras[k] == own[k] for k in ("calibration", "threshold", "case_score", "residual_sign"))
+    (thick_set,) = extras["slice_calibrations"]
+    assert thick_set["slice_mm"] == 8.0 and thick_set["calibration"] != own["calibration"]
+    normal, _ = thick_slices(*_phantom(1004, "T1w", True, 4.0), 2)
+    result = run("anomaly", normal, model=str(folder), device="cpu", precision="fp32")
+    assert result.extras["calibration_slice_mm"] == 8.0 and result.extras["threshold"] == thick_set["threshold"]
+    brain = brain_mask(normal.array, normal.spacing)
+    assert (result.outputs["anomaly_map"].array[brain] > thick_set["threshold"]).mean() <= NORMAL_FLAGGED + 1e-9
+    assert "slice_calibrations" not in calibrate(folder, "T1w", spacing_mm=4.0, **seeds)  # they go with the calibration
