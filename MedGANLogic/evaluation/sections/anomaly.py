@@ -15,7 +15,10 @@ Methods, each on the test subjects with lesions and on their lesion-free twins:
 Everything is measured inside the brain (:func:`MedGANLogic.normalization.brain_mask` of the image, the same
 mask for all methods): voxel AUROC and average precision, Dice of the candidate mask at the method's stored
 threshold, the map's mean in the lesions over its mean in bright CSF (the brightest 5 % of the twin's T2w brain)
-and in the rest of the brain, and the case-level AUROC of the case score (lesioned subjects against their twins).
+and in the rest of the brain, the share of the twin's (normal) brain above that threshold, and the case-level AUROC
+of the case score (lesioned subjects against their twins). The shipped models are also run on the same subjects and
+twins made thick-sliced (their 2 mm slices averaged in threes: 6 mm, as many clinical scans are), where they use the
+calibration their cards hold for 6 mm slices.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 
 from ...normalization import brain_mask
 from ...tasks.anomaly import inner_region
+from ...train.anomaly_calibration import thick_slices
 from ...volume import Volume
 from ..baselines import RobustZScore
 from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, mean, missing_models
@@ -43,12 +47,15 @@ ANOMALY_POPULATION = 20  # lesion-free training subjects behind the z-score base
 ANOMALY_VAL_SUBJECTS = 3  # validation subjects the z-score threshold is chosen on
 VOXEL_AUROC_TARGET, DICE_TARGET, CASE_AUROC_TARGET, CSF_RATIO_TARGET = 0.97, 0.5, 0.95, 2.0
 ZSCORE = "z-score baseline (T2w)"
+THICK_FACTOR = 3  # the thick-slice rows: the test subjects' 2 mm slices averaged in threes
 #: method label -> (model id, contrast)
 MAIN = f"{ANOMALY_MODEL} (restoration GAN)"
 AE_LABEL = f"{AE_MODEL} (no adversarial term)"
 MODELS = {MAIN: (ANOMALY_MODEL, "T2w"), AE_LABEL: (str(AE_FOLDER), "T2w"),
           f"{FANOGAN_MODEL} (f-AnoGAN)": (str(FANOGAN_FOLDER), "T2w"),
           f"{T1_MODEL} (restoration GAN, T1w)": (T1_MODEL, "T1w")}
+THICK = {f"{ANOMALY_MODEL}, {THICK_FACTOR * SPACING_MM:g} mm slices": (ANOMALY_MODEL, "T2w"),
+         f"{T1_MODEL} (T1w), {THICK_FACTOR * SPACING_MM:g} mm slices": (T1_MODEL, "T1w")}
 
 ANOMALY_NOTE = (
     "A 2D U-Net trained for under half an hour on a CPU: its restoration of healthy tissue is blurred (the residual "
@@ -60,6 +67,11 @@ def voxel_auroc_ap(amap: np.ndarray, lesion: np.ndarray, region: np.ndarray) -> 
     """Voxel AUROC and average precision of ``amap`` for the boolean ``lesion`` over the voxels of ``region``."""
     scores, labels = amap[region], lesion[region]
     return auroc(scores, labels), average_precision(scores, labels)
+
+
+def flagged(amap: np.ndarray, brain: np.ndarray, threshold: float) -> float:
+    """The percentage of ``brain`` where ``amap`` exceeds ``threshold`` (on a normal twin: false positives)."""
+    return 100.0 * float((amap[brain] > threshold).mean()) if brain.any() else float("nan")
 
 
 def case_auroc(lesioned: list[float], healthy: list[float]) -> float:
@@ -96,18 +108,22 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
     baseline = RobustZScore(card.input["normalization"], smoothing, SPACING_MM).fit(
         [ctx.phantom(s, ["T2w"], healthy=True)["T2w"] for s in ctx.seeds("train", ANOMALY_POPULATION)])
 
-    def model_map(model: str, image: np.ndarray, contrast: str) -> tuple[np.ndarray, float]:
-        vol = Volume(image, spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION,
-                     metadata={"modality": "MR", "contrast": contrast})
+    def volume(image: np.ndarray, contrast: str) -> Volume:
+        return Volume(image, spacing=(SPACING_MM,) * 3, direction=PHANTOM_DIRECTION,
+                      metadata={"modality": "MR", "contrast": contrast})
+
+    def model_map(model: str, image: np.ndarray | Volume, contrast: str) -> tuple[np.ndarray, float, float]:
+        vol = image if isinstance(image, Volume) else volume(image, contrast)
         result = ctx.run("anomaly", vol, model)
-        return result.outputs["anomaly_map"].array, float(result.extras["case_score"])
+        return (result.outputs["anomaly_map"].array, float(result.extras["case_score"]),
+                float(result.extras["threshold"]))
 
     val = [ctx.phantom(s, ["T2w", "lesion_mask"]) for s in ctx.seeds("val", ANOMALY_VAL_SUBJECTS)]
     base_threshold, _ = best_dice_threshold([baseline.map(v["T2w"], inner(brain_mask(v["T2w"], (SPACING_MM,) * 3)))
                                              for v in val], [v["lesion_mask"] > 0 for v in val])
     thresholds = {label: float(get_model(mid).extras["threshold"]) for label, (mid, _) in MODELS.items()}
     thresholds[ZSCORE] = base_threshold
-    methods = [*MODELS, ZSCORE]
+    methods = [*MODELS, ZSCORE, *THICK]
     metrics: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     cases = {m: {"lesioned": [], "healthy": []} for m in methods}
     panel_rows: list[tuple[str, list[np.ndarray]]] = []
@@ -121,22 +137,42 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
         twin_brain = brain_mask(twin["T2w"], (SPACING_MM,) * 3)
         csf = brain & ~lesion & (twin["T2w"] > np.percentile(twin["T2w"][twin_brain], 95))
         rest = brain & ~lesion & ~csf
-        maps = {}
+        maps, twin_maps = {}, {}
         for label, (mid, contrast) in MODELS.items():
-            maps[label], score = model_map(mid, s[contrast], contrast)
+            maps[label], score, _ = model_map(mid, s[contrast], contrast)
+            twin_maps[label], twin_score, _ = model_map(mid, twin[contrast], contrast)
             cases[label]["lesioned"].append(score)
-            cases[label]["healthy"].append(model_map(mid, twin[contrast], contrast)[1])
+            cases[label]["healthy"].append(twin_score)
         mapped, twin_mapped = inner(brain), inner(twin_brain)
         maps[ZSCORE] = baseline.map(s["T2w"], mapped)
+        twin_maps[ZSCORE] = baseline.map(twin["T2w"], twin_mapped)
         cases[ZSCORE]["lesioned"].append(baseline.case_score(maps[ZSCORE], mapped))
-        cases[ZSCORE]["healthy"].append(baseline.case_score(baseline.map(twin["T2w"], twin_mapped), twin_mapped))
+        cases[ZSCORE]["healthy"].append(baseline.case_score(twin_maps[ZSCORE], twin_mapped))
         for method, amap in maps.items():
             voxel_auc, ap = voxel_auroc_ap(amap, lesion, brain)
             to_csf, to_rest = map_ratios(amap, lesion, csf, rest)
             for name, value in (("voxel AUROC", voxel_auc), ("AP", ap), ("Dice", dice(amap > thresholds[method],
                                                                                        lesion)),
-                                ("map lesions / CSF", to_csf), ("map lesions / other", to_rest)):
+                                ("map lesions / CSF", to_csf), ("map lesions / other", to_rest),
+                                ("normal brain flagged", flagged(twin_maps[method], twin_brain, thresholds[method]))):
                 metrics[method].setdefault(name, []).append(value)
+        for label, (mid, contrast) in THICK.items():  # the same subject and twin with 6 mm slices
+            thick, thick_lesion = thick_slices(volume(s[contrast], contrast), lesion, THICK_FACTOR)
+            thick_twin, _ = thick_slices(volume(twin[contrast], contrast), lesion, THICK_FACTOR)
+            thick_brain = brain_mask(thick_slices(volume(s["T2w"], "T2w"), lesion, THICK_FACTOR)[0].array,
+                                     thick.spacing)
+            twin_thick_brain = brain_mask(thick_slices(volume(twin["T2w"], "T2w"), lesion, THICK_FACTOR)[0].array,
+                                          thick.spacing)
+            amap, score, threshold = model_map(mid, thick, contrast)
+            twin_map, twin_score, _ = model_map(mid, thick_twin, contrast)
+            thresholds[label] = threshold
+            cases[label]["lesioned"].append(score)
+            cases[label]["healthy"].append(twin_score)
+            voxel_auc, ap = voxel_auroc_ap(amap, thick_lesion, thick_brain)
+            for name, value in (("voxel AUROC", voxel_auc), ("AP", ap), ("Dice", dice(amap > threshold, thick_lesion)),
+                                ("map lesions / CSF", np.nan), ("map lesions / other", np.nan),
+                                ("normal brain flagged", flagged(twin_map, twin_thick_brain, threshold))):
+                metrics[label].setdefault(name, []).append(value)
         if not panel_rows:
             panel_rows = _panel_rows(s, maps, thresholds, lesion)
     case_auc = {k: case_auroc(v["lesioned"], v["healthy"]) for k, v in cases.items()}
@@ -181,9 +217,13 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
         f"f-AnoGAN (WGAN-GP + izi_f encoder, 4 mm) is the model shipped before it; the z-score baseline "
         f"(|x − median| / 1.4826 MAD against {ANOMALY_POPULATION} lesion-free training subjects, threshold "
         f"{base_threshold:.4g} chosen on {ANOMALY_VAL_SUBJECTS} validation subjects) needs subjects in one space, "
-        f"which real scans are not."),
+        f"which real scans are not. 'Normal brain flagged': the share of the twin's brain above the method's "
+        f"threshold. Rows '..., {THICK_FACTOR * SPACING_MM:g} mm slices': the same subjects and twins with their "
+        f"slices averaged in threes, run as a user runs them (each card's calibration set for "
+        f"{THICK_FACTOR * SPACING_MM:g} mm slices); brain mask and lesions on that grid."),
         metrics=metrics, units={"voxel AUROC": "", "AP": "", "Dice": "", "map lesions / CSF": "",
-                                "map lesions / other": "", "case AUROC": ""}, targets=targets, panels=panels,
+                                "map lesions / other": "", "normal brain flagged": "%", "case AUROC": ""},
+        targets=targets, panels=panels,
         info={"thresholds": thresholds, "case_auroc": case_auc, "case_scores": cases})
 
 
