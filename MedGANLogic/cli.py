@@ -235,9 +235,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="denoise/superres: fit a network to this scan itself (no training data; starts from a "
                         "fitting model if one is installed, or --model)")
     p.add_argument("--adapt-budget", type=float, dest="adapt_budget_s", metavar="SECONDS",
-                   help="with --adapt: seconds of fitting (default 90 for denoise, 300 for CT denoise, 120 for "
-                        "superres; PET and ultrasound denoising also stop after 300 steps, CT after 6000, see "
-                        "--adapt-steps)")
+                   help="with --adapt: seconds of fitting (default 90 for denoise, 120 for ultrasound, 300 for CT "
+                        "denoise, 120 for superres; PET denoising also stops after 300 steps, ultrasound after 750, "
+                        "CT after 6000, see --adapt-steps)")
     p.add_argument("--adapt-steps", type=int, dest="adapt_steps", metavar="N",
                    help="with --adapt: at most N fitting steps (reproducible with the same --adapt-seed); replaces "
                         "the step cap of PET, ultrasound (300) and CT (6000) denoising")

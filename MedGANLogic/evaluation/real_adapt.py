@@ -47,7 +47,7 @@ TRAINED_WHY = {
           "run as it is: the noise added here is Gaussian smoothed by a one-pixel Gaussian, a texture it never saw, "
           f"where the baselines' strength was tuned on another real CT ({CT_TUNING})."}
 # fitting steps: MR as the phantom section; CT its default cap (a run whose time budget is not the limit)
-FIT_STEPS = {"MR": DN_STEPS, "CT": STEP_CAP["CT"]}
+FIT_STEPS = {"MR": DN_STEPS["MR"], "CT": STEP_CAP["CT"]}
 
 
 def _window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
