@@ -389,6 +389,7 @@ def anomaly(ctx: RealContext) -> Any:
     rows = []
     cases: dict[str, list[str]] = {k: [] for k in names}  # which cases each metric's values are of
     unseen: list[str] = []  # per tumour case: how much of the tumour lies where the map is not made
+    ends: list[str] = []  # per case: how much of the normal brain flagged lies in the brain's outermost slices
     for case in ANOMALY_CASES:
         vol, mk = ctx.image(case), masks(ctx, case)
         brain, tumour = mk["brain"], mk["tumour"] & mk["brain"]
@@ -411,6 +412,8 @@ def anomaly(ctx: RealContext) -> Any:
         for metric, ok in applies.items():
             if ok:
                 cases[metric].append(case)
+        if (false_pos := flagged & brain & ~tumour).any():
+            ends.append(f"{case} {100.0 * (false_pos & end_slices(brain, vol.spacing)).sum() / false_pos.sum():.0f} %")
         for method, mp, flag in ((methods[0], amap, flagged), (methods[1], zmap, zmap > ZSCORE_THRESHOLD)):
             failed = not np.isfinite(mp).all()  # the engine refused or failed: shown as "–"
             if applies["voxel AUROC"]:
@@ -430,8 +433,10 @@ def anomaly(ctx: RealContext) -> Any:
            f"(z-score: {', '.join(f'{v:.3f}' for v in metrics[methods[1]]['voxel AUROC'])}); at the card's threshold "
            f"the model flags {model['tumour flagged']:.1f} % of tumour voxels and "
            f"{model['normal brain flagged']:.2f} % of normal brain, the z-score {base['tumour flagged']:.1f} % and "
-           f"{base['normal brain flagged']:.2f} %. Tumour where the map is not made: {'; '.join(unseen)}. The models "
-           f"were trained on domain-randomised phantom heads only.")
+           f"{base['normal brain flagged']:.2f} %. Of the normal brain the model flags, the share in the first and "
+           f"last slice of the brain along the scan's thickest axis (where a thick slice cuts skull and brain "
+           f"tangentially): {', '.join(ends) or 'none flagged'}. Tumour where the map is not made: "
+           f"{'; '.join(unseen)}. The models were trained on domain-randomised phantom heads only.")
     targets = [Target(f"on real tumours: voxel AUROC in the brain ≥ {REAL_AUROC_TARGET}", model["voxel AUROC"],
                       REAL_AUROC_TARGET, ">=", why),
                Target("on real tumours: voxel AUROC above the intensity z-score", model["voxel AUROC"],
@@ -452,6 +457,19 @@ def anomaly(ctx: RealContext) -> Any:
                             targets=targets, info={"cases": cases},
                             panels=[save_real_panel(ctx, "anomaly", rows, ["image + tumour", "anomaly map",
                                                                            "candidate mask", "z-score"])])
+
+
+def end_slices(region: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
+    """``region`` (z, y, x) in its first and last slice along the array axis with the largest voxel spacing."""
+    axis = int(np.argmax(spacing_xyz[::-1]))
+    occupied = np.flatnonzero(np.moveaxis(region, axis, 0).reshape(region.shape[axis], -1).any(1))
+    out = np.zeros_like(region)
+    if occupied.size:
+        index = [slice(None)] * 3
+        for k in (occupied[0], occupied[-1]):
+            index[axis] = k
+            out[tuple(index)] = region[tuple(index)]
+    return out
 
 
 def real_masks_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

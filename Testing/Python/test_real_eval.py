@@ -214,3 +214,15 @@ def test_update_runs_some_sections_again_and_keeps_the_others_with_their_runs(tm
     assert sorted((r["case"], r["seconds"]) for r in data["runs"]) == [("anomaly", 2.0), ("superres", 1.0)]
     with pytest.raises(SystemExit):
         real.main(["--report", str(report), "--update"])  # --update without --sections
+
+
+def test_end_slices_are_the_outermost_slices_of_the_region_along_the_thickest_axis():
+    region = np.zeros((8, 6, 7), bool)
+    region[2:6, 1:5, 1:6] = True
+    ends = real_mr.end_slices(region, (1.0, 1.0, 5.0))  # z (array axis 0) is thickest
+    assert np.array_equal(ends[2], region[2]) and np.array_equal(ends[5], region[5])
+    assert ends.sum() == region[2].sum() + region[5].sum()
+    along_x = real_mr.end_slices(region, (5.0, 1.0, 1.0))  # x (array axis 2) is thickest
+    assert np.array_equal(along_x[:, :, 1], region[:, :, 1]) and np.array_equal(along_x[:, :, 5], region[:, :, 5])
+    assert along_x.sum() == region[:, :, 1].sum() + region[:, :, 5].sum()
+    assert not real_mr.end_slices(np.zeros((3, 3, 3), bool), (1.0, 1.0, 1.0)).any()
