@@ -31,9 +31,9 @@ model's frame, for a normalised input x and the network's healthy reconstruction
 (``extras.calibration_slice_mm``). A thick-slice scan (5-7 mm axial slices are common in clinical T1w) holds
 partial volume through the slice that the model restores less well: at 6 mm the T1w model flagged 0.75 % of
 normal validation brains and gave them case scores near 10. ``extras.slice_calibrations`` holds the same three
-measured on the validation phantoms made thick (2 mm slices averaged in threes or twos); the engine uses the set whose
-slice thickness is nearest (log scale) to the scan's slice spacing in the model's frame, and says which
-(``calibration_slice_mm`` in the map's metadata and the run's extras).
+measured on the validation phantoms made thick (2 mm slices averaged in twos and threes: 4 and 6 mm); the engine
+uses the set whose slice thickness is nearest (log scale) to the scan's slice spacing in the model's frame, and says
+which (a plan note; ``calibration_slice_mm`` in the map's metadata and the run's extras).
 
 Cards without ``extras.calibration`` get the uncalibrated |x - r'| (steps 1, 2, 4 and 5). The candidate-lesion mask
 thresholds the map at ``threshold`` (default: the card's ``extras.threshold``, chosen on validation subjects).
@@ -139,7 +139,10 @@ def inner_region(region: np.ndarray, spacing_zyx: list[float] | tuple[float, ...
 def for_slices(extras: dict[str, Any], slice_mm: float) -> dict[str, Any]:
     """``extras`` with the calibration set (``calibration``, ``threshold``, ``case_score``) measured at the slice
     thickness nearest to ``slice_mm`` (log scale): the card's own (``calibration_slice_mm``, default 2 mm) or one of
-    ``slice_calibrations``; ``calibration_slice_mm`` says which (see the module docstring)."""
+    ``slice_calibrations``; ``calibration_slice_mm`` says which (see the module docstring). A card without a
+    calibration is returned as it is."""
+    if "calibration" not in extras:
+        return dict(extras)
     own = {"slice_mm": float(extras.get("calibration_slice_mm", 2.0))}
     sets = [own, *extras.get("slice_calibrations", [])]
     best = min(sets, key=lambda s: abs(math.log(max(float(slice_mm), 1e-6) / float(s["slice_mm"]))))
@@ -149,11 +152,16 @@ def for_slices(extras: dict[str, Any], slice_mm: float) -> dict[str, Any]:
     return out
 
 
+def slice_spacing(volume: Any, card: Any) -> float:
+    """The spacing (mm) of ``volume`` along the axis ``card``'s 2D model slices (the slice thickness it sees)."""
+    return float(volume.spacing[::-1][card.slice_axis])
+
+
 def plan_notes(card: Any, header: Any) -> list[str]:
     """The plan's note on which calibration set a scan gets (``header``: its geometry in the model's frame)."""
     if not card.extras.get("slice_calibrations"):
         return []
-    slice_mm = float(header.spacing[::-1][card.slice_axis])
+    slice_mm = slice_spacing(header, card)
     chosen = for_slices(card.extras, slice_mm)["calibration_slice_mm"]
     return [f"anomaly map, threshold and case score calibrated at {chosen:g} mm slices, the nearest of the card's "
             f"to this scan's {slice_mm:.2f} mm"]
@@ -172,7 +180,8 @@ def anomaly_region(volume) -> np.ndarray:
 
 
 def make_outputs(ctx: TaskContext):
-    extras_card = for_slices(ctx.card.extras, float(ctx.volume.spacing[::-1][ctx.card.slice_axis]))
+    extras_card = for_slices(ctx.card.extras, slice_spacing(ctx.volume, ctx.card))
+    calibrated_at = {k: extras_card[k] for k in ("calibration_slice_mm",) if k in extras_card}
     x, recon = ctx.normalized, ctx.raw[0]
     region = anomaly_region(ctx.volume)
     matched = match_intensity(x, recon, region)
@@ -207,12 +216,12 @@ def make_outputs(ctx: TaskContext):
         stat = case_statistic(amap, region, float(case.get("percentile", 99.9)))
     score = (stat - float(case["mean"])) / max(float(case["std"]), 1e-6) if "mean" in case else stat
     meta.update({"modality": "anomaly", "units": units, "case_score": score, "threshold": threshold,
-                 "spread_ratio": round(ratio, 4), "calibration_slice_mm": extras_card["calibration_slice_mm"]})
+                 "spread_ratio": round(ratio, 4), **calibrated_at})
     amap_vol = ctx.volume.with_array(amap, metadata=meta)
     mask_meta = dict(meta, kind="mask", modality="mask", segment_names={1: "anomaly candidate"})
     mask = ctx.volume.with_array((amap > threshold).astype(np.uint8), metadata=mask_meta)
     extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum()),
-              "spread_ratio": ratio, "calibration_slice_mm": extras_card["calibration_slice_mm"]}
+              "spread_ratio": ratio, **calibrated_at}
     return {"anomaly_map": amap_vol, "mask": mask}, extras
 
 

@@ -336,6 +336,7 @@ def test_thick_slice_calibration_set_is_the_nearest_to_the_scan_slices(make_mode
     picked = {mm: for_slices(extras, mm)["calibration_slice_mm"] for mm in (1.0, 2.0, 2.5, 3.0, 4.5, 5.0, 6.5, 9.0)}
     assert picked == {1.0: 2.0, 2.0: 2.0, 2.5: 2.0, 3.0: 4.0, 4.5: 4.0, 5.0: 6.0, 6.5: 6.0, 9.0: 6.0}
     assert for_slices(extras, 6.5)["threshold"] == 1e6 and "slice_calibrations" not in for_slices(extras, 6.5)
+    assert for_slices({"threshold": 0.5}, 6.5) == {"threshold": 0.5}  # an uncalibrated card: nothing to choose
     card = anomaly_card("tiny-slice-calibrated")
     card["extras"] = extras
     make_model(card)
