@@ -25,7 +25,11 @@ made thick-sliced (their 2 mm slices averaged in twos and threes: 4 and 6 mm, a 
 as ``extras.slice_calibrations``, for scans with thick slices (tasks/anomaly.py ``for_slices``); the residual sign
 stays the one chosen at 2 mm.
 
-    python -m MedGANLogic.train.anomaly_calibration MODEL_FOLDER --contrast T2w [--slices-mm 4 6]
+:func:`check_case_score` measures how well the case score separates phantoms with lesions from their lesion-free
+twins on further seeds (default 1010-1109: outside the training 0-39, validation 1000-1009 and test 2000-2009
+splits): ``extras.validation.case_auroc``. The test split holds only ten such pairs.
+
+    python -m MedGANLogic.train.anomaly_calibration MODEL_FOLDER --contrast T2w [--slices-mm 4 6] [--check-case 100]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 import numpy as np
 
 CASE_STATISTIC = "fraction_above_threshold"
+CHECK_SEEDS = range(1010, 1110)  # check_case_score: phantom seeds outside the train, validation and test splits
 SLICES_MM = (4.0, 6.0)  # the thick-slice calibration sets (calibrate_slices): validation slices averaged to these
 NORMAL_FLAGGED = 0.001  # the most of a normal validation brain the stored threshold may flag
 
@@ -209,6 +214,44 @@ def calibrate_slices(folder: str | Path, contrast: str, slices_mm: tuple[float, 
     return extras
 
 
+def pair_auroc(positives: list[float], negatives: list[float]) -> float:
+    """The probability that a positive outranks a negative (ties count half): the AUROC of two score lists."""
+    pos, neg = np.asarray(positives, np.float64)[:, None], np.asarray(negatives, np.float64)[None, :]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / max(pos.size * neg.size, 1))
+
+
+def check_case_score(folder: str | Path, contrast: str, seeds: Any = CHECK_SEEDS, *, spacing_mm: float = 2.0,
+                     device: str = "cpu") -> dict[str, Any]:
+    """The case AUROC of the card in ``folder`` on phantoms ``seeds`` with lesions against their lesion-free twins,
+    through the engine; written to ``extras.validation.case_auroc`` (seeds, pairs, auroc, the share of subjects
+    above their own twin, lesion volumes). Returns the new extras."""
+    from ..models.registry import get_model
+    from ..pipeline import run
+    from .data import split_seeds
+
+    seeds = [int(s) for s in seeds]
+    taken = set(split_seeds("train")) | set(split_seeds("val")) | set(split_seeds("test"))
+    if overlap := sorted(taken.intersection(seeds)):
+        raise ValueError(f"seeds {overlap[:5]} belong to a training, validation or test split; check on others "
+                         f"(default {CHECK_SEEDS.start}-{CHECK_SEEDS.stop - 1})")
+    lesioned, healthy, volumes_ml = [], [], []
+    for seed in seeds:
+        for is_healthy, into in ((False, lesioned), (True, healthy)):
+            vol, lesion = _phantom(seed, contrast, is_healthy, spacing_mm)
+            into.append(float(run("anomaly", vol, model=str(folder), device=device, precision="fp32")
+                              .extras["case_score"]))
+            if not is_healthy:
+                volumes_ml.append(float(lesion.sum()) * spacing_mm ** 3 / 1000.0)
+    extras = dict(get_model(folder).extras)
+    extras["validation"] = dict(extras.get("validation", {}), case_auroc={
+        "seeds": [seeds[0], seeds[-1]] if seeds == list(range(seeds[0], seeds[-1] + 1)) else seeds,
+        "pairs": len(seeds), "auroc": round(pair_auroc(lesioned, healthy), 4),
+        "above_own_twin": round(float(np.mean([a > b for a, b in zip(lesioned, healthy)])), 4),
+        "lesion_ml": [round(min(volumes_ml), 2), round(float(np.median(volumes_ml)), 2), round(max(volumes_ml), 2)]})
+    write_extras(folder, extras)
+    return extras
+
+
 def calibrate_case_score(folder: str | Path, normal: list[Any], device: str = "cpu") -> dict[str, Any]:
     """The case score's mean and spread over the ``normal`` volumes, from the engine's own raw statistic."""
     from ..models.registry import get_model
@@ -235,10 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--slices-mm", type=float, nargs="*", default=list(SLICES_MM),
                         help="thick-slice calibration sets to add, mm (multiples of 2; default 4 6; none: no sets)")
+    parser.add_argument("--check-case", type=int, default=0, metavar="N",
+                        help=f"then measure the case AUROC on N further phantom pairs (seeds from "
+                             f"{CHECK_SEEDS.start}; extras.validation.case_auroc)")
+    parser.add_argument("--keep-calibration", action="store_true",
+                        help="do not calibrate again: only --check-case")
     parser.add_argument("--case-score-only", action="store_true",
                         help="keep the map's calibration and threshold; recalibrate the case score only")
     args = parser.parse_args(argv)
-    if args.case_score_only:
+    if args.keep_calibration:
+        from ..models.registry import get_model
+
+        extras = dict(get_model(args.model).extras)
+    elif args.case_score_only:
         from .data import split_seeds
 
         normal = [_phantom(s, args.contrast, True, 2.0)[0] for s in split_seeds("val")[4:8]]
@@ -247,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         extras = calibrate(args.model, args.contrast, device=args.device)
         if args.slices_mm:
             extras = calibrate_slices(args.model, args.contrast, tuple(args.slices_mm), device=args.device)
+    if args.check_case:
+        seeds = range(CHECK_SEEDS.start, CHECK_SEEDS.start + args.check_case)
+        extras = check_case_score(args.model, args.contrast, seeds, device=args.device)
     print(json.dumps({k: v for k, v in extras.items() if k != "calibration"}, indent=2))
     return 0
 

@@ -421,3 +421,23 @@ def test_calibrate_slices_adds_thick_sets_that_keep_a_thick_normal_brain_nearly_
     brain = brain_mask(normal.array, normal.spacing)
     assert (result.outputs["anomaly_map"].array[brain] > thick_set["threshold"]).mean() <= NORMAL_FLAGGED + 1e-9
     assert "slice_calibrations" not in calibrate(folder, "T1w", spacing_mm=4.0, **seeds)  # they go with the calibration
+
+
+def test_check_case_score_writes_the_case_auroc_of_further_phantom_pairs(make_model):
+    """check_case_score runs the engine on phantoms with lesions and their twins from seeds outside every split and
+    records the AUROC on the card; a seed of a split is refused."""
+    from MedGANLogic.models.registry import get_model
+    from MedGANLogic.train.anomaly_calibration import check_case_score, pair_auroc
+
+    assert pair_auroc([3.0, 2.0], [1.0, 2.0]) == pytest.approx(3.5 / 4)  # one tie counts half
+    assert pair_auroc([1.0], [2.0]) == 0.0
+    card = anomaly_card("tiny-case-check", threshold=0.05)
+    folder = make_model(card).folder
+    with pytest.raises(ValueError, match="split"):
+        check_case_score(folder, "T1w", [1000], spacing_mm=4.0)
+    extras = check_case_score(folder, "T1w", [1010, 1011], spacing_mm=4.0)
+    got = get_model(folder).extras["validation"]["case_auroc"]
+    assert got == extras["validation"]["case_auroc"] and got["seeds"] == [1010, 1011] and got["pairs"] == 2
+    assert 0.0 <= got["auroc"] <= 1.0 and 0.0 <= got["above_own_twin"] <= 1.0
+    assert 0 < got["lesion_ml"][0] <= got["lesion_ml"][1] <= got["lesion_ml"][2]
+    assert extras["threshold"] == 0.05  # nothing else on the card changes

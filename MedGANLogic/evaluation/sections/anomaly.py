@@ -179,7 +179,7 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
     for method in methods:
         metrics[method]["case AUROC"] = [case_auc[method]]
     main, ae, zs = (metrics[k] for k in (MAIN, AE_LABEL, ZSCORE))
-    case_note = _case_note(cases[MAIN], lesion_ml, ctx.test_seeds)
+    case_note = _case_note(cases[MAIN], lesion_ml, ctx.test_seeds) + _case_check_note(card.extras)
     targets = [
         Target(f"{ANOMALY_MODEL}: voxel AUROC in the brain ≥ {VOXEL_AUROC_TARGET}", mean(main["voxel AUROC"]),
                VOXEL_AUROC_TARGET, ">=", ANOMALY_NOTE),
@@ -240,6 +240,19 @@ def _case_note(scores: dict[str, list[float]], lesion_ml: list[float], seeds: li
             f"brains) does not rank every lesioned subject above every lesion-free twin (highest twin: "
             f"{top_twin:.2f}): {listed}; the subjects ranked above all twins carry "
             f"{np.median(found) if found else float('nan'):.1f} mL of lesion (median).")
+
+
+def _case_check_note(extras: dict) -> str:
+    """What the card's check on further phantom pairs says (train/anomaly_calibration.py check_case_score)."""
+    check = extras.get("validation", {}).get("case_auroc")
+    if not check:
+        return ""
+    seeds = check["seeds"]
+    low, median, high = check["lesion_ml"]
+    return (f" On {check['pairs']} further phantom pairs (seeds {seeds[0]}-{seeds[-1]}, outside the training, "
+            f"validation and test splits; the card's extras.validation.case_auroc) the same case score reaches AUROC "
+            f"{check['auroc']:.3f}, each subject above its own twin in {check['above_own_twin']:.0%} of pairs "
+            f"(lesions {low:g}-{high:g} mL, median {median:g}).")
 
 
 def _panel_rows(s: dict[str, np.ndarray], maps: dict[str, np.ndarray], thresholds: dict[str, float],
