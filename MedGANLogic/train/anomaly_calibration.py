@@ -230,6 +230,8 @@ def check_case_score(folder: str | Path, contrast: str, seeds: Any = CHECK_SEEDS
     from .data import split_seeds
 
     seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("check_case_score needs at least one phantom seed")
     taken = set(split_seeds("train")) | set(split_seeds("val")) | set(split_seeds("test"))
     if overlap := sorted(taken.intersection(seeds)):
         raise ValueError(f"seeds {overlap[:5]} belong to a training, validation or test split; check on others "

@@ -435,6 +435,8 @@ def test_check_case_score_writes_the_case_auroc_of_further_phantom_pairs(make_mo
     folder = make_model(card).folder
     with pytest.raises(ValueError, match="split"):
         check_case_score(folder, "T1w", [1000], spacing_mm=4.0)
+    with pytest.raises(ValueError, match="at least one"):
+        check_case_score(folder, "T1w", [], spacing_mm=4.0)
     extras = check_case_score(folder, "T1w", [1010, 1011], spacing_mm=4.0)
     got = get_model(folder).extras["validation"]["case_auroc"]
     assert got == extras["validation"]["case_auroc"] and got["seeds"] == [1010, 1011] and got["pairs"] == 2
