@@ -214,10 +214,9 @@ def calibrate_slices(folder: str | Path, contrast: str, slices_mm: tuple[float, 
     return extras
 
 
-def pair_auroc(positives: list[float], negatives: list[float]) -> float:
-    """The probability that a positive outranks a negative (ties count half): the AUROC of two score lists."""
-    pos, neg = np.asarray(positives, np.float64)[:, None], np.asarray(negatives, np.float64)[None, :]
-    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / max(pos.size * neg.size, 1))
+def check_seeds(count: int) -> range:
+    """The first ``count`` seeds :func:`check_case_score` uses by default (from ``CHECK_SEEDS.start``)."""
+    return range(CHECK_SEEDS.start, CHECK_SEEDS.start + int(count))
 
 
 def check_case_score(folder: str | Path, contrast: str, seeds: Any = CHECK_SEEDS, *, spacing_mm: float = 2.0,
@@ -225,6 +224,7 @@ def check_case_score(folder: str | Path, contrast: str, seeds: Any = CHECK_SEEDS
     """The case AUROC of the card in ``folder`` on phantoms ``seeds`` with lesions against their lesion-free twins,
     through the engine; written to ``extras.validation.case_auroc`` (seeds, pairs, auroc, the share of subjects
     above their own twin, lesion volumes). Returns the new extras."""
+    from ..evaluation.metrics import auroc
     from ..models.registry import get_model
     from ..pipeline import run
     from .data import split_seeds
@@ -247,10 +247,23 @@ def check_case_score(folder: str | Path, contrast: str, seeds: Any = CHECK_SEEDS
     extras = dict(get_model(folder).extras)
     extras["validation"] = dict(extras.get("validation", {}), case_auroc={
         "seeds": [seeds[0], seeds[-1]] if seeds == list(range(seeds[0], seeds[-1] + 1)) else seeds,
-        "pairs": len(seeds), "auroc": round(pair_auroc(lesioned, healthy), 4),
+        "pairs": len(seeds), "auroc": round(auroc(lesioned + healthy, [1.0] * len(lesioned) + [0.0] * len(healthy)), 4),
         "above_own_twin": round(float(np.mean([a > b for a, b in zip(lesioned, healthy)])), 4),
         "lesion_ml": [round(min(volumes_ml), 2), round(float(np.median(volumes_ml)), 2), round(max(volumes_ml), 2)]})
     write_extras(folder, extras)
+    return extras
+
+
+def calibrate_model(folder: str | Path, contrast: str, slices_mm: tuple[float, ...] = SLICES_MM,
+                    check_case: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Everything an anomaly card's calibration holds: :func:`calibrate` at 2 mm, the thick-slice sets of
+    ``slices_mm`` (:func:`calibrate_slices`; none when empty) and, for ``check_case`` > 0, the case-score check on
+    that many further phantom pairs (:func:`check_case_score`). Returns the new extras."""
+    extras = calibrate(folder, contrast, device=device)
+    if slices_mm:
+        extras = calibrate_slices(folder, contrast, tuple(float(mm) for mm in slices_mm), device=device)
+    if check_case:
+        extras = check_case_score(folder, contrast, check_seeds(check_case), device=device)
     return extras
 
 
@@ -298,12 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         normal = [_phantom(s, args.contrast, True, 2.0)[0] for s in split_seeds("val")[4:8]]
         extras = calibrate_case_score(args.model, normal, device=args.device)
     else:
-        extras = calibrate(args.model, args.contrast, device=args.device)
-        if args.slices_mm:
-            extras = calibrate_slices(args.model, args.contrast, tuple(args.slices_mm), device=args.device)
+        extras = calibrate_model(args.model, args.contrast, tuple(args.slices_mm), device=args.device)
     if args.check_case:
-        seeds = range(CHECK_SEEDS.start, CHECK_SEEDS.start + args.check_case)
-        extras = check_case_score(args.model, args.contrast, seeds, device=args.device)
+        extras = check_case_score(args.model, args.contrast, check_seeds(args.check_case), device=args.device)
     print(json.dumps({k: v for k, v in extras.items() if k != "calibration"}, indent=2))
     return 0
 

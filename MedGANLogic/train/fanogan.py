@@ -78,17 +78,12 @@ class AnomalyFamily:
             extras = dict(card.data.get("extras", {}))
             extras.setdefault("smoothing_mm", float(self.config["anomaly"].get("smoothing_mm", 2.0)))
             if calibration:  # the calibrated map (tasks/anomaly.py) on phantom validation subjects of the contrast
-                from .anomaly_calibration import CHECK_SEEDS, calibrate, calibrate_slices, check_case_score
+                from .anomaly_calibration import calibrate_model
 
                 registry.clear_cache()
                 save_model(card.folder, dict(card.data, extras=extras), state, dtype=dtype)
-                calibrate(card.folder, str(calibration["contrast"]), device=str(self.device))
-                if calibration.get("slices_mm"):  # thick-slice sets (anomaly_calibration.calibrate_slices)
-                    calibrate_slices(card.folder, str(calibration["contrast"]),
-                                     tuple(float(mm) for mm in calibration["slices_mm"]), device=str(self.device))
-                if calibration.get("check_case"):  # the case AUROC on further phantom pairs, recorded on the card
-                    seeds = range(CHECK_SEEDS.start, CHECK_SEEDS.start + int(calibration["check_case"]))
-                    check_case_score(card.folder, str(calibration["contrast"]), seeds, device=str(self.device))
+                calibrate_model(card.folder, str(calibration["contrast"]), tuple(calibration.get("slices_mm", ())),
+                                int(calibration.get("check_case", 0)), device=str(self.device))
                 out.append(registry.get_model(card.folder))
                 continue
             threshold, how = self.choose_threshold(card.folder, extras["smoothing_mm"])

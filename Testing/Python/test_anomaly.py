@@ -426,11 +426,12 @@ def test_calibrate_slices_adds_thick_sets_that_keep_a_thick_normal_brain_nearly_
 def test_check_case_score_writes_the_case_auroc_of_further_phantom_pairs(make_model):
     """check_case_score runs the engine on phantoms with lesions and their twins from seeds outside every split and
     records the AUROC on the card; a seed of a split is refused."""
+    from MedGANLogic.evaluation.metrics import auroc
     from MedGANLogic.models.registry import get_model
-    from MedGANLogic.train.anomaly_calibration import check_case_score, pair_auroc
+    from MedGANLogic.train.anomaly_calibration import check_case_score
 
-    assert pair_auroc([3.0, 2.0], [1.0, 2.0]) == pytest.approx(3.5 / 4)  # one tie counts half
-    assert pair_auroc([1.0], [2.0]) == 0.0
+    assert auroc([3.0, 2.0, 1.0, 2.0], [1, 1, 0, 0]) == pytest.approx(3.5 / 4)  # one tie counts half
+    assert auroc([1.0, 2.0], [1, 0]) == 0.0
     card = anomaly_card("tiny-case-check", threshold=0.05)
     folder = make_model(card).folder
     with pytest.raises(ValueError, match="split"):

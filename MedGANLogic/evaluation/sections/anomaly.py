@@ -156,13 +156,14 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
                                 ("map lesions / CSF", to_csf), ("map lesions / other", to_rest),
                                 ("normal brain flagged", flagged(twin_maps[method], twin_brain, thresholds[method]))):
                 metrics[method].setdefault(name, []).append(value)
-        for label, (mid, contrast) in THICK.items():  # the same subject and twin with 6 mm slices
-            thick, thick_lesion = thick_slices(volume(s[contrast], contrast), lesion, THICK_FACTOR)
-            thick_twin, _ = thick_slices(volume(twin[contrast], contrast), lesion, THICK_FACTOR)
-            thick_brain = brain_mask(thick_slices(volume(s["T2w"], "T2w"), lesion, THICK_FACTOR)[0].array,
-                                     thick.spacing)
-            twin_thick_brain = brain_mask(thick_slices(volume(twin["T2w"], "T2w"), lesion, THICK_FACTOR)[0].array,
-                                          thick.spacing)
+        # the same subject and twin with 6 mm slices: one brain mask each (of the T2w, as above) for both models
+        thick_t2, thick_lesion = thick_slices(volume(s["T2w"], "T2w"), lesion, THICK_FACTOR)
+        thick_brain = brain_mask(thick_t2.array, thick_t2.spacing)
+        twin_thick_t2 = thick_slices(volume(twin["T2w"], "T2w"), lesion, THICK_FACTOR)[0]
+        twin_thick_brain = brain_mask(twin_thick_t2.array, twin_thick_t2.spacing)
+        for label, (mid, contrast) in THICK.items():
+            thick = thick_slices(volume(s[contrast], contrast), lesion, THICK_FACTOR)[0]
+            thick_twin = thick_slices(volume(twin[contrast], contrast), lesion, THICK_FACTOR)[0]
             amap, score, threshold = model_map(mid, thick, contrast)
             twin_map, twin_score, _ = model_map(mid, thick_twin, contrast)
             thresholds[label] = threshold
