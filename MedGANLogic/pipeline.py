@@ -267,7 +267,8 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
     if options.get("adapt"):  # fit a network to this scan (MedGANLogic.adapt): no trained model, no frame
         if "ensemble" in options:
             raise InputError("ensemble applies to a trained model; a fit to the scan (adapt=True) sets its own "
-                             "(CT's averages eight flips and transpositions): leave ensemble out, or adapt=False.")
+                             "(CT's averages eight flips and transpositions, the blind spot's four flips): leave "
+                             "ensemble out, or adapt=False.")
         from .adapt.engine import plan_adapt
 
         fit = plan_adapt(task, volume, model, options)

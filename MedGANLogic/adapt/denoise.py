@@ -43,6 +43,8 @@ from scipy import ndimage
 from ..errors import InputError
 from ..inference import InferenceLayout, resolve_device
 from ..models.adapted import ScanFittedNetwork
+from ..models.card import ENSEMBLE_COUNTS
+from ..models.ensemble import ensemble_count
 from ..volume import Volume
 from .adversarial import AdversarialTerm
 from .data import PatchSampler, through_plane_axis, to_unit, unit_window
@@ -106,12 +108,14 @@ DEFAULT_METHOD = {"MR": "blindspot", "PT": "blindspot", "US": "blindspot", "CT":
 R2R_ALPHA = 0.7
 R2R_LR = 1e-3
 R2R_FEATURES = 32
-# Apply the fitted CT network to the eight flips and transpositions of each slice and average (lung2, 1500 steps:
-# 28.19 dB alone, 28.35 over the four flips, 28.39 over all eight): eight times the pass over the volume, which is
-# short beside the fit (2 CPU cores, 256 x 256 x 100 voxels: 2.7 s -> 21 s). The blind-spot fits would gain too
-# (validation subject 1000, 300 steps: MR 29.27 -> 29.42, PET 31.80 -> 31.91, ultrasound 17.70 -> 17.84 dB), but
-# their four-branch network makes the pass 15 s -> 133 s there, longer than their 90 s fit: not by default.
-R2R_SELF_ENSEMBLE = True
+# Passes of the fitted network over flips and transpositions of each slice, averaged (the geometric self-ensemble,
+# MedGANLogic/models/ensemble.py), per fit method. CT (r2r, lung2, 1500 steps): 28.19 dB alone, 28.35 over the four
+# flips, 28.39 over all eight. Blind spot (validation subjects 1000 / 1001 at each modality's default steps, 1 / 2 /
+# 4 / 8 passes): ultrasound (750 steps) 18.04 / 18.15 / 18.25 / 18.26 and 17.87 / - / - / 18.12 dB; PET (300)
+# 31.78 / 31.85 / 31.86 / 31.89 and 31.00 / 31.06 / 31.07 / 31.09; MR (300, subject 1000) 29.21 / 29.31 /
+# 29.33 / 29.35. The blind spot's four-branch network makes each pass dear (2 CPU cores, 256 x 256 x 100 voxels: about
+# 15 s a pass), and four passes hold nearly all of the gain: four for it, eight for r2r (2.7 s a pass).
+SELF_ENSEMBLE = {"blindspot": 4, "r2r": 8}
 
 
 def fit_method(modality: str, method: str | None = None) -> str:
@@ -200,7 +204,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
                 device: str | torch.device = "auto", progress: ProgressFn | None = None, cancel: Any = None,
                 blind_radius: int | None = None, adversarial: float = 0.0,
                 init: Any = None, patch: int = 64, batch_size: int = 8, features: int | None = None,
-                lr: float | None = None, method: str | None = None) -> AdaptResult:
+                lr: float | None = None, method: str | None = None, self_ensemble: int | None = None) -> AdaptResult:
     """Fit a self-supervised denoiser to ``volume`` and denoise it.
 
     Args:
@@ -222,6 +226,8 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
         method: ``blindspot`` or ``r2r`` (recorrupted-to-recorrupted with the noise spectrum measured on the
             scan); default per modality (``DEFAULT_METHOD``: r2r for CT). ``blind_radius`` and ``adversarial``
             apply to the blind spot only; ``init`` must come from a fit of the same method.
+        self_ensemble: passes over the flips and transpositions of each slice that the denoised volume averages
+            (1, 2, 4 or 8); default per method (``SELF_ENSEMBLE``). The fit itself is the same.
 
     Returns:
         :class:`AdaptResult`; its volume has the input's geometry and units.
@@ -245,6 +251,11 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
         raise InputError("The adversarial term works with the blind-spot fit only: pass method='blindspot' with "
                          "adversarial > 0, or adversarial=0.")
     lr = learning_rate(lr, R2R_LR if method == "r2r" else DEFAULT_LR[mod])
+    try:
+        passes = ensemble_count(SELF_ENSEMBLE[method] if self_ensemble is None else self_ensemble)
+    except (TypeError, ValueError):
+        raise InputError(f"self_ensemble must be a number of passes, one of {ENSEMBLE_COUNTS}; got "
+                         f"{self_ensemble!r}.") from None
 
     constants = noise.estimate(volume.array)
     transformed = noise.forward(volume.array)
@@ -258,7 +269,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     else:
         inner = denoiser_spec(noise.blind_radius, features or 16)
     net = init_network(lambda: ScanFittedNetwork(inner, noise.transform, window, constants,
-                                                 self_ensemble=method == "r2r" and R2R_SELF_ENSEMBLE), seed)
+                                                 self_ensemble=passes), seed)
     start = load_initial_weights(net.inner, init, inner) if init is not None else "scratch"
     model = net.inner.to(dev).train()
     sampler = PatchSampler(slices, _patch_size(slices, patch, model.size_multiple), batch_size, seed)

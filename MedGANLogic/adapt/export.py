@@ -61,7 +61,7 @@ def fitted_card(task: str, volume: Volume, net: torch.nn.Module, record: FitReco
                                     "window": [float(w) for w in details["window"]],
                                     "constants": {k: float(v) for k, v in net.constants.items()},
                                     "transpose": transpose,
-                                    "self_ensemble": bool(getattr(net, "self_ensemble", False))}},
+                                    "self_ensemble": int(getattr(net, "self_ensemble", 1))}},
         "dims": "2d", "slice_axis": slice_axis, "context_slices": 0, "scale_factor": scale,
         "input": {"modality": card_modality, "normalization": {"kind": "none"}},
         "output": {"modality": card_modality, "units": str(volume.metadata.get("units", "as the input")),

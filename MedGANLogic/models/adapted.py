@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import build_network, register_architecture
-from .ensemble import dihedral_mean
+from .ensemble import dihedral_mean, ensemble_count
 
 TRANSFORMS = ("identity", "rician", "anscombe", "log")
 _SQRT_3_2 = math.sqrt(1.5)
@@ -104,9 +104,10 @@ class ScanFittedNetwork(nn.Module):
         constants: the transform's constants (``sigma``, ``gain``, ``eps``, ``out_gain``).
         transpose: swap H and W around ``inner`` (a super-resolution network fitted with its low-resolution axis
             along H, saved for slices whose low-resolution axis is W).
-        self_ensemble: average ``inner`` over the eight flips and transpositions of its input (the geometric
-            self-ensemble of Lim et al., EDSR 2017): eight times the work for a smoother, less orientation-bound
-            estimate. For denoisers (same-size output) only.
+        self_ensemble: average ``inner`` over flips and transpositions of its input (the geometric self-ensemble of
+            Lim et al., EDSR 2017; :func:`~MedGANLogic.models.ensemble.dihedral_mean`): a count of variants (1, 2,
+            4 or 8; ``True`` means 8, ``False`` 1), that many times the work for a smoother, less
+            orientation-bound estimate. For denoisers (same-size output) only.
 
     Example:
         >>> net = ScanFittedNetwork({"name": "conv2d", "params": {"features": 4, "depth": 2}}, "log", [0.0, 5.0],
@@ -116,7 +117,7 @@ class ScanFittedNetwork(nn.Module):
     """
 
     def __init__(self, inner: dict[str, Any], transform: str = "identity", window: tuple[float, float] = (-1.0, 1.0),
-                 constants: dict[str, float] | None = None, transpose: bool = False, self_ensemble: bool = False):
+                 constants: dict[str, float] | None = None, transpose: bool = False, self_ensemble: bool | int = False):
         super().__init__()
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
@@ -131,7 +132,7 @@ class ScanFittedNetwork(nn.Module):
         self.posterior = int(getattr(self.inner, "out_channels", 1)) == 2  # (mean, log-variance): weigh the pixel in
         self.out_channels = 1
         self.transpose = bool(transpose)
-        self.self_ensemble = bool(self_ensemble)
+        self.self_ensemble = ensemble_count(self_ensemble)
         self.register_buffer("table", _rician_table() if transform == "rician" else torch.zeros(2, 1),
                              persistent=False)
 
@@ -142,8 +143,9 @@ class ScanFittedNetwork(nn.Module):
         return (unit + 1.0) * ((self.high - self.low) / 2.0) + self.low
 
     def ensemble(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean of ``inner`` over the eight flips and transpositions of ``x`` (each undone on its output)."""
-        return dihedral_mean(self.inner, x, 8)
+        """The mean of ``inner`` over the first ``self_ensemble`` flips and transpositions of ``x`` (each undone on
+        its output)."""
+        return dihedral_mean(self.inner, x, self.self_ensemble)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         unit = self.to_unit(forward_transform(x, self.transform, self.constants))
@@ -152,7 +154,7 @@ class ScanFittedNetwork(nn.Module):
         h, w = unit.shape[-2:]
         m = self.inner_multiple
         padded = F.pad(unit, (0, (-w) % m, 0, (-h) % m), mode="replicate") if (h % m or w % m) else unit
-        y = self.ensemble(padded) if self.self_ensemble else self.inner(padded)
+        y = self.ensemble(padded) if self.self_ensemble > 1 else self.inner(padded)
         zoom = (y.shape[-2] // padded.shape[-2], y.shape[-1] // padded.shape[-1])
         y = y[..., : h * zoom[0], : w * zoom[1]]
         if self.posterior:

@@ -24,6 +24,17 @@ VARIANTS: tuple[tuple[bool, tuple[int, ...]], ...] = tuple(
     (transposed, dims) for transposed in (False, True) for dims in ((), (-1,), (-2,), (-2, -1)))
 
 
+def ensemble_count(value: bool | int | None) -> int:
+    """A self-ensemble's variant count from a count (1, 2, 4 or 8) or a flag (``True``: all eight; ``False`` or
+    None: one pass)."""
+    if value is None or value is False:
+        return 1
+    count = 8 if value is True else int(value)
+    if count not in COUNTS:
+        raise ValueError(f"self_ensemble must be one of {COUNTS} (or true / false); got {value!r}")
+    return count
+
+
 def dihedral_mean(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, count: int = 8) -> torch.Tensor:
     """The mean of ``fn`` over the first ``count`` of :data:`VARIANTS` of ``x`` (each undone on its output)."""
     if count not in COUNTS:

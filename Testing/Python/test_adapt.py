@@ -281,10 +281,11 @@ def test_ct_fits_recorrupted_to_recorrupted_by_default(phantom, model_dir):
     assert details["method"] == "r2r" and details["blind_radius"] is None and details["alpha"] == R2R_ALPHA
     assert details["network"]["name"] == "residual_unet2d" and details["noise_power"]["sd"] > 0
     assert "recorrupted-to-recorrupted" in fit.record.method
-    assert fit.network.self_ensemble and details["self_ensemble"]
-    assert fit.card["architecture"]["params"]["self_ensemble"]
+    assert fit.network.self_ensemble == details["self_ensemble"] == 8  # all eight flips and transpositions
+    assert fit.card["architecture"]["params"]["self_ensemble"] == 8
     blind = fit_denoise(noisy, "CT", budget=steps(3), seed=0, device="cpu", method="blindspot", **TINY)
     assert blind.record.details["blind_radius"] == 2 and blind.record.details["noise_power"] is None
+    assert blind.record.details["self_ensemble"] == 4  # the blind spot's default: the four flips
     assert fit_denoise(noisy, "MR", budget=steps(1), device="cpu", **TINY).record.details["method"] == "blindspot"
     with pytest.raises(InputError, match="blindspot, r2r"):
         fit_denoise(noisy, "CT", budget=steps(1), device="cpu", method="n2v", **TINY)
@@ -296,12 +297,37 @@ def test_the_self_ensemble_makes_a_fitted_network_flip_equivariant():
     inner = {"name": "conv2d", "params": {"features": 4, "depth": 2}}  # a random network: orientation-bound
     x = torch.randn(1, 1, 16, 16)
     plain = ScanFittedNetwork(inner, "identity", [-1.0, 1.0])
-    both = ScanFittedNetwork(inner, "identity", [-1.0, 1.0], self_ensemble=True)
+    both = ScanFittedNetwork(inner, "identity", [-1.0, 1.0], self_ensemble=True)  # a flag: all eight
+    flips = ScanFittedNetwork(inner, "identity", [-1.0, 1.0], self_ensemble=4)
     both.load_state_dict(plain.state_dict())
+    flips.load_state_dict(plain.state_dict())
+    assert (plain.self_ensemble, both.self_ensemble, flips.self_ensemble) == (1, 8, 4)
+    transpose = lambda t: t.transpose(-1, -2)  # noqa: E731
     with torch.no_grad():
         assert not torch.allclose(plain(x.flip(-1)), plain(x).flip(-1), atol=1e-4)
-        for turn in (lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2)):  # each its inverse
+        for turn in (lambda t: t.flip(-1), lambda t: t.flip(-2), transpose):  # each its own inverse
             assert torch.allclose(turn(both(turn(x))), both(x), atol=1e-5)
+        for turn in (lambda t: t.flip(-1), lambda t: t.flip(-2)):
+            assert torch.allclose(turn(flips(turn(x))), flips(x), atol=1e-5)
+        assert not torch.allclose(transpose(flips(transpose(x))), flips(x), atol=1e-4)  # four passes: no transpose
+    with pytest.raises(ValueError, match="self_ensemble must be one of"):
+        ScanFittedNetwork(inner, "identity", [-1.0, 1.0], self_ensemble=3)
+
+
+def test_a_blind_spot_fit_averages_the_four_flips_unless_told_otherwise(phantom, model_dir):
+    from MedGANLogic import run
+
+    noisy, _, _ = _modality_case("PT", *phantom)
+    fit = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", **TINY)
+    assert fit.network.self_ensemble == fit.record.details["self_ensemble"] == 4
+    assert fit.card["architecture"]["params"]["self_ensemble"] == 4
+    save_fitted_model(fit, model_dir / "pt-fit")  # the kept fit runs the same four passes in the engine
+    again = run("denoise", noisy, model=str(model_dir / "pt-fit"), device="cpu").volume
+    assert np.allclose(again.array, fit.volume.array, rtol=1e-4, atol=1e-3 * float(np.abs(fit.volume.array).max()))
+    one = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", self_ensemble=1, **TINY)
+    assert one.record.details["self_ensemble"] == 1 and not np.array_equal(one.volume.array, fit.volume.array)
+    with pytest.raises(InputError, match="self_ensemble must be a number of passes"):
+        fit_denoise(noisy, "PT", budget=steps(1), device="cpu", self_ensemble=3, **TINY)
 
 
 def test_a_zero_initialised_residual_denoiser_starts_as_the_identity():
