@@ -288,7 +288,8 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         fitted = fit_run("denoise", noisy, DN_STEPS[modality], ctx.device, modality=modality)
         info["fits"][modality] = {k: fitted.metadata["provenance"]["adapt"][k]
                                   for k in ("steps", "seconds", "init", "loss_first", "loss_last")}
-        info["fits"][modality]["lr"] = fitted.metadata["provenance"]["adapt"]["details"]["lr"]
+        details = fitted.metadata["provenance"]["adapt"]["details"]
+        info["fits"][modality].update(lr=details["lr"], self_ensemble=details["self_ensemble"])
         preds = {"noisy input": noisy.array, "fitted to the scan": fitted.array,
                  "non-local means (tuned)": inverse(nlm(forward, sd, tuned["nlm"])),
                  "BM3D (tuned)": inverse(bm3d3(forward, sd, tuned["bm3d"]))}
@@ -324,6 +325,8 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         "default fits stop at), as a user runs it: from "
         "the shipped fit start of the modality (" + ", ".join(
             f"{LABEL[m]}: {f['init']}, learning rate {f['lr']:g}" for m, f in info["fits"].items())
+        + "; the fitted network averaged over " + ", ".join(
+            f"{f['self_ensemble']} flips of each slice ({LABEL[m]})" for m, f in info["fits"].items())
         + f"; learning rate and noise-variance factor chosen on subject {tuning_seed}, see "
         f"MedGANLogic/adapt/denoise.py). Non-local means and BM3D run per slice in the fit's variance-stabilised "
         f"domain, their strength tuned on subject "
