@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..adapt.denoise import STEP_CAP
+from ..adapt.denoise import SELF_ENSEMBLE, STEP_CAP
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
@@ -191,9 +191,11 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
         f"head) and real CT ({CT_CASE}; Gaussian noise smoothed by a one-pixel Gaussian, SD {CT_NOISE_HU:g} HU), "
         f"{SLAB} central axial slices each, cropped to a {CROP}-pixel box around the head or body. Fitted with "
         f"`MedGANLogic.run(..., adapt=True, modality=...)` with each modality's default method (seed 0): MR a "
-        f"blind-spot network, {FIT_STEPS['MR']} steps from the shipped MR fit start; CT recorrupted-to-recorrupted "
+        f"blind-spot network, {FIT_STEPS['MR']} steps from the shipped MR fit start, averaged over "
+        f"{SELF_ENSEMBLE['blindspot']} flips of each slice; CT recorrupted-to-recorrupted "
         f"(Pang et al. 2021) with the noise power spectrum measured on the scan's flattest tissue, "
-        f"{FIT_STEPS['CT']} steps from scratch (its default step cap; settings chosen on {CT_TUNING}). "
+        f"{FIT_STEPS['CT']} steps from scratch (its default step cap; settings chosen on {CT_TUNING}), averaged "
+        f"over {SELF_ENSEMBLE['r2r']} flips and transpositions. "
         f"NLM and BM3D run per "
         f"slice in the fit's variance-stabilised domain with strengths tuned on {MR_TUNING} (MR) and {CT_TUNING} (CT): "
         + "; ".join(f"{m} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in tuned.items())
