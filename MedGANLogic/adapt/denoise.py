@@ -80,7 +80,7 @@ R2R_STEPS = 6000  # CT's cap: where its settings were chosen (lung2 at 12000 ste
 # one, sooner. Measured again with today's fit and starts (validation subjects 1000 / 1001, default settings), PET
 # still does not gain (1000: 31.79 at 300 steps, 31.72 at 750) but ultrasound does: 17.70 / 17.35 dB at 300 steps,
 # 18.05 / 17.88 at 750 (1000 at 1500: 17.79), so its cap is 750. White MR noise keeps improving
-# (benchmarks/adapt.py: 29.6 / 30.3 / 31.6 dB at 254 / 492 / 1246 steps). CT's default fit
+# (benchmarks/adapt.py, four flips: 30.9 / 31.6 / 32.1 dB at 433 / 822 / 1906 steps). CT's default fit
 # (recorrupted-to-recorrupted) does not learn the noise: its cap only bounds the time.
 STEP_CAP = {"MR": None, "PT": 300, "US": 750, "CT": R2R_STEPS}
 MR_MAX_STEPS = 1500  # the default budget's step limit where no cap applies (direct calls of fit_denoise)
