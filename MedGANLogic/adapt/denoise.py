@@ -27,8 +27,8 @@ the blind spot.
 The fitted network, wrapped with the transform
 (:class:`~MedGANLogic.models.adapted.ScanFittedNetwork`), then runs over every slice through the engine's
 inference path, averaged over flips of each slice (``SELF_ENSEMBLE``: the blind spot's four flips, r2r's eight
-flips and transpositions), and the inverse transform (with MR's Rician bias correction) gives intensities in the input's
-units. Fitting takes ``FIT_SHARE`` of the progress bar, the pass over the volume the rest.
+flips and transpositions), and the inverse transform (with MR's Rician bias correction) gives intensities in the
+input's units. Fitting takes ``FIT_SHARE`` of the progress bar, the pass over the volume the rest.
 """
 
 from __future__ import annotations

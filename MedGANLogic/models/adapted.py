@@ -154,7 +154,7 @@ class ScanFittedNetwork(nn.Module):
         h, w = unit.shape[-2:]
         m = self.inner_multiple
         padded = F.pad(unit, (0, (-w) % m, 0, (-h) % m), mode="replicate") if (h % m or w % m) else unit
-        y = self.ensemble(padded) if self.self_ensemble > 1 else self.inner(padded)
+        y = self.ensemble(padded)  # one pass when self_ensemble is 1
         zoom = (y.shape[-2] // padded.shape[-2], y.shape[-1] // padded.shape[-1])
         y = y[..., : h * zoom[0], : w * zoom[1]]
         if self.posterior:

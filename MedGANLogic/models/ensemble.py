@@ -11,6 +11,7 @@ same factor along both in-plane axes (a transposition must commute with the netw
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -27,12 +28,11 @@ VARIANTS: tuple[tuple[bool, tuple[int, ...]], ...] = tuple(
 def ensemble_count(value: bool | int | None) -> int:
     """A self-ensemble's variant count from a count (1, 2, 4 or 8) or a flag (``True``: all eight; ``False`` or
     None: one pass)."""
-    if value is None or value is False:
-        return 1
-    count = 8 if value is True else int(value)
-    if count not in COUNTS:
+    if value is None or isinstance(value, bool):
+        return 8 if value else 1
+    if not isinstance(value, numbers.Integral) or int(value) not in COUNTS:
         raise ValueError(f"self_ensemble must be one of {COUNTS} (or true / false); got {value!r}")
-    return count
+    return int(value)
 
 
 def dihedral_mean(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, count: int = 8) -> torch.Tensor:

@@ -310,8 +310,9 @@ def test_the_self_ensemble_makes_a_fitted_network_flip_equivariant():
         for turn in (lambda t: t.flip(-1), lambda t: t.flip(-2)):
             assert torch.allclose(turn(flips(turn(x))), flips(x), atol=1e-5)
         assert not torch.allclose(transpose(flips(transpose(x))), flips(x), atol=1e-4)  # four passes: no transpose
-    with pytest.raises(ValueError, match="self_ensemble must be one of"):
-        ScanFittedNetwork(inner, "identity", [-1.0, 1.0], self_ensemble=3)
+    for bad in (3, 4.0, "4"):  # a count of passes, never rounded or parsed
+        with pytest.raises(ValueError, match="self_ensemble must be one of"):
+            ScanFittedNetwork(inner, "identity", [-1.0, 1.0], self_ensemble=bad)
 
 
 def test_a_blind_spot_fit_averages_the_four_flips_unless_told_otherwise(phantom, model_dir):
