@@ -12,9 +12,9 @@ from typing import Any
 
 from MedGANLogic.tasks import TASKS
 
-#: The budget the panel starts with: 0, shown as "default", lets the engine choose per task and modality (denoising
-#: CT 300 s, ultrasound 120 s, MR/PET 90 s; super-resolution 120 s; the box's ``specialValueText`` in MedGAN.ui); the
-#: README's curves show what more buys.
+#: The budget the panel starts with: 0, shown as "default", lets the engine choose per task and modality
+#: (denoising CT and PET 300 s, ultrasound 120 s, MR 90 s; super-resolution 120 s; the box's ``specialValueText`` in
+#: MedGAN.ui); the README's curves show what more buys.
 DEFAULT_BUDGET_S = 0
 
 

@@ -12,17 +12,22 @@ random patches of the slices along the through-plane axis. It cannot copy a pixe
 error on every pixel is minimised by the clean signal (Noise2Self's J-invariance); an optional adversarial term
 (:mod:`.adversarial`) sharpens in the second half of the budget.
 
-CT's default is another self-supervised fit (``method="r2r"``): its noise, correlated over several pixels by
-filtered back-projection, costs a blind-spot network the signal in a 5x5 block around every pixel. Instead the
-noise power spectrum is measured on the scan's flattest tissue (:func:`.noise.noise_power`) and the network, which
-sees every pixel, learns from pairs recorrupted with fresh noise of that spectrum (Recorrupted-to-Recorrupted, Pang
-et al. CVPR 2021; :func:`recorrupted_pair`), then runs over its eight flips and transpositions. On the real
-tuning CT (lung2) at equal time it beat the blind spot (1500 steps: 28.2 against 27.6 dB at 300, where the blind
-spot stops) and it keeps improving with steps. It needs stationary noise and some flat tissue: on the phantom PET
-(2 mm voxels, uptake everywhere; validation subject, 1500 steps, the first spectrum estimator) the flattest patches
-still held uptake structure (correlation 0.90 at one pixel) and the fit scored 19.9 dB against the blind spot's
-31.8; on ultrasound (log-speckle is not Gaussian) it lost too (14.3 against 17.7), so PET, ultrasound and MR keep
-the blind spot.
+CT's and PET's default is another self-supervised fit (``method="r2r"``): their noise, correlated over several
+pixels by filtered back-projection or by PET's reconstruction and post-filter, costs a blind-spot network the
+signal in a block around every pixel, and where the block is too small the network learns the correlation and
+puts part of the noise back. Instead the noise power spectrum is measured on the scan and the network, which sees
+every pixel, learns from pairs recorrupted with fresh noise of that spectrum (Recorrupted-to-Recorrupted, Pang et
+al. CVPR 2021; :func:`recorrupted_pair`), then runs over its eight flips and transpositions. On the real tuning CT
+(lung2) at equal time it beat the blind spot (1500 steps: 28.2 against 27.6 dB at 300, where the blind spot
+stops) and it keeps improving with steps. It needs stationary noise and its spectrum (``NOISE_SPECTRUM``): CT's is
+measured on the scan's flattest tissue (:func:`.noise.noise_power`); PET has no flat tissue (uptake is everywhere:
+with that estimator the fit scored 19.9 dB against the blind spot's 31.8 on the validation phantom), but its
+activity is blurred by the scanner's point spread function as well as by what blurs the noise, so the highest
+frequencies hold noise alone, and a Gaussian spectrum fitted there (:func:`.noise.gaussian_noise_power`) gives the
+noise. PET on the validation phantoms (subjects 1000 / 1001, 3000 steps): 32.75 / 32.00 dB against the blind
+spot's 31.88 / 31.07 at its 300 steps (longer blind-spot fits learn the noise) and non-local means tuned on
+subject 1000 at 32.65 / 31.71. On ultrasound (log-speckle is not Gaussian) r2r lost (14.3 against 17.7), so
+ultrasound and MR (white noise, where the blind spot loses nothing) keep the blind spot.
 
 The fitted network, wrapped with the transform
 (:class:`~MedGANLogic.models.adapted.ScanFittedNetwork`), then runs over every slice through the engine's
@@ -62,32 +67,33 @@ from .loop import (
     schedule_lr,
     span_progress,
 )
-from .noise import canonical_modality, noise_model, noise_power, robust_noise_std
+from .noise import canonical_modality, gaussian_noise_power, noise_model, noise_power, robust_noise_std
 from .result import AdaptResult, apply_network, load_initial_weights
 
 FIT_SHARE = 0.85  # of the progress bar; the pass over the volume takes the rest
 # Seconds of a default fit per modality: CT's recorrupted-to-recorrupted fit keeps improving for thousands of
 # steps (real tuning CT lung2, first noise estimator, without the self-ensemble: 28.2 / 28.55 / 28.75 dB at 1500 /
 # 3000 / 6000 steps, 28.98 with it at 6000; with alpha 0.5, benchmarks/adapt_ct.py: 28.37 / 28.66 / 28.88 in 98 / 189
-# / 414 s on two CPU cores; tuned NLM 28.71, BM3D 27.73), the blind-spot fits of the others stop at their cap or
-# improve slowly.
-DEFAULT_SECONDS = {"MR": 90.0, "PT": 90.0, "US": 120.0, "CT": 300.0}  # US: room for its 750-step cap on 2 cores
-R2R_STEPS = 6000  # CT's cap: where its settings were chosen (lung2 at 12000 steps: 29.01 dB against 28.95 at 6000)
+# / 414 s on two CPU cores; tuned NLM 28.71, BM3D 27.73), and so does PET's (validation subject 1000: 32.55 / 32.75 /
+# 33.00 dB at 1500 / 3000 / 6000 steps, the first with the true noise spectrum, the others with the measured one);
+# the blind-spot fits of the others stop at their cap or improve slowly.
+DEFAULT_SECONDS = {"MR": 90.0, "PT": 300.0, "US": 120.0, "CT": 300.0}  # US: room for its 750-step cap on 2 cores
+R2R_STEPS = 6000  # CT's and PET's cap: where CT's settings were chosen (lung2 at 12000 steps: 29.01 dB, 28.95 at 6000)
 # Steps after which a default fit stops even with time left, per modality (None: the time budget alone binds).
 # Where the noise is correlated beyond the blind block the blind-spot network slowly learns that correlation and a
 # longer fit can be WORSE (when the caps were set, validation subject 1000 / real tuning CT lung2, 300 -> 750 steps:
 # PET 31.8 -> 31.5 dB, ultrasound 17.7 -> 15.9, CT 27.8 -> 27.0; a wider blind block does not fix it: PET radius 2
 # at 750 steps 31.1), so these stop where their settings were chosen: a GPU or a fast CPU gives the result of a slow
-# one, sooner. Measured again with today's fit and starts (validation subjects 1000 / 1001, default settings), PET
-# still does not gain (1000: 31.79 at 300 steps, 31.72 at 750) but ultrasound does: 17.70 / 17.35 dB at 300 steps,
-# 18.05 / 17.88 at 750 (1000 at 1500: 17.79), so its cap is 750. White MR noise keeps improving
-# (benchmarks/adapt.py, four flips: 30.9 / 31.6 / 32.1 dB at 433 / 822 / 1906 steps). CT's default fit
+# one, sooner. Measured again with today's fit and starts (validation subjects 1000 / 1001, default settings), the
+# PET blind spot still does not gain (1000: 31.79 at 300 steps, 31.72 at 750) but ultrasound does: 17.70 / 17.35 dB
+# at 300 steps, 18.05 / 17.88 at 750 (1000 at 1500: 17.79), so its cap is 750. White MR noise keeps improving
+# (benchmarks/adapt.py, four flips: 30.9 / 31.6 / 32.1 dB at 433 / 822 / 1906 steps). CT's and PET's default fit
 # (recorrupted-to-recorrupted) does not learn the noise: its cap only bounds the time.
-STEP_CAP = {"MR": None, "PT": 300, "US": 750, "CT": R2R_STEPS}
+STEP_CAP = {"MR": None, "PT": R2R_STEPS, "US": 750, "CT": R2R_STEPS}
 MR_MAX_STEPS = 1500  # the default budget's step limit where no cap applies (direct calls of fit_denoise)
 # Per modality, chosen on the validation phantom (subject 1000 of make eval's adapt-denoise cases; the reported
 # figures are on test subject 2000) at 300 steps from the shipped fit starts:
-# Adam learning rate: MR 1e-3 / 3e-3 / 6e-3 -> 28.1 / 28.9 / 29.3 dB; PT 1e-3 / 3e-3 -> 31.5 / 31.3;
+# Adam learning rate: MR 1e-3 / 3e-3 / 6e-3 -> 28.1 / 28.9 / 29.3 dB; PT (blind spot) 1e-3 / 3e-3 -> 31.5 / 31.3;
 # US 1e-3 / 3e-3 -> 16.8 / 15.2. CT, chosen like the report's NLM and BM3D strengths on the real tuning CT of
 # make eval-real (lung2, correlated noise added; scored on lung1), from scratch with blind radius 2:
 # 1e-3 / 3e-3 / 6e-3 -> 27.1 / 27.6 / 27.0 dB.
@@ -105,12 +111,19 @@ NOISE_VAR_FACTOR = {"MR": 1.0, "PT": 2.0, "US": 2.0, "CT": 2.0}
 
 METHODS = ("blindspot", "r2r")
 # The fit per modality when none is asked for (see fit_method).
-DEFAULT_METHOD = {"MR": "blindspot", "PT": "blindspot", "US": "blindspot", "CT": "r2r"}
+DEFAULT_METHOD = {"MR": "blindspot", "PT": "r2r", "US": "blindspot", "CT": "r2r"}
+# How a recorrupted-to-recorrupted fit measures the noise spectrum, per modality: on the flattest tissue
+# (noise_power: CT, and MR or ultrasound when asked for), or, for PET, where uptake is everywhere, a Gaussian spectrum
+# fitted at the high frequencies that only the noise reaches (gaussian_noise_power).
+NOISE_SPECTRUM = {"MR": "flattest", "PT": "gaussian", "US": "flattest", "CT": "flattest"}
+# The fit method of a starting network's inner architecture (a kept fit or a shipped start).
+METHOD_OF_INNER = {"blindspot_unet2d": "blindspot", "residual_unet2d": "r2r"}
 # Recorruption strength: the input carries (1 + alpha^2) x the noise variance, the target 1 / alpha^2 x. Pang et al.
 # used 0.5; on the real tuning CT (lung2, seed 0, one thread) 0.3 / 0.5 / 0.7 / 1.0 gave 28.21 / 28.40 / 28.47 /
 # 28.44 dB at 1500 steps, and 0.7 28.95 at 6000 steps against 0.5's 28.88 (benchmarks/adapt_ct.py, two threads).
 # On the test CT of make eval-real (lung1) it then scored 29.29 against 0.5's 29.38: an effect within the spread
-# between scans, kept rather than chosen again on the test scan.
+# between scans, kept rather than chosen again on the test scan. PET (validation subject 1000, 3000 steps): 0.5 / 0.7
+# 32.79 / 32.75 dB, the same; CT's is kept.
 R2R_ALPHA = 0.7
 R2R_LR = 1e-3
 R2R_FEATURES = 32
@@ -132,6 +145,21 @@ def fit_method(modality: str, method: str | None = None) -> str:
                          f"blind-spot network, for white or briefly correlated noise; r2r: recorrupted-to-"
                          f"recorrupted with the noise spectrum measured on the scan, for correlated noise).")
     return chosen
+
+
+def start_method(init: Any) -> str | None:
+    """The fit method whose network ``init`` (a model id or folder saved from a denoising fit) holds, or None."""
+    from ..models import registry
+
+    inner = registry.get_model(init).arch_params.get("inner") or {}
+    return METHOD_OF_INNER.get(inner.get("name"))
+
+
+def measure_noise(modality: str, slices: np.ndarray, tissue: np.ndarray) -> Any:
+    """The noise spectrum of a scan's unit-range ``slices`` for a recorrupted-to-recorrupted fit (NOISE_SPECTRUM)."""
+    if NOISE_SPECTRUM[canonical_modality(modality)] == "gaussian":
+        return gaussian_noise_power(slices, tissue)
+    return noise_power(slices, tissue)
 
 
 def default_budget(modality: str, seconds: float | None = None, max_steps: int | None = None) -> FitBudget:
@@ -230,8 +258,9 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
         lr: Adam learning rate; default per modality (``DEFAULT_LR``, chosen on the validation phantom; r2r
             ``R2R_LR``).
         method: ``blindspot`` or ``r2r`` (recorrupted-to-recorrupted with the noise spectrum measured on the
-            scan); default per modality (``DEFAULT_METHOD``: r2r for CT). ``blind_radius`` and ``adversarial``
-            apply to the blind spot only; ``init`` must come from a fit of the same method.
+            scan); default: the method of ``init``'s network when one is given, else per modality
+            (``DEFAULT_METHOD``: r2r for CT and PET). ``blind_radius`` and ``adversarial`` apply to the blind spot
+            only; ``init`` must come from a fit of the same method.
         self_ensemble: passes over the flips and transpositions of each slice that the denoised volume averages
             (1, 2, 4 or 8); default per method (``SELF_ENSEMBLE``). The fit itself is the same.
 
@@ -252,7 +281,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     dev = resolve_device(device)
     axis = through_plane_axis(volume)
 
-    method = fit_method(mod, method)
+    method = fit_method(mod, method if method is not None or init is None else start_method(init))
     if method == "r2r" and adversarial > 0:
         raise InputError("The adversarial term works with the blind-spot fit only: pass method='blindspot' with "
                          "adversarial > 0, or adversarial=0.")
@@ -271,7 +300,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     tissue = np.stack([tissue_mask(s) for s in slices])
     if method == "r2r":
         inner = r2r_spec(features or R2R_FEATURES)
-        power = noise_power(slices, tissue)
+        power = measure_noise(mod, slices, tissue)
     else:
         inner = denoiser_spec(noise.blind_radius, features or 16)
     net = init_network(lambda: ScanFittedNetwork(inner, noise.transform, window, constants,
@@ -327,8 +356,10 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     net = net.cpu().eval()
 
     if method == "r2r":
+        measured = ("a Gaussian noise spectrum fitted to the scan's high frequencies"
+                    if NOISE_SPECTRUM[mod] == "gaussian" else "noise spectrum measured on the scan's flattest tissue")
         described = (f"self-supervised recorrupted-to-recorrupted denoising ({mod}, {noise.transform} transform, "
-                     f"noise spectrum measured on the scan)")
+                     f"{measured})")
     else:
         described = (f"self-supervised blind-spot denoising ({mod}, {noise.transform} transform, blind radius "
                      f"{noise.blind_radius} px{', adversarial' if adv else ''})")
@@ -341,6 +372,7 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
                  "window": list(window), "slice_axis": axis, "method": method,
                  "blind_radius": noise.blind_radius if method == "blindspot" else None,
                  "noise_power": power.summary() if method == "r2r" else None,
+                 "noise_spectrum": NOISE_SPECTRUM[mod] if method == "r2r" else None,
                  "alpha": R2R_ALPHA if method == "r2r" else None, "self_ensemble": net.self_ensemble,
                  "adversarial": float(adversarial), "patch": sampler.size,
                  "batch_size": batch_size, "lr": lr, "network": inner,

@@ -61,7 +61,7 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
 
         recorded = volume.metadata.get("modality") or volume.metadata.get("guessed_modality")
         modality = canonical_modality(recorded)
-        if "adapt_budget_s" not in options:  # the modality's default (CT's fit needs more steps)
+        if "adapt_budget_s" not in options:  # the modality's default (CT's and PET's fits need more steps)
             budget = FitBudget(seconds=DENOISE_SECONDS[modality], max_steps=budget.max_steps)
         if "adapt_steps" not in options:  # the modality's step cap (blind-spot fits: longer learns the noise)
             budget = default_budget(modality, budget.seconds, MAX_STEPS)
@@ -72,7 +72,8 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
             from .starts import start_folder
 
             # the shipped starting point of this modality, if installed: blind-spot networks, so not for a
-            # modality whose default fit is another method (CT: recorrupted-to-recorrupted)
+            # modality whose default fit is another method (CT, PET: recorrupted-to-recorrupted); a given model
+            # starts the fit of its own method (fit_denoise)
             start = start_folder(modality) if DEFAULT_METHOD[modality] == "blindspot" else None
             said = (f"starting from the shipped {modality} starting point (fit-start-{modality.lower()})"
                     if start is not None else "from scratch")

@@ -19,7 +19,7 @@ from MedGANLogic.adapt.denoise import R2R_ALPHA
 from MedGANLogic.adapt.loop import fit_steps
 from MedGANLogic.adapt.noise import canonical_modality, poisson_gain, rician_sigma
 from MedGANLogic.adapt.superres import DEFAULT_LR as SR_LR
-from MedGANLogic.errors import CancelledError, InputError
+from MedGANLogic.errors import CancelledError, InputError, ModelError
 from MedGANLogic.models.adapted import ScanFittedNetwork
 from MedGANLogic.models.blindspot import BlindSpotUNet
 from MedGANLogic.simulate import low_dose_volume, make_subject, thick_slices
@@ -210,9 +210,9 @@ def _modality_case(modality: str, subject, clean) -> tuple[Volume, np.ndarray, n
 @pytest.mark.parametrize("modality", ["MR", "CT", "PT", "US"])
 def test_every_modality_path_reduces_noise(phantom, modality):
     noisy, ref, mask = _modality_case(modality, *phantom)
-    # CT's recorrupted-to-recorrupted fit starts from random weights, not from a blind baseline: more steps
-    result = fit_denoise(noisy, modality, budget=steps(150 if modality == "CT" else 40), seed=0, device="cpu",
-                         **TINY)
+    # CT's and PET's recorrupted-to-recorrupted fits start from random weights, not from a blind baseline: more steps
+    result = fit_denoise(noisy, modality, budget=steps(150 if modality in ("CT", "PT") else 40), seed=0,
+                         device="cpu", **TINY)
     assert result.volume.same_geometry(noisy)
     assert result.record.details["transform"] == {"MR": "rician", "CT": "identity", "PT": "anscombe",
                                                   "US": "log"}[modality]
@@ -249,6 +249,30 @@ def test_noise_power_is_measured_on_flat_tissue_and_sampled_with_it():
     assert abs(white.summary()["correlation_1px"]) < 0.08
     with pytest.raises(InputError, match="no 16x16-pixel patch"):
         noise_power(noisy, np.zeros(image.shape, bool))
+
+
+def test_pet_noise_spectrum_is_a_gaussian_fitted_where_only_noise_is():
+    """PET: uptake everywhere (no flat patch) blurred by a wider point spread function than the noise's; the
+    Gaussian fitted at high frequencies finds the noise's width and level, where the flattest patches do not."""
+    from scipy import ndimage
+
+    from MedGANLogic.adapt.noise import gaussian_noise_power, noise_power
+
+    rng = np.random.default_rng(4)
+    shape = (6, 128, 128)
+    activity = ndimage.gaussian_filter(rng.normal(0, 1, shape), (0, 2.5, 2.5))  # structure at every scale...
+    activity = 0.4 * activity / activity.std()  # ...blurred by a PSF of FWHM 6 pixels
+    noise = _correlated(shape, 0.05, seed=5)  # a one-pixel Gaussian: correlation exp(-1/4) at one pixel
+    tissue = np.ones(shape, bool)
+    summary = gaussian_noise_power(activity + noise, tissue).summary()
+    assert abs(summary["sd"] / 0.05 - 1.0) < 0.1
+    assert abs(summary["correlation_1px"] - np.exp(-0.25)) < 0.05
+    assert abs(summary["correlation_2px"] - np.exp(-1.0)) < 0.08
+    assert noise_power(activity + noise, tissue).summary()["sd"] > 1.5 * 0.05  # flattest patches: anatomy counted
+    white = gaussian_noise_power(activity + rng.normal(0, 0.05, shape), tissue).summary()
+    assert abs(white["correlation_1px"]) < 0.05 and abs(white["sd"] / 0.05 - 1.0) < 0.1
+    with pytest.raises(InputError, match="no 16x16-pixel patch"):
+        gaussian_noise_power(activity + noise, np.zeros(shape, bool))
 
 
 def test_recorrupted_pairs_have_uncorrelated_noise():
@@ -293,6 +317,25 @@ def test_ct_fits_recorrupted_to_recorrupted_by_default(phantom, model_dir):
         fit_denoise(noisy, "CT", budget=steps(1), device="cpu", adversarial=0.01, **TINY)
 
 
+def test_pet_fits_recorrupted_to_recorrupted_with_a_gaussian_spectrum_unless_its_start_is_a_blind_spot(
+        phantom, model_dir):
+    noisy, _, _ = _modality_case("PT", *phantom)
+    fit = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", **TINY)
+    details = fit.record.details
+    assert details["method"] == "r2r" and details["noise_spectrum"] == "gaussian" and details["self_ensemble"] == 8
+    assert details["noise_power"]["sd"] > 0 and "high frequencies" in fit.record.method
+    assert fit_denoise(noisy, "CT", budget=steps(1), device="cpu", **TINY).record.details["noise_spectrum"] == \
+        "flattest"
+    blind = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", method="blindspot", **TINY)
+    assert blind.record.details["noise_spectrum"] is None
+    save_fitted_model(blind, model_dir / "pt-blind")
+    again = fit_denoise(noisy, "PT", budget=steps(1), seed=0, device="cpu", init=str(model_dir / "pt-blind"), **TINY)
+    assert again.record.details["method"] == "blindspot" and again.record.init != "scratch"  # the start's method
+    with pytest.raises(ModelError, match="cannot start this fit"):  # asked for another method: refused clearly
+        fit_denoise(noisy, "PT", budget=steps(1), device="cpu", init=str(model_dir / "pt-blind"), method="r2r",
+                    **TINY)
+
+
 def test_the_self_ensemble_makes_a_fitted_network_flip_equivariant():
     inner = {"name": "conv2d", "params": {"features": 4, "depth": 2}}  # a random network: orientation-bound
     x = torch.randn(1, 1, 16, 16)
@@ -319,16 +362,17 @@ def test_a_blind_spot_fit_averages_the_four_flips_unless_told_otherwise(phantom,
     from MedGANLogic import run
 
     noisy, _, _ = _modality_case("PT", *phantom)
-    fit = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", **TINY)
+    blind = {"method": "blindspot", **TINY}
+    fit = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", **blind)
     assert fit.network.self_ensemble == fit.record.details["self_ensemble"] == 4
     assert fit.card["architecture"]["params"]["self_ensemble"] == 4
     save_fitted_model(fit, model_dir / "pt-fit")  # the kept fit runs the same four passes in the engine
     again = run("denoise", noisy, model=str(model_dir / "pt-fit"), device="cpu").volume
     assert np.allclose(again.array, fit.volume.array, rtol=1e-4, atol=1e-3 * float(np.abs(fit.volume.array).max()))
-    one = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", self_ensemble=1, **TINY)
+    one = fit_denoise(noisy, "PT", budget=steps(2), seed=0, device="cpu", self_ensemble=1, **blind)
     assert one.record.details["self_ensemble"] == 1 and not np.array_equal(one.volume.array, fit.volume.array)
     with pytest.raises(InputError, match="self_ensemble must be a number of passes"):
-        fit_denoise(noisy, "PT", budget=steps(1), device="cpu", self_ensemble=3, **TINY)
+        fit_denoise(noisy, "PT", budget=steps(1), device="cpu", self_ensemble=3, **blind)
 
 
 def test_a_zero_initialised_residual_denoiser_starts_as_the_identity():
@@ -511,8 +555,9 @@ def test_default_fits_of_correlated_noise_stop_at_their_step_cap(phantom, model_
     import MedGANLogic.adapt.starts as starts
 
     monkeypatch.setattr(starts, "start_folder", lambda modality, root=None: model_dir / f"start-{modality}")
-    assert plan("denoise", noisy, adapt=True, modality="CT").adapt.start is None  # no blind-spot start for r2r
-    assert plan("denoise", noisy, adapt=True, modality="PT").adapt.start == model_dir / "start-PT"
+    for modality in ("CT", "PT"):  # no blind-spot start for r2r
+        assert plan("denoise", noisy, adapt=True, modality=modality).adapt.start is None
+    assert plan("denoise", noisy, adapt=True, modality="US").adapt.start == model_dir / "start-US"
     monkeypatch.undo()
     assert ct.seconds == DEFAULT_SECONDS["CT"] > DEFAULT_SECONDS["MR"] == 90
     assert plan("denoise", noisy, adapt=True, modality="CT", adapt_budget_s=45).adapt.budget.seconds == 45

@@ -269,6 +269,18 @@ def tune(seed: int, modality: str) -> dict[str, float]:
             "bm3d": best_factor(lambda f: psnr(inverse(bm3d3(forward, sd, f)), ref, mask, rng))}
 
 
+def _described_fit(fit: dict[str, Any]) -> str:
+    """One fit of the section in words: its method, start, learning rate and passes over the volume."""
+    if fit["method"] == "r2r":
+        spectrum = ("a Gaussian noise spectrum fitted to the scan's high frequencies"
+                    if fit["noise_spectrum"] == "gaussian" else "the noise spectrum of the scan's flattest tissue")
+        how = f"recorrupted-to-recorrupted with {spectrum}, from {fit['init']}"
+    else:
+        how = f"a blind-spot network from {'scratch' if fit['init'] == 'scratch' else 'the shipped ' + fit['init']}"
+    kind = "flips and transpositions" if fit["self_ensemble"] == 8 else "flips"
+    return f"{how}, learning rate {fit['lr']:g}, averaged over {fit['self_ensemble']} {kind} of each slice"
+
+
 @SECTIONS.register("adapt-denoise")
 def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
     title = "Fit to this scan: denoising MR (Rician), PET and ultrasound"
@@ -289,7 +301,8 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         info["fits"][modality] = {k: fitted.metadata["provenance"]["adapt"][k]
                                   for k in ("steps", "seconds", "init", "loss_first", "loss_last")}
         details = fitted.metadata["provenance"]["adapt"]["details"]
-        info["fits"][modality].update(lr=details["lr"], self_ensemble=details["self_ensemble"])
+        info["fits"][modality].update(lr=details["lr"], self_ensemble=details["self_ensemble"],
+                                      method=details["method"], noise_spectrum=details.get("noise_spectrum"))
         preds = {"noisy input": noisy.array, "fitted to the scan": fitted.array,
                  "non-local means (tuned)": inverse(nlm(forward, sd, tuned["nlm"])),
                  "BM3D (tuned)": inverse(bm3d3(forward, sd, tuned["bm3d"]))}
@@ -322,14 +335,11 @@ def section_adapt_denoise(ctx: EvalContext) -> SectionResult:
         f"PSF, 4 mm post-filter: correlated noise); ultrasound: Rayleigh speckle on the echogenicity. Fitted with "
         f"`MedGANLogic.run(..., adapt=True, modality=...)` for " + ", ".join(
             f"{n} steps ({LABEL[m]})" for m, n in DN_STEPS.items()) + " (seed 0; PET and ultrasound: the steps their "
-        "default fits stop at), as a user runs it: from "
-        "the shipped fit start of the modality (" + ", ".join(
-            f"{LABEL[m]}: {f['init']}, learning rate {f['lr']:g}" for m, f in info["fits"].items())
-        + "; the fitted network averaged over " + ", ".join(
-            f"{f['self_ensemble']} flips of each slice ({LABEL[m]})" for m, f in info["fits"].items())
-        + f"; learning rate and noise-variance factor chosen on subject {tuning_seed}, see "
-        f"MedGANLogic/adapt/denoise.py). Non-local means and BM3D run per slice in the fit's variance-stabilised "
-        f"domain, their strength tuned on subject "
+        "default fits stop at), as a user runs it, with each modality's default fit (" + "; ".join(
+            f"{LABEL[m]}: {_described_fit(f)}" for m, f in info["fits"].items())
+        + f"; learning rates, the blind spot's noise-variance factor and PET's spectrum band chosen on subject "
+        f"{tuning_seed}, see MedGANLogic/adapt/denoise.py). Non-local means and BM3D run per slice in the fit's "
+        f"variance-stabilised domain, their strength tuned on subject "
         f"{tuning_seed} (validation split): " + "; ".join(
             f"{LABEL[m]} h = {t['nlm']:.2g} SD, BM3D sigma = {t['bm3d']:.2g} SD" for m, t in info["tuned"].items())
         + ". " + (f"Beside them the trained {', '.join(pretrained.values())} (domain-randomised training, no fitting; "
