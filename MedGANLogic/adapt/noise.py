@@ -302,7 +302,9 @@ def gaussian_noise_power(slices: np.ndarray, signal: np.ndarray, band: tuple[flo
     ratio), scaled to its level, gives the colouring kernel. The model extrapolates the noise to low frequencies,
     where anatomy dominates. On the validation phantoms (subjects 1000 and 1001: noise SD 0.0495 and 0.0490 of the
     unit range, correlation 0.69 at one pixel) it measured 0.052 and 0.048, correlation 0.71 and 0.70, sigma 0.86
-    and 0.84 pixels (the 4 mm post-filter at 2 mm voxels is 0.85).
+    and 0.84 pixels (the 4 mm post-filter at 2 mm voxels is 0.85). Across acquisitions of subject 1000 (counts per
+    SUV 2-20, PSF 4-7 mm, post-filter none to 6 mm: true correlation at one pixel 0 to 0.85) its SD was 0.97-1.05 of
+    the true one and its correlation within 0.03.
 
     It assumes the noise's spectrum is Gaussian-shaped (a Gaussian post-filter, or a reconstruction whose resolution
     is) and that the activity holds no power in ``band`` (a point spread function of two pixels or more).
