@@ -116,6 +116,8 @@ DEFAULT_METHOD = {"MR": "blindspot", "PT": "r2r", "US": "blindspot", "CT": "r2r"
 # (noise_power: CT, and MR or ultrasound when asked for), or, for PET, where uptake is everywhere, a Gaussian spectrum
 # fitted at the high frequencies that only the noise reaches (gaussian_noise_power).
 NOISE_SPECTRUM = {"MR": "flattest", "PT": "gaussian", "US": "flattest", "CT": "flattest"}
+SPECTRUM_WORDS = {"flattest": "the noise spectrum measured on the scan's flattest tissue",
+                  "gaussian": "a Gaussian noise spectrum fitted to the scan's high frequencies"}
 # The fit method of a starting network's inner architecture (a kept fit or a shipped start).
 METHOD_OF_INNER = {"blindspot_unet2d": "blindspot", "residual_unet2d": "r2r"}
 # Recorruption strength: the input carries (1 + alpha^2) x the noise variance, the target 1 / alpha^2 x. Pang et al.
@@ -359,10 +361,8 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     net = net.cpu().eval()
 
     if method == "r2r":
-        measured = ("a Gaussian noise spectrum fitted to the scan's high frequencies"
-                    if NOISE_SPECTRUM[mod] == "gaussian" else "noise spectrum measured on the scan's flattest tissue")
         described = (f"self-supervised recorrupted-to-recorrupted denoising ({mod}, {noise.transform} transform, "
-                     f"{measured})")
+                     f"{SPECTRUM_WORDS[NOISE_SPECTRUM[mod]]})")
     else:
         described = (f"self-supervised blind-spot denoising ({mod}, {noise.transform} transform, blind radius "
                      f"{noise.blind_radius} px{', adversarial' if adv else ''})")

@@ -319,14 +319,13 @@ def gaussian_noise_power(slices: np.ndarray, signal: np.ndarray, band: tuple[flo
     radial = np.hypot(*np.meshgrid(f, f, indexing="ij"))
     inside = (radial >= band[0]) & (radial <= band[1])
     measured = np.log(np.maximum(power[inside], 1e-30))
-    best: tuple[float, np.ndarray] | None = None
+    fits = []
     for sigma in GAUSSIAN_WIDTHS:
         kernel = gaussian_kernel(float(sigma), radius)
         ratio = measured - np.log(np.maximum(windowed_power(kernel, n)[inside], 1e-30))
-        if best is None or ratio.var() < best[0]:
-            best = (float(ratio.var()), kernel * np.exp(ratio.mean() / 2.0))
-    assert best is not None
-    return NoisePower(best[1].astype(np.float32), len(found))
+        fits.append((float(ratio.var()), kernel * np.exp(ratio.mean() / 2.0)))
+    _, kernel = min(fits, key=lambda fit: fit[0])  # the first of equals, as the widths ascend
+    return NoisePower(kernel.astype(np.float32), len(found))
 
 
 def gaussian_kernel(sigma: float, radius: int) -> np.ndarray:

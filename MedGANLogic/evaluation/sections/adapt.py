@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ...adapt.denoise import STEP_CAP
+from ...adapt.denoise import SPECTRUM_WORDS, STEP_CAP
 from ...models.registry import get_model
 from ...volume import Volume
 from ..baselines import bspline_upsample
@@ -272,9 +272,7 @@ def tune(seed: int, modality: str) -> dict[str, float]:
 def _described_fit(fit: dict[str, Any]) -> str:
     """One fit of the section in words: its method, start, learning rate and passes over the volume."""
     if fit["method"] == "r2r":
-        spectrum = ("a Gaussian noise spectrum fitted to the scan's high frequencies"
-                    if fit["noise_spectrum"] == "gaussian" else "the noise spectrum of the scan's flattest tissue")
-        how = f"recorrupted-to-recorrupted with {spectrum}, from {fit['init']}"
+        how = f"recorrupted-to-recorrupted with {SPECTRUM_WORDS[fit['noise_spectrum']]}, from {fit['init']}"
     else:
         how = f"a blind-spot network from {'scratch' if fit['init'] == 'scratch' else 'the shipped ' + fit['init']}"
     kind = "flips and transpositions" if fit["self_ensemble"] == 8 else "flips"
