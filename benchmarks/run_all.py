@@ -83,12 +83,20 @@ def split_results(text: str) -> tuple[str, dict[str, str], dict[str, str]]:
     return date, sections, walls
 
 
+def _text(output: bytes | str | None) -> str:
+    """What a timed-out script printed (subprocess gives bytes there, even in text mode)."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="*", default=None,
                         help=f"scripts to run, of {', '.join(JSON_SCRIPTS + OLDER)}")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds each script may run; one that runs longer is stopped and reported as failed "
+                             "(for a device lent for minutes)")
     parser.add_argument("--keep", action="store_true",
                         help="with --only: keep the other scripts' sections and targets from the RESULTS.md there")
     args = parser.parse_args()
@@ -120,7 +128,11 @@ def main() -> int:
             cmd += ["--device", str(device)] + (["--slices", "8", "--repeats", "1"] if args.quick else [])
         print(f"== {name}", flush=True)
         t0, ticks = time.perf_counter(), cpu_ticks()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc = subprocess.CompletedProcess(cmd, 124, _text(exc.stdout), _text(exc.stderr) +
+                                               f"\nstopped by --timeout after {args.timeout:g} s")
         seconds = time.perf_counter() - t0
         walls.append({"script": f"{name}.py", "seconds": f"{seconds:.1f}", "exit": proc.returncode,
                       "other processes' CPU": f"{100 * others_busy(ticks, cpu_ticks(), seconds):.0f}%"})

@@ -59,3 +59,16 @@ def test_keep_takes_the_other_sections_from_the_results_there_and_marks_their_da
     assert sections["adapt"].startswith(f"## {run_all.TITLES['adapt']} (kept from the run of 2026-11-20 08:00 UTC)")
     assert "more adapt" in sections["adapt"] and "Wall time" not in sections["adapt"]
     assert walls["floor"] == ["floor.py", "27.1", "1", "1%"] and walls["adapt"][1] == "1011.1"
+
+
+def test_a_script_over_its_time_limit_is_stopped_and_reported(tmp_path):
+    """run_all --timeout (for a GPU lent for minutes): the script is stopped, the run fails and RESULTS.md says why."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, MEDGAN_BENCH_OUT=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--device", "cpu", "--quick", "--only",
+                           "startup", "--timeout", "0.05"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "stopped by --timeout after 0.05 s" in results and "| startup.py ran" in results

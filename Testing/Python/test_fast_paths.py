@@ -86,6 +86,7 @@ def test_batch_size_does_not_change_the_result():
 
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the bf16 path)")
 def test_cuda_bf16_stays_close_to_cpu_fp32():
     name, params, layout = FAMILIES["unet2d (pix2pix, instance norm)"]
