@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 cat "$out/doctor.txt"
 
 step "GPU tests"
-timeout -k 5 170 "$py" -m pytest -m gpu -q -p no:cacheprovider -rs --durations=10 Testing/Python/test_cuda.py \
+timeout -k 5 150 "$py" -m pytest -m gpu -q -p no:cacheprovider -rs --durations=10 Testing/Python/test_cuda.py \
     Testing/Python/test_doctor.py Testing/Python/test_fast_paths.py > "$out/pytest-gpu.txt" 2>&1
 echo "pytest exit $?"
 tail -25 "$out/pytest-gpu.txt"
@@ -27,7 +27,7 @@ tail -25 "$out/pytest-gpu.txt"
 step "benchmarks: fit to the scan"
 timeout -k 5 200 "$py" benchmarks/run_all.py --device cuda --only adapt --timeout 190
 step "benchmarks: the others, 60 s each at most"
-timeout -k 5 200 "$py" benchmarks/run_all.py --device cuda --only floor peers memory warmstart scaling inference \
+timeout -k 5 170 "$py" benchmarks/run_all.py --device cuda --only floor peers memory warmstart scaling inference \
     --keep --timeout 60
 step "done"
 tar czf "$out/results.tgz" -C "$out" doctor.txt pytest-gpu.txt bench
