@@ -25,7 +25,8 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,10 +159,25 @@ def choose_precision(precision: str, device: torch.device, layout: InferenceLayo
     return "bf16" if layout.mixed_precision == "bf16" and native_bf16(device) else "fp32"
 
 
-def _amp_context(device: torch.device, precision: str):
+@contextmanager
+def _amp_context(device: torch.device, precision: str) -> Iterator[None]:
+    """bf16 autocast, or plain fp32. On CUDA, fp32 means IEEE fp32: TF32 (PyTorch's default for cuDNN convolutions)
+    is turned off while the network runs. TF32 keeps 10 bits of mantissa; instance norm over a nearly empty slice
+    divides that rounding by a tiny deviation, and on an H200 the shipped CycleGAN mr-to-ct then drifted by more
+    than 1000 HU from its CPU output (Testing/Python/test_cuda.py)."""
     if precision == "bf16" and device.type in ("cpu", "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return torch.autocast(device_type="cpu", enabled=False)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 def tile_margins(tile: tuple[int, ...], overlap: float) -> tuple[int, ...]:

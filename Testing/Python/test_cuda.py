@@ -65,7 +65,7 @@ class RealOOMAbove(nn.Module):
 
 def test_batch_size_comes_from_free_memory_and_batches_change_nothing():
     """The measured batch is > 1 on a GPU; the output of the asynchronous one-behind loop equals batch size 1 and
-    the CPU (TF32 convolutions: within 1e-3 of the range), for a slice count that no batch divides."""
+    the CPU, for a slice count that no batch divides. (With TF32 left on, batch sizes differed by 1e-3 here.)"""
     net, vol = _unet(), _volume((37, 64, 48), seed=1)
     layout = InferenceLayout()
     cpu, _ = infer(copy.deepcopy(net), vol, layout, device="cpu", batch_size=4)
@@ -73,8 +73,9 @@ def test_batch_size_comes_from_free_memory_and_batches_change_nothing():
     one, _ = infer(copy.deepcopy(net).cuda(), vol, layout, device="cuda", batch_size=1)
     odd, _ = infer(copy.deepcopy(net).cuda(), vol, layout, device="cuda", batch_size=5)
     assert info["device"].startswith("cuda") and info["batch_size"] > 1 and info["precision"] == "fp32"
-    assert np.abs(auto - one).max() < 1e-4 and np.abs(odd - one).max() < 1e-4
-    assert np.abs(auto - cpu).max() < 1e-3 * _range(cpu)
+    scale = _range(cpu)  # fp32 is IEEE fp32 on the GPU (no TF32): batches and devices differ only by rounding
+    assert np.abs(auto - one).max() < 5e-4 * scale and np.abs(odd - one).max() < 5e-4 * scale
+    assert np.abs(auto - cpu).max() < 1e-3 * scale
 
 
 def test_tiled_2d_and_3d_run_on_the_gpu_like_the_cpu():

@@ -122,3 +122,24 @@ def test_bf16_stays_close_to_fp32_on_the_sample(model_id):
         assert diff.max() <= 0.05 * scale, (name, diff.max(), scale)
     if "case_score" in fp32.extras:
         assert abs(bf16.extras["case_score"] - fp32.extras["case_score"]) <= 0.02 * abs(fp32.extras["case_score"])
+
+
+def test_fp32_on_cuda_turns_tf32_off_while_the_network_runs_and_restores_it():
+    """TF32 (cuDNN's default on CUDA) rounds like bf16's neighbour: fp32 must mean IEEE fp32 (test_cuda.py shows the
+    CycleGAN drifting otherwise). The flags are process-wide; the context puts back what it found, also on error."""
+    from MedGANLogic.inference import _amp_context
+
+    cuda = torch.device("cuda")  # only the flags are touched: no GPU needed
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with _amp_context(cuda, "fp32"):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+        with pytest.raises(ValueError), _amp_context(cuda, "fp32"):
+            raise ValueError("a failing network")
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == before[0]
+        with _amp_context(CPU, "fp32"):
+            assert torch.backends.cuda.matmul.allow_tf32  # the CPU has no TF32 to turn off
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
