@@ -83,6 +83,29 @@ def test_mr_to_ct_on_the_sample_puts_bone_where_the_skull_is(tmp_path, model):
     head = _head(out)
     soft = head & (ct.array > -200) & (ct.array < 100)
     assert np.median(np.abs(out.array - ct.array)[soft]) < 60  # HU, brain and soft tissue
+    # air beyond 5 mm of the MR's head: above the sample's head are slices of background noise only, where the
+    # CycleGAN drew bone (up to 1034 HU) before the pipeline set them to air
+    from MedGANLogic.tasks.synthesis import outside_head
+
+    t1w = read_volume(SAMPLE_DATA / "sample_T1w.nrrd")
+    air = outside_head(t1w.array, t1w.spacing)
+    empty = ~ndimage.binary_dilation(_head(ct), iterations=5)  # 10 mm or more from the reference CT's head
+    assert air[-5:].all() and (out.array[air] == -1000.0).all() and (out.array[~air] > -1000.0).any()
+    assert np.percentile(out.array[empty], 99.9) < -900
+    provenance = out.metadata["provenance"]
+    assert float(provenance["air_outside_head_mm"]) == 5.0 and int(provenance["air_outside_head_voxels"]) > 0
+
+
+def test_outside_the_head_of_a_blank_or_full_mr_nothing_is_air():
+    from MedGANLogic.tasks.synthesis import outside_head
+
+    assert not outside_head(np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0)).any()
+    ball = np.zeros((20, 30, 30), np.float32)
+    zz, yy, xx = np.mgrid[:20, :30, :30]
+    ball[(zz - 10) ** 2 + (yy - 15) ** 2 + (xx - 15) ** 2 < 36] = 100.0
+    air = outside_head(ball, (1.0, 1.0, 2.0), margin_mm=4.0)
+    assert not air[10, 15, 15] and not air[10, 15, 24] and air[10, 15, 26] and air[10, 0, 0]
+    assert not air[12, 15, 15] and air[19, 15, 15]  # 2 mm slices: 8 mm above the ball's top (z 15) is air
 
 
 def test_ct_to_mr_on_the_sample_follows_the_t1w(tmp_path):
