@@ -199,10 +199,18 @@ def recorrupted_pair(x: torch.Tensor, noise: torch.Tensor, alpha: float) -> tupl
     return x + alpha * noise, x - noise / alpha
 
 
+#: The least log-variance the blind-spot network may predict (unit-range data: a variance of 1e-8, far under any
+#: noise or quantisation). Unbounded, exp(-log_var) can overflow where the surroundings predict pixels exactly: on an
+#: H200, an MR fit of benchmarks/adapt.py stopped at step 384 with an infinite loss, and this is the one term of the
+#: loss that can reach infinity from finite weights. Above the bound nothing changes.
+MIN_LOG_VAR = math.log(1e-8)
+
+
 def gaussian_nll(x: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood (per pixel, without the constant) of ``x`` under N(mean, exp(log_var)) predicted as
-    the two channels of ``prediction``: the blind-spot network learns its mean and how sure it is."""
-    mean, log_var = prediction[:, :1], prediction[:, 1:2]
+    the two channels of ``prediction``: the blind-spot network learns its mean and how sure it is (the log-variance
+    bounded below by :data:`MIN_LOG_VAR`)."""
+    mean, log_var = prediction[:, :1], prediction[:, 1:2].clamp(min=MIN_LOG_VAR)
     return 0.5 * ((x - mean) ** 2 * torch.exp(-log_var) + log_var).mean()
 
 
@@ -225,7 +233,7 @@ def noise_variance(model: torch.nn.Module, slices: np.ndarray, device: torch.dev
             image = slices[k]
             pad = [(0, (-n) % m) for n in image.shape]
             x = torch.from_numpy(np.pad(image, pad, mode="edge")[None, None]).to(device)
-            log_var = model(x)[0, 1, : image.shape[0], : image.shape[1]].cpu().numpy()
+            log_var = model(x)[0, 1, : image.shape[0], : image.shape[1]].clamp(min=MIN_LOG_VAR).cpu().numpy()
             signal = tissue_mask(image)
             if signal.any():
                 values.append(log_var[signal])

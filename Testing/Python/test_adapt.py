@@ -598,3 +598,22 @@ def test_cli_adapt_writes_the_finer_grid_and_the_fitted_model(phantom, model_dir
     assert out.shape == grid["shape"] and np.allclose(out.spacing, grid["spacing"], atol=1e-5)
     assert np.allclose(out.origin, grid["origin"], atol=1e-4)
     assert (tmp_path / "fit" / "card.json").is_file() and (tmp_path / "fit" / "weights.safetensors").is_file()
+
+
+def test_the_blind_spot_loss_stays_finite_where_a_pixel_is_predicted_exactly():
+    """A network that predicts a pixel exactly can drive its log-variance down without end; the loss, and its
+    gradient, stay finite (an MR fit on an H200 diverged with an infinite loss before the bound)."""
+    from MedGANLogic.adapt.denoise import MIN_LOG_VAR, gaussian_nll
+
+    x = torch.zeros(2, 1, 4, 4)
+    x[0, 0, 0, 0] = 0.5
+    prediction = torch.zeros(2, 2, 4, 4)
+    prediction[:, 1] = -200.0  # exp(200) overflows float32
+    prediction.requires_grad_(True)
+    loss = gaussian_nll(x, prediction)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(prediction.grad).all()
+    normal = torch.cat([torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), -5.0)], dim=1)  # above the bound: as before
+    assert gaussian_nll(x, normal).item() == pytest.approx(
+        (0.5 * ((x - normal[:, :1]) ** 2 * np.exp(5.0) - 5.0)).mean().item(), rel=1e-6)
+    assert MIN_LOG_VAR == pytest.approx(np.log(1e-8))
