@@ -72,3 +72,24 @@ def test_a_script_over_its_time_limit_is_stopped_and_reported(tmp_path):
     assert proc.returncode != 0
     results = (tmp_path / "RESULTS.md").read_text()
     assert "stopped by --timeout after 0.05 s" in results and "| startup.py ran" in results
+
+
+def test_collect_writes_results_from_the_json_a_stopped_run_left(tmp_path):
+    """benchmarks/collect.py: sections and targets from each JSON found, the scripts without one named."""
+    import json
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import collect
+    finally:
+        sys.path.remove(str(BENCH))
+    machine = {"torch": "2.11.0+cu130", "python": "3.12.3", "cpu_count": 16, "cpu": "Xeon", "cuda": "NVIDIA H200"}
+    (tmp_path / "memory.json").write_text(json.dumps({
+        "device_name": "NVIDIA H200 (CUDA 13.0)", "machine": machine, "markdown": "memory table",
+        "targets": [{"target": "memory: peak extra <= 3x", "value": "2.92x", "met": True}]}))
+    text = collect.collect(tmp_path, "stopped early")
+    assert "Device: NVIDIA H200 (CUDA 13.0)" in text and "stopped early" in text
+    assert "| memory: peak extra <= 3x | 2.92x    | yes |" in text and "memory table" in text
+    assert "Not measured here: floor, peers, scaling, warmstart, startup, adapt." in text
+    with pytest.raises(SystemExit, match="no benchmark JSON"):
+        collect.collect(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else tmp_path)
