@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 from ..train.data.slices import place
@@ -87,15 +88,35 @@ class PatchSampler:
         return best
 
     def batch(self, step: int) -> np.ndarray:
+        return self.batch_with_transforms(step)[0]
+
+    def batch_with_transforms(self, step: int) -> tuple[np.ndarray, list[tuple[int, bool]]]:
+        """:meth:`batch`, and each patch's augmentation: (quarter turns, then mirrored left-right), for
+        :func:`augment_like`."""
         rng = np.random.default_rng([self.seed, 11, int(step)])
         out = np.empty((self.batch_size, 1, self.size, self.size), np.float32)
+        transforms = []
         for b in range(self.batch_size):
             image = self.slices[int(rng.choice(len(self.slices), p=self.p))]
             oy, ox = self._offset(rng, image)
             patch = place(image[None], (self.size, self.size), (-oy, -ox), -1.0)[0]
+            turns, mirror = 0, False
             if self.augment:
-                patch = np.rot90(patch, int(rng.integers(4)))
-                if rng.integers(2):
+                turns = int(rng.integers(4))
+                patch = np.rot90(patch, turns)
+                mirror = bool(rng.integers(2))
+                if mirror:
                     patch = patch[:, ::-1]
             out[b, 0] = patch
-        return out
+            transforms.append((turns, mirror))
+        return out, transforms
+
+
+def augment_like(batch: torch.Tensor, transforms: list[tuple[int, bool]]) -> torch.Tensor:
+    """Each item of ``batch`` (B, C, h, h) turned and mirrored as :meth:`PatchSampler.batch_with_transforms` did its
+    patch: noise drawn in the scan's own orientation, carried into each augmented patch's."""
+    items = []
+    for item, (turns, mirror) in zip(batch, transforms):
+        item = torch.rot90(item, turns, dims=(-2, -1))
+        items.append(torch.flip(item, dims=(-1,)) if mirror else item)
+    return torch.stack(items)

@@ -53,7 +53,7 @@ from ..models.card import ENSEMBLE_COUNTS
 from ..models.ensemble import ensemble_count
 from ..volume import Volume
 from .adversarial import AdversarialTerm
-from .data import PatchSampler, through_plane_axis, to_unit, unit_window
+from .data import PatchSampler, augment_like, through_plane_axis, to_unit, unit_window
 from .export import fitted_card
 from .loop import (
     FitBudget,
@@ -326,8 +326,10 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
 
     def r2r_step(k: int, fraction: float) -> float:
         schedule_lr(opt, lr, fraction)
-        x = sampler.batch(k)
-        z = power.sample(x.shape, torch.Generator().manual_seed(seed * 1_000_003 + k))
+        x, transforms = sampler.batch_with_transforms(k)
+        # the noise is drawn as the scan has it, then turned and mirrored with each patch: a patch's own noise and
+        # its recorruption keep one orientation, which matters where the noise is anisotropic (streaky CT)
+        z = augment_like(power.sample(x.shape, torch.Generator().manual_seed(seed * 1_000_003 + k)), transforms)
         given, wanted = recorrupted_pair(torch.from_numpy(x), z, R2R_ALPHA)
         loss = torch.nn.functional.mse_loss(model(given.to(dev)), wanted.to(dev))
         optimise(opt, loss)

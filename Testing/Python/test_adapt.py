@@ -293,6 +293,35 @@ def test_recorrupted_pairs_have_uncorrelated_noise():
     assert abs(float(given.var()) / power.variance - 1.25) < 0.1  # the input carries (1 + alpha^2) of it
 
 
+def test_recorruption_noise_turns_with_each_augmented_patch_so_anisotropic_noise_stays_uncorrelated():
+    """Noise correlated along rows only (streaks): the sampler turns and mirrors patches, and the recorruption noise
+    is turned with each one, so input and target noise stay uncorrelated; left in the scan's orientation it is not."""
+    from MedGANLogic.adapt.data import PatchSampler, augment_like
+    from MedGANLogic.adapt.denoise import recorrupted_pair
+    from MedGANLogic.adapt.noise import NoisePower
+
+    kernel = np.zeros((5, 5), np.float32)
+    kernel[2, 1:4] = 0.05 / np.sqrt(3)  # correlated along a row: 1 px lag correlation 2/3, none along a column
+    power = NoisePower(kernel=kernel, patches=1)
+    scan = power.sample((4, 1, 96, 96), torch.Generator().manual_seed(0))[:, 0].numpy()  # noise only: clean = 0
+    sampler = PatchSampler(scan, 32, 64, seed=1)
+    x, transforms = sampler.batch_with_transforms(0)
+    assert np.array_equal(x, sampler.batch(0)) and {t for t, _ in transforms} == {0, 1, 2, 3}
+    z = power.sample(x.shape, torch.Generator().manual_seed(2))
+
+    def cross(given, wanted):  # input-target noise covariance at one pixel along rows and along columns
+        return max(abs(float((given * wanted.roll(1, dims=d)).mean())) for d in (-1, -2))
+
+    turned = recorrupted_pair(torch.from_numpy(x), augment_like(z, transforms), 0.5)
+    fixed = recorrupted_pair(torch.from_numpy(x), z, 0.5)
+    assert cross(*turned) < 0.08 * power.variance < 0.2 * power.variance < cross(*fixed)
+    # what augment_like does to each item is what the sampler did to its patch
+    ramp = torch.arange(32.0 * 32).reshape(1, 1, 32, 32).repeat(len(transforms), 1, 1, 1)
+    for item, (turns, mirror) in zip(augment_like(ramp, transforms), transforms):
+        expected = np.rot90(ramp[0, 0].numpy(), turns)
+        assert np.array_equal(item[0].numpy(), expected[:, ::-1] if mirror else expected)
+
+
 def test_ct_fits_recorrupted_to_recorrupted_by_default(phantom, model_dir):
     from MedGANLogic import run
 
