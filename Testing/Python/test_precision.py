@@ -110,8 +110,9 @@ def test_bf16_stays_close_to_fp32_on_the_sample(model_id):
 
 
 def test_fp32_on_cuda_turns_tf32_off_while_the_network_runs_and_restores_it():
-    """TF32 (cuDNN's default on CUDA) rounds like bf16's neighbour: fp32 must mean IEEE fp32 (test_cuda.py shows the
-    CycleGAN drifting otherwise). The flags are process-wide; the context puts back what it found, also on error."""
+    """TF32 (cuDNN's default on CUDA) keeps 10 bits of mantissa: fp32 must mean IEEE fp32 (on an H200, batch sizes
+    and ct-to-mr's output differed otherwise). The flags are process-wide; the context puts back what it found, also
+    on error. And fp32 is fp32 under a caller's autocast too."""
     from MedGANLogic.inference import _amp_context
 
     cuda = torch.device("cuda")  # only the flags are touched: no GPU needed
@@ -126,5 +127,7 @@ def test_fp32_on_cuda_turns_tf32_off_while_the_network_runs_and_restores_it():
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == before[0]
         with _amp_context(CPU, "fp32"):
             assert torch.backends.cuda.matmul.allow_tf32  # the CPU has no TF32 to turn off
+        with torch.autocast("cpu", dtype=torch.bfloat16), _amp_context(CPU, "fp32"):
+            assert not torch.is_autocast_enabled("cpu")
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
