@@ -16,8 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import table  # noqa: E402
-from run_all import JSON_SCRIPTS, TITLES  # noqa: E402
+from run_all import JSON_SCRIPTS, json_section, targets_table  # noqa: E402
 
 
 def collect(folder: Path, note: str = "") -> str:
@@ -27,16 +26,13 @@ def collect(folder: Path, note: str = "") -> str:
         raise SystemExit(f"no benchmark JSON in {folder}")
     machine = next(iter(found.values()))["machine"]
     device = next((d["device_name"] for d in found.values() if d.get("device_name")), machine.get("cuda") or "CPU")
-    rows = [{"target": t["target"], "measured": t["value"], "met": "yes" if t["met"] else "NO",
-             "gap: measured cause": t.get("cause", "") if not t["met"] else ""}
-            for d in found.values() for t in d["targets"]]
     missing = [n for n in JSON_SCRIPTS if n not in found]
     head = ["# MedGAN benchmarks", "",
             f"Collected by `benchmarks/collect.py` from the JSON files of {', '.join(found)}. Device: {device} "
             f"(torch {machine['torch']}, Python {machine['python']}, {machine['cpu_count']} CPU cores: "
             f"{machine['cpu']}). Not measured here: {', '.join(missing) or 'none'}." + (f" {note}" if note else ""),
-            "", "## Targets (issue 7)", "", table(rows, ["target", "measured", "met", "gap: measured cause"]), ""]
-    return "\n".join(head + [f"## {TITLES[n]}\n\n{d['markdown']}\n" for n, d in found.items()])
+            "", "## Targets (issue 7)", "", targets_table([t for d in found.values() for t in d["targets"]]), ""]
+    return "\n".join(head + [json_section(n, d) for n, d in found.items()])
 
 
 def main() -> int:

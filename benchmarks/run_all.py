@@ -83,6 +83,20 @@ def split_results(text: str) -> tuple[str, dict[str, str], dict[str, str]]:
     return date, sections, walls
 
 
+def targets_table(targets: list[dict]) -> str:
+    """RESULTS.md's table of targets: what each measured, whether it was met, and the measured cause of a miss."""
+    from common import table
+
+    rows = [{"target": t["target"], "measured": t["value"], "met": "yes" if t["met"] else "NO",
+             "gap: measured cause": t.get("cause", "") if not t["met"] else ""} for t in targets]
+    return table(rows, ["target", "measured", "met", "gap: measured cause"]) if rows else "(none measured)"
+
+
+def json_section(name: str, data: dict) -> str:
+    """RESULTS.md's section of a script that wrote ``data`` (its JSON) with a markdown part."""
+    return f"## {TITLES[name]}\n\n{data['markdown']}\n"
+
+
 def _text(output: bytes | str | None) -> str:
     """What a timed-out script printed (subprocess gives bytes there, even in text mode)."""
     return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
@@ -146,7 +160,7 @@ def main() -> int:
                             "cause": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""})
         elif name in JSON_SCRIPTS:
             data = json.loads((out / f"{name}.json").read_text())
-            sections.append(f"## {TITLES[name]}\n\n{data['markdown']}\n")
+            sections.append(json_section(name, data))
             targets += data["targets"]
         else:
             body = "\n".join(line for line in proc.stdout.strip().splitlines() if not line.startswith("wrote "))
@@ -179,8 +193,6 @@ def main() -> int:
     load = (f"Other processes used {100 * busy:.0f}% of the machine's CPU time during this run"
             + (": the machine was LOADED and absolute timings (and ratios between paths timed at different "
                "moments) are unreliable." if busy > 0.15 else " (the machine was otherwise idle)."))
-    rows = [{"target": t["target"], "measured": t["value"], "met": "yes" if t["met"] else "NO",
-             "gap: measured cause": t.get("cause", "") if not t["met"] else ""} for t in targets]
     quick = " --quick: tiny sizes, figures meaningless" if args.quick else ""
     head = [
         "# MedGAN benchmarks", "",
@@ -188,8 +200,7 @@ def main() -> int:
         f"in {wall / 60:.1f} min. "
         f"Device: {device_name(device)} (torch {m['torch']}, Python {m['python']}). {gpu}{kept_note}", "",
         f"{load} Every ratio is against a baseline measured in the same run.", "",
-        "## Targets (issue 7)", "", table(rows, ["target", "measured", "met", "gap: measured cause"]) if rows else
-        "(none measured)", ""]
+        "## Targets (issue 7)", "", targets_table(targets), ""]
     tail = ["## Wall time per script", "", table(walls, ["script", "seconds", "exit", "other processes' CPU"]), ""]
     (out / "RESULTS.md").write_text("\n".join(head + sections + tail))
     print(f"wrote {out / 'RESULTS.md'} ({wall:.0f} s; other processes {100 * busy:.0f}% busy)")

@@ -91,5 +91,7 @@ def test_collect_writes_results_from_the_json_a_stopped_run_left(tmp_path):
     assert "Device: NVIDIA H200 (CUDA 13.0)" in text and "stopped early" in text
     assert "| memory: peak extra <= 3x | 2.92x    | yes |" in text and "memory table" in text
     assert "Not measured here: floor, peers, scaling, warmstart, startup, adapt." in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(SystemExit, match="no benchmark JSON"):
-        collect.collect(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else tmp_path)
+        collect.collect(empty)
