@@ -18,6 +18,7 @@ Kinds (``spec["kind"]``):
 :func:`head_mask` (the foreground with its holes filled: the whole head, skull and ventricles included) is the
 region :func:`bias_correct` (N4, SimpleITK) fits the bias field in and where the MR contrast is estimated.
 :func:`brain_mask` strips scalp, skull, orbits and neck from it (the region anomaly maps are made in).
+:func:`ct_body_mask` is a CT's body without the table or head holder (where a synthetic MR of a CT is made).
 """
 
 from __future__ import annotations
@@ -80,6 +81,38 @@ def brain_mask(array: np.ndarray, spacing: tuple[float, float, float], erode_mm:
         core, erode_mm = largest(not_dark), 0.0
     brain = ndimage.binary_dilation(core, structure=disk(erode_mm + margin_mm)) & head
     return np.stack([ndimage.binary_fill_holes(largest(s)) for s in brain])
+
+
+def ct_body_mask(hu: np.ndarray, spacing: tuple[float, float, float], bridge_mm: float = 2.0,
+                 reach_mm: float = 4.0) -> np.ndarray:
+    """Boolean mask of the patient's body in a CT (z, y, x, HU; ``spacing`` (x, y, z) mm), without the table, head
+    holder, cushions and anything else the patient lies on.
+
+    Voxels above -500 HU with their holes (airways, sinuses) filled slice by slice are what the scanner saw; an
+    in-plane opening of radius ``bridge_mm`` cuts the thin bridges by which a holder or table touches the skin, and
+    its largest 3D part is the body's core. The body is the part of the thresholded voxels connected to that core
+    and within ``reach_mm`` of it: thin anatomy the opening took (ear rims, skin folds) comes back, a holder
+    separated from the skin by foam does not, and of one that touches the skin only the part within ``reach_mm`` of
+    the core stays. A holder pressed against the scalp over a broad area cannot be told from the scalp and stays.
+    A volume with nothing above -500 HU gives an empty mask.
+    """
+    from scipy import ndimage
+
+    found = np.asarray(hu) > -500.0
+    if not found.any():
+        return found
+    found = np.stack([ndimage.binary_fill_holes(s) for s in found])
+    ry, rx = (max(1, int(round(bridge_mm / s))) for s in (spacing[1], spacing[0]))
+    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+    core = ndimage.binary_opening(found, structure=((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None])
+    labels, n = ndimage.label(core if core.any() else found)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    core = labels == int(np.argmax(sizes))
+    parts, _ = ndimage.label(found)
+    connected = np.isin(parts, np.unique(parts[core]))
+    near = ndimage.distance_transform_edt(~core, sampling=tuple(float(s) for s in spacing[::-1])) <= reach_mm
+    return connected & near
 
 
 def bias_correct(array: np.ndarray, spacing: tuple[float, float, float], shrink: int = 4,

@@ -5,6 +5,12 @@ A CT synthesised from MR is air (-1000 HU) outside the head: beyond :data:`AIR_M
 generator (the CycleGAN ``mr-to-ct``) scales that noise up to unit variance and draws bone into it: up to 1034 HU on
 the CPU, and other values on a GPU (Testing/Python/test_cuda.py found slices of pure background differing by
 2034 HU between an H200 and the CPU, both wrong). Inside the head and its margin the network's output is kept.
+
+An MR synthesised from CT is background (the darkest value of the model's output window: what it gives air) beyond
+:data:`BODY_MARGIN_MM` from the CT's body (:func:`MedGANLogic.normalization.ct_body_mask`): the table, the head holder
+and the slices of air above the head. A network trained on heads alone draws a plastic holder, which has the HU of
+soft tissue, as tissue (a 4 mm shell behind the sample head came out at the brightness of the head itself), and the
+instance-norm CycleGAN ``ct-to-mr`` drew signal up to 680 into the sample's slices of air.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from . import TaskContext, image_output
 
 AIR_HU = -1000.0
 AIR_MARGIN_MM = 5.0  # kept around the head mask: the scalp's edge, and any skin the mask's threshold missed
+BODY_MARGIN_MM = 2.0  # kept around the CT's body: the skin's partial-volume edge
 
 
 def outside_head(mr: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = AIR_MARGIN_MM) -> np.ndarray:
@@ -30,6 +37,27 @@ def outside_head(mr: np.ndarray, spacing: tuple[float, float, float], margin_mm:
     return ndimage.distance_transform_edt(~head, sampling=tuple(spacing[::-1])) > margin_mm
 
 
+def outside_body(ct: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = BODY_MARGIN_MM) -> np.ndarray:
+    """Voxels of a CT (z, y, x, HU; ``spacing`` (x, y, z) mm) farther than ``margin_mm`` from the patient's body
+    (:func:`MedGANLogic.normalization.ct_body_mask`: no table, no holder). A CT with no body found (all air) gives
+    no such voxels: nothing is overwritten."""
+    from scipy import ndimage
+
+    from ..normalization import ct_body_mask
+
+    body = ct_body_mask(ct, spacing)
+    if not body.any():
+        return np.zeros(ct.shape, dtype=bool)
+    return ndimage.distance_transform_edt(~body, sampling=tuple(spacing[::-1])) > margin_mm
+
+
+def background_value(card) -> float:
+    """What a synthetic MR holds where there is no body: the low end of the card's output window (the value its
+    network gives air), or 0 for an output without a fixed window."""
+    norm = card.output.get("normalization") or {}
+    return float(norm["window"][0]) if norm.get("kind") == "fixed" and norm.get("window") else 0.0
+
+
 def make_outputs(ctx: TaskContext):
     image = image_output(ctx)
     extras = {}
@@ -37,4 +65,10 @@ def make_outputs(ctx: TaskContext):
         air = outside_head(ctx.volume.array, ctx.volume.spacing)
         image.array[air] = np.float32(AIR_HU)
         extras.update(air_outside_head_mm=AIR_MARGIN_MM, air_outside_head_voxels=int(np.count_nonzero(air)))
+    elif ctx.card.input.get("modality") == "CT" and ctx.card.output.get("modality") == "MR":
+        outside = outside_body(ctx.volume.array, ctx.volume.spacing)
+        value = background_value(ctx.card)
+        image.array[outside] = np.float32(value)
+        extras.update(background_outside_body_mm=BODY_MARGIN_MM, background_value=value,
+                      background_outside_body_voxels=int(np.count_nonzero(outside)))
     return {"image": image}, extras

@@ -113,6 +113,74 @@ def test_ct_to_mr_on_the_sample_follows_the_t1w(tmp_path):
     t1 = read_volume(SAMPLE_DATA / "sample_T1w.nrrd")
     assert out.same_geometry(t1, atol=1e-6) and out.metadata.get("contrast") == "T1w"
     assert _corr(out.array, t1.array, _head(out)) > 0.6
+    # background beyond 2 mm of the CT's body: the slices of air above the sample's head, where the CycleGAN drew
+    # signal up to 680 before, hold the darkest value of the model's output window
+    from MedGANLogic.tasks.synthesis import outside_body
+
+    ct = read_volume(SAMPLE_DATA / "sample_CT.nrrd")
+    outside = outside_body(ct.array, ct.spacing)
+    low = float(get_model("ct-to-mr").output["normalization"]["window"][0])
+    assert outside[-5:].all() and (out.array[outside] == np.float32(low)).all()
+    assert (out.array[_head(out)] > low).mean() > 0.99
+    provenance = out.metadata["provenance"]
+    assert float(provenance["background_outside_body_mm"]) == 2.0 and float(provenance["background_value"]) == low
+    assert int(provenance["background_outside_body_voxels"]) == int(outside.sum())
+
+
+def _with_head_holder(ct: np.ndarray, spacing, pad_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CT with a head holder behind the head: a 4 mm plastic shell (60 HU) 5-9 mm from the skin on foam
+    (-850 HU), and, for ``pad_voxels`` > 0, a soft pad of that many voxels square joining skin and shell."""
+    body = np.stack([ndimage.binary_fill_holes(s) for s in ct > -500])
+    dist = ndimage.distance_transform_edt(~body, sampling=tuple(spacing[::-1]))
+    ys = np.nonzero(body.any(axis=(0, 2)))[0]
+    back = (np.arange(ct.shape[1]) > ys.mean() + 0.3 * np.ptp(ys))[None, :, None]
+    foam, shell = (dist > 0) & (dist <= 5) & back, (dist > 5) & (dist <= 9) & back
+    held = ct.copy()
+    held[foam], held[shell] = -850.0, 60.0
+    if pad_voxels:
+        zz, xx = np.ogrid[:ct.shape[0], :ct.shape[1], :ct.shape[2]][0::2]
+        r = pad_voxels // 2
+        held[foam & (np.abs(zz - ct.shape[0] // 2) <= r) & (np.abs(xx - ct.shape[2] // 2) <= r)] = 20.0
+    return held, shell
+
+
+@pytest.mark.parametrize("pad_voxels", [0, 1])
+def test_ct_to_mr_does_not_draw_a_head_holder_as_anatomy(pad_voxels):
+    """A plastic head holder has the HU of soft tissue; a network trained on heads alone draws it as tissue (the
+    shell below came out as bright as the head). Separated from the skin by foam, or touching it through a narrow
+    pad, it is not the body: the synthetic MR is background there, and the head is all kept."""
+    from MedGANLogic.normalization import ct_body_mask
+
+    ct = read_volume(SAMPLE_DATA / "sample_CT.nrrd")
+    held, shell = _with_head_holder(ct.array, ct.spacing, pad_voxels)
+    body = ct_body_mask(held, ct.spacing)
+    head = np.stack([ndimage.binary_fill_holes(s) for s in ct.array > -500])
+    assert shell.sum() > 1000 and not (body & shell).any() and (body & head).sum() == head.sum()
+    out = MedGANLogic.run("synthesize", ct.with_array(held), model="ct-to-mr").outputs["image"].array
+    low = float(get_model("ct-to-mr").output["normalization"]["window"][0])
+    background = out[shell] == np.float32(low)
+    assert background.mean() > 0.99, background.mean()  # all but where the pad's 2 mm margin touches the shell
+    assert np.median(out[_head(ct)]) > low + 100
+
+
+def test_ct_body_mask_keeps_the_body_and_drops_what_it_lies_on():
+    from MedGANLogic.normalization import ct_body_mask
+    from MedGANLogic.tasks.synthesis import outside_body
+
+    air = np.full((12, 40, 40), -1000.0, np.float32)
+    assert not ct_body_mask(air, (1.0, 1.0, 2.0)).any() and not outside_body(air, (1.0, 1.0, 2.0)).any()
+    ct = air.copy()
+    zz, yy, xx = np.mgrid[:12, :40, :40]
+    head = (yy - 18) ** 2 + (xx - 20) ** 2 < 100
+    ct[head] = 40.0
+    ct[head & ((yy - 18) ** 2 + (xx - 20) ** 2 < 9)] = -1000.0  # an air cavity inside: filled, part of the body
+    ct[:, 33:35, :] = 300.0  # the table, 5 mm below the head
+    ct[:, 28:33, 19:20] = 20.0  # a strap 1 mm wide joining head and table
+    body = ct_body_mask(ct, (1.0, 1.0, 2.0))
+    assert body[head].all() and not body[:, 33:35].any()  # the table goes; of the strap, what is within reach stays
+    outside = outside_body(ct, (1.0, 1.0, 2.0))
+    assert not outside[head].any() and outside[:, 0, 0].all()
+    assert outside[:, 33:35, :15].all() and outside[:, 33:35, 24:].all()  # the table, but for the strap's foot
 
 
 def test_ldct_denoise_on_the_sample_removes_most_of_the_noise_without_bias(tmp_path):
