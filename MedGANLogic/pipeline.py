@@ -326,11 +326,14 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     card, volume, options = plan.card, plan.volume, plan.options
     count = ensemble_count(card, options, plan.device)
     net = _network(card, plan.device, count)
-    seen = to_model(volume, plan.frame)  # the input in the model's orientation and voxel size
+    task_module = get_task(plan.task)
+    source = volume  # what the network is shown of the input: a task may leave out what is not the patient
+    if hasattr(task_module, "network_source"):
+        source = task_module.network_source(volume, card)
+    seen = to_model(source, plan.frame)  # the input in the model's orientation and voxel size
     if plan.bias_correction:
         seen = seen.with_array(bias_correct(seen.array, seen.spacing))
     normalized, stats = normalize(seen.array, card.input["normalization"])
-    task_module = get_task(plan.task)
     seen_inputs = {name: to_model(v, plan.frame) for name, v in plan.inputs.items()}
     net_input = normalized  # a task with second inputs (the lesion mask) may mark them in the network's input
     if hasattr(task_module, "network_input"):

@@ -148,7 +148,8 @@ def _with_head_holder(ct: np.ndarray, spacing, pad_voxels: int) -> tuple[np.ndar
 def test_ct_to_mr_does_not_draw_a_head_holder_as_anatomy(pad_voxels):
     """A plastic head holder has the HU of soft tissue; a network trained on heads alone draws it as tissue (the
     shell below came out as bright as the head). Separated from the skin by foam, or touching it through a narrow
-    pad, it is not the body: the synthetic MR is background there, and the head is all kept."""
+    pad, it is not the body: the synthetic MR is background there, and the head is all kept. The network is not
+    shown it either: on foam, the synthetic MR is exactly that of the CT on the foam without the shell."""
     from MedGANLogic.normalization import ct_body_mask
 
     ct = read_volume(SAMPLE_DATA / "sample_CT.nrrd")
@@ -156,11 +157,17 @@ def test_ct_to_mr_does_not_draw_a_head_holder_as_anatomy(pad_voxels):
     body = ct_body_mask(held, ct.spacing)
     head = np.stack([ndimage.binary_fill_holes(s) for s in ct.array > -500])
     assert shell.sum() > 1000 and not (body & shell).any() and (body & head).sum() == head.sum()
-    out = MedGANLogic.run("synthesize", ct.with_array(held), model="ct-to-mr").outputs["image"].array
+    given = ct.with_array(held.copy())
+    out = MedGANLogic.run("synthesize", given, model="ct-to-mr").outputs["image"].array
+    assert np.array_equal(given.array, held)  # the network saw a copy without the holder; the input is untouched
     low = float(get_model("ct-to-mr").output["normalization"]["window"][0])
     background = out[shell] == np.float32(low)
     assert background.mean() > 0.99, background.mean()  # all but where the pad's 2 mm margin touches the shell
     assert np.median(out[_head(ct)]) > low + 100
+    if not pad_voxels:  # the same CT on the same foam without the shell: the same synthetic MR
+        unheld = MedGANLogic.run("synthesize", ct.with_array(np.where(shell, np.float32(-1000.0), held)),
+                                 model="ct-to-mr").outputs["image"].array
+        assert np.array_equal(out, unheld)
 
 
 def test_ct_body_mask_keeps_the_body_and_drops_what_it_lies_on():
