@@ -8,11 +8,11 @@ the CPU, and other values on a GPU (Testing/Python/test_cuda.py found slices of 
 
 An MR synthesised from CT is background (the darkest value of the model's output window: what it gives air) beyond
 :data:`BODY_MARGIN_MM` from the CT's body (:func:`MedGANLogic.normalization.ct_body_mask`): the table, the head holder
-and the slices of air above the head. The network is shown the CT with the objects outside the body set to air
-(:func:`network_source`), so what the patient lies on does not change the synthetic MR of the head either (a holder
-beside the sample head moved its median by 10 of the window's 637). A network trained on heads alone draws a plastic holder, which has the HU of
+and the slices of air above the head. A network trained on heads alone draws a plastic holder, which has the HU of
 soft tissue, as tissue (a 4 mm shell behind the sample head came out at the brightness of the head itself), and the
-instance-norm CycleGAN ``ct-to-mr`` drew signal up to 680 into the sample's slices of air.
+instance-norm CycleGAN ``ct-to-mr`` drew signal up to 680 into the sample's slices of air. The network is shown the
+CT with the objects outside the body set to air (:func:`network_source`), so what the patient lies on does not change
+the synthetic MR of the head either (the holder moved the head's median by 10 of the window's 637).
 """
 
 from __future__ import annotations
