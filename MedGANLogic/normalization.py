@@ -105,7 +105,7 @@ def ct_body_mask(hu: np.ndarray, spacing: tuple[float, float, float], bridge_mm:
     ry, rx = (max(1, int(round(bridge_mm / s))) for s in (spacing[1], spacing[0]))
     yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
     core = ndimage.binary_opening(found, structure=((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None])
-    labels, n = ndimage.label(core if core.any() else found)
+    labels, _ = ndimage.label(core if core.any() else found)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     core = labels == int(np.argmax(sizes))

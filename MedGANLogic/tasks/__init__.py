@@ -5,12 +5,11 @@ choices, the model card's task check, the panel and the output names all read it
 ``make_outputs(ctx: TaskContext) -> tuple[dict[str, Volume], dict]`` (output volumes and extras such as a case
 score), and may define ``network_source(volume, card) -> Volume`` (the input as the network is to see it, on the
 input's grid: a new volume, never the input changed), ``on_input_grid(outputs, extras, volume, card) -> extras``,
-called after outputs made in
-the model's frame were resampled back onto the input's grid (to re-derive what depends on the grid); a task with
-second inputs (``TaskSpec.inputs``) may also define ``check_plan(card, options, inputs)`` (its rules against the
-chosen model), ``network_input(normalized, inputs, card, options) -> array`` (what the network sees) and
-``finish(outputs, extras, plan) -> (outputs, extras)`` (called last, on the input's grid). The shared
-work (checks, the model's frame, normalisation, inference, provenance) lives in :mod:`MedGANLogic.pipeline`.
+called after outputs made in the model's frame were resampled back onto the input's grid (to re-derive what
+depends on the grid); a task with second inputs (``TaskSpec.inputs``) may also define ``check_plan(card, options,
+inputs)`` (its rules against the chosen model), ``network_input(normalized, inputs, card, options) -> array`` (what
+the network sees) and ``finish(outputs, extras, plan) -> (outputs, extras)`` (called last, on the input's grid). The
+shared work (checks, the model's frame, normalisation, inference, provenance) lives in :mod:`MedGANLogic.pipeline`.
 This package may import numpy/scipy and the engine's core; never torch at module level, Slicer or Qt.
 """
 

@@ -61,6 +61,7 @@ def background_value(card) -> float:
 
 
 def ct_to_mr(card) -> bool:
+    """Whether ``card``'s model synthesises MR from CT."""
     return card.input.get("modality") == "CT" and card.output.get("modality") == "MR"
 
 
