@@ -83,6 +83,15 @@ def brain_mask(array: np.ndarray, spacing: tuple[float, float, float], erode_mm:
     return np.stack([ndimage.binary_fill_holes(largest(s)) for s in brain])
 
 
+def ellipsoid(radius_mm: float, spacing_zyx) -> np.ndarray:
+    """The voxel offsets within ``radius_mm`` of the centre on a grid of ``spacing_zyx`` (mm), as a structuring
+    element: dilating a mask by it gives exactly the voxels whose centres lie within ``radius_mm`` of the mask's
+    (what a Euclidean distance transform with that sampling finds, several times faster)."""
+    reach = [int(np.floor(radius_mm / float(s) + 1e-9)) for s in spacing_zyx]
+    grid = np.mgrid[tuple(slice(-k, k + 1) for k in reach)]
+    return sum((g * float(s)) ** 2 for g, s in zip(grid, spacing_zyx)) <= radius_mm * radius_mm + 1e-9
+
+
 def ct_body_mask(hu: np.ndarray, spacing: tuple[float, float, float], bridge_mm: float = 2.0,
                  reach_mm: float = 4.0) -> np.ndarray:
     """Boolean mask of the patient's body in a CT (z, y, x, HU; ``spacing`` (x, y, z) mm), without the table, head
@@ -111,8 +120,7 @@ def ct_body_mask(hu: np.ndarray, spacing: tuple[float, float, float], bridge_mm:
     core = labels == int(np.argmax(sizes))
     parts, _ = ndimage.label(found)
     connected = np.isin(parts, np.unique(parts[core]))
-    near = ndimage.distance_transform_edt(~core, sampling=tuple(float(s) for s in spacing[::-1])) <= reach_mm
-    return connected & near
+    return connected & ndimage.binary_dilation(core, structure=ellipsoid(reach_mm, spacing[::-1]))
 
 
 def bias_correct(array: np.ndarray, spacing: tuple[float, float, float], shrink: int = 4,

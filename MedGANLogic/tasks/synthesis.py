@@ -31,12 +31,12 @@ def outside_head(mr: np.ndarray, spacing: tuple[float, float, float], margin_mm:
     An MR with no head found (a blank volume) gives no such voxels: nothing is overwritten."""
     from scipy import ndimage
 
-    from ..normalization import head_mask
+    from ..normalization import ellipsoid, head_mask
 
     head = head_mask(mr)
     if not head.any():
         return np.zeros(mr.shape, dtype=bool)
-    return ndimage.distance_transform_edt(~head, sampling=tuple(spacing[::-1])) > margin_mm
+    return ~ndimage.binary_dilation(head, structure=ellipsoid(margin_mm, spacing[::-1]))
 
 
 def outside_body(ct: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = BODY_MARGIN_MM) -> np.ndarray:
@@ -45,12 +45,12 @@ def outside_body(ct: np.ndarray, spacing: tuple[float, float, float], margin_mm:
     no such voxels: nothing is overwritten."""
     from scipy import ndimage
 
-    from ..normalization import ct_body_mask
+    from ..normalization import ct_body_mask, ellipsoid
 
     body = ct_body_mask(ct, spacing)
     if not body.any():
         return np.zeros(ct.shape, dtype=bool)
-    return ndimage.distance_transform_edt(~body, sampling=tuple(spacing[::-1])) > margin_mm
+    return ~ndimage.binary_dilation(body, structure=ellipsoid(margin_mm, spacing[::-1]))
 
 
 def background_value(card) -> float:

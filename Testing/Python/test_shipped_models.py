@@ -170,6 +170,19 @@ def test_ct_to_mr_does_not_draw_a_head_holder_as_anatomy(pad_voxels):
         assert np.array_equal(out, unheld)
 
 
+def test_dilating_by_the_ellipsoid_is_the_distance_transform_threshold():
+    """normalization.ellipsoid: dilation by it gives exactly the voxels within the radius (voxel centres, mm) that a
+    Euclidean distance transform with the same sampling finds, on anisotropic grids, radii on voxel centres too."""
+    from MedGANLogic.normalization import ellipsoid
+
+    rng = np.random.default_rng(3)
+    for spacing, radius in [((2.0, 1.0, 1.0), 2.0), ((5.0, 0.6, 0.6), 4.0), ((1.0, 1.0, 1.0), 1.0)] + [
+            (tuple(rng.uniform(0.4, 6.0, 3)), float(rng.uniform(0.5, 8.0))) for _ in range(8)]:
+        mask = ndimage.gaussian_filter(rng.random((6, 32, 32)), 2.0) > 0.5
+        by_distance = ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius
+        assert np.array_equal(ndimage.binary_dilation(mask, structure=ellipsoid(radius, spacing)), by_distance)
+
+
 def test_ct_body_mask_keeps_the_body_and_drops_what_it_lies_on():
     from MedGANLogic.normalization import ct_body_mask
     from MedGANLogic.tasks.synthesis import outside_body
