@@ -55,7 +55,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..modality import is_ct
-from ..normalization import brain_mask
+from ..normalization import brain_mask, ellipsoid
 from . import TaskContext, output_metadata
 
 SIGNS = ("both", "positive", "negative")
@@ -132,8 +132,9 @@ def inner_region(region: np.ndarray, spacing_zyx: list[float] | tuple[float, ...
     counts as outside); ``region`` itself for ``edge_mm`` <= 0."""
     if edge_mm <= 0 or not region.any():
         return region
-    dist = ndimage.distance_transform_edt(np.pad(region, 1), sampling=[float(s) for s in spacing_zyx])
-    return dist[1:-1, 1:-1, 1:-1] > edge_mm
+    # an erosion by the voxel offsets within edge_mm: the voxels a distance transform puts farther than edge_mm from
+    # the outside (test_tasks), several times faster
+    return ndimage.binary_erosion(region, structure=ellipsoid(edge_mm, spacing_zyx), border_value=0)
 
 
 def for_slices(extras: dict[str, Any], slice_mm: float) -> dict[str, Any]:

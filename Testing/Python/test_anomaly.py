@@ -253,6 +253,15 @@ def test_the_brain_rim_is_left_out_and_a_wide_spread_scan_is_scaled_down():
     assert thick[1:11, 3:9, 3:9].all() and thick.sum() == 10 * 6 * 6
     full = np.ones((4, 4, 4), bool)  # the array's border counts as outside
     assert not inner_region(full, (1.0, 1.0, 1.0), 1.0)[0].any()
+    # the same voxels as a distance transform's (as the map's rim was first made), on random anisotropic brains
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    for _ in range(8):
+        blob = ndimage.gaussian_filter(rng.random((10, 40, 40)), 3.0) > 0.48
+        spacing, edge = tuple(rng.uniform(0.5, 6.0, 3)), float(rng.uniform(0.5, 8.0))
+        by_distance = ndimage.distance_transform_edt(np.pad(blob, 1), sampling=spacing)[1:-1, 1:-1, 1:-1] > edge
+        assert np.array_equal(inner_region(blob, spacing, edge), by_distance)
 
     rng = np.random.default_rng(0)
     calibration = {"edges": [-1e6, 1e6], "median": [0.0], "scale": [1.0], "spread": 1.0}
