@@ -138,7 +138,7 @@ def _with_head_holder(ct: np.ndarray, spacing, pad_voxels: int) -> tuple[np.ndar
     held = ct.copy()
     held[foam], held[shell] = -850.0, 60.0
     if pad_voxels:
-        zz, xx = np.ogrid[:ct.shape[0], :ct.shape[1], :ct.shape[2]][0::2]
+        zz, xx = np.arange(ct.shape[0])[:, None, None], np.arange(ct.shape[2])[None, None, :]
         r = pad_voxels // 2
         held[foam & (np.abs(zz - ct.shape[0] // 2) <= r) & (np.abs(xx - ct.shape[2] // 2) <= r)] = 20.0
     return held, shell
