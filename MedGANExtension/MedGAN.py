@@ -181,7 +181,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionCollapsibleButton.enabled = p.task == Task.LESION
         self.ui.thresholdSliderWidget.enabled = not p.useCardThreshold
         self.ui.sliceAxisComboBox.enabled = self.logic.modelIs2D(p.modelId)
-        self.ui.ensembleComboBox.enabled = p.task == Task.DENOISE and not p.adapt
+        self.ui.ensembleComboBox.enabled = p.task in (Task.DENOISE, Task.SYNTHESIZE) and not p.adapt
         fit_to_scan.enable_widgets(self.ui, p.task.value, p.adapt)
         deviceIndex = self.ui.deviceComboBox.findData(p.device)
         if deviceIndex >= 0 and deviceIndex != self.ui.deviceComboBox.currentIndex:

@@ -128,7 +128,7 @@ def run_options(p: MedGANParameterNode, model_is_2d: bool, segment: str | None =
         options["force"] = True
     if p.native:
         options["native"] = True
-    if p.task == Task.DENOISE and p.ensemble != Ensemble.CARD:
+    if p.task in (Task.DENOISE, Task.SYNTHESIZE) and p.ensemble != Ensemble.CARD:
         options["ensemble"] = int(p.ensemble.value)
     if p.task == Task.ANOMALY:
         options.update(colormap=p.colormap.value, make_segmentation=bool(p.makeSegmentation))
