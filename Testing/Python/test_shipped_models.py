@@ -161,7 +161,7 @@ def test_ct_to_mr_does_not_draw_a_head_holder_as_anatomy(pad_voxels):
     head = np.stack([ndimage.binary_fill_holes(s) for s in ct.array > -500])
     assert shell.sum() > 1000 and not (body & shell).any() and (body & head).sum() == head.sum()
     given = ct.with_array(held.copy())
-    out = MedGANLogic.run("synthesize", given, model="ct-to-mr").outputs["image"].array
+    out = MedGANLogic.run("synthesize", given, model="ct-to-mr", ensemble=1).outputs["image"].array  # one pass: faster
     assert np.array_equal(given.array, held)  # the network saw a copy without the holder; the input is untouched
     low = float(get_model("ct-to-mr").output["normalization"]["window"][0])
     background = out[shell] == np.float32(low)
@@ -169,7 +169,7 @@ def test_ct_to_mr_does_not_draw_a_head_holder_as_anatomy(pad_voxels):
     assert np.median(out[_head(ct)]) > low + 100
     if not pad_voxels:  # the same CT on the same foam without the shell: the same synthetic MR
         unheld = MedGANLogic.run("synthesize", ct.with_array(np.where(shell, np.float32(-1000.0), held)),
-                                 model="ct-to-mr").outputs["image"].array
+                                 model="ct-to-mr", ensemble=1).outputs["image"].array
         assert np.array_equal(out, unheld)
 
 
