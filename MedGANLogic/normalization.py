@@ -46,6 +46,26 @@ def head_mask(array: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
+def _disk(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """An in-plane disk of ``radius_mm`` (``spacing`` (x, y, z) mm, at least one pixel each way) as a (1, h, w)
+    structuring element."""
+    ry, rx = (max(1, int(round(radius_mm / s))) for s in (spacing[1], spacing[0]))
+    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+    return ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    """The largest connected part of ``mask`` (the mask itself when it is empty)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
 def brain_mask(array: np.ndarray, spacing: tuple[float, float, float], erode_mm: float = 7.0,
                margin_mm: float = 2.0) -> np.ndarray:
     """Boolean brain mask of a head MR volume (z, y, x; ``spacing`` (x, y, z) mm), for any MR contrast.
@@ -62,25 +82,12 @@ def brain_mask(array: np.ndarray, spacing: tuple[float, float, float], erode_mm:
     if head.sum() < 10:
         return np.zeros(array.shape, bool)
 
-    def disk(radius_mm: float) -> np.ndarray:
-        ry, rx = (max(1, int(round(radius_mm / s))) for s in (spacing[1], spacing[0]))
-        yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
-        return ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
-
-    def largest(mask: np.ndarray) -> np.ndarray:
-        labels, n = ndimage.label(mask)
-        if n == 0:
-            return mask
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        return labels == int(np.argmax(sizes))
-
     not_dark = head & (array > 0.5 * threshold_otsu(array[head]))
-    core = largest(ndimage.binary_erosion(not_dark, structure=disk(erode_mm)))
+    core = _largest(ndimage.binary_erosion(not_dark, structure=_disk(erode_mm, spacing)))
     if not core.any():  # a small field of view (a partial or tiny head): no erosion rather than no brain
-        core, erode_mm = largest(not_dark), 0.0
-    brain = ndimage.binary_dilation(core, structure=disk(erode_mm + margin_mm)) & head
-    return np.stack([ndimage.binary_fill_holes(largest(s)) for s in brain])
+        core, erode_mm = _largest(not_dark), 0.0
+    brain = ndimage.binary_dilation(core, structure=_disk(erode_mm + margin_mm, spacing)) & head
+    return np.stack([ndimage.binary_fill_holes(_largest(s)) for s in brain])
 
 
 def ellipsoid(radius_mm: float, spacing_zyx) -> np.ndarray:
@@ -111,13 +118,8 @@ def ct_body_mask(hu: np.ndarray, spacing: tuple[float, float, float], bridge_mm:
     if not found.any():
         return found
     found = np.stack([ndimage.binary_fill_holes(s) for s in found])
-    ry, rx = (max(1, int(round(bridge_mm / s))) for s in (spacing[1], spacing[0]))
-    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
-    core = ndimage.binary_opening(found, structure=((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None])
-    labels, _ = ndimage.label(core if core.any() else found)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    core = labels == int(np.argmax(sizes))
+    core = ndimage.binary_opening(found, structure=_disk(bridge_mm, spacing))
+    core = _largest(core if core.any() else found)
     parts, _ = ndimage.label(found)
     connected = np.isin(parts, np.unique(parts[core]))
     return connected & ndimage.binary_dilation(core, structure=ellipsoid(reach_mm, spacing[::-1]))

@@ -133,7 +133,7 @@ def inner_region(region: np.ndarray, spacing_zyx: list[float] | tuple[float, ...
     if edge_mm <= 0 or not region.any():
         return region
     # an erosion by the voxel offsets within edge_mm: the voxels a distance transform puts farther than edge_mm from
-    # the outside (test_tasks), several times faster
+    # the outside (test_anomaly), several times faster
     return ndimage.binary_erosion(region, structure=ellipsoid(edge_mm, spacing_zyx), border_value=0)
 
 

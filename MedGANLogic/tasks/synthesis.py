@@ -26,31 +26,32 @@ AIR_MARGIN_MM = 5.0  # kept around the head mask: the scalp's edge, and any skin
 BODY_MARGIN_MM = 2.0  # kept around the CT's body: the skin's partial-volume edge
 
 
+def _beyond(mask: np.ndarray, spacing: tuple[float, float, float], margin_mm: float) -> np.ndarray:
+    """Voxels farther than ``margin_mm`` from ``mask`` (z, y, x; ``spacing`` (x, y, z) mm); none for an empty mask."""
+    from scipy import ndimage
+
+    from ..normalization import ellipsoid
+
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    return ~ndimage.binary_dilation(mask, structure=ellipsoid(margin_mm, spacing[::-1]))
+
+
 def outside_head(mr: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = AIR_MARGIN_MM) -> np.ndarray:
     """Voxels of an MR volume (z, y, x; ``spacing`` (x, y, z) mm) farther than ``margin_mm`` from its head mask.
     An MR with no head found (a blank volume) gives no such voxels: nothing is overwritten."""
-    from scipy import ndimage
+    from ..normalization import head_mask
 
-    from ..normalization import ellipsoid, head_mask
-
-    head = head_mask(mr)
-    if not head.any():
-        return np.zeros(mr.shape, dtype=bool)
-    return ~ndimage.binary_dilation(head, structure=ellipsoid(margin_mm, spacing[::-1]))
+    return _beyond(head_mask(mr), spacing, margin_mm)
 
 
 def outside_body(ct: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = BODY_MARGIN_MM) -> np.ndarray:
     """Voxels of a CT (z, y, x, HU; ``spacing`` (x, y, z) mm) farther than ``margin_mm`` from the patient's body
     (:func:`MedGANLogic.normalization.ct_body_mask`: no table, no holder). A CT with no body found (all air) gives
     no such voxels: nothing is overwritten."""
-    from scipy import ndimage
+    from ..normalization import ct_body_mask
 
-    from ..normalization import ct_body_mask, ellipsoid
-
-    body = ct_body_mask(ct, spacing)
-    if not body.any():
-        return np.zeros(ct.shape, dtype=bool)
-    return ~ndimage.binary_dilation(body, structure=ellipsoid(margin_mm, spacing[::-1]))
+    return _beyond(ct_body_mask(ct, spacing), spacing, margin_mm)
 
 
 def background_value(card) -> float:
