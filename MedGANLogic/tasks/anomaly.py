@@ -24,8 +24,9 @@ model's frame, for a normalised input x and the network's healthy reconstruction
 5. the brain's outer ``edge_mm`` (``extras.edge_mm``, default 0: none) is left out of the map (zero there, and the
    smoothing takes nothing from it): where the mask meets CSF, skull and scalp the residual of a normal brain is
    largest (partial volume, an imperfect mask), and on validation subjects nearly all of a normal brain's voxels
-   above threshold lay within 4 mm of the mask's edge. Lesions nearer the brain's surface than ``edge_mm`` are
-   not mapped there: the map's one blind spot, stated on the card.
+   above threshold lay within 4 mm of the mask's edge. Slices thicker than ``edge_mm`` lose their outermost brain
+   slice at the top and bottom of the brain (it straddles the brain's surface; :func:`inner_region`). Lesions
+   nearer the brain's surface than ``edge_mm`` are not mapped there: the map's one blind spot, stated on the card.
 
 **Slice thickness**: the calibration, threshold and case score are measured on validation phantoms at 2 mm
 (``extras.calibration_slice_mm``). A thick-slice scan (5-7 mm axial slices are common in clinical T1w) holds
@@ -129,12 +130,23 @@ def smooth_inside(values: np.ndarray, mask: np.ndarray, sigma: list[float]) -> n
 
 def inner_region(region: np.ndarray, spacing_zyx: list[float] | tuple[float, ...], edge_mm: float) -> np.ndarray:
     """The voxels of ``region`` (z, y, x) farther than ``edge_mm`` from any voxel outside it (the array's border
-    counts as outside); ``region`` itself for ``edge_mm`` <= 0."""
+    counts as outside), and never the outermost voxel along an axis whose spacing exceeds ``edge_mm``: a voxel
+    thicker than the rim straddles the region's surface (a thick slice cuts through skull and brain at the top and
+    bottom of the head), so it is partial volume however far its centre lies from the outside voxel's. ``region``
+    itself for ``edge_mm`` <= 0."""
     if edge_mm <= 0 or not region.any():
         return region
-    # an erosion by the voxel offsets within edge_mm: the voxels a distance transform puts farther than edge_mm from
-    # the outside (test_anomaly), several times faster
-    return ndimage.binary_erosion(region, structure=ellipsoid(edge_mm, spacing_zyx), border_value=0)
+    # an erosion by the voxel offsets within edge_mm (the voxels a distance transform puts farther than edge_mm from
+    # the outside, test_anomaly, several times faster), with one step along every axis at least
+    near = ellipsoid(edge_mm, spacing_zyx)
+    structure = np.pad(near, [(1 - n // 2, 1 - n // 2) if n < 3 else (0, 0) for n in near.shape])
+    centre = tuple(n // 2 for n in structure.shape)
+    for axis in range(3):
+        for step in (-1, 1):
+            at = list(centre)
+            at[axis] += step
+            structure[tuple(at)] = True
+    return ndimage.binary_erosion(region, structure=structure, border_value=0)
 
 
 def for_slices(extras: dict[str, Any], slice_mm: float) -> dict[str, Any]:

@@ -240,8 +240,9 @@ def test_shipped_model_lights_up_the_inserted_lesions(tmp_path, capsys):
 
 
 def test_the_brain_rim_is_left_out_and_a_wide_spread_scan_is_scaled_down():
-    """inner_region keeps the voxels farther than edge_mm (in mm, per axis spacing) from outside the region;
-    scan_z divides a scan's z-scores by how much wider than the calibration's they spread, never multiplies."""
+    """inner_region keeps the voxels farther than edge_mm (in mm, per axis spacing) from outside the region, and
+    never the outermost voxel along an axis spaced wider than edge_mm (it straddles the surface); scan_z divides a
+    scan's z-scores by how much wider than the calibration's they spread, never multiplies."""
     from MedGANLogic.tasks.anomaly import inner_region, robust_spread, scan_z
 
     region = np.zeros((12, 12, 12), bool)
@@ -249,19 +250,27 @@ def test_the_brain_rim_is_left_out_and_a_wide_spread_scan_is_scaled_down():
     assert inner_region(region, (1.0, 1.0, 1.0), 0.0) is region
     inner = inner_region(region, (1.0, 1.0, 1.0), 2.0)  # distances 1 and 2 mm go, 3 mm stays
     assert inner[3:9, 3:9, 3:9].all() and inner.sum() == 6 ** 3
-    thick = inner_region(region, (3.0, 1.0, 1.0), 2.0)  # 3 mm slices: the outermost is 3 mm in, so it stays
-    assert thick[1:11, 3:9, 3:9].all() and thick.sum() == 10 * 6 * 6
+    thick = inner_region(region, (3.0, 1.0, 1.0), 2.0)  # 3 mm slices: the outermost straddles the surface, goes
+    assert thick[2:10, 3:9, 3:9].all() and thick.sum() == 8 * 6 * 6
+    assert inner_region(region, (2.0, 1.0, 1.0), 2.0).sum() == 8 * 6 * 6  # 2 mm in: within the rim
+    assert inner_region(region, (1.0, 1.0, 1.0), 0.5).sum() == 8 ** 3  # a rim thinner than a voxel: one voxel
     full = np.ones((4, 4, 4), bool)  # the array's border counts as outside
     assert not inner_region(full, (1.0, 1.0, 1.0), 1.0)[0].any()
-    # the same voxels as a distance transform's (as the map's rim was first made), on random anisotropic brains
+    # the same voxels as a distance transform's (as the map's rim was first made), less the outermost voxel along
+    # every axis, on random anisotropic brains; exactly the distance transform's where no spacing exceeds edge_mm
     from scipy import ndimage
+
+    outermost = ndimage.generate_binary_structure(3, 1)
 
     rng = np.random.default_rng(4)
     for _ in range(8):
         blob = ndimage.gaussian_filter(rng.random((10, 40, 40)), 3.0) > 0.48
         spacing, edge = tuple(rng.uniform(0.5, 6.0, 3)), float(rng.uniform(0.5, 8.0))
         by_distance = ndimage.distance_transform_edt(np.pad(blob, 1), sampling=spacing)[1:-1, 1:-1, 1:-1] > edge
-        assert np.array_equal(inner_region(blob, spacing, edge), by_distance)
+        inner = inner_region(blob, spacing, edge)
+        assert np.array_equal(inner, by_distance & ndimage.binary_erosion(blob, outermost, border_value=0))
+        if max(spacing) <= edge:
+            assert np.array_equal(inner, by_distance)
 
     rng = np.random.default_rng(0)
     calibration = {"edges": [-1e6, 1e6], "median": [0.0], "scale": [1.0], "spread": 1.0}
