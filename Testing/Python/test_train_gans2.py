@@ -33,6 +33,35 @@ def test_sr_batches_are_aligned_crops_of_the_simulated_pairs(tiny_config):
     assert all(torch.equal(a, b) for a, b in zip(batch.values(), trainer.data.batch(3).values()))
 
 
+def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tiny_config):
+    """data.noisy_input: the low-resolution input is simulated from each sample's noisy acquisition (source), the
+    target is the clean one; without it both come from the clean target; mismatched grids and task superres (which
+    has no noisy source on the target's grid) are refused."""
+    from MedGANLogic.train.data.sources import VolumeSet
+    from MedGANLogic.train.data.superres import build_sr_batches
+
+    rng = np.random.default_rng(3)
+    clean = [np.tile(np.linspace(0.0, 1.0, 16, dtype=np.float32), (12, 16, 1)) + 0.5 for _ in range(2)]
+    noisy = [c + rng.normal(0.0, 0.05, c.shape).astype(np.float32) for c in clean]
+    volumes = (VolumeSet({"source": noisy, "target": clean}, {"source": ["n0", "n1"], "target": ["c0", "c1"]}), None)
+    plain = build_sr_batches(tiny_config("srgan"), volumes)
+    config = tiny_config("srgan", data__noisy_input=True)
+    with_noise = build_sr_batches(config, volumes)
+    assert all(np.array_equal(a, b) for a, b in zip(plain.high, with_noise.high))  # the same clean targets
+    assert not any(np.array_equal(a, b) for a, b in zip(plain.low, with_noise.low))
+    from MedGANLogic.train.data.slices import normalize_for_training, volume_slices
+
+    spec = config["export"][0]["card"]["input"]["normalization"]
+    low = superres_pair(Volume(noisy[0]), (2, 1, 1), "thick_slices")[0].array  # the tiny card's axis and factor
+    assert np.allclose(with_noise.low[0], volume_slices(normalize_for_training(low, spec)[0], 1, 0), atol=1e-6)
+    bad = (VolumeSet({"source": [n[:, :8] for n in noisy], "target": clean}, {"source": [], "target": []}), None)
+    with pytest.raises(InputError, match="one grid"):
+        build_sr_batches(config, bad)
+    with pytest.raises(InputError, match="task denoise"):
+        build_sr_batches(tiny_config("srgan", data__noisy_input=True, data__source="randomized",
+                                     data__task="superres"), volumes)
+
+
 def test_degradations_keep_the_field_of_view():
     a = Volume(np.random.default_rng(0).random((9, 12, 10)).astype(np.float32))
     low, high = (v.array for v in superres_pair(a, (2, 1, 1), "thick_slices"))

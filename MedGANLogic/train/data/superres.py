@@ -7,7 +7,9 @@ of k-space along the scaled axes, as a smaller acquisition matrix measures), wit
 export card's ``scale_factor``: the same function the phantom sample data and the evaluation use. Both are
 normalised with the input's window (card output ``same_as_input``), cut into slices along ``data.slice_axis``
 (the card's) and cropped at random aligned positions: an input crop of ``data.crop`` pixels and the target crop
-exactly covering it.
+exactly covering it. With ``data.noisy_input`` the input is simulated from each sample's noisy acquisition (the
+source volume, e.g. Rician noise at a drawn SNR) and the target is the clean one: the model learns to leave the noise
+out, as a real scan's input holds it.
 """
 
 from __future__ import annotations
@@ -152,12 +154,24 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
     kind = data.get("degrade", "thick_slices")
     if kind not in SR_DEGRADATIONS:
         raise InputError(f"data.degrade must be one of {', '.join(SR_DEGRADATIONS)}; got {kind!r}.")
+    noisy = bool(data.get("noisy_input", False))
+    if noisy and data.get("source") == "randomized" and data.get("task") == "superres":
+        raise InputError("data.noisy_input degrades each sample's noisy acquisition (its source volume), which "
+                         "task superres does not serve; use data.task denoise (noisy source and clean target on "
+                         "one grid).")
     train_v, val_v = volumes or load_volumes(config, paired=True)
 
     def prepare(vset) -> tuple[list[np.ndarray], list[np.ndarray]]:
         lows, highs = [], []
-        for array in (vset.volumes["target"] if vset else []):
+        targets = vset.volumes["target"] if vset else []
+        sources = vset.volumes["source"] if (vset and noisy) else [None] * len(targets)
+        for array, acquired in zip(targets, sources):
             low, high = superres_pair(Volume(np.asarray(array, dtype=np.float32)), scale, kind)
+            if acquired is not None:  # the input from the noisy acquisition, the target from the clean one
+                if np.shape(acquired) != np.shape(array):
+                    raise InputError(f"data.noisy_input needs source and target volumes on one grid; got "
+                                     f"{np.shape(acquired)} and {np.shape(array)}.")
+                low = superres_pair(Volume(np.asarray(acquired, dtype=np.float32)), scale, kind)[0]
             low_n, stats = normalize_for_training(low.array, spec)
             high_n, _ = normalize_for_training(high.array, spec, stats)
             lows.append(volume_slices(low_n, axis, context))
