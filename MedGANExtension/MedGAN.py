@@ -45,7 +45,7 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedGANLogic")) and os.path.isdir
 from MedGANLib import dependencies, fit_to_scan, panel_text, parameters, sample_data, self_test  # noqa: E402  (own library)
 from MedGANLib.import_dialog import ask_model_to_import  # noqa: E402
 from MedGANLib.job import MedGANJob  # noqa: E402
-from MedGANLib.parameters import MedGANParameterNode, Task  # noqa: E402
+from MedGANLib.parameters import ENSEMBLE_TASKS, MedGANParameterNode, Task  # noqa: E402
 
 import MedGANLogic as medgan_engine  # noqa: E402  (the engine package; the class MedGANLogic is the module logic)
 from MedGANLogic import slicer_bridge  # noqa: E402
@@ -181,7 +181,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionCollapsibleButton.enabled = p.task == Task.LESION
         self.ui.thresholdSliderWidget.enabled = not p.useCardThreshold
         self.ui.sliceAxisComboBox.enabled = self.logic.modelIs2D(p.modelId)
-        self.ui.ensembleComboBox.enabled = p.task in (Task.DENOISE, Task.SYNTHESIZE) and not p.adapt
+        self.ui.ensembleComboBox.enabled = p.task in ENSEMBLE_TASKS and not p.adapt
         fit_to_scan.enable_widgets(self.ui, p.task.value, p.adapt)
         deviceIndex = self.ui.deviceComboBox.findData(p.device)
         if deviceIndex >= 0 and deviceIndex != self.ui.deviceComboBox.currentIndex:

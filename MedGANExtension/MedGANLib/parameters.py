@@ -27,6 +27,10 @@ class _TaskChoice(enum.Enum):
 Task = _TaskChoice("Task", [(name.upper(), name) for name in TASKS.names()], module=__name__)
 
 
+#: The tasks that take the ensemble option (the engine's task table says which): the panel's passes box is theirs.
+ENSEMBLE_TASKS = tuple(t for t in Task if "ensemble" in TASKS.get(t.value).options)
+
+
 class _LesionChoice(enum.Enum):
     def label(self) -> str:
         return LESION_TYPE_LABELS[self.value]
@@ -47,7 +51,8 @@ class SliceAxis(enum.Enum):
 
 
 class Ensemble(enum.Enum):
-    """Denoising: the network averaged over this many flips and transpositions of each slice (0: the card's)."""
+    """Denoising, synthesis, super-resolution: the network averaged over this many flips and transpositions of each
+    slice (0: the card's)."""
 
     CARD = 0
     ONE = 1
@@ -96,7 +101,7 @@ class MedGANParameterNode:
     sliceAxis: SliceAxis = SliceAxis.MODEL
     force: bool = False
     native: bool = False  # keep the input's voxel grid (no resampling into the model's frame)
-    ensemble: Ensemble = Ensemble.CARD  # denoising: passes over flips and transpositions of each slice
+    ensemble: Ensemble = Ensemble.CARD  # ENSEMBLE_TASKS: passes over flips and transpositions of each slice
     adapt: bool = False  # "Fit to this scan" (denoise, superres): no trained model
     adaptBudget: Annotated[int, WithinRange(0, 3600)] = DEFAULT_BUDGET_S  # seconds of fitting; 0: the default
     keepFit: bool = False  # keep the fitted network as a model in the user's model folder
@@ -128,7 +133,7 @@ def run_options(p: MedGANParameterNode, model_is_2d: bool, segment: str | None =
         options["force"] = True
     if p.native:
         options["native"] = True
-    if p.task in (Task.DENOISE, Task.SYNTHESIZE) and p.ensemble != Ensemble.CARD:
+    if p.task in ENSEMBLE_TASKS and p.ensemble != Ensemble.CARD:
         options["ensemble"] = int(p.ensemble.value)
     if p.task == Task.ANOMALY:
         options.update(colormap=p.colormap.value, make_segmentation=bool(p.makeSegmentation))

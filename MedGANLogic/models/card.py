@@ -218,6 +218,13 @@ def self_ensemble(extras: dict[str, Any], device: Any = "cpu") -> Any:
     return value
 
 
+def ensemble_transposes(scale: list[float], axis: int) -> bool:
+    """Whether a 2D model slicing along ``axis`` with ``scale`` may be averaged over transposed slices too (8
+    passes): its output zooms both of the slice's axes alike. Flips (2 or 4 passes) suit any 2D model."""
+    plane = [s for i, s in enumerate(scale) if i != axis]
+    return plane[0] == plane[1]
+
+
 def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], axis: int) -> None:
     extras = data.get("extras", {})
     if not isinstance(extras, dict):
@@ -226,10 +233,12 @@ def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], a
     if not all(isinstance(c, int) and not isinstance(c, bool) and c in ENSEMBLE_COUNTS for c in counts):
         _fail(where, "extras.self_ensemble", f"must be one of {ENSEMBLE_COUNTS}, or {{\"cpu\": n, \"cuda\": m}} "
                                              f"with each one of them; got {extras.get('self_ensemble')!r}")
-    plane = [s for i, s in enumerate(scale) if i != axis]
-    if max(counts) > 1 and (data["dims"] == "3d" or plane[0] != plane[1]):
-        _fail(where, "extras.self_ensemble", f"needs a 2D model whose output keeps the slice's aspect; this one is "
-                                             f"{data['dims']} with scale {list(scale)}, so it must be 1")
+    if max(counts) > 1 and data["dims"] == "3d":
+        _fail(where, "extras.self_ensemble", "needs a 2D model (it flips each slice); this one is 3d, so it must be 1")
+    if max(counts) > 4 and not ensemble_transposes(scale, axis):
+        _fail(where, "extras.self_ensemble", f"8 passes transpose each slice, which needs a model that zooms both of "
+                                             f"the slice's axes alike; this one has scale {list(scale)}, so at most "
+                                             f"4 (the flips)")
 
 
 def _positive(value: Any) -> bool:

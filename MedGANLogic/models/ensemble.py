@@ -2,8 +2,9 @@
 
 Lim et al. (EDSR, 2017): run the network on the eight flips and transpositions of each slice (the dihedral group
 of the square), undo each on its output, average. The network's errors that depend on orientation average out;
-the cost is one pass per variant. For networks whose output lies on the input's grid, or on a grid zoomed by the
-same factor along both in-plane axes (a transposition must commute with the network).
+the cost is one pass per variant. Flips (2 or 4 variants) suit any 2D network whose output lies on the input's
+grid or on a zoomed one (a super-resolution network flipped along the axis it zooms gives the flipped output);
+transpositions (8) need the same zoom along both in-plane axes (a transposition must commute with the network).
 
     y = dihedral_mean(net, x, count=8)        # x: (N, C, H, W)
     net = SelfEnsemble(net, 4)                # a module the inference engine runs like the network itself

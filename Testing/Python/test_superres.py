@@ -106,6 +106,35 @@ def test_slicing_along_the_scaled_axis_is_refused(make_model, oblique_volume):
         run("superres", oblique_volume, model=card.id, device="cpu", slice_axis=0)
 
 
+def test_the_self_ensemble_of_a_one_axis_model_averages_its_flips(make_model):
+    """A model that zooms one axis of its slice is averaged over the slice's flips (2 or 4 passes: the network run on
+    each flip of the input, undone on its output); 8 would transpose the slice and is refused, by the run and by
+    the card."""
+    from MedGANLogic.errors import InputError, ModelError
+
+    card = make_model(sr_card(0, 2, "sr-flips", normalization={"kind": "none"}))  # zooms z, slices along y: a
+    rng = np.random.default_rng(5)  # slice is (z, x); no window, so no pass is clipped before the mean
+    vol = Volume(rng.random((6, 5, 10)).astype(np.float32), spacing=(1.0, 1.0, 4.0),
+                 metadata={"modality": "MR", "contrast": "T1w"})
+    once = run("superres", vol, model=card.id, device="cpu", ensemble=1)
+    assert once.provenance["self_ensemble"] == 1  # the card sets none
+    for count, flips in ((2, [(), (2,)]), (4, [(), (2,), (0,), (0, 2)])):  # slice dims -1, -2 = array axes x, z
+        result = run("superres", vol, model=card.id, device="cpu", ensemble=count)
+        assert result.provenance["self_ensemble"] == count and result.volume.same_geometry(once.volume, atol=0)
+        runs = []
+        for axes in flips:
+            flipped = vol.with_array(np.ascontiguousarray(np.flip(vol.array, axes))) if axes else vol
+            y = run("superres", flipped, model=card.id, device="cpu", ensemble=1).volume.array
+            runs.append(np.flip(y, axes) if axes else y)
+        assert np.allclose(result.volume.array, np.mean(runs, axis=0), atol=1e-5)
+        assert not np.allclose(result.volume.array, once.volume.array, atol=1e-3)
+    with pytest.raises(InputError, match="transposes each slice"):
+        run("superres", vol, model=card.id, device="cpu", ensemble=8)
+    assert make_model(dict(sr_card(0, 2, "sr-four"), extras={"self_ensemble": 4})).extras["self_ensemble"] == 4
+    with pytest.raises(ModelError, match="8 passes transpose each slice"):
+        make_model(dict(sr_card(0, 2, "sr-eight"), extras={"self_ensemble": {"cpu": 2, "cuda": 8}}))
+
+
 def test_bspline_baseline_interpolates_on_the_output_grid():
     """The evaluation's cubic B-spline baseline reproduces a linear ramp at the output voxels' positions."""
     from MedGANLogic.evaluation.baselines import bspline_upsample
