@@ -217,7 +217,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--slice-axis", type=int, dest="slice_axis", choices=[0, 1, 2],
                    help="for 2D models: 0 axial (z), 1 coronal (y), 2 sagittal (x)")
     p.add_argument("--ensemble", type=int, choices=list(ENSEMBLE_COUNTS),
-                   help="denoise, synthesize, superres: average the network over this many flips and "
+                   help="denoise, synthesize, superres, anomaly: average the network over this many flips and "
                         "transpositions of each slice (default: the model card's; 1 = once, fastest; 8 transposes, "
                         "which a model zooming one axis of the slice cannot)")
     p.add_argument("--threshold", type=float, help="anomaly: threshold of the candidate mask (>= 0)")

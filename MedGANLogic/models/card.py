@@ -239,6 +239,10 @@ def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], a
         _fail(where, "extras.self_ensemble", f"8 passes transpose each slice, which needs a model that zooms both of "
                                              f"the slice's axes alike; this one has scale {list(scale)}, so at most "
                                              f"4 (the flips)")
+    if counts[0] != counts[1] and "calibration" in extras:
+        _fail(where, "extras.self_ensemble", f"a calibrated anomaly map holds for the passes it was calibrated with, "
+                                             f"so it must be one count for every device; got {counts[0]} on a CPU "
+                                             f"and {counts[1]} on a GPU")
 
 
 def _positive(value: Any) -> bool:

@@ -53,7 +53,7 @@ for _spec in (
     TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS + ("ensemble",)),
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS + ("ensemble",)),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
-             ("threshold", "smoothing_mm", "edge_mm", "residual")),
+             ("threshold", "smoothing_mm", "edge_mm", "residual", "ensemble")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
     TaskSpec("lesion", "lesion", "Insert lesion", "with synthetic lesion", "image", ("lesion_type",), ("mask",)),
 ):

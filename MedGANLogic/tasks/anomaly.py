@@ -43,6 +43,13 @@ The **case score** is a calibrated statistic of the map as a z-score against the
 brain above the card's threshold, else the map's ``percentile`` (default 99.9) in the brain; about 0 for a normal
 brain, well above 2 for a brain the model finds abnormal. Without mean and std it is the raw statistic.
 
+**Self-ensemble**: the healthy reconstruction r may be the network averaged over flips of each slice (the card's
+``extras.self_ensemble``, the ``ensemble`` option; :mod:`MedGANLogic.models.ensemble`). What the network gets wrong
+in normal tissue depends partly on orientation and averages out; what a lesion leaves in the residual (the network
+restores healthy tissue there whichever way the slice lies) does not. A calibration holds for the passes it was
+measured with: the shipped cards were calibrated with theirs, and a different ``ensemble`` changes the normal
+residual the z-score assumes.
+
 Option ``residual=True`` (used to calibrate a model) outputs the signed residual x - r' (zero outside the brain)
 as the map and r' as ``reconstruction`` instead, both in the normalised range.
 """

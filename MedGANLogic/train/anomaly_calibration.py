@@ -1,7 +1,9 @@
 """Calibrating an anomaly model on validation subjects: what its map and case score mean (see tasks/anomaly.py).
 
 :func:`calibrate` runs the exported model on phantom validation subjects of its contrast (lesion-free twins and
-subjects with lesions; the seeds are disjoint from training and test) and writes into the card's ``extras``:
+subjects with lesions; the seeds are disjoint from training and test), with the passes of the card's
+``extras.self_ensemble`` (recorded as ``validation.self_ensemble``: the calibration holds for them), and writes into
+the card's ``extras``:
 
 * ``calibration``: the normal residual per reconstruction intensity: bin edges at quantiles of the intensity-matched
   reconstruction inside the brain of the normal subjects (without its outer ``extras.edge_mm``, which the map leaves
@@ -115,6 +117,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     """Calibrate the anomaly model in ``folder`` (see the module docstring); returns the new extras. With
     ``slice_factor`` > 1 the phantoms' slices are averaged in groups of that many first (:func:`thick_slices`).
     Thick-slice sets already on the card are dropped (they go with the calibration: :func:`calibrate_slices`)."""
+    from ..models.card import self_ensemble
     from ..models.registry import get_model
     from ..normalization import brain_mask
     from ..pipeline import run
@@ -171,7 +174,8 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
                                        "dice_best": round(float(dice_threshold), 4),
                                        "normal_level": round(normal_threshold, 4),
                                        "validation_dice": round(dice_at, 4)},
-                  validation={"contrast": contrast, "normal_seeds": list(normal_seeds),
+                  validation={"contrast": contrast, "self_ensemble": int(self_ensemble(extras, device)),
+                              "normal_seeds": list(normal_seeds),
                               "lesion_seeds": list(lesion_seeds),
                               "dice_by_sign": {k: round(float(v), 4) for k, v in sign_dice.items()}})
     write_extras(folder, extras)

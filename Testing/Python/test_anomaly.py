@@ -81,6 +81,31 @@ def test_engine_outputs_map_mask_score_and_threshold(make_model, oblique_volume)
     assert net_score == result.extras["case_score"]
 
 
+def test_the_map_takes_the_self_ensemble_of_the_card_or_the_option(make_model, oblique_volume):
+    """The healthy reconstruction is the network averaged over flips of each slice (as for the image tasks): the
+    card's extras.self_ensemble by default, the ensemble option over it; a different reconstruction, a different
+    map."""
+    card = anomaly_card("tiny-anomaly-ensemble", threshold=0.05)
+    card["extras"]["self_ensemble"] = 2
+    make_model(card)
+    runs = {n: run("anomaly", oblique_volume, model=card["id"], device="cpu", **({} if n is None else {"ensemble": n}))
+            for n in (None, 1, 2, 4)}
+    assert [runs[n].provenance["self_ensemble"] for n in (None, 1, 2, 4)] == [2, 1, 2, 4]
+    maps = {n: r.outputs["anomaly_map"].array for n, r in runs.items()}
+    assert np.array_equal(maps[None], maps[2])
+    assert not np.allclose(maps[1], maps[2]) and not np.allclose(maps[2], maps[4])
+    for r in runs.values():
+        assert np.array_equal(r.outputs["mask"].array, (r.outputs["anomaly_map"].array > 0.05).astype(np.uint8))
+    from MedGANLogic.errors import ModelError
+    from MedGANLogic.models.card import validate_card
+
+    calibration = {"edges": [-1e6, 1e6], "median": [0.0], "scale": [1.0]}
+    validate_card(dict(card, extras={"calibration": calibration, "self_ensemble": 4}))
+    validate_card(dict(card, extras={"self_ensemble": {"cpu": 2, "cuda": 4}}))  # uncalibrated: a cheaper CPU default
+    with pytest.raises(ModelError, match="one count for every device; got 2 on a CPU and 4 on a GPU"):
+        validate_card(dict(card, extras={"calibration": calibration, "self_ensemble": {"cpu": 2, "cuda": 4}}))
+
+
 def test_z_score_baseline_and_metrics():
     from MedGANLogic.evaluation.baselines import RobustZScore
     from MedGANLogic.evaluation.sections.anomaly import case_auroc, voxel_auroc_ap
@@ -317,16 +342,18 @@ def test_shipped_t2_map_leaves_out_the_brain_rim_and_reports_the_spread():
 def test_calibration_records_the_spread_and_keeps_normal_brains_nearly_unflagged(make_model):
     """calibrate() on phantom validation subjects (one normal, one with lesions, 4 mm): the card gets the residual
     bins and the normal z-score spread, a sign, and a threshold that is the Dice-best one raised to the level at most
-    0.1 % of the normal brain exceeds; the engine with that card flags at most 0.1 % of that normal brain."""
+    0.1 % of the normal brain exceeds, measured with the card's self-ensemble; the engine with that card flags at
+    most 0.1 % of that normal brain."""
     from MedGANLogic.models.registry import get_model
     from MedGANLogic.normalization import brain_mask
     from MedGANLogic.train.anomaly_calibration import NORMAL_FLAGGED, _phantom, calibrate
 
     card = anomaly_card("tiny-to-calibrate")
-    card["extras"] = {"smoothing_mm": 4.0, "edge_mm": 4.0}
+    card["extras"] = {"smoothing_mm": 4.0, "edge_mm": 4.0, "self_ensemble": 2}
     folder = make_model(card).folder
     extras = calibrate(folder, "T1w", normal_seeds=[1004], lesion_seeds=[1000], spacing_mm=4.0)
     assert extras == get_model(folder).extras
+    assert extras["self_ensemble"] == extras["validation"]["self_ensemble"] == 2  # measured with the card's passes
     cal, chosen = extras["calibration"], extras["threshold_selection"]
     assert cal["spread"] > 0 and len(cal["median"]) == len(cal["scale"]) == len(cal["edges"]) - 1
     assert extras["residual_sign"] in ("positive", "both") and extras["edge_mm"] == 4.0
