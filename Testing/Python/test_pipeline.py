@@ -296,8 +296,8 @@ def test_the_self_ensemble_is_refused_where_it_cannot_apply(make_model):
         MedGANLogic.run("denoise", vol, ensemble=3)
     with pytest.raises(InputError, match="ensemble applies to a trained model"):
         MedGANLogic.run("denoise", vol, adapt=True, ensemble=2)
-    with pytest.raises(InputError, match="Unknown option"):  # denoising, synthesis, super-resolution only
-        MedGANLogic.run("anomaly", vol, ensemble=2, force=True)
+    with pytest.raises(InputError, match="Unknown option"):  # denoising, synthesis, super-resolution, anomaly only
+        MedGANLogic.run("segment", vol, ensemble=2, force=True)
     make_model(_ct_card("test-ldct-3d", architecture={"name": "conv3d", "params": {"features": 4, "depth": 2}},
                         dims="3d", tile_size=[8, 8, 8]))
     with pytest.raises(InputError, match="needs a 2D model"):
