@@ -51,8 +51,8 @@ class SliceAxis(enum.Enum):
 
 
 class Ensemble(enum.Enum):
-    """Denoising, synthesis, super-resolution: the network averaged over this many flips and transpositions of each
-    slice (0: the card's)."""
+    """ENSEMBLE_TASKS (denoising, synthesis, super-resolution, anomaly maps): the network averaged over this many
+    flips and transpositions of each slice (0: the card's)."""
 
     CARD = 0
     ONE = 1
