@@ -330,8 +330,9 @@ def superres(ctx: RealContext) -> Any:
         base["gain over B-spline"] = [0.0] * len(base["PSNR"])
         why = (f"Gain over B-spline per case ({', '.join(SR_CASES)}): "
                f"{', '.join(f'{g:+.2f}' for g in mine['gain over B-spline'])} dB. "
-               + _sr_trained_on(model_id) + "; here contrast-enhanced T1w and a 4 mm T2w EPI, degraded to 8-13 "
-               "mm, with their own noise.")
+               + _sr_trained_on(model_id) + "; here contrast-enhanced T1w and a 4 mm T2w EPI, degraded to "
+               + ("10-13 mm slices" if kind == "throughplane" else "1.6 mm (T1w) and 8 mm (EPI) pixels")
+               + ", with their own noise.")
         targets.append(Target(f"{model_id} on real MR degraded ×2: PSNR ≥ B-spline + {SR_TARGET_DB} dB",
                               mean(mine["PSNR"]), mean(base["PSNR"]) + SR_TARGET_DB, ">=", why))
     intro = (
@@ -340,8 +341,8 @@ def superres(ctx: RealContext) -> Any:
         f"onto the original grid (same field of view) by the model and by cubic B-spline (SimpleITK). Reference: the "
         f"real volume itself; PSNR/SSIM over the head, data range its 0.5-99.5 percentile range. "
         + " ".join(f"{m}: {_sr_trained_on(m)}." for m in SR_MODELS)
-        + " brain1/brain2 have 6.5 mm slices (13 mm after degradation); "
-        "t2_brain 4 x 4 x 5 mm. "
+        + " brain1/brain2 have 0.78 mm pixels and 6.5 mm slices (through-plane: 13 mm slices after degradation; "
+        "in-plane: 1.56 mm pixels); t2_brain 4 x 4 x 5 mm (10 mm slices or 8 mm pixels). "
         + (f"Output grids differed from the reference grid and were resampled linearly for: {', '.join(regridded)}."
            if regridded else "Every output lay exactly on the reference grid.")
         + " Panel (brain1): degraded input (nearest), model, B-spline, original; coronal cut for through-plane.")
