@@ -62,6 +62,36 @@ def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tin
                                      data__task="superres"), volumes)
 
 
+def test_inplane_sr_pairs_come_from_acquisitions_of_drawn_resolution(tiny_config):
+    """The in-plane recipe's data (mr-sr-x2-inplane 3.2.0): each randomised sample's noise-free acquisition at its own
+    drawn pixel size and slice thickness is the target, its k-space truncated copy the input; every target slice is
+    exactly twice its input slice in-plane, and the samples differ in size (one grid for all would not)."""
+    from MedGANLogic.train.data.superres import build_sr_batches
+
+    mr = {"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
+                                              "range": [-1, 1], "zero_based": True}}
+    card = train_card("tiny-sr-inplane", "superres", input=mr, dims="2.5d", context_slices=1, slice_axis=0,
+                      scale_factor=[1, 2, 2], output={"modality": "MR", "normalization": {"kind": "same_as_input"}})
+    data = {"source": "randomized", "task": "denoise", "options": {"modality": "MR", "ordering": "any"},
+            "samples": {"train": 3, "val": 1}, "shape": [12, 40, 40], "spacing_mm": 2.0, "slice_axis": 0,
+            "ranges": {"tissue_std": [0.0, 0.02], "slice_axes": [0], "inplane_mm": [2.0, 4.0],
+                       "slice_mm": [2.0, 6.0]},
+            "degrade": "kspace_truncate", "crop": [6, 6], "min_foreground": 0.0}
+    config = tiny_config("srgan", data=data, export=[{"generator": "G", "card": card}],
+                         generator={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2],
+                                                                     "features": 4, "n_blocks": 1}})
+    batches = build_sr_batches(config)
+    sizes = set()
+    for low, high in zip(batches.low, batches.high):
+        assert low.shape[1] == 3 and high.shape[1] == 1 and low.shape[0] == high.shape[0]
+        assert high.shape[2:] == (2 * low.shape[2], 2 * low.shape[3])
+        sizes.add(high.shape[2:])
+    assert len(sizes) > 1, sizes  # drawn pixel sizes: the acquisitions are not one grid
+    batch = batches.batch(0)
+    assert batch["source"].shape == (4, 3, 6, 6) and batch["target"].shape == (4, 1, 12, 12)
+    assert all(torch.equal(a, b) for a, b in zip(batch.values(), build_sr_batches(config).batch(0).values()))
+
+
 def test_degradations_keep_the_field_of_view():
     a = Volume(np.random.default_rng(0).random((9, 12, 10)).astype(np.float32))
     low, high = (v.array for v in superres_pair(a, (2, 1, 1), "thick_slices"))
