@@ -305,9 +305,12 @@ def superres(ctx: RealContext) -> Any:
     for model_id, (kind, scale, degradation, _) in SR_MODELS.items():
         mine, base = metrics.setdefault(model_id, {}), metrics.setdefault(f"B-spline ({kind})", {})
         want = get_model(model_id).input.get("contrast")  # none: a contrast-agnostic model, never forced
+        scaled = scale.index(2)  # the first (z, y, x) axis the degradation coarsens
+        degraded = []  # per case, the degraded voxel size along it (mm)
         for case in SR_CASES:
             hr = ctx.image(case)
             low, grid = superres_pair(hr, scale, degradation)
+            degraded.append(low.spacing[::-1][scaled])
             result = ctx.run("superres", low, model_id, case, **(_forced(hr, want) if want else {}))
             out = _on_grid(result.volume, grid) if result is not None else np.full(grid.shape, np.nan)
             if result is not None and not result.volume.same_geometry(grid, atol=1e-4):
@@ -331,8 +334,8 @@ def superres(ctx: RealContext) -> Any:
         why = (f"Gain over B-spline per case ({', '.join(SR_CASES)}): "
                f"{', '.join(f'{g:+.2f}' for g in mine['gain over B-spline'])} dB. "
                + _sr_trained_on(model_id) + "; here contrast-enhanced T1w and a 4 mm T2w EPI, degraded to "
-               + ("10-13 mm slices" if kind == "throughplane" else "1.6 mm (T1w) and 8 mm (EPI) pixels")
-               + ", with their own noise.")
+               + " / ".join(f"{mm:.3g}" for mm in degraded)
+               + f" mm {'slices' if kind == 'throughplane' else 'pixels'}, with their own noise.")
         targets.append(Target(f"{model_id} on real MR degraded ×2: PSNR ≥ B-spline + {SR_TARGET_DB} dB",
                               mean(mine["PSNR"]), mean(base["PSNR"]) + SR_TARGET_DB, ">=", why))
     intro = (
@@ -341,8 +344,8 @@ def superres(ctx: RealContext) -> Any:
         f"onto the original grid (same field of view) by the model and by cubic B-spline (SimpleITK). Reference: the "
         f"real volume itself; PSNR/SSIM over the head, data range its 0.5-99.5 percentile range. "
         + " ".join(f"{m}: {_sr_trained_on(m)}." for m in SR_MODELS)
-        + " brain1/brain2 have 0.78 mm pixels and 6.5 mm slices (through-plane: 13 mm slices after degradation; "
-        "in-plane: 1.56 mm pixels); t2_brain 4 x 4 x 5 mm (10 mm slices or 8 mm pixels). "
+        + " Voxels (x, y, z): " + "; ".join(f"{case} " + " x ".join(f"{mm:.3g}" for mm in ctx.image(case).spacing)
+                                            + " mm" for case in SR_CASES) + ". "
         + (f"Output grids differed from the reference grid and were resampled linearly for: {', '.join(regridded)}."
            if regridded else "Every output lay exactly on the reference grid.")
         + " Panel (brain1): degraded input (nearest), model, B-spline, original; coronal cut for through-plane.")
