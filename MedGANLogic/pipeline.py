@@ -34,7 +34,7 @@ from .io import check_orthonormal, read_volume
 from .masks import mask_for
 from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
 from .models import registry
-from .models.card import ModelCard, ensemble_transposes, self_ensemble
+from .models.card import ModelCard, ensemble_limit, self_ensemble
 from .models.ensemble import SelfEnsemble
 from .normalization import bias_correct, normalize
 from .options import requested_precision, validate_options
@@ -169,10 +169,11 @@ def _network(card: ModelCard, device: Any, count: int) -> Any:
 def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
     """The option rules that depend on the chosen model."""
     count = options.get("ensemble", 1)  # the card's own default was checked with the card
-    if count > 1 and card.dims == "3d":
+    limit = ensemble_limit(count, card.dims, card.scale_factor, options.get("slice_axis", card.slice_axis))
+    if limit == "3d":
         raise InputError(f"ensemble={count} needs a 2D model (it flips each slice); model {card.id} is 3d: pass "
                          f"ensemble=1.")
-    if count > 4 and not ensemble_transposes(card.scale_factor, options.get("slice_axis", card.slice_axis)):
+    if limit == "transpose":
         raise InputError(f"ensemble={count} also transposes each slice, which needs a model that zooms both of the "
                          f"slice's axes alike; model {card.id} has scale {list(card.scale_factor)}: pass ensemble "
                          f"2 or 4 (the flips).")

@@ -225,6 +225,18 @@ def ensemble_transposes(scale: list[float], axis: int) -> bool:
     return plane[0] == plane[1]
 
 
+def ensemble_limit(count: int, dims: str, scale: list[float], axis: int) -> str | None:
+    """Why ``count`` passes of the geometric self-ensemble do not suit a model (``dims``, ``scale``, slicing along
+    ``axis``): ``"3d"`` (any count above 1: it flips each slice, a 2D model's), ``"transpose"`` (above 4: the
+    transposed passes, see :func:`ensemble_transposes`), or None where they suit it. The card check and the run's
+    option check share it and word their own messages."""
+    if count > 1 and dims == "3d":
+        return "3d"
+    if count > 4 and not ensemble_transposes(scale, axis):
+        return "transpose"
+    return None
+
+
 def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], axis: int) -> None:
     extras = data.get("extras", {})
     if not isinstance(extras, dict):
@@ -233,9 +245,10 @@ def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], a
     if not all(isinstance(c, int) and not isinstance(c, bool) and c in ENSEMBLE_COUNTS for c in counts):
         _fail(where, "extras.self_ensemble", f"must be one of {ENSEMBLE_COUNTS}, or {{\"cpu\": n, \"cuda\": m}} "
                                              f"with each one of them; got {extras.get('self_ensemble')!r}")
-    if max(counts) > 1 and data["dims"] == "3d":
+    limit = ensemble_limit(max(counts), data["dims"], scale, axis)
+    if limit == "3d":
         _fail(where, "extras.self_ensemble", "needs a 2D model (it flips each slice); this one is 3d, so it must be 1")
-    if max(counts) > 4 and not ensemble_transposes(scale, axis):
+    if limit == "transpose":
         _fail(where, "extras.self_ensemble", f"8 passes transpose each slice, which needs a model that zooms both of "
                                              f"the slice's axes alike; this one has scale {list(scale)}, so at most "
                                              f"4 (the flips)")

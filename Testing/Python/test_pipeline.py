@@ -288,6 +288,20 @@ def test_a_card_sets_the_default_self_ensemble_and_an_option_overrides_it(make_m
     assert np.allclose(back.array, MedGANLogic.run("denoise", vol, ensemble=1).volume.array, atol=1e-3)
 
 
+def test_one_rule_says_which_self_ensembles_suit_a_model():
+    """The card check and the run's option check share ensemble_limit: flips suit any 2D model, transpositions
+    only one that zooms both of the slice's axes alike, and a 3D model takes none."""
+    from MedGANLogic.models.card import ensemble_limit
+
+    assert ensemble_limit(1, "3d", [1, 1, 1], 0) is None
+    assert ensemble_limit(2, "3d", [1, 1, 1], 0) == "3d"
+    assert ensemble_limit(8, "2d", [1, 1, 1], 0) is None
+    assert ensemble_limit(8, "2.5d", [1, 2, 2], 0) is None  # in-plane SR: both slice axes x2
+    assert ensemble_limit(4, "2.5d", [2, 1, 1], 1) is None  # through-plane SR: flips only
+    assert ensemble_limit(8, "2.5d", [2, 1, 1], 1) == "transpose"
+    assert ensemble_limit(8, "2.5d", [2, 1, 1], 0) is None  # sliced along z, its slices are zoomed alike (not at all)
+
+
 def test_the_self_ensemble_is_refused_where_it_cannot_apply(make_model):
     ct = np.random.default_rng(2).normal(40, 30, (8, 16, 16)).astype(np.float32)
     vol = Volume(ct, spacing=(0.8, 0.8, 0.8), metadata={"modality": "CT", "units": "HU"})
