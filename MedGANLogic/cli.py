@@ -122,6 +122,8 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("force", "native", "bias_correction", "adapt"):
         if getattr(args, flag):
             options[flag] = True
+    if args.no_input_detail:
+        options["input_detail"] = False
     if not args.adapt and any(k in options for k in ("adapt_budget_s", "adapt_steps", "adapt_seed")):
         raise MedGANError("--adapt-budget, --adapt-steps and --adapt-seed apply with --adapt only.")
     if args.mask is not None:
@@ -247,6 +249,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="with --adapt: also save the fitted network as a model folder (its card names this scan)")
     p.add_argument("--native", action="store_true",
                    help="run on the input's own grid: no resampling into the model's voxel size or orientation")
+    p.add_argument("--no-input-detail", action="store_true", dest="no_input_detail",
+                   help="superres: where the input is resampled into the model's voxel size, do not add back the "
+                        "detail finer than it (from a cubic B-spline on the input grid)")
     p.add_argument("--bias-correction", action="store_true", dest="bias_correction",
                    help="MR: N4 bias-field correction of the input before the model sees it")
     p.add_argument("--component", type=int, help="vector images: which component to use")

@@ -56,6 +56,9 @@ RULES: dict[str, _Rule] = {
     "residual": (_is_bool, "True or False (True: output the signed residual and the reconstruction, to calibrate "
                            "an anomaly model)", bool),
     "min_probability": (lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]", float),
+    "input_detail": (_is_bool, "True or False (super-resolution: where the input is resampled into the model's "
+                               "voxel size, add back the detail finer than it from a spline on the input grid; "
+                               "default True)", bool),
     "native": (_is_bool, "True or False (True: run on the input's own grid, no resampling or reorientation)", bool),
     "bias_correction": (_is_bool, "True or False (True: N4 bias-field correction of MR inputs)", bool),
     "adapt": (_is_bool, "True or False (True: fit a network to this scan instead of running a trained one)", bool),

@@ -334,6 +334,7 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     if hasattr(task_module, "network_source"):
         source = task_module.network_source(volume, card)
     seen = to_model(source, plan.frame)  # the input in the model's orientation and voxel size
+    seen_as_given = seen
     if plan.bias_correction:
         seen = seen.with_array(bias_correct(seen.array, seen.spacing))
     normalized, stats = normalize(seen.array, card.input["normalization"])
@@ -351,6 +352,9 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         outputs = {name: to_input(out, volume, plan.frame, card.scale_factor) for name, out in outputs.items()}
         if hasattr(task_module, "on_input_grid"):
             extras = task_module.on_input_grid(outputs, extras, volume, card)
+        if hasattr(task_module, "keep_input_detail"):  # what resampling into the model's voxel size took away
+            outputs, extras = task_module.keep_input_detail(outputs, extras, source, seen_as_given, plan.frame, card,
+                                                            options)
     if hasattr(task_module, "finish"):  # what a task does on the input's own grid (the lesion's compositing)
         outputs, extras = task_module.finish(outputs, extras, plan)
 

@@ -3,6 +3,8 @@
 * :func:`grid_with_spacing`: the grid of a new voxel size over the same field of view (outer voxel edges kept,
   as :meth:`Volume.resampled_grid` does for super-resolution);
 * :func:`axis_aligned_grid`: the axis-aligned grid (given direction) that covers an oblique volume;
+* :func:`bspline_onto`: cubic B-spline interpolation onto a finer grid, the nearest value beyond the outermost
+  voxel centres (super-resolution's baseline, and what :mod:`MedGANLogic.tasks.superres` keeps of the input grid);
 * :func:`resample`: a Volume's voxels on a grid. Images: linear (``"linear"``) or cubic B-spline (``"bspline"``,
   clipped to the input's range so it does not ring past it); label maps and masks: nearest neighbour. Before
   downsampling, a Gaussian (sigma = (factor - 1) / 2 voxels along each axis, as scikit-image's ``resize`` does)
@@ -67,6 +69,21 @@ def _antialias(volume: Volume, spacing: tuple[float, float, float]) -> np.ndarra
     if not (sigma > 0).any():
         return volume.array
     return ndimage.gaussian_filter(volume.array.astype(np.float32, copy=False), sigma=sigma, mode="nearest")
+
+
+def bspline_onto(volume: Volume, grid: dict[str, Any]) -> np.ndarray:
+    """Cubic B-spline interpolation (SimpleITK ``sitkBSpline``) of ``volume`` at the voxel centres of ``grid``, for
+    upsampling (no antialiasing, no clipping). Beyond the outermost voxel centres of ``volume`` (half a voxel at each
+    end of the same field of view) the nearest value is used. Returns a float32 (z, y, x) array."""
+    f = sitk.ResampleImageFilter()
+    f.SetSize([int(n) for n in grid["shape"][::-1]])
+    f.SetOutputSpacing([float(s) for s in grid["spacing"]])
+    f.SetOutputOrigin([float(o) for o in grid["origin"]])
+    f.SetOutputDirection([float(d) for d in np.asarray(grid["direction"]).ravel()])
+    f.SetInterpolator(sitk.sitkBSpline)
+    f.SetUseNearestNeighborExtrapolator(True)
+    f.SetOutputPixelType(sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(f.Execute(from_volume(volume)))
 
 
 def resample(volume: Volume, grid: dict[str, Any], method: str = "linear",

@@ -80,18 +80,11 @@ def bspline_upsample(low: Volume, grid: Volume) -> np.ndarray:
     """Cubic B-spline interpolation (SimpleITK ``sitkBSpline``) of ``low`` at the voxel centres of ``grid``.
 
     Outside the outermost input voxel centres (half an input voxel at each end) the nearest value is used.
-    Returns a float32 array of ``grid``'s shape.
+    Returns a float32 array of ``grid``'s shape (:func:`MedGANLogic.resampling.bspline_onto`).
     """
-    import SimpleITK as sitk
+    from ..resampling import bspline_onto, grid_of
 
-    from ..io import from_volume
-
-    resample = sitk.ResampleImageFilter()
-    resample.SetReferenceImage(from_volume(grid))
-    resample.SetInterpolator(sitk.sitkBSpline)
-    resample.SetUseNearestNeighborExtrapolator(True)
-    resample.SetOutputPixelType(sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(resample.Execute(from_volume(low)))
+    return bspline_onto(low, grid_of(grid))
 
 
 class RobustZScore:

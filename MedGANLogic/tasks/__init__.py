@@ -51,7 +51,8 @@ TASKS: Registry[TaskSpec] = Registry("task", error=MedGANError)
 for _spec in (
     TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image", ("ensemble",)),
     TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS + ("ensemble",)),
-    TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image", ADAPT_OPTIONS + ("ensemble",)),
+    TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image",
+             ADAPT_OPTIONS + ("ensemble", "input_detail")),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
              ("threshold", "smoothing_mm", "edge_mm", "residual", "ensemble")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),

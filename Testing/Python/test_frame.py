@@ -16,6 +16,8 @@ from MedGANLogic.volume import Volume
 
 CORONAL = np.array([[-1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # i -> right, j -> feet, k -> back: coronal slices
 RAW = {"kind": "none"}
+# the shipped MR cards' scale (not clipped above, so an SR output keeps the input's intensities)
+MR_SCALE = {"kind": "mr_percentile", "percentiles": [0.5, 99.5], "range": [-1, 1], "zero_based": True}
 
 
 @register_architecture("test_frame_identity")
@@ -164,6 +166,48 @@ def test_superres_resampled_lands_on_the_finer_input_grid(make_model):
     assert np.array_equal(out.direction, volume.direction)
     assert result.provenance["resampled_from"] == [0.8, 0.8, 3.0]
     assert "0.8, 0.8, 3.0] -> [0.8, 0.4, 3.0]" in out.metadata["geometry_changed"]
+
+
+def test_superres_resampled_keeps_the_detail_of_the_input_grid(make_model, tmp_path):
+    """Brought from 0.8 mm to the model's 1.5 mm along x and back, a 1.6 mm stripe pattern is gone; the output adds
+    back what that round trip took from a spline of the input (input_detail, the default), so pairs of its refined
+    y voxels average back to the input. Inside the card's range nothing is resampled and nothing is added."""
+    make_model(tiny_card("test-frame-sr", task="superres", tile_size=None,
+                         architecture={"name": "test_frame_upsample_y2", "params": {}}, scale_factor=[1, 2, 1],
+                         input={"modality": "MR", "spacing_mm": [1.5, 4.5], "normalization": MR_SCALE},
+                         output={"modality": "MR", "normalization": {"kind": "same_as_input"}}))
+    volume = _head(shape=(8, 30, 40), spacing=(0.8, 0.8, 3.0))
+    stripes = np.where(np.arange(40) % 2 == 0, 40.0, -40.0).astype(np.float32)  # 1.6 mm period along x
+    volume = volume.with_array(np.where(volume.array > 100, volume.array + stripes, volume.array))
+    before = volume.array.copy()
+    kept, plain = (run("superres", volume, model="test-frame-sr", input_detail=flag) for flag in (True, False))
+    assert np.array_equal(volume.array, before)
+    assert kept.volume.same_geometry(plain.volume, atol=0)
+    assert "restored from a cubic B-spline" in kept.provenance["input_detail"]
+    assert "input_detail" not in plain.provenance and "input_detail" not in plain.volume.metadata
+    inner = np.zeros(volume.shape, bool)
+    inner[:, 3:-3, 3:-3] = volume.array[:, 3:-3, 3:-3] > 100
+
+    def error(result):  # the refined y voxels averaged in pairs against the input
+        out = result.volume.array
+        return float(np.abs(0.5 * (out[:, 0::2] + out[:, 1::2]) - volume.array)[inner].mean())
+
+    assert error(plain) > 25  # the stripes were lost on the way through 1.5 mm
+    assert error(kept) < 0.25 * error(plain)
+    from MedGANLogic.cli import main
+    from MedGANLogic.io import read_volume, write_volume
+
+    src = write_volume(volume, tmp_path / "thick.nrrd")
+    for flags, expected in (([], kept), (["--no-input-detail"], plain)):
+        assert main(["run", "--task", "superres", "--model", "test-frame-sr", "--input", str(src), "--output",
+                     str(tmp_path / "sr.nrrd"), "--quiet", *flags]) == 0
+        back = read_volume(tmp_path / "sr.nrrd")
+        assert np.allclose(back.array, expected.volume.array, atol=1e-3)
+        assert ("input_detail" in back.metadata["provenance"]) == (not flags)
+    inside = volume.with_array(volume.array, spacing=(2.0, 2.0, 3.0))  # in range: the model's own grid
+    a, b = (run("superres", inside, model="test-frame-sr", input_detail=flag) for flag in (True, False))
+    assert a.provenance["resampled_from"] is None and "input_detail" not in a.provenance
+    assert np.array_equal(a.volume.array, b.volume.array)
 
 
 def test_labels_and_masks_come_back_as_labels(make_model):
