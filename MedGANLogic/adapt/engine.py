@@ -68,15 +68,26 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
         if model is not None:
             _check_start(model, "denoise")
             start, said = model, f"starting from model {model}"
+            fine = _fine_tunes(model)
         else:
+            from .denoise import trained_start
             from .starts import start_folder
 
             # the shipped starting point of this modality, if installed: blind-spot networks, so not for a
-            # modality whose default fit is another method (CT, PET: recorrupted-to-recorrupted); a given model
-            # starts the fit of its own method (fit_denoise)
-            start = start_folder(modality) if DEFAULT_METHOD[modality] == "blindspot" else None
-            said = (f"starting from the shipped {modality} starting point (fit-start-{modality.lower()})"
-                    if start is not None else "from scratch")
+            # modality whose default fit is another method (CT, PET: recorrupted-to-recorrupted); there the
+            # modality's trained denoiser, if installed, is fine-tuned (CT: ldct-denoise); a given model starts the
+            # fit of its own method (fit_denoise)
+            fine = False
+            if DEFAULT_METHOD[modality] == "blindspot":
+                start = start_folder(modality)
+                said = (f"starting from the shipped {modality} starting point (fit-start-{modality.lower()})"
+                        if start is not None else "from scratch")
+            else:
+                start = trained_start(modality)
+                said = f"fine-tuning the trained {start}" if start is not None else "from scratch"
+                fine = start is not None
+        if fine and "adapt_steps" not in options:  # a fine-tuning fit arrives sooner: its own cap
+            budget = default_budget(modality, budget.seconds, MAX_STEPS, fine_tuning=True)
         limit = f" or {budget.max_steps} steps" if budget.max_steps < MAX_STEPS else ""
         notes.append(f"fitting a {modality} denoiser to this scan for up to {budget.seconds:g} s{limit}, {said}")
         return AdaptPlan(task, budget, seed, modality, None, start, notes)
@@ -100,15 +111,26 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
     return AdaptPlan(task, budget, seed, volume.metadata.get("modality"), factor, start, notes)
 
 
+def _fine_tunes(start: Any) -> bool:
+    """Whether ``start`` is a trained denoiser a recorrupted-to-recorrupted fit fine-tunes (not a fit or a start)."""
+    from ..models import registry
+    from .denoise import trained_window
+
+    return trained_window(registry.get_model(start)) is not None
+
+
 def _check_start(model: Any, task: str) -> None:
     from ..models import registry
+    from .denoise import trained_window
 
     card = registry.get_model(model)
     fits = card.task == task and (card.architecture == "scan_fitted2d"
-                                  or (task == "superres" and card.architecture == "srresnet2d"))
+                                  or (task == "superres" and card.architecture == "srresnet2d")
+                                  or (task == "denoise" and trained_window(card) is not None))
     if not fits:
         raise ModelError(f"Model {card.id} cannot start a {task} fit to the scan: give a model saved by an earlier "
-                         f"fit (or, for super-resolution, an srresnet2d model), or no model.")
+                         f"fit (or, for super-resolution, an srresnet2d model; for CT denoising, a trained CT "
+                         f"denoiser such as ldct-denoise), or no model.")
 
 
 def execute_adapt(plan: Any, progress=None, cancel=None):

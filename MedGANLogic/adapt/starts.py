@@ -26,6 +26,8 @@ Training stacks (seeded; the phantom's training split only, never its validation
   shipped: on the real tuning CT of ``make eval-real`` (lung2) a fit from it scored below a fit from scratch
   (25.7 against 26.0 dB at 300 steps, blind radius 1): the simulated projection-domain noise is nearly white at
   the phantom's 1.5 mm pixels, real CT noise is not. ``--modality CT`` still makes one for those who want it.
+  CT's default fit is recorrupted-to-recorrupted and fine-tunes the trained ``ldct-denoise`` where it is
+  installed (:data:`.denoise.TRAINED_START`).
 * PT: phantom subjects' PET (:func:`~MedGANLogic.simulate.pet.simulate_pet`) with counts per SUV 1-20, scanner
   resolution 4-7 mm and post-filter 0-6 mm drawn per subject. PET's default fit is now recorrupted-to-recorrupted
   (:mod:`.denoise`), which starts from scratch, so ``run(..., adapt=True)`` no longer uses it; it starts a PET fit

@@ -646,3 +646,64 @@ def test_the_blind_spot_loss_stays_finite_where_a_pixel_is_predicted_exactly():
     assert gaussian_nll(x, normal).item() == pytest.approx(
         (0.5 * ((x - normal[:, :1]) ** 2 * np.exp(5.0) - 5.0)).mean().item(), rel=1e-6)
     assert MIN_LOG_VAR == pytest.approx(np.log(1e-8))
+
+
+def _tiny_ct_denoiser(model_id: str = "test-ct-denoiser", kind: str = "ct_window") -> dict:
+    from conftest import tiny_card
+
+    norm = ({"kind": "ct_window", "window": [-1000, 2000], "range": [-1, 1]} if kind == "ct_window"
+            else {"kind": "mr_percentile", "percentiles": [0.5, 99.5], "range": [-1, 1]})
+    return tiny_card(model_id, task="denoise", architecture={"name": "conv2d", "params": {"features": 4, "depth": 2}},
+                     input={"modality": "CT" if kind == "ct_window" else "MR", "normalization": norm},
+                     output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}})
+
+
+def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phantom, make_model, monkeypatch):
+    """CT's default fit (recorrupted-to-recorrupted) starts from the modality's trained denoiser when installed
+    (TRAINED_START): its network, its weights and its HU window, at the fine-tuning learning rate; a trained MR-scale
+    denoiser cannot start one, nor can a CT denoiser start a fit of another modality or method."""
+    import MedGANLogic.adapt.denoise as dn
+    from MedGANLogic import run
+    from MedGANLogic.models import build_network
+    from MedGANLogic.models.registry import get_model
+    from MedGANLogic.pipeline import plan
+
+    noisy, _, _ = _modality_case("CT", *phantom)
+    card = make_model(_tiny_ct_denoiser())
+    make_model(_tiny_ct_denoiser("test-mr-scale-denoiser", kind="mr"))
+    assert dn.trained_window(card) == (-1000.0, 2000.0)
+    assert dn.trained_window(get_model("test-mr-scale-denoiser")) is None
+    assert plan("denoise", noisy, adapt=True, modality="CT").adapt.start is None  # not the default start
+    monkeypatch.setitem(dn.TRAINED_START, "CT", "test-ct-denoiser")
+    planned = plan("denoise", noisy, adapt=True, modality="CT")
+    assert planned.adapt.start == "test-ct-denoiser" and "fine-tuning the trained test-ct-denoiser" in planned.notes[0]
+    assert planned.adapt.budget.max_steps == dn.R2R_FINETUNE_STEPS < dn.STEP_CAP["CT"]  # it arrives sooner
+    assert plan("denoise", noisy, adapt=True, modality="CT", adapt_steps=9).adapt.budget.max_steps == 9
+    given = plan("denoise", noisy, adapt=True, modality="CT", model="test-ct-denoiser")
+    assert given.adapt.start == "test-ct-denoiser" and given.adapt.budget.max_steps == dn.R2R_FINETUNE_STEPS
+    assert plan("denoise", noisy, adapt=True, modality="PT").adapt.start is None  # CT's only
+
+    fit = fit_denoise(noisy, "CT", init="test-ct-denoiser", budget=steps(2), seed=0, device="cpu", patch=32,
+                      batch_size=4)
+    details = fit.record.details
+    assert fit.record.init == "test-ct-denoiser" and details["method"] == "r2r"
+    assert details["network"] == card.data["architecture"] and details["window"] == [-1000.0, 2000.0]
+    assert details["lr"] == dn.R2R_FINETUNE_LR and "fine-tuning the trained test-ct-denoiser" in fit.record.method
+    torch.manual_seed(0)  # make_model's weights
+    trained = build_network("conv2d", {"features": 4, "depth": 2})
+    moved = max(float((a - b).abs().max()) for a, b in zip(fit.network.inner.state_dict().values(),
+                                                           trained.state_dict().values()))
+    assert moved < 10 * dn.R2R_FINETUNE_LR  # two Adam steps from the trained weights, not a fresh network
+    torch.manual_seed(1)
+    fresh = build_network("conv2d", {"features": 4, "depth": 2})
+    assert max(float((a - b).abs().max()) for a, b in zip(fresh.state_dict().values(),
+                                                          trained.state_dict().values())) > 100 * dn.R2R_FINETUNE_LR
+    through_engine = run("denoise", noisy, adapt=True, modality="CT", adapt_steps=2, adapt_seed=0, device="cpu")
+    assert through_engine.volume.same_geometry(noisy, atol=0)
+    assert through_engine.provenance["adapt"]["init"] == "test-ct-denoiser"
+    with pytest.raises(InputError, match="starts a recorrupted-to-recorrupted fit to a CT scan only"):
+        fit_denoise(noisy, "MR", init="test-ct-denoiser", budget=steps(1), device="cpu")
+    with pytest.raises(InputError, match="starts a recorrupted-to-recorrupted fit to a CT scan only"):
+        fit_denoise(noisy, "CT", init="test-ct-denoiser", method="blindspot", budget=steps(1), device="cpu")
+    with pytest.raises(ModelError, match="cannot start a denoise fit"):
+        plan("denoise", noisy, adapt=True, modality="CT", model="test-mr-scale-denoiser")
