@@ -125,7 +125,7 @@ NOISE_SPECTRUM = {"MR": "flattest", "PT": "gaussian", "US": "flattest", "CT": "f
 SPECTRUM_WORDS = {"flattest": "the noise spectrum measured on the scan's flattest tissue",
                   "gaussian": "a Gaussian noise spectrum fitted to the scan's high frequencies"}
 # The fit method of a starting network's inner architecture (a kept fit or a shipped start).
-METHOD_OF_INNER = {"blindspot_unet2d": "blindspot", "residual_unet2d": "r2r"}
+METHOD_OF_INNER = {"blindspot_unet2d": "blindspot", "residual_unet2d": "r2r", "red_cnn2d": "r2r"}
 # Recorruption strength: the input carries (1 + alpha^2) x the noise variance, the target 1 / alpha^2 x. Pang et al.
 # used 0.5; on the real tuning CT (lung2, seed 0, one thread) 0.3 / 0.5 / 0.7 / 1.0 gave 28.21 / 28.40 / 28.47 /
 # 28.44 dB at 1500 steps, and 0.7 28.95 at 6000 steps against 0.5's 28.88 (benchmarks/adapt_ct.py, two threads).
@@ -223,6 +223,19 @@ def _trained_card(init: Any) -> Any:
 
     card = registry.get_model(init)
     return card if trained_window(card) is not None else None
+
+
+def _kept_fit_inner(init: Any) -> tuple[dict[str, Any], tuple[float, float]] | None:
+    """(inner network spec, window) of ``init`` when it is a kept denoising fit (``scan_fitted2d``), else None."""
+    if init is None:
+        return None
+    from ..models import registry
+
+    card = registry.get_model(init)
+    if card.architecture != "scan_fitted2d" or card.task != "denoise":
+        return None
+    low, high = (float(w) for w in card.arch_params["window"])
+    return dict(card.arch_params["inner"]), (low, high)
 
 
 def _load_trained(inner: torch.nn.Module, card: Any) -> str:
@@ -387,13 +400,27 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
 
     constants = noise.estimate(volume.array)
     transformed = noise.forward(volume.array)
-    window = trained_window(trained) if trained is not None else unit_window(transformed)
+    # a kept recorrupted-to-recorrupted fit of another network than a fit's own (r2r_spec) fine-tuned a trained
+    # denoiser: its weights work in that denoiser's fixed window, so a fit it starts keeps network and window
+    kept = _kept_fit_inner(init) if trained is None and method == "r2r" else None
+    fixed = (kept is not None and kept[0]["name"] != r2r_spec()["name"]
+             and METHOD_OF_INNER.get(kept[0]["name"], "r2r") == "r2r")
+    if trained is not None:
+        window = trained_window(trained)
+    elif fixed:
+        window = kept[1]
+    else:
+        window = unit_window(transformed)
     slices = np.moveaxis(to_unit(transformed, window), axis, 0)
     del transformed
     tissue = np.stack([tissue_mask(s) for s in slices])
     if method == "r2r":
-        inner = ({"name": trained.architecture, "params": dict(trained.arch_params)} if trained is not None
-                 else r2r_spec(features or R2R_FEATURES))
+        if trained is not None:
+            inner = {"name": trained.architecture, "params": dict(trained.arch_params)}
+        elif fixed:
+            inner = dict(kept[0])
+        else:
+            inner = r2r_spec(features or R2R_FEATURES)
         power = measure_noise(mod, slices, tissue)
     else:
         inner = denoiser_spec(noise.blind_radius, features or 16)

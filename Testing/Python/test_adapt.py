@@ -658,7 +658,8 @@ def _tiny_ct_denoiser(model_id: str = "test-ct-denoiser", kind: str = "ct_window
                      output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}})
 
 
-def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phantom, make_model, monkeypatch):
+def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phantom, make_model, model_dir,
+                                                                           monkeypatch):
     """CT's default fit (recorrupted-to-recorrupted) starts from the modality's trained denoiser when installed
     (TRAINED_START): its network, its weights and its HU window, at the fine-tuning learning rate; a trained MR-scale
     denoiser cannot start one, nor can a CT denoiser start a fit of another modality or method."""
@@ -698,6 +699,13 @@ def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phanto
     fresh = build_network("conv2d", {"features": 4, "depth": 2})
     assert max(float((a - b).abs().max()) for a, b in zip(fresh.state_dict().values(),
                                                           trained.state_dict().values())) > 100 * dn.R2R_FINETUNE_LR
+    save_fitted_model(fit, model_dir / "ct-fine-tuned")  # a kept fine-tuned fit runs as a model of its own
+    again = run("denoise", noisy, model=str(model_dir / "ct-fine-tuned"), device="cpu").volume
+    assert again.same_geometry(noisy) and np.allclose(again.array, fit.volume.array, atol=0.5)
+    refit = fit_denoise(noisy, "CT", init=str(model_dir / "ct-fine-tuned"), budget=steps(1), seed=0, device="cpu",
+                        patch=32, batch_size=4)  # a kept fine-tuned fit starts another: same network and window
+    assert refit.record.details["network"] == card.data["architecture"]
+    assert refit.record.details["window"] == [-1000.0, 2000.0] and refit.record.details["method"] == "r2r"
     through_engine = run("denoise", noisy, adapt=True, modality="CT", adapt_steps=2, adapt_seed=0, device="cpu")
     assert through_engine.volume.same_geometry(noisy, atol=0)
     assert through_engine.provenance["adapt"]["init"] == "test-ct-denoiser"
