@@ -69,6 +69,9 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
             _check_start(model, "denoise")
             start, said = model, f"starting from model {model}"
             fine = _fine_tunes(model)
+            if fine and modality != "CT":
+                raise InputError(f"Model {model} is a trained CT denoiser: it starts a fit to a CT scan only, and "
+                                 f"this one is {modality}. Give no model, or a fit kept from a {modality} scan.")
         else:
             from .denoise import trained_start
             from .starts import start_folder

@@ -715,3 +715,5 @@ def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phanto
         fit_denoise(noisy, "CT", init="test-ct-denoiser", method="blindspot", budget=steps(1), device="cpu")
     with pytest.raises(ModelError, match="cannot start a denoise fit"):
         plan("denoise", noisy, adapt=True, modality="CT", model="test-mr-scale-denoiser")
+    with pytest.raises(InputError, match="starts a fit to a CT scan only, and this one is MR"):  # before any work
+        plan("denoise", noisy, adapt=True, modality="MR", model="test-ct-denoiser")
