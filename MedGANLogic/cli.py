@@ -239,11 +239,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "fitting model if one is installed, or --model)")
     p.add_argument("--adapt-budget", type=float, dest="adapt_budget_s", metavar="SECONDS",
                    help="with --adapt: seconds of fitting (default 90 for denoise, 120 for ultrasound, 300 for CT "
-                        "and PET denoise, 120 for superres; ultrasound denoising also stops after 750 steps, CT and "
-                        "PET after 6000, see --adapt-steps)")
+                        "and PET denoise, 120 for superres; ultrasound denoising also stops after 750 steps, CT "
+                        "fine-tuning ldct-denoise after 1500, PET and CT from scratch after 6000, see --adapt-steps)")
     p.add_argument("--adapt-steps", type=int, dest="adapt_steps", metavar="N",
                    help="with --adapt: at most N fitting steps (reproducible with the same --adapt-seed); replaces "
-                        "the step cap of ultrasound (750), CT and PET (6000) denoising")
+                        "the step cap of ultrasound (750), CT (1500 fine-tuning ldct-denoise, else 6000) and PET "
+                        "(6000) denoising")
     p.add_argument("--adapt-seed", type=int, dest="adapt_seed", metavar="N", help="with --adapt: seed (default 0)")
     p.add_argument("--save-fit", dest="save_fit", metavar="FOLDER",
                    help="with --adapt: also save the fitted network as a model folder (its card names this scan)")
