@@ -71,16 +71,22 @@ def _antialias(volume: Volume, spacing: tuple[float, float, float]) -> np.ndarra
     return ndimage.gaussian_filter(volume.array.astype(np.float32, copy=False), sigma=sigma, mode="nearest")
 
 
-def bspline_onto(volume: Volume, grid: dict[str, Any]) -> np.ndarray:
-    """Cubic B-spline interpolation (SimpleITK ``sitkBSpline``) of ``volume`` at the voxel centres of ``grid``, for
-    upsampling (no antialiasing, no clipping). Beyond the outermost voxel centres of ``volume`` (half a voxel at each
-    end of the same field of view) the nearest value is used. Returns a float32 (z, y, x) array."""
+def _onto(grid: dict[str, Any], method: str) -> sitk.ResampleImageFilter:
+    """A SimpleITK resampler onto ``grid`` with the ``method``'s interpolator."""
     f = sitk.ResampleImageFilter()
     f.SetSize([int(n) for n in grid["shape"][::-1]])
     f.SetOutputSpacing([float(s) for s in grid["spacing"]])
     f.SetOutputOrigin([float(o) for o in grid["origin"]])
     f.SetOutputDirection([float(d) for d in np.asarray(grid["direction"]).ravel()])
-    f.SetInterpolator(sitk.sitkBSpline)
+    f.SetInterpolator(INTERPOLATORS[method])
+    return f
+
+
+def bspline_onto(volume: Volume, grid: dict[str, Any]) -> np.ndarray:
+    """Cubic B-spline interpolation (SimpleITK ``sitkBSpline``) of ``volume`` at the voxel centres of ``grid``, for
+    upsampling (no antialiasing, no clipping). Beyond the outermost voxel centres of ``volume`` (half a voxel at each
+    end of the same field of view) the nearest value is used. Returns a float32 (z, y, x) array."""
+    f = _onto(grid, "bspline")
     f.SetUseNearestNeighborExtrapolator(True)
     f.SetOutputPixelType(sitk.sitkFloat32)
     return sitk.GetArrayFromImage(f.Execute(from_volume(volume)))
@@ -100,12 +106,7 @@ def resample(volume: Volume, grid: dict[str, Any], method: str = "linear",
     if method != "nearest":
         source = volume.with_array(_antialias(volume, grid["spacing"]).astype(np.float32, copy=False))
     image = from_volume(source)
-    f = sitk.ResampleImageFilter()
-    f.SetSize([int(n) for n in grid["shape"][::-1]])
-    f.SetOutputSpacing([float(s) for s in grid["spacing"]])
-    f.SetOutputOrigin([float(o) for o in grid["origin"]])
-    f.SetOutputDirection([float(d) for d in np.asarray(grid["direction"]).ravel()])
-    f.SetInterpolator(INTERPOLATORS[method])
+    f = _onto(grid, method)
     f.SetDefaultPixelValue(float(volume.array.min() if background is None else background))
     f.SetOutputPixelType(image.GetPixelID())
     out = sitk.GetArrayFromImage(f.Execute(image))

@@ -203,19 +203,17 @@ def trained_window(card: Any) -> tuple[float, float] | None:
 
 def trained_start(modality: str) -> str | None:
     """The installed trained denoiser a ``modality`` fit fine-tunes by default (``TRAINED_START``), or None."""
-    from ..models import registry
-
     model = TRAINED_START.get(canonical_modality(modality))
     if model is None:
         return None
     try:
-        card = registry.get_model(model)
-    except MedGANError:
+        card = trained_card(model)
+    except MedGANError:  # not installed
         return None
-    return card.id if trained_window(card) is not None else None
+    return card.id if card is not None else None
 
 
-def _trained_card(init: Any) -> Any:
+def trained_card(init: Any) -> Any:
     """``init``'s card when it is a trained denoiser a fit can fine-tune (:func:`trained_window`), else None."""
     if init is None:
         return None
@@ -375,7 +373,8 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
 
     check_volume(volume)
     mod = canonical_modality(modality or volume.metadata.get("modality"))
-    budget = budget or default_budget(mod, fine_tuning=_trained_card(init) is not None)
+    trained = trained_card(init)  # a trained denoiser to fine-tune (its own network and HU window), or None
+    budget = budget or default_budget(mod, fine_tuning=trained is not None)
     noise = noise_model(mod, blind_radius)
     if adversarial < 0:
         raise InputError(f"adversarial must be a weight >= 0; got {adversarial}.")
@@ -386,7 +385,6 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
     if method == "r2r" and adversarial > 0:
         raise InputError("The adversarial term works with the blind-spot fit only: pass method='blindspot' with "
                          "adversarial > 0, or adversarial=0.")
-    trained = _trained_card(init)  # a trained denoiser to fine-tune (its own network and HU window), or None
     if trained is not None and (method != "r2r" or mod != "CT"):
         raise InputError(f"The trained denoiser {trained.id} starts a recorrupted-to-recorrupted fit to a CT scan "
                          f"only; this fit is {method} on {mod}: pass method='r2r' for a CT scan, or another start.")
@@ -400,27 +398,21 @@ def fit_denoise(volume: Volume, modality: str | None = None, *, budget: FitBudge
 
     constants = noise.estimate(volume.array)
     transformed = noise.forward(volume.array)
-    # a kept recorrupted-to-recorrupted fit of another network than a fit's own (r2r_spec) fine-tuned a trained
-    # denoiser: its weights work in that denoiser's fixed window, so a fit it starts keeps network and window
-    kept = _kept_fit_inner(init) if trained is None and method == "r2r" else None
-    fixed = (kept is not None and kept[0]["name"] != r2r_spec()["name"]
-             and METHOD_OF_INNER.get(kept[0]["name"], "r2r") == "r2r")
+    # (network, window) that the start's weights work in and the fit keeps: a trained denoiser's own, or those of a
+    # kept recorrupted-to-recorrupted fit of another network than a fit's own (r2r_spec), which fine-tuned one;
+    # otherwise None (the fit's own network, in the scan's own window)
+    fixed = None
     if trained is not None:
-        window = trained_window(trained)
-    elif fixed:
-        window = kept[1]
-    else:
-        window = unit_window(transformed)
+        fixed = {"name": trained.architecture, "params": dict(trained.arch_params)}, trained_window(trained)
+    elif method == "r2r" and (kept := _kept_fit_inner(init)) is not None:
+        if kept[0]["name"] != r2r_spec()["name"] and METHOD_OF_INNER.get(kept[0]["name"], "r2r") == "r2r":
+            fixed = kept
+    window = fixed[1] if fixed is not None else unit_window(transformed)
     slices = np.moveaxis(to_unit(transformed, window), axis, 0)
     del transformed
     tissue = np.stack([tissue_mask(s) for s in slices])
     if method == "r2r":
-        if trained is not None:
-            inner = {"name": trained.architecture, "params": dict(trained.arch_params)}
-        elif fixed:
-            inner = dict(kept[0])
-        else:
-            inner = r2r_spec(features or R2R_FEATURES)
+        inner = dict(fixed[0]) if fixed is not None else r2r_spec(features or R2R_FEATURES)
         power = measure_noise(mod, slices, tissue)
     else:
         inner = denoiser_spec(noise.blind_radius, features or 16)

@@ -56,7 +56,7 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
     seed = int(options.get("adapt_seed", 0))
     notes = []
     if task == "denoise":
-        from .denoise import DEFAULT_METHOD, default_budget
+        from .denoise import DEFAULT_METHOD, default_budget, trained_card
         from .denoise import DEFAULT_SECONDS as DENOISE_SECONDS
 
         recorded = volume.metadata.get("modality") or volume.metadata.get("guessed_modality")
@@ -68,7 +68,7 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
         if model is not None:
             _check_start(model, "denoise")
             start, said = model, f"starting from model {model}"
-            fine = _fine_tunes(model)
+            fine = trained_card(model) is not None
             if fine and modality != "CT":
                 raise InputError(f"Model {model} is a trained CT denoiser: it starts a fit to a CT scan only, and "
                                  f"this one is {modality}. Give no model, or a fit kept from a {modality} scan.")
@@ -112,14 +112,6 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
     notes.append(f"fitting x{factor} through-plane super-resolution (array axis {axis}) to this scan for up to "
                  f"{budget.seconds:g} s, " + (f"starting from model {start}" if start else "from scratch"))
     return AdaptPlan(task, budget, seed, volume.metadata.get("modality"), factor, start, notes)
-
-
-def _fine_tunes(start: Any) -> bool:
-    """Whether ``start`` is a trained denoiser a recorrupted-to-recorrupted fit fine-tunes (not a fit or a start)."""
-    from ..models import registry
-    from .denoise import trained_window
-
-    return trained_window(registry.get_model(start)) is not None
 
 
 def _check_start(model: Any, task: str) -> None:

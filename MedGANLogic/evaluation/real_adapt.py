@@ -48,10 +48,11 @@ TRAINED_WHY = {
           f"where the baselines' strength was tuned on another real CT ({CT_TUNING})."}
 
 
-def fit_steps() -> dict[str, int]:
+def fit_steps(ct_start: str | None) -> dict[str, int]:
     """Fitting steps: MR as the phantom section; CT its default cap (a run whose time budget is not the limit):
-    that of fine-tuning the trained CT denoiser where it is installed (its default start), else from scratch."""
-    return {"MR": DN_STEPS["MR"], "CT": R2R_FINETUNE_STEPS if trained_start("CT") else STEP_CAP["CT"]}
+    that of fine-tuning the trained CT denoiser ``ct_start`` (its default start, when installed), else from
+    scratch."""
+    return {"MR": DN_STEPS["MR"], "CT": R2R_FINETUNE_STEPS if ct_start else STEP_CAP["CT"]}
 
 
 def _window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
@@ -159,7 +160,8 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
     metrics: dict[str, dict[str, list[float]]] = {m: {f"{c} {k}": [] for k in ("PSNR", "SSIM") for c in cases}
                                                   for m in methods + ((row_name,) if trained else ())}
     tuned = {"MR": _tune(ctx, MR_TUNING), "CT": _tune(ctx, CT_TUNING)}
-    steps, ct_start = fit_steps(), trained_start("CT")
+    ct_start = trained_start("CT")
+    steps = fit_steps(ct_start)
     targets, rows = [], []
     for case in cases:
         noisy, clean, mask, modality = noisy_case(ctx, case, seed=1)
