@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "min_foreground": 0.1,  # skip slices where less than this fraction is not background
         "crop": None,  # [h, w] random crops; None = whole slices padded to the generator's size multiple
         "noisy_input": False,  # super-resolution: the input from each sample's noisy source, not its clean target
+        "noisy_target": False,  # super-resolution: input and target both from the noisy source (the real-scan case)
         "augment": {"flip": True, "shift": 4},
     },
     "generator": {"name": "unet2d", "params": {}},

@@ -35,8 +35,9 @@ def test_sr_batches_are_aligned_crops_of_the_simulated_pairs(tiny_config):
 
 def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tiny_config):
     """data.noisy_input: the low-resolution input is simulated from each sample's noisy acquisition (source), the
-    target is the clean one; without it both come from the clean target; mismatched grids and task superres (which
-    has no noisy source on the target's grid) are refused."""
+    target is the clean one; data.noisy_target: the target is the noisy acquisition too; without them both come from
+    the clean target; mismatched grids and task superres (which has no noisy source on the target's grid) are
+    refused."""
     from MedGANLogic.train.data.sources import VolumeSet
     from MedGANLogic.train.data.superres import build_sr_batches
 
@@ -54,12 +55,22 @@ def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tin
     spec = config["export"][0]["card"]["input"]["normalization"]
     low = superres_pair(Volume(noisy[0]), (2, 1, 1), "thick_slices")[0].array  # the tiny card's axis and factor
     assert np.allclose(with_noise.low[0], volume_slices(normalize_for_training(low, spec)[0], 1, 0), atol=1e-6)
+    # data.noisy_target: the target is the noisy acquisition too, and the input its degraded copy
+    both = build_sr_batches(tiny_config("srgan", data__noisy_target=True), volumes)
+    assert all(np.array_equal(a, b) for a, b in zip(with_noise.low, both.low))
+    high = superres_pair(Volume(noisy[0]), (2, 1, 1), "thick_slices")[1].array
+    stats = normalize_for_training(low, spec)[1]
+    assert np.allclose(both.high[0], volume_slices(normalize_for_training(high, spec, stats)[0], 1, 0), atol=1e-6)
+    assert not any(np.array_equal(a, b) for a, b in zip(plain.high, both.high))
     bad = (VolumeSet({"source": [n[:, :8] for n in noisy], "target": clean}, {"source": [], "target": []}), None)
     with pytest.raises(InputError, match="one grid"):
         build_sr_batches(config, bad)
-    with pytest.raises(InputError, match="task denoise"):
-        build_sr_batches(tiny_config("srgan", data__noisy_input=True, data__source="randomized",
-                                     data__task="superres"), volumes)
+    with pytest.raises(InputError, match="noisy_target.*one grid"):
+        build_sr_batches(tiny_config("srgan", data__noisy_target=True), bad)
+    for key in ("noisy_input", "noisy_target"):
+        with pytest.raises(InputError, match="task denoise"):
+            build_sr_batches(tiny_config("srgan", **{f"data__{key}": True}, data__source="randomized",
+                                         data__task="superres"), volumes)
 
 
 def test_inplane_sr_pairs_come_from_acquisitions_of_drawn_resolution(tiny_config):
@@ -343,3 +354,4 @@ def test_export_load_gives_the_same_output(tiny_config, tmp_path, model_dir, fam
     else:
         got = np.moveaxis(result.volume.array, half.slice_axis, 0)
         assert np.array_equal(got, ref.argmax(1).numpy().astype(np.uint8))
+

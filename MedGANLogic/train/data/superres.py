@@ -9,7 +9,11 @@ normalised with the input's window (card output ``same_as_input``), cut into sli
 (the card's) and cropped at random aligned positions: an input crop of ``data.crop`` pixels and the target crop
 exactly covering it. With ``data.noisy_input`` the input is simulated from each sample's noisy acquisition (the
 source volume, e.g. Rician noise at a drawn SNR) and the target is the clean one: the model learns to leave the noise
-out, as a real scan's input holds it.
+out, as a real scan's input holds it. With ``data.noisy_target`` both come from the noisy acquisition (the input its
+degraded copy, the target the acquisition itself): a real high-resolution scan holds its own noise, of which the
+low-resolution input measured the part it keeps (for ``kspace_truncate``, exactly its central k-space) and no model
+can predict the rest; trained so, the model keeps what the input measured and adds only the detail the noise does not
+hide, instead of sharpening noise into structure (the expected target over noise draws is the clean image's detail).
 """
 
 from __future__ import annotations
@@ -154,9 +158,11 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
     kind = data.get("degrade", "thick_slices")
     if kind not in SR_DEGRADATIONS:
         raise InputError(f"data.degrade must be one of {', '.join(SR_DEGRADATIONS)}; got {kind!r}.")
-    noisy = bool(data.get("noisy_input", False))
+    both = bool(data.get("noisy_target", False))
+    noisy = both or bool(data.get("noisy_input", False))
+    what = "data.noisy_target takes input and target from" if both else "data.noisy_input degrades"
     if noisy and data.get("source") == "randomized" and data.get("task") == "superres":
-        raise InputError("data.noisy_input degrades each sample's noisy acquisition (its source volume), which "
+        raise InputError(f"{what} each sample's noisy acquisition (its source volume), which "
                          "task superres does not serve; use data.task denoise (noisy source and clean target on "
                          "one grid).")
     train_v, val_v = volumes or load_volumes(config, paired=True)
@@ -167,11 +173,12 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
         sources = vset.volumes["source"] if (vset and noisy) else [None] * len(targets)
         for array, acquired in zip(targets, sources):
             low, high = superres_pair(Volume(np.asarray(array, dtype=np.float32)), scale, kind)
-            if acquired is not None:  # the input from the noisy acquisition, the target from the clean one
+            if acquired is not None:  # the input from the noisy acquisition, the target from the clean one or it too
                 if np.shape(acquired) != np.shape(array):
-                    raise InputError(f"data.noisy_input needs source and target volumes on one grid; got "
+                    raise InputError(f"{what.split(' ')[0]} needs source and target volumes on one grid; got "
                                      f"{np.shape(acquired)} and {np.shape(array)}.")
-                low = superres_pair(Volume(np.asarray(acquired, dtype=np.float32)), scale, kind)[0]
+                noisy_pair = superres_pair(Volume(np.asarray(acquired, dtype=np.float32)), scale, kind)
+                low, high = noisy_pair if both else (noisy_pair[0], high)
             low_n, stats = normalize_for_training(low.array, spec)
             high_n, _ = normalize_for_training(high.array, spec, stats)
             lows.append(volume_slices(low_n, axis, context))
