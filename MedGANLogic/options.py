@@ -59,6 +59,9 @@ RULES: dict[str, _Rule] = {
     "input_detail": (_is_bool, "True or False (super-resolution: where the input is resampled into the model's "
                                "voxel size, add back the detail finer than it from a spline on the input grid; "
                                "default True)", bool),
+    "consistency": (_is_bool, "True or False (super-resolution: change the output as little as possible so that it "
+                              "gives back the input when degraded the way the model's card says; default True)",
+                    bool),
     "native": (_is_bool, "True or False (True: run on the input's own grid, no resampling or reorientation)", bool),
     "bias_correction": (_is_bool, "True or False (True: N4 bias-field correction of MR inputs)", bool),
     "adapt": (_is_bool, "True or False (True: fit a network to this scan instead of running a trained one)", bool),

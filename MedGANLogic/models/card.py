@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from ..degradation import SR_DEGRADATIONS
 from ..errors import ModelError
 from ..modality import describe_modality
 from ..tasks import TASKS
@@ -262,6 +263,24 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _check_degradation(where: str, data: dict[str, Any], scale: list[float]) -> None:
+    """``extras.degradation`` (super-resolution, tasks/superres.py finish): the acquisition the model inverts, one
+    of :data:`MedGANLogic.degradation.SR_DEGRADATIONS`, on integer factors it can make."""
+    extras = data.get("extras", {})
+    kind = extras.get("degradation") if isinstance(extras, dict) else None
+    if kind is None:
+        return
+    scaled = [s for s in scale if s != 1]
+    if data["task"] != "superres":
+        _fail(where, "extras.degradation", "is for superres models only")
+    if kind not in SR_DEGRADATIONS:
+        _fail(where, "extras.degradation", f"must be one of {', '.join(SR_DEGRADATIONS)}; got {kind!r}")
+    if any(s != int(s) for s in scaled) or len(set(scaled)) != 1:
+        _fail(where, "extras.degradation", f"needs one integer factor on every scaled axis; scale_factor is {scale}")
+    if kind == "thick_slices" and len(scaled) != 1:
+        _fail(where, "extras.degradation", "thick_slices scales one axis (the slice direction); use kspace_truncate")
+
+
 def _check_slice_calibrations(where: str, extras: Any) -> None:
     """``extras.slice_calibrations`` (anomaly models, tasks/anomaly.py for_slices): a list of sets, each with a
     positive ``slice_mm`` and what it replaces: a calibration of matching bin lists, a threshold, a case score."""
@@ -333,6 +352,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
     _check_sizes(where, data)
     _check_self_ensemble(where, data, scale, int(axis))
     _check_slice_calibrations(where, data.get("extras", {}))
+    _check_degradation(where, data, scale)
     if data.get("mixed_precision", "none") not in ("none", "bf16"):
         _fail(where, "mixed_precision", "must be \"bf16\" (checked in bf16) or \"none\"")
     for side in ("input", "output"):

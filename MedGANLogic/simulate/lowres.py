@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..degradation import SR_DEGRADATIONS, kspace_coarse
 from ..errors import InputError
 from ..volume import Volume
 
@@ -62,28 +63,9 @@ def kspace_truncate(volume: Volume, factor: int, axes: tuple[int, ...] = (1, 2))
     """
     _check(factor, axes)
     hr = crop_to_multiple(volume, factor, axes)
-    spectrum = np.fft.fftn(hr.array, axes=axes)
-    for a in axes:  # shift by (factor - 1) / 2 fine voxels: coarse samples at the centres of their coarse voxels
-        n = hr.shape[a]
-        ramp = np.exp(2j * np.pi * np.fft.fftfreq(n) * (factor - 1) / 2)
-        spectrum *= ramp.reshape([n if b == a else 1 for b in range(3)])
-    spectrum = np.fft.fftshift(spectrum, axes=axes)
-    keep = []
-    for a, n in enumerate(hr.shape):
-        if a in axes:
-            m = n // factor
-            start = n // 2 - m // 2
-            keep.append(slice(start, start + m))
-        else:
-            keep.append(slice(None))
-    small = np.fft.ifftn(np.fft.ifftshift(spectrum[tuple(keep)], axes=axes), axes=axes)
-    out = (np.abs(small) / factor ** len(axes)).astype(np.float32)  # keeps the mean intensity
+    out = (np.abs(kspace_coarse(hr.array, factor, axes)) / factor ** len(axes)).astype(np.float32)
     meta = dict(volume.metadata, acquisition=f"k-space truncated x{factor} along axes {list(axes)}")
     return hr.with_array(out, metadata=meta, **_coarse_grid(hr, factor, axes))
-
-
-#: The ways :func:`superres_pair` simulates a low-resolution acquisition (a recipe's ``data.degrade``).
-SR_DEGRADATIONS = ("thick_slices", "kspace_truncate")
 
 
 def superres_pair(volume: Volume, scale: Sequence[int], kind: str) -> tuple[Volume, Volume]:

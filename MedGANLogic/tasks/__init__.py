@@ -52,7 +52,7 @@ for _spec in (
     TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image", ("ensemble",)),
     TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS + ("ensemble",)),
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image",
-             ADAPT_OPTIONS + ("ensemble", "input_detail")),
+             ADAPT_OPTIONS + ("ensemble", "input_detail", "consistency")),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
              ("threshold", "smoothing_mm", "edge_mm", "residual", "ensemble")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),

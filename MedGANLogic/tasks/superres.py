@@ -14,6 +14,21 @@ on validation phantoms 1000-1003 at 1 mm (x2 through-plane, one pass, gain over 
 ``benchmarks/sr_input_detail.py``): resampled alone 0.83 / -0.08 / -0.03 dB, on the native grid 3.71 / 0.62 / 0.56,
 resampled with the detail added back 3.19 / 0.78 / 0.69; with 5 mm slices 3.33 / 5.68 / 5.58, 3.23 / 4.89 / 5.00
 and 3.48 / 5.74 / 5.65; means 2.55, 3.00 and 3.26. Where the frame does not resample, nothing changes.
+
+**The input's measured data kept** (option ``consistency``, default True, for cards that name the acquisition
+they were trained to invert in ``extras.degradation``: ``thick_slices`` or ``kspace_truncate``, the recipe's
+``data.degrade``): the input is a measurement of the output's anatomy, made the way the card says, so the output is
+changed as little as possible for that measurement to give the input back exactly
+(:func:`MedGANLogic.degradation.consistent_with`: through-plane, each pair of refined slices keeps its
+difference and takes the input slice as its mean; in-plane, the central k-space band the input measured gets the
+input's magnitude and the band outside it, which is what the model adds, is kept). The model then decides only what
+the input did not measure. Chosen on noisy validation phantoms 1000-1003 (T2w, T1w, FLAIR at SNR 30 and 15; 1 mm,
+1 mm with 5 mm slices, 2 mm; one pass): in-plane, the gain over cubic B-spline against the acquired image rose from
+1.78 to 2.01 dB (better in all 18 cases) and against the noise-free image fell from 2.12 to 2.06 (the measured noise
+is kept, not smoothed away); through-plane, nearly consistent already, 3.01 -> 3.02 and 2.71 -> 2.70. A scan
+acquired otherwise (another slice profile, a resampled volume) holds only approximately to it;
+``consistency=False`` (``--no-consistency``) leaves the output as the model made it. The fit to the scan
+(``adapt=True``) is left as it fits.
 """
 
 from __future__ import annotations
@@ -36,6 +51,35 @@ def make_outputs(ctx: TaskContext):
     image = image_output(ctx, **grid)
     outputs = {"image": image}
     return outputs, on_input_grid(outputs, {}, ctx.volume, ctx.card)
+
+
+def plan_notes(card: Any, header: Any) -> list[str]:
+    """The plan's note that the output will keep the input's measured data (see the module docstring)."""
+    kind = card.extras.get("degradation")
+    return [f"the output keeps the data the input measured ({DEGRADATION_WORDS[kind]}, as model {card.id} was "
+            f"trained); consistency=False (--no-consistency) leaves it as the model made it"] if kind else []
+
+
+#: How each ``extras.degradation`` is said in notes and metadata.
+DEGRADATION_WORDS = {"thick_slices": "each input slice the mean of its refined slices",
+                     "kspace_truncate": "the input's k-space as the output's central band"}
+
+
+def finish(outputs: dict[str, Volume], extras: dict[str, Any], plan: Any) -> tuple[dict[str, Volume], dict[str, Any]]:
+    """On the input's refined grid: the output made consistent with the input's measured data, where the card names
+    its acquisition and ``consistency`` is not False (see the module docstring)."""
+    from ..degradation import consistent_with
+
+    kind = plan.card.extras.get("degradation")
+    if not kind or not plan.options.get("consistency", True):
+        return outputs, extras
+    image, volume = outputs["image"], plan.volume
+    array = consistent_with(image.array, volume.array, [int(round(s)) for s in plan.card.scale_factor], kind)
+    floor = min(float(volume.array.min()), float(image.array.min()))  # a band limit's ringing: never below both
+    np.maximum(array, np.float32(floor), out=array)
+    said = f"{DEGRADATION_WORDS[kind]} ({kind}): the output keeps the data the input measured"
+    outputs = dict(outputs, image=image.with_array(array, metadata=dict(image.metadata, consistency=said)))
+    return outputs, dict(extras, consistency=said)
 
 
 def on_input_grid(outputs, extras, volume, card):

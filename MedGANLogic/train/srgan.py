@@ -12,7 +12,9 @@ with a small adversarial weight (ESRGAN: 5e-3) so that the result stays faithful
 discriminator feature matching is the perceptual term by default (VGG weights cannot be downloaded here).
 
 Training pairs (low-resolution input simulated from each high-resolution volume, ``data.degrade``) and their
-batches come from :mod:`MedGANLogic.train.data.superres`.
+batches come from :mod:`MedGANLogic.train.data.superres`. The exported card names that acquisition
+(``extras.degradation``, unless the recipe's card does): the engine keeps the input's measured data in the output
+by it (:mod:`MedGANLogic.tasks.superres`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class SRGANTrainer(GANTrainer):
         d.setdefault("target", d.get("input"))  # the target is the high-resolution input itself
         if d.get("source_dir") and not d.get("target_dir"):
             d["target_dir"] = d["source_dir"]
+        for entry in config.get("export") or []:  # the card names the acquisition its model learned to invert
+            entry.get("card", {}).setdefault("extras", {}).setdefault("degradation", d.get("degrade", "thick_slices"))
         if data is None and config.get("family") == self.FAMILY:
             data = build_sr_batches(config, volumes)
         super().__init__(config, run_dir, data=data, **kwargs)

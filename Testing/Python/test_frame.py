@@ -44,6 +44,17 @@ class UpsampleY2(Identity):
         return nn.functional.interpolate(x, scale_factor=(2, 1), mode="nearest") + self.dummy
 
 
+@register_architecture("test_frame_upsample_y2_offset")
+class UpsampleY2Offset(UpsampleY2):
+    """Nearest x2 along y plus a bump: each refined pair off its input voxel by 0.1 in the mean, 0.1 apart."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        bump = torch.zeros_like(out)
+        bump[..., 0::2, :], bump[..., 1::2, :] = 0.05, 0.15
+        return out + bump
+
+
 def _identity_card(**overrides):
     spec = {"modality": "MR", "contrast": "T1w", "normalization": RAW, **overrides.pop("input", {})}
     overrides.setdefault("tile_size", None)
@@ -249,3 +260,48 @@ def test_frame_round_trip_without_a_model():
     assert seen.spacing[0] == 1.5 and abs(seen.spacing[1] - 1.5) < 1e-9 and frame.reorients
     back = to_input(seen.with_array(seen.array, metadata={"kind": "image"}), volume, frame, (1, 1, 1))
     assert back.same_geometry(volume, atol=0)
+
+
+def test_superres_keeps_the_data_the_input_measured(make_model, tmp_path):
+    """A card that names its acquisition (extras.degradation) gets an output that gives the input back when degraded
+    that way (consistency, the default): a model whose refined y pairs are off their input voxel has them shifted to
+    average to the input, keeping their own difference; consistency=False and --no-consistency leave the model's
+    output; the plan says so; the input is untouched; a card naming an acquisition its scale cannot have is
+    refused."""
+    from MedGANLogic.cli import main
+    from MedGANLogic.errors import ModelError
+    from MedGANLogic.io import read_volume, write_volume
+
+    card = tiny_card("test-frame-sr-dc", task="superres", tile_size=None,
+                     architecture={"name": "test_frame_upsample_y2_offset", "params": {}},
+                     scale_factor=[1, 2, 1], input={"modality": "MR", "normalization": MR_SCALE},
+                     output={"modality": "MR", "normalization": {"kind": "same_as_input"}},
+                     extras={"degradation": "thick_slices"})
+    make_model(card)
+    volume = _head(shape=(6, 20, 24), spacing=(2.0, 2.0, 3.0))
+    before = volume.array.copy()
+    kept, plain = (run("superres", volume, model="test-frame-sr-dc", consistency=flag) for flag in (True, False))
+    assert np.array_equal(volume.array, before)
+    pairs = kept.volume.array.reshape(6, 20, 2, 24)  # the refined y voxels in pairs, each pair one input voxel
+    made = plain.volume.array.reshape(6, 20, 2, 24)
+    floor = min(volume.array.min(), made.min())
+    assert kept.volume.array.min() >= floor  # never below the input and the model (magnitude MR)
+    free = pairs.min(axis=2) > floor + 1e-3  # where that floor did not bite: the head
+    assert free.mean() > 0.2
+    assert np.allclose(pairs.mean(axis=2)[free], volume.array[free], atol=1e-3 * np.abs(volume.array).max())
+    assert np.abs(made.mean(axis=2) - volume.array).min() > 1.0  # the model alone does not give it back
+    assert np.allclose(np.diff(pairs, axis=2)[:, :, 0][free], np.diff(made, axis=2)[:, :, 0][free], atol=1e-3)
+    assert "the output keeps the data the input measured" in kept.provenance["consistency"]
+    assert "consistency" not in plain.provenance and "consistency" not in plain.volume.metadata
+    assert any("keeps the data the input measured" in n for n in plan("superres", volume,
+                                                                       model="test-frame-sr-dc").notes)
+    src = write_volume(volume, tmp_path / "low.nrrd")
+    for flags, expected in (([], kept), (["--no-consistency"], plain)):
+        assert main(["run", "--task", "superres", "--model", "test-frame-sr-dc", "--input", str(src), "--output",
+                     str(tmp_path / "sr.nrrd"), "--quiet", *flags]) == 0
+        assert np.allclose(read_volume(tmp_path / "sr.nrrd").array, expected.volume.array, atol=1e-3)
+    bad = dict(card, id="test-frame-sr-bad", scale_factor=[1, 2, 2], extras={"degradation": "thick_slices"})
+    with pytest.raises(ModelError, match="thick_slices scales one axis"):
+        make_model(bad)
+    with pytest.raises(ModelError, match="must be one of"):
+        make_model(dict(card, id="test-frame-sr-bad2", extras={"degradation": "blur"}))

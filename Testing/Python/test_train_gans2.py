@@ -355,3 +355,14 @@ def test_export_load_gives_the_same_output(tiny_config, tmp_path, model_dir, fam
         got = np.moveaxis(result.volume.array, half.slice_axis, 0)
         assert np.array_equal(got, ref.argmax(1).numpy().astype(np.uint8))
 
+
+def test_sr_export_names_the_acquisition_its_model_inverts(tiny_config, tmp_path):
+    """The exported card's extras.degradation is the data.degrade it was trained on (the engine keeps the input's
+    measured data by it, tasks/superres.py), unless the recipe's card names one itself."""
+    trainer = trainer_class("srgan")(tiny_config("srgan"), progress=False)
+    card = trainer.export(tmp_path / "a", dtype=torch.float32)[0]
+    assert card.extras["degradation"] == "thick_slices" == trainer.config["data"]["degrade"]
+    config = tiny_config("srgan")
+    config["export"][0]["card"]["extras"] = {"degradation": "kspace_truncate"}
+    card = trainer_class("srgan")(config, progress=False).export(tmp_path / "b", dtype=torch.float32)[0]
+    assert card.extras["degradation"] == "kspace_truncate"
