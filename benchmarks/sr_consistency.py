@@ -2,8 +2,8 @@
 
     python benchmarks/sr_consistency.py [--device auto] [--quick] [--models mr-sr-x2-inplane mr-sr-x2-throughplane]
 
-The cases are validation phantoms 1000-1003 (never the test subjects of ``make eval``): T2w, T1w and FLAIR with
-Rician noise (SNR 30: the brain's signal over the noise sigma), acquired at 1 mm (alone and with slices averaged in
+The cases are validation phantoms 1000-1003 (never the test subjects of ``make eval``): T2w, T1w and FLAIR as the
+phantom acquires them (Rician noise, SNR 30; ``sr_input_detail.case``), at 1 mm (alone and with slices averaged in
 fives: 5 mm) and at 2 mm, then degraded x2 along the model's axes as its card says (through-plane: slices averaged
 in pairs; in-plane: the central half of k-space kept). Two references: the acquisition itself, noise and all (as
 ``make eval-real`` scores a real scan, whose noise no model can know) and the same acquisition without noise. PSNR
@@ -21,41 +21,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, parse, script_parser, table, target, write_results  # noqa: E402
+from sr_input_detail import case  # noqa: E402
 
 from MedGANLogic.degradation import consistent_with  # noqa: E402
 from MedGANLogic.evaluation.baselines import bspline_upsample  # noqa: E402
 from MedGANLogic.evaluation.context import mr_range  # noqa: E402
 from MedGANLogic.evaluation.metrics import psnr  # noqa: E402
 from MedGANLogic.models.registry import get_model  # noqa: E402
-from MedGANLogic.orientation import TRAINING_DIRECTION  # noqa: E402
 from MedGANLogic.pipeline import run  # noqa: E402
-from MedGANLogic.simulate import superres_pair  # noqa: E402
-from MedGANLogic.simulate.lowres import thick_slices  # noqa: E402
-from MedGANLogic.train.data.sources import phantom_subject_arrays  # noqa: E402
-from MedGANLogic.volume import Volume  # noqa: E402
 
-SNR = 30.0
 CONTRASTS = ("T2w", "T1w", "FLAIR")
 WAYS = ("model as made", "model, data kept", "B-spline, data kept")
-
-
-def case(seed: int, contrast: str, mm: float, thick: int, scale: tuple[int, int, int], kind: str):
-    """(degraded input, acquisition on the output grid, its noise-free twin, head mask) of one validation phantom."""
-    clean_arrays = phantom_subject_arrays(seed, list(CONTRASTS), mm, snr=1e9)  # one cached subject for all three
-    clean, head = clean_arrays[contrast], clean_arrays["head_mask"] > 0
-    rng = np.random.default_rng(seed)
-    sigma = float(np.median(clean[head & (clean > np.percentile(clean[head], 50))])) / SNR
-    noisy = np.hypot(clean + rng.normal(0, sigma, clean.shape), rng.normal(0, sigma, clean.shape)).astype(np.float32)
-    acq = Volume(noisy, spacing=(mm,) * 3, direction=TRAINING_DIRECTION, metadata={"modality": "MR",
-                                                                                   "contrast": contrast})
-    ref = Volume(clean, spacing=(mm,) * 3, direction=TRAINING_DIRECTION)
-    if thick > 1:
-        acq, ref = thick_slices(acq, thick, 0), thick_slices(ref, thick, 0)
-        n = acq.shape[0]
-        head = head[:n * thick].reshape(n, thick, *head.shape[1:]).any(1)
-    low, grid = superres_pair(acq, scale, kind)
-    crop = tuple(slice(0, k) for k in grid.shape)
-    return low, grid, ref.array[crop], head[crop]
 
 
 def main() -> int:
@@ -73,7 +49,7 @@ def main() -> int:
             for contrast in contrasts:
                 gains = {(way, ref): [] for way in WAYS for ref in ("acquired", "noise-free")}
                 for seed in seeds:
-                    low, grid, clean, head = case(seed, contrast, mm, thick, scale, kind)
+                    low, grid, clean, head = case(seed, contrast, thick, scale, kind, mm)
                     window = mr_range(clean, head)
                     base = bspline_upsample(low, grid)
                     outs = {way: run("superres", low, model=model, device=device, precision="fp32", ensemble=1,
@@ -95,8 +71,8 @@ def main() -> int:
                               f"acquired image", f"{made:+.2f} -> {kept:+.2f} dB", kept > made))
     columns = [f"{w} / {r}" for r in ("acquired", "noise-free") for w in WAYS]
     md = [f"Device: {device_name(device)}{' (--quick)' if args.quick else ''}. Gain over cubic B-spline (dB), "
-          f"validation phantoms {', '.join(map(str, seeds))}, SNR {SNR:g}, one pass; against the acquired (noisy) "
-          f"image and against its noise-free twin.", "", table(rows, ["model", "case", *columns]), ""]
+          f"validation phantoms {', '.join(map(str, seeds))} (Rician noise, SNR 30), one pass; against the acquired "
+          f"(noisy) image and against its noise-free twin.", "", table(rows, ["model", "case", *columns]), ""]
     print("\n".join(md))
     write_results("sr_consistency", args, device, targets, md,
                   rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])

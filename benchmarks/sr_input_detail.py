@@ -35,14 +35,15 @@ from MedGANLogic.volume import Volume  # noqa: E402
 WAYS = {"resampled": {"input_detail": False}, "native grid": {"native": True}, "resampled + input detail": {}}
 
 
-def case(seed: int, contrast: str, thick: int, scale: tuple[int, int, int], kind: str):
-    """(degraded input, output grid, reference array, head mask) of one validation phantom."""
-    acquired = phantom_subject_arrays(seed, [contrast], 1.0)
-    clean = phantom_subject_arrays(seed, [contrast], 1.0, snr=1e9)
+def case(seed: int, contrast: str, thick: int, scale: tuple[int, int, int], kind: str, mm: float = 1.0):
+    """(degraded input, output grid (the noisy acquisition), noise-free reference array, head mask) of one validation
+    phantom acquired at ``mm`` with its slices averaged in ``thick``s."""
+    acquired = phantom_subject_arrays(seed, [contrast], mm)
+    clean = phantom_subject_arrays(seed, [contrast], mm, snr=1e9)
     head = acquired["head_mask"] > 0
-    acq = Volume(acquired[contrast], spacing=(1.0,) * 3, direction=TRAINING_DIRECTION,
+    acq = Volume(acquired[contrast], spacing=(mm,) * 3, direction=TRAINING_DIRECTION,
                  metadata={"modality": "MR", "contrast": contrast})
-    ref = Volume(clean[contrast], spacing=(1.0,) * 3, direction=TRAINING_DIRECTION)
+    ref = Volume(clean[contrast], spacing=(mm,) * 3, direction=TRAINING_DIRECTION)
     if thick > 1:
         acq, ref = thick_slices(acq, thick, 0), thick_slices(ref, thick, 0)
         n = acq.shape[0]
