@@ -30,12 +30,15 @@ def test_the_output_gives_back_the_input_and_keeps_what_the_input_did_not_measur
     before = guess.copy()
     out = consistent_with(guess, low, scale, kind)
     assert np.array_equal(guess, before) and out.dtype == np.float32 and out.shape == truth.shape
-    def off(image):  # how far the image, degraded, is from the input (RMS)
-        return float(np.sqrt(np.mean((superres_pair(Volume(image), scale, kind)[0].array - low) ** 2)))
+    head = low > 0.2 * low.max()
+
+    def off(image):  # how far the image, degraded, is from the input in the head (RMS)
+        return float(np.sqrt(np.mean((superres_pair(Volume(image), scale, kind)[0].array - low)[head] ** 2)))
 
     if kind == "thick_slices":
         assert off(out) < 1e-4 * low.max()  # exact
-    else:  # all but the band's unpaired Nyquist lines, which a real image cannot be given alone
+    else:  # all but the band's unpaired Nyquist lines, which a real image cannot be given alone (and the background,
+        # where the output's phase says nothing and the measured magnitude is scaled down)
         assert off(out) < 0.3 * off(guess)
     assert np.sqrt(np.mean((out - truth) ** 2)) < 0.9 * np.sqrt(np.mean((guess - truth) ** 2))
     if kind == "thick_slices":
