@@ -25,8 +25,8 @@ input's magnitude and the band outside it, which is what the model adds, is kept
 the input did not measure. Chosen on noisy validation phantoms 1000-1003 (T2w, T1w, FLAIR at SNR 30; 1 mm, 1 mm
 with 5 mm slices, 2 mm; one pass; ``benchmarks/sr_consistency.py``): in-plane, the gain over cubic B-spline rose
 from 2.16 to 2.36 dB against the acquired image and from 2.43 to 2.87 against the noise-free one, better in all 9
-cases (B-spline with the data kept: 0.25 and 0.59); through-plane, nearly consistent already, ``make eval`` moved
-by +0.04 dB. A scan
+cases (B-spline with the data kept: 0.25 and 0.59); through-plane, nearly consistent already, 3.42 -> 3.48 (all 9
+better) and 3.28 -> 3.26 (0.2 dB lower on T1w and FLAIR at 1 mm, whose input is resampled). A scan
 acquired otherwise (another slice profile, a resampled volume) holds only approximately to it;
 ``consistency=False`` (``--no-consistency``) leaves the output as the model made it. The fit to the scan
 (``adapt=True``) is left as it fits.
