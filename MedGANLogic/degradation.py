@@ -119,10 +119,10 @@ def consistent_with(high: np.ndarray, low: np.ndarray, scale: Sequence[int], kin
     rest = [a for a in range(3) if a not in axes]
     step = 8 if rest else None  # slabs along an axis it does not scale: bounded memory on large volumes
     spans = [slice(i, i + step) for i in range(0, out.shape[rest[0]], step)] if rest else [slice(None)]
+    eps = np.float32(PHASE_FLOOR * float(np.percentile(low, 99)))  # one floor for the whole input, not per slab
     for span in spans:
         where = tuple(span if rest and a == rest[0] else slice(None) for a in range(3))
         fine, coarse = out[where], np.asarray(low[where], np.float32)
-        eps = np.float32(PHASE_FLOOR * float(np.percentile(low, 99)))
         for _ in range(max(1, int(iterations))):
             measured = kspace_coarse(fine, factor, axes, _AllCores) / factor ** len(axes)
             wanted = coarse * measured / np.maximum(np.abs(measured), eps)  # the measured magnitude, own phase

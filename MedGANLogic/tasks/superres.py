@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..degradation import consistent_with
 from ..errors import MedGANError
 from ..volume import Volume
 from . import TaskContext, image_output
@@ -54,6 +55,11 @@ def make_outputs(ctx: TaskContext):
     return outputs, on_input_grid(outputs, {}, ctx.volume, ctx.card)
 
 
+#: How each ``extras.degradation`` is said in notes and metadata.
+DEGRADATION_WORDS = {"thick_slices": "each input slice the mean of its refined slices",
+                     "kspace_truncate": "the input's k-space as the output's central band"}
+
+
 def plan_notes(card: Any, header: Any) -> list[str]:
     """The plan's note that the output will keep the input's measured data (see the module docstring)."""
     kind = card.extras.get("degradation")
@@ -61,26 +67,24 @@ def plan_notes(card: Any, header: Any) -> list[str]:
             f"trained); consistency=False (--no-consistency) leaves it as the model made it"] if kind else []
 
 
-#: How each ``extras.degradation`` is said in notes and metadata.
-DEGRADATION_WORDS = {"thick_slices": "each input slice the mean of its refined slices",
-                     "kspace_truncate": "the input's k-space as the output's central band"}
-
-
 def finish(outputs: dict[str, Volume], extras: dict[str, Any], plan: Any) -> tuple[dict[str, Volume], dict[str, Any]]:
     """On the input's refined grid: the output made consistent with the input's measured data, where the card names
     its acquisition and ``consistency`` is not False (see the module docstring)."""
-    from ..degradation import consistent_with
-
     kind = plan.card.extras.get("degradation")
     if not kind or not plan.options.get("consistency", True):
         return outputs, extras
     image, volume = outputs["image"], plan.volume
     array = consistent_with(image.array, volume.array, [int(round(s)) for s in plan.card.scale_factor], kind)
-    floor = min(float(volume.array.min()), float(image.array.min()))  # a band limit's ringing: never below both
-    np.maximum(array, np.float32(floor), out=array)
+    array = never_below(array, volume.array, image.array)  # a band limit's ringing
     said = f"{DEGRADATION_WORDS[kind]} ({kind}): the output keeps the data the input measured"
     outputs = dict(outputs, image=image.with_array(array, metadata=dict(image.metadata, consistency=said)))
     return outputs, dict(extras, consistency=said)
+
+
+def never_below(array: np.ndarray, source: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``array`` (float32, changed in place) held at or above the lower of the input's and the model's minimum: what
+    an added spline or band limit rings below both is not in the data."""
+    return np.maximum(array, np.float32(min(float(source.min()), float(image.min()))), out=array)
 
 
 def on_input_grid(outputs, extras, volume, card):
@@ -109,8 +113,8 @@ def keep_input_detail(outputs: dict[str, Volume], extras: dict[str, Any], source
     round_trip = to_input(spline, source, frame, scale).array
     detail = bspline_onto(source, grid_of(image))
     detail -= round_trip
-    floor = min(float(source.array.min()), float(image.array.min()))  # a spline's ringing: never below both
-    array = np.maximum(image.array + detail, np.float32(floor)).astype(np.float32, copy=False)
+    array = never_below((image.array + detail).astype(np.float32, copy=False), source.array,
+                        image.array)  # a spline's ringing
     kept = dict(image.metadata, input_detail=(f"detail finer than the model's voxels "
                                              f"{[round(v, 4) for v in seen.spacing]} mm restored from a cubic "
                                              f"B-spline of the input on its own grid"))

@@ -55,7 +55,8 @@ class SRGANTrainer(GANTrainer):
         if d.get("source_dir") and not d.get("target_dir"):
             d["target_dir"] = d["source_dir"]
         for entry in config.get("export") or []:  # the card names the acquisition its model learned to invert
-            entry.get("card", {}).setdefault("extras", {}).setdefault("degradation", d.get("degrade", "thick_slices"))
+            entry.get("card", {}).setdefault("extras", {}).setdefault(
+                "degradation", d.get("degrade", self.DEFAULTS["data"]["degrade"]))
         if data is None and config.get("family") == self.FAMILY:
             data = build_sr_batches(config, volumes)
         super().__init__(config, run_dir, data=data, **kwargs)

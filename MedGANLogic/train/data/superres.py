@@ -160,9 +160,10 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
         raise InputError(f"data.degrade must be one of {', '.join(SR_DEGRADATIONS)}; got {kind!r}.")
     both = bool(data.get("noisy_target", False))
     noisy = both or bool(data.get("noisy_input", False))
-    what = "data.noisy_target takes input and target from" if both else "data.noisy_input degrades"
+    key = "data.noisy_target" if both else "data.noisy_input"
     if noisy and data.get("source") == "randomized" and data.get("task") == "superres":
-        raise InputError(f"{what} each sample's noisy acquisition (its source volume), which "
+        raise InputError(f"{key} {'takes input and target from' if both else 'degrades'} each sample's noisy "
+                         "acquisition (its source volume), which "
                          "task superres does not serve; use data.task denoise (noisy source and clean target on "
                          "one grid).")
     train_v, val_v = volumes or load_volumes(config, paired=True)
@@ -175,7 +176,7 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
             low, high = superres_pair(Volume(np.asarray(array, dtype=np.float32)), scale, kind)
             if acquired is not None:  # the input from the noisy acquisition, the target from the clean one or it too
                 if np.shape(acquired) != np.shape(array):
-                    raise InputError(f"{what.split(' ')[0]} needs source and target volumes on one grid; got "
+                    raise InputError(f"{key} needs source and target volumes on one grid; got "
                                      f"{np.shape(acquired)} and {np.shape(array)}.")
                 noisy_pair = superres_pair(Volume(np.asarray(acquired, dtype=np.float32)), scale, kind)
                 low, high = noisy_pair if both else (noisy_pair[0], high)
