@@ -1,7 +1,7 @@
 """What a volume is (MR or CT, which contrast) and whether it suits a model: one rule for each question.
 
 * :func:`looks_like_ct`: the one rule for "do these intensities look like Hounsfield units" (used when a file
-  does not record its modality);
+  does not record its modality), and :func:`guess_modality`, which also says when they cannot be;
 * :func:`declare`: the volume with what the user declared, and the guess when nothing is recorded;
 * :func:`describe_modality`: the one description of a volume's (or a card side's) modality, e.g. "MR T1w",
   "looks like CT (not recorded)";
@@ -36,9 +36,27 @@ def looks_like_ct(array: np.ndarray) -> bool:
     return float(np.mean(sample < CT_AIR_HU)) > CT_MIN_AIR_FRACTION and float(sample.max()) > CT_MIN_TISSUE_HU
 
 
+#: ``guessed_modality`` of a volume that records no modality and has no negative voxel: a magnitude image (MR,
+#: PET, ultrasound), or CT stored without its rescale intercept; in neither case Hounsfield units, which always
+#: put air (-1000) and fat (about -100) below zero.
+NOT_CT = "not CT"
+
+
+def guess_modality(array: np.ndarray) -> str | None:
+    """What the voxels (z, y, x) of a volume that records no modality say: "CT" when they :func:`looks_like_ct`,
+    :data:`NOT_CT` when none is negative (they cannot be Hounsfield units), else None (no guess). Both look at
+    every 16th slice (CT has air or fat in every slice)."""
+    sample = np.asarray(array)[:: max(1, len(array) // 16)]
+    if sample.size == 0:
+        return None
+    if looks_like_ct(array):
+        return "CT"
+    return NOT_CT if float(sample.min()) >= 0 else None
+
+
 def declare(volume: Volume, modality: str | None = None, contrast: str | None = None) -> Volume:
     """``volume`` with the declared ``modality``/``contrast`` in its metadata (over what the file says) and, when
-    no modality is recorded, ``metadata["guessed_modality"] = "CT"`` if it :func:`looks_like_ct`.
+    no modality is recorded, ``metadata["guessed_modality"]``: :func:`guess_modality` of its voxels, if any.
 
     Returns ``volume`` itself when there is nothing to add; otherwise a new Volume sharing the voxels (the input
     is never modified).
@@ -48,8 +66,8 @@ def declare(volume: Volume, modality: str | None = None, contrast: str | None = 
         return volume
     meta = dict(volume.metadata, **declared)
     meta.pop("guessed_modality", None)
-    if "modality" not in meta and volume.array.size and looks_like_ct(volume.array):
-        meta["guessed_modality"] = "CT"
+    if "modality" not in meta and (guess := guess_modality(volume.array)):
+        meta["guessed_modality"] = guess
     return Volume(volume.array, volume.spacing, volume.origin, volume.direction, meta)
 
 
@@ -62,7 +80,9 @@ def describe_modality(what: Volume | Mapping[str, Any]) -> str:
     words = " ".join(str(v) for v in (meta.get("modality"), meta.get("contrast")) if v)
     if words:
         return words
-    return "looks like CT (not recorded)" if meta.get("guessed_modality") == "CT" else "modality not recorded"
+    return {"CT": "looks like CT (not recorded)",
+            NOT_CT: "modality not recorded (not CT: no negative values)"}.get(
+        meta.get("guessed_modality"), "modality not recorded")
 
 
 def is_ct(volume: Volume) -> bool:
@@ -76,7 +96,8 @@ def modality_problem(card: Any, volume: Volume) -> str | None:
     """Why ``card``'s model does not suit ``volume``'s modality or contrast, as a sentence; None when it does.
 
     A recorded modality/contrast must equal the card's; an unrecorded modality that :func:`looks_like_ct` does
-    not suit an MR model; an unrecorded contrast is not a problem here.
+    not suit an MR model, nor one without negative values (:data:`NOT_CT`) a CT model; an unrecorded contrast is
+    not a problem here.
     """
     want_mod, want_con = card.input.get("modality"), card.input.get("contrast")
     have_mod, have_con = volume.metadata.get("modality"), volume.metadata.get("contrast")
@@ -86,6 +107,11 @@ def modality_problem(card: Any, volume: Volume) -> str | None:
         return f"model {card.id} expects {want_mod} input but the volume is {have_mod}"
     if want_mod == "MR" and not have_mod and volume.metadata.get("guessed_modality") == "CT":
         return f"model {card.id} expects MR but the volume looks like CT (values in Hounsfield units)"
+    if want_mod == "CT" and not have_mod and volume.metadata.get("guessed_modality") == NOT_CT:
+        return (f"model {card.id} expects CT in Hounsfield units but the volume records no modality and has no "
+                f"negative values (CT air is -1000 HU, fat about -100): it is not CT in HU (an MR? declare "
+                f"modality=MR, --modality MR, and pick an MR model; a CT stored without its rescale intercept: "
+                f"convert it to HU first)")
     if want_con and have_con and have_con != want_con:
         return f"model {card.id} expects {want_mod} {want_con} but the volume is {have_mod or ''} {have_con}".strip()
     return None

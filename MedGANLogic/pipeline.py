@@ -134,7 +134,8 @@ def check_volume(volume: Volume, name: str = "input") -> None:
 def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
                  likely_contrast: str | None = None) -> ModelCard:
     """The named model (checked to do ``task``), else the first installed one for ``task`` that fits the volume's
-    modality, one for ``likely_contrast`` (estimated) first."""
+    modality: one for its likely modality first (recorded; else CT when it looks like CT, MR otherwise), then one
+    for ``likely_contrast`` (estimated)."""
     if model is not None:
         card = registry.get_model(model)
         if card.task != task:
@@ -150,7 +151,13 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
         known = ", ".join(f"{c.id} ({describe_modality(c.input)})" for c in cards)
         raise ModalityMismatchError(f"No {task!r} model fits this volume ({describe_modality(volume)}); installed: "
                                     f"{known}. Name one with model=... and force=True to run anyway.")
-    return sorted(fitting, key=lambda c: likely_contrast is not None and c.input.get("contrast") != likely_contrast)[0]
+    likely = "CT" if is_ct(volume) else (volume.modality or "MR")
+
+    def rank(card: ModelCard) -> tuple[bool, bool]:
+        return (card.input.get("modality") not in (likely, None, "any"),
+                likely_contrast is not None and card.input.get("contrast") != likely_contrast)
+
+    return sorted(fitting, key=rank)[0]
 
 
 def ensemble_count(card: ModelCard, options: dict[str, Any], device: Any = "cpu") -> int:

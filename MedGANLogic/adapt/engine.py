@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InputError, ModelError
+from ..modality import is_ct
 from ..volume import Volume
 from .data import through_plane_axis
 from .loop import FitBudget
@@ -59,7 +60,7 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
         from .denoise import DEFAULT_METHOD, default_budget, trained_card
         from .denoise import DEFAULT_SECONDS as DENOISE_SECONDS
 
-        recorded = volume.metadata.get("modality") or volume.metadata.get("guessed_modality")
+        recorded = volume.metadata.get("modality") or ("CT" if is_ct(volume) else None)
         modality = canonical_modality(recorded)
         if "adapt_budget_s" not in options:  # the modality's default (CT's and PET's fits need more steps)
             budget = FitBudget(seconds=DENOISE_SECONDS[modality], max_steps=budget.max_steps)

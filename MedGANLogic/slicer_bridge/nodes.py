@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..modality import looks_like_ct
+from ..modality import guess_modality
 from ..volume import Volume
 
 ATTRIBUTE_PREFIX = "MedGAN."
@@ -192,8 +192,9 @@ def header_volume(node: Any, harden_transform: bool = True, modality: str | None
                   contrast: str | None = None) -> Volume:
     """The node's geometry and recorded modality without copying its voxels (cheap: for listing models and
     describing the input as the panel changes). The array is a read-only zero-stride placeholder of the right
-    shape; ``metadata["guessed_modality"]`` is "CT" when the voxels look like Hounsfield units
-    (:func:`MedGANLogic.modality.looks_like_ct`, which samples every 16th slice).
+    shape; ``metadata["guessed_modality"]`` is what the voxels say when no modality is recorded
+    (:func:`MedGANLogic.modality.guess_modality`: "CT" when they look like Hounsfield units, sampling every 16th
+    slice; "not CT" when none is negative).
     ``modality``/``contrast`` declare what the node does not record, as in :func:`volume_from_node`."""
     image = node.GetImageData() if node is not None else None
     if image is None:
@@ -207,8 +208,8 @@ def header_volume(node: Any, harden_transform: bool = True, modality: str | None
         meta["modality"] = modality
     if contrast:
         meta["contrast"] = contrast
-    if not modality and looks_like_ct(_voxels(node)):  # the engine's one rule, on a view: nothing copied
-        meta["guessed_modality"] = "CT"
+    if not modality and (guess := guess_modality(_voxels(node))):  # the engine's one rule, on a view: no copy
+        meta["guessed_modality"] = guess
     if hardened:
         meta["transform_hardened"] = hardened
     placeholder = np.broadcast_to(np.float32(0), (dims[2], dims[1], dims[0]))

@@ -9,7 +9,8 @@ from conftest import REPO, tiny_card
 
 from MedGANLogic.errors import InputError, MedGANWarning
 from MedGANLogic.io import read_volume
-from MedGANLogic.modality import declare, describe_modality, estimate_contrast, is_ct, looks_like_ct, modality_problem
+from MedGANLogic.modality import (NOT_CT, declare, describe_modality, estimate_contrast, guess_modality, is_ct,
+                                  looks_like_ct, modality_problem)
 from MedGANLogic.normalization import bias_correct, head_mask
 from MedGANLogic.pipeline import plan, run
 from MedGANLogic.simulate.subjects import make_subject
@@ -41,10 +42,31 @@ def test_declare_records_what_the_user_says_and_guesses_only_without_a_record():
     assert declare(recorded) is recorded
 
 
+def test_voxels_that_cannot_be_hounsfield_units_are_guessed_not_ct():
+    assert guess_modality(_ct_array()) == "CT"
+    assert guess_modality(np.abs(_ct_array())) == NOT_CT  # a magnitude image: no negative value
+    assert guess_modality(_ct_array() / 1000) is None  # negative values, but not HU: no guess either way
+    assert guess_modality(np.zeros((0, 4, 4), np.float32)) is None
+    mr = declare(Volume(np.abs(_ct_array())))
+    assert mr.metadata["guessed_modality"] == NOT_CT and not is_ct(mr)
+    assert describe_modality(mr) == "modality not recorded (not CT: no negative values)"
+    assert "guessed_modality" not in declare(Volume(np.abs(_ct_array())), modality="CT").metadata  # declared
+
+
+def test_a_ct_model_does_not_fit_a_volume_that_cannot_be_hounsfield_units():
+    card = SimpleNamespace(id="ct-model", input={"modality": "CT"})
+    problem = modality_problem(card, declare(Volume(np.abs(_ct_array()))))
+    assert "expects CT in Hounsfield units" in problem and "no negative values" in problem
+    assert "modality=MR" in problem and "convert it to HU" in problem  # the two fixes
+    assert modality_problem(card, declare(Volume(_ct_array()))) is None
+    assert modality_problem(card, declare(Volume(np.abs(_ct_array())), modality="CT")) is None  # the user says so
+    assert modality_problem(card, declare(Volume(_ct_array() / 1000))) is None  # no guess: not refused
+
+
 def test_describe_modality_of_volumes_and_card_sides():
     assert describe_modality(Volume(np.ones((2, 2, 2)), metadata={"modality": "MR", "contrast": "T2w"})) == "MR T2w"
     assert describe_modality(declare(Volume(_ct_array()))) == "looks like CT (not recorded)"
-    assert describe_modality(Volume(np.ones((2, 2, 2)))) == "modality not recorded"
+    assert describe_modality(Volume(np.ones((2, 2, 2)))) == "modality not recorded"  # not declared: no guess
     assert describe_modality({"modality": "CT", "normalization": {}}) == "CT"
 
 
@@ -102,6 +124,25 @@ def test_undeclared_contrast_is_estimated_and_a_mismatch_warned(model_dir, monke
     assert any("estimated T2w" in n for n in chosen.notes)
     # a declared contrast is never second-guessed
     assert plan("synthesize", t2, model="mr-t1-to-t2", contrast="T1w").contrast_estimated is None
+
+
+def test_an_mr_file_that_records_no_modality_gets_the_mr_model(model_dir, monkeypatch):
+    """A real MR file without a modality (the pyradiomics brains) used to be denoised by ldct-denoise, the first
+    denoiser installed, into "HU"; now the MR denoiser is chosen and the CT one refused unless forced."""
+    monkeypatch.setenv("MEDGAN_BUILTIN_MODELS", str(REPO / "Resources" / "Models"))
+    from MedGANLogic.errors import ModalityMismatchError
+    from MedGANLogic.models import registry
+
+    registry.clear_cache()
+    t1 = read_volume(SAMPLE / "sample_T1w.nrrd")
+    assert "modality" not in t1.metadata and {c.id for c in registry.list_models("denoise")} >= {"ldct-denoise",
+                                                                                               "mr-denoise"}
+    assert plan("denoise", t1).card.id == "mr-denoise"
+    with pytest.raises(ModalityMismatchError, match="expects CT in Hounsfield units"):
+        plan("denoise", t1, model="ldct-denoise")
+    assert plan("denoise", t1, model="ldct-denoise", force=True).forced_despite
+    ct = Volume(_ct_array())  # unrecorded, in HU: the CT denoiser
+    assert plan("denoise", ct).card.id == "ldct-denoise"
 
 
 # --- N4 bias-field correction --------------------------------------------------------------------------------------
