@@ -9,8 +9,16 @@ from conftest import REPO, tiny_card
 
 from MedGANLogic.errors import InputError, MedGANWarning
 from MedGANLogic.io import read_volume
-from MedGANLogic.modality import (NOT_CT, declare, describe_modality, estimate_contrast, guess_modality, is_ct,
-                                  looks_like_ct, modality_problem)
+from MedGANLogic.modality import (
+    NOT_CT,
+    declare,
+    describe_modality,
+    estimate_contrast,
+    guess_modality,
+    is_ct,
+    looks_like_ct,
+    modality_problem,
+)
 from MedGANLogic.normalization import bias_correct, head_mask
 from MedGANLogic.pipeline import plan, run
 from MedGANLogic.simulate.subjects import make_subject
