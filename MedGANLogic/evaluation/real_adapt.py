@@ -4,7 +4,9 @@
   back to their own slice spacing by :func:`~MedGANLogic.adapt.fit_superres` (factor 2, starting where a user's
   run would: from the installed ``mr-sr-x2-throughplane`` when there is one) and by cubic B-spline; the reference
   is the real volume itself. Factor 2 is given explicitly: the breast MR is already 2.1 mm over 0.66 mm (a spacing
-  ratio of 3, 6 after the degradation), where a run with ``adapt=True`` would super-resolve by 6 at once.
+  ratio of 3, 6 after the degradation), where a run with ``adapt=True`` would super-resolve by 6 at once. Beside
+  them, when installed (``make peers``), the published peer ECLARE on the same inputs (:mod:`.peers`), with its
+  default training budget on a GPU and :data:`~.peers.ECLARE_CPU_PATCHES` on a CPU; seconds per volume for each.
 * ``adapt-denoise``: real MR with Rician noise added and real CT with spatially correlated noise added (white
   Gaussian noise smoothed by a one-pixel Gaussian, as filtered back-projection correlates it), denoised by the
   default fit of the modality (MR: a blind-spot network; CT: recorrupted-to-recorrupted with the noise spectrum
@@ -17,6 +19,8 @@ Cases are small slabs so a fit stays within minutes on a CPU; fits are bound by 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy import ndimage
 
@@ -26,11 +30,14 @@ from . import real_masks
 from .baselines import bspline_upsample
 from .context import SectionResult, Target, card_passes, installed, mean
 from .metrics import psnr, ssim
+from .peers import ECLARE_CPU_PATCHES, ECLARE_DEFAULT_PATCHES, ECLARE_VERSION, eclare_command, eclare_superres
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
 from .real_ldct import crop_box
 from .sections.adapt import DN_STEPS, SR_STEPS, SR_TARGET_DB, best_factor, bm3d3, fit_run, nlm, stabilised
 
 SR_CASES = ("t2_brain", "breast1")  # small volumes: a CPU fits each in minutes
+PEER = "ECLARE (peer)"
+PANEL_NAMES = {"fitted to the scan": "fit", "cubic B-spline": "B-spline", PEER: "ECLARE"}
 MR_CASES = ("t2_brain",)  # denoised; tuned on brain2
 MR_TUNING = "brain2"
 CT_CASE, CT_TUNING = "lung1", "lung2"
@@ -67,27 +74,42 @@ def real_adapt_superres(ctx: RealContext) -> SectionResult:
     from ..simulate.lowres import superres_pair
 
     title = "Fit to this scan on real MR: through-plane super-resolution x2"
-    names = ("PSNR", "SSIM")
-    methods = ("fitted to the scan", "cubic B-spline")
+    names = ("PSNR", "SSIM", "seconds")
+    peer = eclare_command()
+    patches = ECLARE_DEFAULT_PATCHES if str(ctx.device).startswith("cuda") else ECLARE_CPU_PATCHES
+    methods = ("fitted to the scan", "cubic B-spline") + ((PEER,) if peer else ())
     metrics: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in methods}
     rows, info = [], {"steps": SR_STEPS, "cases": {}}
+    if peer:
+        info["peer"] = {"name": "ECLARE", "version": ECLARE_VERSION, "patches": patches, "device": ctx.device}
     for case in SR_CASES:
         real = ctx.image(case)
         real = real.with_array(real.array, metadata={**real.metadata, "modality": "MR"})
         low, grid = superres_pair(real, (2, 1, 1), "thick_slices")
+        preds, seconds = {}, {}
+        start = time.perf_counter()
         fit = fit_superres(low, 2, budget=FitBudget(seconds=86400.0, max_steps=SR_STEPS), seed=0, device=ctx.device)
+        preds[methods[0]], seconds[methods[0]] = fit.volume.array, time.perf_counter() - start
+        start = time.perf_counter()
+        preds[methods[1]] = bspline_upsample(low, grid)
+        seconds[methods[1]] = time.perf_counter() - start
+        if peer:
+            done = eclare_superres(low, grid, patches=patches, gpu=str(ctx.device).startswith("cuda"), command=peer)
+            preds[PEER], seconds[PEER] = done.array, done.seconds
         head = real_masks.mr_head(grid.array)
         lo, hi = _window(grid.array, head)
-        preds = {"fitted to the scan": fit.volume.array, "cubic B-spline": bspline_upsample(low, grid)}
         for method, pred in preds.items():
             metrics[method]["PSNR"].append(psnr(pred, grid.array, head, hi - lo))
             metrics[method]["SSIM"].append(ssim(pred, grid.array, head, hi - lo))
+            metrics[method]["seconds"].append(seconds[method])
         info["cases"][case] = {"spacing_in": [round(s, 3) for s in low.spacing], "init": fit.record.init,
                                "seconds": round(fit.record.seconds, 1),
                                "gain_db": metrics[methods[0]]["PSNR"][-1] - metrics[methods[1]]["PSNR"][-1]}
+        if peer:
+            info["cases"][case]["peer_gain_db"] = metrics[PEER]["PSNR"][-1] - metrics[methods[1]]["PSNR"][-1]
         j = int(np.argmax(head.sum(axis=(0, 2))))  # the coronal slice with the most head
         nearest = np.repeat(low.array, 2, axis=0)[: grid.shape[0]]
-        shown = [nearest, preds["fitted to the scan"], preds["cubic B-spline"], grid.array]
+        shown = [nearest, *(preds[m] for m in methods), grid.array]
         rows.append((case, [unit_range(img[:, j], lo, hi) for img in shown]))
     per_case = ", ".join(f"{c} {v['gain_db']:+.2f} dB" for c, v in info["cases"].items())
     why = (f"Per case: {per_case}. The fit learns from the in-plane resolution; where that is much finer than the "
@@ -100,11 +122,31 @@ def real_adapt_superres(ctx: RealContext) -> SectionResult:
         f"Real MR volumes ({', '.join(SR_CASES)}) with pairs of slices averaged (twice the slice spacing), "
         f"super-resolved x2 along the slice axis by a network fitted to the degraded scan ({SR_STEPS} steps, seed "
         f"0, started from the installed super-resolution model where there is one) and by cubic B-spline onto the "
-        f"same grid. Reference: the real volume; PSNR/SSIM in the head, data range its 0.5-99.5 percentile range. "
-        f"Gain of the fit over B-spline: {per_case}. Panel: a coronal slice (input, fit, B-spline, real).")
-    panel = save_real_panel(ctx, "adapt_superres", rows, ["input (nearest)", "fit", "B-spline", "real"])
-    return SectionResult(title=title, intro=intro, metrics=metrics, units={"PSNR": "dB", "SSIM": ""},
+        f"same grid. Reference: the real volume; PSNR/SSIM in the head, data range its 0.5-99.5 percentile range; "
+        f"seconds per volume on this machine ({ctx.device}). Gain of the fit over B-spline: {per_case}. "
+        f"{_peer_words(info, peer, patches)}Panel: a coronal slice (input, "
+        f"{', '.join(PANEL_NAMES[m] for m in methods)}, real).")
+    panel = save_real_panel(ctx, "adapt_superres", rows,
+                            ["input (nearest)", *(PANEL_NAMES[m] for m in methods), "real"])
+    return SectionResult(title=title, intro=intro, metrics=metrics, units={"PSNR": "dB", "SSIM": "", "seconds": "s"},
                          targets=targets, panels=[panel], info=info)
+
+
+def _peer_words(info: dict, peer: object, patches: int) -> str:
+    """What the report says about the peer (ECLARE): how it ran, or that it is not installed."""
+    if not peer:
+        return ("The published peer ECLARE (Remedios et al.; PyPI eclare) is not installed here, so not run: "
+                "`make peers` installs it in its own environment. ")
+    gains = ", ".join(f"{c} {v['peer_gain_db']:+.2f} dB" for c, v in info["cases"].items())
+    budget = ("its default" if patches == ECLARE_DEFAULT_PATCHES else
+              f"{patches:,} training patches ({patches // 128} steps of its batch of 128; its default "
+              f"{ECLARE_DEFAULT_PATCHES:,} takes about 9 hours per volume on a 2-core CPU, minutes on a GPU, where "
+              f"this report gives it its default)")
+    return (f"Beside them the published peer ECLARE {ECLARE_VERSION} (Remedios et al., PyPI eclare; self-supervised "
+            f"like the fit: it estimates the slice profile with ESPRESO, learns from the in-plane data, applies "
+            f"along the slice axis), run as its own program in its own environment (`make peers`) with {budget}; "
+            f"it returns slices as thin as the pixels, averaged here over each reference slice. Its gain over "
+            f"B-spline: {gains}. ")
 
 
 # --- denoising --------------------------------------------------------------------------------------------------
