@@ -124,6 +124,9 @@ _CSF_FRACTION, _T1W_DARK_LEVEL, _FLAIR_DARK_LEVEL = 0.05, 0.35, 0.28
 #: A head's central brain has a parenchyma peak: at least this fraction within +-20 % of it (phantoms: 0.47-0.87).
 _PEAK_FRACTION = 0.4
 _MAX_VOXELS = 2_000_000
+#: A whole head spans at least this much (mm) along the two longest axes of its mask (a newborn's head is about
+#: 95 mm across); a smaller mask is a partial field of view or another body part, whose contrast is not judged.
+_MIN_HEAD_MM = 80.0
 
 
 def estimate_contrast(volume: Volume) -> tuple[str | None, str]:
@@ -135,7 +138,8 @@ def estimate_contrast(volume: Volume) -> tuple[str | None, str]:
     (over 5 % of the voxels above 1.5 M, almost none below 0.6 M); otherwise, when CSF is the darkest (over 5 %
     below 0.6 M), T1w if that dark tail sits at 35 % or more of the parenchyma's 90th percentile (white matter
     brighter than CSF, CSF not suppressed), FLAIR if at 28 % or less (CSF suppressed). Anything else (PD, a
-    body part, too few voxels) is None: unknown, said plainly. ``why`` is one sentence of evidence.
+    body part, too few voxels, a mask smaller than a head: under 80 mm along either of its two longest axes) is
+    None: unknown, said plainly. ``why`` is one sentence of evidence.
     """
     from .normalization import head_mask
 
@@ -147,6 +151,10 @@ def estimate_contrast(volume: Volume) -> tuple[str | None, str]:
         return None, "too few head voxels to estimate the contrast"
     where = np.argwhere(head)
     low, high = where.min(axis=0), where.max(axis=0)
+    span_mm = sorted(((high - low + 1) * step * np.asarray(volume.spacing[::-1], float)).tolist(), reverse=True)
+    if span_mm[1] < _MIN_HEAD_MM:
+        return None, (f"the head mask spans only {span_mm[0]:.0f} x {span_mm[1]:.0f} mm, less than a whole head: a "
+                      f"partial field of view or another body part")
     centre, radius = (low + high) / 2.0, np.maximum((high - low) / 2.0, 1.0)
     grid = np.ogrid[tuple(slice(0, n) for n in array.shape)]
     distance = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radius))

@@ -1,6 +1,7 @@
 """One rule for "does this look like CT", one description of a volume's modality, one modality check; the MR
 contrast a file does not record, estimated; N4 bias-field correction."""
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -110,6 +111,17 @@ def test_contrast_is_unknown_when_the_statistics_fit_none():
     rng = np.random.default_rng(0)
     assert estimate_contrast(Volume(rng.random((20, 40, 40)).astype(np.float32)))[0] is None  # no anatomy
     assert estimate_contrast(Volume(np.ones((3, 4, 4), np.float32)))[0] is None  # too small
+
+
+def test_contrast_is_not_judged_on_less_than_a_head():
+    t2 = read_volume(SAMPLE / "sample_T2w.nrrd")
+    assert estimate_contrast(t2)[0] == "T2w"
+    z, y, x = (n // 2 for n in t2.shape)
+    slab = t2.with_array(np.ascontiguousarray(t2.array[:, :, x - 8: x + 8]))  # a 32 mm sagittal slab: still a head
+    assert estimate_contrast(slab)[0] == "T2w"
+    box = t2.with_array(np.ascontiguousarray(t2.array[z - 10: z + 10, y - 20: y + 20, x - 8: x + 8]))
+    guess, why = estimate_contrast(box)  # 40 x 80 x 32 mm: the breast MR of make eval-real was called T2w before
+    assert guess is None and re.search(r"spans only \d+ x \d+ mm, less than a whole head", why)
 
 
 def test_undeclared_contrast_is_estimated_and_a_mismatch_warned(model_dir, monkeypatch):
