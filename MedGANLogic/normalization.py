@@ -4,7 +4,8 @@ Training and inference both call these, so a model sees at run time exactly the 
 
 Kinds (``spec["kind"]``):
   * ``ct_window``: clip to a HU window ``[low, high]`` and map it linearly onto ``range`` (default [-1, 1]).
-  * ``fixed``: the same for any other fixed intensity window (e.g. a synthesised MR contrast's scale).
+  * ``fixed``: the same for any other fixed intensity window (e.g. a synthesised MR contrast's scale). With
+    ``zero_based: true`` (an MR magnitude output: its window starts at 0) nothing is clipped, as below.
   * ``mr_percentile``: MR has no absolute scale; map the ``percentiles`` (default 0.5, 99.5) of the head
     foreground onto ``range`` and clip. Foreground = voxels above 10 % of the 99th percentile of the volume,
     which drops the air background (Rician noise) on any MR contrast. With ``zero_based: true`` the window is

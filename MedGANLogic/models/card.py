@@ -149,8 +149,8 @@ def _check_normalization(where: str, name: str, norm: Any, output: bool) -> None
         pct = norm.get("percentiles", [0.5, 99.5])
         if not (isinstance(pct, list) and len(pct) == 2 and 0 <= pct[0] < pct[1] <= 100):
             _fail(where, name + ".percentiles", "must be [low, high] with 0 <= low < high <= 100")
-        if not isinstance(norm.get("zero_based", False), bool):
-            _fail(where, name + ".zero_based", "must be true or false")
+    if kind in ("mr_percentile", "fixed") and not isinstance(norm.get("zero_based", False), bool):
+        _fail(where, name + ".zero_based", "must be true or false")
     if kind != "none":
         rng = norm.get("range", [-1, 1])
         if not (isinstance(rng, list) and len(rng) == 2 and rng[0] < rng[1]):

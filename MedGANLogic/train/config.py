@@ -21,8 +21,8 @@ own defaults, e.g. ``cyclegan`` sets ``loss.cycle``). Example (``recipes/mr-t1-t
 ``export[*].card`` is the model card the run produces, minus ``architecture`` and ``weights`` (filled in at
 export). Its ``input.normalization`` and ``output.normalization`` are also how the training data are
 normalised, so training and inference see identical intensities. A ``fixed`` window may be ``"auto"``:
-it is then set from the training data (median foreground [0.5, 99.5] percentile window) and written into
-the card.
+it is then set from the training data (median foreground [0.5, 99.5] percentile window; from 0 with
+``zero_based: true``) and written into the card.
 """
 
 from __future__ import annotations

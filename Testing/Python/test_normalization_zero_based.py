@@ -40,3 +40,25 @@ def test_card_checks_zero_based_is_a_boolean():
     _check_normalization("card.json", "input.normalization", ZERO, output=False)
     with pytest.raises(ModelError, match="zero_based"):
         _check_normalization("card.json", "input.normalization", dict(CLIPPED, zero_based="yes"), output=False)
+
+
+def test_a_fixed_output_window_from_zero_keeps_dark_tissue():
+    """A synthesised MR contrast (``fixed`` window, e.g. mr-t1-to-t2's T2w): an auto window from the foreground's
+    0.5th percentile floored the skull and air inside the head at that value (13 % of the head of a validation
+    phantom's T2w lay below it); ``zero_based`` starts the window at 0 and clips nothing."""
+    from MedGANLogic.models.card import _check_normalization
+    from MedGANLogic.train.data.slices import auto_window
+
+    image = _head()
+    clipped_window = auto_window([image], {"kind": "fixed"})
+    zero_window = auto_window([image], {"kind": "fixed", "zero_based": True})
+    assert clipped_window[0] > 20.0 and zero_window[0] == 0.0 and zero_window[1] == clipped_window[1]
+    fixed = {"kind": "fixed", "window": zero_window, "range": [-1, 1], "zero_based": True}
+    _check_normalization("card.json", "output.normalization", fixed, output=True)
+    out, _ = normalize(image, fixed)
+    assert np.allclose(denormalize(out, fixed), image, atol=1e-3)  # dark tissue and the outlier come back
+    floored = denormalize(normalize(image, dict(fixed, window=clipped_window, zero_based=False))[0],
+                          dict(fixed, window=clipped_window))
+    assert floored[0, 15, 15] == pytest.approx(clipped_window[0], abs=1e-3)  # what the window from zero avoids
+    with pytest.raises(ModelError, match="zero_based"):
+        _check_normalization("card.json", "output.normalization", dict(fixed, zero_based=1), output=True)

@@ -30,8 +30,11 @@ def normalize_for_training(array: np.ndarray, spec: dict[str, Any],
 
 
 def auto_window(volumes: list[np.ndarray], spec: dict[str, Any]) -> list[float]:
-    """A ``fixed`` window for a population: the median foreground percentile window of ``volumes``."""
-    pct = {"kind": "mr_percentile", "percentiles": spec.get("percentiles", [0.5, 99.5])}
+    """A ``fixed`` window for a population: the median foreground percentile window of ``volumes`` (from 0 with
+    ``zero_based``: an MR magnitude scale, whose dark tissue and air a window from the foreground's 0.5th
+    percentile would floor there)."""
+    pct = {"kind": "mr_percentile", "percentiles": spec.get("percentiles", [0.5, 99.5]),
+           "zero_based": bool(spec.get("zero_based", False))}
     windows = np.array([[w["low"], w["high"]] for w in (intensity_window(v, pct) for v in volumes)])
     low, high = np.median(windows, axis=0)
     return [round(float(low), 2), round(float(high), 2)]
