@@ -353,6 +353,17 @@ def write_results(name: str, args: argparse.Namespace, device: torch.device, tar
     return path
 
 
+def write_table_results(name: str, args: argparse.Namespace, device: torch.device, targets: list[dict[str, Any]],
+                        description: str, rows: list[dict[str, Any]], columns: list[str]) -> Path:
+    """Print and :func:`write_results` a benchmark whose result is one table: the device line, ``description``, the
+    ``rows`` under ``columns``; keys of a row that start with "_" are working values, left out of the JSON."""
+    md = [f"Device: {device_name(device)}{' (--quick)' if args.quick else ''}. {description}", "",
+          table(rows, columns), ""]
+    print("\n".join(md))
+    return write_results(name, args, device, targets, md,
+                         rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+
+
 def target(name: str, value: str, met: bool, cause: str = "") -> dict[str, Any]:
     """One line of the targets table in RESULTS.md."""
     return {"target": name, "value": value, "met": bool(met), "cause": cause}

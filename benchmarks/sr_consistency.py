@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, parse, script_parser, table, target, write_results  # noqa: E402
+from common import parse, script_parser, target, write_table_results  # noqa: E402
 from sr_input_detail import case  # noqa: E402
 
 from MedGANLogic.degradation import consistent_with  # noqa: E402
@@ -70,12 +70,10 @@ def main() -> int:
         targets.append(target(f"{model}: keeping the measured data raises the mean gain over B-spline against the "
                               f"acquired image", f"{made:+.2f} -> {kept:+.2f} dB", kept > made))
     columns = [f"{w} / {r}" for r in ("acquired", "noise-free") for w in WAYS]
-    md = [f"Device: {device_name(device)}{' (--quick)' if args.quick else ''}. Gain over cubic B-spline (dB), "
-          f"validation phantoms {', '.join(map(str, seeds))} (Rician noise, SNR 30), one pass; against the acquired "
-          f"(noisy) image and against its noise-free twin.", "", table(rows, ["model", "case", *columns]), ""]
-    print("\n".join(md))
-    write_results("sr_consistency", args, device, targets, md,
-                  rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    write_table_results("sr_consistency", args, device, targets,
+                        f"Gain over cubic B-spline (dB), validation phantoms {', '.join(map(str, seeds))} (Rician "
+                        f"noise, SNR 30), one pass; against the acquired (noisy) image and against its noise-free "
+                        f"twin.", rows, ["model", "case", *columns])
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, parse, script_parser, table, target, write_results  # noqa: E402
+from common import parse, script_parser, target, write_table_results  # noqa: E402
 
 from MedGANLogic.evaluation.baselines import bspline_upsample  # noqa: E402
 from MedGANLogic.evaluation.context import mr_range  # noqa: E402
@@ -84,12 +84,9 @@ def main() -> int:
         targets.append(target(f"{model}: input detail added back beats resampling alone and the native grid (mean "
                               f"gain over B-spline)", " / ".join(f"{v:+.2f}" for v in means.values()) + " dB",
                               means["resampled + input detail"] > max(means["resampled"], means["native grid"])))
-    md = [f"Device: {device_name(device)}{' (--quick)' if args.quick else ''}. Gain over cubic B-spline (dB), "
-          f"validation phantoms {', '.join(map(str, seeds))}, one pass.", "",
-          table(rows, ["model", "case", *WAYS]), ""]
-    print("\n".join(md))
-    write_results("sr_input_detail", args, device, targets, md,
-                  rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    write_table_results("sr_input_detail", args, device, targets,
+                        f"Gain over cubic B-spline (dB), validation phantoms {', '.join(map(str, seeds))}, one pass.",
+                        rows, ["model", "case", *WAYS])
     return 0
 
 
