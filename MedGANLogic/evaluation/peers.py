@@ -74,11 +74,10 @@ def rebin_slices(fine: np.ndarray, fine_edges: np.ndarray, coarse_edges: np.ndar
     return out.astype(np.float32)
 
 
-def _slice_edges(volume: Volume, count: int, normal: np.ndarray) -> np.ndarray:
-    """Edges (mm along ``normal``) of ``count`` slices of ``volume`` along its array axis 0."""
+def _slice_edges(volume: Volume, normal: np.ndarray) -> np.ndarray:
+    """Edges (mm along ``normal``) of the slices of ``volume`` along its array axis 0."""
     first = float(np.asarray(volume.origin) @ normal)
-    step = float(volume.spacing[2])
-    return first + (np.arange(count + 1) - 0.5) * step
+    return first + (np.arange(volume.shape[0] + 1) - 0.5) * float(volume.spacing[2])
 
 
 @dataclass
@@ -124,8 +123,7 @@ def eclare_superres(low: Volume, grid: Volume, *, patches: int, gpu: bool = Fals
     fine_normal = np.asarray(fine.direction, float)[:, 2]
     if abs(float(fine_normal @ normal)) < 0.999:
         raise RuntimeError("run-eclare returned another slice direction")
-    array = rebin_slices(fine.array, _slice_edges(fine, fine.shape[0], normal),
-                         _slice_edges(grid, grid.shape[0], normal))
+    array = rebin_slices(fine.array, _slice_edges(fine, normal), _slice_edges(grid, normal))
     return EclareResult(array=array, seconds=seconds, patches=int(patches), device="cuda" if gpu else "cpu")
 
 

@@ -75,8 +75,8 @@ def real_adapt_superres(ctx: RealContext) -> SectionResult:
 
     title = "Fit to this scan on real MR: through-plane super-resolution x2"
     names = ("PSNR", "SSIM", "seconds")
-    peer = eclare_command()
-    patches = ECLARE_DEFAULT_PATCHES if str(ctx.device).startswith("cuda") else ECLARE_CPU_PATCHES
+    peer, gpu = eclare_command(), str(ctx.device).startswith("cuda")
+    patches = ECLARE_DEFAULT_PATCHES if gpu else ECLARE_CPU_PATCHES
     methods = ("fitted to the scan", "cubic B-spline") + ((PEER,) if peer else ())
     metrics: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in methods}
     rows, info = [], {"steps": SR_STEPS, "cases": {}}
@@ -94,7 +94,7 @@ def real_adapt_superres(ctx: RealContext) -> SectionResult:
         preds[methods[1]] = bspline_upsample(low, grid)
         seconds[methods[1]] = time.perf_counter() - start
         if peer:
-            done = eclare_superres(low, grid, patches=patches, gpu=str(ctx.device).startswith("cuda"), command=peer)
+            done = eclare_superres(low, grid, patches=patches, gpu=gpu, command=peer)
             preds[PEER], seconds[PEER] = done.array, done.seconds
         head = real_masks.mr_head(grid.array)
         lo, hi = _window(grid.array, head)
