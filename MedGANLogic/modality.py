@@ -27,10 +27,15 @@ CT_MIN_AIR_FRACTION = 0.02
 CT_MIN_TISSUE_HU = 100.0
 
 
+def _every_16th_slice(array: np.ndarray) -> np.ndarray:
+    """The voxels the modality guesses look at: every 16th slice of a (z, y, x) array (a view)."""
+    return np.asarray(array)[:: max(1, len(array) // 16)]
+
+
 def looks_like_ct(array: np.ndarray) -> bool:
     """True when the intensities look like Hounsfield units: some air (below -800 HU, at least 2 % of the
     voxels of every 16th slice) and tissue above 100 HU. ``array`` is (z, y, x) in the file's units."""
-    sample = np.asarray(array)[:: max(1, array.shape[0] // 16)]
+    sample = _every_16th_slice(array)
     if sample.size == 0:
         return False
     return float(np.mean(sample < CT_AIR_HU)) > CT_MIN_AIR_FRACTION and float(sample.max()) > CT_MIN_TISSUE_HU
@@ -46,7 +51,7 @@ def guess_modality(array: np.ndarray) -> str | None:
     """What the voxels (z, y, x) of a volume that records no modality say: "CT" when they :func:`looks_like_ct`,
     :data:`NOT_CT` when none is negative (they cannot be Hounsfield units), else None (no guess). Both look at
     every 16th slice (CT has air or fat in every slice)."""
-    sample = np.asarray(array)[:: max(1, len(array) // 16)]
+    sample = _every_16th_slice(array)
     if sample.size == 0:
         return None
     if looks_like_ct(array):
