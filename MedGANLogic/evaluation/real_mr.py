@@ -27,11 +27,9 @@ from .sections.synthesis import PAIRED_MRCT
 
 BRAINS = ("brain1", "brain2")
 T2_TARGET_RATIO = 1.5
-SR_MODELS = {  # model -> (short name, (z, y, x) scale, degradation, what it does)
-    "mr-sr-x2-throughplane": ("throughplane", (2, 1, 1), "thick_slices",
-                              "pairs of slices averaged (slices twice as thick)"),
-    "mr-sr-x2-inplane": ("inplane", (1, 2, 2), "kspace_truncate",
-                         "the central half of k-space kept in-plane (pixels twice as large)")}
+SR_MODELS = {  # model -> (short name, (z, y, x) scale, what its card's degradation does); the kind: the card's
+    "mr-sr-x2-throughplane": ("throughplane", (2, 1, 1), "pairs of slices averaged (slices twice as thick)"),
+    "mr-sr-x2-inplane": ("inplane", (1, 2, 2), "the central half of k-space kept in-plane (pixels twice as large)")}
 SR_CASES = ("brain1", "brain2", "t2_brain")
 SR_TARGET_DB = 1.5
 ANOMALY_MODELS = {"T1w": "brain-anomaly-t1", "T2w": "brain-anomaly-t2"}  # the model of each scan's contrast
@@ -303,10 +301,12 @@ def superres(ctx: RealContext) -> Any:
         return m
     metrics: dict[str, dict[str, list[float]]] = {}
     targets, rows, regridded, detail, kept = [], [], [], [], []
-    for model_id, (kind, scale, degradation, _) in SR_MODELS.items():
+    for model_id, (kind, scale, _) in SR_MODELS.items():
         mine, base = metrics.setdefault(model_id, {}), metrics.setdefault(f"B-spline ({kind})", {})
         base_kept = metrics.setdefault(f"B-spline, measured data kept ({kind})", {})
-        want = get_model(model_id).input.get("contrast")  # none: a contrast-agnostic model, never forced
+        card = get_model(model_id)
+        want = card.input.get("contrast")  # none: a contrast-agnostic model, never forced
+        degradation = card.extras["degradation"]  # degraded as the model was trained, and kept by it
         scaled = scale.index(2)  # the first (z, y, x) axis the degradation coarsens
         degraded = []  # per case, the degraded voxel size along it (mm)
         for case in SR_CASES:
@@ -350,7 +350,7 @@ def superres(ctx: RealContext) -> Any:
                               mean(mine["PSNR"]), mean(base["PSNR"]) + SR_TARGET_DB, ">=", why))
     intro = (
         f"Real volumes ({', '.join(SR_CASES)}) degraded ×2 as in training — through-plane: "
-        f"{SR_MODELS['mr-sr-x2-throughplane'][3]}; in-plane: {SR_MODELS['mr-sr-x2-inplane'][3]} — then restored "
+        f"{SR_MODELS['mr-sr-x2-throughplane'][2]}; in-plane: {SR_MODELS['mr-sr-x2-inplane'][2]} — then restored "
         f"onto the original grid (same field of view) by the model and by cubic B-spline (SimpleITK). Reference: the "
         f"real volume itself; PSNR/SSIM over the head, data range its 0.5-99.5 percentile range. "
         + " ".join(f"{m}: {_sr_trained_on(m)}." for m in SR_MODELS)
