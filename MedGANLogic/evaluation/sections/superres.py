@@ -22,20 +22,26 @@ from ..panels import fullest_slice, save_panel
 from . import SECTIONS
 
 SR_MODELS: dict[str, dict[str, Any]] = {
-    "mr-sr-x2-throughplane": {"degrade": "thick_slices", "scale": (2, 1, 1), "panel_axis": 1,
+    "mr-sr-x2-throughplane": {"scale": (2, 1, 1), "panel_axis": 1,
                               "what": "through-plane (4 mm thick axial slices -> 2 mm)"},
-    "mr-sr-x2-inplane": {"degrade": "kspace_truncate", "scale": (1, 2, 2), "panel_axis": 0,
+    "mr-sr-x2-inplane": {"scale": (1, 2, 2), "panel_axis": 0,
                          "what": "in-plane (4 mm in-plane, k-space truncated -> 2 mm)"},
 }
 SR_TARGET_DB = 1.5
 
 
 def degrade_volume(hr: Volume, model_id: str) -> tuple[Volume, Volume]:
-    """(low-resolution input, high-resolution grid it came from), as the model's recipe simulates them."""
+    """(low-resolution input, high-resolution grid it came from), acquired as the model's card says it was trained."""
     from ...simulate import superres_pair
 
-    spec = SR_MODELS[model_id]
-    return superres_pair(hr, spec["scale"], spec["degrade"])
+    return superres_pair(hr, SR_MODELS[model_id]["scale"], degradation(model_id))
+
+
+def degradation(model_id: str) -> str:
+    """The acquisition the installed model ``model_id`` was trained to invert (its card's ``extras.degradation``)."""
+    from ...models.registry import get_model
+
+    return get_model(model_id).extras["degradation"]
 
 
 def superres_section(ctx: EvalContext, model_id: str) -> SectionResult:
@@ -76,7 +82,7 @@ def superres_section(ctx: EvalContext, model_id: str) -> SectionResult:
                float(np.mean(geometry_exact)), 1.0, ">="),
     ]
     how = ("pairs of 2 mm axial slices averaged into 4 mm slices (a box slice profile), restored along z"
-           if spec["degrade"] == "thick_slices" else
+           if degradation(model_id) == "thick_slices" else
            "the central half of k-space kept along y and x (4 mm in-plane), restored in-plane")
     return SectionResult(title=title, intro=(
         f"Input: each test subject's acquired 2 mm T2w degraded as in training ({how}). Reference: the subject's "
