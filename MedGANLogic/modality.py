@@ -5,7 +5,8 @@
 * :func:`declare`: the volume with what the user declared, and the guess when nothing is recorded;
 * :func:`describe_modality`: the one description of a volume's (or a card side's) modality, e.g. "MR T1w",
   "looks like CT (not recorded)";
-* :func:`modality_problem`: why a model does not suit a volume's modality or contrast (None when it does).
+* :func:`modality_problem`: why a model does not suit a volume's modality, contrast or body part (None when it
+  does).
 
 Pure numpy over :class:`~MedGANLogic.volume.Volume`; imports neither torch nor Slicer.
 """
@@ -19,6 +20,8 @@ import numpy as np
 
 from .volume import Volume
 
+#: The most voxels a statistic of a whole volume looks at (a strided sample of larger volumes).
+_MAX_VOXELS = 2_000_000
 #: HU below which a voxel is air (CT air is -1000 HU; no MR scanner stores values this negative).
 CT_AIR_HU = -800.0
 #: At least this fraction of a CT volume is air around the body (fraction of sampled voxels).
@@ -98,7 +101,8 @@ def is_ct(volume: Volume) -> bool:
 
 
 def modality_problem(card: Any, volume: Volume) -> str | None:
-    """Why ``card``'s model does not suit ``volume``'s modality or contrast, as a sentence; None when it does.
+    """Why ``card``'s model does not suit ``volume``'s modality, contrast or body part (:func:`body_part_problem`),
+    as a sentence; None when it does.
 
     A recorded modality/contrast must equal the card's; an unrecorded modality that :func:`looks_like_ct` does
     not suit an MR model, nor one without negative values (:data:`NOT_CT`) a CT model; an unrecorded contrast is
@@ -119,7 +123,55 @@ def modality_problem(card: Any, volume: Volume) -> str | None:
                 f"convert it to HU first)")
     if want_con and have_con and have_con != want_con:
         return f"model {card.id} expects {want_mod} {want_con} but the volume is {have_mod or ''} {have_con}".strip()
-    return None
+    return body_part_problem(card, volume)
+
+
+#: A head encloses little air (paranasal sinuses, mastoid cells, nasal cavity, airway: a few % of its volume; the
+#: phantom heads 0.4 %); a chest's lungs are a fifth to a quarter of its body (the pyradiomics chest CTs: 19 and
+#: 27 %), and bowel gas can be several % of an abdomen. Above this, a CT is not (only) a head.
+HEAD_MAX_ENCLOSED_AIR = 0.10
+#: Body voxels (HU) and enclosed air (HU) for :func:`enclosed_air_fraction`.
+_BODY_HU, _AIR_HU = -500.0, -400.0
+
+
+def enclosed_air_fraction(array: np.ndarray) -> float:
+    """The fraction of a CT's body (HU, (z, y, x)) that is air enclosed by it: lungs, bowel gas, sinuses.
+
+    The body is the largest connected region above -500 HU; what it encloses is filled slice by slice along each
+    of the three axes (lungs are enclosed in axial slices even where the trachea leaves the volume), and the air
+    is what the filling adds below -400 HU. Looks at no more than about 2 million voxels (a strided sample).
+    """
+    from scipy import ndimage
+
+    array = np.asarray(array)
+    step = max(1, int(np.ceil((array.size / _MAX_VOXELS) ** (1 / 3))))
+    sample = np.asarray(array[::step, ::step, ::step], dtype=np.float32)
+    labels, n = ndimage.label(sample > _BODY_HU)
+    if n == 0:
+        return 0.0
+    body = labels == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(sample), labels, range(1, n + 1))))
+    filled = body.copy()
+    for axis in range(3):  # a hole in any slice along any axis: a 2D cross in the planes normal to ``axis``
+        structure = np.zeros((3, 3, 3), bool)
+        index = [slice(None)] * 3
+        index[axis] = 1
+        structure[tuple(index)] = ndimage.generate_binary_structure(2, 1)
+        filled |= ndimage.binary_fill_holes(body, structure=structure)
+    air = filled & ~body & (sample < _AIR_HU)
+    return float(air.sum() / max(int(filled.sum()), 1))
+
+
+def body_part_problem(card: Any, volume: Volume) -> str | None:
+    """Why ``card``'s model, made for one body part (``input.body_part``: "head"), does not suit ``volume``, as a
+    sentence; None when it does or nothing tells. A CT is not a head when more than
+    :data:`HEAD_MAX_ENCLOSED_AIR` of its body is enclosed air (:func:`enclosed_air_fraction`)."""
+    if card.input.get("body_part") != "head" or not is_ct(volume):
+        return None
+    air = enclosed_air_fraction(volume.array)
+    if air <= HEAD_MAX_ENCLOSED_AIR:
+        return None
+    return (f"model {card.id} was made for heads, but {air:.0%} of this CT's body is enclosed air (lungs or bowel "
+            f"gas; a head holds a few %: sinuses and airways): a chest or abdomen, not a head. Give it a head CT")
 
 
 #: Fractions of the central brain that make the CSF "bright" (T2w) or "dark" (T1w, FLAIR), and the dark tail's
@@ -128,7 +180,6 @@ def modality_problem(card: Any, volume: Volume) -> str | None:
 _CSF_FRACTION, _T1W_DARK_LEVEL, _FLAIR_DARK_LEVEL = 0.05, 0.35, 0.28
 #: A head's central brain has a parenchyma peak: at least this fraction within +-20 % of it (phantoms: 0.47-0.87).
 _PEAK_FRACTION = 0.4
-_MAX_VOXELS = 2_000_000
 #: A whole head spans at least this much (mm) along the two longest axes of its mask (a newborn's head is about
 #: 95 mm across); a smaller mask is a partial field of view or another body part, whose contrast is not judged.
 _MIN_HEAD_MM = 80.0

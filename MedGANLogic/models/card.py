@@ -28,6 +28,8 @@ Fields:
     undo the input's normalisation, for denoising and super-resolution), ``none``.
   * ``input.spacing_mm`` / ``input.fov_mm`` (optional): ``[min, max]`` voxel size and field of view in mm that
     the model was trained for; the Slicer panel warns outside them.
+  * ``input.body_part`` (optional): ``"head"`` for a model made for heads only; a CT that is plainly not a head
+    (lungs or bowel gas: :func:`MedGANLogic.modality.body_part_problem`) is refused unless forced.
   * ``mixed_precision`` (optional): ``"bf16"`` when the model's outputs were checked to stay close to fp32 in
     bf16 (``Testing/Python/test_precision.py``); the engine then runs it in bf16 on devices that compute bf16
     natively. Absent or ``"none"``: always fp32 (instance norm over empty slices amplifies bf16 rounding).
@@ -361,6 +363,8 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
             _fail(where, side, "must be an object with modality and normalization")
         if spec.get("modality") not in ("MR", "CT", "any", "mask", "anomaly"):
             _fail(where, f"{side}.modality", "must be MR, CT, any, mask or anomaly")
+        if spec.get("body_part", "head") != "head":
+            _fail(where, f"{side}.body_part", "must be \"head\" (or absent: any body part)")
         for key in ("spacing_mm", "fov_mm"):
             rng = spec.get(key)
             if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and 0 < rng[0] <= rng[1]):

@@ -11,9 +11,12 @@ from conftest import REPO, tiny_card
 from MedGANLogic.errors import InputError, MedGANWarning
 from MedGANLogic.io import read_volume
 from MedGANLogic.modality import (
+    HEAD_MAX_ENCLOSED_AIR,
     NOT_CT,
+    body_part_problem,
     declare,
     describe_modality,
+    enclosed_air_fraction,
     estimate_contrast,
     guess_modality,
     is_ct,
@@ -163,6 +166,64 @@ def test_an_mr_file_that_records_no_modality_gets_the_mr_model(model_dir, monkey
     assert plan("denoise", t1, model="ldct-denoise", force=True).forced_despite
     ct = Volume(_ct_array())  # unrecorded, in HU: the CT denoiser
     assert plan("denoise", ct).card.id == "ldct-denoise"
+
+
+def _chest_ct(lungs: bool = True) -> np.ndarray:
+    """A 2 mm chest-like CT (z, y, x): an elliptic body of soft tissue, a spine, and two lungs of air."""
+    z, y, x = np.ogrid[:40, :120, :160]
+    ct = np.full((40, 120, 160), -1000, np.float32)
+    ct[:, ((y[0] - 60) / 50.0) ** 2 + ((x[0] - 80) / 75.0) ** 2 < 1] = 40
+    ct[:, 85:100, 72:88] = 700  # the spine
+    if lungs:
+        for cx in (50, 110):
+            ct[(((y - 55) / 30.0) ** 2 + ((x - cx) / 22.0) ** 2 < 1) & (z > 3) & (z < 37)] = -850
+    return ct
+
+
+def test_enclosed_air_tells_a_chest_from_a_head():
+    """Lungs are enclosed air; the phantom head CT encloses almost none (its sinuses)."""
+    chest = enclosed_air_fraction(_chest_ct())
+    assert 0.15 < chest < 0.4
+    assert enclosed_air_fraction(_chest_ct(lungs=False)) == 0.0
+    head = read_volume(SAMPLE / "sample_CT.nrrd").array
+    assert enclosed_air_fraction(head) < 0.02 < HEAD_MAX_ENCLOSED_AIR
+    trachea = _chest_ct()
+    trachea[:, 50:58, 76:84] = -900  # an airway leaving the volume at both ends: the lungs are still enclosed
+    trachea[:4, 50:58, 76:84] = -900
+    assert enclosed_air_fraction(trachea) > 0.15
+    assert enclosed_air_fraction(np.full((4, 8, 8), -1000, np.float32)) == 0.0  # no body at all
+
+
+def test_a_head_model_refuses_a_chest_ct():
+    card = SimpleNamespace(id="head-ct-model", input={"modality": "CT", "body_part": "head"})
+    chest = declare(Volume(_chest_ct(), spacing=(2.0, 2.0, 2.0)))
+    problem = modality_problem(card, chest)
+    assert "made for heads" in problem and "enclosed air" in problem and "head CT" in problem
+    head = declare(read_volume(SAMPLE / "sample_CT.nrrd"))
+    assert modality_problem(card, head) is None
+    assert body_part_problem(SimpleNamespace(id="any-ct", input={"modality": "CT"}), chest) is None  # any body part
+    mr = declare(Volume(np.abs(_chest_ct())), modality="MR")
+    assert body_part_problem(card, mr) is None  # the air rule is for CT
+
+
+def test_ct_to_mr_is_refused_on_a_chest_ct_unless_forced(model_dir, monkeypatch):
+    """ct-to-mr was made for heads; on a chest CT it painted lungs into a "T1w MR" with only a field-of-view
+    warning. Now the plan refuses it, names why, and a forced run says so."""
+    monkeypatch.setenv("MEDGAN_BUILTIN_MODELS", str(REPO / "Resources" / "Models"))
+    from MedGANLogic.errors import ModalityMismatchError
+    from MedGANLogic.models import registry
+
+    registry.clear_cache()
+    assert registry.get_model("ct-to-mr").input["body_part"] == "head"
+    chest = Volume(_chest_ct(), spacing=(2.0, 2.0, 2.0), metadata={"modality": "CT"})
+    with pytest.raises(ModalityMismatchError, match="made for heads"):
+        plan("synthesize", chest, model="ct-to-mr")
+    with pytest.raises(ModalityMismatchError, match="No 'synthesize' model fits"):
+        plan("synthesize", chest)
+    forced = plan("synthesize", chest, model="ct-to-mr", force=True)
+    assert "made for heads" in forced.forced_despite and any("made for heads" in w for w in forced.warnings)
+    head = read_volume(SAMPLE / "sample_CT.nrrd")
+    assert plan("synthesize", head).card.id == "ct-to-mr"
 
 
 # --- N4 bias-field correction --------------------------------------------------------------------------------------
