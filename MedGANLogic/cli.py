@@ -126,6 +126,8 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         options["input_detail"] = False
     if args.no_consistency:
         options["consistency"] = False
+    if args.no_planes:
+        options["planes"] = False
     if not args.adapt and any(k in options for k in ("adapt_budget_s", "adapt_steps", "adapt_seed")):
         raise MedGANError("--adapt-budget, --adapt-steps and --adapt-seed apply with --adapt only.")
     if args.mask is not None:
@@ -258,6 +260,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-consistency", action="store_true", dest="no_consistency",
                    help="superres: leave the output as the model made it, instead of changed as little as possible "
                         "to give back the input when degraded the way the model's card says (its measured data kept)")
+    p.add_argument("--no-planes", action="store_true", dest="no_planes",
+                   help="synthesize: run a model whose card averages its axial, coronal and sagittal slices "
+                        "(mr-t1-to-t2) on its axial slices only (a third of the time)")
     p.add_argument("--bias-correction", action="store_true", dest="bias_correction",
                    help="MR: N4 bias-field correction of the input before the model sees it")
     p.add_argument("--component", type=int, help="vector images: which component to use")

@@ -108,7 +108,7 @@ def fit_problems(volume: Volume, card: Any, slice_axis: int | None = None, fov_o
     if card.dims != "3d":
         plane, tilt = slice_plane(volume, axis)
         trained = card_plane(card)
-        if plane != trained:
+        if plane != trained and not (getattr(card, "extras", None) or {}).get("planes"):  # trained on all planes
             problems.append(f"model {card.id} was trained on {trained} slices but slicing this volume along "
                             f"{'kji'[axis]} gives {plane} slices (a volume acquired in another plane); reorient it "
                             f"or pick another model")

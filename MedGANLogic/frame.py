@@ -85,11 +85,16 @@ def _model_grid(volume: Volume, frame: ModelFrame) -> dict[str, Any]:
     return reoriented
 
 
-def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: bool = False) -> ModelFrame:
-    """The frame ``card``'s model should see ``volume`` in (see the module docstring)."""
+def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: bool = False,
+           plane: int | None = None) -> ModelFrame:
+    """The frame ``card``'s model should see ``volume`` in (see the module docstring). ``slice_axis``: the
+    caller's axis of the input array (the volume is then not reoriented); ``plane``: an axis of the model's own
+    (reoriented) frame to slice along instead of the card's (a plane of ``extras.planes``)."""
     if native:
         return ModelFrame()
     axis = card.slice_axis if slice_axis is None else slice_axis
+    if plane is not None and slice_axis is None:
+        axis = plane
     order, flip = orientation.orientation_to(volume.direction)
     scale = card.scale_factor
     if slice_axis is not None or tuple(scale[a] for a in order) != tuple(scale):

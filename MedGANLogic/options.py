@@ -72,6 +72,9 @@ RULES: dict[str, _Rule] = {
     "ensemble": (lambda v: _integer(v) and v in ENSEMBLE_COUNTS, "1, 2, 4 or 8 (the trained network averaged over "
                  "that many flips and transpositions of each slice: smoother, and that many times slower; default: "
                  "the model card's)", int),
+    "planes": (_is_bool, "True or False (synthesis with a model whose card asks for it, extras.planes: average the "
+                         "2D network's outputs over the axial, coronal and sagittal slices; default True there, False "
+                         "runs on the card's slice axis only)", bool),
     "lesion_type": (lambda v: v in LESION_TYPES, f"one of {', '.join(LESION_TYPES)} (white-matter hyperintensity, "
                                                  f"tumour-like with oedema, ischaemic)", str),
 }

@@ -34,7 +34,7 @@ from .io import check_orthonormal, read_volume
 from .masks import mask_for
 from .modality import declare, describe_modality, estimate_contrast, is_ct, modality_problem
 from .models import registry
-from .models.card import ModelCard, ensemble_limit, self_ensemble
+from .models.card import ModelCard, ensemble_limit, plane_weights, self_ensemble
 from .models.ensemble import SelfEnsemble
 from .normalization import bias_correct, normalize
 from .options import requested_precision, validate_options
@@ -94,6 +94,9 @@ class RunPlan:
             :func:`execute` then fits and applies a network instead of running a trained one.
         inputs: the task's second volumes (``TaskSpec.inputs``: the lesion task's ``mask``), each a uint8 0/1 mask
             on the input's exact grid (:func:`MedGANLogic.masks.mask_for`).
+        planes: with a card's ``extras.planes`` (and no ``slice_axis``, ``planes=False``), one
+            :class:`PlanePass` per axis of the model's frame the 2D network slices along; :func:`execute` averages
+            their outputs on the input grid with the passes' weights. Empty: one pass, ``frame`` and ``layout``.
     """
 
     task: str
@@ -113,6 +116,18 @@ class RunPlan:
     notes: list[str] = field(default_factory=list)
     adapt: AdaptPlan | None = None
     inputs: dict[str, Volume] = field(default_factory=dict)
+    planes: list[PlanePass] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlanePass:
+    """One plane of a multi-plane run: the 2D network slices along ``axis`` of the model's frame (``frame``,
+    resampled for that plane's pixels; ``layout``), and its output counts with ``weight`` in the average."""
+
+    axis: int
+    weight: float
+    frame: ModelFrame
+    layout: InferenceLayout
 
 
 def check_volume(volume: Volume, name: str = "input") -> None:
@@ -185,6 +200,12 @@ def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
                          f"slice's axes alike; model {card.id} has scale {list(card.scale_factor)}: pass ensemble "
                          f"2 or 4 (the flips).")
     axis = options.get("slice_axis")
+    if options.get("planes") and axis is not None:
+        raise InputError(f"planes=True averages over the slices of every plane, slice_axis={axis} slices along one: "
+                         f"pass one of them.")
+    if options.get("planes") and not plane_weights(card.extras):
+        raise InputError(f"planes=True averages a model's outputs over the slices of each plane, which its card asks "
+                         f"for in extras.planes; model {card.id}'s does not: leave planes out.")
     if axis is None:
         return
     if card.dims == "3d":
@@ -306,12 +327,59 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
         notes += task_module.plan_notes(card, model_header(volume, frame))
     if options.get("bias_correction"):
         notes.append("N4 bias-field correction of the input inside the head mask")
+    planes, left_out = _plane_passes(card, volume, options)
+    if planes or left_out:
+        notes.append(_planes_note(card, planes, left_out))
     told = problems + contrast_warnings + ([f"{mismatch}; running anyway (forced)"] if mismatch else [])
     return RunPlan(task=task, spec=spec, volume=volume, card=card, options=options, device=dev,
                    precision=requested_precision(options), layout=InferenceLayout.from_card(card, slice_axis),
                    frame=frame, bias_correction=bool(options.get("bias_correction")),
                    contrast_estimated=estimate[0] if estimate else None, problems=problems,
-                   forced_despite=mismatch, warnings=told, notes=notes, inputs=inputs)
+                   forced_despite=mismatch, warnings=told, notes=notes, inputs=inputs, planes=planes)
+
+
+_AXIS_PLANES = ("axial", "coronal", "sagittal")  # the slices along z, y, x of a model's (RAS-ordered) frame
+
+
+def _plane_passes(card: ModelCard, volume: Volume, options: dict[str, Any]) -> tuple[list[PlanePass], list[str]]:
+    """The passes of a multi-plane run (card ``extras.planes``) and the planes left out, or none: the card asks
+    for one plane, the caller chose a ``slice_axis`` or ``planes=False``. A plane whose slices are smaller than the
+    card's ``input.fov_mm`` minimum along either side (a thin slab seen edge-on) is left out, its weight shared by
+    the others; the card's own plane always runs."""
+    weights = plane_weights(card.extras)
+    if not weights or options.get("slice_axis") is not None or not options.get("planes", True):
+        return [], []
+    native = bool(options.get("native"))
+    smallest = float(card.input["fov_mm"][0]) if card.input.get("fov_mm") else 0.0
+    passes, left_out = [], []
+    for axis, weight in enumerate(weights):
+        if weight <= 0:
+            continue
+        frame = decide(volume, card, native=native, plane=axis)
+        extent = model_header(volume, frame, False).physical_extent()  # x, y, z of the model's frame
+        sides = [extent[2 - a] for a in range(3) if a != axis]
+        if axis != card.slice_axis and min(sides) < smallest:
+            left_out.append(f"{_AXIS_PLANES[axis]} (its slices are {min(sides):.0f} mm across, under the "
+                            f"{smallest:g} mm the model needs)")
+            continue
+        passes.append(PlanePass(axis, weight, frame, InferenceLayout.from_card(card, axis)))
+    if len(passes) < 2:
+        return [], left_out
+    total = sum(p.weight for p in passes)
+    return [PlanePass(p.axis, p.weight / total, p.frame, p.layout) for p in passes], left_out
+
+
+def _planes_note(card: ModelCard, planes: list[PlanePass], left_out: list[str]) -> str:
+    """What a multi-plane run does (or, when every other plane was left out, why it runs on one)."""
+    own = _AXIS_PLANES[card.slice_axis]
+    if not planes:
+        return (f"model {card.id} averages the slices of several planes, but runs on its {own} slices only here: "
+                f"left out {'; '.join(left_out)}")
+    said = ", ".join(f"{_AXIS_PLANES[p.axis]} {p.weight:g}" for p in planes)
+    return (f"model {card.id} runs on the slices of each plane of its frame, each resampled to the pixels it was "
+            f"trained on, and the results are averaged ({said})"
+            + (f"; left out {'; '.join(left_out)}" if left_out else "")
+            + f"; planes=False (--no-planes) runs on its {own} slices only")
 
 
 def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
@@ -337,31 +405,19 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     count = ensemble_count(card, options, plan.device)
     net = _network(card, plan.device, count)
     task_module = get_task(plan.task)
-    source = volume  # what the network is shown of the input: a task may leave out what is not the patient
-    if hasattr(task_module, "network_source"):
-        source = task_module.network_source(volume, card)
-    seen = to_model(source, plan.frame)  # the input in the model's orientation and voxel size
-    seen_as_given = seen
-    if plan.bias_correction:
-        seen = seen.with_array(bias_correct(seen.array, seen.spacing))
-    normalized, stats = normalize(seen.array, card.input["normalization"])
-    seen_inputs = {name: to_model(v, plan.frame) for name, v in plan.inputs.items()}
-    net_input = normalized  # a task with second inputs (the lesion mask) may mark them in the network's input
-    if hasattr(task_module, "network_input"):
-        net_input = task_module.network_input(normalized, seen_inputs, card, options)
-    raw, info = infer(net, net_input, plan.layout, device=plan.device, batch_size=options.get("batch_size"),
-                      overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
-                      precision=plan.precision, cpu_fallback=lambda: _network(card, "cpu", count))
-    ctx = TaskContext(card=card, volume=seen, normalized=normalized, stats=stats, raw=raw,
-                      options=options, net=net, inputs=seen_inputs)
-    outputs, extras = task_module.make_outputs(ctx)
-    if not plan.frame.identity:  # back onto the input's exact grid
-        outputs = {name: to_input(out, volume, plan.frame, card.scale_factor) for name, out in outputs.items()}
-        if hasattr(task_module, "on_input_grid"):
-            extras = task_module.on_input_grid(outputs, extras, volume, card)
-        if hasattr(task_module, "keep_input_detail"):  # what resampling into the model's voxel size took away
-            outputs, extras = task_module.keep_input_detail(outputs, extras, source, seen_as_given, plan.frame, card,
-                                                            options)
+    passes = plan.planes or [PlanePass(plan.layout.slice_axis, 1.0, plan.frame, plan.layout)]
+    outputs: dict[str, Volume] = {}
+    for i, one in enumerate(passes):  # one pass, or one per plane of the model's frame (averaged)
+        part = _progress_part(progress, i, len(passes)) if len(passes) > 1 else progress
+        made, made_extras, made_info, made_stats = _run_in_frame(plan, task_module, net, count, one, part, cancel)
+        if i == 0:
+            extras, info, stats = made_extras, made_info, made_stats
+            outputs = made if len(passes) == 1 else {
+                name: out.with_array(np.float32(one.weight) * out.array.astype(np.float32))
+                for name, out in made.items()}
+        else:
+            for name, out in made.items():
+                outputs[name].array += np.float32(one.weight) * out.array.astype(np.float32)
     if hasattr(task_module, "finish"):  # what a task does on the input's own grid (the lesion's compositing)
         outputs, extras = task_module.finish(outputs, extras, plan)
 
@@ -370,6 +426,7 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         "model_version": card.version, "weights_sha256": card.sha256, "options": dict(options),
         "device": info["device"], "batch_size": info["batch_size"], "precision": info["precision"],
         "self_ensemble": count,
+        "planes": {_AXIS_PLANES[p.axis]: p.weight for p in plan.planes} or None,
         "seconds": round(time.perf_counter() - started, 3),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "input": str(volume.metadata.get("source", volume.metadata.get("name", "volume"))),
@@ -390,6 +447,46 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
         out.metadata["provenance"] = dict(provenance, output=described)
         out.metadata["synthetic"] = True
     return RunResult(outputs=outputs, extras=extras, provenance=provenance, primary=plan.spec.primary)
+
+
+def _progress_part(progress: Any, index: int, count: int) -> Any:
+    """``progress`` for pass ``index`` of ``count``: its fractions mapped into that pass's share."""
+    if progress is None:
+        return None
+    return lambda fraction, message="": progress((index + float(fraction)) / count, message)
+
+
+def _run_in_frame(plan: RunPlan, task_module: Any, net: Any, count: int, one: PlanePass, progress: Any,
+                  cancel: Any) -> tuple[dict[str, Volume], dict[str, Any], dict[str, Any], dict[str, float]]:
+    """The network over the input seen in one frame (``one.frame``, walked as ``one.layout``) and the task's
+    outputs put back on the input's grid: (outputs, extras, inference info, the input's intensity window)."""
+    card, volume, options = plan.card, plan.volume, plan.options
+    source = volume  # what the network is shown of the input: a task may leave out what is not the patient
+    if hasattr(task_module, "network_source"):
+        source = task_module.network_source(volume, card)
+    seen = to_model(source, one.frame)  # the input in the model's orientation and voxel size
+    seen_as_given = seen
+    if plan.bias_correction:
+        seen = seen.with_array(bias_correct(seen.array, seen.spacing))
+    normalized, stats = normalize(seen.array, card.input["normalization"])
+    seen_inputs = {name: to_model(v, one.frame) for name, v in plan.inputs.items()}
+    net_input = normalized  # a task with second inputs (the lesion mask) may mark them in the network's input
+    if hasattr(task_module, "network_input"):
+        net_input = task_module.network_input(normalized, seen_inputs, card, options)
+    raw, info = infer(net, net_input, one.layout, device=plan.device, batch_size=options.get("batch_size"),
+                      overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
+                      precision=plan.precision, cpu_fallback=lambda: _network(card, "cpu", count))
+    ctx = TaskContext(card=card, volume=seen, normalized=normalized, stats=stats, raw=raw,
+                      options=options, net=net, inputs=seen_inputs)
+    outputs, extras = task_module.make_outputs(ctx)
+    if not one.frame.identity:  # back onto the input's exact grid
+        outputs = {name: to_input(out, volume, one.frame, card.scale_factor) for name, out in outputs.items()}
+        if hasattr(task_module, "on_input_grid"):
+            extras = task_module.on_input_grid(outputs, extras, volume, card)
+        if hasattr(task_module, "keep_input_detail"):  # what resampling into the model's voxel size took away
+            outputs, extras = task_module.keep_input_detail(outputs, extras, source, seen_as_given, one.frame, card,
+                                                            options)
+    return outputs, extras, info, stats
 
 
 def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.PathLike | None = None,

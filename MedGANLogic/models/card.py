@@ -34,6 +34,9 @@ Fields:
     bf16 (``Testing/Python/test_precision.py``); the engine then runs it in bf16 on devices that compute bf16
     natively. Absent or ``"none"``: always fp32 (instance norm over empty slices amplifies bf16 rounding).
   * ``extras``: task-specific values (e.g. the anomaly threshold chosen on validation data, segment names).
+  * ``extras.planes`` (optional, 2D models that keep the voxel size): three weights summing to 1; the network runs
+    slicing along each axis (z, y, x) of the model's frame and the outputs are averaged with them (axial, coronal
+    and sagittal slices of a model trained on all three; :func:`plane_weights`).
   * ``weights.file``: a file name inside the model folder (no path; a link may not lead outside the folder).
 
 Sizes are bounded so that a card cannot ask for terabytes: in-plane tiles of at most 2048 voxels a side, 3d patches
@@ -261,6 +264,29 @@ def _check_self_ensemble(where: str, data: dict[str, Any], scale: list[float], a
                                              f"and {counts[1]} on a GPU")
 
 
+def plane_weights(extras: dict[str, Any]) -> list[float] | None:
+    """A card's ``extras.planes``: the weights of the 2D network's outputs sliced along each axis (z, y, x) of the
+    model's frame, averaged (axial, coronal and sagittal slices of a model trained on all three); None when the card
+    asks for its slice axis only."""
+    weights = extras.get("planes") if isinstance(extras, dict) else None
+    return [float(w) for w in weights] if weights is not None else None
+
+
+def _check_planes(where: str, data: dict[str, Any], scale: list[float]) -> None:
+    extras = data.get("extras", {})
+    if not isinstance(extras, dict) or extras.get("planes") is None:
+        return
+    weights = extras["planes"]
+    if not (isinstance(weights, list) and len(weights) == 3
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)
+            and abs(sum(weights) - 1.0) < 1e-6):
+        _fail(where, "extras.planes", f"must be three weights >= 0 summing to 1 (slicing along z, y, x of the "
+                                      f"model's frame); got {weights!r}")
+    if data["dims"] == "3d" or any(s != 1 for s in scale):
+        _fail(where, "extras.planes", "averages a 2D model's outputs along each axis; it needs a 2D model that keeps "
+                                      "the voxel size (scale_factor 1)")
+
+
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
@@ -353,6 +379,7 @@ def validate_card(data: dict[str, Any], where: str = "card") -> None:
         _fail(where, "scale_factor", "cannot scale along the slice axis of a 2d model; slice along another axis")
     _check_sizes(where, data)
     _check_self_ensemble(where, data, scale, int(axis))
+    _check_planes(where, data, scale)
     _check_slice_calibrations(where, data.get("extras", {}))
     _check_degradation(where, data, scale)
     if data.get("mixed_precision", "none") not in ("none", "bf16"):

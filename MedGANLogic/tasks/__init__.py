@@ -49,7 +49,7 @@ ADAPT_OPTIONS = ("adapt", "adapt_budget_s", "adapt_steps", "adapt_seed")
 #: The task table: name -> :class:`TaskSpec`, in the order the CLI and the panel list them.
 TASKS: Registry[TaskSpec] = Registry("task", error=MedGANError)
 for _spec in (
-    TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image", ("ensemble",)),
+    TaskSpec("synthesize", "synthesis", "Synthesize", "synthetic", "image", ("ensemble", "planes")),
     TaskSpec("denoise", "denoise", "Denoise", "denoised", "image", ADAPT_OPTIONS + ("ensemble",)),
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image",
              ADAPT_OPTIONS + ("ensemble", "input_detail", "consistency")),
