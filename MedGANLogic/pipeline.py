@@ -513,7 +513,8 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
             denoising needs the modality, MR, CT, PT or US), adapt_budget_s (seconds of fitting), adapt_steps
             (at most this many steps), adapt_seed; for lesion: mask (required: a Volume or file, 0 outside and 1
             or one label inside, on the input's grid or overlapping it) and lesion_type ("wmh", "tumour",
-            "ischaemic"). See :mod:`MedGANLogic.options`.
+            "ischaemic"); for synthesize: planes (False: only the card's slice axis where the card averages the
+            slices of three planes, ``extras.planes``). See :mod:`MedGANLogic.options`.
 
     Returns:
         :class:`RunResult` with the output volume(s), extras and provenance.
