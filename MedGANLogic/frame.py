@@ -89,7 +89,9 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
            plane: int | None = None) -> ModelFrame:
     """The frame ``card``'s model should see ``volume`` in (see the module docstring). ``slice_axis``: the
     caller's axis of the input array (the volume is then not reoriented); ``plane``: an axis of the model's own
-    (reoriented) frame to slice along instead of the card's (a plane of ``extras.planes``)."""
+    (reoriented) frame to slice along instead of the card's (a plane of ``extras.planes``), whose slices are then
+    also brought into the card's voxel size along the slice axis: sliced at the input's own fine spacing (0.8 mm
+    rows of a thick-slice scan), neighbouring slices would disagree as stripes, and there would be many more."""
     if native:
         return ModelFrame()
     axis = card.slice_axis if slice_axis is None else slice_axis
@@ -102,6 +104,8 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
     header = _header(volume, orientation.reoriented_geometry(volume, order, flip))
     superres = is_superres(card)
     sees = spacing_axes(card, axis)  # the axes whose voxel size the card's range is about
+    if plane is not None and slice_axis is None and plane != card.slice_axis:
+        sees = [0, 1, 2]  # another plane's slices: their spacing too (see above)
     tilts = [slice_plane(header, a)[1] for a in ([0, 1, 2] if card.dims == "3d" else [axis])]
     own_voxels = on_acquisition_grid(card)  # a denoiser: never interpolated (only whole axes moved)
     axis_aligned = not superres and not own_voxels and max(tilts) > OBLIQUE_DEGREES

@@ -343,26 +343,35 @@ _AXIS_PLANES = ("axial", "coronal", "sagittal")  # the slices along z, y, x of a
 
 def _plane_passes(card: ModelCard, volume: Volume, options: dict[str, Any]) -> tuple[list[PlanePass], list[str]]:
     """The passes of a multi-plane run (card ``extras.planes``) and the planes left out, or none: the card asks
-    for one plane, the caller chose a ``slice_axis`` or ``planes=False``. A plane whose slices are smaller than the
-    card's ``input.fov_mm`` minimum along either side (a thin slab seen edge-on) is left out, its weight shared by
-    the others; the card's own plane always runs."""
+    for one plane, the caller chose a ``slice_axis`` or ``planes=False``. The card's own plane always runs; the
+    others only on a scan whose voxels are nowhere coarser than the card's ``input.spacing_mm`` (thick slices seen
+    edge-on are an interpolated axis, and the slices of that plane disagree along it as stripes: seen on the
+    real 6.5 mm brains), and only where their slices span the card's ``input.fov_mm`` minimum (not a slab of a few
+    slices seen edge-on). A plane left out shares its weight with the others."""
     weights = plane_weights(card.extras)
     if not weights or options.get("slice_axis") is not None or not options.get("planes", True):
         return [], []
     native = bool(options.get("native"))
     smallest = float(card.input["fov_mm"][0]) if card.input.get("fov_mm") else 0.0
-    passes, left_out = [], []
+    coarsest = float(card.input["spacing_mm"][1]) if card.input.get("spacing_mm") else float("inf")
+    voxels = max(volume.spacing)
+    passes: list[PlanePass] = []
+    why: dict[str, list[str]] = {}  # reason -> the planes it leaves out
     for axis, weight in enumerate(weights):
         if weight <= 0:
             continue
         frame = decide(volume, card, native=native, plane=axis)
         extent = model_header(volume, frame, False).physical_extent()  # x, y, z of the model's frame
         sides = [extent[2 - a] for a in range(3) if a != axis]
-        if axis != card.slice_axis and min(sides) < smallest:
-            left_out.append(f"{_AXIS_PLANES[axis]} (its slices are {min(sides):.0f} mm across, under the "
-                            f"{smallest:g} mm the model needs)")
-            continue
-        passes.append(PlanePass(axis, weight, frame, InferenceLayout.from_card(card, axis)))
+        if axis != card.slice_axis and voxels > coarsest:
+            why.setdefault(f"the scan's {voxels:.1f} mm voxels are coarser than the {coarsest:g} mm it was trained "
+                           f"on: those slices would disagree along them as stripes", []).append(_AXIS_PLANES[axis])
+        elif axis != card.slice_axis and min(sides) < smallest:
+            why.setdefault(f"those slices would be {min(sides):.0f} mm across, under the {smallest:g} mm the model "
+                           f"needs", []).append(_AXIS_PLANES[axis])
+        else:
+            passes.append(PlanePass(axis, weight, frame, InferenceLayout.from_card(card, axis)))
+    left_out = [f"{' and '.join(planes)} ({reason})" for reason, planes in why.items()]
     if len(passes) < 2:
         return [], left_out
     total = sum(p.weight for p in passes)

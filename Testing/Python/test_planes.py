@@ -77,9 +77,27 @@ def test_a_thin_slab_is_not_sliced_edge_on(make_model):
     the_plan = plan("synthesize", slab, model="test-planes")
     assert the_plan.planes == []
     note = next(n for n in the_plan.notes if "several planes" in n)
-    assert "axial slices only" in note and "coronal (its slices are 6 mm across, under the 20 mm" in note
+    assert "axial slices only" in note and "coronal and sagittal (those slices would be 6 mm across, under the 20 mm" \
+        in note
     result = run("synthesize", slab, model="test-planes", device="cpu")
     assert result.provenance["planes"] is None and result.volume.shape == slab.shape
+
+
+def test_thick_slices_get_their_own_plane_only(make_model):
+    """Seen edge-on, 6 mm slices are an interpolated axis whose slices disagree as stripes (the real 6.5 mm
+    brains): a scan coarser than the card's voxel sizes anywhere runs on the card's plane only."""
+    make_model(_card(planes=WEIGHTS))
+    head = _head()
+    thick = Volume(head.array, spacing=(2.0, 2.0, 6.0), direction=head.direction, metadata=head.metadata)
+    the_plan = plan("synthesize", thick, model="test-planes")
+    assert the_plan.planes == []
+    assert any("left out coronal and sagittal (the scan's 6.0 mm voxels are coarser than the 2.5 mm" in n
+               for n in the_plan.notes)
+    fine = Volume(head.array, spacing=(1.0, 1.0, 1.0), direction=head.direction, metadata=head.metadata)
+    passes = plan("synthesize", fine, model="test-planes").planes
+    assert [p.axis for p in passes] == [0, 1, 2]
+    # another plane's slices are brought into the card's voxel size along its slice axis too (1 mm -> 1.5 mm)
+    assert passes[0].frame.spacing == (1.5, 1.5, 1.0) and passes[1].frame.spacing == (1.5, 1.5, 1.5)
 
 
 def test_the_card_check_of_planes():
