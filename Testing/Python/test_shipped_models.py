@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_DATA, run_shipped_model
+from conftest import REPO, SAMPLE_DATA, run_shipped_model
 from scipy import ndimage
 
 import MedGANLogic
@@ -44,6 +44,39 @@ def test_every_shipped_model_is_installed_verified_fp16_and_within_the_size_budg
     assert {card.task for card in builtin.values()} == {"synthesize", "denoise", "superres", "anomaly", "segment",
                                                         "lesion"}
     assert _weights_mb(GANS_I) <= 40 and _weights_mb(GANS_II) <= 30 and _weights_mb(LESION) <= 5
+
+
+def test_every_shipped_card_is_what_its_recipe_exports():
+    """A recipe re-run must export the card that ships (the mr-ct-cyclegan and mr-to-ct-pix2pix recipes had drifted
+    from cards edited by hand: a retrain would have dropped their self-ensemble). What training fills in may differ:
+    an ``auto`` window (resolved from the data), architecture, weights, training record, and the extras a
+    calibration adds (anomaly models)."""
+    import yaml
+
+    recipes = sorted((REPO / "MedGANLogic" / "train" / "recipes").glob("*.yaml"))
+    shipped = {card.id: card for card in list_models() if card.source == "builtin"}
+    checked = set()
+    for recipe in recipes:
+        for entry in yaml.safe_load(recipe.read_text()).get("export", []):
+            want = entry["card"]
+            if want["id"] not in shipped:
+                continue
+            have = shipped[want["id"]].data
+            for key, value in want.items():
+                if key in ("input", "output"):
+                    for sub, v in value.items():
+                        if sub == "normalization" and v.get("window") == "auto":
+                            v = {k: x for k, x in v.items() if k != "window"}
+                            got = {k: x for k, x in have[key][sub].items() if k != "window"}
+                        else:
+                            got = have[key].get(sub)
+                        assert got == v, (recipe.name, want["id"], key, sub)
+                elif key == "extras":
+                    assert {k: have["extras"].get(k) for k in value} == value, (recipe.name, want["id"], key)
+                else:
+                    assert have.get(key) == value, (recipe.name, want["id"], key)
+            checked.add(want["id"])
+    assert checked == set(shipped), set(shipped) - checked  # every shipped model has its recipe
 
 
 def _head(volume) -> np.ndarray:
