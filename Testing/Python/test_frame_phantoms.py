@@ -56,7 +56,7 @@ def test_1mm_resampled_is_at_least_as_good_as_native(phantom_1mm):
         assert result.volume.same_geometry(t1, atol=0)
         errors[native] = float(np.abs(result.volume.array - truth.array)[head].mean())
     assert result.provenance["resampled_from"] == [1.0, 1.0, 1.0]
-    assert errors[False] <= errors[True], errors  # measured (mr-t1-to-t2 2.2.0): 24.9 resampled, 31.2 native (a.u.)
+    assert errors[False] <= errors[True], errors  # measured (mr-t1-to-t2 2.4.0): 25.5 resampled, 31.6 native (a.u.)
 
 
 def test_0_7mm_runs_every_applicable_model_onto_its_exact_grid(phantom_1mm):
