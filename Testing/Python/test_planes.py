@@ -53,6 +53,28 @@ def test_the_output_is_the_weighted_mean_of_the_planes(make_model):
     assert plan("synthesize", vol, model="test-planes", slice_axis=1).problems == []  # it was trained on every plane
 
 
+def test_progress_spans_the_planes_and_cancel_stops_them(make_model):
+    """One progress bar over the three passes (never back, ending at 1), and a cancel during the second pass ends
+    the run with nothing made."""
+    from MedGANLogic.errors import CancelledError
+
+    make_model(_card(planes=WEIGHTS))
+    vol = _head()
+    seen = []
+    run("synthesize", vol, model="test-planes", device="cpu", batch_size=4,
+        progress=lambda fraction, message="": seen.append(fraction))
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and max(seen) <= 1.0
+    assert any(0.34 < f < 0.66 for f in seen)  # the second pass reports in the middle third
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > len(seen) // 2  # somewhere in the second pass
+
+    with pytest.raises(CancelledError):
+        run("synthesize", vol, model="test-planes", device="cpu", batch_size=4, cancel=cancel)
+
+
 def test_one_plane_when_asked_or_when_the_card_says_nothing(make_model):
     make_model(_card(planes=WEIGHTS))
     vol = _head()
