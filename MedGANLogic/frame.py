@@ -94,9 +94,8 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
     rows of a thick-slice scan), neighbouring slices would disagree as stripes, and there would be many more."""
     if native:
         return ModelFrame()
-    axis = card.slice_axis if slice_axis is None else slice_axis
-    if plane is not None and slice_axis is None:
-        axis = plane
+    other_plane = plane is not None and slice_axis is None and plane != card.slice_axis
+    axis = plane if other_plane else (card.slice_axis if slice_axis is None else slice_axis)
     order, flip = orientation.orientation_to(volume.direction)
     scale = card.scale_factor
     if slice_axis is not None or tuple(scale[a] for a in order) != tuple(scale):
@@ -104,7 +103,7 @@ def decide(volume: Volume, card: Any, slice_axis: int | None = None, native: boo
     header = _header(volume, orientation.reoriented_geometry(volume, order, flip))
     superres = is_superres(card)
     sees = spacing_axes(card, axis)  # the axes whose voxel size the card's range is about
-    if plane is not None and slice_axis is None and plane != card.slice_axis:
+    if other_plane:
         sees = [0, 1, 2]  # another plane's slices: their spacing too (see above)
     tilts = [slice_plane(header, a)[1] for a in ([0, 1, 2] if card.dims == "3d" else [axis])]
     own_voxels = on_acquisition_grid(card)  # a denoiser: never interpolated (only whole axes moved)

@@ -30,6 +30,14 @@ CT_MIN_AIR_FRACTION = 0.02
 CT_MIN_TISSUE_HU = 100.0
 
 
+def _strided_sample(array: np.ndarray) -> tuple[np.ndarray, int]:
+    """Every ``step``-th voxel along each axis of a (z, y, x) array, as float32, with ``step`` chosen so that at most
+    about :data:`_MAX_VOXELS` are looked at: (sample, step)."""
+    array = np.asarray(array)
+    step = max(1, int(np.ceil((array.size / _MAX_VOXELS) ** (1 / 3))))
+    return np.asarray(array[::step, ::step, ::step], dtype=np.float32), step
+
+
 def _every_16th_slice(array: np.ndarray) -> np.ndarray:
     """The voxels the modality guesses look at: every 16th slice of a (z, y, x) array (a view)."""
     return np.asarray(array)[:: max(1, len(array) // 16)]
@@ -143,9 +151,7 @@ def enclosed_air_fraction(array: np.ndarray) -> float:
     """
     from scipy import ndimage
 
-    array = np.asarray(array)
-    step = max(1, int(np.ceil((array.size / _MAX_VOXELS) ** (1 / 3))))
-    sample = np.asarray(array[::step, ::step, ::step], dtype=np.float32)
+    sample, _ = _strided_sample(array)
     labels, n = ndimage.label(sample > _BODY_HU)
     if n == 0:
         return 0.0
@@ -199,9 +205,7 @@ def estimate_contrast(volume: Volume) -> tuple[str | None, str]:
     """
     from .normalization import head_mask
 
-    array = np.asarray(volume.array)
-    step = max(1, int(np.ceil((array.size / _MAX_VOXELS) ** (1 / 3))))  # statistics need no more voxels than this
-    array = np.asarray(array[::step, ::step, ::step], dtype=np.float32)
+    array, step = _strided_sample(volume.array)  # statistics need no more voxels than this
     head = head_mask(array)
     if head.sum() < 1000:
         return None, "too few head voxels to estimate the contrast"

@@ -314,7 +314,8 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
     task_module = get_task(task)
     if hasattr(task_module, "check_plan"):  # the task's own rules against the model (e.g. its lesion types)
         task_module.check_plan(card, options, inputs)
-    mismatch = modality_problem(card, volume)
+    # a model chosen here was chosen among those that fit (choose_model); one the caller named is checked now
+    mismatch = modality_problem(card, volume) if model is not None else None
     if mismatch and not options.get("force"):
         raise ModalityMismatchError(f"{mismatch}. Choose a model for this input, or pass force=True "
                                     f"(--force) to run anyway.")
@@ -327,7 +328,7 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
         notes += task_module.plan_notes(card, model_header(volume, frame))
     if options.get("bias_correction"):
         notes.append("N4 bias-field correction of the input inside the head mask")
-    planes, left_out = _plane_passes(card, volume, options)
+    planes, left_out = _plane_passes(card, volume, options, frame)
     if planes or left_out:
         notes.append(_planes_note(card, planes, left_out))
     told = problems + contrast_warnings + ([f"{mismatch}; running anyway (forced)"] if mismatch else [])
@@ -341,13 +342,15 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
 _AXIS_PLANES = ("axial", "coronal", "sagittal")  # the slices along z, y, x of a model's (RAS-ordered) frame
 
 
-def _plane_passes(card: ModelCard, volume: Volume, options: dict[str, Any]) -> tuple[list[PlanePass], list[str]]:
+def _plane_passes(card: ModelCard, volume: Volume, options: dict[str, Any],
+                  own_frame: ModelFrame) -> tuple[list[PlanePass], list[str]]:
     """The passes of a multi-plane run (card ``extras.planes``) and the planes left out, or none: the card asks
     for one plane, the caller chose a ``slice_axis`` or ``planes=False``. The card's own plane always runs; the
     others only on a scan whose voxels are nowhere coarser than the card's ``input.spacing_mm`` (thick slices seen
     edge-on are an interpolated axis, and the slices of that plane disagree along it as stripes: seen on the
     real 6.5 mm brains), and only where their slices span the card's ``input.fov_mm`` minimum (not a slab of a few
-    slices seen edge-on). A plane left out shares its weight with the others."""
+    slices seen edge-on). A plane left out shares its weight with the others. ``own_frame``: the plan's frame,
+    the card's own plane's."""
     weights = plane_weights(card.extras)
     if not weights or options.get("slice_axis") is not None or not options.get("planes", True):
         return [], []
@@ -360,13 +363,17 @@ def _plane_passes(card: ModelCard, volume: Volume, options: dict[str, Any]) -> t
     for axis, weight in enumerate(weights):
         if weight <= 0:
             continue
+        if axis == card.slice_axis:
+            passes.append(PlanePass(axis, weight, own_frame, InferenceLayout.from_card(card, axis)))
+            continue
+        if voxels > coarsest:
+            why.setdefault(f"the scan's {voxels:.1f} mm voxels are coarser than the {coarsest:g} mm it was trained "
+                           f"on: those slices would disagree along them as stripes", []).append(_AXIS_PLANES[axis])
+            continue
         frame = decide(volume, card, native=native, plane=axis)
         extent = model_header(volume, frame, False).physical_extent()  # x, y, z of the model's frame
         sides = [extent[2 - a] for a in range(3) if a != axis]
-        if axis != card.slice_axis and voxels > coarsest:
-            why.setdefault(f"the scan's {voxels:.1f} mm voxels are coarser than the {coarsest:g} mm it was trained "
-                           f"on: those slices would disagree along them as stripes", []).append(_AXIS_PLANES[axis])
-        elif axis != card.slice_axis and min(sides) < smallest:
+        if min(sides) < smallest:
             why.setdefault(f"those slices would be {min(sides):.0f} mm across, under the {smallest:g} mm the model "
                            f"needs", []).append(_AXIS_PLANES[axis])
         else:
