@@ -138,6 +138,12 @@ def _read_weights(card: ModelCard, path: Path, expected: dict[str, tuple[int, ..
                          f"Reinstall the model, or export its weights again.") from exc
 
 
+def read_weights(card: ModelCard) -> dict[str, torch.Tensor]:
+    """The card's weights as a float32 state dict, after the SHA-256 and the header's names and shapes were checked
+    against the card's architecture (what :func:`load_network` loads; training starts from it with ``init``)."""
+    return _read_weights(card, verify_weights(card), _layout(card))
+
+
 def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Module:
     """Build the card's network, load its verified safetensors weights (float32), eval mode, on ``device``."""
     key = (card.sha256, str(device))
@@ -147,8 +153,7 @@ def load_network(card: ModelCard, device: torch.device | str = "cpu") -> nn.Modu
             return _CACHE[key]
     from . import build_network
 
-    path = verify_weights(card)
-    state = _read_weights(card, path, _layout(card))
+    state = read_weights(card)
     net = build_network(card.architecture, card.arch_params)
     net.load_state_dict(state)
     net.eval().requires_grad_(False).to(device)

@@ -5,6 +5,7 @@
     medgan train --recipe mr-t1-to-t2 --export Resources/Models  # ... and write the model folder there
     medgan train --config my.yaml --source-dir T1/ --target-dir T2/ --set steps=5000 --set loss.pixel=50
     medgan train --resume runs/mr-t1-to-t2                     # continue after Ctrl-C, bit-exactly
+    medgan train --recipe ldct-denoise --init ldct-denoise --source-dir LD/ --target-dir FD/  # fine-tune on yours
     torchrun --nproc_per_node=4 -m MedGANLogic.train.cli --recipe mr-t1-to-t2 --device cuda
 
 ``python -m MedGANLogic.train.cli`` takes the same arguments.
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-dir", help="train on your volumes: the input folder (sets data.source=folders)")
     parser.add_argument("--target-dir", help="the target folder; paired by file name for pix2pix/ldct, "
                                              "unpaired for cyclegan")
+    parser.add_argument("--init", action="append", default=[], metavar="[NET=]MODEL",
+                        help="fine-tune: start the generator (or network NET) from an installed model's weights, "
+                             "by id or model folder, e.g. --init ldct-denoise (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config value, e.g. --set loss.gan_mode=wgan-gp (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,6 +55,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         value = getattr(args, key, None)
         if value is not None:
             out.append(f"{key}={value}")
+    for spec in args.init:
+        net, sep, model = spec.partition("=")
+        if not sep or "/" in net or "\\" in net:  # a bare model id or folder: the generator
+            net, model = "G", spec
+        out.append(f"init.{net.strip()}={model.strip()}")
     if args.source_dir or args.target_dir:
         out += ["data.source=folders", f"data.source_dir={args.source_dir}", f"data.target_dir={args.target_dir}"]
     return out
@@ -70,6 +79,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = None
+    if args.init and args.resume:
+        raise InputError("--init starts a new run from a model's weights; a resumed run continues from its "
+                         "checkpoint. Drop --init, or start a new run (--recipe/--config) with it.")
     if args.recipe or args.config:
         config = load_config(recipe=args.recipe, path=args.config, overrides=_overrides(args))
     elif not args.resume:
@@ -85,8 +97,10 @@ def main(args: argparse.Namespace) -> int:
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
             raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose "
                              f"another --run-dir.")
-    command = "medgan train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if sys.argv[1:2] != ["train"]
-                                                                    else sys.argv[2:]))
+    argv = getattr(args, "argv", None)  # given to _standalone; else this process's own command line
+    if argv is None:
+        argv = sys.argv[1:] if sys.argv[1:2] != ["train"] else sys.argv[2:]
+    command = "medgan train " + " ".join(shlex.quote(a) for a in argv)
     summary = train(config, run_dir, resume=args.resume, export_dir=args.export_dir, progress=not args.quiet,
                     command=command.strip())
     if summary["interrupted"]:
@@ -109,6 +123,7 @@ def _standalone(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedGANLogic.train.cli")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     try:
         return main(args)
     except MedGANError as exc:

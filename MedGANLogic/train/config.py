@@ -18,6 +18,10 @@ own defaults, e.g. ``cyclegan`` sets ``loss.cycle``). Example (``recipes/mr-t1-t
       - generator: G
         card: {id: my-t1-to-t2, version: 1.0.0, task: synthesize, dims: 2d, ...}   # see models/card.py
 
+Fine-tuning: ``init: {G: ldct-denoise}`` (``medgan train --init ldct-denoise``) starts network ``G`` from an
+installed model's weights (an id, or the path of a model folder) instead of random ones; the model's
+architecture must be the run's ``generator``, and the exported card records what it started from.
+
 ``export[*].card`` is the model card the run produces, minus ``architecture`` and ``weights`` (filled in at
 export). Its ``input.normalization`` and ``output.normalization`` are also how the training data are
 normalised, so training and inference see identical intensities. A ``fixed`` window may be ``"auto"``:
@@ -72,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": {"lr_g": 2.0e-4, "lr_d": 2.0e-4, "betas": [0.5, 0.999], "decay_from": 0.5},
     "log": {"every": 25, "sample_every": 250, "checkpoint_every": 250, "keep_checkpoints": 2,
             "tensorboard": True},
+    "init": {},  # network name -> model id or model folder whose weights it starts from (fine-tuning)
     "export": [],
 }
 
@@ -210,6 +215,10 @@ def validate_config(config: dict[str, Any]) -> None:
     gen = config["generator"]
     _need(isinstance(gen.get("name"), str), "generator.name", "must name a registered architecture")
     _need(isinstance(gen.get("params", {}), dict), "generator.params", "must be a mapping of keyword arguments")
+    init = config.get("init") or {}
+    _need(isinstance(init, dict) and all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                         for k, v in init.items()),
+          "init", "must map a network name to a model id or model folder, e.g. {G: ldct-denoise}")
     for i, entry in enumerate(config["export"]):
         _need(isinstance(entry, dict) and isinstance(entry.get("card"), dict), f"export[{i}].card",
               "must be a model card mapping (see MedGANLogic/models/card.py)")

@@ -90,6 +90,8 @@ class GANTrainer:
         data: prepared batches (default: built from ``config["data"]``).
         volumes: (train, val) raw volumes to use instead of loading them from the data source.
         progress: show the progress bar (rank 0 only).
+        initialise: load the weights ``config["init"]`` names (False: a checkpoint will replace them; only the
+            record of what the run started from is kept).
     """
 
     FAMILY: ClassVar[str] = "base"
@@ -101,7 +103,7 @@ class GANTrainer:
     def __init__(self, config: dict[str, Any], run_dir: str | Path | None = None, *,
                  ctx: ddp.DistContext | None = None, data: SliceBatches | None = None,
                  volumes: tuple[VolumeSet, VolumeSet | None] | None = None, progress: bool = True,
-                 stream: Any = None):
+                 stream: Any = None, initialise: bool = True):
         self.config = copy.deepcopy(config)
         if self.config.get("family") != self.FAMILY:
             raise InputError(f"Config family {self.config.get('family')!r} given to the {self.FAMILY} trainer.")
@@ -119,6 +121,9 @@ class GANTrainer:
         self.validate()
         torch.manual_seed(int(self.config["seed"]))  # the networks' initial weights
         self.build()
+        self.init_record: dict[str, dict[str, str]] = {}
+        if self.config.get("init"):
+            self.init_record = self.load_init(initialise)
         self.adversarial = AdversarialLoss(self.loss_cfg["gan_mode"])
         self.vgg = None
         if self.loss_cfg["vgg"] > 0:
@@ -169,6 +174,32 @@ class GANTrainer:
         if self.loss_cfg["gan_mode"] == "wgan-gp" and d["norm"] == "batch":
             raise InputError("Training config: WGAN-GP penalises per-sample gradients, which batch norm mixes; set "
                              "discriminator.norm to instance or none.")
+
+    def load_init(self, load: bool = True) -> dict[str, dict[str, str]]:
+        """Start the networks ``config["init"]`` names from installed models' weights (fine-tuning); returns the
+        record the exported cards keep: network -> model id, version and weights SHA-256."""
+        from ..models.registry import get_model, read_weights
+
+        record = {}
+        for name, model in self.config["init"].items():
+            if name not in self.nets:
+                raise InputError(f"Training config: 'init.{name}': the {self.FAMILY} trainer has no network {name!r} "
+                                 f"(it has {', '.join(self.nets)}).")
+            card = get_model(model)
+            want = self.generator_config(name) if name in self.EXPORT_DOMAINS else None
+            if want is None:
+                raise InputError(f"Training config: 'init.{name}': only generators start from a model "
+                                 f"({', '.join(n for n in self.EXPORT_DOMAINS if n in self.nets)}).")
+            have = {"name": card.architecture, "params": card.arch_params}
+            if (want["name"], dict(want.get("params", {}))) != (have["name"], have["params"]):
+                raise InputError(f"Training config: 'init.{name}': model {card.id} is a {have['name']} with params "
+                                 f"{have['params']}, the run's generator a {want['name']} with params "
+                                 f"{dict(want.get('params', {}))}. Set 'generator' to the model's architecture "
+                                 f"(its card.json 'architecture'), or start from scratch.")
+            if load:
+                self.net(name).load_state_dict(read_weights(card))
+            record[name] = {"model": card.id, "version": card.version, "weights_sha256": card.sha256}
+        return record
 
     # --- building blocks for families --------------------------------------------------------------------------
     def add_network(self, name: str, net: nn.Module) -> nn.Module:
@@ -454,7 +485,7 @@ class GANTrainer:
         config = copy.deepcopy(meta["config"])
         if steps is not None:
             config["steps"] = int(steps)
-        trainer = cls(config, run_dir, **kwargs)
+        trainer = cls(config, run_dir, initialise=False, **kwargs)
         trainer.load_checkpoint(path)
         return trainer
 
@@ -488,6 +519,8 @@ class GANTrainer:
                 "command": command or f"medgan train --recipe {self.config['name']}",
                 "config_sha256": config_hash, "data": self.data.describe(),
             }
+            if self.init_record:
+                card["training"]["init"] = copy.deepcopy(self.init_record)
             state = self.net(gen_name).state_dict()
             cards.append(save_model(Path(out_root) / card["id"], card, state, dtype=dtype))
         return cards

@@ -319,3 +319,61 @@ def test_phantom_adapter_pairs_subjects_and_dose_realisations(tmp_path, monkeypa
     assert len(calls) == n  # served from the cache
     with pytest.raises(InputError, match="need data.low_dose"):
         phantom_volumes({"input": "CT_low_dose", "target": "CT"}, "train", paired=True)
+
+
+def test_init_fine_tunes_from_an_exported_model(tiny_config, tmp_path, capsys):
+    """``init`` (``--init``): the generator starts from a model's weights (not the seed's), the exported card
+    records what it started from, a model of another architecture is refused naming both, and a resume keeps the
+    checkpoint's weights."""
+    import yaml
+
+    from MedGANLogic.models.card import load_card
+    from MedGANLogic.models.registry import read_weights
+    from MedGANLogic.train.cli import _standalone
+
+    first = trainer_class("pix2pix")(tiny_config("pix2pix"), progress=False)
+    first.fit()
+    base = first.export(tmp_path / "models", dtype=torch.float32)[0]
+    start = read_weights(base)
+
+    cfg = tiny_config("pix2pix", seed=7)
+    cfg["init"] = {"G": str(base.folder)}
+    tuned = trainer_class("pix2pix")(cfg, tmp_path / "run", progress=False)
+    def same(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)
+
+    assert same(tuned.net("G").state_dict(), start)  # not seed 7's random weights
+    assert tuned.init_record["G"] == {"model": "tiny-pix2pix", "version": base.version,
+                                      "weights_sha256": base.sha256}
+    tuned.fit()
+    assert not same(tuned.net("G").state_dict(), start)  # it trained on
+    card = tuned.export(tmp_path / "tuned")[0]
+    assert card.data["training"]["init"]["G"]["weights_sha256"] == base.sha256
+
+    # a checkpoint's weights win over init, and a resume does not need the model any more
+    ckpt = sorted((tmp_path / "run" / "checkpoints").glob("*.safetensors"))[-1]
+    resumed = trainer_class("pix2pix").from_checkpoint(ckpt, progress=False)
+    assert states_equal(resumed.net("G"), tuned.net("G"))
+
+    wider = tiny_config("pix2pix")
+    wider["generator"] = copy.deepcopy(wider["generator"])
+    wider["generator"]["params"]["features"] = 16
+    wider["init"] = {"G": str(base.folder)}
+    with pytest.raises(InputError, match="init.G.*tiny-pix2pix is a unet2d"):
+        trainer_class("pix2pix")(wider, progress=False)
+    with pytest.raises(InputError, match="no network 'D2'"):
+        trainer_class("pix2pix")(dict(cfg, init={"D2": str(base.folder)}), progress=False)
+    with pytest.raises(InputError, match="only generators"):
+        trainer_class("pix2pix")(dict(cfg, init={"D": str(base.folder)}), progress=False)
+    with pytest.raises(InputError, match="'init'"):
+        tiny_config("pix2pix", init={"G": 3})
+
+    # the CLI: --init MODEL sets init.G; with --resume it is refused
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config("pix2pix")))
+    assert _standalone(["--config", str(cfg_path), "--run-dir", str(tmp_path / "cli"), "--steps", "2", "--quiet",
+                        "--init", str(base.folder), "--export", str(tmp_path / "cli-models")]) == 0
+    exported = load_card(tmp_path / "cli-models" / "tiny-pix2pix").data["training"]
+    assert exported["init"]["G"]["model"] == "tiny-pix2pix" and "--init" in exported["command"]
+    assert _standalone(["--resume", str(tmp_path / "cli"), "--init", str(base.folder), "--quiet"]) == 1
+    assert "--init starts a new run" in capsys.readouterr().err
