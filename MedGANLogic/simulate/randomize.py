@@ -22,6 +22,9 @@ Tasks (:data:`TASKS`) and their options:
     low-resolution grid, target the noise-free high-resolution image of the same random contrast.
   * ``anomaly``: input with lesions, target its lesion-free twin (same appearance, same noise draw);
     ``labels`` holds the lesion label (:data:`.tissue.TISSUES` index of "lesion").
+  * ``brainmask``: input an MR acquisition of any ordering (``ordering`` "any" or one of
+    :data:`.appearance.ORDERINGS`), lesions included; target the intracranial mask (:func:`intracranial`: CSF,
+    grey and white matter and lesions, holes filled), 1 inside, 0 outside, as SynthStrip learns skull stripping.
 
 ``random_sample`` returns {"input": Volume, "target": Volume, "labels": Volume (uint8 dominant tissue per voxel,
 indices of :data:`.tissue.TISSUES`, on the target grid), "meta": dict of every value drawn}. Outside a partial
@@ -51,7 +54,7 @@ from .lowres import crop_to_multiple, kspace_truncate, thick_slices
 from .real_ct import random_real_slice, real_ct_status, real_ct_volumes
 from .tissue import CSF, GM, LESION, TISSUES, WM
 
-TASKS = ("synthesize", "denoise", "superres", "anomaly")
+TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask")
 TARGETS = (*mri.CONTRASTS, "CT")
 SR_DEGRADATIONS = ("thick_slices", "kspace_truncate", "gaussian")
 # Nominal CT noise (HU, std in brain) of FULL_DOSE_PHOTONS on 2 mm pixels; it scales as N^-1/2 and pixel^-3/2.
@@ -156,13 +159,19 @@ def _fov(shape: tuple[int, ...], rng: np.random.Generator, ranges: DomainRanges)
     return keep, [[s.start, s.stop] for s in box]
 
 
+def intracranial(anatomy: Anatomy) -> np.ndarray:
+    """The intracranial tissues of ``anatomy`` (CSF, grey and white matter, lesions: more than half of a voxel)
+    with holes filled, (z, y, x) bool: what skull stripping keeps."""
+    f = anatomy.fractions
+    return ndimage.binary_fill_holes((f[CSF] + f[GM] + f[WM] + f[LESION]) > 0.5)
+
+
 def _strip(anatomy: Anatomy, rng: np.random.Generator, ranges: DomainRanges) -> tuple[np.ndarray | None, Any]:
     """The kept region of a skull-stripped scan (probability ``ranges.skull_strip``), or (None, None): the
     intracranial tissues (CSF, grey and white matter, lesions) with holes filled, grown by a random margin."""
     if ranges.skull_strip <= 0 or rng.random() >= ranges.skull_strip:
         return None, None
-    f = anatomy.fractions
-    brain = ndimage.binary_fill_holes((f[CSF] + f[GM] + f[WM] + f[LESION]) > 0.5)
+    brain = intracranial(anatomy)
     margin_mm = float(rng.uniform(*ranges.skull_strip_margin_mm))
     steps = int(round(margin_mm / anatomy.grid.spacing[0]))
     if steps:
@@ -373,7 +382,18 @@ def _anomaly(anatomy, seeds, ranges, keep, ordering: str = "any") -> dict[str, A
     return {"input": lesioned, "target": healthy, "meta": {"appearance": appearance, "acquisition": acquisition}}
 
 
-_TASK_FUNCTIONS = {"synthesize": _synthesize, "denoise": _denoise, "superres": _superres, "anomaly": _anomaly}
+def _brainmask(anatomy, seeds, ranges, keep, ordering: str = "any") -> dict[str, Any]:
+    images, appearance = _mr_images(anatomy, ordering, seeds, ranges)
+    noisy, _, acquisition = _mr_acquisition(anatomy, images, seeds, ranges, keep)
+    brain = intracranial(anatomy) if keep is None else intracranial(anatomy) & keep
+    return {"input": anatomy.grid.with_array(to_grid(noisy[0], anatomy.grid, order=1),
+                                             metadata={"modality": "MR", "contrast": appearance["ordering"]}),
+            "target": anatomy.grid.with_array(brain.astype(np.float32), metadata={"kind": "mask"}),
+            "meta": {"appearance": appearance, "acquisition": acquisition}}
+
+
+_TASK_FUNCTIONS = {"synthesize": _synthesize, "denoise": _denoise, "superres": _superres, "anomaly": _anomaly,
+                   "brainmask": _brainmask}
 
 
 def random_sample(task: str, rng: np.random.Generator, *, ranges: DomainRanges | None = None,

@@ -31,7 +31,8 @@ MAX_CANDIDATE_SEGMENTS = 20
 #: and 3D Slicer's terminology lists use them; anything else is "Tissue".
 _TERMINOLOGY = ((("lesion", "candidate", "anomal", "hyperintens"), ("49755003", "Morphologically Altered Structure"),
                  ("52988006", "Lesion")),
-                (("tumour", "tumor", "mass"), ("49755003", "Morphologically Altered Structure"), ("4147007", "Mass")))
+                (("tumour", "tumor", "mass"), ("49755003", "Morphologically Altered Structure"), ("4147007", "Mass")),
+                (("brain",), ("123037004", "Anatomical Structure"), ("12738006", "Brain")))
 _TISSUE = (("85756007", "Tissue"), ("85756007", "Tissue"))
 # Distinct segment colours (RGB 0-1) for label maps without a colour of their own.
 _SEGMENT_COLORS = [(0.90, 0.35, 0.25), (0.30, 0.70, 0.95), (0.40, 0.85, 0.35), (0.95, 0.80, 0.25),
@@ -191,7 +192,8 @@ def place_beside(scene: Any, input_node: Any, nodes: Sequence[Any]) -> None:
 
 def terminology_entry(segment_name: str) -> str:
     """The segment's standard terminology (Slicer's ``TerminologyEntry`` tag): a lesion or anomaly candidate is
-    "Morphologically Altered Structure / Lesion", a tumour "... / Mass", anything else "Tissue / Tissue"."""
+    "Morphologically Altered Structure / Lesion", a tumour "... / Mass", the brain (brain extraction) "Anatomical
+    Structure / Brain", anything else "Tissue / Tissue"."""
     words = segment_name.lower()
     category, kind = next(((c, t) for names, c, t in _TERMINOLOGY if any(w in words for w in names)), _TISSUE)
     return (f"Segmentation category and type - 3D Slicer General Anatomy list~SCT^{category[0]}^{category[1]}"

@@ -364,3 +364,33 @@ def test_randomized_volumes_give_superres_targets_for_both_roles():
     assert names["target"][0] == "randomized-train-0/target"
     with pytest.raises(ValueError, match="paired"):
         randomized_volumes(data, "train", False, 5)
+
+
+def test_brainmask_target_is_the_intracranial_space_whatever_the_contrast():
+    """Task brainmask: the target is CSF, grey and white matter and lesions with holes filled (1) and nothing of
+    scalp, fat or bone (0), the same for every drawn contrast; inside a partial field of view only; seeded."""
+    from MedGANLogic.simulate.randomize import intracranial
+    from MedGANLogic.simulate.tissue import BONE, CSF, FAT, GM, LESION, SOFT
+
+    # 4 mm voxels: the whole head, scalp included
+    anatomy = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2)), (24, 28, 24), 4.0)
+    truth = intracranial(anatomy)
+    dominant = np.argmax(anatomy.fractions, axis=0)
+    assert truth[np.isin(dominant, (GM, WM, LESION))].mean() > 0.99
+    assert truth[np.isin(dominant, (BONE, FAT, SOFT))].mean() < 0.02 and truth[dominant == CSF].mean() > 0.8
+    orderings = set()
+    for seed in range(3):
+        s = random_sample("brainmask", np.random.default_rng(seed), ranges=QUIET, anatomy=anatomy)
+        assert s["input"].metadata["modality"] == "MR" and s["input"].shape == s["target"].shape
+        assert set(np.unique(s["target"].array)) == {0.0, 1.0}
+        assert np.array_equal(s["target"].array > 0, truth)
+        orderings.add(s["meta"]["appearance"]["ordering"])
+    assert len(orderings) > 1  # any contrast, one target
+    again = random_sample("brainmask", np.random.default_rng(2), ranges=QUIET, anatomy=anatomy)
+    assert np.array_equal(again["input"].array, s["input"].array)
+    cut = random_sample("brainmask", np.random.default_rng(0), anatomy=anatomy,
+                        ranges=DomainRanges(partial_fov=1.0, motion=0.0))
+    box = [slice(a, b) for a, b in cut["meta"]["fov_box"]]
+    outside = np.ones(truth.shape, bool)
+    outside[tuple(box)] = False
+    assert not cut["target"].array[outside].any() and cut["target"].array.sum() < truth.sum()

@@ -386,6 +386,8 @@ def test_segmentations_use_standard_terminology_and_can_show_in_3d(setup, t1_nod
     for name, kind in (("lesion", "SCT^52988006^Lesion"), ("Candidate 1 (0.42 mL)", "SCT^52988006^Lesion"),
                        ("anomaly candidate", "SCT^52988006^Lesion"), ("enhancing tumour", "SCT^4147007^Mass")):
         assert f"~SCT^49755003^Morphologically Altered Structure~{kind}~" in slicer_bridge.terminology_entry(name)
+    assert "~SCT^123037004^Anatomical Structure~SCT^12738006^Brain~" in slicer_bridge.terminology_entry("brain")
+    assert "~SCT^52988006^Lesion~" in slicer_bridge.terminology_entry("brain lesion")  # the lesion, not the organ
     with pytest.raises(InputError, match="show_3d must be True or False"):
         slicer_bridge.run_on_node(setup.scene, t1_node, "segment", force=True, show_3d="yes")
 
