@@ -400,7 +400,8 @@ def _on_grid_nearest(low: Volume, grid: Volume) -> np.ndarray:
 # --- anomaly -------------------------------------------------------------------------------------------------------
 @REAL_SECTIONS.register("anomaly")
 def anomaly(ctx: RealContext) -> Any:
-    from ..normalization import brain_mask
+    from ..models.registry import get_model
+    from ..tasks.anomaly import anomaly_region
 
     title = "Anomaly maps on real brains (brain-anomaly-t1, brain-anomaly-t2): real tumours, normal brain"
     if (m := missing_models(title, sorted(set(ANOMALY_MODELS.values())))) is not None:
@@ -424,7 +425,7 @@ def anomaly(ctx: RealContext) -> Any:
         zmap = zscore_map(vol.array, brain, vol.spacing)
         if tumour.any() and result is not None:  # where the returned map is zero: outside the engine's brain mask
             # (made in the model's frame; the one found here, on the input grid, approximates it) or in its rim
-            outside = tumour & ~brain_mask(vol.array, vol.spacing)
+            outside = tumour & ~anomaly_region(vol, get_model(ANOMALY_MODELS[contrast]))
             unseen.append(f"{case} {100.0 * (tumour & (amap == 0)).sum() / tumour.sum():.0f} % (the brain mask "
                           f"found on the input grid leaves out {100.0 * outside.sum() / tumour.sum():.0f} %)")
         applies = {"voxel AUROC": bool(tumour.any()), "tumour flagged": bool(tumour.any()),

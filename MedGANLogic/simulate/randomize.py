@@ -25,6 +25,8 @@ Tasks (:data:`TASKS`) and their options:
   * ``brainmask``: input an MR acquisition of any ordering (``ordering`` "any" or one of
     :data:`.appearance.ORDERINGS`), lesions included; target the intracranial mask (:func:`intracranial`: CSF,
     grey and white matter and lesions, holes filled), 1 inside, 0 outside, as SynthStrip learns skull stripping.
+  * ``lesionmask``: input an MR acquisition (``ordering``, default "FLAIR"); target the lesion mask (the anatomy's
+    lesion labels, 1 inside any lesion, 0 elsewhere), as SynthSeg learns segmentation from synthetic images.
 
 ``random_sample`` returns {"input": Volume, "target": Volume, "labels": Volume (uint8 dominant tissue per voxel,
 indices of :data:`.tissue.TISSUES`, on the target grid), "meta": dict of every value drawn}. Outside a partial
@@ -54,7 +56,7 @@ from .lowres import crop_to_multiple, kspace_truncate, thick_slices
 from .real_ct import random_real_slice, real_ct_status, real_ct_volumes
 from .tissue import CSF, GM, LESION, TISSUES, WM
 
-TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask")
+TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask", "lesionmask")
 TARGETS = (*mri.CONTRASTS, "CT")
 SR_DEGRADATIONS = ("thick_slices", "kspace_truncate", "gaussian")
 # Nominal CT noise (HU, std in brain) of FULL_DOSE_PHOTONS on 2 mm pixels; it scales as N^-1/2 and pixel^-3/2.
@@ -392,8 +394,18 @@ def _brainmask(anatomy, seeds, ranges, keep, ordering: str = "any") -> dict[str,
             "meta": {"appearance": appearance, "acquisition": acquisition}}
 
 
+def _lesionmask(anatomy, seeds, ranges, keep, ordering: str = "FLAIR") -> dict[str, Any]:
+    images, appearance = _mr_images(anatomy, ordering, seeds, ranges)
+    noisy, _, acquisition = _mr_acquisition(anatomy, images, seeds, ranges, keep)
+    lesion = anatomy.lesion_labels > 0 if keep is None else (anatomy.lesion_labels > 0) & keep
+    return {"input": anatomy.grid.with_array(to_grid(noisy[0], anatomy.grid, order=1),
+                                             metadata={"modality": "MR", "contrast": appearance["ordering"]}),
+            "target": anatomy.grid.with_array(lesion.astype(np.float32), metadata={"kind": "mask"}),
+            "meta": {"appearance": appearance, "acquisition": acquisition}}
+
+
 _TASK_FUNCTIONS = {"synthesize": _synthesize, "denoise": _denoise, "superres": _superres, "anomaly": _anomaly,
-                   "brainmask": _brainmask}
+                   "brainmask": _brainmask, "lesionmask": _lesionmask}
 
 
 def random_sample(task: str, rng: np.random.Generator, *, ranges: DomainRanges | None = None,

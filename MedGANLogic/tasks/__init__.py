@@ -73,6 +73,7 @@ class TaskContext:
     options: dict[str, Any] = field(default_factory=dict)
     net: Any = None
     inputs: dict[str, Volume] = field(default_factory=dict)  # second inputs (the lesion mask) in the model's frame
+    device: Any = "cpu"  # where the network ran (a task that runs a second model runs it there)
 
 
 def get_task(name: str) -> ModuleType:

@@ -4,8 +4,13 @@ The model is any network that returns a healthy-looking version of its input: th
 (``unet2d``, :mod:`MedGANLogic.train.restore`: r = G(x)) or f-AnoGAN (``fanogan2d``: r = G(E(x))). The map, in the
 model's frame, for a normalised input x and the network's healthy reconstruction r:
 
-1. **brain mask** from the input itself (:func:`MedGANLogic.normalization.brain_mask`; any MR contrast): scalp,
-   skull, orbits and neck are not brain, and the map is zero there;
+1. **brain mask** from the input itself: scalp, skull, orbits and neck are not brain, and the map is zero there.
+   A card naming a brain extraction model (``extras.brain_mask_model``, e.g. the shipped ``brain-mask``, a U-Net
+   trained on domain-randomised heads of any contrast) takes the brain from it (:func:`learned_brain`: its
+   largest 3D part, holes filled per slice); other cards, or where that model is not installed, the morphological
+   :func:`MedGANLogic.normalization.brain_mask` (intensity and morphology, any MR contrast), which cannot tell a
+   dark tumour core at the brain's surface from the skull and lets scalp or orbit through where they touch the
+   brain. A card calibrated with one is calibrated for that mask only;
 2. **intensity matching**: per slice, r is shifted so that the median of x - r inside the brain is 0, giving r'
    (the generator does not reproduce absolute intensities exactly; a median ignores lesions);
 3. **calibration**: the signed residual x - r' is turned into a z-score by the residual's median and robust
@@ -171,13 +176,20 @@ def slice_spacing(volume: Any, card: Any) -> float:
 
 
 def plan_notes(card: Any, header: Any) -> list[str]:
-    """The plan's note on which calibration set a scan gets (``header``: its geometry in the model's frame)."""
+    """The plan's notes: which calibration set a scan gets (``header``: its geometry in the model's frame), and a
+    brain extraction model the card names but that is not installed."""
+    notes = []
+    named = card.extras.get("brain_mask_model")
+    if named and mask_model(card) is None:
+        notes.append(f"brain extraction model {named!r} is not installed: the brain is found by intensity and "
+                     f"morphology instead, for which this card's calibration was not made; install {named} for "
+                     f"the map the card describes")
     if not card.extras.get("slice_calibrations"):
-        return []
+        return notes
     slice_mm = slice_spacing(header, card)
     chosen = for_slices(card.extras, slice_mm)["calibration_slice_mm"]
-    return [f"anomaly map, threshold and case score calibrated at {chosen:g} mm slices, the nearest of the card's "
-            f"to this scan's {slice_mm:.2f} mm"]
+    return notes + [f"anomaly map, threshold and case score calibrated at {chosen:g} mm slices, the nearest of the "
+                    f"card's to this scan's {slice_mm:.2f} mm"]
 
 
 def case_statistic(amap: np.ndarray, region: np.ndarray, percentile: float) -> float:
@@ -185,10 +197,61 @@ def case_statistic(amap: np.ndarray, region: np.ndarray, percentile: float) -> f
     return float(np.percentile(amap[region], percentile)) if region.any() else 0.0
 
 
-def anomaly_region(volume) -> np.ndarray:
-    """Where the map is made: the brain (MR) or the body above -500 HU (CT), (z, y, x) bool."""
+def learned_brain(volume, model: str, device: Any = "cpu") -> np.ndarray:
+    """The brain of an MR ``volume`` (z, y, x bool) by the brain extraction model ``model`` (id or folder), run
+    through the engine (``segment``; its own frame, back on ``volume``'s grid): its largest 3D part, holes filled
+    per slice (ventricles, a dark tumour core the network left out)."""
+    from ..pipeline import run
+
+    # force: the anomaly model already accepted this scan (the mask model takes any MR contrast)
+    labels = run("segment", volume, model=model, device=device, precision="fp32",
+                 force=True).outputs["labels"]
+    brain = labels.array > 0
+    if not brain.any():
+        return brain
+    parts, count = ndimage.label(brain)
+    if count > 1:
+        brain = parts == 1 + int(np.argmax(ndimage.sum_labels(brain, parts, range(1, count + 1))))
+    return np.stack([ndimage.binary_fill_holes(s) for s in brain])
+
+
+def mask_model(card: Any) -> str | None:
+    """The brain extraction model ``card`` names (``extras.brain_mask_model``) when it is installed, else None
+    (the morphological mask is used, and the run's notes say so: :func:`plan_notes`)."""
+    from ..errors import ModelError
+    from ..models.registry import get_model
+
+    name = (card.extras.get("brain_mask_model") if card is not None else None) or None
+    if name is None:
+        return None
+    try:
+        get_model(name)
+    except ModelError:
+        return None
+    return str(name)
+
+
+def region_source(volume, card: Any = None) -> str:
+    """What :func:`anomaly_region` takes the region from, in words (the map's metadata and the run's extras)."""
+    if is_ct(volume):
+        return "CT body above -500 HU"
+    model = mask_model(card)
+    if model is None:
+        return "intensity and morphology (MedGANLogic.normalization.brain_mask)"
+    from ..models.registry import get_model
+
+    mask_card = get_model(model)
+    return f"{mask_card.id} {mask_card.version} (weights {mask_card.sha256[:12]})"
+
+
+def anomaly_region(volume, card: Any = None, device: Any = "cpu") -> np.ndarray:
+    """Where the map is made: the brain (MR; by ``card``'s brain extraction model where it names one and it is
+    installed, else morphological) or the body above -500 HU (CT), (z, y, x) bool."""
     if is_ct(volume):
         return ndimage.binary_closing(volume.array > -500, iterations=2)
+    model = mask_model(card)
+    if model is not None:
+        return learned_brain(volume, model, device)
     return brain_mask(volume.array, volume.spacing)
 
 
@@ -196,7 +259,8 @@ def make_outputs(ctx: TaskContext):
     extras_card = for_slices(ctx.card.extras, slice_spacing(ctx.volume, ctx.card))
     calibrated_at = {k: extras_card[k] for k in ("calibration_slice_mm",) if k in extras_card}
     x, recon = ctx.normalized, ctx.raw[0]
-    region = anomaly_region(ctx.volume)
+    region = anomaly_region(ctx.volume, ctx.card, ctx.device)
+    brain_from = {"brain_mask": region_source(ctx.volume, ctx.card)}
     matched = match_intensity(x, recon, region)
     residual = np.where(region, x - matched, 0.0).astype(np.float32)
     meta = output_metadata(ctx, kind="anomaly_map")
@@ -205,7 +269,7 @@ def make_outputs(ctx: TaskContext):
         outs = {"anomaly_map": ctx.volume.with_array(residual, metadata=meta),
                 "reconstruction": ctx.volume.with_array(np.where(region, matched, -1.0).astype(np.float32),
                                                         metadata=dict(meta, units="normalised intensity"))}
-        return outs, {"region_voxels": int(region.sum())}
+        return outs, {"region_voxels": int(region.sum()), **brain_from}
     calibration = extras_card.get("calibration")
     edge_mm = float(ctx.options.get("edge_mm", extras_card.get("edge_mm", 0.0)))
     inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
@@ -229,12 +293,12 @@ def make_outputs(ctx: TaskContext):
         stat = case_statistic(amap, region, float(case.get("percentile", 99.9)))
     score = (stat - float(case["mean"])) / max(float(case["std"]), 1e-6) if "mean" in case else stat
     meta.update({"modality": "anomaly", "units": units, "case_score": score, "threshold": threshold,
-                 "spread_ratio": round(ratio, 4), **calibrated_at})
+                 "spread_ratio": round(ratio, 4), **calibrated_at, **brain_from})
     amap_vol = ctx.volume.with_array(amap, metadata=meta)
     mask_meta = dict(meta, kind="mask", modality="mask", segment_names={1: "anomaly candidate"})
     mask = ctx.volume.with_array((amap > threshold).astype(np.uint8), metadata=mask_meta)
     extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum()),
-              "spread_ratio": ratio, **calibrated_at}
+              "spread_ratio": ratio, **calibrated_at, **brain_from}
     return {"anomaly_map": amap_vol, "mask": mask}, extras
 
 

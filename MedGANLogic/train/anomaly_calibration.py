@@ -119,9 +119,16 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     Thick-slice sets already on the card are dropped (they go with the calibration: :func:`calibrate_slices`)."""
     from ..models.card import self_ensemble
     from ..models.registry import get_model
-    from ..normalization import brain_mask
     from ..pipeline import run
-    from ..tasks.anomaly import calibrated_z, inner_region, robust_spread, scan_z, signed_part, smooth_inside
+    from ..tasks.anomaly import (
+        anomaly_region,
+        calibrated_z,
+        inner_region,
+        robust_spread,
+        scan_z,
+        signed_part,
+        smooth_inside,
+    )
     from .data import split_seeds
     from .fanogan import best_dice_threshold
 
@@ -137,7 +144,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     passes, brains = [], []  # brains: each case's whole brain mask (passes hold it without its rim)
     for (vol, lesion), _ in cases:  # pass 1: residuals and reconstructions, on the input grid
         res = run("anomaly", vol, model=str(folder), device=device, precision="fp32", residual=True)
-        brains.append(brain_mask(vol.array, vol.spacing))
+        brains.append(anomaly_region(vol, card, device))  # the engine's own brain (learned or morphological)
         passes.append((res.outputs["anomaly_map"].array, res.outputs["reconstruction"].array,
                        inner_region(brains[-1], vol.spacing[::-1], edge_mm), lesion))
     normal = [p for p, (_, les) in zip(passes, cases) if not les]

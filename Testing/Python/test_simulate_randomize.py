@@ -394,3 +394,15 @@ def test_brainmask_target_is_the_intracranial_space_whatever_the_contrast():
     outside = np.ones(truth.shape, bool)
     outside[tuple(box)] = False
     assert not cut["target"].array[outside].any() and cut["target"].array.sum() < truth.sum()
+
+
+def test_lesionmask_target_is_the_lesion_labels(anatomy):
+    """Task lesionmask: a FLAIR acquisition (by default) and the anatomy's lesions as a 0/1 target, where the
+    lesions show on the input above the surrounding white matter."""
+    s = random_sample("lesionmask", np.random.default_rng(4), ranges=QUIET, anatomy=anatomy)
+    lesion = anatomy.lesion_labels > 0
+    assert lesion.any() and np.array_equal(s["target"].array > 0, lesion)
+    assert s["meta"]["appearance"]["ordering"] == "FLAIR" and s["input"].metadata["contrast"] == "FLAIR"
+    core = ndimage.binary_erosion(lesion, iterations=1)
+    wm = (s["labels"].array == WM) & ~ndimage.binary_dilation(lesion, iterations=3)
+    assert np.median(s["input"].array[core if core.any() else lesion]) > np.median(s["input"].array[wm])
