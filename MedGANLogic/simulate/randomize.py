@@ -384,24 +384,25 @@ def _anomaly(anatomy, seeds, ranges, keep, ordering: str = "any") -> dict[str, A
     return {"input": lesioned, "target": healthy, "meta": {"appearance": appearance, "acquisition": acquisition}}
 
 
-def _brainmask(anatomy, seeds, ranges, keep, ordering: str = "any") -> dict[str, Any]:
+def _mask_sample(anatomy, seeds, ranges, keep, ordering: str, mask: np.ndarray) -> dict[str, Any]:
+    """An MR acquisition of ``ordering`` brought back onto the anatomy grid, with ``mask`` (inside the field of
+    view) as its 0/1 target."""
     images, appearance = _mr_images(anatomy, ordering, seeds, ranges)
     noisy, _, acquisition = _mr_acquisition(anatomy, images, seeds, ranges, keep)
-    brain = intracranial(anatomy) if keep is None else intracranial(anatomy) & keep
+    if keep is not None:
+        mask = mask & keep
     return {"input": anatomy.grid.with_array(to_grid(noisy[0], anatomy.grid, order=1),
                                              metadata={"modality": "MR", "contrast": appearance["ordering"]}),
-            "target": anatomy.grid.with_array(brain.astype(np.float32), metadata={"kind": "mask"}),
+            "target": anatomy.grid.with_array(mask.astype(np.float32), metadata={"kind": "mask"}),
             "meta": {"appearance": appearance, "acquisition": acquisition}}
+
+
+def _brainmask(anatomy, seeds, ranges, keep, ordering: str = "any") -> dict[str, Any]:
+    return _mask_sample(anatomy, seeds, ranges, keep, ordering, intracranial(anatomy))
 
 
 def _lesionmask(anatomy, seeds, ranges, keep, ordering: str = "FLAIR") -> dict[str, Any]:
-    images, appearance = _mr_images(anatomy, ordering, seeds, ranges)
-    noisy, _, acquisition = _mr_acquisition(anatomy, images, seeds, ranges, keep)
-    lesion = anatomy.lesion_labels > 0 if keep is None else (anatomy.lesion_labels > 0) & keep
-    return {"input": anatomy.grid.with_array(to_grid(noisy[0], anatomy.grid, order=1),
-                                             metadata={"modality": "MR", "contrast": appearance["ordering"]}),
-            "target": anatomy.grid.with_array(lesion.astype(np.float32), metadata={"kind": "mask"}),
-            "meta": {"appearance": appearance, "acquisition": acquisition}}
+    return _mask_sample(anatomy, seeds, ranges, keep, ordering, anatomy.lesion_labels > 0)
 
 
 _TASK_FUNCTIONS = {"synthesize": _synthesize, "denoise": _denoise, "superres": _superres, "anomaly": _anomaly,

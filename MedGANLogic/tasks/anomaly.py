@@ -215,9 +215,9 @@ def learned_brain(volume, model: str, device: Any = "cpu") -> np.ndarray:
     return np.stack([ndimage.binary_fill_holes(s) for s in brain])
 
 
-def mask_model(card: Any) -> str | None:
-    """The brain extraction model ``card`` names (``extras.brain_mask_model``) when it is installed, else None
-    (the morphological mask is used, and the run's notes say so: :func:`plan_notes`)."""
+def mask_model(card: Any) -> Any:
+    """The card of the brain extraction model ``card`` names (``extras.brain_mask_model``) when it is installed,
+    else None (the morphological mask is used, and the run's notes say so: :func:`plan_notes`)."""
     from ..errors import ModelError
     from ..models.registry import get_model
 
@@ -225,42 +225,36 @@ def mask_model(card: Any) -> str | None:
     if name is None:
         return None
     try:
-        get_model(name)
+        return get_model(name)
     except ModelError:
         return None
-    return str(name)
 
 
-def region_source(volume, card: Any = None) -> str:
-    """What :func:`anomaly_region` takes the region from, in words (the map's metadata and the run's extras)."""
+def brain_region(volume, card: Any = None, device: Any = "cpu") -> tuple[np.ndarray, str]:
+    """Where the map is made, (z, y, x) bool, and what it was taken from, in words (the map's metadata and the
+    run's extras): the brain (MR; by ``card``'s brain extraction model where it names one and it is installed,
+    else morphological) or the body above -500 HU (CT)."""
     if is_ct(volume):
-        return "CT body above -500 HU"
+        return ndimage.binary_closing(volume.array > -500, iterations=2), "CT body above -500 HU"
     model = mask_model(card)
     if model is None:
-        return "intensity and morphology (MedGANLogic.normalization.brain_mask)"
-    from ..models.registry import get_model
-
-    mask_card = get_model(model)
-    return f"{mask_card.id} {mask_card.version} (weights {mask_card.sha256[:12]})"
+        return (brain_mask(volume.array, volume.spacing),
+                "intensity and morphology (MedGANLogic.normalization.brain_mask)")
+    return (learned_brain(volume, str(model.folder), device),
+            f"{model.id} {model.version} (weights {model.sha256[:12]})")
 
 
 def anomaly_region(volume, card: Any = None, device: Any = "cpu") -> np.ndarray:
-    """Where the map is made: the brain (MR; by ``card``'s brain extraction model where it names one and it is
-    installed, else morphological) or the body above -500 HU (CT), (z, y, x) bool."""
-    if is_ct(volume):
-        return ndimage.binary_closing(volume.array > -500, iterations=2)
-    model = mask_model(card)
-    if model is not None:
-        return learned_brain(volume, model, device)
-    return brain_mask(volume.array, volume.spacing)
+    """Where the map is made (:func:`brain_region` without its description)."""
+    return brain_region(volume, card, device)[0]
 
 
 def make_outputs(ctx: TaskContext):
     extras_card = for_slices(ctx.card.extras, slice_spacing(ctx.volume, ctx.card))
     calibrated_at = {k: extras_card[k] for k in ("calibration_slice_mm",) if k in extras_card}
     x, recon = ctx.normalized, ctx.raw[0]
-    region = anomaly_region(ctx.volume, ctx.card, ctx.device)
-    brain_from = {"brain_mask": region_source(ctx.volume, ctx.card)}
+    region, source = brain_region(ctx.volume, ctx.card, ctx.device)
+    brain_from = {"brain_mask": source}
     matched = match_intensity(x, recon, region)
     residual = np.where(region, x - matched, 0.0).astype(np.float32)
     meta = output_metadata(ctx, kind="anomaly_map")

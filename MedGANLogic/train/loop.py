@@ -185,11 +185,10 @@ class GANTrainer:
             if name not in self.nets:
                 raise InputError(f"Training config: 'init.{name}': the {self.FAMILY} trainer has no network {name!r} "
                                  f"(it has {', '.join(self.nets)}).")
-            card = get_model(model)
-            want = self.generator_config(name) if name in self.EXPORT_DOMAINS else None
-            if want is None:
+            if name not in self.EXPORT_DOMAINS:
                 raise InputError(f"Training config: 'init.{name}': only generators start from a model "
                                  f"({', '.join(n for n in self.EXPORT_DOMAINS if n in self.nets)}).")
+            card, want = get_model(model), self.generator_config(name)
             have = {"name": card.architecture, "params": card.arch_params}
             if (want["name"], dict(want.get("params", {}))) != (have["name"], have["params"]):
                 raise InputError(f"Training config: 'init.{name}': model {card.id} is a {have['name']} with params "

@@ -502,7 +502,7 @@ def test_learned_brain_mask_finds_the_intracranial_space_of_a_held_out_phantom()
     from MedGANLogic.normalization import brain_mask
     from MedGANLogic.simulate.subjects import make_subject
     from MedGANLogic.simulate.tissue import CSF, GM, LESION, WM
-    from MedGANLogic.tasks.anomaly import anomaly_region, learned_brain, region_source
+    from MedGANLogic.tasks.anomaly import anomaly_region, brain_region, learned_brain
 
     subject = make_subject(2004, spacing_mm=4.0, contrasts=("T1w", "T2w"))
     tissue = np.argmax(subject.tissues, axis=0)
@@ -520,9 +520,10 @@ def test_learned_brain_mask_finds_the_intracranial_space_of_a_held_out_phantom()
         assert overlap(learned) > overlap(brain_mask(vol.array, vol.spacing)) - 0.01, contrast
         assert (learned & ~truth & subject.head_mask).sum() < 0.08 * learned.sum(), contrast
     assert np.array_equal(anomaly_region(vol, card), learned)
-    assert region_source(vol, card).startswith("brain-mask ")
+    source = brain_region(vol, card)[1]
+    assert source.startswith("brain-mask ")
     result = run("anomaly", subject.volumes["T1w"], model="brain-anomaly-t1", device="cpu")
-    assert result.extras["brain_mask"] == region_source(vol, card)
+    assert result.extras["brain_mask"] == source
 
 
 def test_a_brain_mask_model_that_is_not_installed_falls_back_and_says_so(make_model, oblique_volume):
