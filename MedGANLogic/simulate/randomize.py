@@ -12,7 +12,8 @@ Tasks (:data:`TASKS`) and their options:
     ``target`` = "T1w", "T2w", "PD", "FLAIR" or "CT". Input: the random acquisition brought back onto the
     target grid (linear), as SynthSR feeds its network. T1w->T2w, MR->CT and any->T2w are three option sets.
   * ``denoise``: ``modality`` "MR" (Rician noise; target the same acquisition without noise) or "CT" (low-dose
-    projection-domain reconstruction; target the full-dose one; real CT slices from the cache when there are,
+    projection-domain reconstruction with a kernel drawn from ``ranges.ct_kernels``; target the full-dose one, same
+    kernel; real CT slices from the cache when there are,
     ``real_ct``: None = with probability ``ranges.real_ct_fraction``, True = required, False = phantom only;
     ``slices``: reconstruct only that many slices of the phantom, the central ones or, with
     ``slice_position="random"``, a run of them at a random height, so that skull base and vertex are drawn too).
@@ -51,7 +52,7 @@ from . import mri
 from .acquisition import PROFILES, acquire, fov_box, motion_artifact, to_grid
 from .anatomy import Anatomy, sample_anatomy
 from .appearance import ORDERINGS, apply_gamma, brain_signal, random_ct_offsets, random_mr_contrast, render_mr
-from .lowdose import FULL_DOSE_PHOTONS, simulate_low_dose
+from .lowdose import FULL_DOSE_PHOTONS, RECON_KERNELS, kernel_noise_factor, simulate_low_dose
 from .lowres import crop_to_multiple, kspace_truncate, thick_slices
 from .real_ct import random_real_slice, real_ct_status, real_ct_volumes
 from .tissue import CSF, GM, LESION, TISSUES, WM
@@ -110,6 +111,11 @@ class DomainRanges:
     ct_noise_hu: tuple[float, float] = (3.0, 80.0)  # nominal low-dose noise in brain, HU, log-uniform
     ct_dose_fraction: tuple[float, float] = (0.1, 0.5)  # low dose / full dose
     real_ct_fraction: float = 0.5  # probability of real CT anatomy when the cache has it
+    # reconstruction kernel (:func:`.lowdose.reconstruction_filter`) of both images of a pair, drawn uniformly, and
+    # its cutoff (fraction of Nyquist); the photon count is scaled so the nominal noise holds whatever the kernel.
+    # The ramp alone by default (the samples of earlier recipes, byte for byte); a draw has its own stream
+    ct_kernels: tuple[str, ...] = ("ramp",)
+    ct_kernel_cutoff: tuple[float, float] = (1.0, 1.0)
     # --- super-resolution ---
     sr_factor: tuple[int, int] = (2, 4)  # integer factor when a sample draws its own scale (inclusive)
 
@@ -123,6 +129,12 @@ class DomainRanges:
             raise InputError("DomainRanges: snr, inplane_mm, slice_mm and ct_inplane_mm must be positive.")
         if unknown := [o for o in self.orderings if o not in ORDERINGS]:
             raise InputError(f"DomainRanges.orderings: unknown {unknown}; choose from {', '.join(ORDERINGS)}.")
+        if not self.ct_kernels or (unknown := [k for k in self.ct_kernels if k not in RECON_KERNELS]):
+            raise InputError(f"DomainRanges.ct_kernels must name one or more of {', '.join(RECON_KERNELS)}; got "
+                             f"{list(self.ct_kernels)}.")
+        if not 0.1 <= self.ct_kernel_cutoff[0] <= self.ct_kernel_cutoff[1] <= 1.0:
+            raise InputError(f"DomainRanges.ct_kernel_cutoff must lie in [0.1, 1] (fraction of Nyquist); got "
+                             f"{self.ct_kernel_cutoff}.")
         if not (0 < self.ct_dose_fraction[0] and self.ct_dose_fraction[1] <= 1):
             raise InputError(f"DomainRanges.ct_dose_fraction must lie in (0, 1]; got {self.ct_dose_fraction}.")
 
@@ -280,6 +292,14 @@ def _ct_photons(noise_hu: float, pixel_mm: float) -> float:
     return FULL_DOSE_PHOTONS * (CT_NOISE_AT_FULL_DOSE_2MM / noise_hu) ** 2 * (2.0 / pixel_mm) ** 3
 
 
+def _ct_kernel(seeds: dict[str, int], ranges: DomainRanges) -> tuple[str, float]:
+    """The sample's reconstruction kernel and cutoff, from a stream of its own (no draw for the ramp alone)."""
+    if ranges.ct_kernels == ("ramp",) and ranges.ct_kernel_cutoff == (1.0, 1.0):
+        return "ramp", 1.0
+    rng = np.random.default_rng([seeds["acquisition"], 13])
+    return str(rng.choice(ranges.ct_kernels)), float(rng.uniform(*ranges.ct_kernel_cutoff))
+
+
 def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int | None, cache,
                 slice_position: str = "central") -> dict[str, Any]:
     rng = np.random.default_rng(seeds["acquisition"])
@@ -314,15 +334,17 @@ def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int 
                 raise InputError(f"denoise: slice_position must be 'central' or 'random'; got {slice_position!r}.")
             stack = stack[first:first + slices]
             geometry["origin"] = tuple(np.array(vol.origin) + vol.direction @ np.array([0, 0, first * vol.spacing[2]]))
-    full_photons = _ct_photons(noise_hu, pixel) / dose
+    kernel, cutoff = _ct_kernel(seeds, ranges)
+    full_photons = _ct_photons(noise_hu, pixel) * kernel_noise_factor(kernel, cutoff) ** 2 / dose
     pairs = [simulate_low_dose(s, dose, seed=int(noise_rng.integers(2 ** 31)), pixel_mm=pixel,
-                               full_dose_photons=full_photons) for s in stack]
+                               full_dose_photons=full_photons, kernel=kernel, cutoff=cutoff) for s in stack]
     base = Volume(np.zeros(stack.shape, np.float32), **geometry)
     low = base.with_array(np.stack([p[0] for p in pairs]), metadata={"modality": "CT", "units": "HU",
                                                                      "dose_fraction": dose})
     full = base.with_array(np.stack([p[1] for p in pairs]), metadata={"modality": "CT", "units": "HU",
                                                                       "dose_fraction": 1.0})
-    meta.update(pixel_mm=round(pixel, 4), full_dose_photons=round(full_photons, 1))
+    meta.update(pixel_mm=round(pixel, 4), full_dose_photons=round(full_photons, 1), kernel=kernel,
+                cutoff=round(cutoff, 4))
     return {"input": low, "target": full, "meta": {"ct": meta}}
 
 

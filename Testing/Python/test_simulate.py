@@ -17,7 +17,7 @@ from MedGANLogic.simulate import (
     superres_pair,
     thick_slices,
 )
-from MedGANLogic.simulate.lowdose import filtered_back_projection
+from MedGANLogic.simulate.lowdose import FULL_DOSE_PHOTONS, filtered_back_projection, kernel_noise_factor
 from MedGANLogic.simulate.mri import bias_field
 from MedGANLogic.simulate.tissue import template_tissues
 from MedGANLogic.volume import Volume
@@ -220,6 +220,43 @@ def test_low_dose_noise_grows_as_one_over_sqrt_dose(subject):
     for dose in (0.25, 0.1):
         expected = 1 / np.sqrt(dose)
         assert abs(sd[dose] / sd[1.0] - expected) / expected < 0.2, (dose, sd)
+
+
+def test_reconstruction_kernel_smooths_the_noise_by_its_stated_factor(subject):
+    """A soft kernel (windowed ramp) lowers the noise by kernel_noise_factor and coarsens its texture; the
+    photon count scaled by the factor squared gives back the ramp's noise level; the default is the ramp itself."""
+    ct = subject.healthy.volumes["CT"].array
+    wm = subject.healthy.tissues[TISSUES.index("wm")] > 0.9
+    k = int(np.argmax(wm.sum(axis=(1, 2))))
+    assert kernel_noise_factor("ramp") == 1.0 and 0 < kernel_noise_factor("hann", 0.8) < kernel_noise_factor("hann")
+    ramp_low, ramp_full = simulate_low_dose(ct[k], 0.25, seed=3, pixel_mm=2.0)
+    same_low, _ = simulate_low_dose(ct[k], 0.25, seed=3, pixel_mm=2.0, kernel="ramp", cutoff=1.0)
+    assert same_low.tobytes() == ramp_low.tobytes()
+
+    def noise(kernel, cutoff, photons=FULL_DOSE_PHOTONS):
+        ref = noiseless_reconstruction(ct[k], pixel_mm=2.0, kernel=kernel, cutoff=cutoff)
+        diffs = [simulate_low_dose(ct[k], 0.25, seed=seed, pixel_mm=2.0, full_dose_photons=photons, kernel=kernel,
+                                   cutoff=cutoff)[0] - ref for seed in range(3)]
+        sd = float(np.mean([d[wm[k]].std() for d in diffs]))
+        # texture: correlation of the noise with its neighbour one pixel along x, inside the white matter
+        inner = wm[k][:, 1:] & wm[k][:, :-1]
+        corr = float(np.mean([np.corrcoef(d[:, 1:][inner], d[:, :-1][inner])[0, 1] for d in diffs]))
+        return sd, corr
+
+    ramp_sd, ramp_corr = noise("ramp", 1.0)
+    factor = kernel_noise_factor("hann", 0.8)
+    hann_sd, hann_corr = noise("hann", 0.8)
+    assert abs(hann_sd / ramp_sd - factor) / factor < 0.2, (hann_sd, ramp_sd, factor)
+    assert hann_corr > ramp_corr + 0.3, (hann_corr, ramp_corr)  # blotchier: neighbours share the noise
+    matched_sd, _ = noise("hann", 0.8, FULL_DOSE_PHOTONS * factor ** 2)
+    assert abs(matched_sd / ramp_sd - 1) < 0.2, (matched_sd, ramp_sd)
+    ref_ramp = noiseless_reconstruction(ct[k], pixel_mm=2.0)
+    ref_hann = noiseless_reconstruction(ct[k], pixel_mm=2.0, kernel="hann", cutoff=0.8)
+    assert abs(np.median(ref_hann[wm[k]]) - np.median(ref_ramp[wm[k]])) < 3  # same HU, softer edges
+    with pytest.raises(InputError, match="reconstruction kernel"):
+        simulate_low_dose(ct[k], 0.25, seed=0, kernel="bone")
+    with pytest.raises(InputError, match="cutoff"):
+        noiseless_reconstruction(ct[k], cutoff=1.5)
 
 
 def test_dose_pair_is_matched_and_in_hu(subject):

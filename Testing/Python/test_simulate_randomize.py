@@ -219,6 +219,40 @@ def test_ct_slabs_at_a_random_height_are_seeded_and_other_draws_unchanged():
         slab(0, "top")
 
 
+
+def test_ct_kernels_are_drawn_from_their_own_stream_at_the_nominal_noise():
+    """ct_kernels / ct_kernel_cutoff: the kernel and cutoff come from the ranges, from a stream of their own (every
+    other draw as with the ramp alone), the noise stays at its nominal level whatever the kernel, both images of a
+    pair share the kernel, and an unknown kernel or a cutoff out of range is refused naming the known ones."""
+    base = dataclasses.replace(QUIET, ct_noise_hu=(40.0, 40.0), ct_dose_fraction=(0.25, 0.25),
+                               ct_inplane_mm=(2.0, 2.0), ct_slice_mm=(2.0, 2.0), real_ct_fraction=0.0)
+    soft = dataclasses.replace(base, ct_kernels=("hann", "cosine"), ct_kernel_cutoff=(0.7, 0.9))
+
+    def pair(ranges, seed):
+        return random_sample("denoise", np.random.default_rng(seed), ranges=ranges, shape=(4, 112, 96),
+                             modality="CT", slices=1)
+
+    kernels = set()
+    for seed in range(3):
+        ramp, windowed = pair(base, seed), pair(soft, seed)
+        meta = dict(windowed["meta"]["ct"])
+        kernels.add(meta["kernel"])
+        assert meta["kernel"] in ("hann", "cosine") and 0.7 <= meta["cutoff"] <= 0.9
+        assert ramp["meta"]["ct"]["kernel"] == "ramp" and ramp["meta"]["ct"]["cutoff"] == 1.0
+        for key in ("dose_fraction", "nominal_noise_hu", "pixel_mm"):
+            assert meta[key] == ramp["meta"]["ct"][key]
+        assert meta["full_dose_photons"] < ramp["meta"]["ct"]["full_dose_photons"]  # fewer photons, same noise
+        brain = windowed["labels"].array[windowed["labels"].array.shape[0] // 2]
+        brain = (brain == GM) | (brain == WM)
+        noise = [float(np.std((s["input"].array[0] - s["target"].array[0])[brain])) for s in (ramp, windowed)]
+        assert 0.75 < noise[1] / noise[0] < 1.33, noise
+        assert np.array_equal(pair(soft, seed)["input"].array, windowed["input"].array)  # seeded
+    assert len(kernels) == 2
+    with pytest.raises(InputError, match="ct_kernels must name.*hann"):
+        DomainRanges(ct_kernels=("bone",))
+    with pytest.raises(InputError, match="ct_kernel_cutoff"):
+        DomainRanges.from_dict({"ct_kernel_cutoff": [0.05, 0.5]})
+
 # --- real CT -------------------------------------------------------------------------------------------------------
 def test_real_ct_empty_cache_says_what_to_do(tmp_path):
     names, message = real_ct.real_ct_status(tmp_path)
