@@ -111,9 +111,11 @@ class DomainRanges:
     ct_noise_hu: tuple[float, float] = (3.0, 80.0)  # nominal low-dose noise in brain, HU, log-uniform
     ct_dose_fraction: tuple[float, float] = (0.1, 0.5)  # low dose / full dose
     real_ct_fraction: float = 0.5  # probability of real CT anatomy when the cache has it
-    # reconstruction kernel (:func:`.lowdose.reconstruction_filter`) of both images of a pair, drawn uniformly, and
-    # its cutoff (fraction of Nyquist); the photon count is scaled so the nominal noise holds whatever the kernel.
-    # The ramp alone by default (the samples of earlier recipes, byte for byte); a draw has its own stream
+    # reconstruction kernel (:func:`.lowdose.reconstruction_filter`) of both images of a pair, drawn uniformly from
+    # the list (a kernel listed twice is drawn twice as often): "ramp" is the plain full-band ramp, the others are
+    # windowed ramps cut off at a fraction of Nyquist drawn from ct_kernel_cutoff. The photon count is scaled so the
+    # nominal noise holds whatever the kernel. The ramp alone by default (the samples of earlier recipes, byte for
+    # byte); a draw has its own stream
     ct_kernels: tuple[str, ...] = ("ramp",)
     ct_kernel_cutoff: tuple[float, float] = (1.0, 1.0)
     # --- super-resolution ---
@@ -293,11 +295,13 @@ def _ct_photons(noise_hu: float, pixel_mm: float) -> float:
 
 
 def _ct_kernel(seeds: dict[str, int], ranges: DomainRanges) -> tuple[str, float]:
-    """The sample's reconstruction kernel and cutoff, from a stream of its own (no draw for the ramp alone)."""
-    if ranges.ct_kernels == ("ramp",) and ranges.ct_kernel_cutoff == (1.0, 1.0):
+    """The sample's reconstruction kernel and cutoff, from a stream of its own (no draw for the ramp alone). "ramp"
+    is the plain full-band ramp, the sharpest kernel; the cutoff is drawn for the windowed ones."""
+    if set(ranges.ct_kernels) == {"ramp"}:
         return "ramp", 1.0
     rng = np.random.default_rng([seeds["acquisition"], 13])
-    return str(rng.choice(ranges.ct_kernels)), float(rng.uniform(*ranges.ct_kernel_cutoff))
+    kernel, cutoff = str(rng.choice(ranges.ct_kernels)), float(rng.uniform(*ranges.ct_kernel_cutoff))
+    return kernel, 1.0 if kernel == "ramp" else cutoff
 
 
 def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int | None, cache,

@@ -248,6 +248,14 @@ def test_ct_kernels_are_drawn_from_their_own_stream_at_the_nominal_noise():
         assert 0.75 < noise[1] / noise[0] < 1.33, noise
         assert np.array_equal(pair(soft, seed)["input"].array, windowed["input"].array)  # seeded
     assert len(kernels) == 2
+    # "ramp" in a list is the plain full-band ramp: no cutoff drawn for it
+    mixed = dataclasses.replace(base, ct_kernels=("ramp", "hann"), ct_kernel_cutoff=(0.7, 0.9))
+    drawn = {}
+    for seed in range(8):
+        s = random_sample("denoise", np.random.default_rng(seed), ranges=mixed, shape=(4, 24, 24), modality="CT",
+                          slices=1)
+        drawn.setdefault(s["meta"]["ct"]["kernel"], set()).add(s["meta"]["ct"]["cutoff"])
+    assert drawn["ramp"] == {1.0} and all(0.7 <= c <= 0.9 for c in drawn["hann"]), drawn
     with pytest.raises(InputError, match="ct_kernels must name.*hann"):
         DomainRanges(ct_kernels=("bone",))
     with pytest.raises(InputError, match="ct_kernel_cutoff"):
