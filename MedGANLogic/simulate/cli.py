@@ -3,6 +3,7 @@
     medgan simulate --subject 7 --output phantom/                # every contrast + lesion mask of subject 7
     medgan simulate --split test --contrasts T1w,T2w --output phantom/
     medgan simulate --subject 7 --dose 0.25 --dose 0.1 --output phantom/   # also 25 % and 10 %-dose CT pairs
+    medgan simulate --subject 7 --dose 0.25 --kernel hann --kernel-cutoff 0.8 --output phantom/   # a soft kernel
     medgan simulate --subject 7 --thick 4 --kspace 2 --output phantom/     # also low-resolution MR
     medgan simulate --sample-data Resources/SampleData            # the bundled sample, bit for bit
 
@@ -40,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contrasts", help="comma-separated, from T1w,T2w,PD,FLAIR,CT (default: all)")
     parser.add_argument("--dose", type=float, action="append", metavar="FRACTION",
                         help="also a low-dose / full-dose CT pair at this dose fraction in (0, 1] (repeatable)")
+    parser.add_argument("--kernel", help="reconstruction kernel of the --dose pairs: ramp (default), shepp-logan, "
+                        "cosine, hamming or hann (soft-tissue kernels: the ramp times that window)")
+    parser.add_argument("--kernel-cutoff", type=float, dest="kernel_cutoff", metavar="FRACTION",
+                        help="the kernel's cutoff, a fraction of the Nyquist frequency in [0.1, 1] (default 1)")
     parser.add_argument("--snr", type=float, help=f"MR signal-to-noise ratio, > 0 (default {DEFAULTS['snr']:g})")
     parser.add_argument("--spacing", type=float, help=f"isotropic voxel size in mm (default {DEFAULTS['spacing']:g})")
     parser.add_argument("--lesions", type=int, help=f"number of lesions, >= 0 (default {DEFAULTS['lesions']})")
@@ -61,11 +66,13 @@ def main(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """Validated options; raises InputError naming the first problem."""
+    from .lowdose import check_kernel
     from .subjects import validate_options
 
     if args.sample_data:
-        given = [f"--{name}" for name in ("output", "contrasts", "dose", "snr", "spacing", "lesions", "thick",
-                                          "kspace") if getattr(args, name, None) is not None]
+        given = [f"--{name.replace('_', '-')}" for name in ("output", "contrasts", "dose", "kernel", "kernel_cutoff",
+                                                            "snr", "spacing", "lesions", "thick", "kspace")
+                 if getattr(args, name, None) is not None]
         if getattr(args, "healthy", False):
             given.append("--healthy")
         if given:
@@ -81,6 +88,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         validate_options(dose=dose)
     if args.dose and "CT" not in contrasts:
         raise InputError("--dose makes low-dose CT from the pseudo-CT; add CT to --contrasts.")
+    kernel, cutoff = getattr(args, "kernel", None), getattr(args, "kernel_cutoff", None)
+    if (kernel is not None or cutoff is not None) and not args.dose:
+        raise InputError("--kernel and --kernel-cutoff set the reconstruction of the low-dose CT pairs; add --dose.")
+    check_kernel(kernel or "ramp", 1.0 if cutoff is None else cutoff)
     for name in ("thick", "kspace"):
         for factor in getattr(args, name, None) or []:
             if factor not in (2, 3, 4):
@@ -141,10 +152,13 @@ def write_subject(folder: Path, seed: int, opts: dict[str, Any], args: argparse.
             if name != "lesion_mask":
                 add(f"{name}_healthy", vol, description="the same subject without lesions")
     for dose in args.dose or []:
-        low, full = low_dose_volume(subject.volumes["CT"], dose, seed=seed)
+        kernel = {"kernel": getattr(args, "kernel", None) or "ramp",
+                  "cutoff": 1.0 if getattr(args, "kernel_cutoff", None) is None else args.kernel_cutoff}
+        low, full = low_dose_volume(subject.volumes["CT"], dose, seed=seed, **kernel)
         pct = f"{dose * 100:g}".replace(".", "p")
-        add(f"CT_dose{pct}", low, dose_fraction=dose, description="low-dose FBP (projection-domain simulation)")
-        add("CT_fulldose", full, dose_fraction=1.0, description="full-dose FBP, same pipeline and seed")
+        add(f"CT_dose{pct}", low, dose_fraction=dose, description="low-dose FBP (projection-domain simulation)",
+            **kernel)
+        add("CT_fulldose", full, dose_fraction=1.0, description="full-dose FBP, same pipeline and seed", **kernel)
     for factor in args.thick or []:
         for c in contrasts:
             add(f"{c}_thick{factor}", thick_slices(subject.volumes[c], factor, axis=0),

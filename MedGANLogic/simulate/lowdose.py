@@ -115,7 +115,8 @@ def _ramp_filter(size: int) -> np.ndarray:
 RECON_KERNELS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 
 
-def _check_kernel(kernel: str, cutoff: float) -> None:
+def check_kernel(kernel: str, cutoff: float) -> None:
+    """Raise InputError unless ``kernel`` is one of :data:`RECON_KERNELS` and ``cutoff`` lies in [0.1, 1]."""
     if kernel not in RECON_KERNELS:
         raise InputError(f"Unknown reconstruction kernel {kernel!r}; choose from {', '.join(RECON_KERNELS)}.")
     if not 0.1 <= cutoff <= 1.0:
@@ -126,7 +127,7 @@ def reconstruction_filter(size: int, kernel: str = "ramp", cutoff: float = 1.0) 
     """Frequency response on ``size`` (even) samples: the discrete ramp times ``kernel``'s apodisation window,
     zero above ``cutoff`` x Nyquist. ``("ramp", 1.0)`` is the ramp itself; the windows are those of
     :func:`skimage.transform.iradon` stretched to the cutoff."""
-    _check_kernel(kernel, cutoff)
+    check_kernel(kernel, cutoff)
     response = _ramp_filter(size)
     if kernel == "ramp" and cutoff == 1.0:
         return response
@@ -146,7 +147,7 @@ def kernel_noise_factor(kernel: str, cutoff: float = 1.0) -> float:
     low-pass of its own that takes more from the ramp's noise than from a soft kernel's. One white-noise sinogram
     (fixed seed, 129 bins x 128 views) reconstructed both ways; the ratio of the standard deviations in the
     central disc (about 1 % precise)."""
-    _check_kernel(kernel, cutoff)
+    check_kernel(kernel, cutoff)
     if kernel == "ramp" and cutoff == 1.0:
         return 1.0
     sinogram = np.random.default_rng(0).standard_normal((129, 128))
@@ -199,7 +200,7 @@ def simulate_low_dose(ct_slice_hu: np.ndarray, dose_fraction: float, *, seed: in
         The full-dose image depends on the slice and the seed only, not on ``dose_fraction``.
     """
     _check(ct_slice_hu, dose_fraction, pixel_mm, full_dose_photons, n_angles)
-    _check_kernel(kernel, cutoff)
+    check_kernel(kernel, cutoff)
     field = _ScanField(np.asarray(ct_slice_hu, np.float64))
     theta = _theta(n_angles)
     line_integrals = _line_integrals(field, ct_slice_hu, theta, pixel_mm)
@@ -216,7 +217,7 @@ def noiseless_reconstruction(ct_slice_hu: np.ndarray, *, pixel_mm: float = 1.0, 
                              kernel: str = "ramp", cutoff: float = 1.0) -> np.ndarray:
     """FBP of the exact sinogram (HU, float32, the input's grid): the noise-free reference of a dose pair."""
     _check(ct_slice_hu, 1.0, pixel_mm, 1.0, n_angles)
-    _check_kernel(kernel, cutoff)
+    check_kernel(kernel, cutoff)
     field = _ScanField(np.asarray(ct_slice_hu, np.float64))
     theta = _theta(n_angles)
     line_integrals = _line_integrals(field, ct_slice_hu, theta, pixel_mm)
@@ -224,8 +225,10 @@ def noiseless_reconstruction(ct_slice_hu: np.ndarray, *, pixel_mm: float = 1.0, 
 
 
 def low_dose_volume(ct: Volume, dose_fraction: float, seed: int, *, axis: int = 0,
-                    full_dose_photons: float = FULL_DOSE_PHOTONS, n_angles: int = N_ANGLES) -> tuple[Volume, Volume]:
-    """(low-dose, full-dose) CT volumes, simulated slice by slice along array ``axis`` (0 = axial z).
+                    full_dose_photons: float = FULL_DOSE_PHOTONS, n_angles: int = N_ANGLES, kernel: str = "ramp",
+                    cutoff: float = 1.0) -> tuple[Volume, Volume]:
+    """(low-dose, full-dose) CT volumes, simulated slice by slice along array ``axis`` (0 = axial z), both
+    reconstructed with ``kernel`` and ``cutoff`` (:func:`reconstruction_filter`).
 
     Slice ``k`` uses noise seed ``seed * 100003 + k``; the pixel size is the mean in-plane spacing. Both volumes
     have ``ct``'s geometry and metadata {"modality": "CT", "units": "HU", "dose_fraction", "contrast"}.
@@ -238,7 +241,7 @@ def low_dose_volume(ct: Volume, dose_fraction: float, seed: int, *, axis: int = 
     pixel_mm = float(np.mean([s for a, s in enumerate(spacing_zyx) if a != axis]))
     slices = np.moveaxis(ct.array, axis, 0)
     pairs = [simulate_low_dose(s, dose_fraction, seed=seed * 100003 + k, pixel_mm=pixel_mm,
-                               full_dose_photons=full_dose_photons, n_angles=n_angles)
+                               full_dose_photons=full_dose_photons, n_angles=n_angles, kernel=kernel, cutoff=cutoff)
              for k, s in enumerate(slices)]
     low = np.ascontiguousarray(np.moveaxis(np.stack([p[0] for p in pairs]), 0, axis))
     full = np.ascontiguousarray(np.moveaxis(np.stack([p[1] for p in pairs]), 0, axis))

@@ -36,6 +36,9 @@ def _args(*argv):
     (["--thick", "5"], "--thick must be 2, 3 or 4"),
     (["--spacing", "0"], "spacing"),
     (["--lesions", "-1"], "--lesions"),
+    (["--dose", "0.25", "--kernel", "bone"], "Unknown reconstruction kernel 'bone'; choose from ramp"),
+    (["--dose", "0.25", "--kernel", "hann", "--kernel-cutoff", "2"], "Kernel cutoff must be in [0.1, 1]"),
+    (["--kernel", "hann"], "add --dose"),
 ])
 def test_bad_options_get_one_line_and_write_nothing(tmp_path, capsys, options, message):
     out = tmp_path / "out"
@@ -132,7 +135,18 @@ def test_writes_subjects_with_sidecar_licence_and_derived_volumes(tmp_path, caps
     assert record["subject_seed"] == 2002 and record["lesions"] == subject.lesions
     assert record["files"]["sub-2002_CT_dose25.nii.gz"]["dose_fraction"] == 0.25
     assert record["files"]["sub-2002_T2w.nii.gz"] == {"modality": "MR", "contrast": "T2w", "units": "a.u."}
+    assert record["files"]["sub-2002_CT_dose25.nii.gz"]["kernel"] == "ramp"
     assert "Louis Collins" in (out / "LICENSE-MNI152.txt").read_text()
+    # a soft kernel: recorded, and the same photons leave less noise than the ramp's
+    soft = tmp_path / "soft"
+    assert sim_cli.main(_args("--subject", 2002, "--output", soft, "--spacing", 4, "--contrasts", "CT", "--dose", 0.25,
+                              "--kernel", "hann", "--kernel-cutoff", 0.8)) == 0
+    entry = json.loads((soft / "sub-2002.json").read_text())["files"]["sub-2002_CT_dose25.nii.gz"]
+    assert entry["kernel"] == "hann" and entry["cutoff"] == 0.8
+    noise = [float(np.std((read_volume(d / "sub-2002_CT_dose25.nii.gz").array
+                           - read_volume(d / "sub-2002_CT_fulldose.nii.gz").array)[subject.volumes["CT"].array > 0]))
+             for d in (out, soft)]
+    assert noise[1] < 0.6 * noise[0], noise
     # a second run adds to the folder and keeps what is there
     assert sim_cli.main(_args("--subject", 2003, "--output", out, "--spacing", 8, "--contrasts", "T1w")) == 0
     assert (out / "sub-2003_T1w.nii.gz").is_file() and (out / "sub-2002_T2w.nii.gz").is_file()
