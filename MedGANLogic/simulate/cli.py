@@ -91,7 +91,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     kernel, cutoff = getattr(args, "kernel", None), getattr(args, "kernel_cutoff", None)
     if (kernel is not None or cutoff is not None) and not args.dose:
         raise InputError("--kernel and --kernel-cutoff set the reconstruction of the low-dose CT pairs; add --dose.")
-    check_kernel(kernel or "ramp", 1.0 if cutoff is None else cutoff)
+    recon = {"kernel": kernel or "ramp", "cutoff": 1.0 if cutoff is None else cutoff}
+    check_kernel(**recon)
     for name in ("thick", "kspace"):
         for factor in getattr(args, name, None) or []:
             if factor not in (2, 3, 4):
@@ -103,7 +104,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"subject seeds must be >= 0; got {min(seeds)}.")
     if not args.output:
         raise InputError("--output is required with --subject or --split.")
-    return dict(opts, contrasts=contrasts)
+    return dict(opts, contrasts=contrasts, recon=recon)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -152,13 +153,12 @@ def write_subject(folder: Path, seed: int, opts: dict[str, Any], args: argparse.
             if name != "lesion_mask":
                 add(f"{name}_healthy", vol, description="the same subject without lesions")
     for dose in args.dose or []:
-        kernel = {"kernel": getattr(args, "kernel", None) or "ramp",
-                  "cutoff": 1.0 if getattr(args, "kernel_cutoff", None) is None else args.kernel_cutoff}
-        low, full = low_dose_volume(subject.volumes["CT"], dose, seed=seed, **kernel)
+        low, full = low_dose_volume(subject.volumes["CT"], dose, seed=seed, **opts["recon"])
         pct = f"{dose * 100:g}".replace(".", "p")
         add(f"CT_dose{pct}", low, dose_fraction=dose, description="low-dose FBP (projection-domain simulation)",
-            **kernel)
-        add("CT_fulldose", full, dose_fraction=1.0, description="full-dose FBP, same pipeline and seed", **kernel)
+            **opts["recon"])
+        add("CT_fulldose", full, dose_fraction=1.0, description="full-dose FBP, same pipeline and seed",
+            **opts["recon"])
     for factor in args.thick or []:
         for c in contrasts:
             add(f"{c}_thick{factor}", thick_slices(subject.volumes[c], factor, axis=0),

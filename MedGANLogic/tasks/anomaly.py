@@ -221,8 +221,8 @@ def mask_model(card: Any) -> Any:
     from ..errors import ModelError
     from ..models.registry import get_model
 
-    name = (card.extras.get("brain_mask_model") if card is not None else None) or None
-    if name is None:
+    name = card.extras.get("brain_mask_model") if card is not None else None
+    if not name:
         return None
     try:
         return get_model(name)
