@@ -493,7 +493,7 @@ def _run_in_frame(plan: RunPlan, task_module: Any, net: Any, count: int, one: Pl
                       overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
                       precision=plan.precision, cpu_fallback=lambda: _network(card, "cpu", count))
     ctx = TaskContext(card=card, volume=seen, normalized=normalized, stats=stats, raw=raw,
-                      options=options, net=net, inputs=seen_inputs, device=plan.device)
+                      options=options, net=net, inputs=seen_inputs, device=plan.device, cancel=cancel)
     outputs, extras = task_module.make_outputs(ctx)
     if not one.frame.identity:  # back onto the input's exact grid
         outputs = {name: to_input(out, volume, one.frame, card.scale_factor) for name, out in outputs.items()}

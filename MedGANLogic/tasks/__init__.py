@@ -74,6 +74,7 @@ class TaskContext:
     net: Any = None
     inputs: dict[str, Volume] = field(default_factory=dict)  # second inputs (the lesion mask) in the model's frame
     device: Any = "cpu"  # where the network ran (a task that runs a second model runs it there)
+    cancel: Any = None  # the run's cancel (a callable or threading.Event), for a second model's run
 
 
 def get_task(name: str) -> ModuleType:

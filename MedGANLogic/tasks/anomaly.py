@@ -197,15 +197,16 @@ def case_statistic(amap: np.ndarray, region: np.ndarray, percentile: float) -> f
     return float(np.percentile(amap[region], percentile)) if region.any() else 0.0
 
 
-def learned_brain(volume, model: str, device: Any = "cpu") -> np.ndarray:
+def learned_brain(volume, model: str, device: Any = "cpu", cancel: Any = None) -> np.ndarray:
     """The brain of an MR ``volume`` (z, y, x bool) by the brain extraction model ``model`` (id or folder), run
     through the engine (``segment``; its own frame, back on ``volume``'s grid): its largest 3D part, holes filled
-    per slice (ventricles, a dark tumour core the network left out)."""
+    per slice (ventricles, a dark tumour core the network left out). ``cancel`` (the anomaly run's) is checked
+    between the mask model's batches: a cancel while it runs raises CancelledError."""
     from ..pipeline import run
 
     # force: the anomaly model already accepted this scan (the mask model takes any MR contrast)
-    labels = run("segment", volume, model=model, device=device, precision="fp32",
-                 force=True).outputs["labels"]
+    labels = run("segment", volume, model=model, device=device, precision="fp32", force=True,
+                 cancel=cancel).outputs["labels"]
     brain = labels.array > 0
     if not brain.any():
         return brain
@@ -230,17 +231,17 @@ def mask_model(card: Any) -> Any:
         return None
 
 
-def brain_region(volume, card: Any = None, device: Any = "cpu") -> tuple[np.ndarray, str]:
+def brain_region(volume, card: Any = None, device: Any = "cpu", cancel: Any = None) -> tuple[np.ndarray, str]:
     """Where the map is made, (z, y, x) bool, and what it was taken from, in words (the map's metadata and the
     run's extras): the brain (MR; by ``card``'s brain extraction model where it names one and it is installed,
-    else morphological) or the body above -500 HU (CT)."""
+    else morphological) or the body above -500 HU (CT). ``cancel``: see :func:`learned_brain`."""
     if is_ct(volume):
         return ndimage.binary_closing(volume.array > -500, iterations=2), "CT body above -500 HU"
     model = mask_model(card)
     if model is None:
         return (brain_mask(volume.array, volume.spacing),
                 "intensity and morphology (MedGANLogic.normalization.brain_mask)")
-    return (learned_brain(volume, str(model.folder), device),
+    return (learned_brain(volume, str(model.folder), device, cancel),
             f"{model.id} {model.version} (weights {model.sha256[:12]})")
 
 
@@ -253,7 +254,7 @@ def make_outputs(ctx: TaskContext):
     extras_card = for_slices(ctx.card.extras, slice_spacing(ctx.volume, ctx.card))
     calibrated_at = {k: extras_card[k] for k in ("calibration_slice_mm",) if k in extras_card}
     x, recon = ctx.normalized, ctx.raw[0]
-    region, source = brain_region(ctx.volume, ctx.card, ctx.device)
+    region, source = brain_region(ctx.volume, ctx.card, ctx.device, ctx.cancel)
     brain_from = {"brain_mask": source}
     matched = match_intensity(x, recon, region)
     residual = np.where(region, x - matched, 0.0).astype(np.float32)

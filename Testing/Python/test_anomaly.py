@@ -526,6 +526,30 @@ def test_learned_brain_mask_finds_the_intracranial_space_of_a_held_out_phantom()
     assert result.extras["brain_mask"] == source
 
 
+def test_a_cancel_while_the_brain_mask_model_runs_stops_the_anomaly_run():
+    """The brain extraction model runs after the anomaly network, as a run of its own: the anomaly run's cancel
+    reaches it. A cancel set once the anomaly network has finished (its progress at 1) ends the run there with
+    CancelledError; without the cancel the same run completes."""
+    import threading
+
+    from MedGANLogic.errors import CancelledError
+    from MedGANLogic.simulate.subjects import make_subject
+
+    vol = make_subject(2004, spacing_mm=4.0, contrasts=("T1w",)).volumes["T1w"]
+    stop, seen = threading.Event(), []
+
+    def progress(fraction, message=""):
+        seen.append(fraction)
+        if fraction >= 1.0:
+            stop.set()
+
+    with pytest.raises(CancelledError):
+        run("anomaly", vol, model="brain-anomaly-t1", device="cpu", progress=progress, cancel=stop)
+    assert stop.is_set() and max(seen) >= 1.0  # the anomaly network had finished: the mask run was cancelled
+    done = run("anomaly", vol, model="brain-anomaly-t1", device="cpu", cancel=threading.Event())
+    assert "anomaly_map" in done.outputs
+
+
 def test_a_brain_mask_model_that_is_not_installed_falls_back_and_says_so(make_model, oblique_volume):
     """A card naming a brain extraction model that is not installed: the morphological mask, and a note."""
     from MedGANLogic.normalization import brain_mask
