@@ -74,9 +74,10 @@ def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tin
 
 
 def test_inplane_sr_pairs_come_from_acquisitions_of_drawn_resolution(tiny_config):
-    """The in-plane recipe's data (mr-sr-x2-inplane 3.2.0): each randomised sample's noise-free acquisition at its own
-    drawn pixel size and slice thickness is the target, its k-space truncated copy the input; every target slice is
-    exactly twice its input slice in-plane, and the samples differ in size (one grid for all would not)."""
+    """The in-plane recipes' data (mr-sr-x2-inplane-base and mr-sr-x2-inplane): each randomised sample's noise-free
+    acquisition at its own drawn pixel size and slice thickness is the target, its k-space truncated copy the input;
+    every target slice is exactly twice its input slice in-plane, and the samples differ in size (one grid for all
+    would not)."""
     from MedGANLogic.train.data.superres import build_sr_batches
 
     mr = {"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
