@@ -154,8 +154,8 @@ def test_the_report_refuses_an_empty_cache_and_names_the_make_target(tmp_path):
 
 
 def test_every_registered_section_is_known():
-    assert set(real.REAL_SECTIONS.names()) == {"ldct-default", "ldct-realistic", "t1-to-t2", "t2-to-t1", "mr-to-ct",
-                                               "superres",
+    assert set(real.REAL_SECTIONS.names()) == {"ldct-default", "ldct-realistic", "ldct-soft", "t1-to-t2", "t2-to-t1",
+                                               "mr-to-ct", "superres",
                                                "anomaly", "adapt-superres", "adapt-denoise"}
 
 
