@@ -188,11 +188,9 @@ def _section(ctx: RealContext, level: str) -> Any:
         low = s["low"][level]
         box = s["box"]
         preds = {"low-dose input": low[box]}
-        runs = {"model (ldct-denoise)": (LDCT_MODEL, {})}
-        if most:
-            runs[most] = (LDCT_MODEL, {"ensemble": gpu_passes})
-        for method, (model_id, options) in runs.items():
-            result = ctx.run("denoise", s["volume"].with_array(low[None]), model_id, f"{s['case']} (slices)",
+        for method, options in {"model (ldct-denoise)": {}, **({most: {"ensemble": gpu_passes}} if most else {})
+                                }.items():
+            result = ctx.run("denoise", s["volume"].with_array(low[None]), LDCT_MODEL, f"{s['case']} (slices)",
                              **options)
             preds[method] = (result.volume.array[0] if result is not None else np.full_like(low, np.nan))[box]
         preds |= {"non-local means": nlm_denoise(low[box][None], tuned["nlm_h"])[0],
