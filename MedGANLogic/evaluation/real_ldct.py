@@ -155,14 +155,13 @@ def _prepare(ctx: RealContext) -> dict[str, Any]:
     for s in slices:
         s["low"] = {"default": simulate_low_dose(s["hu"], LDCT_DOSE, seed=s["seed"], pixel_mm=s["pixel_mm"])[0]}
     default_sd = float(np.mean([_noise_sd(s["low"]["default"], s) for s in tune]))
-    photons = {"default": FULL_DOSE_PHOTONS, "realistic": photons_for_noise(default_sd, FULL_DOSE_PHOTONS,
-                                                                            REALISTIC_NOISE_HU)}
+    photons = {"default": FULL_DOSE_PHOTONS, "soft": FULL_DOSE_PHOTONS,  # soft: the default dose, a soft kernel
+               "realistic": photons_for_noise(default_sd, FULL_DOSE_PHOTONS, REALISTIC_NOISE_HU)}
     for s in slices:
         s["low"]["realistic"] = simulate_low_dose(s["hu"], LDCT_DOSE, seed=s["seed"] + 500, pixel_mm=s["pixel_mm"],
                                                   full_dose_photons=photons["realistic"])[0]
         s["low"]["soft"] = simulate_low_dose(s["hu"], LDCT_DOSE, seed=s["seed"] + 700, pixel_mm=s["pixel_mm"],
                                              kernel=SOFT_KERNEL[0], cutoff=SOFT_KERNEL[1])[0]
-    photons["soft"] = FULL_DOSE_PHOTONS
     tuned = {level: dict(_tune(tune, level), photons=photons[level]) for level in LEVELS}
     ctx.store["ldct"] = {"slices": slices, "tuned": tuned, "default_sd": default_sd}
     return ctx.store["ldct"]
