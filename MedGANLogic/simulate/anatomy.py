@@ -16,6 +16,8 @@ random fields, lesion appearance). Per sample, in this order (the ranges are :cl
 4. Lesions: ``n_lesions`` ellipsoids (axes ratio down to 0.4, random orientation, surface pushed in and out by a
    smooth field) in white matter, some against the ventricles (periventricular), of oedema- or MS-like kind, each
    with its own relaxation times and HU and an inner texture (:func:`.subjects._lesion_appearance`).
+5. Face (with probability ``face``, drawn last): orbits with eyes, nasal cavity, sinuses and skull-base clutter
+   (:mod:`.face`), outside the intracranial volume; the vitreous is recorded as ``extracranial``.
 Fractions stay non-negative and sum to one in every voxel through every step.
 """
 
@@ -30,6 +32,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from ..volume import Volume
+from .face import add_face
 from .subjects import LESION_KIND_NAMES, _cached_blurred, _lesion_appearance, _smooth_field
 from .tissue import AIR, CSF, GM, LESION, TISSUES, WM, _signed_distance, _to_coarse, _to_fine, template_tissues
 
@@ -59,6 +62,7 @@ class Anatomy:
     lesion_hu: np.ndarray
     lesions: list[dict] = field(default_factory=list)
     draws: dict[str, Any] = field(default_factory=dict)
+    extracranial: np.ndarray | None = None  # CSF-like fluid outside the cranium (vitreous; :mod:`.face`), or None
 
     @property
     def head_mask(self) -> np.ndarray:
@@ -240,5 +244,8 @@ def sample_anatomy(rng: np.random.Generator, ranges: DomainRanges, shape: tuple[
     lesioned[:, mask] = 0.0
     lesioned[LESION, mask] = 1.0
     relaxation, lesion_hu = _lesion_appearance(labels, described, rng)
+    extracranial = None
+    if ranges.face > 0 and rng.random() < ranges.face:  # drawn last: the draws above stay as they were
+        extracranial, draws["face"] = add_face([lesioned, fractions], coords, grid, rng)
     return Anatomy(grid, lesioned, fractions, depth.astype(np.float32), labels, relaxation, lesion_hu,
-                   described, draws)
+                   described, draws, extracranial)

@@ -25,7 +25,8 @@ Tasks (:data:`TASKS`) and their options:
     ``labels`` holds the lesion label (:data:`.tissue.TISSUES` index of "lesion").
   * ``brainmask``: input an MR acquisition of any ordering (``ordering`` "any" or one of
     :data:`.appearance.ORDERINGS`), lesions included; target the intracranial mask (:func:`intracranial`: CSF,
-    grey and white matter and lesions, holes filled), 1 inside, 0 outside, as SynthStrip learns skull stripping.
+    grey and white matter and lesions, holes filled; never the eyes), 1 inside, 0 outside, as SynthStrip learns
+    skull stripping.
   * ``lesionmask``: input an MR acquisition (``ordering``, default "FLAIR"); target the lesion mask (the anatomy's
     lesion labels, 1 inside any lesion, 0 elsewhere), as SynthSeg learns segmentation from synthetic images.
 
@@ -82,6 +83,10 @@ class DomainRanges:
     n_lesions: tuple[int, int] = (0, 5)  # lesions per sample (integers, inclusive)
     lesion_radius_mm: tuple[float, float] = (2.0, 20.0)  # largest semi-axis, mm, log-uniform
     periventricular: float = 0.5  # probability a lesion sits within 8 mm of the ventricles
+    # probability of a face and skull base (:mod:`.face`: eyes, orbital fat and muscles, nasal cavity, sinuses, air
+    # cells, fat and bone below the brain). 0 by default (the samples of earlier recipes, byte for byte): the
+    # recipes that want it say so
+    face: float = 0.0
     # --- MR appearance (:mod:`.appearance`) ---
     orderings: tuple[str, ...] = ORDERINGS  # contrast orderings drawn for "any"
     relaxation_jitter: float = 0.10  # log-normal std of T1, T2 of all tissues together (a third per tissue)
@@ -179,7 +184,8 @@ def intracranial(anatomy: Anatomy) -> np.ndarray:
     """The intracranial tissues of ``anatomy`` (CSF, grey and white matter, lesions: more than half of a voxel)
     with holes filled, (z, y, x) bool: what skull stripping keeps."""
     f = anatomy.fractions
-    return ndimage.binary_fill_holes((f[CSF] + f[GM] + f[WM] + f[LESION]) > 0.5)
+    csf = f[CSF] if anatomy.extracranial is None else f[CSF] - anatomy.extracranial  # the eyes are not brain
+    return ndimage.binary_fill_holes((csf + f[GM] + f[WM] + f[LESION]) > 0.5)
 
 
 def _strip(anatomy: Anatomy, rng: np.random.Generator, ranges: DomainRanges) -> tuple[np.ndarray | None, Any]:

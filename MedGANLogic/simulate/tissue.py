@@ -18,7 +18,8 @@ Method:
   3. Partial volume: every boundary is a one-voxel ramp of its signed distance (coverage of a 1 mm voxel),
      the layers telescope, and GM/WM (scaled down where they exceed the ICV coverage) leave CSF the rest of
      the ICV, so the fractions are non-negative and sum to exactly one in every voxel.
-Not modelled: orbits, sinuses, vertebrae, vessels (the phantom's lower slices are brain, skull and soft tissue).
+Not modelled here: orbits, sinuses, vertebrae, vessels (the phantom's lower slices are brain, skull and soft tissue).
+The domain randomiser can add eyes, orbits, nasal cavity, sinuses and skull-base clutter per sample (:mod:`.face`).
 
 The template's licence notice travels with derived data (``Resources/SampleData/LICENSE-MNI152.txt``).
 """

@@ -438,6 +438,41 @@ def test_brainmask_target_is_the_intracranial_space_whatever_the_contrast():
     assert not cut["target"].array[outside].any() and cut["target"].array.sum() < truth.sum()
 
 
+
+def test_face_adds_eyes_sinuses_and_skull_base_outside_the_cranium_only():
+    """ranges.face: eyes (CSF-like vitreous recorded as extracranial), orbital fat, air spaces and skull-base bone
+    painted around an anatomy that is otherwise the same draw: brain, lesions and the intracranial mask unchanged
+    bit for bit, fractions still summing to one, the brainmask target leaving the eyes out; seeded; none by
+    default."""
+    from MedGANLogic.simulate.randomize import intracranial
+    from MedGANLogic.simulate.tissue import AIR, BONE, FAT, LESION
+
+    shape, spacing = (48, 56, 48), 4.0  # the whole head and face at 4 mm
+    plain = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2)), shape, spacing)
+    faced = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2), face=1.0), shape, spacing)
+    assert plain.extracranial is None and "face" not in plain.draws
+    assert {k: v for k, v in faced.draws.items() if k != "face"} == plain.draws
+    assert len(faced.draws["face"]["eyes"]) == 2
+    for f in (faced.fractions, faced.healthy):
+        assert f.min() >= 0 and np.allclose(f.sum(axis=0), 1.0, atol=1e-5)
+    brain = intracranial(plain)
+    ml = spacing ** 3 / 1000.0
+    for t in (GM, WM, LESION):  # the brain untouched; outside it only the blur's traces of parenchyma are painted
+        assert np.array_equal(faced.fractions[t][brain], plain.fractions[t][brain])
+        assert np.abs(faced.fractions[t] - plain.fractions[t]).sum() * ml < 0.1
+    assert np.array_equal(faced.lesion_labels, plain.lesion_labels)
+    assert np.array_equal(intracranial(faced), brain)
+    eyes = faced.extracranial
+    assert 5.0 < eyes.sum() * ml < 25.0 and not (eyes > 0.01)[brain].any()  # two eyes of ~6.5 ml, outside
+    assert np.all(eyes <= faced.fractions[CSF] + 1e-6)
+    head = plain.fractions[AIR] < 0.5
+    gained = {t: float((faced.fractions[t] - plain.fractions[t])[head].sum() * ml) for t in (AIR, FAT, BONE)}
+    assert gained[AIR] > 5.0 and gained[FAT] > 2.0 and gained[BONE] > 2.0, gained  # sinuses, orbits, skull base
+    s = random_sample("brainmask", np.random.default_rng(1), ranges=QUIET, anatomy=faced)
+    assert np.array_equal(s["target"].array > 0, brain) and not s["target"].array[eyes > 0.5].any()
+    again = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2), face=1.0), shape, spacing)
+    assert np.array_equal(again.fractions, faced.fractions) and np.array_equal(again.extracranial, eyes)
+
 def test_lesionmask_target_is_the_lesion_labels(anatomy):
     """Task lesionmask: a FLAIR acquisition (by default) and the anatomy's lesions as a 0/1 target, where the
     lesions show on the input above the surrounding white matter."""
