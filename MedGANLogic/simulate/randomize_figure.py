@@ -1,8 +1,10 @@
 """A picture of domain-randomised samples: ``python -m MedGANLogic.simulate.randomize --png OUT.png``.
 
 One column per sample (T1w->T2w, any->T2w twice, MR->CT, MR denoising, CT denoising, super-resolution,
-anomaly); top row the input, bottom row the target, each an axial slice through the middle of the target grid
-(inputs on their own grids are drawn at their physical aspect). The caption says what was drawn.
+anomaly, and brain extraction of a head with a face: :mod:`.face`); top row the input, bottom row the target, each
+an axial slice through the middle of the target grid, or for the face through the eyes (inputs on their own grids
+are drawn at their physical aspect). The caption says what was drawn. The committed picture was drawn with an
+empty real-data cache (``MEDGAN_REAL_DATA=/tmp/empty``): with the real CT slices cached, the CT column shows one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .montage import _grey, _picture
-from .randomize import DomainRandomizer
+from .randomize import DomainRandomizer, DomainRanges
+from .tissue import CSF
 
 SAMPLES = (
     ("T1w -> T2w", "synthesize", {"source": "T1w", "target": "T2w"}),
@@ -25,6 +28,7 @@ SAMPLES = (
     ("super-res", "superres", {}),
     ("anomaly", "anomaly", {}),
 )
+FACE = ("brain mask, face", "brainmask", {})  # drawn with DomainRanges(face=1), at the level of the eyes
 
 
 def _axial(volume, z_mm: float) -> tuple[np.ndarray, float, float]:
@@ -59,10 +63,14 @@ def make_figure(path: str | Path = "Testing/Reports/randomized_samples.png", see
                 shape: tuple[int, int, int] = (80, 112, 96), spacing_mm: float = 2.0) -> Path:
     """Draw one input/target pair per :data:`SAMPLES` (seed ``seed``, sample ``i`` for column ``i``) into ``path``."""
     generator = DomainRandomizer(seed, shape=shape, spacing_mm=spacing_mm)
+    faces = DomainRandomizer(seed, DomainRanges(face=1.0, slice_axes=(0,)), shape=shape, spacing_mm=spacing_mm)
     columns = []
-    for i, (name, task, options) in enumerate(SAMPLES):
-        sample = generator.sample(task, i, **options)
+    for i, (name, task, options) in enumerate((*SAMPLES, FACE)):
+        sample = (faces if i == len(SAMPLES) else generator).sample(task, i, **options)
         z_mm = shape[0] * spacing_mm / 2
+        if i == len(SAMPLES):  # the slice with the most eye (CSF outside the brain mask)
+            eyes = (sample["labels"].array == CSF) & (sample["target"].array == 0)
+            z_mm = (int(np.argmax(eyes.reshape(eyes.shape[0], -1).sum(1))) + 0.5) * spacing_mm
         pictures = []
         for role in ("input", "target"):
             vol = sample[role]
