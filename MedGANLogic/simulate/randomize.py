@@ -61,6 +61,8 @@ from .tissue import CSF, GM, LESION, TISSUES, WM
 TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask", "lesionmask")
 TARGETS = (*mri.CONTRASTS, "CT")
 SR_DEGRADATIONS = ("thick_slices", "kspace_truncate", "gaussian")
+# the DomainRanges fields that are probabilities
+PROBABILITIES = ("periventricular", "face", "partial_fov", "motion", "skull_strip", "real_ct_fraction")
 # Nominal CT noise (HU, std in brain) of FULL_DOSE_PHOTONS on 2 mm pixels; it scales as N^-1/2 and pixel^-3/2.
 CT_NOISE_AT_FULL_DOSE_2MM = 5.0
 
@@ -132,6 +134,10 @@ class DomainRanges:
             if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
                 if value[0] > value[1]:
                     raise InputError(f"DomainRanges.{f.name} must be (low, high) with low <= high; got {value}.")
+        for name in PROBABILITIES:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"DomainRanges.{name} is a probability and must lie in [0, 1]; got "
+                                 f"{getattr(self, name)}.")
         if self.snr[0] <= 0 or min(self.inplane_mm + self.slice_mm + self.ct_inplane_mm) <= 0:
             raise InputError("DomainRanges: snr, inplane_mm, slice_mm and ct_inplane_mm must be positive.")
         if unknown := [o for o in self.orderings if o not in ORDERINGS]:

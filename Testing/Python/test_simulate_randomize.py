@@ -34,6 +34,8 @@ def test_ranges_table_rejects_bad_values_and_names_the_known_ones():
     with pytest.raises(InputError, match="Unknown domain range.*snr_db.*known:.*slice_mm"):
         DomainRanges.from_dict({"snr_db": [1, 2]})
     assert DomainRanges.from_dict({"slice_mm": [2, 4]}).slice_mm == (2, 4)
+    with pytest.raises(InputError, match="face is a probability"):
+        DomainRanges(face=1.5)
     with pytest.raises(InputError, match="Unknown task"):
         random_sample("segmentation", np.random.default_rng(0))
 
