@@ -34,7 +34,19 @@ from scipy.spatial.transform import Rotation
 from ..volume import Volume
 from .face import add_face
 from .subjects import LESION_KIND_NAMES, _cached_blurred, _lesion_appearance, _smooth_field
-from .tissue import AIR, CSF, GM, LESION, TISSUES, WM, _signed_distance, _to_coarse, _to_fine, template_tissues
+from .tissue import (
+    AIR,
+    CSF,
+    GM,
+    LESION,
+    TISSUES,
+    WM,
+    _signed_distance,
+    _to_coarse,
+    _to_fine,
+    template_icv_distance,
+    template_tissues,
+)
 
 if TYPE_CHECKING:
     from .randomize import DomainRanges
@@ -79,8 +91,7 @@ def template_distance_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     voxels), on the template's 1 mm grid; distances computed on a 2 mm grid (smooth) and interpolated back."""
     fractions, _, _ = template_tissues()
     shape = fractions.shape[1:]
-    icv = _to_coarse((fractions[CSF] + fractions[GM] + fractions[WM]) > 0.5)
-    icv_depth = np.clip(-_signed_distance(icv, 2.0), 0, None)
+    icv_depth = np.clip(-template_icv_distance(), 0, None)
     ventricles = _to_coarse(fractions[CSF] > 0.5) & (icv_depth > DEEP_CSF_MM)
     ventricle_sdf = _to_fine(_signed_distance(ventricles, 2.0), shape)
     head = np.argwhere(fractions[AIR] < 0.5)

@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from ..volume import Volume
 from .subjects import _smooth_field
-from .tissue import AIR, BONE, CSF, FAT, GM, SOFT, WM, _signed_distance, _to_coarse, _to_fine, template_tissues
+from .tissue import AIR, BONE, CSF, FAT, SOFT, _to_fine, template_icv_distance, template_tissues
 
 CLEARANCE_MM = 1.5  # nothing is painted nearer than this to the template's intracranial volume
 SKULL_BASE_BELOW_MM = -15.0  # skull-base clutter below this MNI z (the floor of the anterior fossa is near -20)
@@ -41,9 +41,7 @@ SKULL_BASE_BELOW_MM = -15.0  # skull-base clutter below this MNI z (the floor of
 @functools.lru_cache(maxsize=1)
 def _outside_icv_mm() -> np.ndarray:
     """mm outside the template's intracranial volume (0 inside), on its 1 mm grid (computed at 2 mm, smooth)."""
-    fractions, _, _ = template_tissues()
-    icv = _to_coarse((fractions[CSF] + fractions[GM] + fractions[WM]) > 0.5)
-    return _to_fine(np.clip(_signed_distance(icv, 2.0), 0, None), fractions.shape[1:])
+    return _to_fine(np.clip(template_icv_distance(), 0, None), template_tissues()[0].shape[1:])
 
 
 def _ras(coords: np.ndarray) -> np.ndarray:
@@ -101,10 +99,13 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
     u = rng.uniform
     draws: dict[str, Any] = {}
 
-    def paint(signed_mm: np.ndarray, tissue: int, where: np.ndarray | float = 1.0) -> None:
-        cover = _cover(signed_mm, spacing) * clear * where
+    def replace(cover: np.ndarray, tissue: int) -> None:
+        """:func:`_paint`, the recorded vitreous shrinking with what replaces it."""
         _paint(arrays, cover, tissue)
         fluid[...] *= 1.0 - cover
+
+    def paint(signed_mm: np.ndarray, tissue: int, where: np.ndarray | float = 1.0) -> None:
+        replace(_cover(signed_mm, spacing) * clear * where, tissue)
 
     # skull-base clutter first: the structures below replace it where they lie
     below = np.clip((SKULL_BASE_BELOW_MM - p[2]) / 10.0, 0.0, 1.0)
@@ -114,8 +115,7 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
         field /= max(float(field.std()), 1e-6)
         level = float(np.quantile(field, 1.0 - amount)) if amount > 0 else np.inf
         blob = np.clip((field - level) * 2.0, 0.0, 1.0) * below * arrays[0][SOFT]
-        cover = (blob * clear).astype(np.float32)
-        _paint(arrays, cover, tissue)
+        replace((blob * clear).astype(np.float32), tissue)
         draws[f"clutter_{'fat' if tissue == FAT else 'bone'}"] = round(float(amount), 3)
 
     def cells(centre, axes, air_share: float) -> None:
@@ -124,8 +124,8 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
         field = _smooth_field(grid.shape, rng, coarse=max(4, int(round(max(grid.shape) * spacing / 6.0))))
         level = float(np.quantile(field, 1.0 - air_share))
         air = np.clip((field - level) / max(float(field.std()), 1e-6) * 3.0, 0.0, 1.0)
-        _paint(arrays, region * (1.0 - air), BONE)
-        _paint(arrays, region * air, AIR)
+        replace(region * (1.0 - air), BONE)
+        replace(region * air, AIR)
 
     # nasal cavity: mucosa, then air, the septum down the middle
     nose_c = (0.0, u(40.0, 50.0), u(-58.0, -50.0))
@@ -143,7 +143,7 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
     if rng.random() < 0.7:
         fs_c, fs_a = (u(-5.0, 5.0), 72.0, u(0.0, 15.0)), (u(8.0, 20.0), 15.0, u(6.0, 14.0))
         region = _cover(_ellipsoid(p, fs_c, fs_a), spacing) * clear * np.clip((6.0 - outside) / spacing, 0, 1)
-        _paint(arrays, (region * arrays[0][BONE]).astype(np.float32), AIR)
+        replace((region * arrays[0][BONE]).astype(np.float32), AIR)
         draws["frontal_sinus"] = {"centre": np.round(fs_c, 1).tolist(), "axes": np.round(fs_a, 1).tolist()}
     eyes = []
     for side in (-1.0, 1.0):

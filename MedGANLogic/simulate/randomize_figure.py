@@ -66,9 +66,10 @@ def make_figure(path: str | Path = "Testing/Reports/randomized_samples.png", see
     faces = DomainRandomizer(seed, DomainRanges(face=1.0, slice_axes=(0,)), shape=shape, spacing_mm=spacing_mm)
     columns = []
     for i, (name, task, options) in enumerate((*SAMPLES, FACE)):
-        sample = (faces if i == len(SAMPLES) else generator).sample(task, i, **options)
+        face = i == len(SAMPLES)
+        sample = (faces if face else generator).sample(task, i, **options)
         z_mm = shape[0] * spacing_mm / 2
-        if i == len(SAMPLES):  # the slice with the most eye (CSF outside the brain mask)
+        if face:  # the slice with the most eye (CSF outside the brain mask)
             eyes = (sample["labels"].array == CSF) & (sample["target"].array == 0)
             z_mm = (int(np.argmax(eyes.reshape(eyes.shape[0], -1).sum(1))) + 0.5) * spacing_mm
         pictures = []

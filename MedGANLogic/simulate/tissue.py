@@ -181,6 +181,14 @@ def template_tissues() -> tuple[np.ndarray, Volume, np.ndarray]:
     return fractions, grid, depth
 
 
+@functools.lru_cache(maxsize=1)
+def template_icv_distance() -> np.ndarray:
+    """Signed distance (mm; positive outside, negative inside) to the template's intracranial volume (CSF, grey and
+    white matter over half a voxel), on the 2 mm grid of :func:`_to_coarse` (smooth; cached in-process)."""
+    fractions, _, _ = template_tissues()
+    return _signed_distance(_to_coarse((fractions[CSF] + fractions[GM] + fractions[WM]) > 0.5), 2.0)
+
+
 def tissue_weighted(tissues: np.ndarray, table: dict[str, float]) -> np.ndarray:
     """Sum over tissues of ``table[name]`` x its fraction: (z, y, x) float32 from ``tissues`` fractions
     (len(TISSUES), z, y, x); one value per tissue (PET uptake, ultrasound echogenicity, ...)."""
