@@ -18,6 +18,8 @@ random fields, lesion appearance). Per sample, in this order (the ranges are :cl
    with its own relaxation times and HU and an inner texture (:func:`.subjects._lesion_appearance`).
 5. Face (with probability ``face``, drawn last): orbits with eyes, nasal cavity, sinuses and skull-base clutter
    (:mod:`.face`), outside the intracranial volume; the vitreous is recorded as ``extracranial``.
+6. Contrast enhancement (with probability ``enhancement``, drawn after the face): venous sinuses, veins, choroid
+   plexus, dura, pituitary (:mod:`.vessels`), recorded as ``enhancing`` (the fractions do not change).
 Fractions stay non-negative and sum to one in every voxel through every step.
 """
 
@@ -47,6 +49,7 @@ from .tissue import (
     template_icv_distance,
     template_tissues,
 )
+from .vessels import add_enhancing
 
 if TYPE_CHECKING:
     from .randomize import DomainRanges
@@ -75,6 +78,9 @@ class Anatomy:
     lesions: list[dict] = field(default_factory=list)
     draws: dict[str, Any] = field(default_factory=dict)
     extracranial: np.ndarray | None = None  # CSF-like fluid outside the cranium (vitreous; :mod:`.face`), or None
+    # share of each voxel's signal that enhances after gadolinium (sinuses, veins, choroid plexus; :mod:`.vessels`),
+    # or None (no contrast given)
+    enhancing: np.ndarray | None = None
 
     @property
     def head_mask(self) -> np.ndarray:
@@ -258,5 +264,8 @@ def sample_anatomy(rng: np.random.Generator, ranges: DomainRanges, shape: tuple[
     extracranial = None
     if ranges.face > 0 and rng.random() < ranges.face:  # drawn last: the draws above stay as they were
         extracranial, draws["face"] = add_face([lesioned, fractions], coords, grid, rng)
+    enhancing = None
+    if ranges.enhancement > 0 and rng.random() < ranges.enhancement:  # after the face: the draws above stay
+        enhancing, draws["enhancement"] = add_enhancing(lesioned, coords, grid, icv_depth, ventricle_sdf - change, rng)
     return Anatomy(grid, lesioned, fractions, depth.astype(np.float32), labels, relaxation, lesion_hu,
-                   described, draws, extracranial)
+                   described, draws, extracranial, enhancing)

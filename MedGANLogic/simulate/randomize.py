@@ -62,7 +62,7 @@ TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask", "lesionmas
 TARGETS = (*mri.CONTRASTS, "CT")
 SR_DEGRADATIONS = ("thick_slices", "kspace_truncate", "gaussian")
 # the DomainRanges fields that are probabilities
-PROBABILITIES = ("periventricular", "face", "partial_fov", "motion", "skull_strip", "real_ct_fraction")
+PROBABILITIES = ("periventricular", "face", "enhancement", "partial_fov", "motion", "skull_strip", "real_ct_fraction")
 # Nominal CT noise (HU, std in brain) of FULL_DOSE_PHOTONS on 2 mm pixels; it scales as N^-1/2 and pixel^-3/2.
 CT_NOISE_AT_FULL_DOSE_2MM = 5.0
 
@@ -89,6 +89,11 @@ class DomainRanges:
     # cells, fat and bone below the brain). 0 by default (the samples of earlier recipes, byte for byte): the
     # recipes that want it say so
     face: float = 0.0
+    # probability of a contrast-enhanced scan (:mod:`.vessels`: venous sinuses, veins, choroid plexus, dura and
+    # pituitary bright on T1w, at enhancement_gain x the white-matter mean; other orderings ignore it). 0 by default
+    # (earlier recipes' samples byte for byte)
+    enhancement: float = 0.0
+    enhancement_gain: tuple[float, float] = (1.2, 2.2)
     # --- MR appearance (:mod:`.appearance`) ---
     orderings: tuple[str, ...] = ORDERINGS  # contrast orderings drawn for "any"
     relaxation_jitter: float = 0.10  # log-normal std of T1, T2 of all tissues together (a third per tissue)
@@ -228,16 +233,22 @@ def _mr_images(anatomy: Anatomy, ordering: str, seeds: dict[str, int], ranges: D
     amplitude = float(rng.uniform(*ranges.bias_amplitude))
     bias = mri.bias_field(anatomy.grid.shape, rng, amplitude) if amplitude else 1.0
     texture_seed = int(rng.integers(2 ** 62))
+    enhanced = None  # gadolinium shortens T1: the enhancing share goes to a level above white matter, on T1w
+    if anatomy.enhancing is not None and ordering == "T1w":  # drawn last: samples without it stay as they were
+        enhanced = float(rng.uniform(*ranges.enhancement_gain)) * contrast["means"]["wm"]
     images, high = [], None
     for fractions in [anatomy.fractions] + ([anatomy.healthy] if healthy_twin else []):
         clean = render_mr(fractions, contrast, np.random.default_rng(texture_seed), anatomy.lesion_relaxation)
+        if enhanced is not None:
+            clean += anatomy.enhancing * (enhanced - clean)
         if high is None:  # one intensity curve for both twins
             positive = clean[clean > 0]
             high = float(np.percentile(positive, 99.5)) if positive.size else 1.0
         images.append((apply_gamma(clean, gamma, high) * bias).astype(np.float32))
     draws = {"ordering": ordering, "sequence": contrast["sequence"], "gamma": round(gamma, 3),
              "bias_amplitude": round(amplitude, 3),
-             "tissue_means": {k: round(v, 1) for k, v in contrast["means"].items()}}
+             "tissue_means": {k: round(v, 1) for k, v in contrast["means"].items()},
+             "enhancement": None if enhanced is None else round(enhanced, 1)}
     return images, draws
 
 

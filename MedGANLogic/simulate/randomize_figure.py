@@ -1,9 +1,10 @@
 """A picture of domain-randomised samples: ``python -m MedGANLogic.simulate.randomize --png OUT.png``.
 
 One column per sample (T1w->T2w, any->T2w twice, MR->CT, MR denoising, CT denoising, super-resolution,
-anomaly, and brain extraction of a head with a face: :mod:`.face`); top row the input, bottom row the target, each
-an axial slice through the middle of the target grid, or for the face through the eyes (inputs on their own grids
-are drawn at their physical aspect). The caption says what was drawn. The committed picture was drawn with an
+anomaly, brain extraction of a head with a face: :mod:`.face`, and anomaly on a contrast-enhanced T1w: :mod:`.vessels`);
+top row the input, bottom row the target, each an axial slice through the middle of the target grid, for the face
+through the eyes, for the contrast-enhanced head a little above the middle, through the deep veins (inputs on their own
+grids are drawn at their physical aspect). The caption says what was drawn. The committed picture was drawn with an
 empty real-data cache (``MEDGAN_REAL_DATA=/tmp/empty``): with the real CT slices cached, the CT column shows one.
 """
 
@@ -28,7 +29,11 @@ SAMPLES = (
     ("super-res", "superres", {}),
     ("anomaly", "anomaly", {}),
 )
-FACE = ("brain mask, face", "brainmask", {})  # drawn with DomainRanges(face=1), at the level of the eyes
+# drawn each with its own DomainRanges (axial slices): a face at the level of the eyes; contrast enhancement (clearly
+# seen: SNR 20-60, the whole head) a little above the middle
+FACE = ("brain mask, face", "brainmask", {}, {"face": 1.0})
+CONTRAST = ("anomaly, Gd T1w", "anomaly", {"ordering": "T1w"}, {"enhancement": 1.0, "snr": (20.0, 60.0),
+                                                                   "partial_fov": 0.0})
 
 
 def _axial(volume, z_mm: float) -> tuple[np.ndarray, float, float]:
@@ -63,15 +68,17 @@ def make_figure(path: str | Path = "Testing/Reports/randomized_samples.png", see
                 shape: tuple[int, int, int] = (80, 112, 96), spacing_mm: float = 2.0) -> Path:
     """Draw one input/target pair per :data:`SAMPLES` (seed ``seed``, sample ``i`` for column ``i``) into ``path``."""
     generator = DomainRandomizer(seed, shape=shape, spacing_mm=spacing_mm)
-    faces = DomainRandomizer(seed, DomainRanges(face=1.0, slice_axes=(0,)), shape=shape, spacing_mm=spacing_mm)
     columns = []
-    for i, (name, task, options) in enumerate((*SAMPLES, FACE)):
-        face = i == len(SAMPLES)
-        sample = (faces if face else generator).sample(task, i, **options)
+    for i, (name, task, options, *special) in enumerate((*SAMPLES, FACE, CONTRAST)):
+        ranges = DomainRanges(**special[0], slice_axes=(0,)) if special else None
+        sample = (DomainRandomizer(seed, ranges, shape=shape, spacing_mm=spacing_mm) if special else generator
+                  ).sample(task, i, **options)
         z_mm = shape[0] * spacing_mm / 2
-        if face:  # the slice with the most eye (CSF outside the brain mask)
+        if name == FACE[0]:  # the slice with the most eye (CSF outside the brain mask)
             eyes = (sample["labels"].array == CSF) & (sample["target"].array == 0)
             z_mm = (int(np.argmax(eyes.reshape(eyes.shape[0], -1).sum(1))) + 0.5) * spacing_mm
+        elif name == CONTRAST[0]:  # through the deep veins and the choroid plexus, above the middle
+            z_mm = shape[0] * spacing_mm * 0.58
         pictures = []
         for role in ("input", "target"):
             vol = sample[role]

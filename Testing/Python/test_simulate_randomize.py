@@ -475,6 +475,39 @@ def test_face_adds_eyes_sinuses_and_skull_base_outside_the_cranium_only():
     again = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2), face=1.0), shape, spacing)
     assert np.array_equal(again.fractions, faced.fractions) and np.array_equal(again.extracranial, eyes)
 
+def test_enhancement_brightens_sinuses_veins_and_plexus_on_t1w_only():
+    """ranges.enhancement: a contrast-enhanced scan. The anatomy's fractions, lesions and draws stay as they were
+    (the map of enhancing share is recorded beside them, never in lesions, air or bone); on T1w the enhancing
+    structures come out well above white matter, other orderings ignore them; seeded; none by default."""
+    from MedGANLogic.simulate.randomize import intracranial
+    from MedGANLogic.simulate.tissue import AIR, BONE, LESION
+
+    shape, spacing = (48, 56, 48), 4.0
+    plain = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2)), shape, spacing)
+    lit = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2), enhancement=1.0), shape, spacing)
+    assert plain.enhancing is None and "enhancement" not in plain.draws
+    assert {k: v for k, v in lit.draws.items() if k != "enhancement"} == plain.draws
+    assert np.array_equal(lit.fractions, plain.fractions) and np.array_equal(lit.healthy, plain.healthy)
+    e = lit.enhancing
+    assert e.shape == shape and e.min() >= 0 and e.max() <= 1
+    ml = spacing ** 3 / 1000.0
+    assert 3.0 < e.sum() * ml < 60.0, e.sum() * ml  # sinuses and veins: tens of ml, not the brain
+    assert not e[lit.fractions[LESION] > 0.99].any() and not e[(lit.fractions[AIR] + lit.fractions[BONE]) > 0.99].any()
+    near = ndimage.binary_dilation(intracranial(lit), iterations=2)
+    assert e[near].sum() > 0.8 * e.sum()  # inside the cranium, bar the skull-base veins
+    t1 = random_sample("anomaly", np.random.default_rng(1), ranges=QUIET, anatomy=lit, ordering="T1w")
+    assert t1["meta"]["appearance"]["enhancement"] > 0
+    image, wm = t1["target"].array, plain.fractions[WM] > 0.9
+    assert np.median(image[e > 0.7]) > 1.3 * np.median(image[wm])
+    for ordering in ("T2w", "FLAIR"):  # ignored: the same bytes as without
+        a, b = (random_sample("anomaly", np.random.default_rng(1), ranges=QUIET, anatomy=x, ordering=ordering)
+                for x in (lit, plain))
+        assert a["meta"]["appearance"]["enhancement"] is None
+        assert np.array_equal(a["input"].array, b["input"].array)
+    again = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2), enhancement=1.0), shape, spacing)
+    assert np.array_equal(again.enhancing, e)
+
+
 def test_lesionmask_target_is_the_lesion_labels(anatomy):
     """Task lesionmask: a FLAIR acquisition (by default) and the anatomy's lesions as a 0/1 target, where the
     lesions show on the input above the surrounding white matter."""
