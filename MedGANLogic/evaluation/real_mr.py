@@ -413,6 +413,7 @@ def anomaly(ctx: RealContext) -> Any:
     cases: dict[str, list[str]] = {k: [] for k in names}  # which cases each metric's values are of
     unseen: list[str] = []  # per tumour case: how much of the tumour lies where the map is zero (not made)
     ends: list[str] = []  # per case: how much of the normal brain flagged lies in the brain's outermost slices
+    hyper: list[str] = []  # per case: how much of the normal brain's highest map lies on its brightest tissue
     for case in ANOMALY_CASES:
         vol, mk = ctx.image(case), masks(ctx, case)
         brain, tumour = mk["brain"], mk["tumour"] & mk["brain"]
@@ -433,6 +434,8 @@ def anomaly(ctx: RealContext) -> Any:
         for metric, ok in applies.items():
             if ok:
                 cases[metric].append(case)
+        if (share := hyperintense_share(vol.array, amap, brain & ~tumour)) is not None:
+            hyper.append(f"{case} {share[0]:.0f} % ({share[1]:.0f} % of all normal brain)")
         if (false_pos := flagged & brain & ~tumour).any():
             ends.append(f"{case} {100.0 * (false_pos & end_slices(brain, vol.spacing)).sum() / false_pos.sum():.0f} %")
         for method, mp, flag in ((methods[0], amap, flagged), (methods[1], zmap, zmap > ZSCORE_THRESHOLD)):
@@ -456,8 +459,11 @@ def anomaly(ctx: RealContext) -> Any:
            f"{model['normal brain flagged']:.2f} % of normal brain, the z-score {base['tumour flagged']:.1f} % and "
            f"{base['normal brain flagged']:.2f} %. Of the normal brain the model flags, the share in the first and "
            f"last slice of the brain along the scan's thickest axis (where a thick slice cuts skull and brain "
-           f"tangentially): {', '.join(ends) or 'none flagged'}. Tumour where the map is zero (outside the brain mask "
-           f"or in the rim the card leaves out): "
+           f"tangentially): {', '.join(ends) or 'none flagged'}. Of the normal brain's highest map (its top 1 %), "
+           f"the share on or next to (one voxel in-plane) its brightest tissue on the input (at or above its 99th "
+           f"percentile; on contrast T1w: enhancing vessels, dural sinuses, choroid plexus, which the shipped "
+           f"model was not trained with): {', '.join(hyper)}. Tumour where the map is zero (outside the brain "
+           f"mask or in the rim the card leaves out): "
            f"{'; '.join(unseen)}. The models were trained on domain-randomised phantom heads only.")
     targets = [Target(f"on real tumours: voxel AUROC in the brain ≥ {REAL_AUROC_TARGET}", model["voxel AUROC"],
                       REAL_AUROC_TARGET, ">=", why),
@@ -479,6 +485,21 @@ def anomaly(ctx: RealContext) -> Any:
                             targets=targets, info={"cases": cases},
                             panels=[save_real_panel(ctx, "anomaly", rows, ["image + tumour", "anomaly map",
                                                                            "candidate mask", "z-score"])])
+
+
+def hyperintense_share(image: np.ndarray, amap: np.ndarray, normal: np.ndarray) -> tuple[float, float] | None:
+    """(% of the ``normal`` voxels whose map is in their top 1 % (and above 0) that lie on or next to (one voxel
+    in-plane) the ``normal`` tissue brightest on ``image`` (at or above its 99th percentile), % of all ``normal`` voxels
+    that do: the share by chance), or None (no map)."""
+    if not normal.any() or not np.isfinite(amap[normal]).all():
+        return None
+    values = amap[normal]
+    highest = normal & (amap >= np.percentile(values, 99.0)) & (amap > 0)
+    if not highest.any():
+        return None
+    bright = normal & (image >= np.percentile(image[normal], 99.0))
+    near = ndimage.binary_dilation(bright, structure=np.ones((1, 3, 3), bool))
+    return 100.0 * float((highest & near).sum() / highest.sum()), 100.0 * float(near[normal].mean())
 
 
 def end_slices(region: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:

@@ -216,6 +216,22 @@ def test_update_runs_some_sections_again_and_keeps_the_others_with_their_runs(tm
         real.main(["--report", str(report), "--update"])  # --update without --sections
 
 
+def test_hyperintense_share_measures_how_much_of_the_highest_map_lies_on_the_brightest_tissue():
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 5.0, (4, 40, 40)).astype(np.float32)
+    image[:, 20, 10:30] = 300.0  # a bright vessel: 80 of 6400 voxels, above the 99th percentile
+    normal = np.ones(image.shape, bool)
+    on_vessel = np.where(image > 200, 5.0, rng.uniform(0, 1, image.shape)).astype(np.float32)
+    share, chance = real_mr.hyperintense_share(image, on_vessel, normal)
+    assert share == 100.0 and 2.0 < chance < 5.0  # the vessel and its in-plane neighbours: 3 rows of 20 of 1600
+    elsewhere = on_vessel.copy()
+    elsewhere[image > 200] = 0.0
+    elsewhere[:, 5, 5:25] = 5.0
+    assert real_mr.hyperintense_share(image, elsewhere, normal)[0] < 10.0
+    assert real_mr.hyperintense_share(image, np.zeros(image.shape, np.float32), normal) is None  # no map made
+    assert real_mr.hyperintense_share(image, np.full(image.shape, np.nan, np.float32), normal) is None
+
+
 def test_end_slices_are_the_outermost_slices_of_the_region_along_the_thickest_axis():
     region = np.zeros((8, 6, 7), bool)
     region[2:6, 1:5, 1:6] = True
