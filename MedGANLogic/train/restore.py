@@ -12,7 +12,10 @@ to return x from that corrupted x~:
     loss_D = adv(D(x), real) + adv(D(G(x~)), fake)
 
 (``w_blob`` = ``anomaly.blob_weight``: the blobs are a small part of a slice and would barely count otherwise.) The
-defaults are the shipped brain-anomaly-t2 settings, chosen on phantom validation subjects.
+defaults are the shipped brain-anomaly-t2 settings, chosen on phantom validation subjects. ``anomaly.bright_weight``
+(default 0: off) adds ``w_bright * mean_bright |G(x~) - x|`` over the slice's brightest healthy pixels outside the
+blobs (at or above the ``anomaly.bright_percentile`` of its head): small bright normal structures (enhancing vessels,
+choroid plexus) that G would otherwise erase like a bright blob, at little cost in the slice-wide L1.
 
 D is an unconditional PatchGAN on healthy slices (as the f-AnoGAN critic, it knows what healthy anatomy looks like,
 and the adversarial term keeps G's restorations sharp where a pixel loss alone would blur them). The coarse noise
@@ -107,6 +110,18 @@ def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[f
     return out, masks
 
 
+def bright_pixels(clean: torch.Tensor, percentile: float, background: float = -1.0) -> torch.Tensor:
+    """1 where a slice of ``clean`` (N, 1, H, W) is at or above the ``percentile`` of its head (non-background)
+    pixels, else 0; all 0 for a slice without head."""
+    out = torch.zeros_like(clean)
+    for i in range(clean.shape[0]):
+        head = clean[i, 0] > background + 0.05
+        if head.any():
+            level = torch.quantile(clean[i, 0][head].float(), percentile / 100.0)
+            out[i, 0] = ((clean[i, 0] >= level) & head).to(clean.dtype)
+    return out
+
+
 @TRAINERS.register("restore")
 class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     FAMILY = "restore"
@@ -160,6 +175,12 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         if blob_weight > 0:  # the blobs are a small part of a slice: their restoration weighs more
             err = (self.fake_B - self.real_B).abs() * self.blobs
             terms["G_blob"] = (blob_weight, err.sum() / self.blobs.sum().clamp(min=1.0))
+        bright_weight = float(self.config["anomaly"].get("bright_weight", 0.0))
+        if bright_weight > 0:  # the brightest healthy pixels are few: erasing them must cost what a blob left costs
+            keep = bright_pixels(self.real_B, float(self.config["anomaly"].get("bright_percentile", 99.0)))
+            keep = keep * (1.0 - self.blobs)
+            err = (self.fake_B - self.real_B).abs() * keep
+            terms["G_bright"] = (bright_weight, err.sum() / keep.sum().clamp(min=1.0))
         if self.adversarial_on:
             adv, _ = self.generator_adversarial("D", self.fake_B)
             terms["G_adv"] = (w["adversarial"], adv)

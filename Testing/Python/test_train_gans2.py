@@ -272,6 +272,21 @@ def test_restore_learns_to_remove_blobs_and_its_gan_terms_move(tiny_config):
     assert np.mean([lg["G_blob"] for lg in g[-5:]]) < 0.8 * g[0]["G_blob"], "blobs should be pulled back"
 
 
+def test_restore_bright_term_marks_the_brightest_head_pixels_and_enters_the_loss(tiny_config):
+    from MedGANLogic.train.restore import bright_pixels
+
+    x = _head_slices(2)
+    x[0, 0, 16, 8:24] = 0.9  # a bright vessel across the first slice's head: 16 of its ~450 head pixels
+    keep = bright_pixels(x, 97.0)
+    assert torch.equal(keep[0, 0] > 0, x[0, 0] > 0.5) and float(keep[x < -0.9].max()) == 0.0
+    assert torch.equal(keep[1], (x[1] > -0.9).to(x.dtype))  # a flat head: every pixel ties at the top
+    assert not bright_pixels(torch.full((1, 1, 8, 8), -1.0), 99.0).any()  # no head, nothing
+    trainer = trainer_class("restore")(tiny_config("restore", anomaly__bright_weight=2.0), progress=False)
+    logs = trainer.train_step()
+    assert "G_bright" in logs and np.isfinite(logs["G_bright"])
+    assert "G_bright" not in trainer_class("restore")(tiny_config("restore"), progress=False).train_step()
+
+
 def test_restore_without_adversarial_term_is_the_plain_denoising_autoencoder(tiny_config):
     trainer = trainer_class("restore")(tiny_config("restore", loss__adversarial=0.0), progress=False)
     assert "D" not in trainer.nets
