@@ -491,9 +491,9 @@ def hyperintense_share(image: np.ndarray, amap: np.ndarray, normal: np.ndarray) 
     """(% of the ``normal`` voxels whose map is in their top 1 % (and above 0) that lie on or next to (one voxel
     in-plane) the ``normal`` tissue brightest on ``image`` (at or above its 99th percentile), % of all ``normal`` voxels
     that do: the share by chance), or None (no map)."""
-    if not normal.any() or not np.isfinite(amap[normal]).all():
-        return None
     values = amap[normal]
+    if not values.size or not np.isfinite(values).all():
+        return None
     highest = normal & (amap >= np.percentile(values, 99.0)) & (amap > 0)
     if not highest.any():
         return None

@@ -48,6 +48,18 @@ from .fanogan import AnomalyFamily
 from .losses import pixel_loss
 from .pix2pix import Pix2PixTrainer
 
+HEAD_MARGIN = 0.05  # a pixel more than this above the background level is head
+
+
+def head_pixels(clean: torch.Tensor, background: float = -1.0) -> torch.Tensor:
+    """Bool, ``clean``'s shape: its pixels above the background level (the head)."""
+    return clean > background + HEAD_MARGIN
+
+
+def masked_l1(fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of |fake - real| over ``weight`` (0..1 per pixel); 0 where the weight is empty."""
+    return ((fake - real).abs() * weight).sum() / weight.sum().clamp(min=1.0)
+
 
 def coarse_noise(clean: torch.Tensor, sigma: tuple[float, float], scales: list[int],
                  background: float = -1.0) -> torch.Tensor:
@@ -58,7 +70,7 @@ def coarse_noise(clean: torch.Tensor, sigma: tuple[float, float], scales: list[i
     by the loop).
     """
     n, _, h, w = clean.shape
-    head = (clean > background + 0.05).to(clean.dtype)
+    head = head_pixels(clean, background).to(clean.dtype)
     out = torch.empty_like(clean)
     sig = torch.empty(n).uniform_(*sigma)
     picks = torch.randint(len(scales), (n,))
@@ -84,7 +96,7 @@ def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[f
     out, masks = clean.clone(), torch.zeros_like(clean)
     yy, xx = torch.meshgrid(torch.arange(h, dtype=clean.dtype), torch.arange(w, dtype=clean.dtype), indexing="ij")
     for i in range(n):
-        head = (clean[i, 0] > background + 0.05).cpu()  # the blob is drawn on the CPU (global RNG), then moved
+        head = head_pixels(clean[i, 0], background).cpu()  # the blob is drawn on the CPU (global RNG), then moved
         where = head.flatten().nonzero()[:, 0]
         k = int(torch.randint(count[0], count[1] + 1, ()))
         if where.numel() == 0 or k == 0:
@@ -115,7 +127,7 @@ def bright_pixels(clean: torch.Tensor, percentile: float, background: float = -1
     pixels, else 0; all 0 for a slice without head."""
     out = torch.zeros_like(clean)
     for i in range(clean.shape[0]):
-        head = clean[i, 0] > background + 0.05
+        head = head_pixels(clean[i, 0], background)
         if head.any():
             level = torch.quantile(clean[i, 0][head].float(), percentile / 100.0)
             out[i, 0] = ((clean[i, 0] >= level) & head).to(clean.dtype)
@@ -173,14 +185,11 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         terms = {"G_pixel": (w["pixel"], pixel_loss(w["pixel_kind"], self.fake_B, self.real_B))}
         blob_weight = float(self.config["anomaly"].get("blob_weight", 0.0))
         if blob_weight > 0:  # the blobs are a small part of a slice: their restoration weighs more
-            err = (self.fake_B - self.real_B).abs() * self.blobs
-            terms["G_blob"] = (blob_weight, err.sum() / self.blobs.sum().clamp(min=1.0))
+            terms["G_blob"] = (blob_weight, masked_l1(self.fake_B, self.real_B, self.blobs))
         bright_weight = float(self.config["anomaly"].get("bright_weight", 0.0))
         if bright_weight > 0:  # the brightest healthy pixels are few: erasing them must cost what a blob left costs
             keep = bright_pixels(self.real_B, float(self.config["anomaly"].get("bright_percentile", 99.0)))
-            keep = keep * (1.0 - self.blobs)
-            err = (self.fake_B - self.real_B).abs() * keep
-            terms["G_bright"] = (bright_weight, err.sum() / keep.sum().clamp(min=1.0))
+            terms["G_bright"] = (bright_weight, masked_l1(self.fake_B, self.real_B, keep * (1.0 - self.blobs)))
         if self.adversarial_on:
             adv, _ = self.generator_adversarial("D", self.fake_B)
             terms["G_adv"] = (w["adversarial"], adv)

@@ -526,7 +526,6 @@ def test_learned_brain_mask_finds_the_intracranial_space_of_a_held_out_phantom()
     assert result.extras["brain_mask"] == source
 
 
-
 def test_learned_brain_mask_leaves_out_the_eyes_and_sinuses_of_a_held_out_head():
     """The shipped brain-mask model on held-out domain-randomised heads with a face (seeds outside its training
     seed, thick axial slices as clinical T1w has them): the eyes and what lies within 6 mm outside the brain
@@ -549,6 +548,7 @@ def test_learned_brain_mask_leaves_out_the_eyes_and_sinuses_of_a_held_out_head()
         assert 2 * (learned & truth).sum() / (learned.sum() + truth.sum()) >= 0.9, seed
         assert (learned & eyes).sum() < 0.05 * eyes.sum(), (seed, (learned & eyes).sum() / eyes.sum())
         assert (learned & near).sum() < 0.15 * near.sum(), (seed, (learned & near).sum() / near.sum())
+
 
 def test_a_cancel_while_the_brain_mask_model_runs_stops_the_anomaly_run():
     """The brain extraction model runs after the anomaly network, as a run of its own: the anomaly run's cancel

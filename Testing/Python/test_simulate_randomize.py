@@ -475,6 +475,7 @@ def test_face_adds_eyes_sinuses_and_skull_base_outside_the_cranium_only():
     again = sample_anatomy(np.random.default_rng(5), DomainRanges(n_lesions=(2, 2), face=1.0), shape, spacing)
     assert np.array_equal(again.fractions, faced.fractions) and np.array_equal(again.extracranial, eyes)
 
+
 def test_enhancement_brightens_sinuses_veins_and_plexus_on_t1w_only():
     """ranges.enhancement: a contrast-enhanced scan. The anatomy's fractions, lesions and draws stay as they were
     (the map of enhancing share is recorded beside them, never in lesions, air or bone); on T1w the enhancing
