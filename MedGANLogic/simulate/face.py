@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..volume import Volume
+from .shapes import coverage, ellipsoid_distance, template_ras, tube_distance
 from .subjects import _smooth_field
 from .tissue import AIR, BONE, CSF, FAT, SOFT, _to_fine, template_icv_distance, template_tissues
 
@@ -42,38 +43,6 @@ SKULL_BASE_BELOW_MM = -15.0  # skull-base clutter below this MNI z (the floor of
 def _outside_icv_mm() -> np.ndarray:
     """mm outside the template's intracranial volume (0 inside), on its 1 mm grid (computed at 2 mm, smooth)."""
     return _to_fine(np.clip(template_icv_distance(), 0, None), template_tissues()[0].shape[1:])
-
-
-def _ras(coords: np.ndarray) -> np.ndarray:
-    """MNI RAS mm (3, z, y, x) of template voxel coordinates ``coords`` (3, z, y, x; array order k, j, i)."""
-    _, template, _ = template_tissues()
-    m = template.ijk_to_lps()
-    ijk = np.stack([coords[2], coords[1], coords[0]]).reshape(3, -1)
-    lps = m[:3, :3] @ ijk + m[:3, 3:4]
-    return (np.array([-1.0, -1.0, 1.0])[:, None] * lps).reshape(coords.shape).astype(np.float32)
-
-
-def _cover(signed_mm: np.ndarray, spacing_mm: float) -> np.ndarray:
-    """Partial-volume coverage of a structure from a signed distance (mm, negative inside)."""
-    return np.clip(0.5 - signed_mm / spacing_mm, 0.0, 1.0).astype(np.float32)
-
-
-def _ellipsoid(p: np.ndarray, centre, axes) -> np.ndarray:
-    """Approximate signed distance (mm) to an axis-aligned ellipsoid (exact for a ball)."""
-    c, a = np.asarray(centre, np.float32), np.asarray(axes, np.float32)
-    q = np.sqrt(sum(((p[i] - c[i]) / a[i]) ** 2 for i in range(3)))
-    return (q - 1.0) * float(a.min())
-
-
-def _tube(p: np.ndarray, start, end, r_start: float, r_end: float) -> np.ndarray:
-    """Signed distance (mm) to a tapered tube from ``start`` (radius ``r_start``) to ``end`` (``r_end``)."""
-    s, e = np.asarray(start, np.float32), np.asarray(end, np.float32)
-    axis = e - s
-    length2 = float(axis @ axis)
-    rel = [p[i] - s[i] for i in range(3)]
-    t = np.clip(sum(rel[i] * axis[i] for i in range(3)) / length2, 0.0, 1.0)
-    d = np.sqrt(sum((rel[i] - t * axis[i]) ** 2 for i in range(3)))
-    return d - (r_start + t * (r_end - r_start))
 
 
 def _paint(arrays: list[np.ndarray], cover: np.ndarray, tissue: int) -> None:
@@ -91,7 +60,7 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
     coordinates (3, z, y, x) of the grid's voxels (the sample's deformation). Returns the vitreous fraction
     (z, y, x; CSF that lies outside the cranium) and the values drawn."""
     spacing = float(grid.spacing[0])
-    p = _ras(coords)
+    p = template_ras(coords)
     outside = ndimage.map_coordinates(_outside_icv_mm(), coords, order=1, mode="constant", cval=100.0)
     clear = np.clip((outside - CLEARANCE_MM) / spacing, 0.0, 1.0).astype(np.float32)
     head = 1.0 - arrays[0][AIR]
@@ -105,7 +74,7 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
         fluid[...] *= 1.0 - cover
 
     def paint(signed_mm: np.ndarray, tissue: int, where: np.ndarray | float = 1.0) -> None:
-        replace(_cover(signed_mm, spacing) * clear * where, tissue)
+        replace(coverage(signed_mm, spacing) * clear * where, tissue)
 
     # skull-base clutter first: the structures below replace it where they lie
     below = np.clip((SKULL_BASE_BELOW_MM - p[2]) / 10.0, 0.0, 1.0)
@@ -120,7 +89,7 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
 
     def cells(centre, axes, air_share: float) -> None:
         """Air cells: air and bone septa from a fine random field, inside an ellipsoid."""
-        region = _cover(_ellipsoid(p, centre, axes), spacing) * clear * head
+        region = coverage(ellipsoid_distance(p, centre, axes), spacing) * clear * head
         field = _smooth_field(grid.shape, rng, coarse=max(4, int(round(max(grid.shape) * spacing / 6.0))))
         level = float(np.quantile(field, 1.0 - air_share))
         air = np.clip((field - level) / max(float(field.std()), 1e-6) * 3.0, 0.0, 1.0)
@@ -130,19 +99,19 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
     # nasal cavity: mucosa, then air, the septum down the middle
     nose_c = (0.0, u(40.0, 50.0), u(-58.0, -50.0))
     nose_a = (u(9.0, 14.0), u(22.0, 30.0), u(14.0, 20.0))
-    paint(_ellipsoid(p, nose_c, np.add(nose_a, 2.0)), SOFT, head)
-    paint(_ellipsoid(p, nose_c, nose_a), AIR, head)
-    paint(np.maximum(np.abs(p[0]) - u(0.7, 1.5), _ellipsoid(p, nose_c, nose_a)), SOFT, head)
+    paint(ellipsoid_distance(p, nose_c, np.add(nose_a, 2.0)), SOFT, head)
+    paint(ellipsoid_distance(p, nose_c, nose_a), AIR, head)
+    paint(np.maximum(np.abs(p[0]) - u(0.7, 1.5), ellipsoid_distance(p, nose_c, nose_a)), SOFT, head)
     draws["nasal_cavity"] = {"centre": np.round(nose_c, 1).tolist(), "axes": np.round(nose_a, 1).tolist()}
     # ethmoid air cells between the orbits, sphenoid sinus behind the nose
     cells((0.0, u(30.0, 45.0), u(-40.0, -30.0)), (u(8.0, 12.0), u(15.0, 22.0), u(8.0, 12.0)), u(0.4, 0.8))
     sph_c, sph_a = (0.0, u(0.0, 14.0), u(-40.0, -30.0)), (u(8.0, 14.0), u(8.0, 12.0), u(7.0, 11.0))
-    paint(_ellipsoid(p, sph_c, np.add(sph_a, 1.5)), BONE, head)
-    paint(_ellipsoid(p, sph_c, sph_a), AIR, head)
+    paint(ellipsoid_distance(p, sph_c, np.add(sph_a, 1.5)), BONE, head)
+    paint(ellipsoid_distance(p, sph_c, sph_a), AIR, head)
     # frontal sinus: air inside the frontal bone only
     if rng.random() < 0.7:
         fs_c, fs_a = (u(-5.0, 5.0), 72.0, u(0.0, 15.0)), (u(8.0, 20.0), 15.0, u(6.0, 14.0))
-        region = _cover(_ellipsoid(p, fs_c, fs_a), spacing) * clear * np.clip((6.0 - outside) / spacing, 0, 1)
+        region = coverage(ellipsoid_distance(p, fs_c, fs_a), spacing) * clear * np.clip((6.0 - outside) / spacing, 0, 1)
         replace((region * arrays[0][BONE]).astype(np.float32), AIR)
         draws["frontal_sinus"] = {"centre": np.round(fs_c, 1).tolist(), "axes": np.round(fs_a, 1).tolist()}
     eyes = []
@@ -150,9 +119,9 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
         # maxillary sinus: bony shell, mucosa, air
         mx_c = (side * u(22.0, 30.0), u(32.0, 44.0), u(-64.0, -54.0))
         mx_a = (u(9.0, 14.0), u(12.0, 17.0), u(12.0, 17.0))
-        paint(_ellipsoid(p, mx_c, np.add(mx_a, 2.5)), BONE, head)
-        paint(_ellipsoid(p, mx_c, np.add(mx_a, 1.0)), SOFT, head)
-        paint(_ellipsoid(p, mx_c, mx_a), AIR, head)
+        paint(ellipsoid_distance(p, mx_c, np.add(mx_a, 2.5)), BONE, head)
+        paint(ellipsoid_distance(p, mx_c, np.add(mx_a, 1.0)), SOFT, head)
+        paint(ellipsoid_distance(p, mx_c, mx_a), AIR, head)
         # mastoid air cells behind the ear
         r = u(7.0, 12.0)
         cells((side * u(42.0, 52.0), u(-30.0, -20.0), u(-48.0, -38.0)), (r, r, r), u(0.3, 0.7))
@@ -161,19 +130,19 @@ def add_face(arrays: list[np.ndarray], coords: np.ndarray, grid: Volume, rng: np
         eye = np.array([side * u(28.0, 35.0), u(44.0, 54.0), u(-42.0, -34.0)], np.float32)
         apex = np.array([side * u(12.0, 17.0), u(8.0, 18.0), u(-36.0, -30.0)], np.float32)
         r_cone = r_eye + u(3.0, 6.0)
-        paint(_tube(p, eye, apex, r_cone + u(1.5, 3.0), 5.0), BONE)
-        paint(_tube(p, eye, apex, r_cone, 3.0), FAT)
-        paint(_tube(p, eye, apex, u(1.5, 2.5), 1.5), SOFT)
+        paint(tube_distance(p, eye, apex, r_cone + u(1.5, 3.0), 5.0), BONE)
+        paint(tube_distance(p, eye, apex, r_cone, 3.0), FAT)
+        paint(tube_distance(p, eye, apex, u(1.5, 2.5), 1.5), SOFT)
         for direction in ((0, 0, 1), (0, 0, -1), (1, 0, 0), (-1, 0, 0)):
             start = eye + (r_eye - 1.0) * np.array(direction, np.float32) - np.array([0, 4.0, 0], np.float32)
-            paint(_tube(p, start, apex, u(1.5, 2.5), 1.5), SOFT)
-        paint(_ellipsoid(p, eye + np.array([0, 2.0, 0], np.float32), (r_eye + 3.0,) * 3), SOFT,
+            paint(tube_distance(p, start, apex, u(1.5, 2.5), 1.5), SOFT)
+        paint(ellipsoid_distance(p, eye + np.array([0, 2.0, 0], np.float32), (r_eye + 3.0,) * 3), SOFT,
               np.clip(1.0 - head + (p[1] > eye[1]), 0, 1))  # eyelids and conjunctiva in front
-        paint(_ellipsoid(p, eye, (r_eye + 1.0,) * 3), SOFT)  # sclera
-        cover = _cover(_ellipsoid(p, eye, (r_eye,) * 3), spacing) * clear
+        paint(ellipsoid_distance(p, eye, (r_eye + 1.0,) * 3), SOFT)  # sclera
+        cover = coverage(ellipsoid_distance(p, eye, (r_eye,) * 3), spacing) * clear
         _paint(arrays, cover, CSF)
         fluid += cover * (1.0 - fluid)
-        paint(_ellipsoid(p, eye + np.array([0, r_eye - 3.0, 0], np.float32), (4.5, 2.0, 4.5)), SOFT)  # lens
+        paint(ellipsoid_distance(p, eye + np.array([0, r_eye - 3.0, 0], np.float32), (4.5, 2.0, 4.5)), SOFT)  # lens
         eyes.append({"centre": np.round(eye, 1).tolist(), "radius_mm": round(float(r_eye), 2)})
     draws["eyes"] = eyes
     np.minimum(fluid, arrays[0][CSF], out=fluid)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..volume import Volume
-from .face import _cover, _ellipsoid, _ras, _tube
+from .shapes import coverage, ellipsoid_distance, template_ras, tube_distance
 from .subjects import _smooth_field
 from .tissue import AIR, BONE, CSF, LESION
 
@@ -46,7 +46,7 @@ def add_enhancing(fractions: np.ndarray, coords: np.ndarray, grid: Volume, icv_d
     of the grid's voxels; ``icv_depth``: mm inside the template's intracranial volume (0 outside);
     ``ventricle_sdf``: signed distance to the (moved) ventricles, mm, negative inside."""
     spacing = float(grid.spacing[0])
-    p = _ras(coords)
+    p = template_ras(coords)
     x, y, z = p
     u = rng.uniform
     inside = np.clip(icv_depth / spacing + 0.5, 0.0, 1.0) * (icv_depth > 0)  # share inside the cranium
@@ -64,42 +64,43 @@ def add_enhancing(fractions: np.ndarray, coords: np.ndarray, grid: Volume, icv_d
     width = np.interp(y, [-100.0, 60.0], [u(7.0, 11.0), u(3.0, 5.0)]).astype(np.float32)
     height = u(4.0, 7.0)
     triangle = np.maximum(np.abs(x) - 0.5 * width * (1.0 - icv_depth / height), icv_depth - height)
-    add(vessel, _cover(triangle, spacing) * inside * np.clip((z - z0) / spacing, 0.0, 1.0) * (y < 70.0))
+    add(vessel, coverage(triangle, spacing) * inside * np.clip((z - z0) / spacing, 0.0, 1.0) * (y < 70.0))
     # transverse sinuses: a band on the occipital inner surface, dropping laterally; sigmoid sinuses down from it
     sides = {}
     for side in (-1.0, 1.0):
         r, drop, depth = u(2.5, 5.0), u(0.15, 0.35), u(4.0, 7.0)
         half = np.sign(x) == side
         band = np.maximum(np.abs(z - (z0 - drop * np.abs(x))) - r, icv_depth - depth)
-        add(vessel, _cover(band, spacing) * inside * half * np.clip((-50.0 - y) / 10.0, 0.0, 1.0))
+        add(vessel, coverage(band, spacing) * inside * half * np.clip((-50.0 - y) / 10.0, 0.0, 1.0))
         knee = np.array([side * u(42.0, 48.0), u(-70.0, -60.0), z0 - drop * 45.0], np.float32)
         bend = np.array([side * u(40.0, 46.0), u(-52.0, -44.0), u(-32.0, -26.0)], np.float32)
         bulb = np.array([side * u(36.0, 42.0), u(-38.0, -30.0), u(-48.0, -42.0)], np.float32)
         rs = u(2.5, 4.5)
         for a, b in ((knee, bend), (bend, bulb)):
-            add(vessel, _cover(_tube(p, a, b, rs, rs), spacing))
+            add(vessel, coverage(tube_distance(p, a, b, rs, rs), spacing))
         sides["right" if side > 0 else "left"] = {"radius_mm": round(float(r), 2), "sigmoid_mm": round(float(rs), 2)}
     draws["transverse"] = sides
     # straight sinus (vein of Galen to torcula) and the internal cerebral veins
     galen = np.array([0.0, u(-52.0, -44.0), u(2.0, 10.0)], np.float32)
-    add(vessel, _cover(_tube(p, galen, torcula + np.array([0, 6.0, 2.0], np.float32), u(1.5, 3.0), u(2.0, 3.5)),
-                       spacing) * inside)
+    straight = tube_distance(p, galen, torcula + np.array([0, 6.0, 2.0], np.float32), u(1.5, 3.0), u(2.0, 3.5))
+    add(vessel, coverage(straight, spacing) * inside)
     for side in (-1.0, 1.0):
         start = np.array([side * u(1.5, 3.0), u(-12.0, -4.0), u(12.0, 18.0)], np.float32)
-        add(vessel, _cover(_tube(p, start, galen, u(0.8, 1.5), 1.5), spacing) * inside)
+        add(vessel, coverage(tube_distance(p, start, galen, u(0.8, 1.5), 1.5), spacing) * inside)
     # pituitary and cavernous sinuses at the sella
     sella = np.array([0.0, u(-2.0, 6.0), u(-34.0, -28.0)], np.float32)
-    add(vessel, _cover(_ellipsoid(p, sella, (u(5.0, 7.0), u(4.0, 6.0), u(3.0, 5.0))), spacing))
+    add(vessel, coverage(ellipsoid_distance(p, sella, (u(5.0, 7.0), u(4.0, 6.0), u(3.0, 5.0))), spacing))
     for side in (-1.0, 1.0):
-        add(vessel, _cover(_ellipsoid(p, sella + np.array([side * u(11.0, 15.0), 0, 0], np.float32),
-                                      (u(3.0, 5.0), u(7.0, 10.0), u(4.0, 6.0))), spacing))
+        cavernous = ellipsoid_distance(p, sella + np.array([side * u(11.0, 15.0), 0, 0], np.float32),
+                                       (u(3.0, 5.0), u(7.0, 10.0), u(4.0, 6.0)))
+        add(vessel, coverage(cavernous, spacing))
     # choroid plexus: a glomus in each atrium, inside the ventricles
     ventricle = np.clip(0.5 - ventricle_sdf / spacing, 0.0, 1.0)
     plexus = u(0.6, 1.0)
     for side in (-1.0, 1.0):
         centre = (side * u(18.0, 26.0), u(-42.0, -32.0), u(6.0, 16.0))
-        add(fluid, _cover(_ellipsoid(p, centre, (u(3.0, 6.0), u(5.0, 9.0), u(3.0, 6.0))), spacing) * ventricle,
-            plexus)
+        glomus = ellipsoid_distance(p, centre, (u(3.0, 6.0), u(5.0, 9.0), u(3.0, 6.0)))
+        add(fluid, coverage(glomus, spacing) * ventricle, plexus)
     # cortical veins: curves where two random fields cross zero, in the superficial CSF
     lattice = max(4, int(round(max(grid.shape) * spacing / u(15.0, 30.0))))
     f1, f2 = (_smooth_field(grid.shape, rng, coarse=lattice) for _ in range(2))
@@ -112,10 +113,10 @@ def add_enhancing(fractions: np.ndarray, coords: np.ndarray, grid: Volume, icv_d
     # dura: falx above the corpus callosum, tentorium from the straight sinus down to the transverse sinuses
     if rng.random() < 0.5:
         dura = u(0.2, 0.6)
-        add(fluid, _cover(np.abs(x) - u(0.5, 1.2), spacing) * inside * np.clip((z - 20.0) / 10.0, 0.0, 1.0), dura)
+        add(fluid, coverage(np.abs(x) - u(0.5, 1.2), spacing) * inside * np.clip((z - 20.0) / 10.0, 0.0, 1.0), dura)
         ridge = np.interp(y, [torcula[1], galen[1]], [z0 + 2.0, galen[2]]).astype(np.float32)
         tent = np.abs(z - (ridge - u(0.3, 0.5) * np.abs(x))) - u(0.5, 1.0)
-        add(fluid, _cover(tent, spacing) * inside * (y < galen[1]), dura)
+        add(fluid, coverage(tent, spacing) * inside * (y < galen[1]), dura)
         draws["dura"] = round(float(dura), 2)
     share_all = np.clip(1.0 - fractions[AIR] - fractions[BONE] - fractions[LESION], 0.0, 1.0)
     share_csf = np.clip(fractions[CSF], 0.0, 1.0)
