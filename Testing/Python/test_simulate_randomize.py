@@ -519,3 +519,25 @@ def test_lesionmask_target_is_the_lesion_labels(anatomy):
     core = ndimage.binary_erosion(lesion, iterations=1)
     wm = (s["labels"].array == WM) & ~ndimage.binary_dilation(lesion, iterations=3)
     assert np.median(s["input"].array[core if core.any() else lesion]) > np.median(s["input"].array[wm])
+
+
+def test_shapes_coverage_measures_the_shape():
+    """simulate.shapes: a ball's and a tube's partial-volume coverage add up to their volumes, and the template's RAS
+    coordinates of its own voxel grid follow its affine."""
+    from MedGANLogic.simulate import shapes
+    from MedGANLogic.simulate.tissue import template_tissues
+
+    spacing = 1.0
+    axis = np.arange(-20.0, 20.0 + spacing, spacing, dtype=np.float32)
+    p = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"))  # (3, n, n, n) points in mm
+    ball = shapes.coverage(shapes.ellipsoid_distance(p, (1.0, -2.0, 0.5), (8.0, 8.0, 8.0)), spacing)
+    assert ball.min() >= 0.0 and ball.max() <= 1.0
+    assert ball.sum() * spacing ** 3 == pytest.approx(4.0 / 3.0 * np.pi * 8.0 ** 3, rel=0.02)
+    tube = shapes.coverage(shapes.tube_distance(p, (-10.0, 0.0, 0.0), (10.0, 0.0, 0.0), 3.0, 3.0), spacing)
+    capsule = np.pi * 3.0 ** 2 * 20.0 + 4.0 / 3.0 * np.pi * 3.0 ** 3  # a cylinder with two half-ball caps
+    assert tube.sum() * spacing ** 3 == pytest.approx(capsule, rel=0.03)
+    assert shapes.tube_distance(p, (-10.0, 0.0, 0.0), (10.0, 0.0, 0.0), 2.0, 6.0)[20, 20, 20] == pytest.approx(-4.0)
+    _, template, _ = template_tissues()
+    kji = np.array([2.0, 5.0, 7.0], np.float32).reshape(3, 1, 1, 1)  # (k, j, i)
+    lps = template.ijk_to_lps() @ np.array([7.0, 5.0, 2.0, 1.0])
+    assert shapes.template_ras(kji).ravel() == pytest.approx([-lps[0], -lps[1], lps[2]], abs=1e-3)
