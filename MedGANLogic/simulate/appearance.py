@@ -6,8 +6,9 @@ from the signal equations of :mod:`.mri` with sequence timings drawn from :data:
 times jittered around the literature values (log-normal), then each mean is jittered again (the mixture); the
 ``random`` ordering draws every tissue's mean uniformly (SynthSeg's choice), air stays dark (no protons).
 
-* T1w-like: spin echo (short TR, short TE) or MPRAGE-like inversion recovery (TI 700-1100 ms): WM > GM > CSF;
-* T2w-like: spin echo (long TR, long TE): CSF > GM > WM;
+* T1w-like: spin echo (short TR, short TE) or MPRAGE-like inversion recovery (TI 700-1100 ms): WM > GM > CSF
+  (the jitters leave GM at or above WM in about 13 % of draws with the default ranges, as in an unmyelinated brain);
+* T2w-like: spin echo (long TR, long TE): CSF > GM > WM (WM above GM in about 8 % of draws);
 * FLAIR-like: inversion recovery with TI nulling CSF (+-10 %): lesions and GM bright, CSF dark;
 * PD-like: spin echo (long TR, short TE): CSF, GM and WM within a few tens of percent (GM > WM by ~10 %,
   which the relaxation jitter may swap).
