@@ -145,8 +145,9 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         "loss": {"gan_mode": "lsgan", "adversarial": 0.05, "pixel": 1.0, "pixel_kind": "l1",
                  "feature_matching": 0.0},
         "anomaly": {"noise_sigma": [0.0, 0.1], "noise_scales": [4, 8], "blob_count": [1, 4],
-                    "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "smoothing_mm": 2.0,
-                    "threshold_subjects": 3, "healthy_percentile": 99.9},
+                    "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "bright_weight": 0.0,
+                    "bright_percentile": 99.0, "smoothing_mm": 2.0, "threshold_subjects": 3,
+                    "healthy_percentile": 99.9},
     }
 
     def validate(self) -> None:
@@ -160,6 +161,14 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         if not (isinstance(scales, (list, tuple)) and scales and all(isinstance(s, int) and s >= 1 for s in scales)):
             raise InputError(f"Training config: 'anomaly.noise_scales' must be a list of integers >= 1 (how many "
                              f"times coarser than the image the noise grid is); got {scales!r}.")
+        bright = a.get("bright_weight")
+        if not (isinstance(bright, (int, float)) and bright >= 0):
+            raise InputError(f"Training config: 'anomaly.bright_weight' must be a number >= 0 (0: off); "
+                             f"got {bright!r}.")
+        percentile = a.get("bright_percentile")
+        if not (isinstance(percentile, (int, float)) and 0 <= percentile <= 100):
+            raise InputError(f"Training config: 'anomaly.bright_percentile' must be a number in [0, 100] (of each "
+                             f"slice's head); got {percentile!r}.")
         self.check_loss_weights("adversarial", "pixel")
 
     @property
@@ -186,9 +195,9 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         blob_weight = float(self.config["anomaly"].get("blob_weight", 0.0))
         if blob_weight > 0:  # the blobs are a small part of a slice: their restoration weighs more
             terms["G_blob"] = (blob_weight, masked_l1(self.fake_B, self.real_B, self.blobs))
-        bright_weight = float(self.config["anomaly"].get("bright_weight", 0.0))
+        bright_weight = float(self.config["anomaly"]["bright_weight"])
         if bright_weight > 0:  # the brightest healthy pixels are few: erasing them must cost what a blob left costs
-            keep = bright_pixels(self.real_B, float(self.config["anomaly"].get("bright_percentile", 99.0)))
+            keep = bright_pixels(self.real_B, float(self.config["anomaly"]["bright_percentile"]))
             terms["G_bright"] = (bright_weight, masked_l1(self.fake_B, self.real_B, keep * (1.0 - self.blobs)))
         if self.adversarial_on:
             adv, _ = self.generator_adversarial("D", self.fake_B)

@@ -285,6 +285,9 @@ def test_restore_bright_term_marks_the_brightest_head_pixels_and_enters_the_loss
     logs = trainer.train_step()
     assert "G_bright" in logs and np.isfinite(logs["G_bright"])
     assert "G_bright" not in trainer_class("restore")(tiny_config("restore"), progress=False).train_step()
+    for key, bad in (("bright_weight", -1.0), ("bright_percentile", 101.0), ("bright_percentile", "high")):
+        with pytest.raises(InputError, match=f"anomaly.{key}"):
+            trainer_class("restore")(tiny_config("restore", **{f"anomaly__{key}": bad}), progress=False)
 
 
 def test_restore_without_adversarial_term_is_the_plain_denoising_autoencoder(tiny_config):
