@@ -194,8 +194,8 @@ def trained_window(card: Any) -> tuple[float, float] | None:
         return None
     norm = card.input.get("normalization") or {}
     out = card.output.get("normalization") or {}
-    if norm.get("kind") != "ct_window" or out.get("kind") != "same_as_input":
-        return None
+    if norm.get("kind") != "ct_window" or out.get("kind") != "same_as_input" or norm.get("knots"):
+        return None  # the fit's recorruption works on a linear HU window
     low, high = (float(v) for v in norm["window"])
     range_ = [float(v) for v in norm.get("range", [-1.0, 1.0])]
     return (low, high) if range_ == [-1.0, 1.0] else None

@@ -150,6 +150,8 @@ def _check_normalization(where: str, name: str, norm: Any, output: bool) -> None
         window = norm.get("window")
         if not (isinstance(window, list) and len(window) == 2 and window[0] < window[1]):
             _fail(where, name + ".window", "must be [low, high] with low < high (HU for CT)")
+        if "knots" in norm:
+            _check_knots(where, name, norm)
     if kind == "mr_percentile":
         pct = norm.get("percentiles", [0.5, 99.5])
         if not (isinstance(pct, list) and len(pct) == 2 and 0 <= pct[0] < pct[1] <= 100):
@@ -160,6 +162,24 @@ def _check_normalization(where: str, name: str, norm: Any, output: bool) -> None
         rng = norm.get("range", [-1, 1])
         if not (isinstance(rng, list) and len(rng) == 2 and rng[0] < rng[1]):
             _fail(where, name + ".range", "must be [low, high] with low < high")
+
+
+def _check_knots(where: str, name: str, norm: dict[str, Any]) -> None:
+    """A piecewise-linear ``ct_window``: ``knots`` [[HU, value], ...] from [window low, range low] to [window high,
+    range high], strictly increasing in both."""
+    knots, window, rng = norm["knots"], norm["window"], norm.get("range", [-1, 1])
+    if norm["kind"] != "ct_window":
+        _fail(where, name + ".knots", "is only allowed with kind ct_window")
+    ok = (isinstance(knots, list) and len(knots) >= 2
+          and all(isinstance(k, list) and len(k) == 2 and all(isinstance(v, (int, float)) for v in k) for k in knots))
+    if not ok:
+        _fail(where, name + ".knots", "must be a list of at least two [HU, value] pairs")
+    hu, values = [k[0] for k in knots], [k[1] for k in knots]
+    if any(b <= a for a, b in zip(hu, hu[1:])) or any(b <= a for a, b in zip(values, values[1:])):
+        _fail(where, name + ".knots", "must increase strictly in HU and in value")
+    if [hu[0], hu[-1]] != list(window) or [values[0], values[-1]] != list(rng):
+        _fail(where, name + ".knots", f"must run from [{window[0]}, {rng[0]}] to [{window[1]}, {rng[1]}] (the "
+              f"window's ends onto the range's ends); got {knots[0]} to {knots[-1]}")
 
 
 def _check_weights_inside(folder: Path, name: str, where: str) -> None:
