@@ -651,10 +651,12 @@ def test_the_blind_spot_loss_stays_finite_where_a_pixel_is_predicted_exactly():
 def _tiny_ct_denoiser(model_id: str = "test-ct-denoiser", kind: str = "ct_window") -> dict:
     from conftest import tiny_card
 
-    norm = ({"kind": "ct_window", "window": [-1000, 2000], "range": [-1, 1]} if kind == "ct_window"
+    norm = ({"kind": "ct_window", "window": [-1000, 2000], "range": [-1, 1]} if kind.startswith("ct_window")
             else {"kind": "mr_percentile", "percentiles": [0.5, 99.5], "range": [-1, 1]})
+    if kind == "ct_window_knots":
+        norm["knots"] = [[-1000, -1], [0, 0], [2000, 1]]
     return tiny_card(model_id, task="denoise", architecture={"name": "conv2d", "params": {"features": 4, "depth": 2}},
-                     input={"modality": "CT" if kind == "ct_window" else "MR", "normalization": norm},
+                     input={"modality": "CT" if kind.startswith("ct_window") else "MR", "normalization": norm},
                      output={"modality": "CT", "units": "HU", "normalization": {"kind": "same_as_input"}})
 
 
@@ -674,6 +676,8 @@ def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phanto
     make_model(_tiny_ct_denoiser("test-mr-scale-denoiser", kind="mr"))
     assert dn.trained_window(card) == (-1000.0, 2000.0)
     assert dn.trained_window(get_model("test-mr-scale-denoiser")) is None
+    make_model(_tiny_ct_denoiser("test-knotted-denoiser", kind="ct_window_knots"))
+    assert dn.trained_window(get_model("test-knotted-denoiser")) is None  # recorruption needs a linear HU window
     assert plan("denoise", noisy, adapt=True, modality="CT").adapt.start is None  # not the default start
     monkeypatch.setitem(dn.TRAINED_START, "CT", "test-ct-denoiser")
     planned = plan("denoise", noisy, adapt=True, modality="CT")
