@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "crop": None,  # [h, w] random crops; None = whole slices padded to the generator's size multiple
         "noisy_input": False,  # super-resolution: the input from each sample's noisy source, not its clean target
         "noisy_target": False,  # super-resolution: input and target both from the noisy source (the real-scan case)
+        "natural_images": 0.0,  # in-plane super-resolution: this share of the crops from skimage's photographs
         "augment": {"flip": True, "shift": 4},
     },
     "generator": {"name": "unet2d", "params": {}},

@@ -80,18 +80,11 @@ def test_inplane_sr_pairs_come_from_acquisitions_of_drawn_resolution(tiny_config
     would not)."""
     from MedGANLogic.train.data.superres import build_sr_batches
 
-    mr = {"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
-                                              "range": [-1, 1], "zero_based": True}}
-    card = train_card("tiny-sr-inplane", "superres", input=mr, dims="2.5d", context_slices=1, slice_axis=0,
-                      scale_factor=[1, 2, 2], output={"modality": "MR", "normalization": {"kind": "same_as_input"}})
-    data = {"source": "randomized", "task": "denoise", "options": {"modality": "MR", "ordering": "any"},
-            "samples": {"train": 3, "val": 1}, "shape": [12, 40, 40], "spacing_mm": 2.0, "slice_axis": 0,
-            "ranges": {"tissue_std": [0.0, 0.02], "slice_axes": [0], "inplane_mm": [2.0, 4.0],
-                       "slice_mm": [2.0, 6.0]},
-            "degrade": "kspace_truncate", "crop": [6, 6], "min_foreground": 0.0}
-    config = tiny_config("srgan", data=data, export=[{"generator": "G", "card": card}],
-                         generator={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2],
-                                                                     "features": 4, "n_blocks": 1}})
+    config = _inplane_config(tiny_config, source="randomized", task="denoise",
+                             options={"modality": "MR", "ordering": "any"}, samples={"train": 3, "val": 1},
+                             shape=[12, 40, 40], spacing_mm=2.0,
+                             ranges={"tissue_std": [0.0, 0.02], "slice_axes": [0], "inplane_mm": [2.0, 4.0],
+                                     "slice_mm": [2.0, 6.0]})
     batches = build_sr_batches(config)
     sizes = set()
     for low, high in zip(batches.low, batches.high):
@@ -102,6 +95,51 @@ def test_inplane_sr_pairs_come_from_acquisitions_of_drawn_resolution(tiny_config
     batch = batches.batch(0)
     assert batch["source"].shape == (4, 3, 6, 6) and batch["target"].shape == (4, 1, 12, 12)
     assert all(torch.equal(a, b) for a, b in zip(batch.values(), build_sr_batches(config).batch(0).values()))
+
+
+def _inplane_config(tiny_config, **data):
+    mr = {"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
+                                              "range": [-1, 1], "zero_based": True}}
+    card = train_card("tiny-sr-inplane", "superres", input=mr, dims="2.5d", context_slices=1, slice_axis=0,
+                      scale_factor=[1, 2, 2], output={"modality": "MR", "normalization": {"kind": "same_as_input"}})
+    return tiny_config("srgan", data={"slice_axis": 0, "degrade": "kspace_truncate", "crop": [6, 6],
+                                      "min_foreground": 0.0, **data},
+                       export=[{"generator": "G", "card": card}],
+                       generator={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2], "features": 4,
+                                                                   "n_blocks": 1}})
+
+
+def test_sr_natural_images_take_their_share_of_the_crops(tiny_config):
+    """data.natural_images: that share of the crops comes from skimage's photographs (four orientations each),
+    degraded as the heads are; 0 leaves the batches exactly as without it; bad values and through-plane cards are
+    refused with the key named."""
+    from MedGANLogic.train.data.natural import NATURAL_IMAGES, natural_images
+    from MedGANLogic.train.data.sources import VolumeSet
+    from MedGANLogic.train.data.superres import build_sr_batches
+
+    images = natural_images()
+    assert len(images) == 4 * len(NATURAL_IMAGES)
+    assert all(i.dtype == np.float32 and i.shape[0] % 2 == 0 and i.shape[1] % 2 == 0 for i in images)
+    assert all(0.0 <= i.min() and i.max() <= 1.0 for i in images)
+    assert np.array_equal(images[1], images[0].T)
+    flat = [np.full((4, 16, 16), 300.0, np.float32) for _ in range(2)]  # featureless heads: crops with no detail
+    volumes = (VolumeSet({"source": flat, "target": flat}, {"source": ["a", "b"], "target": ["a", "b"]}), None)
+    plain = build_sr_batches(_inplane_config(tiny_config), volumes)
+    zero = build_sr_batches(_inplane_config(tiny_config, natural_images=0.0), volumes)
+    assert all(torch.equal(plain.batch(s)[k], zero.batch(s)[k]) for s in range(3) for k in ("source", "target"))
+    mixed = build_sr_batches(_inplane_config(tiny_config, natural_images=0.5), volumes)
+    assert mixed.describe()["natural_slices"] == len(images)
+    targets = torch.cat([mixed.batch(s)["target"] for s in range(50)])  # 200 crops
+    detailed = float((targets.flatten(1).std(dim=1) > 1e-3).float().mean())
+    assert 0.35 < detailed < 0.65, detailed  # about half the crops are photographs
+    batch = mixed.batch(7)
+    assert batch["source"].shape == (4, 3, 6, 6) and batch["target"].shape == (4, 1, 12, 12)
+    assert all(torch.equal(batch[k], mixed.batch(7)[k]) for k in batch)  # a pure function of the step
+    for bad in (1.0, -0.1, True, "some"):
+        with pytest.raises(InputError, match="data.natural_images must be a fraction"):
+            build_sr_batches(_inplane_config(tiny_config, natural_images=bad), volumes)
+    with pytest.raises(InputError, match="in-plane super-resolution"):
+        build_sr_batches(tiny_config("srgan", data__natural_images=0.25), volumes)
 
 
 def test_degradations_keep_the_field_of_view():

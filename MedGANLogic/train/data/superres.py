@@ -14,6 +14,8 @@ degraded copy, the target the acquisition itself): a real high-resolution scan h
 low-resolution input measured the part it keeps (for ``kspace_truncate``, exactly its central k-space) and no model
 can predict the rest; trained so, the model keeps what the input measured and adds only the detail the noise does not
 hide, instead of sharpening noise into structure (the expected target over noise draws is the clean image's detail).
+With ``data.natural_images`` (a fraction in [0, 1)) that share of the training crops comes from photographs that
+ship inside scikit-image (:mod:`.natural`), degraded and normalised the same way: generic detail beside the phantom's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class ScaledPairBatches:
     def __init__(self, low: list[np.ndarray], high: list[np.ndarray], *, scale: tuple[int, int], batch_size: int,
                  seed: int, crop: list[int], background: float = -1.0, min_foreground: float = 0.1,
                  augment: dict[str, Any] | None = None, substeps: int = 1,
-                 val: tuple[list[np.ndarray], list[np.ndarray]] | None = None):
+                 val: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+                 extra: tuple[list[np.ndarray], list[np.ndarray]] | None = None, extra_fraction: float = 0.0):
         self.scale, self.batch_size, self.seed = tuple(int(s) for s in scale), int(batch_size), int(seed)
         self.crop = (int(crop[0]), int(crop[1]))
         self.background, self.substeps = float(background), int(substeps)
@@ -56,6 +59,12 @@ class ScaledPairBatches:
         self.val = val
         self.stream = SampleStream(len(self.index), self.seed, 0)
         self.hw = self.crop
+        # a share of the crops from other images (data.natural_images): drawn per sample, from their own stream
+        self.extra, self.extra_fraction = extra, float(extra_fraction if extra else 0.0)
+        self.extra_index = self._index(extra[0], min_foreground) if extra else []
+        if self.extra_fraction and not self.extra_index:
+            raise InputError("data.natural_images: none of the images has enough foreground for a crop.")
+        self.extra_stream = SampleStream(len(self.extra_index), self.seed, 1) if self.extra_index else None
 
     def _index(self, low: list[np.ndarray], min_fg: float) -> list[tuple[int, int]]:
         out = []
@@ -92,11 +101,16 @@ class ScaledPairBatches:
         xs, ys = [], []
         for j in range(self.batch_size):
             sample = first + j
-            v, k = self.index[self.stream.index(sample)]
+            lows, highs = self.low, self.high
+            if self.extra_fraction and np.random.default_rng([self.seed, 11, sample]).random() < self.extra_fraction:
+                lows, highs = self.extra  # type: ignore[misc]
+                v, k = self.extra_index[self.extra_stream.index(sample)]  # type: ignore[union-attr]
+            else:
+                v, k = self.index[self.stream.index(sample)]
             rng = np.random.default_rng([self.seed, 7, sample])
             flip = bool(self.augment.get("flip", True)) and bool(rng.integers(2))
-            low = self.low[v][k]
-            x, y = self._pair(low, self.high[v][k], self._offset(rng, low), flip)
+            low = lows[v][k]
+            x, y = self._pair(low, highs[v][k], self._offset(rng, low), flip)
             xs.append(x)
             ys.append(y)
         return {"source": torch.from_numpy(np.ascontiguousarray(np.stack(xs))),
@@ -118,8 +132,11 @@ class ScaledPairBatches:
         return {"source": torch.from_numpy(np.stack(xs)), "target": torch.from_numpy(np.stack(ys))}
 
     def describe(self) -> dict[str, Any]:
-        return {"slices": len(self.index), "val_slices": len(self.val_index), "crop": list(self.crop),
-                "scale": list(self.scale)}
+        out = {"slices": len(self.index), "val_slices": len(self.val_index), "crop": list(self.crop),
+               "scale": list(self.scale)}
+        if self.extra_fraction:
+            out.update(natural_slices=len(self.extra_index), natural_fraction=self.extra_fraction)
+        return out
 
 
 def plane_scale(card: dict[str, Any], axis: int) -> tuple[int, int]:
@@ -166,6 +183,7 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
                          "acquisition (its source volume), which "
                          "task superres does not serve; use data.task denoise (noisy source and clean target on "
                          "one grid).")
+    fraction = natural_fraction(data, axis, scale)
     train_v, val_v = volumes or load_volumes(config, paired=True)
 
     def prepare(vset) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -188,7 +206,30 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
 
     low, high = prepare(train_v)
     val = prepare(val_v) if val_v and val_v.volumes["target"] else None
+    extra = None
+    if fraction:
+        from .natural import natural_images
+
+        extra = ([], [])
+        for image in natural_images():
+            low_i, high_i = superres_pair(Volume(image[None]), scale, kind)
+            low_n, stats = normalize_for_training(low_i.array, spec)
+            extra[0].append(volume_slices(low_n, 0, context))
+            extra[1].append(volume_slices(normalize_for_training(high_i.array, spec, stats)[0], 0, 0))
     return ScaledPairBatches(low, high, scale=plane, batch_size=int(config["batch_size"]), seed=int(config["seed"]),
                              crop=list(crop), background=range_low(spec),
                              min_foreground=float(data.get("min_foreground", 0.1)), augment=data.get("augment"),
-                             substeps=int(config["loss"]["critic_steps"]), val=val)
+                             substeps=int(config["loss"]["critic_steps"]), val=val, extra=extra,
+                             extra_fraction=fraction)
+
+
+def natural_fraction(data: dict[str, Any], axis: int, scale: tuple[int, ...]) -> float:
+    """``data.natural_images`` checked: a fraction in [0, 1) of the crops, for in-plane models (2D photographs
+    are slices along axis 0, and their pixels are scaled in-plane)."""
+    value = data.get("natural_images", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise InputError(f"data.natural_images must be a fraction of the training crops in [0, 1); got {value!r}.")
+    if value and (axis != 0 or int(scale[0]) != 1):
+        raise InputError("data.natural_images serves in-plane super-resolution of axial slices (data.slice_axis 0, "
+                         f"scale_factor [1, f, f]); this card has slice axis {axis} and scale {list(scale)}.")
+    return float(value)

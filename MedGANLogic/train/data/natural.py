@@ -1,0 +1,41 @@
+"""Photographs that ship inside scikit-image (``skimage.data``) as extra in-plane super-resolution training images.
+
+A network trained only on phantom heads learns the phantom's detail: smooth tissue classes with sharp boundaries
+between them (the anatomy is a deformed average of 152 brains). Real scans hold finer and more varied structure
+(vessels, sulci, texture), and on real MR a model so trained gains far less over B-spline than on the phantoms.
+Generic image statistics (edges at every scale and orientation, texture, fine lines) are what natural photographs
+hold in plenty; SR networks trained on them are known to carry over to other images. ``data.natural_images``
+(a fraction) replaces that share of the training crops with crops of these photographs, degraded exactly as the
+heads are (:func:`MedGANLogic.simulate.superres_pair`) and normalised with the card's spec.
+
+Each image is converted to grey and area-averaged 2 x 2 (which removes most of the JPEG blocking and sensor noise of
+the photographs: artefacts a model should not learn to draw), and enters in four orientations (as it is, transposed,
+upside down, both): the crops' own left-right flip makes all eight. No download: the files are inside the scikit-image
+wheel (licences in ``skimage/data/README.txt``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# real photographs (no drawings, text or synthetic test patterns); each at least 300 pixels on a side
+NATURAL_IMAGES = ("camera", "moon", "coins", "brick", "grass", "gravel", "cell", "astronaut", "coffee", "chelsea",
+                  "rocket", "retina", "immunohistochemistry", "hubble_deep_field")
+
+
+def natural_images(names: tuple[str, ...] = NATURAL_IMAGES) -> list[np.ndarray]:
+    """The photographs ``names`` of ``skimage.data`` as grey float32 (H, W) images in [0, 1], area-averaged 2 x 2 (even
+    sizes), four orientations each."""
+    from skimage import color, data
+
+    out = []
+    for name in names:
+        image = np.asarray(getattr(data, name)())
+        if image.ndim == 3:
+            image = color.rgb2gray(image[..., :3])
+        image = image.astype(np.float32)
+        h, w = (image.shape[0] // 4) * 4, (image.shape[1] // 4) * 4  # 2 x 2 blocks, then an even size
+        image = image[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        image /= max(float(image.max()), 1e-6)
+        out += [np.ascontiguousarray(v, dtype=np.float32) for v in (image, image.T, image[::-1], image.T[::-1])]
+    return out
