@@ -385,7 +385,10 @@ def _sr_trained_on(model_id: str) -> str:
     contrast = card.input.get("contrast")
     if contrast:
         return f"version {card.version}, trained on {contrast} only (other contrasts run forced)"
-    return f"version {card.version}, trained on domain-randomised heads of any contrast"
+    photos = ((card.data.get("training") or {}).get("data") or {}).get("natural_fraction")
+    return (f"version {card.version}, trained on domain-randomised heads of any contrast"
+            + (f" (and, for {photos:.0%} of the crops of its last stage, photographs: data.natural_images)"
+               if photos else ""))
 
 
 def _on_grid_nearest(low: Volume, grid: Volume) -> np.ndarray:
