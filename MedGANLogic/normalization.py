@@ -178,14 +178,17 @@ def _knots(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return knots[:, 0], knots[:, 1]
 
 
-def _interp(array: np.ndarray, xp: np.ndarray, fp: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+def _interp(array: np.ndarray, xp: np.ndarray, fp: np.ndarray, chunk: int = 1 << 22,
+            inplace: bool = False) -> np.ndarray:
     """``np.interp(array, xp, fp)`` as float32, a chunk at a time (no float64 copy of a whole CT); values outside
-    ``xp`` take the end values (clipped)."""
-    flat = np.asarray(array).reshape(-1)
-    out = np.empty(flat.shape, dtype=np.float32)
+    ``xp`` take the end values (clipped). ``inplace=True`` writes into ``array`` when it is a float32 array."""
+    array = np.asarray(array)
+    into = inplace and array.dtype == np.float32 and array.flags.c_contiguous
+    out = array if into else np.empty(array.shape, dtype=np.float32)
+    flat, dest = array.reshape(-1), out.reshape(-1)
     for start in range(0, flat.size, chunk):
-        out[start:start + chunk] = np.interp(flat[start:start + chunk], xp, fp)
-    return out.reshape(np.shape(array))
+        dest[start:start + chunk] = np.interp(flat[start:start + chunk], xp, fp)
+    return out
 
 
 def normalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = None) -> tuple[np.ndarray, Stats]:
@@ -227,11 +230,7 @@ def denormalize(array: np.ndarray, spec: dict[str, Any], stats: Stats | None = N
         stats = intensity_window(array, spec)
         if spec.get("knots"):
             hu, values = _knots(spec)
-            out = _interp(array, values, hu)
-            if inplace and isinstance(array, np.ndarray) and array.dtype == np.float32 and array.shape == out.shape:
-                array[...] = out
-                return array
-            return out
+            return _interp(array, values, hu, inplace=inplace)
     elif stats is None:
         raise ValueError("mr_percentile outputs need the window stats to undo")
     lo_r, hi_r = spec.get("range", [-1.0, 1.0])

@@ -150,8 +150,8 @@ def _check_normalization(where: str, name: str, norm: Any, output: bool) -> None
         window = norm.get("window")
         if not (isinstance(window, list) and len(window) == 2 and window[0] < window[1]):
             _fail(where, name + ".window", "must be [low, high] with low < high (HU for CT)")
-        if "knots" in norm:
-            _check_knots(where, name, norm)
+    if "knots" in norm:
+        _check_knots(where, name, norm)
     if kind == "mr_percentile":
         pct = norm.get("percentiles", [0.5, 99.5])
         if not (isinstance(pct, list) and len(pct) == 2 and 0 <= pct[0] < pct[1] <= 100):
@@ -167,9 +167,9 @@ def _check_normalization(where: str, name: str, norm: Any, output: bool) -> None
 def _check_knots(where: str, name: str, norm: dict[str, Any]) -> None:
     """A piecewise-linear ``ct_window``: ``knots`` [[HU, value], ...] from [window low, range low] to [window high,
     range high], strictly increasing in both."""
-    knots, window, rng = norm["knots"], norm["window"], norm.get("range", [-1, 1])
     if norm["kind"] != "ct_window":
         _fail(where, name + ".knots", "is only allowed with kind ct_window")
+    knots, window, rng = norm["knots"], norm["window"], norm.get("range", [-1, 1])
     ok = (isinstance(knots, list) and len(knots) >= 2
           and all(isinstance(k, list) and len(k) == 2 and all(isinstance(v, (int, float)) for v in k) for k in knots))
     if not ok:

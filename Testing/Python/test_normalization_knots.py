@@ -26,6 +26,9 @@ def test_knots_map_each_segment_linearly_and_clip_outside_the_window():
     back = denormalize(out, {"kind": "same_as_input"}, stats, PIECEWISE)
     assert np.allclose(back.ravel(), np.clip(hu, -1000, 2000).ravel(), atol=1e-3)
     assert np.allclose(denormalize(out, PIECEWISE), back)  # as an output spec of its own
+    again = out.copy()
+    assert denormalize(again, {"kind": "same_as_input"}, stats, PIECEWISE, inplace=True) is again  # no copy
+    assert np.array_equal(again, back)
 
 
 def test_knots_work_in_chunks_on_large_volumes():
@@ -49,6 +52,7 @@ def test_card_checks_the_knots(knots, message):
     _check_normalization("card.json", "output.normalization", PIECEWISE, output=True)
     with pytest.raises(ModelError, match=message):
         _check_normalization("card.json", "output.normalization", dict(LINEAR, knots=knots), output=True)
-    with pytest.raises(ModelError, match="only allowed with kind ct_window"):
-        _check_normalization("card.json", "input.normalization",
-                             {"kind": "fixed", "window": [0, 1], "knots": [[0, -1], [1, 1]]}, output=False)
+    for other in ({"kind": "fixed", "window": [0, 1]}, {"kind": "mr_percentile"}):
+        with pytest.raises(ModelError, match="only allowed with kind ct_window"):
+            _check_normalization("card.json", "input.normalization", dict(other, knots=[[0, -1], [1, 1]]),
+                                 output=False)
