@@ -3,15 +3,15 @@
 A network trained only on phantom heads learns the phantom's detail: smooth tissue classes with sharp boundaries
 between them (the anatomy is a deformed average of 152 brains). Real scans hold finer and more varied structure
 (vessels, sulci, texture), and on real MR a model so trained gains far less over B-spline than on the phantoms.
-Generic image statistics (edges at every scale and orientation, texture, fine lines) are what natural photographs
-hold in plenty; SR networks trained on them are known to carry over to other images. ``data.natural_images``
+Generic image statistics (edges at every scale and orientation, texture, fine lines) are what photographs hold in
+plenty (recipe mr-sr-x2-inplane measures what they changed on real MR). ``data.natural_images``
 (a fraction) replaces that share of the training crops with crops of these photographs, degraded exactly as the
 heads are (:func:`MedGANLogic.simulate.superres_pair`) and normalised with the card's spec.
 
 Each image is converted to grey and area-averaged 2 x 2 (which removes most of the JPEG blocking and sensor noise of
 the photographs: artefacts a model should not learn to draw), and enters in four orientations (as it is, transposed,
 upside down, both): the crops' own left-right flip makes all eight. No download: the files are inside the scikit-image
-wheel (licences in ``skimage/data/README.txt``).
+wheel (BSD-3-Clause; each image's docstring in ``skimage.data`` gives its source and licence).
 """
 
 from __future__ import annotations
