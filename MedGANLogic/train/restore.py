@@ -192,7 +192,7 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     def optimize_generator(self) -> dict[str, float]:
         w = self.loss_cfg
         terms = {"G_pixel": (w["pixel"], pixel_loss(w["pixel_kind"], self.fake_B, self.real_B))}
-        blob_weight = float(self.config["anomaly"].get("blob_weight", 0.0))
+        blob_weight = float(self.config["anomaly"]["blob_weight"])
         if blob_weight > 0:  # the blobs are a small part of a slice: their restoration weighs more
             terms["G_blob"] = (blob_weight, masked_l1(self.fake_B, self.real_B, self.blobs))
         bright_weight = float(self.config["anomaly"]["bright_weight"])

@@ -186,8 +186,15 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
     fraction = natural_fraction(data, axis, scale)
     train_v, val_v = volumes or load_volumes(config, paired=True)
 
+    def slices(low: Volume, high: Volume, lows: list[np.ndarray], highs: list[np.ndarray]) -> None:
+        """Append a pair's normalised slices (the target on the input's window)."""
+        low_n, stats = normalize_for_training(low.array, spec)
+        lows.append(volume_slices(low_n, axis, context))
+        highs.append(volume_slices(normalize_for_training(high.array, spec, stats)[0], axis, 0))
+
     def prepare(vset) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        lows, highs = [], []
+        lows: list[np.ndarray] = []
+        highs: list[np.ndarray] = []
         targets = vset.volumes["target"] if vset else []
         sources = vset.volumes["source"] if (vset and noisy) else [None] * len(targets)
         for array, acquired in zip(targets, sources):
@@ -198,24 +205,18 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
                                      f"{np.shape(acquired)} and {np.shape(array)}.")
                 noisy_pair = superres_pair(Volume(np.asarray(acquired, dtype=np.float32)), scale, kind)
                 low, high = noisy_pair if both else (noisy_pair[0], high)
-            low_n, stats = normalize_for_training(low.array, spec)
-            high_n, _ = normalize_for_training(high.array, spec, stats)
-            lows.append(volume_slices(low_n, axis, context))
-            highs.append(volume_slices(high_n, axis, 0))
+            slices(low, high, lows, highs)
         return lows, highs
 
     low, high = prepare(train_v)
     val = prepare(val_v) if val_v and val_v.volumes["target"] else None
     extra = None
-    if fraction:
+    if fraction:  # photographs: one axial slice each (natural_fraction has checked that axis is 0)
         from .natural import natural_images
 
         extra = ([], [])
         for image in natural_images():
-            low_i, high_i = superres_pair(Volume(image[None]), scale, kind)
-            low_n, stats = normalize_for_training(low_i.array, spec)
-            extra[0].append(volume_slices(low_n, 0, context))
-            extra[1].append(volume_slices(normalize_for_training(high_i.array, spec, stats)[0], 0, 0))
+            slices(*superres_pair(Volume(image[None]), scale, kind), *extra)
     return ScaledPairBatches(low, high, scale=plane, batch_size=int(config["batch_size"]), seed=int(config["seed"]),
                              crop=list(crop), background=range_low(spec),
                              min_foreground=float(data.get("min_foreground", 0.1)), augment=data.get("augment"),
