@@ -18,6 +18,10 @@ own defaults, e.g. ``cyclegan`` sets ``loss.cycle``). Example (``recipes/mr-t1-t
       - generator: G
         card: {id: my-t1-to-t2, version: 1.0.0, task: synthesize, dims: 2d, ...}   # see models/card.py
 
+Stages: ``extends: mr-denoise-base`` (a bundled recipe's name, or a config file's path, relative to this file's
+folder) starts from that config and applies this file over it (:func:`extend`: mappings merge key by key, lists and
+scalars are replaced, ``export`` entries merge one by one), so a fine-tuning stage states only what it changes.
+
 Fine-tuning: ``init: {G: ldct-denoise}`` (``medgan train --init ldct-denoise``) starts network ``G`` from an
 installed model's weights (an id, or the path of a model folder) instead of random ones; the model's
 architecture must be the run's ``generator``, and the exported card records what it started from.
@@ -107,10 +111,54 @@ def recipe_path(name: str) -> Path:
                      f"Or pass your own file with --config.")
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping a config file holds, with its ``extends`` (if any) resolved: see :func:`extend`."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Config file {path} does not exist.")
+    data = _read_mapping(path)
+    if "extends" not in data:
+        return data
+    base = data.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        raise InputError(f"Config file {path}: 'extends' must name a bundled recipe or a config file; got {base!r}.")
+    base_path = _base_path(base, path)
+    chain = (*_chain, path.resolve())
+    if base_path.resolve() in chain:
+        raise InputError(f"Config file {path}: 'extends' makes a loop ({' -> '.join(p.name for p in chain)} -> "
+                         f"{base_path.name}); a recipe cannot extend itself.")
+    return extend(read_config_file(base_path, chain), data, where=str(path))
+
+
+def _base_path(base: str, path: Path) -> Path:
+    """``extends: base`` of the file at ``path``: a file beside it (relative), an absolute file, or a recipe."""
+    candidate = Path(base) if Path(base).is_absolute() else path.parent / base
+    if candidate.suffix in (".yaml", ".yml", ".json") and candidate.is_file():
+        return candidate
+    if "/" in base or Path(base).suffix in (".yaml", ".yml", ".json"):
+        raise InputError(f"Config file {path}: 'extends: {base}' names no file ({candidate} does not exist).")
+    return recipe_path(base)
+
+
+def extend(base: dict[str, Any], child: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """``child`` over the config it ``extends``: mappings merge key by key (:func:`deep_merge`), lists and scalars
+    are replaced, except ``export``, whose entries merge one by one with the base's (the child lists as many
+    entries as the base, or none); ``name`` is not inherited. A stage-2 recipe thus states only what differs from
+    stage 1. A key of the base cannot be removed, only given another value."""
+    out = deep_merge({k: v for k, v in base.items() if k != "name"},  # a run's name is its own
+                     {k: v for k, v in child.items() if k != "export"})
+    if "export" in child:
+        mine, theirs = child["export"], base.get("export") or []
+        if not isinstance(mine, list) or (theirs and len(mine) != len(theirs)):
+            raise InputError(f"{where}: 'export' of a config that extends another merges entry by entry with the "
+                             f"base's {len(theirs)} export entries; give a list of {len(theirs)} (or leave 'export' "
+                             f"out to keep the base's).")
+        out["export"] = ([deep_merge(b, m) if isinstance(b, dict) and isinstance(m, dict) else copy.deepcopy(m)
+                          for b, m in zip(theirs, mine)] if theirs else copy.deepcopy(mine))
+    return out
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     text = path.read_text()
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -51,13 +51,13 @@ def test_every_shipped_card_is_what_its_recipe_exports():
     from cards edited by hand: a retrain would have dropped their self-ensemble). What training fills in may differ:
     an ``auto`` window (resolved from the data), architecture, weights, training record, and the extras a
     calibration adds (anomaly models)."""
-    import yaml
+    from MedGANLogic.train.config import read_config_file
 
     recipes = sorted((REPO / "MedGANLogic" / "train" / "recipes").glob("*.yaml"))
     shipped = {card.id: card for card in list_models() if card.source == "builtin"}
     checked = set()
     for recipe in recipes:
-        for entry in yaml.safe_load(recipe.read_text()).get("export", []):
+        for entry in read_config_file(recipe).get("export", []):  # a stage's card over the one it extends
             want = entry["card"]
             if want["id"] not in shipped:
                 continue

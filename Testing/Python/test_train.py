@@ -157,6 +157,51 @@ def test_config_errors_name_the_key(tiny_config):
         resolve_config({"family": "stylegan"})
 
 
+def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
+    """``extends``: mappings merge key by key, lists are replaced, export entries merge one by one, the name is the
+    child's own; a bundled recipe can be the base, and the staged recipes resolve to their full configs."""
+    import yaml
+
+    base = {"name": "stage1", "family": "pix2pix", "seed": 3, "steps": 100,
+            "data": {"source": "phantom", "augment": {"flip": True, "shift": 4}, "crop": [32, 32]},
+            "optim": {"lr_g": 1.0e-4, "restart_at": 50},
+            "export": [{"generator": "G", "card": {"id": "one", "version": "1.0.0", "task": "denoise", "dims": "2d",
+                                                    "input": {"modality": "MR", "spacing_mm": [1, 3]},
+                                                    "output": {"modality": "MR"}}}]}
+    (tmp_path / "stage1.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "stage2.yaml").write_text(
+        "extends: stage1.yaml\nsteps: 40\ninit: {G: some-model}\ndata: {augment: {shift: 0}, crop: [16, 24]}\n"
+        "optim: {restart_at: null}\nexport:\n  - card: {id: two, input: {spacing_mm: [1, 5]}}\n")
+    from MedGANLogic.train.config import read_config_file
+
+    got = read_config_file(tmp_path / "stage2.yaml")
+    assert "extends" not in got and "name" not in got  # the base's name is not inherited
+    assert got["seed"] == 3 and got["steps"] == 40 and got["init"] == {"G": "some-model"}
+    assert got["data"] == {"source": "phantom", "augment": {"flip": True, "shift": 0}, "crop": [16, 24]}
+    assert got["optim"] == {"lr_g": 1.0e-4, "restart_at": None}
+    card = {**base["export"][0]["card"], "id": "two", "input": {"modality": "MR", "spacing_mm": [1, 5]}}
+    assert got["export"] == [{"generator": "G", "card": card}]
+    assert read_config_file(tmp_path / "stage1.yaml") == base  # the base file is read, not changed
+    assert load_config(path=tmp_path / "stage2.yaml")["name"] == "run"  # DEFAULTS, as any unnamed config
+
+    # a bundled recipe as the base, by name; a stage of a stage
+    (tmp_path / "mine.yaml").write_text("extends: mr-sr-x2-inplane\nname: mine\nsteps: 10\n")
+    mine, shipped = load_config(path=tmp_path / "mine.yaml"), load_config(recipe="mr-sr-x2-inplane")
+    assert mine["steps"] == 10 and {**mine, "steps": shipped["steps"], "name": shipped["name"]} == shipped
+    assert shipped["generator"] == load_config(recipe="mr-sr-x2-inplane-base")["generator"]
+    assert shipped["data"]["ranges"]["inplane_mm"] == [1.0, 4.5] and shipped["data"]["natural_images"] == 0.25
+    assert shipped["init"] == {"G": "mr-sr-x2-inplane-coarse"} and shipped["loss"]["pretrain_steps"] == 6000
+
+    for text, match in (("extends: stage3.yaml\n", "names no file"),
+                        ("extends: loop.yaml\n", "makes a loop"),
+                        ("extends: 3\n", "must name a bundled recipe"),
+                        ("extends: no-such-recipe\n", "Unknown recipe"),
+                        ("extends: stage1.yaml\nexport: [{card: {id: a}}, {card: {id: b}}]\n", "entry by entry")):
+        (tmp_path / "loop.yaml").write_text(text)
+        with pytest.raises(InputError, match=match):
+            read_config_file(tmp_path / "loop.yaml")
+
+
 def test_a_recipe_naming_another_generator_drops_the_family_default_params():
     """The ldct family's default generator is red_cnn2d with levels 2: a recipe that names residual_unet2d gets
     only its own params (red_cnn2d's would not fit it); naming the default keeps its defaults."""
