@@ -341,8 +341,10 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
     :class:`.randomize.DomainRanges`), ``planes`` (array axes a 2D model may slice along, default [0]: axial; with
     several, each sample is turned so that a random one of them comes first, and the model sees axial, coronal or
     sagittal slices). Sample ``i`` of ``split`` is :meth:`DomainRandomizer.sample` ``i`` with
-    seed ``seed`` (train) or ``seed + 1`` (val). Unpaired: sources from the first half of the samples, targets from
-    the second. Returns ({"source": [...], "target": [...]}, {role: names}), arrays (z, y, x) in their own units.
+    seed ``seed`` (train) or ``seed + 1`` (val), drawn by worker processes for 16 samples or more
+    (:func:`.randomize.sample_workers`; the same arrays however many draw them). Unpaired: sources from the first
+    half of the samples, targets from the second. Returns ({"source": [...], "target": [...]}, {role: names}),
+    arrays (z, y, x) in their own units.
     """
     from .randomize import DomainRandomizer
 
@@ -360,16 +362,15 @@ def randomized_volumes(data: dict[str, Any], split: str, paired: bool, seed: int
     if not planes or any(a not in (0, 1, 2) for a in planes):
         raise ValueError(f"data.planes must list array axes 0, 1 or 2; got {data.get('planes')!r}")
     half = count // 2
-    for i in range(count):
-        sample = generator.sample(task, i, **dict(data.get("options") or {}))
+    # super-resolution: the sample's high-resolution target is both roles (the trainer makes its own
+    # low-resolution input from it with the card's scale and data.degrade)
+    source_key = "target" if task == "superres" else "input"
+    draws = generator.arrays(task, count, sorted({source_key, "target"}), **dict(data.get("options") or {}))
+    for i, sample in enumerate(draws):
         plane = planes[int(np.random.default_rng([seed + (split != "train"), i, 7]).integers(len(planes)))]
-        # super-resolution: the sample's high-resolution target is both roles (the trainer makes its own
-        # low-resolution input from it with the card's scale and data.degrade)
-        source_key = "target" if task == "superres" else "input"
         for role, key in (("source", source_key), ("target", "target")):
             if paired or (role == "source") == (i < half):
-                volumes[role].append(np.ascontiguousarray(np.moveaxis(np.asarray(sample[key].array, np.float32),
-                                                                      plane, 0)))
+                volumes[role].append(np.ascontiguousarray(np.moveaxis(sample[key], plane, 0)))
                 names[role].append(f"randomized-{split}-{i}/{key}" + (f"/plane{plane}" if plane else ""))
     return volumes, names
 

@@ -393,6 +393,29 @@ def test_randomized_volumes_turn_each_sample_to_a_drawn_plane():
         randomized_volumes({**data, "planes": [3]}, "train", True, 5)
 
 
+def test_worker_processes_draw_the_same_samples(monkeypatch):
+    """Recipes of 16 samples or more draw them in worker processes: the same bytes, in the same order, as drawn in
+    the caller; MEDGAN_SAMPLE_WORKERS sets how many, and a bad value says what it wants."""
+    from MedGANLogic.simulate.datasets import randomized_volumes
+    from MedGANLogic.simulate.randomize import sample_workers
+
+    data = {"task": "denoise", "options": {"modality": "MR"}, "samples": {"train": 16}, "shape": [6, 12, 10],
+            "spacing_mm": 4.0}
+    monkeypatch.setenv("MEDGAN_SAMPLE_WORKERS", "1")
+    here, names = randomized_volumes(data, "train", True, 5)
+    monkeypatch.setenv("MEDGAN_SAMPLE_WORKERS", "2")
+    pooled, pooled_names = randomized_volumes(data, "train", True, 5)
+    assert names == pooled_names and len(here["source"]) == 16
+    for role in ("source", "target"):
+        assert all(a.dtype == np.float32 and np.array_equal(a, b) for a, b in zip(here[role], pooled[role]))
+    assert not np.array_equal(here["source"][0], here["source"][1])
+    monkeypatch.setenv("MEDGAN_SAMPLE_WORKERS", "two")
+    with pytest.raises(InputError, match="MEDGAN_SAMPLE_WORKERS"):
+        sample_workers(16)
+    monkeypatch.delenv("MEDGAN_SAMPLE_WORKERS")
+    assert sample_workers(4) == 1 and 1 <= sample_workers(16) <= 8
+
+
 def test_randomized_volumes_give_superres_targets_for_both_roles():
     """task superres: the super-resolution trainer degrades high-resolution volumes itself, so both roles are the
     sample's noise-free high-resolution target (of a drawn contrast); unpaired use is refused."""
