@@ -520,7 +520,7 @@ class DomainRandomizer:
         draw = functools.partial(_sample_arrays, self, task, tuple(keys), options)
         # forked workers (as torch's DataLoader forks them): they inherit the loaded modules and run no torch code.
         # Spawned ones would re-run the caller's main script (a user's script without a __main__ guard, Slicer's
-        # console), so where fork is missing (Windows, macOS defaults aside) the samples are drawn here.
+        # console), so where fork is missing (Windows) the samples are drawn here.
         if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
             yield from map(draw, range(count))
             return
@@ -532,14 +532,15 @@ class DomainRandomizer:
 
 def sample_workers(count: int) -> int:
     """Processes that draw ``count`` randomised samples: ``$MEDGAN_SAMPLE_WORKERS`` where set, else one per CPU
-    core (at most 8) for 16 samples or more (a 1 mm head takes seconds to draw; a process starts in about one),
-    else 1 (in this process)."""
+    core this process may use (at most 8) for 16 samples or more (a 1 mm head takes seconds to draw; a process
+    starts in about one), else 1 (in this process)."""
     text = os.environ.get("MEDGAN_SAMPLE_WORKERS", "").strip()
     if text:
         if not text.isdigit() or int(text) < 1:
             raise InputError(f"MEDGAN_SAMPLE_WORKERS must be a whole number of processes >= 1; got {text!r}.")
         return int(text)
-    return min(os.cpu_count() or 1, 8) if count >= 16 else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, 8) if count >= 16 else 1
 
 
 def _sample_arrays(generator: DomainRandomizer, task: str, keys: tuple[str, ...], options: dict[str, Any],
