@@ -202,6 +202,43 @@ def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
             read_config_file(tmp_path / "loop.yaml")
 
 
+def test_noisy_photographs_join_mr_denoising_pairs():
+    """data.natural_noisy_copies: each photograph (four orientations) as N (Rician-noisy, clean) one-slice pairs after
+    the heads, at SNRs drawn in ranges.snr, the same bytes every time; 0 changes nothing; bad values and other
+    tasks are refused naming the key."""
+    from MedGANLogic.train.data.natural import natural_images
+    from MedGANLogic.train.data.slices import with_noisy_photographs
+    from MedGANLogic.train.data.sources import VolumeSet
+
+    heads = [np.full((3, 10, 12), 200.0, np.float32), np.full((3, 10, 12), 300.0, np.float32)]
+    vset = VolumeSet({"source": list(heads), "target": list(heads)}, {"source": ["a", "b"], "target": ["a", "b"]})
+    data = {"task": "denoise", "options": {"modality": "MR"}, "ranges": {"snr": [5.0, 40.0]}}
+    assert with_noisy_photographs(vset, {**data, "natural_noisy_copies": 0}, True) is vset
+    out = with_noisy_photographs(vset, {**data, "natural_noisy_copies": 2}, True)
+    photos = natural_images()
+    src, tgt = out.volumes["source"], out.volumes["target"]
+    assert len(src) == len(tgt) == 2 + 2 * len(photos) and src[0] is heads[0] and tgt[1] is heads[1]
+    assert out.names["source"][2:4] == ["photo0-0", "photo0-1"] and out.names["target"] == out.names["source"]
+    assert np.array_equal(tgt[2], tgt[3]) and not np.array_equal(src[2], src[3])  # one photograph, two noise draws
+    assert np.allclose(tgt[2][0], photos[0] * 1000.0) and src[2].shape == (1, *photos[0].shape)
+    snrs = []
+    for s_, t_ in zip(src[2:], tgt[2:]):
+        bright = t_ > 0.5 * t_.max()  # Rician noise is about Gaussian where the signal is high
+        signal = float(np.mean(t_[t_ > 0.1 * t_.max()]))
+        snrs.append(signal / float(np.std((s_ - t_)[bright])))
+    assert 5.0 * 0.8 < min(snrs) and max(snrs) < 40.0 * 1.25 and max(snrs) / min(snrs) > 2.0
+    again = with_noisy_photographs(vset, {**data, "natural_noisy_copies": 2}, True)
+    assert all(np.array_equal(a, b) for a, b in zip(src, again.volumes["source"]))
+    for bad in (-1, True, 1.5, "some"):
+        with pytest.raises(InputError, match="natural_noisy_copies must be a whole number"):
+            with_noisy_photographs(vset, {**data, "natural_noisy_copies": bad}, True)
+    for other in ({"task": "synthesize"}, {"options": {"modality": "CT"}}):
+        with pytest.raises(InputError, match="serves MR denoising"):
+            with_noisy_photographs(vset, {**data, **other, "natural_noisy_copies": 1}, True)
+    with pytest.raises(InputError, match="natural_noisy_copies"):
+        with_noisy_photographs(vset, {**data, "natural_images": 0.25}, True)
+
+
 def test_a_recipe_naming_another_generator_drops_the_family_default_params():
     """The ldct family's default generator is red_cnn2d with levels 2: a recipe that names residual_unet2d gets
     only its own params (red_cnn2d's would not fit it); naming the default keeps its defaults."""

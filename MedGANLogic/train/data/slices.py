@@ -257,6 +257,30 @@ def build_slice_sets(vset: VolumeSet, specs: dict[str, dict[str, Any]], data: di
     return sets
 
 
+def with_noisy_photographs(vset: VolumeSet, data: dict[str, Any], paired: bool) -> VolumeSet:
+    """``vset`` and, with ``data.natural_noisy_copies`` N > 0 (MR denoising), N noisy copies of each photograph of
+    :func:`.natural.noisy_natural_pairs` as one-slice volumes after the heads (noise at ``data.ranges.snr``)."""
+    if data.get("natural_images"):
+        raise InputError("data.natural_images serves in-plane super-resolution (a share of its crops); for MR "
+                         "denoising give data.natural_noisy_copies (noisy copies of each photograph) instead.")
+    copies = data.get("natural_noisy_copies", 0)
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+        raise InputError(f"data.natural_noisy_copies must be a whole number of noisy copies per photograph (0: "
+                         f"none); got {copies!r}.")
+    if not copies:
+        return vset
+    options = data.get("options") or {}
+    if not paired or data.get("task") != "denoise" or options.get("modality") != "MR":
+        raise InputError("data.natural_noisy_copies serves MR denoising (paired data.task denoise with "
+                         "data.options.modality MR: the copies get Rician noise); remove it for this recipe.")
+    from ...simulate.randomize import DomainRanges
+    from .natural import noisy_natural_pairs
+
+    sources, targets, names = noisy_natural_pairs(copies, DomainRanges.from_dict(data.get("ranges")).snr)
+    return VolumeSet({"source": vset.volumes["source"] + sources, "target": vset.volumes["target"] + targets},
+                     {"source": vset.names["source"] + names, "target": vset.names["target"] + names})
+
+
 def build_batches(config: dict[str, Any], *, paired: bool, size_multiple: int,
                   domains: dict[str, tuple[str, str]], roles: tuple[str, str] = ("source", "target"),
                   volumes: tuple[VolumeSet, VolumeSet | None] | None = None) -> SliceBatches:
@@ -268,6 +292,7 @@ def build_batches(config: dict[str, Any], *, paired: bool, size_multiple: int,
         raise InputError("The config has no export card: the card's input/output normalisation defines how the "
                          "training data are normalised. Add an export entry (see the bundled recipes).")
     train_v, val_v = volumes or load_volumes(config, paired)
+    train_v = with_noisy_photographs(train_v, config["data"], paired)
     resolve_auto_windows(config, train_v, domains)
     card = config["export"][0]["card"]
     specs = {"source": copy.deepcopy(card["input"]["normalization"]),
