@@ -48,8 +48,9 @@ CROP = 128  # pixels: the centre box of the body (CT) or head (MR) of each slice
 TRAINED = {"MR": "mr-denoise", "CT": "ldct-denoise"}  # trained denoisers run as they are, beside the fit
 #: why a trained denoiser can trail here: what it was trained on against the noise these rows add
 TRAINED_WHY = {
-    "MR": "A network trained only on simulated heads (Rician noise), run as it is: no fitting to this scan and no "
-          f"strength to set, where the baselines' strength was tuned on another real scan ({MR_TUNING}).",
+    "MR": "A network trained on simulated heads with Rician noise (and noisy photographs, where its card's "
+          "training_data lists them), run as it is: no fitting to this scan and no strength to set, where the "
+          f"baselines' strength was tuned on another real scan ({MR_TUNING}).",
     "CT": "A network trained only on simulated low-dose CT (filtered back-projection noise of Poisson projections), "
           "run as it is: the noise added here is Gaussian smoothed by a one-pixel Gaussian, a texture it never saw, "
           f"where the baselines' strength was tuned on another real CT ({CT_TUNING})."}
