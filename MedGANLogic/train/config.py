@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "crop": None,  # [h, w] random crops; None = whole slices padded to the generator's size multiple
         "noisy_input": False,  # super-resolution: the input from each sample's noisy source, not its clean target
         "noisy_target": False,  # super-resolution: input and target both from the noisy source (the real-scan case)
-        "natural_images": 0.0,  # in-plane super-resolution: this share of the crops from skimage's photographs
+        "natural_images": 0.0,  # super-resolution: this share of the crops from skimage's photographs
         "natural_noisy_copies": 0,  # MR denoising: this many Rician-noisy copies of each photograph beside the heads
         "augment": {"flip": True, "shift": 4},
     },

@@ -111,8 +111,8 @@ def _inplane_config(tiny_config, **data):
 
 def test_sr_natural_images_take_their_share_of_the_crops(tiny_config):
     """data.natural_images: that share of the crops comes from skimage's photographs (four orientations each),
-    degraded as the heads are; 0 leaves the batches exactly as without it; bad values and through-plane cards are
-    refused with the key named."""
+    degraded as the heads are (through-plane models: as coronal slices, rows along z); 0 leaves the batches exactly as
+    without it; bad values are refused with the key named."""
     from MedGANLogic.train.data.natural import NATURAL_IMAGES, natural_images
     from MedGANLogic.train.data.sources import VolumeSet
     from MedGANLogic.train.data.superres import build_sr_batches
@@ -138,8 +138,17 @@ def test_sr_natural_images_take_their_share_of_the_crops(tiny_config):
     for bad in (1.0, -0.1, True, "some"):
         with pytest.raises(InputError, match="data.natural_images must be a fraction"):
             build_sr_batches(_inplane_config(tiny_config, natural_images=bad), volumes)
-    with pytest.raises(InputError, match="in-plane super-resolution"):
-        build_sr_batches(tiny_config("srgan", data__natural_images=0.25), volumes)
+    # through-plane: each photograph is a coronal (or sagittal) slice, its rows along z, degraded as the heads are
+    through = build_sr_batches(tiny_config("srgan", data__natural_images=0.5), volumes)
+    assert through.describe()["natural_slices"] == len(images)
+    batch = through.batch(3)
+    assert batch["source"].shape == (4, 1, 8, 16) and batch["target"].shape == (4, 1, 16, 16)
+    crops = torch.cat([through.batch(s)["target"] for s in range(50)])
+    rows = crops[:, 0, 0::2] + crops[:, 0, 1::2]  # thick slices: each input row is the mean of two target rows
+    inputs = torch.cat([through.batch(s)["source"] for s in range(50)])[:, 0]
+    detailed = torch.tensor([len(torch.unique(c)) > 3 for c in crops])  # a flat head: its value and background
+    assert 0.3 < float(detailed.float().mean()) < 0.7  # about half the crops are photographs
+    assert torch.allclose(inputs[detailed], rows[detailed] / 2, atol=1e-5)
 
 
 def test_degradations_keep_the_field_of_view():

@@ -15,7 +15,8 @@ low-resolution input measured the part it keeps (for ``kspace_truncate``, exactl
 can predict the rest; trained so, the model keeps what the input measured and adds only the detail the noise does not
 hide, instead of sharpening noise into structure (the expected target over noise draws is the clean image's detail).
 With ``data.natural_images`` (a fraction in [0, 1)) that share of the training crops comes from photographs that
-ship inside scikit-image (:mod:`.natural`), degraded and normalised the same way: generic detail beside the phantom's.
+ship inside scikit-image (:mod:`.natural`), degraded and normalised the same way: generic detail beside the phantom's
+(each photograph one slice along the slice axis: for through-plane models its rows are z).
 """
 
 from __future__ import annotations
@@ -211,12 +212,12 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
     low, high = prepare(train_v)
     val = prepare(val_v) if val_v and val_v.volumes["target"] else None
     extra = None
-    if fraction:  # photographs: one axial slice each (natural_fraction has checked that axis is 0)
+    if fraction:  # photographs: one slice each along the slice axis
         from .natural import natural_images
 
         extra = ([], [])
         for image in natural_images():
-            slices(*superres_pair(Volume(image[None]), scale, kind), *extra)
+            slices(*superres_pair(Volume(photograph_volume(image, axis)), scale, kind), *extra)
     return ScaledPairBatches(low, high, scale=plane, batch_size=int(config["batch_size"]), seed=int(config["seed"]),
                              crop=list(crop), background=range_low(spec),
                              min_foreground=float(data.get("min_foreground", 0.1)), augment=data.get("augment"),
@@ -225,12 +226,16 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
 
 
 def natural_fraction(data: dict[str, Any], axis: int, scale: tuple[int, ...]) -> float:
-    """``data.natural_images`` checked: a fraction in [0, 1) of the crops, for in-plane models (2D photographs
-    are slices along axis 0, and their pixels are scaled in-plane)."""
+    """``data.natural_images`` checked: a fraction in [0, 1) of the crops, for models of 2D slices (a photograph is
+    one slice: an axial one for in-plane models, a coronal or sagittal one, its rows along z, for through-plane
+    models, whose slice axis is 1 or 2)."""
     value = data.get("natural_images", 0.0)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
         raise InputError(f"data.natural_images must be a fraction of the training crops in [0, 1); got {value!r}.")
-    if value and (axis != 0 or int(scale[0]) != 1):
-        raise InputError("data.natural_images serves in-plane super-resolution of axial slices (data.slice_axis 0, "
-                         f"scale_factor [1, f, f]); this card has slice axis {axis} and scale {list(scale)}.")
     return float(value)
+
+
+def photograph_volume(image: np.ndarray, axis: int) -> np.ndarray:
+    """A photograph (H, W) as a one-slice (z, y, x) volume along ``axis``: (1, H, W) for axial slices, (H, 1, W)
+    or (H, W, 1) for coronal or sagittal ones (the photograph's rows along z)."""
+    return np.expand_dims(image, axis)
