@@ -261,8 +261,8 @@ def with_noisy_photographs(vset: VolumeSet, data: dict[str, Any], paired: bool) 
     """``vset`` and, with ``data.natural_noisy_copies`` N > 0 (MR denoising), N noisy copies of each photograph of
     :func:`.natural.noisy_natural_pairs` as one-slice volumes after the heads (noise at ``data.ranges.snr``)."""
     if data.get("natural_images"):
-        raise InputError("data.natural_images serves in-plane super-resolution (a share of its crops); for MR "
-                         "denoising give data.natural_noisy_copies (noisy copies of each photograph) instead.")
+        raise InputError("data.natural_images serves super-resolution (a share of its crops); for MR denoising give "
+                         "data.natural_noisy_copies (noisy copies of each photograph) instead.")
     copies = data.get("natural_noisy_copies", 0)
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
         raise InputError(f"data.natural_noisy_copies must be a whole number of noisy copies per photograph (0: "

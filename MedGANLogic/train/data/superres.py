@@ -184,7 +184,7 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
                          "acquisition (its source volume), which "
                          "task superres does not serve; use data.task denoise (noisy source and clean target on "
                          "one grid).")
-    fraction = natural_fraction(data, axis, scale)
+    fraction = natural_fraction(data)
     train_v, val_v = volumes or load_volumes(config, paired=True)
 
     def slices(low: Volume, high: Volume, lows: list[np.ndarray], highs: list[np.ndarray]) -> None:
@@ -225,7 +225,7 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
                              extra_fraction=fraction)
 
 
-def natural_fraction(data: dict[str, Any], axis: int, scale: tuple[int, ...]) -> float:
+def natural_fraction(data: dict[str, Any]) -> float:
     """``data.natural_images`` checked: a fraction in [0, 1) of the crops, for models of 2D slices (a photograph is
     one slice: an axial one for in-plane models, a coronal or sagittal one, its rows along z, for through-plane
     models, whose slice axis is 1 or 2)."""
