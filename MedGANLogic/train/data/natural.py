@@ -1,4 +1,5 @@
-"""Photographs that ship inside scikit-image (``skimage.data``) as extra in-plane super-resolution training images.
+"""Photographs that ship inside scikit-image (``skimage.data``) as extra super-resolution and MR denoising training
+images.
 
 A network trained only on phantom heads learns the phantom's detail: smooth tissue classes with sharp boundaries
 between them (the anatomy is a deformed average of 152 brains). Real scans hold finer and more varied structure
@@ -6,7 +7,8 @@ between them (the anatomy is a deformed average of 152 brains). Real scans hold 
 Generic image statistics (edges at every scale and orientation, texture, fine lines) are what photographs hold in
 plenty (recipe mr-sr-x2-inplane measures what they changed on real MR). ``data.natural_images``
 (a fraction) replaces that share of the training crops with crops of these photographs, degraded exactly as the
-heads are (:func:`MedGANLogic.simulate.superres_pair`) and normalised with the card's spec.
+heads are (:func:`MedGANLogic.simulate.superres_pair`) and normalised with the card's spec: each photograph one
+slice along the model's slice axis (axial for in-plane models; for through-plane ones its rows are z).
 
 Each image is converted to grey and area-averaged 2 x 2 (which removes most of the JPEG blocking and sensor noise of
 the photographs: artefacts a model should not learn to draw), and enters in four orientations (as it is, transposed,
