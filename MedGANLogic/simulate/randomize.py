@@ -320,14 +320,25 @@ def _ct_photons(noise_hu: float, pixel_mm: float) -> float:
     return FULL_DOSE_PHOTONS * (CT_NOISE_AT_FULL_DOSE_2MM / noise_hu) ** 2 * (2.0 / pixel_mm) ** 3
 
 
-def _ct_kernel(seeds: dict[str, int], ranges: DomainRanges) -> tuple[str, float]:
-    """The sample's reconstruction kernel and cutoff, from a stream of its own (no draw for the ramp alone). "ramp"
-    is the plain full-band ramp, the sharpest kernel; the cutoff is drawn for the windowed ones."""
+def ct_full_dose_photons(noise_hu: float, pixel_mm: float, dose_fraction: float, kernel: str = "ramp",
+                         cutoff: float = 1.0) -> float:
+    """Full-dose incident photons per bin and view that give a low-dose image (``dose_fraction``) ``noise_hu`` of
+    noise in brain on ``pixel_mm`` pixels reconstructed with ``kernel`` (the randomiser's CT noise calibration)."""
+    return _ct_photons(noise_hu, pixel_mm) * kernel_noise_factor(kernel, cutoff) ** 2 / dose_fraction
+
+
+def draw_ct_kernel(rng: np.random.Generator, ranges: DomainRanges) -> tuple[str, float]:
+    """A reconstruction kernel and cutoff drawn from ``ranges`` ("ramp" is the plain full-band ramp, the sharpest
+    kernel; the cutoff is drawn for the windowed ones; nothing is drawn for the ramp alone)."""
     if set(ranges.ct_kernels) == {"ramp"}:
         return "ramp", 1.0
-    rng = np.random.default_rng([seeds["acquisition"], 13])
     kernel, cutoff = str(rng.choice(ranges.ct_kernels)), float(rng.uniform(*ranges.ct_kernel_cutoff))
     return kernel, 1.0 if kernel == "ramp" else cutoff
+
+
+def _ct_kernel(seeds: dict[str, int], ranges: DomainRanges) -> tuple[str, float]:
+    """The sample's reconstruction kernel and cutoff, from a stream of its own."""
+    return draw_ct_kernel(np.random.default_rng([seeds["acquisition"], 13]), ranges)
 
 
 def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int | None, cache,
@@ -365,7 +376,7 @@ def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int 
             stack = stack[first:first + slices]
             geometry["origin"] = tuple(np.array(vol.origin) + vol.direction @ np.array([0, 0, first * vol.spacing[2]]))
     kernel, cutoff = _ct_kernel(seeds, ranges)
-    full_photons = _ct_photons(noise_hu, pixel) * kernel_noise_factor(kernel, cutoff) ** 2 / dose
+    full_photons = ct_full_dose_photons(noise_hu, pixel, dose, kernel, cutoff)
     pairs = [simulate_low_dose(s, dose, seed=int(noise_rng.integers(2 ** 31)), pixel_mm=pixel,
                                full_dose_photons=full_photons, kernel=kernel, cutoff=cutoff) for s in stack]
     base = Volume(np.zeros(stack.shape, np.float32), **geometry)

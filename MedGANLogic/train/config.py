@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "noisy_input": False,  # super-resolution: the input from each sample's noisy source, not its clean target
         "noisy_target": False,  # super-resolution: input and target both from the noisy source (the real-scan case)
         "natural_images": 0.0,  # super-resolution: this share of the crops from skimage's photographs
-        "natural_noisy_copies": 0,  # MR denoising: this many Rician-noisy copies of each photograph beside the heads
+        "natural_noisy_copies": 0,  # denoising: this many noisy copies of each photograph beside the heads (MR or CT)
         "augment": {"flip": True, "shift": 4},
     },
     "generator": {"name": "unet2d", "params": {}},

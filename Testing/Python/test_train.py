@@ -232,11 +232,46 @@ def test_noisy_photographs_join_mr_denoising_pairs():
     for bad in (-1, True, 1.5, "some"):
         with pytest.raises(InputError, match="natural_noisy_copies must be a whole number"):
             with_noisy_photographs(vset, {**data, "natural_noisy_copies": bad}, True)
-    for other in ({"task": "synthesize"}, {"options": {"modality": "CT"}}):
-        with pytest.raises(InputError, match="serves MR denoising"):
+    for other in ({"task": "synthesize"}, {"options": {"modality": "PET"}}):
+        with pytest.raises(InputError, match="serves denoising"):
             with_noisy_photographs(vset, {**data, **other, "natural_noisy_copies": 1}, True)
     with pytest.raises(InputError, match="natural_noisy_copies"):
         with_noisy_photographs(vset, {**data, "natural_images": 0.25}, True)
+
+
+def test_noisy_photographs_join_ct_denoising_pairs_scanned_as_the_heads(monkeypatch):
+    """data.natural_noisy_copies with modality CT: each photograph becomes a CT slice inside an ellipse of air,
+    scanned at low and full dose in the projection domain; noise from data.ranges' CT ranges; the same bytes with
+    one worker or two."""
+    from MedGANLogic.train.data import natural
+    from MedGANLogic.train.data.slices import with_noisy_photographs
+    from MedGANLogic.train.data.sources import VolumeSet
+
+    yy, xx = np.mgrid[:96, :96]
+    photos = ((0.5 + 0.4 * np.sin(yy / 5.0) * np.cos(xx / 7.0)).astype(np.float32),
+              ((yy // 12 + xx // 12) % 2 * 0.8 + 0.1).astype(np.float32))
+    monkeypatch.setattr(natural, "_photographs", lambda: photos)
+    head = [np.full((2, 40, 40), 40.0, np.float32)]
+    vset = VolumeSet({"source": list(head), "target": list(head)}, {"source": ["h"], "target": ["h"]})
+    data = {"task": "denoise", "options": {"modality": "CT"},
+            "ranges": {"ct_inplane_mm": [1.5, 2.0], "ct_noise_hu": [20.0, 60.0], "ct_dose_fraction": [0.2, 0.3]}}
+    monkeypatch.setenv("MEDGAN_SAMPLE_WORKERS", "1")
+    out = with_noisy_photographs(vset, {**data, "natural_noisy_copies": 2}, True)
+    src, tgt = out.volumes["source"], out.volumes["target"]
+    assert len(src) == 1 + 2 * 2 and out.names["source"][1:] == ["photo0-0", "photo0-1", "photo1-0", "photo1-1"]
+    for low, full in zip(src[1:], tgt[1:]):
+        assert low.shape == full.shape and low.shape[0] == 1 and low.dtype == np.float32
+        side = low.shape[1]
+        assert low.shape[2] == side and side <= 96
+        assert np.all(full[0, 0, :] < -900) and np.all(full[0, side // 2 - 2:side // 2 + 2, side // 2] > -950)
+        body = full[0] > -500
+        noise = float(np.std((low - full)[0][body]))
+        assert 5.0 < noise < 300.0  # the low-dose image is noisier than its full-dose target
+        assert float(np.std(full[0][body])) > 20.0  # the photograph's structure is there
+    assert not np.array_equal(src[1], src[2])  # two copies of one photograph: another draw
+    monkeypatch.setenv("MEDGAN_SAMPLE_WORKERS", "2")
+    again = with_noisy_photographs(vset, {**data, "natural_noisy_copies": 2}, True)
+    assert all(np.array_equal(a, b) for a, b in zip(src + tgt, again.volumes["source"] + again.volumes["target"]))
 
 
 def test_a_recipe_naming_another_generator_drops_the_family_default_params():

@@ -1,4 +1,4 @@
-"""Photographs that ship inside scikit-image (``skimage.data``) as extra super-resolution and MR denoising training
+"""Photographs that ship inside scikit-image (``skimage.data``) as extra super-resolution and denoising training
 images.
 
 A network trained only on phantom heads learns the phantom's detail: smooth tissue classes with sharp boundaries
@@ -17,10 +17,14 @@ wheel (BSD-3-Clause; each image's docstring in ``skimage.data`` gives its source
 
 MR denoising (``data.natural_noisy_copies``, :func:`noisy_natural_pairs`): each photograph, in each orientation, as
 that many (noisy, clean) pairs with Rician noise at signal-to-noise ratios drawn as the domain randomiser draws them
-(``ranges.snr``, log-uniform), beside the heads' slices.
+(``ranges.snr``, log-uniform), beside the heads' slices. CT denoising (the same key, :func:`noisy_natural_ct_pairs`):
+each copy a body-sized CT slice made of the photograph (its grey levels mapped onto a random HU span) and scanned at
+low and full dose in the projection domain, as the heads are.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -69,3 +73,73 @@ def noisy_natural_pairs(copies: int, snr: tuple[float, float], scale: float = 10
             targets.append(clean[None])
             names.append(f"photo{i}-{k}")
     return sources, targets, names
+
+
+def _photo_ct_pair(image: np.ndarray, ranges, seed: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(low-dose, full-dose) reconstructions in HU of one photograph made a body-sized CT slice (see
+    :func:`noisy_natural_ct_pairs`), drawn from ``seed``."""
+    from ...simulate.lowdose import simulate_low_dose
+    from ...simulate.randomize import _log_uniform, ct_full_dose_photons, draw_ct_kernel
+
+    rng = np.random.default_rng(seed)
+    pixel = float(rng.uniform(*ranges.ct_inplane_mm))
+    noise_hu, dose = _log_uniform(rng, ranges.ct_noise_hu), float(rng.uniform(*ranges.ct_dose_fraction))
+    kernel, cutoff = draw_ct_kernel(rng, ranges)
+    # a square crop at most 200-400 mm across (a body's width), the photograph's grey levels mapped linearly onto
+    # a random HU span around a random centre (lung-dark to bone-bright; most of it soft tissue), inside an
+    # ellipse of air
+    side = int(min(*image.shape, round(float(rng.uniform(200.0, 400.0)) / pixel)))
+    y0, x0 = (int(rng.integers(0, n - side + 1)) for n in image.shape)
+    crop = image[y0:y0 + side, x0:x0 + side]
+    centre, span = float(rng.uniform(-200.0, 100.0)), _log_uniform(rng, (100.0, 2000.0))
+    hu = np.clip(centre + (crop - float(np.mean(crop))) * span, -1000.0, 2000.0)
+    yy, xx = (np.arange(side) - (side - 1) / 2.0) / (side / 2.0), (np.arange(side) - (side - 1) / 2.0) / (side / 2.0)
+    ay, ax = rng.uniform(0.75, 1.0, 2)
+    body = (yy[:, None] / ay) ** 2 + (xx[None, :] / ax) ** 2 <= 1.0
+    hu = np.where(body, hu, -1000.0).astype(np.float32)
+    low, full = simulate_low_dose(hu, dose, seed=int(rng.integers(2 ** 31)), pixel_mm=pixel,
+                                  full_dose_photons=ct_full_dose_photons(noise_hu, pixel, dose, kernel, cutoff),
+                                  kernel=kernel, cutoff=cutoff)
+    return low[None], full[None]
+
+
+def noisy_natural_ct_pairs(copies: int, ranges, workers: int | None = None
+                           ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """(low-dose, full-dose, names) for CT denoising: every image of :func:`natural_images`, ``copies`` times, each
+    copy a CT slice made of the photograph and scanned as the randomiser scans the heads
+    (:func:`MedGANLogic.simulate.lowdose.simulate_low_dose`: projection-domain Poisson noise, filtered
+    back-projection; the target is the full-dose reconstruction of the same projections).
+
+    Per copy, from ``ranges`` (:class:`~MedGANLogic.simulate.randomize.DomainRanges`): the pixel size
+    (``ct_inplane_mm``), the nominal noise (``ct_noise_hu``, photons calibrated as for the heads), the dose fraction
+    and the reconstruction kernel; and, of its own: a square crop 200-400 mm across, the grey levels mapped onto a
+    span of 100-2000 HU (log-uniform) centred at -200 to 100 HU, clipped to [-1000, 2000], inside an ellipse (axes
+    75-100 % of the crop) of air. One-slice volumes (1, H, W), float32, HU. Each copy is seeded by
+    (:data:`NOISY_COPIES_SEED`, image, copy): the same bytes however many processes (``workers``, default
+    :func:`~MedGANLogic.simulate.randomize.sample_workers`) draw them."""
+    import multiprocessing
+
+    from ...simulate.randomize import sample_workers
+
+    images = _photographs()  # loaded here, before the workers fork: they inherit it
+    jobs = [(i, k) for i in range(len(images)) for k in range(int(copies))]
+    draw = functools.partial(_draw_photo_ct_pair, ranges)
+    workers = sample_workers(len(jobs)) if workers is None else int(workers)
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        pairs = list(map(draw, jobs))
+    else:  # forked, as the randomiser's sample workers are (see DomainRandomizer.arrays)
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            pairs = list(pool.map(draw, jobs, chunksize=8))
+    return [p[0] for p in pairs], [p[1] for p in pairs], [f"photo{i}-{k}" for i, k in jobs]
+
+
+@functools.lru_cache(maxsize=1)
+def _photographs() -> tuple[np.ndarray, ...]:
+    return tuple(natural_images())
+
+
+def _draw_photo_ct_pair(ranges, job: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    i, k = job
+    return _photo_ct_pair(_photographs()[i], ranges, (NOISY_COPIES_SEED, 1, i, k))

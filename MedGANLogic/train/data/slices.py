@@ -258,10 +258,12 @@ def build_slice_sets(vset: VolumeSet, specs: dict[str, dict[str, Any]], data: di
 
 
 def with_noisy_photographs(vset: VolumeSet, data: dict[str, Any], paired: bool) -> VolumeSet:
-    """``vset`` and, with ``data.natural_noisy_copies`` N > 0 (MR denoising), N noisy copies of each photograph of
-    :func:`.natural.noisy_natural_pairs` as one-slice volumes after the heads (noise at ``data.ranges.snr``)."""
+    """``vset`` and, with ``data.natural_noisy_copies`` N > 0 (denoising), N noisy copies of each photograph as
+    one-slice volumes after the heads: MR, Rician noise at ``data.ranges.snr`` (:func:`.natural.noisy_natural_pairs`);
+    CT, each copy a CT slice scanned at low and full dose as the heads are (:func:`.natural.noisy_natural_ct_pairs`,
+    at ``data.ranges``' CT pixel sizes, noise levels, doses and kernels)."""
     if data.get("natural_images"):
-        raise InputError("data.natural_images serves super-resolution (a share of its crops); for MR denoising give "
+        raise InputError("data.natural_images serves super-resolution (a share of its crops); for denoising give "
                          "data.natural_noisy_copies (noisy copies of each photograph) instead.")
     copies = data.get("natural_noisy_copies", 0)
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
@@ -270,13 +272,18 @@ def with_noisy_photographs(vset: VolumeSet, data: dict[str, Any], paired: bool) 
     if not copies:
         return vset
     options = data.get("options") or {}
-    if not paired or data.get("task") != "denoise" or options.get("modality") != "MR":
-        raise InputError("data.natural_noisy_copies serves MR denoising (paired data.task denoise with "
-                         "data.options.modality MR: the copies get Rician noise); remove it for this recipe.")
+    if not paired or data.get("task") != "denoise" or options.get("modality") not in ("MR", "CT"):
+        raise InputError("data.natural_noisy_copies serves denoising (paired data.task denoise with "
+                         "data.options.modality MR or CT: the copies get that modality's noise); remove it for this "
+                         "recipe.")
     from ...simulate.randomize import DomainRanges
-    from .natural import noisy_natural_pairs
+    from .natural import noisy_natural_ct_pairs, noisy_natural_pairs
 
-    sources, targets, names = noisy_natural_pairs(copies, DomainRanges.from_dict(data.get("ranges")).snr)
+    ranges = DomainRanges.from_dict(data.get("ranges"))
+    if options["modality"] == "CT":
+        sources, targets, names = noisy_natural_ct_pairs(copies, ranges)
+    else:
+        sources, targets, names = noisy_natural_pairs(copies, ranges.snr)
     return VolumeSet({"source": vset.volumes["source"] + sources, "target": vset.volumes["target"] + targets},
                      {"source": vset.names["source"] + names, "target": vset.names["target"] + names})
 
