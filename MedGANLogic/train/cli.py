@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
     parser.add_argument("--batch-size", type=int, dest="batch_size", help="slices per batch and process")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (under torchrun each process takes its GPU)")
-    parser.add_argument("--source-dir", help="train on your volumes: the input folder (sets data.source=folders)")
+    parser.add_argument("--source-dir", help="train on your volumes: the input folder (sets data.source=folders; "
+                                             "no photographs beside them unless --set names them)")
     parser.add_argument("--target-dir", help="the target folder; paired by file name for pix2pix/ldct, "
                                              "unpaired for cyclegan")
     parser.add_argument("--init", action="append", default=[], metavar="[NET=]MODEL",
@@ -50,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
-    out = list(args.overrides)
+    # your folders replace the recipe's training data, its photographs included (data.natural_images,
+    # data.natural_noisy_copies); a --set given here puts them back
+    out = ["data.natural_images=0", "data.natural_noisy_copies=0"] if args.source_dir or args.target_dir else []
+    out += args.overrides
     for key in ("steps", "seed", "batch_size", "device"):
         value = getattr(args, key, None)
         if value is not None:

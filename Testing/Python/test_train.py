@@ -3,6 +3,7 @@ Ctrl-C saves, configs and data folders fail with clear errors."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import os
@@ -494,3 +495,21 @@ def test_init_fine_tunes_from_an_exported_model(tiny_config, tmp_path, capsys):
     assert exported["init"]["G"]["model"] == "tiny-pix2pix" and "--init" in exported["command"]
     assert _standalone(["--resume", str(tmp_path / "cli"), "--init", str(base.folder), "--quiet"]) == 1
     assert "--init starts a new run" in capsys.readouterr().err
+
+
+def test_your_folders_replace_the_recipes_photographs_unless_set_back():
+    """--source-dir/--target-dir train on the user's volumes alone: the recipe's photographs (data.natural_images,
+    data.natural_noisy_copies) are switched off, and a --set puts them back."""
+    from MedGANLogic.train.cli import _overrides, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    folders = ["--recipe", "mr-denoise", "--source-dir", "a/", "--target-dir", "b/"]
+    config = load_config(recipe="mr-denoise", overrides=_overrides(parser.parse_args(folders)))
+    assert config["data"]["source"] == "folders" and config["data"]["natural_noisy_copies"] == 0
+    assert not config["data"]["natural_images"]
+    again = load_config(recipe="mr-denoise", overrides=_overrides(parser.parse_args(
+        [*folders, "--set", "data.natural_noisy_copies=4"])))
+    assert again["data"]["natural_noisy_copies"] == 4
+    assert load_config(recipe="mr-denoise", overrides=_overrides(parser.parse_args(
+        ["--recipe", "mr-denoise"])))["data"]["natural_noisy_copies"] == 36
