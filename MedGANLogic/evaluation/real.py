@@ -213,7 +213,6 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     fns = {n: REAL_SECTIONS.get(n) for n in names}
     report_dir = Path(report_dir)
     previous_path = report_dir / "real.json"
-    previous = json.loads(previous_path.read_text(encoding="utf-8")) if update and previous_path.is_file() else None
     report_dir.mkdir(parents=True, exist_ok=True)
     ctx = RealContext(report_dir=report_dir, cache=Path(cache) if cache else None, device=device)
     start = time.perf_counter()
@@ -230,6 +229,9 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     from .report import _finite, results_json, section_from_json
 
     runs = ctx.runs
+    # read when the sections are done, not before: another update that finished meanwhile (other sections, run
+    # beside this one) is kept
+    previous = json.loads(previous_path.read_text(encoding="utf-8")) if update and previous_path.is_file() else None
     if previous is not None:
         update_meta = {"sections": sorted(names), "generated": meta["generated"], "seconds": meta["seconds"],
                        "device": device}

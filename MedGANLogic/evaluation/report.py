@@ -143,7 +143,6 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ValueError(f"Unknown section(s) {', '.join(unknown)}; known: {', '.join(registry.names())}.")
-    previous = _read_previous(report_dir) if update else None
     report_dir.mkdir(parents=True, exist_ok=True)
     ctx = EvalContext(report_dir=report_dir, n_subjects=subjects, device=device)
     start = time.perf_counter()
@@ -156,6 +155,9 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta = {"generated": now, "seconds": time.perf_counter() - start, "device": device,
             "test_seeds": ctx.used_test_seeds, "spacing_mm": SPACING_MM}
+    # read when the sections are done, not before: another update that finished meanwhile (other sections, run
+    # beside this one) is kept
+    previous = _read_previous(report_dir) if update else None
     if previous is None:
         return _write(report_dir, names, results, meta)
     update = {"sections": sorted(names), "generated": now, "seconds": meta["seconds"], "device": device}

@@ -224,6 +224,34 @@ def test_update_runs_one_section_and_keeps_the_others(tmp_path):
     assert list(json.loads((tmp_path / "evaluation.json").read_text())["sections"]) == ["first"]
 
 
+def test_an_update_keeps_another_update_that_finished_while_it_ran(tmp_path):
+    """Two updates of different sections run side by side: the one that finishes last reads the report when it
+    writes, so the other's section is kept (read at the start, it was overwritten with the old one)."""
+    def section(name, value, during=None):
+        def fn(ctx):
+            if during:
+                during()
+            return SectionResult(title=f"{name} section", intro=f"About {name}.", units={"PSNR": "dB"},
+                                 metrics={"model": {"PSNR": [value]}},
+                                 targets=[Target(f"{name}: PSNR above 30 dB", value, 30.0, ">=")])
+        return fn
+
+    registry = Registry("report section")
+    registry.add("first", section("first", 20.0))
+    registry.add("second", section("second", 20.0))
+    evaluate(tmp_path, registry=registry)
+    other = Registry("report section")
+    other.add("first", section("first", 33.0))
+    other.add("second", section("second", 20.0))
+    # while "second" is run again, an update of "first" finishes
+    registry._entries["second"] = section("second", 34.0, during=lambda: evaluate(
+        tmp_path, sections=["first"], registry=other, update=True))
+    data = evaluate(tmp_path, sections=["second"], registry=registry, update=True)
+    assert data["targets_met"] == 2
+    saved = json.loads((tmp_path / "evaluation.json").read_text(encoding="utf-8"))
+    assert [saved["sections"][n]["metrics"]["model"]["PSNR"]["mean"] for n in ("first", "second")] == [33.0, 34.0]
+
+
 def test_merge_takes_a_section_and_its_panel_from_another_report(tmp_path):
     def section(name, value, panel=None):
         def fn(ctx):
