@@ -51,8 +51,9 @@ TRAINED_WHY = {
     "MR": "A network trained on simulated heads with Rician noise (and noisy photographs, where its card's "
           "training_data lists them), run as it is: no fitting to this scan and no strength to set, where the "
           f"baselines' strength was tuned on another real scan ({MR_TUNING}).",
-    "CT": "A network trained only on simulated low-dose CT (filtered back-projection noise of Poisson projections), "
-          "run as it is: the noise added here is Gaussian smoothed by a one-pixel Gaussian, a texture it never saw, "
+    "CT": "A network trained on simulated low-dose CT (filtered back-projection noise of Poisson projections, in "
+          "phantom heads and, where its card's training_data lists them, photographs made CT slices), run as it "
+          "is: the noise added here is Gaussian smoothed by a one-pixel Gaussian, a texture it never saw, "
           f"where the baselines' strength was tuned on another real CT ({CT_TUNING})."}
 
 

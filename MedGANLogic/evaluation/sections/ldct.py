@@ -70,7 +70,7 @@ def section_ldct(ctx: EvalContext) -> SectionResult:
              "about the level): this phantom's one dose and 2 mm grid are a corner of that range. Version 1.0.0, "
              "trained on exactly this dose and grid, met this target and was worse on every domain-randomised "
              "validation slab; 3.0.0, fine-tuned on random soft kernels, scored 37.12 dB here but was worse on real "
-             "CT anatomy and was withdrawn (see the validation tables of recipes ldct-denoise and "
+             "CT anatomy and was withdrawn (see the validation tables of recipes ldct-denoise-base and "
              "ldct-denoise-kernels)."
              + (f" With {gpu_passes} passes (its GPU default) it scores {mean(metrics[most]['PSNR']):.2f} dB (table)."
                 if most in metrics else ""))
