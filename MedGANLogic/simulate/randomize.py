@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -525,20 +525,25 @@ class DomainRandomizer:
         """``{key: float32 array}`` of samples 0 .. ``count`` - 1 of :meth:`sample`, in order, drawn by ``workers``
         processes (default :func:`sample_workers`). Each sample is seeded by its index alone, so the arrays are the
         same however many processes draw them."""
-        import multiprocessing
-
-        workers = sample_workers(count) if workers is None else int(workers)
         draw = functools.partial(_sample_arrays, self, task, tuple(keys), options)
-        # forked workers (as torch's DataLoader forks them): they inherit the loaded modules and run no torch code.
-        # Spawned ones would re-run the caller's main script (a user's script without a __main__ guard, Slicer's
-        # console), so where fork is missing (Windows) the samples are drawn here.
-        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-            yield from map(draw, range(count))
-            return
-        from concurrent.futures import ProcessPoolExecutor
+        yield from forked_map(draw, range(count), sample_workers(count) if workers is None else int(workers))
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            yield from pool.map(draw, range(count))
+
+def forked_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, chunksize: int = 1) -> Iterator[Any]:
+    """``map(fn, items)`` in order, over ``workers`` forked processes (in this process for 1 or fewer).
+
+    Forked workers (as torch's DataLoader forks them) inherit the loaded modules and what the caller loaded before
+    the call; they run no torch code. Spawned ones would re-run the caller's main script (a user's script without a
+    ``__main__`` guard, Slicer's console), so where fork is missing (Windows) everything runs here."""
+    import multiprocessing
+
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(fn, items, chunksize=chunksize)
 
 
 def sample_workers(count: int) -> int:

@@ -93,9 +93,9 @@ def _photo_ct_pair(image: np.ndarray, ranges, seed: tuple[int, ...]) -> tuple[np
     crop = image[y0:y0 + side, x0:x0 + side]
     centre, span = float(rng.uniform(-200.0, 100.0)), _log_uniform(rng, (100.0, 2000.0))
     hu = np.clip(centre + (crop - float(np.mean(crop))) * span, -1000.0, 2000.0)
-    yy, xx = (np.arange(side) - (side - 1) / 2.0) / (side / 2.0), (np.arange(side) - (side - 1) / 2.0) / (side / 2.0)
+    r = (np.arange(side) - (side - 1) / 2.0) / (side / 2.0)  # -1 .. 1 across the crop, both axes
     ay, ax = rng.uniform(0.75, 1.0, 2)
-    body = (yy[:, None] / ay) ** 2 + (xx[None, :] / ax) ** 2 <= 1.0
+    body = (r[:, None] / ay) ** 2 + (r[None, :] / ax) ** 2 <= 1.0
     hu = np.where(body, hu, -1000.0).astype(np.float32)
     low, full = simulate_low_dose(hu, dose, seed=int(rng.integers(2 ** 31)), pixel_mm=pixel,
                                   full_dose_photons=ct_full_dose_photons(noise_hu, pixel, dose, kernel, cutoff),
@@ -117,21 +117,12 @@ def noisy_natural_ct_pairs(copies: int, ranges, workers: int | None = None
     75-100 % of the crop) of air. One-slice volumes (1, H, W), float32, HU. Each copy is seeded by
     (:data:`NOISY_COPIES_SEED`, image, copy): the same bytes however many processes (``workers``, default
     :func:`~MedGANLogic.simulate.randomize.sample_workers`) draw them."""
-    import multiprocessing
-
-    from ...simulate.randomize import sample_workers
+    from ...simulate.randomize import forked_map, sample_workers
 
     images = _photographs()  # loaded here, before the workers fork: they inherit it
     jobs = [(i, k) for i in range(len(images)) for k in range(int(copies))]
-    draw = functools.partial(_draw_photo_ct_pair, ranges)
     workers = sample_workers(len(jobs)) if workers is None else int(workers)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        pairs = list(map(draw, jobs))
-    else:  # forked, as the randomiser's sample workers are (see DomainRandomizer.arrays)
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            pairs = list(pool.map(draw, jobs, chunksize=8))
+    pairs = list(forked_map(functools.partial(_draw_photo_ct_pair, ranges), jobs, workers, chunksize=8))
     return [p[0] for p in pairs], [p[1] for p in pairs], [f"photo{i}-{k}" for i, k in jobs]
 
 
