@@ -187,6 +187,27 @@ def filtered_back_projection(sinogram: np.ndarray, theta_deg: np.ndarray, side: 
     return out
 
 
+def coloured_noise(shape: tuple[int, ...], sd: float, exponent: float, cutoff: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Stationary Gaussian noise of standard deviation ``sd`` with a radially symmetric power spectrum, drawn
+    independently for every (y, x) plane of ``shape`` (float32).
+
+    The amplitude response is ``(f / 0.5) ** exponent * exp(-(f / cutoff) ** 2 / 2)`` at radial frequency ``f``
+    (cycles per pixel): ``exponent`` 0 is white noise smoothed by a Gaussian of ``1 / (2 pi cutoff)`` pixels,
+    ``exponent`` 1 the ramp's fine grain, both rolled off at ``cutoff``. The textures of other reconstructions
+    (soft or iterative kernels, images smoothed or resampled after reconstruction) lie between them."""
+    if sd < 0 or cutoff <= 0 or exponent < 0:
+        raise InputError(f"coloured_noise needs sd >= 0, cutoff > 0 and exponent >= 0; got {sd}, {cutoff}, "
+                         f"{exponent}.")
+    *lead, ny, nx = shape
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(ny), np.fft.rfftfreq(nx), indexing="ij"))
+    response = (f / 0.5) ** exponent * np.exp(-0.5 * (f / cutoff) ** 2)
+    white = rng.standard_normal((*lead, ny, nx))
+    noise = np.fft.irfft2(np.fft.rfft2(white) * response, s=(ny, nx))
+    scale = noise.reshape(*lead, -1).std(axis=-1)[..., None, None] if lead else noise.std()
+    return (noise * (sd / np.maximum(scale, 1e-12))).astype(np.float32)
+
+
 def simulate_low_dose(ct_slice_hu: np.ndarray, dose_fraction: float, *, seed: int, pixel_mm: float = 1.0,
                       full_dose_photons: float = FULL_DOSE_PHOTONS, n_angles: int = N_ANGLES,
                       kernel: str = "ramp", cutoff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -56,7 +56,7 @@ from . import mri
 from .acquisition import PROFILES, acquire, fov_box, motion_artifact, to_grid
 from .anatomy import Anatomy, sample_anatomy
 from .appearance import ORDERINGS, apply_gamma, brain_signal, random_ct_offsets, random_mr_contrast, render_mr
-from .lowdose import FULL_DOSE_PHOTONS, RECON_KERNELS, kernel_noise_factor, simulate_low_dose
+from .lowdose import FULL_DOSE_PHOTONS, RECON_KERNELS, coloured_noise, kernel_noise_factor, simulate_low_dose
 from .lowres import crop_to_multiple, kspace_truncate, thick_slices
 from .real_ct import random_real_slice, real_ct_status, real_ct_volumes
 from .tissue import CSF, GM, LESION, TISSUES, WM
@@ -65,7 +65,8 @@ TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask", "lesionmas
 TARGETS = (*mri.CONTRASTS, "CT")
 SR_DEGRADATIONS = ("thick_slices", "kspace_truncate", "gaussian")
 # the DomainRanges fields that are probabilities
-PROBABILITIES = ("periventricular", "face", "enhancement", "partial_fov", "motion", "skull_strip", "real_ct_fraction")
+PROBABILITIES = ("periventricular", "face", "enhancement", "partial_fov", "motion", "skull_strip", "real_ct_fraction",
+                 "ct_image_noise")
 # Nominal CT noise (HU, std in brain) of FULL_DOSE_PHOTONS on 2 mm pixels; it scales as N^-1/2 and pixel^-3/2.
 CT_NOISE_AT_FULL_DOSE_2MM = 5.0
 
@@ -133,6 +134,14 @@ class DomainRanges:
     # byte); a draw has its own stream
     ct_kernels: tuple[str, ...] = ("ramp",)
     ct_kernel_cutoff: tuple[float, float] = (1.0, 1.0)
+    # probability that a pair's low-dose image is instead its full-dose image plus image-domain Gaussian noise of
+    # the drawn nominal level with a random texture (:func:`.lowdose.coloured_noise`: amplitude spectrum f ** exponent
+    # rolled off by a Gaussian at cutoff cycles per pixel, log-uniform): noise grains the projection simulator does
+    # not make (images smoothed or resampled after reconstruction, iterative reconstructions). 0 by default (the
+    # samples of earlier recipes, byte for byte); a draw has its own stream
+    ct_image_noise: float = 0.0
+    ct_image_noise_exponent: tuple[float, float] = (0.0, 1.0)
+    ct_image_noise_cutoff: tuple[float, float] = (0.08, 0.5)
     # --- super-resolution ---
     sr_factor: tuple[int, int] = (2, 4)  # integer factor when a sample draws its own scale (inclusive)
 
@@ -336,6 +345,19 @@ def draw_ct_kernel(rng: np.random.Generator, ranges: DomainRanges) -> tuple[str,
     return kernel, 1.0 if kernel == "ramp" else cutoff
 
 
+def image_domain_low_dose(full: np.ndarray, noise_hu: float, rng: np.random.Generator,
+                          ranges: DomainRanges) -> tuple[np.ndarray | None, dict[str, float]]:
+    """With probability ``ranges.ct_image_noise``, a low-dose stand-in for the full-dose slices ``full`` (HU,
+    (..., y, x)): ``full`` plus coloured noise (:func:`.lowdose.coloured_noise`) of ``noise_hu`` with a texture drawn
+    from ``ranges``; else (None, {}). Draws nothing from ``rng`` when the probability is 0."""
+    if ranges.ct_image_noise <= 0.0 or rng.random() >= ranges.ct_image_noise:
+        return None, {}
+    exponent = float(rng.uniform(*ranges.ct_image_noise_exponent))
+    cutoff = _log_uniform(rng, ranges.ct_image_noise_cutoff)
+    low = full + coloured_noise(full.shape, noise_hu, exponent, cutoff, rng)
+    return low.astype(np.float32), {"image_noise_exponent": round(exponent, 4), "image_noise_cutoff": round(cutoff, 4)}
+
+
 def _ct_kernel(seeds: dict[str, int], ranges: DomainRanges) -> tuple[str, float]:
     """The sample's reconstruction kernel and cutoff, from a stream of its own."""
     return draw_ct_kernel(np.random.default_rng([seeds["acquisition"], 13]), ranges)
@@ -379,10 +401,15 @@ def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int 
     full_photons = ct_full_dose_photons(noise_hu, pixel, dose, kernel, cutoff)
     pairs = [simulate_low_dose(s, dose, seed=int(noise_rng.integers(2 ** 31)), pixel_mm=pixel,
                                full_dose_photons=full_photons, kernel=kernel, cutoff=cutoff) for s in stack]
+    low_hu, full_hu = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    image_low, drawn = image_domain_low_dose(full_hu, noise_hu, np.random.default_rng([seeds["noise"], 17]), ranges)
+    if image_low is not None:
+        low_hu = image_low
+        meta.update(drawn)
     base = Volume(np.zeros(stack.shape, np.float32), **geometry)
-    low = base.with_array(np.stack([p[0] for p in pairs]), metadata={"modality": "CT", "units": "HU",
+    low = base.with_array(low_hu, metadata={"modality": "CT", "units": "HU",
                                                                      "dose_fraction": dose})
-    full = base.with_array(np.stack([p[1] for p in pairs]), metadata={"modality": "CT", "units": "HU",
+    full = base.with_array(full_hu, metadata={"modality": "CT", "units": "HU",
                                                                       "dose_fraction": 1.0})
     meta.update(pixel_mm=round(pixel, 4), full_dose_photons=round(full_photons, 1), kernel=kernel,
                 cutoff=round(cutoff, 4))

@@ -263,6 +263,61 @@ def test_ct_kernels_are_drawn_from_their_own_stream_at_the_nominal_noise():
     with pytest.raises(InputError, match="ct_kernel_cutoff"):
         DomainRanges.from_dict({"ct_kernel_cutoff": [0.05, 0.5]})
 
+def test_coloured_noise_has_its_level_and_texture():
+    """coloured_noise: the drawn standard deviation per plane; exponent 0 with cutoff 1 / (2 pi sigma) is white noise
+    smoothed by a Gaussian of sigma pixels (same neighbour correlations); exponent 1 at the Nyquist cutoff is
+    fine-grained (neighbours anti-correlated, as the ramp's); seeded; bad parameters refused."""
+    from MedGANLogic.simulate.lowdose import coloured_noise
+
+    def lag_correlation(x, lag):
+        x = x - x.mean()
+        return float((x * np.roll(x, lag, axis=-1)).mean() / x.var())
+
+    smooth = coloured_noise((2, 128, 128), 30.0, 0.0, 1.0 / (2 * np.pi), np.random.default_rng(0))
+    assert smooth.dtype == np.float32 and np.allclose(smooth.std(axis=(1, 2)), 30.0, rtol=1e-4)
+    reference = ndimage.gaussian_filter(np.random.default_rng(1).standard_normal((128, 128)), 1.0, mode="wrap")
+    for lag in (1, 2):
+        assert abs(lag_correlation(smooth[0], lag) - lag_correlation(reference, lag)) < 0.05
+    assert not np.array_equal(smooth[0], smooth[1])
+    fine = coloured_noise((128, 128), 10.0, 1.0, 0.5, np.random.default_rng(0))
+    assert lag_correlation(fine, 1) < -0.05 and abs(float(fine.std()) - 10.0) < 1e-3
+    assert np.array_equal(fine, coloured_noise((128, 128), 10.0, 1.0, 0.5, np.random.default_rng(0)))
+    with pytest.raises(InputError, match="cutoff > 0"):
+        coloured_noise((8, 8), 1.0, 0.0, 0.0, np.random.default_rng(0))
+
+
+def test_ct_image_noise_replaces_the_low_dose_image_from_its_own_stream():
+    """ct_image_noise: with probability 1 every pair's low-dose image is its full-dose image plus coloured noise
+    at the nominal level (texture drawn within its ranges, recorded in meta), the target and every other draw as
+    without it; at 0 the pairs are byte for byte those of the default; a probability outside [0, 1] is refused."""
+    base = dataclasses.replace(QUIET, ct_noise_hu=(30.0, 30.0), ct_dose_fraction=(0.25, 0.25),
+                               ct_inplane_mm=(2.0, 2.0), ct_slice_mm=(2.0, 2.0), real_ct_fraction=0.0)
+    image = dataclasses.replace(base, ct_image_noise=1.0, ct_image_noise_exponent=(0.0, 0.0),
+                                ct_image_noise_cutoff=(0.1, 0.2))
+
+    def pair(ranges, seed):
+        return random_sample("denoise", np.random.default_rng(seed), ranges=ranges, shape=(4, 64, 64),
+                             modality="CT", slices=2)
+
+    for seed in range(2):
+        projection, textured = pair(base, seed), pair(image, seed)
+        assert np.array_equal(projection["target"].array, textured["target"].array)
+        meta = textured["meta"]["ct"]
+        assert meta["image_noise_exponent"] == 0.0 and 0.1 <= meta["image_noise_cutoff"] <= 0.2
+        assert {k: v for k, v in meta.items() if not k.startswith("image_noise")} == projection["meta"]["ct"]
+        noise = textured["input"].array - textured["target"].array
+        assert np.allclose(noise.std(axis=(1, 2)), 30.0, rtol=1e-3)
+        assert not np.array_equal(noise[0], noise[1])  # each slice its own draw
+        assert np.array_equal(pair(image, seed)["input"].array, textured["input"].array)  # seeded
+        # exponent 0 and a cutoff of at most 0.2 cycles per pixel: smoother than the ramp's grain
+        assert np.mean(np.abs(np.diff(noise, axis=-1))) < np.mean(np.abs(np.diff(
+            projection["input"].array - projection["target"].array, axis=-1)))
+        never = dataclasses.replace(base, ct_image_noise=0.0, ct_image_noise_cutoff=(0.3, 0.4))
+        assert np.array_equal(pair(never, seed)["input"].array, projection["input"].array)
+    with pytest.raises(InputError, match="ct_image_noise is a probability"):
+        DomainRanges(ct_image_noise=1.5)
+
+
 # --- real CT -------------------------------------------------------------------------------------------------------
 def test_real_ct_empty_cache_says_what_to_do(tmp_path):
     names, message = real_ct.real_ct_status(tmp_path)

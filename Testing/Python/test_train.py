@@ -273,6 +273,12 @@ def test_noisy_photographs_join_ct_denoising_pairs_scanned_as_the_heads(monkeypa
     monkeypatch.setenv("MEDGAN_SAMPLE_WORKERS", "2")
     again = with_noisy_photographs(vset, {**data, "natural_noisy_copies": 2}, True)
     assert all(np.array_equal(a, b) for a, b in zip(src + tgt, again.volumes["source"] + again.volumes["target"]))
+    # data.ranges.ct_image_noise: the photograph slices too get image-domain noise (here every one), targets unchanged
+    textured = with_noisy_photographs(vset, {**data, "ranges": {**data["ranges"], "ct_image_noise": 1.0},
+                                             "natural_noisy_copies": 2}, True)
+    for low, full, plain in zip(textured.volumes["source"][1:], textured.volumes["target"][1:], src[1:]):
+        assert not np.array_equal(low, plain) and 20.0 - 1e-3 <= float(np.std(low - full)) <= 60.0 + 1e-3
+    assert all(np.array_equal(a, b) for a, b in zip(textured.volumes["target"], tgt))
 
 
 def test_a_recipe_naming_another_generator_drops_the_family_default_params():

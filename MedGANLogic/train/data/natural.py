@@ -79,7 +79,7 @@ def _photo_ct_pair(image: np.ndarray, ranges, seed: tuple[int, ...]) -> tuple[np
     """(low-dose, full-dose) reconstructions in HU of one photograph made a body-sized CT slice (see
     :func:`noisy_natural_ct_pairs`), drawn from ``seed``."""
     from ...simulate.lowdose import simulate_low_dose
-    from ...simulate.randomize import _log_uniform, ct_full_dose_photons, draw_ct_kernel
+    from ...simulate.randomize import _log_uniform, ct_full_dose_photons, draw_ct_kernel, image_domain_low_dose
 
     rng = np.random.default_rng(seed)
     pixel = float(rng.uniform(*ranges.ct_inplane_mm))
@@ -100,7 +100,8 @@ def _photo_ct_pair(image: np.ndarray, ranges, seed: tuple[int, ...]) -> tuple[np
     low, full = simulate_low_dose(hu, dose, seed=int(rng.integers(2 ** 31)), pixel_mm=pixel,
                                   full_dose_photons=ct_full_dose_photons(noise_hu, pixel, dose, kernel, cutoff),
                                   kernel=kernel, cutoff=cutoff)
-    return low[None], full[None]
+    image_low, _ = image_domain_low_dose(full, noise_hu, np.random.default_rng((*seed, 17)), ranges)
+    return (low if image_low is None else image_low)[None], full[None]
 
 
 def noisy_natural_ct_pairs(copies: int, ranges, workers: int | None = None
