@@ -178,7 +178,8 @@ class DomainRanges:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+def log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """One draw, uniform in the logarithm between ``bounds`` (both > 0): each factor of the range equally likely."""
     return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
 
@@ -278,7 +279,7 @@ def _mr_acquisition(anatomy: Anatomy, images: list[np.ndarray], seeds: dict[str,
     motion_mm = float(rng.uniform(*ranges.motion_mm)) if moved else 0.0
     motion_seed = int(rng.integers(2 ** 62))
     signal = brain_signal(images[0], anatomy.fractions)
-    snr = _log_uniform(rng, ranges.snr)
+    snr = log_uniform(rng, ranges.snr)
     clean_volumes, draws = [], {}
     for image in images:
         if keep is not None:
@@ -353,7 +354,7 @@ def image_domain_low_dose(full: np.ndarray, noise_hu: float, rng: np.random.Gene
     if ranges.ct_image_noise <= 0.0 or rng.random() >= ranges.ct_image_noise:
         return None, {}
     exponent = float(rng.uniform(*ranges.ct_image_noise_exponent))
-    cutoff = _log_uniform(rng, ranges.ct_image_noise_cutoff)
+    cutoff = log_uniform(rng, ranges.ct_image_noise_cutoff)
     low = full + coloured_noise(full.shape, noise_hu, exponent, cutoff, rng)
     return low.astype(np.float32), {"image_noise_exponent": round(exponent, 4), "image_noise_cutoff": round(cutoff, 4)}
 
@@ -366,7 +367,7 @@ def _ct_kernel(seeds: dict[str, int], ranges: DomainRanges) -> tuple[str, float]
 def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int | None, cache,
                 slice_position: str = "central") -> dict[str, Any]:
     rng = np.random.default_rng(seeds["acquisition"])
-    noise_hu, dose = _log_uniform(rng, ranges.ct_noise_hu), float(rng.uniform(*ranges.ct_dose_fraction))
+    noise_hu, dose = log_uniform(rng, ranges.ct_noise_hu), float(rng.uniform(*ranges.ct_dose_fraction))
     pixel, thickness = float(rng.uniform(*ranges.ct_inplane_mm)), float(rng.uniform(*ranges.ct_slice_mm))
     use_real = rng.random() < ranges.real_ct_fraction if real_ct is None else real_ct
     names, message = real_ct_status(cache) if use_real else ([], "")
@@ -457,7 +458,7 @@ def _superres(anatomy, seeds, ranges, keep, scale: tuple[int, int, int] | None =
     else:
         spacing = tuple(s * (factor if a in axes else 1) for a, s in enumerate(high.spacing[::-1]))
         low = acquire(high, spacing, slice_axis=axes[0], profile="gaussian")
-    snr = _log_uniform(rng, ranges.snr)
+    snr = log_uniform(rng, ranges.snr)
     sigma = brain_signal(images[0], anatomy.fractions) / snr
     noisy = mri.add_rician_noise([low.array], sigma, np.random.default_rng(seeds["noise"]))[0]
     meta = {"modality": "MR", "contrast": appearance["ordering"]}

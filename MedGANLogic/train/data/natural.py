@@ -60,13 +60,15 @@ def noisy_natural_pairs(copies: int, snr: tuple[float, float], scale: float = 10
     SNR, the SNR log-uniform in ``snr`` and the signal the mean of its pixels above a tenth of its maximum (the
     photograph's "tissue", as the randomiser's SNR is brain signal over sigma). One-slice volumes (1, H, W),
     float32, drawn from :data:`NOISY_COPIES_SEED`: the same bytes for every run."""
+    from ...simulate.randomize import log_uniform
+
     rng = np.random.default_rng(NOISY_COPIES_SEED)
     sources, targets, names = [], [], []
     for i, image in enumerate(natural_images()):
         clean = (image * scale).astype(np.float32)
         signal = float(np.mean(clean[clean > 0.1 * clean.max()]))
         for k in range(int(copies)):
-            sigma = signal / float(np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]))))
+            sigma = signal / log_uniform(rng, snr)
             real = clean + rng.normal(0, sigma, clean.shape)
             noisy = np.sqrt(real ** 2 + rng.normal(0, sigma, clean.shape) ** 2)
             sources.append(noisy.astype(np.float32)[None])
@@ -79,11 +81,11 @@ def _photo_ct_pair(image: np.ndarray, ranges, seed: tuple[int, ...]) -> tuple[np
     """(low-dose, full-dose) reconstructions in HU of one photograph made a body-sized CT slice (see
     :func:`noisy_natural_ct_pairs`), drawn from ``seed``."""
     from ...simulate.lowdose import simulate_low_dose
-    from ...simulate.randomize import _log_uniform, ct_full_dose_photons, draw_ct_kernel, image_domain_low_dose
+    from ...simulate.randomize import ct_full_dose_photons, draw_ct_kernel, image_domain_low_dose, log_uniform
 
     rng = np.random.default_rng(seed)
     pixel = float(rng.uniform(*ranges.ct_inplane_mm))
-    noise_hu, dose = _log_uniform(rng, ranges.ct_noise_hu), float(rng.uniform(*ranges.ct_dose_fraction))
+    noise_hu, dose = log_uniform(rng, ranges.ct_noise_hu), float(rng.uniform(*ranges.ct_dose_fraction))
     kernel, cutoff = draw_ct_kernel(rng, ranges)
     # a square crop at most 200-400 mm across (a body's width), the photograph's grey levels mapped linearly onto
     # a random HU span around a random centre (lung-dark to bone-bright; most of it soft tissue), inside an
@@ -91,7 +93,7 @@ def _photo_ct_pair(image: np.ndarray, ranges, seed: tuple[int, ...]) -> tuple[np
     side = int(min(*image.shape, round(float(rng.uniform(200.0, 400.0)) / pixel)))
     y0, x0 = (int(rng.integers(0, n - side + 1)) for n in image.shape)
     crop = image[y0:y0 + side, x0:x0 + side]
-    centre, span = float(rng.uniform(-200.0, 100.0)), _log_uniform(rng, (100.0, 2000.0))
+    centre, span = float(rng.uniform(-200.0, 100.0)), log_uniform(rng, (100.0, 2000.0))
     hu = np.clip(centre + (crop - float(np.mean(crop))) * span, -1000.0, 2000.0)
     r = (np.arange(side) - (side - 1) / 2.0) / (side / 2.0)  # -1 .. 1 across the crop, both axes
     ay, ax = rng.uniform(0.75, 1.0, 2)
