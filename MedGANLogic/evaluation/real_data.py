@@ -23,6 +23,9 @@ Sources (see :data:`PACKAGES`):
   identity direction, so the engine sees it as a single axial slice), and ``aniso_vox.nii.gz``, a T2-weighted
   (b = 0 diffusion EPI: CSF bright) brain without lesions, 58 x 58 x 24 at 4 x 4 x 5 mm (geometry from the
   NIfTI header).
+* pydicom 3.0.2 wheel (PyPI), ``pydicom/data/test_files/CT_small.dcm``: one real body CT slice (128 x 128 at 0.66
+  mm, HU). Validation only (:data:`VALIDATION_IMAGES`): recipes choose between candidate models on it
+  (:mod:`.validation`); no report scores it, so a choice made on it is still tested on the report's images.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ PACKAGES: dict[str, Package] = {
                        "BSD-2-Clause (imageio); its standard test images"),
     "dipy": Package("dipy 1.12.1 (PyPI wheel, dipy/data/files/)", "pypi-wheel", "dipy==1.12.1",
                     "BSD-3-Clause (dipy); its test data"),
+    "pydicom": Package("pydicom 3.0.2 (PyPI wheel, pydicom/data/test_files/)", "pypi-wheel", "pydicom==3.0.2",
+                       "MIT (pydicom); its test data"),
 }
 
 
@@ -104,6 +109,8 @@ FILES: dict[str, RealFile] = {
                                      "6ae15c125c97e11e1ba478ff252c1774d2c31db242a8a61daa93e7b43c873c7b"),
     "aniso_vox.nii.gz": RealFile("dipy", "dipy/data/files/aniso_vox.nii.gz",
                                  "8440b6366d3dbd58d8f5af3ef6764dbd65e35b1061abe7bf4dc8fac32fb7aff7"),
+    "CT_small.dcm": RealFile("pydicom", "pydicom/data/test_files/CT_small.dcm",
+                             "3dd31e5cc835b3f2cdd46c9da1982f59251e78518fefa8163d914631c66437d6"),
 }
 
 
@@ -134,6 +141,11 @@ IMAGES: dict[str, RealImage] = {
                             assumed="1 mm pixels; a coronal section stored as one axial slice (identity direction)"),
     "t2_brain": RealImage("aniso_vox.nii.gz", "MR", "T2-weighted (b = 0 EPI) brain without lesions, 4 x 4 x 5 mm",
                           "T2w"),
+}
+
+# Real images kept out of the reports: the validation on which recipes choose between candidates (:mod:`.validation`)
+VALIDATION_IMAGES: dict[str, RealImage] = {
+    "ct_small": RealImage("CT_small.dcm", "CT", "one real body CT slice, 128 x 128 at 0.66 mm (validation only)"),
 }
 
 
@@ -303,14 +315,16 @@ def fetch(cache: str | os.PathLike | None = None, *, log: Callable[[str], None] 
 
 # --- loading ----------------------------------------------------------------------------------------------------
 def load(name: str, cache: str | os.PathLike | None = None) -> Volume:
-    """The real image ``name`` (a key of :data:`IMAGES`) as a :class:`Volume` with its file's geometry.
+    """The real image ``name`` (a key of :data:`IMAGES` or :data:`VALIDATION_IMAGES`) as a :class:`Volume` with its
+    file's geometry.
 
     CT is in HU; MR keeps the file's arbitrary units. ``metadata`` carries modality, contrast (where known),
     ``name``, ``description``, ``source`` (the package) and ``assumed`` (what the file does not say).
     """
-    if name not in IMAGES:
-        raise KeyError(f"unknown real image {name!r}; known: {', '.join(IMAGES)}")
-    spec = IMAGES[name]
+    known = {**IMAGES, **VALIDATION_IMAGES}
+    if name not in known:
+        raise KeyError(f"unknown real image {name!r}; known: {', '.join(known)}")
+    spec = known[name]
     path = verified_path(spec.file, cache)
     meta: dict[str, Any] = {"modality": spec.modality, "name": name, "description": spec.description,
                             "source": PACKAGES[FILES[spec.file].package].name, **spec.metadata}
@@ -367,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     missing = set(missing_files(args.cache))
-    for name, spec in IMAGES.items():
+    for name, spec in {**IMAGES, **VALIDATION_IMAGES}.items():
         state = "missing" if {spec.file, spec.label} & missing else "ok"
         print(f"{name:12s} {state:8s} {spec.description}")
     return 0

@@ -1,0 +1,145 @@
+"""Validation that no report scores: where recipes choose between candidate models before the reports test them.
+
+    python -m MedGANLogic.evaluation.validation ldct [--phantoms] [--ensemble N] MODEL [MODEL ...]
+
+``ldct``: low-dose CT denoisers (ids or model folders) on the real body CT slice of :data:`.real_data.
+VALIDATION_IMAGES` (``ct_small``: pydicom's ``CT_small.dcm``, fetched with the report's real images), at its own
+0.66 mm pixels and averaged 2 x 2 to 1.32 mm. Per pixel size, five settings:
+
+* quarter dose simulated in the projection domain (:func:`~MedGANLogic.simulate.lowdose.simulate_low_dose`, noise
+  seeds 0-3) with the ramp at the simulator's default photons and at a sixth of them, and with a cosine kernel at
+  the default photons; reference the noise-free reconstruction with the same kernel;
+* image-domain Gaussian noise smoothed by 0.7 and 1.5 pixels, SD 30 HU (4 draws); reference the slice.
+
+PSNR in the [-160, 240] HU window over the body (> -500 HU), mean over the draws. ``--phantoms`` adds phantom
+validation subjects 1000 and 1001 at 25 % dose on 2 mm voxels (whole volumes, one pass). The models run as their
+cards say on a CPU unless ``--ensemble`` says how many passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..volume import Volume
+
+WINDOW_HU = (-160.0, 240.0)
+SMOOTHED_NOISE_HU = 30.0
+PHANTOM_SEEDS = (1000, 1001)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    inputs: np.ndarray  # (draws, y, x) HU
+    reference: np.ndarray  # (y, x) HU
+    body: np.ndarray  # (y, x) bool
+    pixel_mm: float
+    smoothed: bool  # image-domain smoothed noise, not projection-domain
+
+
+def window_psnr(output: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR in :data:`WINDOW_HU` (both clipped to it, data range its width) over ``mask``."""
+    from .metrics import psnr
+
+    lo, hi = WINDOW_HU
+    return psnr(np.clip(output, lo, hi), np.clip(reference, lo, hi), mask, hi - lo)
+
+
+def ldct_cases(slice_hu: np.ndarray, pixel_mm: float) -> list[Case]:
+    """The ten settings of the ``ldct`` validation (see the module) for one real CT slice."""
+    from ..simulate.lowdose import FULL_DOSE_PHOTONS, noiseless_reconstruction, simulate_low_dose
+
+    ny, nx = (n // 2 * 2 for n in slice_hu.shape)
+    halved = slice_hu[:ny, :nx].reshape(ny // 2, 2, nx // 2, 2).mean((1, 3))
+    cases = []
+    for image, px in ((slice_hu, pixel_mm), (halved, 2 * pixel_mm)):
+        tag, body = f"{px:.2f} mm", image > -500
+        for label, photons, kernel in (("ramp", FULL_DOSE_PHOTONS, "ramp"), ("ramp, 1/6 photons",
+                                       FULL_DOSE_PHOTONS / 6, "ramp"), ("cosine", FULL_DOSE_PHOTONS, "cosine")):
+            reference = noiseless_reconstruction(image, pixel_mm=px, kernel=kernel)
+            lows = [simulate_low_dose(image, 0.25, seed=s, pixel_mm=px, full_dose_photons=photons, kernel=kernel)[0]
+                    for s in range(4)]
+            cases.append(Case(f"{tag} {label}", np.stack(lows), reference, body, px, False))
+        for sigma in (0.7, 1.5):
+            rng = np.random.default_rng(int(sigma * 10))
+            noise = ndimage.gaussian_filter(rng.normal(0, 1, (4, *image.shape)), (0, sigma, sigma))
+            noise *= SMOOTHED_NOISE_HU / noise.std()
+            cases.append(Case(f"{tag} smoothed {sigma}", (image + noise).astype(np.float32), image, body, px, True))
+    return cases
+
+
+Denoiser = Callable[[np.ndarray, float], np.ndarray]
+
+
+def model_denoiser(model: str, ensemble: int | None = None) -> Denoiser:
+    """``(slices (n, y, x) HU, pixel mm) -> denoised`` through the engine with ``model`` on the CPU."""
+    from ..pipeline import run
+
+    def denoise(slices: np.ndarray, pixel_mm: float) -> np.ndarray:
+        volume = Volume(slices, spacing=(pixel_mm, pixel_mm, 1.0), metadata={"modality": "CT"})
+        options = {} if ensemble is None else {"ensemble": ensemble}
+        return run("denoise", volume, model=model, device="cpu", precision="fp32", **options).volume.array
+
+    return denoise
+
+
+def score_ldct(cases: list[Case], denoise: Denoiser | None) -> dict[str, float]:
+    """Mean PSNR per case of ``denoise`` (None: the noisy input itself), and the means over the projection-domain
+    and the smoothed-noise cases."""
+    out = {}
+    for case in cases:
+        outputs = case.inputs if denoise is None else denoise(case.inputs, case.pixel_mm)
+        out[case.name] = float(np.mean([window_psnr(o, case.reference, case.body) for o in outputs]))
+    for key, smoothed in (("projection mean", False), ("smoothed mean", True)):
+        out[key] = float(np.mean([out[c.name] for c in cases if c.smoothed == smoothed]))
+    return out
+
+
+def phantom_scores(model: str) -> list[float]:
+    """PSNR of ``model`` (one pass) on phantom validation subjects :data:`PHANTOM_SEEDS` at 25 % dose, 2 mm, in
+    the head."""
+    from ..pipeline import run
+    from ..train.data import phantom_subject_arrays
+    from .context import PHANTOM_DIRECTION
+
+    scores = []
+    for seed in PHANTOM_SEEDS:
+        a = phantom_subject_arrays(seed, ["CT"], 2.0, low_dose={"dose_fraction": 0.25, "realisations": 1})
+        low = Volume(a["CT_low_dose_0"], spacing=(2.0, 2.0, 2.0), direction=PHANTOM_DIRECTION,
+                     metadata={"modality": "CT"})
+        out = run("denoise", low, model=model, device="cpu", precision="fp32", ensemble=1).volume.array
+        scores.append(window_psnr(out, a["CT_full_dose_0"], a["head_mask"].astype(bool)))
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m MedGANLogic.evaluation.validation",
+                                     description="Validation that no report scores (see the module's docstring).")
+    parser.add_argument("task", choices=("ldct",))
+    parser.add_argument("models", nargs="+", help="model ids or model folders")
+    parser.add_argument("--phantoms", action="store_true", help="also phantom subjects 1000-1001 at 25 %% dose")
+    parser.add_argument("--ensemble", type=int, default=None, help="passes (default: the card's on a CPU)")
+    parser.add_argument("--cache", default=None, help="real-image cache (default: that of make eval-real)")
+    args = parser.parse_args(argv)
+    from .real_data import load
+
+    ct = load("ct_small", args.cache)
+    cases = ldct_cases(ct.array[0], float(np.mean(ct.spacing[:2])))
+    print("case".ljust(26) + " | ".join([c.name for c in cases] + ["projection mean", "smoothed mean"]), flush=True)
+    print(f"{'input':26s}" + " ".join(f"{v:.2f}" for v in score_ldct(cases, None).values()), flush=True)
+    for model in args.models:
+        scores = score_ldct(cases, model_denoiser(model, args.ensemble))
+        line = f"{model[-26:]:26s}" + " ".join(f"{v:.2f}" for v in scores.values())
+        if args.phantoms:
+            line += " | phantoms " + " / ".join(f"{v:.2f}" for v in phantom_scores(model))
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
