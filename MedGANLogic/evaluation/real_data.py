@@ -23,9 +23,10 @@ Sources (see :data:`PACKAGES`):
   identity direction, so the engine sees it as a single axial slice), and ``aniso_vox.nii.gz``, a T2-weighted
   (b = 0 diffusion EPI: CSF bright) brain without lesions, 58 x 58 x 24 at 4 x 4 x 5 mm (geometry from the
   NIfTI header).
-* pydicom 3.0.2 wheel (PyPI), ``pydicom/data/test_files/CT_small.dcm``: one real body CT slice (128 x 128 at 0.66
-  mm, HU). Validation only (:data:`VALIDATION_IMAGES`): recipes choose between candidate models on it
-  (:mod:`.validation`); no report scores it, so a choice made on it is still tested on the report's images.
+* pydicom 3.0.2 wheel (PyPI), ``pydicom/data/test_files/CT_small.dcm``: one real CT slice through a vertebra and
+  the muscles behind it (128 x 128 at 0.66 mm per its header, HU; cut down from NEMA's sample CT1_UNC).
+  Validation only (:data:`VALIDATION_IMAGES`): recipes choose between candidate models on it (:mod:`.validation`);
+  no report scores it, so a choice made on it is still tested on the report's images.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ PACKAGES: dict[str, Package] = {
     "dipy": Package("dipy 1.12.1 (PyPI wheel, dipy/data/files/)", "pypi-wheel", "dipy==1.12.1",
                     "BSD-3-Clause (dipy); its test data"),
     "pydicom": Package("pydicom 3.0.2 (PyPI wheel, pydicom/data/test_files/)", "pypi-wheel", "pydicom==3.0.2",
-                       "MIT (pydicom); its test data"),
+                       "MIT (pydicom); its test data (CT_small.dcm: cut down from NEMA's public DICOM sample CT1_UNC; "
+                       "the folder's README knows no restriction on their use)"),
 }
 
 
@@ -145,7 +147,8 @@ IMAGES: dict[str, RealImage] = {
 
 # Real images kept out of the reports: the validation on which recipes choose between candidates (:mod:`.validation`)
 VALIDATION_IMAGES: dict[str, RealImage] = {
-    "ct_small": RealImage("CT_small.dcm", "CT", "one real body CT slice, 128 x 128 at 0.66 mm (validation only)"),
+    "ct_small": RealImage("CT_small.dcm", "CT", "one real CT slice (vertebra, back muscles), 128 x 128 at 0.66 mm "
+                          "(validation only)"),
 }
 
 

@@ -408,10 +408,8 @@ def _denoise_ct(anatomy, seeds, ranges, keep, real_ct: bool | None, slices: int 
         low_hu = image_low
         meta.update(drawn)
     base = Volume(np.zeros(stack.shape, np.float32), **geometry)
-    low = base.with_array(low_hu, metadata={"modality": "CT", "units": "HU",
-                                                                     "dose_fraction": dose})
-    full = base.with_array(full_hu, metadata={"modality": "CT", "units": "HU",
-                                                                      "dose_fraction": 1.0})
+    low = base.with_array(low_hu, metadata={"modality": "CT", "units": "HU", "dose_fraction": dose})
+    full = base.with_array(full_hu, metadata={"modality": "CT", "units": "HU", "dose_fraction": 1.0})
     meta.update(pixel_mm=round(pixel, 4), full_dose_photons=round(full_photons, 1), kernel=kernel,
                 cutoff=round(cutoff, 4))
     return {"input": low, "target": full, "meta": {"ct": meta}}
