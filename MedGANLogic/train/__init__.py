@@ -59,10 +59,20 @@ def train(config: dict[str, Any] | None, run_dir: str | Path | None = None, *, r
         run_dir: checkpoints, logs and samples go here.
         resume: a checkpoint file or a run folder (its latest checkpoint).
         export_dir: where model folders are written at the end (default ``<run_dir>/export``).
+
+    A config with a top-level ``average`` (a list of installed models) trains nothing: it exports the mean of
+    their weights (:mod:`.average`).
     """
     from . import distributed as ddp
     from .checkpoint import latest_checkpoint, read_checkpoint
 
+    if config is not None and "average" in config and not resume:  # a model soup: nothing to train (.average)
+        from .average import average_models
+
+        out = Path(export_dir) if export_dir else Path(run_dir or ".") / "export"
+        cards = average_models(config, out, command=command)
+        return {"interrupted": False, "step": 0, "steps": 0, "train_seconds": 0.0,
+                "exported": [str(c.folder) for c in cards]}
     ckpt = latest_checkpoint(resume) if resume else None
     if ckpt is not None:
         saved = read_checkpoint(ckpt)[1]["config"]

@@ -88,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
                          "checkpoint. Drop --init, or start a new run (--recipe/--config) with it.")
     if args.recipe or args.config:
         config = load_config(recipe=args.recipe, path=args.config, overrides=_overrides(args))
+        if "average" in config and (args.init or args.source_dir or args.target_dir):
+            config.pop("average")  # fine-tuning a weight-averaged model: train as the recipe it extends does
     elif not args.resume:
         raise InputError("Give --recipe NAME or --config FILE (or --resume RUN_DIR); --list-recipes shows the "
                          "recipes.")
@@ -111,7 +113,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"Interrupted at step {summary['step']}/{summary['steps']}; resume with: medgan train --resume "
               f"{run_dir}", file=sys.stderr)
         return 130
-    if summary.get("exported"):
+    if summary.get("exported") and "average" in (config or {}):
+        print(f"Averaged the weights of {', '.join(map(str, config['average']))}; models: "
+              f"{', '.join(summary['exported'])}")
+    elif summary.get("exported"):
         print(f"Trained {summary['step']} steps in {summary['train_seconds'] / 60:.1f} min; models: "
               f"{', '.join(summary['exported'])}")
     return 0

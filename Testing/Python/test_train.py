@@ -503,6 +503,68 @@ def test_init_fine_tunes_from_an_exported_model(tiny_config, tmp_path, capsys):
     assert "--init starts a new run" in capsys.readouterr().err
 
 
+def test_an_average_recipe_exports_the_mean_of_its_models_weights(tiny_config, tmp_path):
+    """A config with ``average`` trains nothing: it exports its card with the mean of the listed models' weights and
+    a record of what was averaged; models of another architecture, or fine-tuned from other weights, are refused;
+    --init or your own folders train instead (fine-tuning the averaged model)."""
+    import yaml
+
+    from MedGANLogic.models.card import load_card
+    from MedGANLogic.models.registry import read_weights
+    from MedGANLogic.train import train
+    from MedGANLogic.train.cli import _standalone
+
+    start = trainer_class("pix2pix")(tiny_config("pix2pix"), progress=False)
+    start.fit()
+    base = start.export(tmp_path / "base", dtype=torch.float32)[0]
+    models = []
+    for seed in (1, 2):  # two fine-tunes of one start
+        run = trainer_class("pix2pix")(tiny_config("pix2pix", seed=seed, init={"G": str(base.folder)}),
+                                       progress=False)
+        run.fit()
+        models.append(run.export(tmp_path / f"m{seed}", dtype=torch.float32)[0])
+    cfg = tiny_config("pix2pix")
+    cfg["average"] = [str(m.folder) for m in models]
+    cfg["export"] = [{"card": dict(cfg["export"][0]["card"], id="tiny-mean", version="9.9.9")}]
+    summary = train(cfg, tmp_path / "run", export_dir=tmp_path / "out")
+    assert summary["exported"] == [str(tmp_path / "out" / "tiny-mean")] and summary["step"] == 0
+    mean = load_card(tmp_path / "out" / "tiny-mean")
+    got, a, b = read_weights(mean), read_weights(models[0]), read_weights(models[1])
+    for k in got:  # float16 on disk: the mean to its precision
+        assert torch.allclose(got[k], (a[k] + b[k]) / 2, rtol=1e-3, atol=1e-3), k
+    record = mean.data["training"]
+    assert [r["weights_sha256"] for r in record["average_of"]] == [m.sha256 for m in models]
+    assert record["method"] == "uniform weight average" and mean.version == "9.9.9"
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+    wider = tiny_config("pix2pix")
+    wider["generator"] = copy.deepcopy(wider["generator"])
+    wider["generator"]["params"]["features"] = 16
+    run = trainer_class("pix2pix")(wider, progress=False)
+    run.fit()
+    other = run.export(tmp_path / "wide")[0]
+    with pytest.raises(InputError, match="differ in architecture"):
+        train(dict(cfg, average=[str(models[0].folder), str(other.folder)]), export_dir=tmp_path / "x")
+    with pytest.raises(InputError, match="two or more"):
+        train(dict(cfg, average=[str(models[0].folder)]), export_dir=tmp_path / "x")
+    # the start itself (trained from scratch: no recorded start) or a fine-tune of another start: refused
+    again = trainer_class("pix2pix")(tiny_config("pix2pix", init={"G": str(models[0].folder)}), progress=False)
+    again.fit()
+    of_another = again.export(tmp_path / "again")[0]
+    for odd in (base, of_another):
+        with pytest.raises(InputError, match="fine-tunes of one start"):
+            train(dict(cfg, average=[str(models[1].folder), str(odd.folder)]), export_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # nothing written for a refused average
+
+    # --init: the same recipe trains (a fine-tune of the averaged model), and says so in its card
+    path = tmp_path / "mean.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert _standalone(["--config", str(path), "--run-dir", str(tmp_path / "cli"), "--steps", "2", "--quiet",
+                        "--init", str(mean.folder), "--export", str(tmp_path / "cli-models")]) == 0
+    trained = load_card(tmp_path / "cli-models" / "tiny-mean").data["training"]
+    assert trained["steps"] == 2 and trained["init"]["G"]["model"] == "tiny-mean" and "average_of" not in trained
+
+
 def test_your_folders_replace_the_recipes_photographs_unless_set_back():
     """--source-dir/--target-dir train on the user's volumes alone: the recipe's photographs (data.natural_images,
     data.natural_noisy_copies) are switched off, and a --set puts them back."""
