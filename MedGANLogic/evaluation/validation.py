@@ -26,8 +26,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..volume import Volume
+from .context import LDCT_WINDOW, PHANTOM_DIRECTION
 
-WINDOW_HU = (-160.0, 240.0)
 SMOOTHED_NOISE_HU = 30.0
 PHANTOM_SEEDS = (1000, 1001)
 
@@ -43,10 +43,11 @@ class Case:
 
 
 def window_psnr(output: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR in :data:`WINDOW_HU` (both clipped to it, data range its width) over ``mask``."""
+    """PSNR in the low-dose CT window of the reports (:data:`.context.LDCT_WINDOW`; both clipped to it, data range its
+    width) over ``mask``."""
     from .metrics import psnr
 
-    lo, hi = WINDOW_HU
+    lo, hi = LDCT_WINDOW
     return psnr(np.clip(output, lo, hi), np.clip(reference, lo, hi), mask, hi - lo)
 
 
@@ -105,7 +106,6 @@ def phantom_scores(model: str) -> list[float]:
     the head."""
     from ..pipeline import run
     from ..train.data import phantom_subject_arrays
-    from .context import PHANTOM_DIRECTION
 
     scores = []
     for seed in PHANTOM_SEEDS:
