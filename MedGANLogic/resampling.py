@@ -5,6 +5,7 @@
 * :func:`axis_aligned_grid`: the axis-aligned grid (given direction) that covers an oblique volume;
 * :func:`bspline_onto`: cubic B-spline interpolation onto a finer grid, the nearest value beyond the outermost
   voxel centres (super-resolution's baseline, and what :mod:`MedGANLogic.tasks.superres` keeps of the input grid);
+* :func:`block_mean_2x2`: 2 x 2 block means over an array's last two axes (area averaging to half the resolution);
 * :func:`resample`: a Volume's voxels on a grid. Images: linear (``"linear"``) or cubic B-spline (``"bspline"``,
   clipped to the input's range so it does not ring past it); label maps and masks: nearest neighbour. Before
   downsampling, a Gaussian (sigma = (factor - 1) / 2 voxels along each axis, as scikit-image's ``resize`` does)
@@ -61,6 +62,15 @@ def axis_aligned_grid(volume: Volume, direction: np.ndarray, spacing: tuple[floa
     origin = direction @ (low + spacing_arr / 2.0)
     return {"shape": tuple(int(c) for c in counts[::-1]), "spacing": tuple(float(s) for s in spacing_arr),
             "origin": tuple(float(o) for o in origin), "direction": direction.copy()}
+
+
+def block_mean_2x2(array: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """2 x 2 block means over the last two axes of ``array`` (an odd last row or column is dropped first): the
+    image at half its resolution over the same field of view, as a detector with pixels twice as large sees it.
+    ``dtype``: the accumulator of the mean (numpy's default for the input when None)."""
+    a = np.asarray(array)
+    h, w = (n - n % 2 for n in a.shape[-2:])
+    return a[..., :h, :w].reshape(*a.shape[:-2], h // 2, 2, w // 2, 2).mean(axis=(-3, -1), dtype=dtype)
 
 
 def _antialias(volume: Volume, spacing: tuple[float, float, float]) -> np.ndarray:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..resampling import block_mean_2x2
 from ..simulate.lowdose import FULL_DOSE_PHOTONS, noiseless_reconstruction, simulate_low_dose
 from ..volume import Volume
 from . import real_masks
@@ -56,8 +57,7 @@ def half_resolution(volume: Volume) -> Volume:
     from ..simulate.lowres import crop_to_multiple
 
     even = crop_to_multiple(volume, 2, (1, 2))
-    z, y, x = even.shape
-    blocks = even.array.reshape(z, y // 2, 2, x // 2, 2).mean(axis=(2, 4), dtype=np.float64).astype(np.float32)
+    blocks = block_mean_2x2(even.array, np.float64).astype(np.float32)
     grid = even.resampled_grid((1.0, 0.5, 0.5))
     grid.pop("shape")
     return even.with_array(blocks, **grid)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..resampling import block_mean_2x2
 from ..volume import Volume
 from .context import LDCT_WINDOW, PHANTOM_DIRECTION
 
@@ -55,8 +56,7 @@ def ldct_cases(slice_hu: np.ndarray, pixel_mm: float) -> list[Case]:
     """The ten settings of the ``ldct`` validation (see the module) for one real CT slice."""
     from ..simulate.lowdose import FULL_DOSE_PHOTONS, noiseless_reconstruction, simulate_low_dose
 
-    ny, nx = (n // 2 * 2 for n in slice_hu.shape)
-    halved = slice_hu[:ny, :nx].reshape(ny // 2, 2, nx // 2, 2).mean((1, 3))
+    halved = block_mean_2x2(slice_hu)
     cases = []
     for image, px in ((slice_hu, pixel_mm), (halved, 2 * pixel_mm)):
         tag, body = f"{px:.2f} mm", image > -500

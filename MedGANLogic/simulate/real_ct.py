@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..resampling import block_mean_2x2
 from ..volume import Volume
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,6 @@ def real_ct_volumes(cache: str | Path | None = None) -> list[Volume]:
     return list(_load(tuple(names), None if cache is None else str(cache)))
 
 
-def _pool2(slice_hu: np.ndarray) -> np.ndarray:
-    h, w = (n - n % 2 for n in slice_hu.shape)
-    return slice_hu[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-
-
 def random_real_slice(volumes: list[Volume], rng: np.random.Generator, pixel_mm: tuple[float, float]
                       ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """(axial slice (y, x) in HU, its pixel size in mm, description) from a random real CT volume.
@@ -95,7 +91,7 @@ def random_real_slice(volumes: list[Volume], rng: np.random.Generator, pixel_mm:
     wanted = float(rng.uniform(*pixel_mm))
     pooled = 2 * native <= pixel_mm[1] and wanted > 1.5 * native
     if pooled:
-        slice_hu = _pool2(slice_hu).astype(np.float32)
+        slice_hu = block_mean_2x2(slice_hu).astype(np.float32)
     pixel = native * (2 if pooled else 1)
     name = volume.metadata.get("name", f"volume {v}")
     return slice_hu, pixel, {"name": name, "slice": k, "pixel_mm": round(pixel, 4),

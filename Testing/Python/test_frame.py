@@ -11,7 +11,7 @@ from MedGANLogic.frame import decide, to_input, to_model
 from MedGANLogic.models import register_architecture
 from MedGANLogic.orientation import TRAINING_DIRECTION, orientation_to, reorient, restore
 from MedGANLogic.pipeline import plan, run
-from MedGANLogic.resampling import grid_with_spacing, resample
+from MedGANLogic.resampling import block_mean_2x2, grid_with_spacing, resample
 from MedGANLogic.volume import Volume
 
 CORONAL = np.array([[-1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # i -> right, j -> feet, k -> back: coronal slices
@@ -95,6 +95,15 @@ def test_grid_with_spacing_keeps_the_field_of_view_and_its_edges():
     corner = volume.ijk_to_lps() @ [-0.5, -0.5, -0.5, 1]
     coarse = Volume(np.zeros(grid["shape"]), grid["spacing"], grid["origin"], grid["direction"])
     assert np.allclose(coarse.ijk_to_lps() @ [-0.5, -0.5, -0.5, 1], corner)
+
+
+def test_block_mean_2x2_averages_each_block_over_the_last_two_axes():
+    a = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
+    out = block_mean_2x2(a)
+    assert out.shape == (2, 2, 3)  # the odd last row and column dropped
+    assert out[1, 1, 2] == a[1, 2:4, 4:6].mean()
+    assert block_mean_2x2(a[0]).shape == (2, 3) and block_mean_2x2(a[0])[0, 0] == a[0, :2, :2].mean()
+    assert block_mean_2x2(a, np.float64).dtype == np.float64
 
 
 def test_downsampling_does_not_alias_and_labels_stay_labels():

@@ -28,6 +28,8 @@ import functools
 
 import numpy as np
 
+from ...resampling import block_mean_2x2
+
 NOISY_COPIES_SEED = 20261206  # the noise of data.natural_noisy_copies (fixed: a recipe's photographs are its own)
 
 # real photographs (no drawings, text or synthetic test patterns); each at least 300 pixels on a side
@@ -47,7 +49,7 @@ def natural_images(names: tuple[str, ...] = NATURAL_IMAGES) -> list[np.ndarray]:
             image = color.rgb2gray(image[..., :3])
         image = image.astype(np.float32)
         h, w = (image.shape[0] // 4) * 4, (image.shape[1] // 4) * 4  # 2 x 2 blocks, then an even size
-        image = image[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        image = block_mean_2x2(image[:h, :w])
         image /= max(float(image.max()), 1e-6)
         out += [np.ascontiguousarray(v, dtype=np.float32) for v in (image, image.T, image[::-1], image.T[::-1])]
     return out
