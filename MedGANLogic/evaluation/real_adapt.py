@@ -28,7 +28,7 @@ from ..adapt.denoise import R2R_FINETUNE_STEPS, SELF_ENSEMBLE, STEP_CAP, trained
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
-from .context import SectionResult, Target, card_passes, installed, mean
+from .context import LDCT_WINDOW, SectionResult, Target, card_passes, installed, mean
 from .metrics import psnr, ssim
 from .peers import ECLARE_CPU_PATCHES, ECLARE_DEFAULT_PATCHES, ECLARE_VERSION, eclare_command, eclare_superres
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
@@ -233,7 +233,7 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
                                       f"noise): PSNR above {baseline}", metrics[row_name][f"{case} PSNR"][-1],
                                       metrics[baseline][f"{case} PSNR"][-1], ">", TRAINED_WHY[modality]))
         z = clean.shape[0] // 2
-        lo, hi = (-160.0, 240.0) if modality == "CT" else _window(clean, mask)
+        lo, hi = LDCT_WINDOW if modality == "CT" else _window(clean, mask)
         direction = ctx.image(case).direction
         rows.append((case, [axial_view(unit_range(preds[m][z], lo, hi), direction) for m in methods]
                      + [axial_view(unit_range(clean[z], lo, hi), direction)]))
@@ -259,7 +259,7 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
                       f"{card_passes(model, 'cuda')} on a GPU)" for model in trained.values()) + ". "
                   if trained else "")
         + "Reference: the real image before the noise was added; MR scored in the head (data range its "
-        "0.5-99.5 percentile range), CT in the body in the [-160, 240] HU window.")
+        f"0.5-99.5 percentile range), CT in the body in the [{LDCT_WINDOW[0]:g}, {LDCT_WINDOW[1]:g}] HU window.")
     panel = save_real_panel(ctx, "adapt_denoise", rows, ["noisy", "fit", "NLM", "BM3D", "real"])
     return SectionResult(title=title, intro=intro, metrics=metrics,
                          units={k: "dB" if k.endswith("PSNR") else "" for k in metrics[methods[0]]},
