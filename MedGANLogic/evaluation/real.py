@@ -214,6 +214,10 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     report_dir = Path(report_dir)
     previous_path = report_dir / "real.json"
     report_dir.mkdir(parents=True, exist_ok=True)
+    from .report import _finite, read_previous, results_json, section_from_json
+
+    if update:
+        read_previous(previous_path)  # a broken report fails now, not after the sections
     ctx = RealContext(report_dir=report_dir, cache=Path(cache) if cache else None, device=device)
     start = time.perf_counter()
     results = {}
@@ -226,12 +230,10 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     meta = {"generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "seconds": time.perf_counter() - start, "device": device, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
-    from .report import _finite, results_json, section_from_json
-
     runs = ctx.runs
     # read when the sections are done, not before: another update that finished meanwhile (other sections, run
     # beside this one) is kept
-    previous = json.loads(previous_path.read_text(encoding="utf-8")) if update and previous_path.is_file() else None
+    previous = read_previous(previous_path) if update else None
     if previous is not None:
         update_meta = {"sections": sorted(names), "generated": meta["generated"], "seconds": meta["seconds"],
                        "device": device}
@@ -265,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = evaluate_real(args.report, cache=args.cache, update=args.update,
                              sections=args.sections.split(",") if args.sections else None)
-    except real_data.RealDataMissingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (real_data.RealDataMissingError, ValueError) as exc:  # missing images, an unknown section or a report
+        print(f"error: {exc}", file=sys.stderr)  # to update that is no report: one line, before any section ran
         return 2
     print(f"real-image targets met: {data['targets_met']} of {data['targets_total']}; report: "
           f"{Path(args.report) / 'real.md'} ({data['meta']['seconds']:.0f} s)")

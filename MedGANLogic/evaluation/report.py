@@ -92,11 +92,23 @@ def render_results(results: list[SectionResult]) -> list[str]:
     return lines
 
 
-def _read_previous(report_dir: Path) -> dict[str, Any] | None:
-    path = report_dir / "evaluation.json"
+def read_previous(path: str | Path) -> dict[str, Any] | None:
+    """The report written before at ``path`` (its JSON: ``evaluation.json`` or ``real.json``), or None where there is
+    none. A file that is no report (not JSON, or without its "meta" and "sections") raises ValueError naming it and
+    the fix. ``--update`` runs call it before their sections (a long run must not fail only when it writes) and
+    again after them, to keep what another update wrote meanwhile."""
+    path = Path(path)
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"The report to update, {path}, is not readable JSON ({exc}); restore it (git checkout -- "
+                         f"{path.name}) or run without --update to write a new report.") from exc
+    if not (isinstance(data, dict) and isinstance(data.get("meta"), dict) and isinstance(data.get("sections"), dict)):
+        raise ValueError(f"The report to update, {path}, has no \"meta\" and \"sections\"; restore it (git checkout "
+                         f"-- {path.name}) or run without --update to write a new report.")
+    return data
 
 
 def _nan(value: Any) -> Any:
@@ -144,6 +156,8 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
     if unknown:
         raise ValueError(f"Unknown section(s) {', '.join(unknown)}; known: {', '.join(registry.names())}.")
     report_dir.mkdir(parents=True, exist_ok=True)
+    if update:
+        read_previous(report_dir / "evaluation.json")  # a broken report fails now, not after the sections
     ctx = EvalContext(report_dir=report_dir, n_subjects=subjects, device=device)
     start = time.perf_counter()
     results = []
@@ -157,7 +171,7 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
             "test_seeds": ctx.used_test_seeds, "spacing_mm": SPACING_MM}
     # read when the sections are done, not before: another update that finished meanwhile (other sections, run
     # beside this one) is kept
-    previous = _read_previous(report_dir) if update else None
+    previous = read_previous(report_dir / "evaluation.json") if update else None
     if previous is None:
         return _write(report_dir, names, results, meta)
     update = {"sections": sorted(names), "generated": now, "seconds": meta["seconds"], "device": device}
@@ -177,7 +191,8 @@ def merge_sections(report_dir: str | Path, source: str | Path, sections: list[st
     if missing:
         raise ValueError(f"Section(s) {', '.join(missing)} not in {source} (or unknown here); it has: "
                          f"{', '.join(other['sections'])}.")
-    previous = _read_previous(report_dir) or {"meta": {**other["meta"], "updates": []}, "sections": {}}
+    previous = (read_previous(report_dir / "evaluation.json")
+                or {"meta": {**other["meta"], "updates": []}, "sections": {}})
     fresh = {n: section_from_json(other["sections"][n]) for n in sections}
     for result in fresh.values():
         for panel in result.panels:

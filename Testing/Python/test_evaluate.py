@@ -224,6 +224,25 @@ def test_update_runs_one_section_and_keeps_the_others(tmp_path):
     assert list(json.loads((tmp_path / "evaluation.json").read_text())["sections"]) == ["first"]
 
 
+def test_an_update_of_a_broken_report_fails_before_any_section_runs(tmp_path):
+    calls = []
+
+    def section(ctx):
+        calls.append("ran")
+        return SectionResult(title="s", intro="", units={}, metrics={"model": {"PSNR": [1.0]}}, targets=[])
+
+    registry = Registry("report section")
+    registry.add("only", section)
+    (tmp_path / "evaluation.json").write_text("{truncated", encoding="utf-8")
+    with pytest.raises(ValueError, match="not readable JSON.*git checkout"):
+        evaluate(tmp_path, sections=["only"], registry=registry, update=True)
+    (tmp_path / "evaluation.json").write_text('{"sections": []}', encoding="utf-8")
+    with pytest.raises(ValueError, match='no "meta" and "sections"'):
+        evaluate(tmp_path, sections=["only"], registry=registry, update=True)
+    assert calls == []  # nothing ran, and the broken file is as it was
+    assert (tmp_path / "evaluation.json").read_text(encoding="utf-8") == '{"sections": []}'
+
+
 def test_an_update_keeps_another_update_that_finished_while_it_ran(tmp_path):
     """Two updates of different sections run side by side: the one that finishes last reads the report when it
     writes, so the other's section is kept (read at the start, it was overwritten with the old one)."""

@@ -214,6 +214,9 @@ def test_update_runs_some_sections_again_and_keeps_the_others_with_their_runs(tm
     assert sorted((r["case"], r["seconds"]) for r in data["runs"]) == [("anomaly", 2.0), ("superres", 1.0)]
     with pytest.raises(SystemExit):
         real.main(["--report", str(report), "--update"])  # --update without --sections
+    (report / "real.json").write_text("{truncated", encoding="utf-8")  # a broken report: refused before any section
+    assert real.main(["--report", str(report), "--sections", "anomaly", "--update"]) == 2
+    assert calls == ["superres", "anomaly", "anomaly", "anomaly"]
 
 
 def test_hyperintense_share_measures_how_much_of_the_highest_map_lies_on_the_brightest_tissue():
