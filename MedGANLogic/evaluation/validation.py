@@ -1,6 +1,7 @@
 """Validation that no report scores: where recipes choose between candidate models before the reports test them.
 
     python -m MedGANLogic.evaluation.validation ldct [--phantoms] [--ensemble N] MODEL [MODEL ...]
+    python -m MedGANLogic.evaluation.validation anomaly [--contrast T1w] MODEL [MODEL ...]
 
 ``ldct``: low-dose CT denoisers (ids or model folders) on the real body CT slice of :data:`.real_data.
 VALIDATION_IMAGES` (``ct_small``: pydicom's ``CT_small.dcm``, fetched with the report's real images), at its own
@@ -14,6 +15,17 @@ VALIDATION_IMAGES` (``ct_small``: pydicom's ``CT_small.dcm``, fetched with the r
 PSNR in the [-160, 240] HU window over the body (> -500 HU), mean over the draws. ``--phantoms`` adds phantom
 validation subjects 1000 and 1001 at 25 % dose on 2 mm voxels (whole volumes, one pass). The models run as their
 cards say on a CPU unless ``--ensemble`` says how many passes.
+
+``anomaly``: anomaly models (ids or model folders) through the engine, as a user runs them, on
+
+* phantoms :data:`ANOMALY_PHANTOM_SEEDS` (1010-1019: outside the training, validation and test splits; the
+  calibration's case-score check also draws from them) of ``--contrast`` at 2 mm, each with its lesion-free twin:
+  voxel AUROC of the map for the lesions inside the engine's brain, Dice of the candidate mask, normal brain flagged
+  (% of the twin's brain in the mask) and the case AUROC of the ten pairs;
+* with T1w, :data:`ANOMALY_HEADS` domain-randomised post-contrast T1w heads (:class:`~MedGANLogic.simulate.randomize.
+  DomainRandomizer` seed 777, enhancing sinuses, veins, choroid plexus and dura in every head, 1-3 lesions): lesion
+  voxel AUROC, normal brain flagged and the share of the normal brain's highest map (its top 1 %) on or beside its
+  brightest tissue (:func:`.real_mr.hyperintense_share`): what real contrast T1w shows and the training never did.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +44,9 @@ from .context import LDCT_WINDOW, PHANTOM_DIRECTION
 
 SMOOTHED_NOISE_HU = 30.0
 PHANTOM_SEEDS = (1000, 1001)
+ANOMALY_PHANTOM_SEEDS = tuple(range(1010, 1020))
+ANOMALY_HEADS = 8
+ANOMALY_HEAD_SEED = 777
 
 
 @dataclass(frozen=True)
@@ -117,15 +133,79 @@ def phantom_scores(model: str) -> list[float]:
     return scores
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * float((a & b).sum()) / total if total else 1.0
+
+
+def anomaly_case(model: str, volume: Volume, lesion: np.ndarray) -> dict[str, Any]:
+    """One scan through the engine: its case score, and the map and candidate mask inside the engine's brain."""
+    from ..models.registry import get_model
+    from ..pipeline import run
+    from ..tasks.anomaly import anomaly_region
+
+    result = run("anomaly", volume, model=model, device="cpu", precision="fp32")
+    brain = anomaly_region(volume, get_model(model))
+    return {"score": float(result.extras["case_score"]), "brain": brain, "lesion": lesion & brain,
+            "map": result.outputs["anomaly_map"].array, "mask": result.outputs["mask"].array > 0}
+
+
+def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = ANOMALY_PHANTOM_SEEDS,
+                   heads: int = ANOMALY_HEADS) -> dict[str, float]:
+    """The ``anomaly`` validation of ``model`` (see the module): phantom figures, and with T1w the post-contrast
+    heads' (``heads`` of them; 0: none)."""
+    from ..simulate.randomize import DomainRandomizer
+    from ..simulate.tissue import TISSUES
+    from ..train.anomaly_calibration import _phantom
+    from .metrics import auroc
+    from .real_mr import hyperintense_share
+
+    lesioned, healthy = [], []
+    for seed in seeds:
+        lesioned.append(anomaly_case(model, *_phantom(seed, contrast, False, 2.0)))
+        healthy.append(anomaly_case(model, *_phantom(seed, contrast, True, 2.0)))
+    out = {"phantom voxel AUROC": float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]])
+                                                 for c in lesioned])),
+           "phantom Dice": float(np.mean([dice(c["mask"] & c["brain"], c["lesion"]) for c in lesioned])),
+           "phantom normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"]].mean() for c in healthy])),
+           "phantom case AUROC": auroc([c["score"] for c in lesioned + healthy],
+                                       [1.0] * len(lesioned) + [0.0] * len(healthy))}
+    if contrast != "T1w" or heads <= 0:
+        return out
+    gen = DomainRandomizer(ANOMALY_HEAD_SEED, {"enhancement": 1.0, "n_lesions": [1, 3]})
+    cases = []
+    for i in range(heads):
+        sample = gen.sample("anomaly", i, ordering="T1w")
+        volume = sample["input"]
+        volume = Volume(volume.array, spacing=volume.spacing, origin=volume.origin, direction=volume.direction,
+                        metadata={"modality": "MR", "contrast": "T1w"})
+        case = anomaly_case(model, volume, sample["labels"].array == TISSUES.index("lesion"))
+        case["bright"] = hyperintense_share(volume.array, case["map"], case["brain"] & ~case["lesion"])
+        cases.append(case)
+    bright = [c["bright"][0] for c in cases if c["bright"] is not None]  # None: no map above 0 on normal brain
+    out.update({"heads lesion AUROC": float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]])
+                                                     for c in cases if c["lesion"].any()])),
+                "heads normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean()
+                                                         for c in cases])),
+                "heads top 1 % on bright tissue %": float(np.mean(bright)) if bright else float("nan")})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedGANLogic.evaluation.validation",
                                      description="Validation that no report scores (see the module's docstring).")
-    parser.add_argument("task", choices=("ldct",))
+    parser.add_argument("task", choices=("ldct", "anomaly"))
     parser.add_argument("models", nargs="+", help="model ids or model folders")
     parser.add_argument("--phantoms", action="store_true", help="also phantom subjects 1000-1001 at 25 %% dose")
     parser.add_argument("--ensemble", type=int, default=None, help="passes (default: the card's on a CPU)")
     parser.add_argument("--cache", default=None, help="real-image cache (default: that of make eval-real)")
+    parser.add_argument("--contrast", default="T1w", help="anomaly: the phantoms' contrast (default T1w)")
     args = parser.parse_args(argv)
+    if args.task == "anomaly":
+        for model in args.models:
+            scores = anomaly_scores(model, args.contrast)
+            print(model, "|", ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+        return 0
     from .real_data import load
 
     ct = load("ct_small", args.cache)

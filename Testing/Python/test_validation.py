@@ -42,3 +42,27 @@ def test_validation_images_are_fetched_with_the_real_images_but_kept_out_of_the_
         assert spec.file in real_data.FILES and name not in real_data.IMAGES
         assert real_data.FILES[spec.file].package in real_data.PACKAGES
     assert all(row["image"] not in real_data.VALIDATION_IMAGES for row in real_data.inventory())
+
+
+def test_anomaly_validation_scores_phantom_pairs_and_post_contrast_heads(monkeypatch):
+    """The anomaly validation's wiring: a model whose map is exactly the lesions scores AUROC and Dice 1, flags no
+    normal brain and ranks every lesioned phantom above its twin; the post-contrast heads carry enhancing tissue
+    and lesions."""
+    seen = []
+
+    def perfect(model, volume, lesion):
+        seen.append((volume.metadata.get("contrast"), int(lesion.sum())))
+        brain = volume.array > np.percentile(volume.array, 50)
+        lesion = lesion & brain
+        return {"score": float(lesion.sum()), "brain": brain, "lesion": lesion,
+                "map": lesion.astype(np.float32), "mask": lesion.copy()}
+
+    monkeypatch.setattr(validation, "anomaly_case", perfect)
+    scores = validation.anomaly_scores("any", "T1w", seeds=(1010,), heads=1)
+    assert scores["phantom voxel AUROC"] == scores["phantom Dice"] == scores["phantom case AUROC"] == 1.0
+    assert scores["phantom normal flagged %"] == 0.0 and scores["heads normal flagged %"] == 0.0
+    assert scores["heads lesion AUROC"] == 1.0
+    assert np.isnan(scores["heads top 1 % on bright tissue %"])  # the map is zero on all normal brain
+    assert [c for c, _ in seen] == ["T1w"] * 3 and seen[0][1] > 0 and seen[1][1] == 0 and seen[2][1] > 0
+    assert set(validation.anomaly_scores("any", "T2w", seeds=(1010,))) == {  # the heads are T1w only
+        "phantom voxel AUROC", "phantom Dice", "phantom normal flagged %", "phantom case AUROC"}
