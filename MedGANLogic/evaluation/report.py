@@ -104,10 +104,10 @@ def read_previous(path: str | Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"The report to update, {path}, is not readable JSON ({exc}); restore it (git checkout -- "
-                         f"{path.name}) or run without --update to write a new report.") from exc
+                         f"{path}), or move it away to write a new report.") from exc
     if not (isinstance(data, dict) and isinstance(data.get("meta"), dict) and isinstance(data.get("sections"), dict)):
         raise ValueError(f"The report to update, {path}, has no \"meta\" and \"sections\"; restore it (git checkout "
-                         f"-- {path.name}) or run without --update to write a new report.")
+                         f"-- {path}), or move it away to write a new report.")
     return data
 
 
