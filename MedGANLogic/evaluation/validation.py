@@ -156,14 +156,14 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
     heads' (``heads`` of them; 0: none)."""
     from ..simulate.randomize import DomainRandomizer
     from ..simulate.tissue import TISSUES
-    from ..train.anomaly_calibration import _phantom
+    from ..train.anomaly_calibration import phantom_subject
     from .metrics import auroc
     from .real_mr import hyperintense_share
 
     lesioned, healthy = [], []
     for seed in seeds:
-        lesioned.append(anomaly_case(model, *_phantom(seed, contrast, False, 2.0)))
-        healthy.append(anomaly_case(model, *_phantom(seed, contrast, True, 2.0)))
+        lesioned.append(anomaly_case(model, *phantom_subject(seed, contrast, False, 2.0)))
+        healthy.append(anomaly_case(model, *phantom_subject(seed, contrast, True, 2.0)))
     out = {"phantom voxel AUROC": float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]])
                                                  for c in lesioned])),
            "phantom Dice": float(np.mean([dice(c["mask"] & c["brain"], c["lesion"]) for c in lesioned])),

@@ -49,7 +49,9 @@ SLICES_MM = (4.0, 6.0)  # the thick-slice calibration sets (calibrate_slices): v
 NORMAL_FLAGGED = 0.001  # the most of a normal validation brain the stored threshold may flag
 
 
-def _phantom(seed: int, contrast: str, healthy: bool, spacing_mm: float) -> tuple[Any, np.ndarray]:
+def phantom_subject(seed: int, contrast: str, healthy: bool, spacing_mm: float) -> tuple[Any, np.ndarray]:
+    """(the phantom subject ``seed``'s ``contrast`` image as a Volume of ``spacing_mm`` voxels, its lesion mask); with
+    ``healthy`` its lesion-free twin (the mask then empty)."""
     from ..orientation import TRAINING_DIRECTION
     from ..volume import Volume
     from .data import phantom_subject_arrays
@@ -139,8 +141,10 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     dropped = ("threshold", "calibration", "case_score", "slice_calibrations", "calibration_slice_mm")
     extras = {k: v for k, v in card.extras.items() if k not in dropped}
     smoothing, edge_mm = float(extras.get("smoothing_mm", 2.0)), float(extras.get("edge_mm", 0.0))
-    cases = [(thick_slices(*_phantom(s, contrast, True, spacing_mm), slice_factor), False) for s in normal_seeds]
-    cases += [(thick_slices(*_phantom(s, contrast, False, spacing_mm), slice_factor), True) for s in lesion_seeds]
+    cases = [(thick_slices(*phantom_subject(s, contrast, True, spacing_mm), slice_factor), False)
+             for s in normal_seeds]
+    cases += [(thick_slices(*phantom_subject(s, contrast, False, spacing_mm), slice_factor), True)
+              for s in lesion_seeds]
     passes, brains = [], []  # brains: each case's whole brain mask (passes hold it without its rim)
     for (vol, lesion), _ in cases:  # pass 1: residuals and reconstructions, on the input grid
         res = run("anomaly", vol, model=str(folder), device=device, precision="fp32", residual=True)
@@ -250,7 +254,7 @@ def check_case_score(folder: str | Path, contrast: str, seeds: Any = CHECK_SEEDS
     lesioned, healthy, volumes_ml = [], [], []
     for seed in seeds:
         for is_healthy, into in ((False, lesioned), (True, healthy)):
-            vol, lesion = _phantom(seed, contrast, is_healthy, spacing_mm)
+            vol, lesion = phantom_subject(seed, contrast, is_healthy, spacing_mm)
             into.append(float(run("anomaly", vol, model=str(folder), device=device, precision="fp32")
                               .extras["case_score"]))
             if not is_healthy:
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.case_score_only:
         from .data import split_seeds
 
-        normal = [_phantom(s, args.contrast, True, 2.0)[0] for s in split_seeds("val")[4:8]]
+        normal = [phantom_subject(s, args.contrast, True, 2.0)[0] for s in split_seeds("val")[4:8]]
         extras = calibrate_case_score(args.model, normal, device=args.device)
     else:
         extras = calibrate_model(args.model, args.contrast, tuple(args.slices_mm), device=args.device)

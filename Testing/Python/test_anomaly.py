@@ -346,7 +346,7 @@ def test_calibration_records_the_spread_and_keeps_normal_brains_nearly_unflagged
     most 0.1 % of that normal brain."""
     from MedGANLogic.models.registry import get_model
     from MedGANLogic.normalization import brain_mask
-    from MedGANLogic.train.anomaly_calibration import NORMAL_FLAGGED, _phantom, calibrate
+    from MedGANLogic.train.anomaly_calibration import NORMAL_FLAGGED, calibrate, phantom_subject
 
     card = anomaly_card("tiny-to-calibrate")
     card["extras"] = {"smoothing_mm": 4.0, "edge_mm": 4.0, "self_ensemble": 2}
@@ -358,7 +358,7 @@ def test_calibration_records_the_spread_and_keeps_normal_brains_nearly_unflagged
     assert cal["spread"] > 0 and len(cal["median"]) == len(cal["scale"]) == len(cal["edges"]) - 1
     assert extras["residual_sign"] in ("positive", "both") and extras["edge_mm"] == 4.0
     assert extras["threshold"] == pytest.approx(max(chosen["dice_best"], chosen["normal_level"]), abs=1e-3)
-    normal, _ = _phantom(1004, "T1w", True, 4.0)
+    normal, _ = phantom_subject(1004, "T1w", True, 4.0)
     result = run("anomaly", normal, model=str(folder), device="cpu", precision="fp32")
     brain = brain_mask(normal.array, normal.spacing)
     assert (result.outputs["anomaly_map"].array[brain] > extras["threshold"]).mean() <= NORMAL_FLAGGED + 1e-9
@@ -440,9 +440,9 @@ def test_calibrate_slices_adds_thick_sets_that_keep_a_thick_normal_brain_nearly_
     from MedGANLogic.normalization import brain_mask
     from MedGANLogic.train.anomaly_calibration import (
         NORMAL_FLAGGED,
-        _phantom,
         calibrate,
         calibrate_slices,
+        phantom_subject,
         thick_slices,
     )
 
@@ -460,7 +460,7 @@ def test_calibrate_slices_adds_thick_sets_that_keep_a_thick_normal_brain_nearly_
     assert all(extras[k] == own[k] for k in ("calibration", "threshold", "case_score", "residual_sign"))
     (thick_set,) = extras["slice_calibrations"]
     assert thick_set["slice_mm"] == 8.0 and thick_set["calibration"] != own["calibration"]
-    normal, _ = thick_slices(*_phantom(1004, "T1w", True, 4.0), 2)
+    normal, _ = thick_slices(*phantom_subject(1004, "T1w", True, 4.0), 2)
     result = run("anomaly", normal, model=str(folder), device="cpu", precision="fp32")
     assert result.extras["calibration_slice_mm"] == 8.0 and result.extras["threshold"] == thick_set["threshold"]
     brain = brain_mask(normal.array, normal.spacing)
