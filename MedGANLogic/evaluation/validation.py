@@ -133,11 +133,6 @@ def phantom_scores(model: str) -> list[float]:
     return scores
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * float((a & b).sum()) / total if total else 1.0
-
-
 def anomaly_case(model: str, volume: Volume, lesion: np.ndarray) -> dict[str, Any]:
     """One scan through the engine: its case score, and the map and candidate mask inside the engine's brain."""
     from ..models.registry import get_model
@@ -157,15 +152,17 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
     from ..simulate.randomize import DomainRandomizer
     from ..simulate.tissue import TISSUES
     from ..train.anomaly_calibration import phantom_subject
-    from .metrics import auroc
+    from .metrics import auroc, dice
     from .real_mr import hyperintense_share
+
+    def voxel_auroc(cases: list[dict[str, Any]]) -> float:  # of the map for the lesions, in the brain, mean
+        return float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]]) for c in cases]))
 
     lesioned, healthy = [], []
     for seed in seeds:
         lesioned.append(anomaly_case(model, *phantom_subject(seed, contrast, False, 2.0)))
         healthy.append(anomaly_case(model, *phantom_subject(seed, contrast, True, 2.0)))
-    out = {"phantom voxel AUROC": float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]])
-                                                 for c in lesioned])),
+    out = {"phantom voxel AUROC": voxel_auroc(lesioned),
            "phantom Dice": float(np.mean([dice(c["mask"] & c["brain"], c["lesion"]) for c in lesioned])),
            "phantom normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"]].mean() for c in healthy])),
            "phantom case AUROC": auroc([c["score"] for c in lesioned + healthy],
@@ -176,15 +173,12 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
     cases = []
     for i in range(heads):
         sample = gen.sample("anomaly", i, ordering="T1w")
-        volume = sample["input"]
-        volume = Volume(volume.array, spacing=volume.spacing, origin=volume.origin, direction=volume.direction,
-                        metadata={"modality": "MR", "contrast": "T1w"})
+        volume = sample["input"]  # its metadata says MR, T1w
         case = anomaly_case(model, volume, sample["labels"].array == TISSUES.index("lesion"))
         case["bright"] = hyperintense_share(volume.array, case["map"], case["brain"] & ~case["lesion"])
         cases.append(case)
     bright = [c["bright"][0] for c in cases if c["bright"] is not None]  # None: no map above 0 on normal brain
-    out.update({"heads lesion AUROC": float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]])
-                                                     for c in cases if c["lesion"].any()])),
+    out.update({"heads lesion AUROC": voxel_auroc([c for c in cases if c["lesion"].any()]),
                 "heads normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean()
                                                          for c in cases])),
                 "heads top 1 % on bright tissue %": float(np.mean(bright)) if bright else float("nan")})
