@@ -15,6 +15,7 @@ The input is never modified.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -303,8 +304,14 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
         from .adapt.engine import plan_adapt
 
         fit = plan_adapt(task, volume, model, options)
+        told = []
+        if fit.inplane:  # a trained model fine-tuned on the scan runs as the trained model: its plan
+            declared = {k: options[k] for k in ("modality", "contrast") if k in options}
+            trained = plan(task, volume, model=fit.start, device=dev, precision="fp32", **declared)
+            fit = dataclasses.replace(fit, trained=trained, notes=fit.notes + trained.notes)
+            told = list(trained.warnings)
         return RunPlan(task=task, spec=spec, volume=volume, card=None, options=options, device=dev,
-                       precision="fp32", layout=InferenceLayout(), notes=list(fit.notes), adapt=fit)
+                       precision="fp32", layout=InferenceLayout(), notes=list(fit.notes), adapt=fit, warnings=told)
     mr = not is_ct(volume) and volume.modality in (None, "MR")
     if options.get("bias_correction") and not mr:
         raise InputError(f"bias_correction applies to MR volumes; this one is {describe_modality(volume)}.")
@@ -419,23 +426,7 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     started = time.perf_counter()
     card, volume, options = plan.card, plan.volume, plan.options
     count = ensemble_count(card, options, plan.device)
-    net = _network(card, plan.device, count)
-    task_module = get_task(plan.task)
-    passes = plan.planes or [PlanePass(plan.layout.slice_axis, 1.0, plan.frame, plan.layout)]
-    outputs: dict[str, Volume] = {}
-    for i, one in enumerate(passes):  # one pass, or one per plane of the model's frame (averaged)
-        part = _progress_part(progress, i, len(passes)) if len(passes) > 1 else progress
-        made, made_extras, made_info, made_stats = _run_in_frame(plan, task_module, net, count, one, part, cancel)
-        if i == 0:
-            extras, info, stats = made_extras, made_info, made_stats
-            outputs = made if len(passes) == 1 else {
-                name: out.with_array(np.float32(one.weight) * out.array.astype(np.float32))
-                for name, out in made.items()}
-        else:
-            for name, out in made.items():
-                outputs[name].array += np.float32(one.weight) * out.array.astype(np.float32)
-    if hasattr(task_module, "finish"):  # what a task does on the input's own grid (the lesion's compositing)
-        outputs, extras = task_module.finish(outputs, extras, plan)
+    outputs, extras, info, stats = network_outputs(plan, _network(card, plan.device, count), count, progress, cancel)
 
     provenance = {
         "software": f"MedGAN {__version__}", "task": plan.task, "model": card.id, "model_name": card.name,
@@ -465,6 +456,33 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     return RunResult(outputs=outputs, extras=extras, provenance=provenance, primary=plan.spec.primary)
 
 
+def network_outputs(plan: RunPlan, net: Any, count: int, progress=None, cancel=None,
+                    cpu_network: Any = None) -> tuple[dict[str, Volume], dict[str, Any], dict[str, Any],
+                                                      dict[str, float]]:
+    """The task's outputs of ``net`` (the plan's card's network, self-ensembled over ``count`` variants) on the
+    plan's input, on the input's grid: one pass, or one per plane averaged, then the task's ``finish``. Returns
+    (outputs, extras, inference info, the input's intensity window). ``cpu_network`` returns a CPU copy of ``net``
+    if CUDA runs out of memory (default: the card's weights again; a fit to the scan passes its own)."""
+    task_module = get_task(plan.task)
+    passes = plan.planes or [PlanePass(plan.layout.slice_axis, 1.0, plan.frame, plan.layout)]
+    outputs: dict[str, Volume] = {}
+    for i, one in enumerate(passes):  # one pass, or one per plane of the model's frame (averaged)
+        part = _progress_part(progress, i, len(passes)) if len(passes) > 1 else progress
+        made, made_extras, made_info, made_stats = _run_in_frame(plan, task_module, net, count, one, part, cancel,
+                                                                 cpu_network)
+        if i == 0:
+            extras, info, stats = made_extras, made_info, made_stats
+            outputs = made if len(passes) == 1 else {
+                name: out.with_array(np.float32(one.weight) * out.array.astype(np.float32))
+                for name, out in made.items()}
+        else:
+            for name, out in made.items():
+                outputs[name].array += np.float32(one.weight) * out.array.astype(np.float32)
+    if hasattr(task_module, "finish"):  # what a task does on the input's own grid (the lesion's compositing)
+        outputs, extras = task_module.finish(outputs, extras, plan)
+    return outputs, extras, info, stats
+
+
 def _progress_part(progress: Any, index: int, count: int) -> Any:
     """``progress`` for pass ``index`` of ``count``: its fractions mapped into that pass's share."""
     if progress is None:
@@ -473,7 +491,8 @@ def _progress_part(progress: Any, index: int, count: int) -> Any:
 
 
 def _run_in_frame(plan: RunPlan, task_module: Any, net: Any, count: int, one: PlanePass, progress: Any,
-                  cancel: Any) -> tuple[dict[str, Volume], dict[str, Any], dict[str, Any], dict[str, float]]:
+                  cancel: Any, cpu_network: Any = None
+                  ) -> tuple[dict[str, Volume], dict[str, Any], dict[str, Any], dict[str, float]]:
     """The network over the input seen in one frame (``one.frame``, walked as ``one.layout``) and the task's
     outputs put back on the input's grid: (outputs, extras, inference info, the input's intensity window)."""
     card, volume, options = plan.card, plan.volume, plan.options
@@ -491,7 +510,8 @@ def _run_in_frame(plan: RunPlan, task_module: Any, net: Any, count: int, one: Pl
         net_input = task_module.network_input(normalized, seen_inputs, card, options)
     raw, info = infer(net, net_input, one.layout, device=plan.device, batch_size=options.get("batch_size"),
                       overlap=options.get("overlap", 0.25), progress=progress, cancel=cancel,
-                      precision=plan.precision, cpu_fallback=lambda: _network(card, "cpu", count))
+                      precision=plan.precision,
+                      cpu_fallback=cpu_network or (lambda: _network(card, "cpu", count)))
     ctx = TaskContext(card=card, volume=seen, normalized=normalized, stats=stats, raw=raw,
                       options=options, net=net, inputs=seen_inputs, device=plan.device, cancel=cancel)
     outputs, extras = task_module.make_outputs(ctx)

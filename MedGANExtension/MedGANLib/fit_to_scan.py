@@ -1,9 +1,10 @@
 """The panel's "Fit to this scan" choice: which tasks offer it, the widgets it enables, the run options it makes.
 
 Plain Python (no Qt import, no parameter node), so it is tested outside the application: the parameter node's
-values go in, ``slicer_bridge.run_on_node``'s keyword options come out. A fit uses no trained model and none of the
-Advanced options of one (tile overlap, batch size, slice axis, force, native grid): the engine refuses them with a
-fit rather than ignoring them, so they are left out here.
+values go in, ``slicer_bridge.run_on_node``'s keyword options come out. A fit picks its own start (no model from
+the list: super-resolution of a scan without thick slices fine-tunes the installed in-plane model) and takes none
+of the Advanced options of a trained model (tile overlap, batch size, slice axis, force, native grid): the engine
+refuses them with a fit rather than ignoring them, so they are left out here.
 """
 
 from __future__ import annotations

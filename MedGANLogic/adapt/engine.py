@@ -39,9 +39,11 @@ class AdaptPlan:
     budget: FitBudget
     seed: int
     modality: str | None  # denoise: MR, CT, PT or US
-    factor: int | None  # superres: up-sampling along the slice axis
+    factor: int | None  # superres through-plane: up-sampling along the slice axis
     start: Any  # a model id/folder to start from (denoise: the modality's fit start if installed), "auto" or None
     notes: list[str] = field(default_factory=list)
+    inplane: bool = False  # superres: fine-tune the trained in-plane model ``start`` (:mod:`.inplane`)
+    trained: Any = None  # in-plane: the trained model's RunPlan (its frame and layout), made by pipeline.plan
 
 
 def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -> AdaptPlan:
@@ -95,17 +97,33 @@ def plan_adapt(task: str, volume: Volume, model: Any, options: dict[str, Any]) -
         limit = f" or {budget.max_steps} steps" if budget.max_steps < MAX_STEPS else ""
         notes.append(f"fitting a {modality} denoiser to this scan for up to {budget.seconds:g} s{limit}, {said}")
         return AdaptPlan(task, budget, seed, modality, None, start, notes)
+    from ..models import registry
+    from .inplane import DEFAULT_STEPS, inplane_card, is_inplane
     from .superres import pretrained_card, through_plane_factor
 
     axis = through_plane_axis(volume)
     ratio = through_plane_factor(volume, axis)
     factor = int(round(ratio))
-    if factor < 2:
-        raise InputError(f"Fitting super-resolution to the scan needs thick slices: the largest spacing is "
-                         f"{ratio:.2f} x the others (spacing {tuple(round(s, 3) for s in volume.spacing)} mm).")
-    start: Any = "auto"
+    modality = volume.metadata.get("modality")
     if model is not None:
         _check_start(model, "superres")
+    inplane = registry.get_model(model) if model is not None else None
+    if inplane is None and factor < 2:  # no thick slices: the installed in-plane model, if any
+        inplane = inplane_card(modality)
+    if inplane is not None and is_inplane(inplane):
+        if "adapt_steps" not in options:  # a longer fit forgets what the model learned (DEFAULT_STEPS)
+            budget = FitBudget(seconds=budget.seconds, max_steps=DEFAULT_STEPS)
+        notes.append(f"fitting in-plane super-resolution to this scan: the trained {inplane.id} fine-tuned on the "
+                     f"scan's own detail for up to {budget.seconds:g} s or {budget.max_steps} steps, then run as "
+                     f"the trained model runs")
+        return AdaptPlan(task, budget, seed, modality, None, inplane.id, notes, inplane=True)
+    if factor < 2:
+        raise InputError(f"Fitting super-resolution to the scan needs thick slices, or an installed in-plane "
+                         f"super-resolution model (such as mr-sr-x2-inplane) for {modality or 'this modality'}: "
+                         f"the largest spacing is {ratio:.2f} x the others (spacing "
+                         f"{tuple(round(s, 3) for s in volume.spacing)} mm).")
+    start: Any = "auto"
+    if model is not None:
         start = model
     else:
         card = pretrained_card(factor, volume.metadata.get("modality"))
@@ -139,7 +157,13 @@ def execute_adapt(plan: Any, progress=None, cancel=None):
     fit: AdaptPlan = plan.adapt
     common = {"budget": fit.budget, "seed": fit.seed, "device": plan.device, "progress": progress,
               "cancel": cancel}
-    if fit.task == "denoise":
+    extras: dict[str, Any] = {}
+    if fit.inplane:
+        from .inplane import fit_inplane
+
+        common.pop("device")
+        _, extras, result = fit_inplane(fit.trained, **common)
+    elif fit.task == "denoise":
         result = fit_denoise(plan.volume, fit.modality, init=fit.start, **common)
     else:
         result = fit_superres(plan.volume, fit.factor, init=fit.start, **common)
@@ -159,7 +183,10 @@ def execute_adapt(plan: Any, progress=None, cancel=None):
         "warnings": list(plan.warnings), "notes": list(plan.notes), "adapt": record.summary(),
     }
     described = {k: out.metadata[k] for k in ("modality", "contrast", "units", "kind") if out.metadata.get(k)}
+    for key, value in extras.items():  # what the trained model's task said of its run (in-plane: kept data)
+        if isinstance(value, (int, float, str)):
+            provenance[key] = value
     out.metadata["provenance"] = dict(provenance, output=described)
     out.metadata.pop("adapt", None)  # it lives in the provenance now
-    extras = {"fit_steps": record.steps, "fit_seconds": round(record.seconds, 3), "fitted": result}
+    extras = dict(extras, fit_steps=record.steps, fit_seconds=round(record.seconds, 3), fitted=result)
     return RunResult(outputs={"image": out}, extras=extras, provenance=provenance, primary="image")

@@ -48,9 +48,9 @@ def fitted_card(task: str, volume: Volume, net: torch.nn.Module, record: FitReco
         slice_axis, transpose = _plane(axis)
     else:
         slice_axis, transpose = int(details["slice_axis"]), False
-    digest = voxel_sha256(volume)
+    scan = fitted_on(volume, modality)
+    digest, source = scan["voxels_sha256"], scan["source"]
     card_modality = modality if modality in CARD_MODALITIES else "any"
-    source = str(volume.metadata.get("source", volume.metadata.get("name", "an unnamed volume")))
     what = "denoiser" if task == "denoise" else f"super-resolution x{scale[int(details.get('scaled_axis', 0))]}"
     return {
         "id": f"fitted-{task}-{modality.lower()}-{digest[:10]}-s{record.seed}",
@@ -73,10 +73,16 @@ def fitted_card(task: str, volume: Volume, net: torch.nn.Module, record: FitReco
                         "a starting point for another fit",
         "notes": record.method + (". Saved for one plane: the fit itself averaged two orthogonal planes."
                                   if task == "superres" else "."),
-        "extras": {"fitted_on": {"source": source, "modality": modality, "shape_zyx": list(volume.shape),
-                                 "spacing_xyz_mm": list(volume.spacing), "voxels_sha256": digest},
-                   "fit": record.summary()},
+        "extras": {"fitted_on": scan, "fit": record.summary()},
     }
+
+
+def fitted_on(volume: Volume, modality: str | None) -> dict[str, Any]:
+    """What a fitted model's card says of the scan it was fitted on (``extras.fitted_on``): source, modality,
+    shape, spacing and the SHA-256 of its voxels (none of the voxels themselves)."""
+    return {"source": str(volume.metadata.get("source", volume.metadata.get("name", "an unnamed volume"))),
+            "modality": str(modality or volume.metadata.get("modality") or "any"), "shape_zyx": list(volume.shape),
+            "spacing_xyz_mm": list(volume.spacing), "voxels_sha256": voxel_sha256(volume)}
 
 
 def save_fitted_model(result: Any, folder: str | Path, model_id: str | None = None) -> ModelCard:

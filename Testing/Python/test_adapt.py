@@ -721,3 +721,76 @@ def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phanto
         plan("denoise", noisy, adapt=True, modality="CT", model="test-mr-scale-denoiser")
     with pytest.raises(InputError, match="starts a fit to a CT scan only, and this one is MR"):  # before any work
         plan("denoise", noisy, adapt=True, modality="MR", model="test-ct-denoiser")
+
+
+# --- in-plane super-resolution: a trained in-plane model fine-tuned on the scan -------------------------------------
+def _inplane_card(model_id: str = "test-sr-inplane") -> dict:
+    from conftest import tiny_card
+
+    return tiny_card(model_id, task="superres", dims="2.5d", context_slices=1, scale_factor=[1, 2, 2],
+                     tile_size=None, extras={"degradation": "kspace_truncate"},
+                     architecture={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2], "features": 4,
+                                                                    "n_blocks": 1, "global_skip": "bilinear"}},
+                     input={"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
+                                                                "range": [-1, 1], "zero_based": True}},
+                     output={"modality": "MR", "units": "a.u.", "normalization": {"kind": "same_as_input"}})
+
+
+def test_an_isotropic_scan_fits_the_installed_in_plane_model_and_runs_it_as_trained(phantom, make_model, model_dir):
+    """No thick slices: adapt=True fine-tunes the installed in-plane model on the scan's own pairs, then runs it as
+    the trained model runs (same grid, kept measured data); the fit is recorded, changes the output, saves as a model
+    that gives the same output through the engine and starts a later fit."""
+    from MedGANLogic import run
+
+    card = make_model(_inplane_card())
+    t2 = cut(phantom[0].volumes["T2w"])
+    t2 = t2.with_array(t2.array, metadata={"modality": "MR"})
+    before = t2.array.copy()
+    trained = run("superres", t2, model=card.id, device="cpu", precision="fp32")
+    fitted = run("superres", t2, device="cpu", adapt=True, adapt_steps=3)
+    assert np.array_equal(t2.array, before)  # the input is never modified
+    out = fitted.volume
+    assert out.same_geometry(trained.volume) and out.shape == (t2.shape[0], 2 * t2.shape[1], 2 * t2.shape[2])
+    assert not np.allclose(out.array, trained.volume.array)  # the fit changed the network
+    fit = fitted.provenance["adapt"]
+    assert fit["init"] == card.id and fit["steps"] == 3 and "in-plane" in fit["method"]
+    assert fit["details"]["degradation"] == "kspace_truncate" and fit["details"]["start_sha256"] == card.sha256
+    assert fitted.provenance["model"] == "fitted to this scan" and out.metadata["synthetic"]
+    assert fitted.provenance.get("consistency") == trained.provenance.get("consistency")  # data kept alike
+    saved = save_fitted_model(fitted.extras["fitted"], model_dir / "my-inplane")
+    assert saved.architecture == "srresnet2d" and saved.extras["fitted_on"]["modality"] == "MR"
+    assert saved.extras["degradation"] == "kspace_truncate" and "one scan" in saved.data["training_data"]
+    again = run("superres", t2, model=str(model_dir / "my-inplane"), device="cpu", precision="fp32").volume
+    assert np.allclose(again.array, out.array, atol=1e-3 * float(np.ptp(out.array)))
+    second = run("superres", t2, model=str(model_dir / "my-inplane"), device="cpu", adapt=True, adapt_steps=1)
+    assert second.provenance["adapt"]["init"] == saved.id
+
+
+def test_an_inplane_fit_learns_the_scans_pairs_and_is_seeded(phantom, make_model, model_dir):
+    from MedGANLogic.adapt.inplane import fit_inplane
+    from MedGANLogic.pipeline import plan
+
+    card = make_model(_inplane_card())
+    t2 = cut(phantom[0].volumes["T2w"])
+    the_plan = plan("superres", t2, model=card.id, device="cpu", precision="fp32")
+    first = fit_inplane(the_plan, budget=steps(40), seed=3, lr=3e-3)
+    curve = first[2].record.loss_curve
+    assert curve[-1] < curve[0] and first[2].record.details["lr"] == 3e-3
+    again = fit_inplane(the_plan, budget=steps(40), seed=3, lr=3e-3)
+    assert np.array_equal(first[0]["image"].array, again[0]["image"].array)
+
+
+def test_a_thick_slice_scan_fits_in_plane_when_given_an_in_plane_model(phantom, make_model, model_dir):
+    from MedGANLogic.adapt.inplane import DEFAULT_STEPS
+    from MedGANLogic.pipeline import plan
+
+    card = make_model(_inplane_card())
+    t2 = phantom[0].volumes["T2w"]
+    thick = thick_slices(t2.with_array(np.ascontiguousarray(t2.array[16:28])), 2, axis=0)
+    with pytest.raises(InputError, match="thick slices"):  # no model given, no installed through-plane start
+        plan("superres", cut(t2).with_array(cut(t2).array, metadata={"modality": "CT"}), adapt=True)
+    planned = plan("superres", thick, model=card.id, adapt=True)
+    assert planned.adapt.inplane and planned.adapt.start == card.id and planned.adapt.trained.card.id == card.id
+    assert planned.adapt.budget.max_steps == DEFAULT_STEPS and "fine-tuned on the scan" in planned.notes[0]
+    assert plan("superres", thick, model=card.id, adapt=True, adapt_steps=7).adapt.budget.max_steps == 7
+    assert not plan("superres", thick, adapt=True).adapt.inplane  # thick slices, no model: through-plane
