@@ -83,7 +83,8 @@ class RealContext:
         from .. import pipeline
         from ..errors import MedGANError
 
-        options.setdefault("precision", "fp32")  # numbers that do not depend on the CPU's bf16
+        if not options.get("adapt"):  # a fit to the scan runs in fp32 and takes no precision
+            options.setdefault("precision", "fp32")  # numbers that do not depend on the CPU's bf16
         record: dict[str, Any] = {"model": model, "case": case, "section": self.section,
                                   "options": {k: v for k, v in options.items() if k != "precision"}}
         started = time.perf_counter()

@@ -27,6 +27,9 @@ Sources (see :data:`PACKAGES`):
   the muscles behind it (128 x 128 at 0.66 mm per its header, HU; cut down from NEMA's sample CT1_UNC).
   Validation only (:data:`VALIDATION_IMAGES`): recipes choose between candidate models on it (:mod:`.validation`);
   no report scores it, so a choice made on it is still tested on the report's images.
+* nibabel 5.4.2 wheel (PyPI), ``nibabel/tests/data/``: ``example4d.nii.gz``, an EPI brain time series (128 x 96 x 24
+  at 2 x 2 x 2.2 mm; volumes 0 and 1 are used) and ``anatomical.nii``, a small T1-weighted brain (33 x 41 x 25 at
+  2 mm). Validation only, as ``CT_small.dcm``: super-resolution and MR denoising recipes choose on them.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ PACKAGES: dict[str, Package] = {
     "pydicom": Package("pydicom 3.0.2 (PyPI wheel, pydicom/data/test_files/)", "pypi-wheel", "pydicom==3.0.2",
                        "MIT (pydicom); its test data (CT_small.dcm: cut down from NEMA's public DICOM sample CT1_UNC; "
                        "the folder's README knows no restriction on their use)"),
+    "nibabel": Package("nibabel 5.4.2 (PyPI wheel, nibabel/tests/data/)", "pypi-wheel", "nibabel==5.4.2",
+                       "MIT (nibabel); its test data"),
 }
 
 
@@ -113,6 +118,10 @@ FILES: dict[str, RealFile] = {
                                  "8440b6366d3dbd58d8f5af3ef6764dbd65e35b1061abe7bf4dc8fac32fb7aff7"),
     "CT_small.dcm": RealFile("pydicom", "pydicom/data/test_files/CT_small.dcm",
                              "3dd31e5cc835b3f2cdd46c9da1982f59251e78518fefa8163d914631c66437d6"),
+    "example4d.nii.gz": RealFile("nibabel", "nibabel/tests/data/example4d.nii.gz",
+                                 "42097dfbab9d2a036b41ae5c97a359591cf2cf5c3f8dc6ca6455c0b8a7f22696"),
+    "anatomical.nii": RealFile("nibabel", "nibabel/tests/data/anatomical.nii",
+                               "1c089f37b6597a38bb4157a1e1b3f7f13f1bc9d4e7a8cfdfaf91d85cd8f66594"),
 }
 
 
@@ -127,6 +136,7 @@ class RealImage:
     label: str | None = None  # tumour label file (1 = tumour)
     assumed: str = ""  # what the file does not say and we assume
     metadata: dict[str, Any] = field(default_factory=dict)
+    frame: int | None = None  # the 3D volume of a 4D file
 
 
 IMAGES: dict[str, RealImage] = {
@@ -149,6 +159,9 @@ IMAGES: dict[str, RealImage] = {
 VALIDATION_IMAGES: dict[str, RealImage] = {
     "ct_small": RealImage("CT_small.dcm", "CT", "one real CT slice (vertebra, back muscles), 128 x 128 at 0.66 mm "
                           "(validation only)"),
+    **{f"epi{frame}": RealImage("example4d.nii.gz", "MR", f"an EPI brain (T2*-weighted, 2 x 2 x 2.2 mm), volume "
+                                f"{frame} of a time series (validation only)", frame=frame) for frame in (0, 1)},
+    "t1_small": RealImage("anatomical.nii", "MR", "a T1w brain, 2 mm, 33 x 41 x 25 voxels (validation only)", "T1w"),
 }
 
 
@@ -346,7 +359,7 @@ def load(name: str, cache: str | os.PathLike | None = None) -> Volume:
         return Volume(array.astype(np.float32)[None], spacing=(1.0, 1.0, 1.0), metadata=meta)
     from ..io import read_volume
 
-    volume = read_volume(path, metadata=meta)
+    volume = read_volume(path, metadata=meta, frame=spec.frame)
     volume.metadata["source"] = meta["source"]  # the package, not this machine's cache path
     return volume
 

@@ -280,7 +280,7 @@ def mr_to_ct(ctx: RealContext) -> Any:
 
 
 # --- super-resolution ---------------------------------------------------------------------------------------------
-def _on_grid(out: Volume, grid: Volume) -> np.ndarray:
+def on_grid(out: Volume, grid: Volume) -> np.ndarray:
     """``out`` on ``grid``'s voxels: as is when the geometry matches, else linearly resampled (noted by caller)."""
     if out.same_geometry(grid, atol=1e-4):
         return out.array
@@ -314,7 +314,7 @@ def superres(ctx: RealContext) -> Any:
             low, grid = superres_pair(hr, scale, degradation)
             degraded.append(low.spacing[::-1][scaled])
             result = ctx.run("superres", low, model_id, case, **(_forced(hr, want) if want else {}))
-            out = _on_grid(result.volume, grid) if result is not None else np.full(grid.shape, np.nan)
+            out = on_grid(result.volume, grid) if result is not None else np.full(grid.shape, np.nan)
             if result is not None and not result.volume.same_geometry(grid, atol=1e-4):
                 regridded.append(f"{model_id} on {case}")
             if result is not None and result.provenance.get("input_detail"):

@@ -2,6 +2,7 @@
 
     python -m MedGANLogic.evaluation.validation ldct [--phantoms] [--ensemble N] MODEL [MODEL ...]
     python -m MedGANLogic.evaluation.validation anomaly [--contrast T1w] MODEL [MODEL ...]
+    python -m MedGANLogic.evaluation.validation superres [--adapt [--adapt-steps N]] MODEL [MODEL ...]
 
 ``ldct``: low-dose CT denoisers (ids or model folders) on the real body CT slice of :data:`.real_data.
 VALIDATION_IMAGES` (``ct_small``: pydicom's ``CT_small.dcm``, fetched with the report's real images), at its own
@@ -26,6 +27,11 @@ cards say on a CPU unless ``--ensemble`` says how many passes.
   DomainRandomizer` seed 777, enhancing sinuses, veins, choroid plexus and dura in every head, 1-3 lesions): lesion
   voxel AUROC, normal brain flagged and the share of the normal brain's highest map (its top 1 %) on or beside its
   brightest tissue (:func:`.real_mr.hyperintense_share`): what real contrast T1w shows and the training never did.
+
+``superres``: super-resolution models on real MR that no report scores (:data:`SR_CASES`: nibabel's EPI volumes 0
+and 1 and its small T1w, fetched with the report's real images), each degraded as its model was trained to invert
+(as ``make eval-real`` degrades its brains): gain over cubic B-spline in the head, per case and mean; ``--adapt``
+fits each degraded scan first, as ``MedGANLogic.run(..., adapt=True)`` does.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ PHANTOM_SEEDS = (1000, 1001)
 ANOMALY_PHANTOM_SEEDS = tuple(range(1010, 1020))
 ANOMALY_HEADS = 8
 ANOMALY_HEAD_SEED = 777
+SR_CASES = ("epi0", "epi1", "t1_small")
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,40 @@ def phantom_scores(model: str) -> list[float]:
     return scores
 
 
+def superres_scores(model: str, adapt: bool = False, adapt_steps: int | None = None,
+                    cache: Any = None) -> dict[str, float]:
+    """Gain over cubic B-spline (dB) of the super-resolution ``model`` on :data:`SR_CASES`, each degraded as the
+    model was trained to invert (its card's scale and ``extras.degradation``, as ``make eval-real`` degrades its
+    brains), per case and their mean; PSNR over the head, data range the reference's 0.5-99.5 percentile range
+    there. ``adapt``: fitted to each degraded scan first (the engine's fit, from ``model``; ``adapt_steps`` steps
+    or its default)."""
+    from ..models.registry import get_model
+    from ..pipeline import run
+    from ..simulate.lowres import superres_pair
+    from . import real_masks
+    from .baselines import bspline_upsample
+    from .metrics import psnr
+    from .real_data import load
+
+    card = get_model(model)
+    scale = tuple(int(s) for s in card.scale_factor)
+    options: dict[str, Any] = {"adapt": True} if adapt else {"precision": "fp32"}
+    if adapt and adapt_steps:
+        options["adapt_steps"] = int(adapt_steps)
+    gains = {}
+    for case in SR_CASES:
+        low, grid = superres_pair(load(case, cache), scale, card.extras.get("degradation", "thick_slices"))
+        out = run("superres", low, model=model, device="cpu", **options).volume
+        if not out.same_geometry(grid, atol=1e-4):
+            raise ValueError(f"{model} on {case}: the output {out.shape} is not on the reference grid {grid.shape}.")
+        head = real_masks.mr_head(grid.array)
+        lo, hi = np.percentile(grid.array[head], [0.5, 99.5])
+        spline = bspline_upsample(low, grid)
+        gains[case] = psnr(out.array, grid.array, head, hi - lo) - psnr(spline, grid.array, head, hi - lo)
+    gains["mean"] = float(np.mean(list(gains.values())))
+    return gains
+
+
 def anomaly_case(model: str, volume: Volume, lesion: np.ndarray) -> dict[str, Any]:
     """One scan through the engine: its case score, and the map and candidate mask inside the engine's brain."""
     from ..models.registry import get_model
@@ -188,13 +229,21 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedGANLogic.evaluation.validation",
                                      description="Validation that no report scores (see the module's docstring).")
-    parser.add_argument("task", choices=("ldct", "anomaly"))
+    parser.add_argument("task", choices=("ldct", "anomaly", "superres"))
     parser.add_argument("models", nargs="+", help="model ids or model folders")
     parser.add_argument("--phantoms", action="store_true", help="also phantom subjects 1000-1001 at 25 %% dose")
     parser.add_argument("--ensemble", type=int, default=None, help="passes (default: the card's on a CPU)")
     parser.add_argument("--cache", default=None, help="real-image cache (default: that of make eval-real)")
     parser.add_argument("--contrast", default="T1w", help="anomaly: the phantoms' contrast (default T1w)")
+    parser.add_argument("--adapt", action="store_true", help="superres: fit each scan first (the engine's fit)")
+    parser.add_argument("--adapt-steps", type=int, default=None, help="superres --adapt: steps (default: the fit's)")
     args = parser.parse_args(argv)
+    if args.task == "superres":
+        for model in args.models:
+            gains = superres_scores(model, args.adapt, args.adapt_steps, args.cache)
+            print(model, "fitted" if args.adapt else "", "| gain over B-spline (dB):",
+                  ", ".join(f"{k} {v:+.3f}" for k, v in gains.items()), flush=True)
+        return 0
     if args.task == "anomaly":
         for model in args.models:
             scores = anomaly_scores(model, args.contrast)

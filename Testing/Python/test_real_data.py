@@ -160,3 +160,18 @@ def test_fetch_reports_a_package_that_cannot_be_had(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError, match="python3-imageio.*Unable to locate"):
         real_data.fetch(tmp_path / "cache", log=lambda m: None, run=no_apt)
+
+
+def test_a_validation_image_of_a_4d_file_is_its_own_frame(tmp_path, monkeypatch):
+    """nibabel's EPI series is one 4D file: epi0 and epi1 are its volumes 0 and 1, with the file's geometry."""
+    cache = tmp_path / "real"
+    cache.mkdir()
+    series = np.stack([np.full((3, 4, 5), k, np.float32) for k in range(3)])  # (t, z, y, x)
+    image = sitk.GetImageFromArray(series, isVector=False)
+    image.SetSpacing((2.0, 2.0, 2.2, 1.0))
+    sitk.WriteImage(image, str(cache / "example4d.nii.gz"))
+    _register(monkeypatch, cache, "example4d.nii.gz", "nibabel", "nibabel/tests/data/example4d.nii.gz")
+    for frame in (0, 1):
+        vol = real_data.load(f"epi{frame}", cache)
+        assert vol.shape == (3, 4, 5) and np.all(vol.array == frame) and vol.metadata["modality"] == "MR"
+        np.testing.assert_allclose(vol.spacing, (2.0, 2.0, 2.2), rtol=1e-6)

@@ -156,7 +156,7 @@ def test_the_report_refuses_an_empty_cache_and_names_the_make_target(tmp_path):
 def test_every_registered_section_is_known():
     assert set(real.REAL_SECTIONS.names()) == {"ldct-default", "ldct-realistic", "ldct-soft", "t1-to-t2", "t2-to-t1",
                                                "mr-to-ct", "superres",
-                                               "anomaly", "adapt-superres", "adapt-denoise"}
+                                               "anomaly", "adapt-superres", "adapt-inplane", "adapt-denoise"}
 
 
 def test_axial_view_puts_anterior_up_and_patient_right_left():
