@@ -239,3 +239,33 @@ def test_threading_event_cancel_is_honoured_before_the_fit_starts(setup):
     with pytest.raises(CancelledError):
         slicer_bridge.run_on_node(setup.scene, node, "denoise", adapt=True, cancel=stop)
     assert setup.scene.GetNumberOfNodes() == count
+
+
+def test_superres_fit_of_a_scan_without_thick_slices_fine_tunes_the_in_plane_model(setup, make_model):
+    """An isotropic scan: the panel's fit (no model given) fine-tunes the installed in-plane model and the output
+    node lies on the grid the trained model gives (pixels halved in-plane, same field of view)."""
+    from conftest import tiny_card
+
+    card = make_model(tiny_card("test-sr-inplane", task="superres", dims="2.5d", context_slices=1,
+                                scale_factor=[1, 2, 2], tile_size=None, extras={"degradation": "kspace_truncate"},
+                                architecture={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2],
+                                                                               "features": 4, "n_blocks": 1}},
+                                input={"modality": "MR", "normalization": {"kind": "mr_percentile",
+                                                                           "percentiles": [0.5, 99.5],
+                                                                           "range": [-1, 1]}},
+                                output={"modality": "MR", "units": "a.u.",
+                                        "normalization": {"kind": "same_as_input"}}))
+    scene = setup.scene
+    iso = _small("T1w", 1)  # 2 mm isotropic on an oblique grid
+    node = add_volume_node(scene, iso.with_array(np.ascontiguousarray(iso.array[40:48])), "T1 iso")
+    before = slicer_bridge.array_from_node(node).copy()
+    (trained,) = slicer_bridge.run_on_node(scene, node, "superres", model=card.id, show=False)
+    (out,), calls = _fit(scene, node, "superres", steps=2)  # as the panel's fit: no model given
+    assert np.array_equal(node_matrix(out), node_matrix(trained))  # the trained model's grid, bit for bit
+    assert slicer_bridge.array_from_node(out).shape == slicer_bridge.array_from_node(trained).shape
+    assert np.array_equal(slicer_bridge.array_from_node(node), before)
+    fit = json.loads(out.GetAttribute("MedGAN.fit"))
+    assert fit["init"] == card.id and fit["steps"] == 2
+    assert "in-plane" in json.loads(out.GetAttribute("MedGAN.provenance"))["adapt"]["method"]
+    assert out.GetAttribute("MedGAN.geometry_changed") == trained.GetAttribute("MedGAN.geometry_changed")
+    assert calls[-1][0] == pytest.approx(1.0)
