@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .report import evaluate, merge_sections
+from .report import ReportError, evaluate, merge_sections
 from .sections import SECTIONS
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             data = evaluate(args.report, subjects=args.subjects, device=args.device, update=args.update,
                             sections=args.sections.split(",") if args.sections else None)
-    except ValueError as exc:  # an unknown section name: one line, nothing written
+    except ReportError as exc:  # an unknown section, a broken report: one line, nothing written
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     print(f"{data['targets_met']}/{data['targets_total']} targets met; report: {Path(args.report) / 'evaluation.md'}")

@@ -34,6 +34,7 @@ from ..volume import Volume
 from . import real_data
 from .context import LDCT_WINDOW, SectionResult
 from .metrics import psnr, ssim
+from .report import ReportError
 
 
 def windowed_scores(pred_hu: np.ndarray, reference_hu: np.ndarray, mask: np.ndarray,
@@ -112,7 +113,7 @@ class RealContext:
 RealSectionFn = Callable[[RealContext], SectionResult]
 REAL_SECTIONS: Registry[RealSectionFn] = Registry(
     "real-data report section", package=__package__, modules=(".real_ldct", ".real_mr", ".real_adapt"),
-    error=ValueError)
+    error=ReportError)
 
 
 def unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -200,18 +201,19 @@ def evaluate_real(report_dir: str | os.PathLike, *, cache: str | os.PathLike | N
     header then lists each update. Without an existing report it is an ordinary run.
 
     Raises:
+        ReportError: an unknown section; a report to update that is broken.
         RealDataMissingError: the cache lacks an image (the message says to run ``make eval-real``).
     """
     import torch
 
+    names = sections or REAL_SECTIONS.names()
+    fns = {n: REAL_SECTIONS.get(n) for n in names}  # an unknown section fails first (ReportError)
     missing = real_data.missing_files(cache)
     if missing:
         raise real_data.RealDataMissingError(
             f"{len(missing)} real image file(s) missing or changed in {real_data.cache_dir(cache)} "
             f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): run `{real_data.MAKE_TARGET}` "
             f"(it fetches them once).")
-    names = sections or REAL_SECTIONS.names()
-    fns = {n: REAL_SECTIONS.get(n) for n in names}
     report_dir = Path(report_dir)
     previous_path = report_dir / "real.json"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = evaluate_real(args.report, cache=args.cache, update=args.update,
                              sections=args.sections.split(",") if args.sections else None)
-    except (real_data.RealDataMissingError, ValueError) as exc:  # missing images, an unknown section or a report
+    except (real_data.RealDataMissingError, ReportError) as exc:  # missing images, an unknown section or a report
         print(f"error: {exc}", file=sys.stderr)  # to update that is no report: one line, before any section ran
         return 2
     print(f"real-image targets met: {data['targets_met']} of {data['targets_total']}; report: "

@@ -17,6 +17,11 @@ from .context import SPACING_MM, EvalContext, SectionFn, SectionResult, Target, 
 from .sections import SECTIONS
 
 
+class ReportError(ValueError):
+    """What a report run was asked that it cannot do (an unknown section, a report to update or merge from that is
+    broken or lacks a section): the command-line mains print it as one line. Any other error keeps its traceback."""
+
+
 def _fmt(v: float, unit: str) -> str:
     if unit == "" and abs(v) <= 1.0:
         return f"{v:.4f}"
@@ -103,10 +108,10 @@ def read_previous(path: str | Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"The report to update, {path}, is not readable JSON ({exc}); restore it (git checkout -- "
+        raise ReportError(f"The report to update, {path}, is not readable JSON ({exc}); restore it (git checkout -- "
                          f"{path}), or move it away to write a new report.") from exc
     if not (isinstance(data, dict) and isinstance(data.get("meta"), dict) and isinstance(data.get("sections"), dict)):
-        raise ValueError(f"The report to update, {path}, has no \"meta\" and \"sections\"; restore it (git checkout "
+        raise ReportError(f"The report to update, {path}, has no \"meta\" and \"sections\"; restore it (git checkout "
                          f"-- {path}), or move it away to write a new report.")
     return data
 
@@ -154,7 +159,7 @@ def evaluate(report_dir: str | Path, *, subjects: int | None = None, sections: l
     names = sections or registry.names()
     unknown = [n for n in names if n not in registry]
     if unknown:
-        raise ValueError(f"Unknown section(s) {', '.join(unknown)}; known: {', '.join(registry.names())}.")
+        raise ReportError(f"Unknown section(s) {', '.join(unknown)}; known: {', '.join(registry.names())}.")
     report_dir.mkdir(parents=True, exist_ok=True)
     if update:
         read_previous(report_dir / "evaluation.json")  # a broken report fails now, not after the sections
@@ -189,7 +194,7 @@ def merge_sections(report_dir: str | Path, source: str | Path, sections: list[st
     other = json.loads(source.read_text(encoding="utf-8"))
     missing = [n for n in sections if n not in other["sections"] or n not in registry]
     if missing:
-        raise ValueError(f"Section(s) {', '.join(missing)} not in {source} (or unknown here); it has: "
+        raise ReportError(f"Section(s) {', '.join(missing)} not in {source} (or unknown here); it has: "
                          f"{', '.join(other['sections'])}.")
     previous = (read_previous(report_dir / "evaluation.json")
                 or {"meta": {**other["meta"], "updates": []}, "sections": {}})
@@ -197,7 +202,7 @@ def merge_sections(report_dir: str | Path, source: str | Path, sections: list[st
     for result in fresh.values():
         for panel in result.panels:
             if not (source.parent / panel).is_file():
-                raise ValueError(f"Panel {panel} of {source} is missing beside it; copy it there first.")
+                raise ReportError(f"Panel {panel} of {source} is missing beside it; copy it there first.")
             if (source.parent / panel).resolve() != (report_dir / panel).resolve():
                 shutil.copyfile(source.parent / panel, report_dir / panel)
     made = [u for u in other["meta"].get("updates", []) if set(sections) & set(u["sections"])]

@@ -245,3 +245,20 @@ def test_end_slices_are_the_outermost_slices_of_the_region_along_the_thickest_ax
     assert np.array_equal(along_x[:, :, 1], region[:, :, 1]) and np.array_equal(along_x[:, :, 5], region[:, :, 5])
     assert along_x.sum() == region[:, :, 1].sum() + region[:, :, 5].sum()
     assert not real_mr.end_slices(np.zeros((3, 3, 3), bool), (1.0, 1.0, 1.0)).any()
+
+
+def test_main_prints_what_it_was_asked_wrongly_in_one_line_and_lets_a_sections_own_error_through(monkeypatch, capsys):
+    """An unknown section or a broken report is one line and exit status 2; any other error (a section's bug) keeps
+    its traceback, in both report commands."""
+    import MedGANLogic.evaluation.__main__ as eval_main
+    from MedGANLogic.evaluation.report import ReportError
+
+    assert real.main(["--sections", "no-such-section", "--cache", "/nonexistent"]) == 2  # before the cache check
+    assert "Unknown real-data report section 'no-such-section'" in capsys.readouterr().err
+    for module, name in ((real, "evaluate_real"), (eval_main, "evaluate")):
+        monkeypatch.setattr(module, name, lambda *a, **k: (_ for _ in ()).throw(ValueError("a section's own bug")))
+        with pytest.raises(ValueError, match="own bug"):
+            module.main(["--sections", "anomaly", "--update"])
+        monkeypatch.setattr(module, name, lambda *a, **k: (_ for _ in ()).throw(ReportError("broken report")))
+        assert module.main(["--sections", "anomaly", "--update"]) == 2
+        assert "broken report" in capsys.readouterr().err
