@@ -58,7 +58,8 @@ def train(config: dict[str, Any] | None, run_dir: str | Path | None = None, *, r
             ``steps`` is used: the checkpoint's own config is what makes the run continue exactly.
         run_dir: checkpoints, logs and samples go here.
         resume: a checkpoint file or a run folder (its latest checkpoint).
-        export_dir: where model folders are written at the end (default ``<run_dir>/export``).
+        export_dir: where model folders are written at the end (default ``<run_dir>/export``; without either a
+            training run exports nothing, and an average, which makes nothing else, is refused).
 
     A config with a top-level ``average`` (a list of installed models) trains nothing: it exports the mean of
     their weights (:mod:`.average`).
@@ -69,7 +70,10 @@ def train(config: dict[str, Any] | None, run_dir: str | Path | None = None, *, r
     if config is not None and "average" in config and not resume:  # a model soup: nothing to train (.average)
         from .average import average_models
 
-        out = Path(export_dir) if export_dir else Path(run_dir or ".") / "export"
+        if not (export_dir or run_dir):  # it makes nothing but the export: say where, as training would default
+            raise InputError("An average of installed models (config 'average') only exports: give export_dir "
+                             "(--export) or run_dir (it then writes <run_dir>/export).")
+        out = Path(export_dir) if export_dir else Path(run_dir) / "export"
         cards = average_models(config, out, command=command)
         return {"interrupted": False, "step": 0, "steps": 0, "train_seconds": 0.0,
                 "exported": [str(c.folder) for c in cards]}

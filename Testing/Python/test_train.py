@@ -536,6 +536,9 @@ def test_an_average_recipe_exports_the_mean_of_its_models_weights(tiny_config, t
     assert [r["weights_sha256"] for r in record["average_of"]] == [m.sha256 for m in models]
     assert record["method"] == "uniform weight average" and mean.version == "9.9.9"
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+    with pytest.raises(InputError, match="only exports: give export_dir"):  # nowhere to write: refused, not ./export
+        train(cfg)
+    assert train(cfg, tmp_path / "run2")["exported"] == [str(tmp_path / "run2" / "export" / "tiny-mean")]
 
     wider = tiny_config("pix2pix")
     wider["generator"] = copy.deepcopy(wider["generator"])
