@@ -40,6 +40,18 @@ def tiny_card(model_id: str = "test-t1-to-t2", task: str = "synthesize", **overr
     return card
 
 
+def tiny_inplane_card(model_id: str = "test-sr-inplane") -> dict:
+    """A valid card of a tiny untrained in-plane x2 super-resolution model (2.5D SRResNet, one neighbour slice on each
+    side, trained to invert the central half of k-space), as the shipped mr-sr-x2-inplane is laid out."""
+    return tiny_card(model_id, task="superres", dims="2.5d", context_slices=1, scale_factor=[1, 2, 2],
+                     tile_size=None, extras={"degradation": "kspace_truncate"},
+                     architecture={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2], "features": 4,
+                                                                    "n_blocks": 1, "global_skip": "bilinear"}},
+                     input={"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
+                                                                "range": [-1, 1], "zero_based": True}},
+                     output={"modality": "MR", "units": "a.u.", "normalization": {"kind": "same_as_input"}})
+
+
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
     """An empty user model folder, with the built-in models hidden so tests see only what they install."""

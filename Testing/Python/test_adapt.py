@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_inplane_card
 
 from MedGANLogic.adapt import FitBudget, fit_denoise, fit_superres, save_fitted_model
 from MedGANLogic.adapt.denoise import R2R_ALPHA
@@ -724,25 +725,13 @@ def test_a_ct_fit_fine_tunes_the_trained_ct_denoiser_when_it_is_installed(phanto
 
 
 # --- in-plane super-resolution: a trained in-plane model fine-tuned on the scan -------------------------------------
-def _inplane_card(model_id: str = "test-sr-inplane") -> dict:
-    from conftest import tiny_card
-
-    return tiny_card(model_id, task="superres", dims="2.5d", context_slices=1, scale_factor=[1, 2, 2],
-                     tile_size=None, extras={"degradation": "kspace_truncate"},
-                     architecture={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2], "features": 4,
-                                                                    "n_blocks": 1, "global_skip": "bilinear"}},
-                     input={"modality": "MR", "normalization": {"kind": "mr_percentile", "percentiles": [0.5, 99.5],
-                                                                "range": [-1, 1], "zero_based": True}},
-                     output={"modality": "MR", "units": "a.u.", "normalization": {"kind": "same_as_input"}})
-
-
 def test_an_isotropic_scan_fits_the_installed_in_plane_model_and_runs_it_as_trained(phantom, make_model, model_dir):
     """No thick slices: adapt=True fine-tunes the installed in-plane model on the scan's own pairs, then runs it as
     the trained model runs (same grid, kept measured data); the fit is recorded, changes the output, saves as a model
     that gives the same output through the engine and starts a later fit."""
     from MedGANLogic import run
 
-    card = make_model(_inplane_card())
+    card = make_model(tiny_inplane_card())
     t2 = cut(phantom[0].volumes["T2w"])
     t2 = t2.with_array(t2.array, metadata={"modality": "MR"})
     before = t2.array.copy()
@@ -770,7 +759,7 @@ def test_an_inplane_fit_learns_the_scans_pairs_and_is_seeded(phantom, make_model
     from MedGANLogic.adapt.inplane import fit_inplane
     from MedGANLogic.pipeline import plan
 
-    card = make_model(_inplane_card())
+    card = make_model(tiny_inplane_card())
     t2 = cut(phantom[0].volumes["T2w"])
     the_plan = plan("superres", t2, model=card.id, device="cpu", precision="fp32")
     first = fit_inplane(the_plan, budget=steps(40), seed=3, lr=3e-3)
@@ -784,7 +773,7 @@ def test_a_thick_slice_scan_fits_in_plane_when_given_an_in_plane_model(phantom, 
     from MedGANLogic.adapt.inplane import DEFAULT_STEPS
     from MedGANLogic.pipeline import plan
 
-    card = make_model(_inplane_card())
+    card = make_model(tiny_inplane_card())
     t2 = phantom[0].volumes["T2w"]
     thick = thick_slices(t2.with_array(np.ascontiguousarray(t2.array[16:28])), 2, axis=0)
     with pytest.raises(InputError, match="thick slices"):  # no model given, no installed through-plane start

@@ -244,17 +244,9 @@ def test_threading_event_cancel_is_honoured_before_the_fit_starts(setup):
 def test_superres_fit_of_a_scan_without_thick_slices_fine_tunes_the_in_plane_model(setup, make_model):
     """An isotropic scan: the panel's fit (no model given) fine-tunes the installed in-plane model and the output
     node lies on the grid the trained model gives (pixels halved in-plane, same field of view)."""
-    from conftest import tiny_card
+    from conftest import tiny_inplane_card
 
-    card = make_model(tiny_card("test-sr-inplane", task="superres", dims="2.5d", context_slices=1,
-                                scale_factor=[1, 2, 2], tile_size=None, extras={"degradation": "kspace_truncate"},
-                                architecture={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2],
-                                                                               "features": 4, "n_blocks": 1}},
-                                input={"modality": "MR", "normalization": {"kind": "mr_percentile",
-                                                                           "percentiles": [0.5, 99.5],
-                                                                           "range": [-1, 1]}},
-                                output={"modality": "MR", "units": "a.u.",
-                                        "normalization": {"kind": "same_as_input"}}))
+    card = make_model(tiny_inplane_card())
     scene = setup.scene
     iso = _small("T1w", 1)  # 2 mm isotropic on an oblique grid
     node = add_volume_node(scene, iso.with_array(np.ascontiguousarray(iso.array[40:48])), "T1 iso")

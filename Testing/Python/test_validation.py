@@ -71,22 +71,14 @@ def test_anomaly_validation_scores_phantom_pairs_and_post_contrast_heads(monkeyp
 def test_superres_validation_scores_gains_over_b_spline_with_and_without_a_fit(monkeypatch, make_model):
     """Each case degraded as the model's card says, restored onto the reference grid and scored against B-spline
     (B-spline itself as the model gains nothing); --adapt goes through the fit and changes the scores."""
-    from conftest import tiny_card
+    from conftest import tiny_inplane_card
 
     from MedGANLogic.simulate import make_subject
 
     t2 = make_subject(2001, spacing_mm=4.0, contrasts=("T2w",), snr=30.0, n_lesions=0).volumes["T2w"]
     head = t2.with_array(np.ascontiguousarray(t2.array[20:26]), metadata={"modality": "MR"})
     monkeypatch.setattr(real_data, "load", lambda name, cache=None: head)
-    card = make_model(tiny_card("test-sr-inplane", task="superres", dims="2.5d", context_slices=1,
-                                scale_factor=[1, 2, 2], tile_size=None, extras={"degradation": "kspace_truncate"},
-                                architecture={"name": "srresnet2d", "params": {"in_channels": 3, "scale": [2, 2],
-                                                                               "features": 4, "n_blocks": 1}},
-                                input={"modality": "MR", "normalization": {"kind": "mr_percentile",
-                                                                           "percentiles": [0.5, 99.5],
-                                                                           "range": [-1, 1]}},
-                                output={"modality": "MR", "units": "a.u.",
-                                        "normalization": {"kind": "same_as_input"}}))
+    card = make_model(tiny_inplane_card())
     trained = validation.superres_scores(card.id)
     assert list(trained) == [*validation.SR_CASES, "mean"] and np.isfinite(list(trained.values())).all()
     assert trained["mean"] == np.mean([trained[c] for c in validation.SR_CASES])
