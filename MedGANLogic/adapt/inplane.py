@@ -44,12 +44,14 @@ from .loop import (
 )
 
 FIT_SHARE = 0.8  # of the progress bar; the pass over the volume takes the rest
-# Chosen on real MR that no report scores (python -m MedGANLogic.evaluation.validation superres --adapt: nibabel's
-# EPI volumes 0 and 1 and its small T1w, degraded x2 in-plane as make eval-real degrades its brains), starting from
-# mr-sr-x2-inplane 3.5.0 (gain over cubic B-spline, mean of the three: +1.24 dB), 2026-12-06: 400 steps at 3e-4
+# Chosen on real MR that no report scores (nibabel's EPI volumes 0 and 1 and its small T1w, degraded x2 in-plane as
+# make eval-real degrades its brains), starting from mr-sr-x2-inplane 3.5.0 (gain over cubic B-spline, mean of the
+# three: +1.24 dB), 2026-12-06, with a prototype of this fit (the rate decayed linearly to zero): 400 steps at 3e-4
 # +1.20, 400 at 1e-4 +1.31, 200 at 3e-4 +1.31, 200 at 1e-4 +1.36, 200 at 5e-5 +1.39, 100 at 1e-4 +1.39, 100 at 5e-5
-# +1.40, 50 at 1e-4 +1.40 dB (the fewest steps within 0.02 dB of the best). Longer or faster fits forget: the EPIs
-# gain up to +0.28 dB, the 16 x 20-pixel T1w loses (0.04 dB at 50 steps, 0.4 dB at 400 steps at 3e-4).
+# +1.40, 50 at 1e-4 +1.40 dB (the fewest steps within 0.02 dB of the best, the rule set before). Longer or faster fits
+# forget: the EPIs gain up to +0.28 dB, the 16 x 20-pixel T1w loses (0.04 dB at 50 steps, 0.4 dB at 400 steps at
+# 3e-4). This fit with the chosen setting (python -m MedGANLogic.evaluation.validation superres --adapt
+# mr-sr-x2-inplane): +1.60 / +1.60 / +1.00, mean +1.40 dB.
 DEFAULT_STEPS = 50
 DEFAULT_LR = 1e-4
 PATCH = 32  # low-resolution crop side (pixels), as the model's recipe
