@@ -240,15 +240,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run even if the model expects another modality")
     p.add_argument("--adapt", action="store_true",
                    help="denoise/superres: fit a network to this scan itself (no training data; starts from a "
-                        "fitting model if one is installed, or --model)")
+                        "fitting model if one is installed, or --model; superres of a scan without thick slices, or "
+                        "with an in-plane --model such as mr-sr-x2-inplane, fine-tunes that model on the scan)")
     p.add_argument("--adapt-budget", type=float, dest="adapt_budget_s", metavar="SECONDS",
                    help="with --adapt: seconds of fitting (default 90 for denoise, 120 for ultrasound, 300 for CT "
                         "and PET denoise, 120 for superres; ultrasound denoising also stops after 750 steps, CT "
-                        "fine-tuning ldct-denoise after 1500, PET and CT from scratch after 6000, see --adapt-steps)")
+                        "fine-tuning ldct-denoise after 1500, PET and CT from scratch after 6000, in-plane superres "
+                        "after 50, see --adapt-steps)")
     p.add_argument("--adapt-steps", type=int, dest="adapt_steps", metavar="N",
                    help="with --adapt: at most N fitting steps (reproducible with the same --adapt-seed); replaces "
                         "the step cap of ultrasound (750), CT (1500 fine-tuning ldct-denoise, else 6000) and PET "
-                        "(6000) denoising")
+                        "(6000) denoising and of in-plane super-resolution (50)")
     p.add_argument("--adapt-seed", type=int, dest="adapt_seed", metavar="N", help="with --adapt: seed (default 0)")
     p.add_argument("--save-fit", dest="save_fit", metavar="FOLDER",
                    help="with --adapt: also save the fitted network as a model folder (its card names this scan)")
