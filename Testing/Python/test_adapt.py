@@ -783,3 +783,14 @@ def test_a_thick_slice_scan_fits_in_plane_when_given_an_in_plane_model(phantom, 
     assert planned.adapt.budget.max_steps == DEFAULT_STEPS and "fine-tuned on the scan" in planned.notes[0]
     assert plan("superres", thick, model=card.id, adapt=True, adapt_steps=7).adapt.budget.max_steps == 7
     assert not plan("superres", thick, adapt=True).adapt.inplane  # thick slices, no model: through-plane
+
+
+def test_cancel_during_an_in_plane_fit_raises_and_returns_nothing(phantom, make_model, model_dir):
+    from MedGANLogic.pipeline import execute, plan
+
+    make_model(tiny_inplane_card())
+    the_plan = plan("superres", cut(phantom[0].volumes["T2w"]), device="cpu", adapt=True, adapt_steps=500)
+    assert the_plan.adapt.inplane
+    stop = threading.Event()
+    with pytest.raises(CancelledError):
+        execute(the_plan, progress=lambda f, m: stop.set() if "step 2" in m else None, cancel=stop)
