@@ -51,6 +51,13 @@ def mr_range(target: np.ndarray, mask: np.ndarray) -> float:
     return float(hi - lo)
 
 
+def mr_window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """The 0.5 and 99.5 percentiles of ``image`` inside ``mask`` (of the whole image when the mask is empty): the
+    grey window the real-image sections show and score MR in (:func:`mr_range` is its width on a non-empty mask)."""
+    lo, hi = np.percentile(image[mask] if mask.any() else image.ravel(), [0.5, 99.5])
+    return float(lo), float(hi)
+
+
 def mean(values: list[float]) -> float:
     """The mean of per-subject values; NaN when there are none."""
     return float(np.mean(values)) if values else float("nan")

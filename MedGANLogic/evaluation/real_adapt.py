@@ -28,7 +28,7 @@ from ..adapt.denoise import R2R_FINETUNE_STEPS, SELF_ENSEMBLE, STEP_CAP, trained
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
-from .context import LDCT_WINDOW, SectionResult, Target, card_passes, installed, mean, missing_models
+from .context import LDCT_WINDOW, SectionResult, Target, card_passes, installed, mean, missing_models, mr_window
 from .metrics import psnr, ssim
 from .peers import ECLARE_CPU_PATCHES, ECLARE_DEFAULT_PATCHES, ECLARE_VERSION, eclare_command, eclare_superres
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range, windowed_scores
@@ -64,11 +64,6 @@ def fit_steps(ct_start: str | None) -> dict[str, int]:
     return {"MR": DN_STEPS["MR"], "CT": R2R_FINETUNE_STEPS if ct_start else STEP_CAP["CT"]}
 
 
-def _window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(image[mask] if mask.any() else image, [0.5, 99.5])
-    return float(lo), float(hi)
-
-
 # --- super-resolution -------------------------------------------------------------------------------------------
 @REAL_SECTIONS.register("adapt-superres")
 def real_adapt_superres(ctx: RealContext) -> SectionResult:
@@ -99,7 +94,7 @@ def real_adapt_superres(ctx: RealContext) -> SectionResult:
             done = eclare_superres(low, grid, patches=patches, gpu=gpu, command=peer)
             preds[PEER], seconds[PEER] = done.array, done.seconds
         head = real_masks.mr_head(grid.array)
-        lo, hi = _window(grid.array, head)
+        lo, hi = mr_window(grid.array, head)
         for method, pred in preds.items():
             metrics[method]["PSNR"].append(psnr(pred, grid.array, head, hi - lo))
             metrics[method]["SSIM"].append(ssim(pred, grid.array, head, hi - lo))
@@ -168,7 +163,7 @@ def real_adapt_inplane(ctx: RealContext) -> SectionResult:
         preds[methods[2]] = bspline_upsample(low, grid)
         seconds[methods[2]] = time.perf_counter() - start
         head = real_masks.mr_head(grid.array)
-        lo, hi = _window(grid.array, head)
+        lo, hi = mr_window(grid.array, head)
         for method, pred in preds.items():
             ok = bool(np.isfinite(pred).all())
             metrics[method]["PSNR"].append(psnr(pred, grid.array, head, hi - lo) if ok else np.nan)
@@ -253,7 +248,7 @@ def noisy_case(ctx: RealContext, case: str, seed: int) -> tuple[Volume, np.ndarr
 def _scores(pred: np.ndarray, clean: np.ndarray, mask: np.ndarray, modality: str) -> tuple[float, float]:
     if modality == "CT":
         return windowed_scores(pred, clean, mask)
-    lo, hi = _window(clean, mask)
+    lo, hi = mr_window(clean, mask)
     return psnr(pred, clean, mask, hi - lo), ssim(pred, clean, mask, hi - lo)
 
 
@@ -304,7 +299,7 @@ def real_adapt_denoise(ctx: RealContext) -> SectionResult:
                                       f"noise): PSNR above {baseline}", metrics[row_name][f"{case} PSNR"][-1],
                                       metrics[baseline][f"{case} PSNR"][-1], ">", TRAINED_WHY[modality]))
         z = clean.shape[0] // 2
-        lo, hi = LDCT_WINDOW if modality == "CT" else _window(clean, mask)
+        lo, hi = LDCT_WINDOW if modality == "CT" else mr_window(clean, mask)
         direction = ctx.image(case).direction
         rows.append((case, [axial_view(unit_range(preds[m][z], lo, hi), direction) for m in methods]
                      + [axial_view(unit_range(clean[z], lo, hi), direction)]))

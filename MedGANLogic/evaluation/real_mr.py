@@ -19,7 +19,7 @@ from ..simulate.lowres import superres_pair
 from ..volume import Volume
 from . import real_masks
 from .baselines import bspline_upsample
-from .context import SectionResult, Target, installed, mean, missing_models
+from .context import SectionResult, Target, installed, mean, missing_models, mr_window
 from .metrics import auroc, psnr, ssim
 from .real import REAL_SECTIONS, RealContext, axial_view, save_real_panel, unit_range
 from .real_data import IMAGES
@@ -59,12 +59,6 @@ def _forced(volume: Volume, want: str) -> dict[str, Any]:
     return {"force": True} if volume.metadata.get("contrast") != want else {}
 
 
-def _window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    values = image[mask] if mask.any() else image.ravel()
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    return float(lo), float(hi)
-
-
 def _fullest(mask: np.ndarray) -> int:
     return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(1)))
 
@@ -99,7 +93,7 @@ def csf_wm_ratio(image: np.ndarray, csf: np.ndarray, wm: np.ndarray) -> float:
 def _inverted(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """``image`` turned upside down within its 0.5-99.5 percentile window in ``brain`` (zero outside): the
     baseline of the contrast-order checks, and how a T2w's tissue classes are found with the T1w masks."""
-    lo, hi = _window(image, brain)
+    lo, hi = mr_window(image, brain)
     return np.where(brain, lo + hi - image, 0.0)
 
 
@@ -129,7 +123,7 @@ def _contrast_order(ctx: RealContext, model_id: str, cases: tuple[str, ...], sou
             metrics[method][share].append(100.0 * float(np.mean(past)))
         z = _fullest(classes["core"])
         shown_classes = classes["csf"][z] * 0.33 + classes["parenchyma"][z] * 0.66 + classes["wm"][z] * 0.34
-        shown = [unit_range(images[m][z], *_window(images[m][z], mk["brain"][z])) for m in methods] + [shown_classes]
+        shown = [unit_range(images[m][z], *mr_window(images[m][z], mk["brain"][z])) for m in methods] + [shown_classes]
         rows.append((case, [axial_view(img, vol.direction) for img in shown]))
     panel = save_real_panel(ctx, model_id.removeprefix("mr-").replace("-", "_"), rows,
                             [source, f"synthetic {target}", f"inverted {source}", "masks"])
@@ -243,7 +237,7 @@ def mr_to_ct(ctx: RealContext) -> Any:
             metrics[method]["skull shell < -200 HU"].append(100.0 * float(np.mean(ct[shell] < -200)))
         z = _fullest(mk["brain"])
         ct = preds["model (mr-to-ct)"]
-        shown = [unit_range(vol.array[z], *_window(vol.array, mk["head"])), unit_range(ct[z], -160, 240),
+        shown = [unit_range(vol.array[z], *mr_window(vol.array, mk["head"])), unit_range(ct[z], -160, 240),
                  unit_range(ct[z], -1000, 1500), unit_range(preds["bulk density (baseline)"][z], -1000, 1500),
                  shell[z].astype(np.float32)]
         rows.append((case, [axial_view(img, vol.direction) for img in shown]))
@@ -324,7 +318,7 @@ def superres(ctx: RealContext) -> Any:
             spline = bspline_upsample(low, grid)
             spline_kept = consistent_with(spline, low.array, scale, degradation)  # what keeping the data alone gives
             head = real_masks.mr_head(grid.array)
-            lo, hi = _window(grid.array, head)
+            lo, hi = mr_window(grid.array, head)
             for store, pred in ((mine, out), (base, spline), (base_kept, spline_kept)):
                 ok = bool(np.isfinite(pred).all())
                 store.setdefault("PSNR", []).append(psnr(pred, grid.array, head, hi - lo) if ok else np.nan)
@@ -449,7 +443,7 @@ def anomaly(ctx: RealContext) -> Any:
             metrics[method]["normal brain flagged"].append(
                 np.nan if failed else 100.0 * float(flag[brain & ~tumour].mean()))
         z = _fullest(tumour) if tumour.any() else _fullest(brain)
-        img = unit_range(vol.array[z], *_window(vol.array, brain))
+        img = unit_range(vol.array[z], *mr_window(vol.array, brain))
         top = float(np.nanpercentile(amap[brain], 99.5)) if np.isfinite(amap).any() else 1.0
         shown = [real_masks_outline(img, tumour[z]), unit_range(amap[z], 0.0, top), flagged[z].astype(np.float32),
                  unit_range(zmap[z], 0.0, 2 * ZSCORE_THRESHOLD)]

@@ -152,6 +152,7 @@ def superres_scores(model: str, adapt: bool = False, adapt_steps: int | None = N
     from ..simulate.lowres import superres_pair
     from . import real_masks
     from .baselines import bspline_upsample
+    from .context import mr_range
     from .metrics import psnr
     from .real_data import load
 
@@ -167,9 +168,9 @@ def superres_scores(model: str, adapt: bool = False, adapt_steps: int | None = N
         if not out.same_geometry(grid, atol=1e-4):
             raise ValueError(f"{model} on {case}: the output {out.shape} is not on the reference grid {grid.shape}.")
         head = real_masks.mr_head(grid.array)
-        lo, hi = np.percentile(grid.array[head], [0.5, 99.5])
+        data_range = mr_range(grid.array, head)
         spline = bspline_upsample(low, grid)
-        gains[case] = psnr(out.array, grid.array, head, hi - lo) - psnr(spline, grid.array, head, hi - lo)
+        gains[case] = psnr(out.array, grid.array, head, data_range) - psnr(spline, grid.array, head, data_range)
     gains["mean"] = float(np.mean(list(gains.values())))
     return gains
 
