@@ -112,10 +112,13 @@ class EvalContext:
 
     def run(self, task: str, volume: Volume, model: str, **options: Any) -> RunResult:
         """``task`` with the installed ``model`` (an id or a model folder) through :func:`MedGANLogic.run`, as a
-        user runs it (with ``options``), in fp32 so the numbers do not depend on the CPU's bf16."""
+        user runs it (with ``options``), in fp32 so the numbers do not depend on the CPU's bf16 (a fit to the scan,
+        ``adapt=True``, runs in fp32 and takes no precision)."""
         from ..pipeline import run
 
-        return run(task, volume, model=model, device=self.device, precision="fp32", **options)
+        if not options.get("adapt"):
+            options.setdefault("precision", "fp32")
+        return run(task, volume, model=model, device=self.device, **options)
 
     def run_model(self, model_id: str, task: str, array: np.ndarray, modality: str,
                   contrast: str | None = None, **options: Any) -> np.ndarray:

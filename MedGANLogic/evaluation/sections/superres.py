@@ -24,9 +24,9 @@ from . import SECTIONS
 SR_MODELS: dict[str, dict[str, Any]] = {
     "mr-sr-x2-throughplane": {"scale": (2, 1, 1), "panel_axis": 1,
                               "what": "through-plane (4 mm thick axial slices -> 2 mm)"},
-    "mr-sr-x2-inplane": {"scale": (1, 2, 2), "panel_axis": 0,
+    "mr-sr-x2-inplane": {"scale": (1, 2, 2), "panel_axis": 0, "fitted_to_scan": True,
                          "what": "in-plane (4 mm in-plane, k-space truncated -> 2 mm)"},
-}
+}  # fitted_to_scan: the section also scores the model fine-tuned on each scan (MedGANLogic.adapt.inplane)
 SR_TARGET_DB = 1.5
 FITTED = "model fitted to the scan"
 
@@ -51,7 +51,7 @@ def superres_section(ctx: EvalContext, model_id: str) -> SectionResult:
     title = f"T2w super-resolution x2, {spec['what']} ({model_id}, SRGAN)"
     if (m := missing_models(title, [model_id])) is not None:
         return m
-    fitted_to_scan = model_id == "mr-sr-x2-inplane"  # the in-plane model is also fine-tuned on each scan
+    fitted_to_scan = bool(spec.get("fitted_to_scan"))
     metrics: dict[str, dict[str, list[float]]] = {"model": {}, **({FITTED: {}} if fitted_to_scan else {}),
                                                   "cubic B-spline": {}}
     geometry_exact, panel = [], None
@@ -66,11 +66,9 @@ def superres_section(ctx: EvalContext, model_id: str) -> SectionResult:
         preds = {"model": out.array, "cubic B-spline": bspline_upsample(low, grid)}
         if fitted_to_scan:
             from ...adapt.inplane import DEFAULT_STEPS
-            from ...pipeline import run
 
-            fit = run("superres", low, model=model_id, device=ctx.device, adapt=True, adapt_steps=DEFAULT_STEPS,
-                      adapt_budget_s=86400.0).volume
-            preds[FITTED] = fit.array
+            preds[FITTED] = ctx.run("superres", low, model_id, adapt=True, adapt_steps=DEFAULT_STEPS,
+                                    adapt_budget_s=86400.0).volume.array
         base = preds["cubic B-spline"]
         crop = tuple(slice(0, n) for n in grid.shape)
         mask, ref, acquired = s["head"][crop], clean[crop], grid.array
