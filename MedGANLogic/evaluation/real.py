@@ -34,7 +34,7 @@ from ..volume import Volume
 from . import real_data
 from .context import LDCT_WINDOW, SectionResult
 from .metrics import psnr, ssim
-from .report import ReportError
+from .report import ReportError, render_results, update_lines
 
 
 def windowed_scores(pred_hu: np.ndarray, reference_hu: np.ndarray, mask: np.ndarray,
@@ -155,15 +155,13 @@ def render_markdown(results: dict[str, SectionResult], meta: dict[str, Any], run
              "diagnosis.", "",
              f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']} "
              f"({meta['cpu_count']} CPU cores; torch threads {meta['torch_threads']}).",
-             *[f"- Updated {u['generated']} ({u['seconds']:.0f} s on {u['device']}): {', '.join(u['sections'])} run "
-               f"again (`--sections ... --update`)." for u in meta.get("updates", [])],
+             *update_lines(meta.get("updates", []), "real.json", "`--sections ... --update`"),
              "- Mean ± standard deviation over the cases a metric applies to (per case in `real.json`).", "",
              "## Images", "", "| image | package | shows | tumour label | geometry |", "|---|---|---|---|---|"]
     for row in real_data.inventory():
         lines.append(f"| {row['image']} | {row['package']} | {row['shows']} | {row['label'] or '–'} | "
                      f"{row['assumed']} |")
     lines.append("")
-    from .report import render_results
 
     lines += render_results(list(results.values()))
     lines += ["", "## Model runs", "", "Every run through the engine: seconds (summed over the runs of a row), what "

@@ -49,12 +49,26 @@ def render_markdown(results: list[SectionResult], meta: dict[str, Any]) -> str:
              f"phantom's held-out test split), {meta['spacing_mm']} mm isotropic.",
              "- Metrics inside the phantom's head mask; mean ± standard deviation over subjects.",
              f"- Generated {meta['generated']} in {meta['seconds']:.0f} s on {meta['device']}."]
-    for up in meta.get("updates", []):
-        lines.append(f"- Updated {up['generated']} ({up['seconds']:.0f} s on {up['device']}): "
-                     f"{', '.join(up['sections'])} run again (`--sections ... --update` or `--merge`).")
+    lines += update_lines(meta.get("updates", []), "evaluation.json", "`--sections ... --update` or `--merge`")
     lines.append("")
     lines += render_results(results)
     return "\n".join(lines) + "\n"
+
+
+SHOWN_UPDATES = 5  # the report's header lists the last updates; its JSON keeps them all
+
+
+def update_lines(updates: list[dict[str, Any]], json_name: str, how: str) -> list[str]:
+    """The header's lines for a report's updates (sections run again into it): the last :data:`SHOWN_UPDATES`,
+    after one line counting the earlier ones, which ``json_name`` (the report's JSON, ``meta.updates``) keeps."""
+    lines = []
+    if len(updates) > SHOWN_UPDATES:
+        lines.append(f"- Updated {len(updates)} times since; the earlier {len(updates) - SHOWN_UPDATES} are listed "
+                     f"in `{json_name}` (meta.updates).")
+    for up in updates[-SHOWN_UPDATES:]:
+        lines.append(f"- Updated {up['generated']} ({up['seconds']:.0f} s on {up['device']}): "
+                     f"{', '.join(up['sections'])} run again ({how}).")
+    return lines
 
 
 def render_results(results: list[SectionResult]) -> list[str]:

@@ -141,12 +141,12 @@ def phantom_scores(model: str) -> list[float]:
 
 
 def superres_scores(model: str, adapt: bool = False, adapt_steps: int | None = None,
-                    cache: Any = None) -> dict[str, float]:
+                    cache: Any = None, ensemble: int | None = None) -> dict[str, float]:
     """Gain over cubic B-spline (dB) of the super-resolution ``model`` on :data:`SR_CASES`, each degraded as the
     model was trained to invert (its card's scale and ``extras.degradation``, as ``make eval-real`` degrades its
     brains), per case and their mean; PSNR over the head, data range the reference's 0.5-99.5 percentile range
     there. ``adapt``: fitted to each degraded scan first (the engine's fit, from ``model``; ``adapt_steps`` steps
-    or its default)."""
+    or its default). ``ensemble``: passes over flips (default: the card's on a CPU)."""
     from ..models.registry import get_model
     from ..pipeline import run
     from ..simulate.lowres import superres_pair
@@ -161,6 +161,8 @@ def superres_scores(model: str, adapt: bool = False, adapt_steps: int | None = N
     options: dict[str, Any] = {"adapt": True} if adapt else {"precision": "fp32"}
     if adapt and adapt_steps:
         options["adapt_steps"] = int(adapt_steps)
+    if ensemble:
+        options["ensemble"] = int(ensemble)
     gains = {}
     for case in SR_CASES:
         low, grid = superres_pair(load(case, cache), scale, card.extras.get("degradation", "thick_slices"))
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.task == "superres":
         for model in args.models:
-            gains = superres_scores(model, args.adapt, args.adapt_steps, args.cache)
+            gains = superres_scores(model, args.adapt, args.adapt_steps, args.cache, args.ensemble)
             print(model, "fitted" if args.adapt else "", "| gain over B-spline (dB):",
                   ", ".join(f"{k} {v:+.3f}" for k, v in gains.items()), flush=True)
         return 0

@@ -308,3 +308,18 @@ def test_adapt_baseline_strength_is_tuned_coarse_to_fine():
 
     assert best_factor(score) == pytest.approx(2 * np.sqrt(2), abs=1e-3)
     assert len(calls) == 7
+
+
+def test_a_report_header_lists_its_last_updates_and_counts_the_earlier_ones():
+    from MedGANLogic.evaluation.report import SHOWN_UPDATES, update_lines
+
+    updates = [{"generated": f"2026-12-0{i + 1}", "seconds": 10.0 * i, "device": "cpu", "sections": [f"s{i}"]}
+               for i in range(SHOWN_UPDATES + 2)]
+    lines = update_lines(updates, "real.json", "`--update`")
+    assert len(lines) == SHOWN_UPDATES + 1
+    assert lines[0].startswith(f"- Updated {SHOWN_UPDATES + 2} times since") and "earlier 2" in lines[0]
+    assert "real.json" in lines[0] and "s0 " not in "".join(lines) and "s1 " not in "".join(lines)
+    assert lines[-1] == f"- Updated 2026-12-0{SHOWN_UPDATES + 2} ({10 * (SHOWN_UPDATES + 1)} s on cpu): " \
+                        f"s{SHOWN_UPDATES + 1} run again (`--update`)."
+    assert update_lines(updates[:2], "real.json", "x") == [
+        "- Updated 2026-12-01 (0 s on cpu): s0 run again (x).", "- Updated 2026-12-02 (10 s on cpu): s1 run again (x)."]
