@@ -2,7 +2,7 @@
 
     python -m MedGANLogic.evaluation.validation ldct [--phantoms] [--ensemble N] MODEL [MODEL ...]
     python -m MedGANLogic.evaluation.validation anomaly [--contrast T1w] MODEL [MODEL ...]
-    python -m MedGANLogic.evaluation.validation superres [--adapt [--adapt-steps N]] MODEL [MODEL ...]
+    python -m MedGANLogic.evaluation.validation superres [--adapt [--adapt-steps N] | --ensemble N] MODEL [MODEL ...]
 
 ``ldct``: low-dose CT denoisers (ids or model folders) on the real body CT slice of :data:`.real_data.
 VALIDATION_IMAGES` (``ct_small``: pydicom's ``CT_small.dcm``, fetched with the report's real images), at its own
@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt", action="store_true", help="superres: fit each scan first (the engine's fit)")
     parser.add_argument("--adapt-steps", type=int, default=None, help="superres --adapt: steps (default: the fit's)")
     args = parser.parse_args(argv)
+    if args.adapt and args.ensemble:
+        parser.error("--ensemble sets a trained model's passes; a fit to the scan (--adapt) runs its card's: "
+                     "leave one out")
     if args.task == "superres":
         for model in args.models:
             gains = superres_scores(model, args.adapt, args.adapt_steps, args.cache, args.ensemble)

@@ -1,6 +1,7 @@
 """The validation no report scores (MedGANLogic.evaluation.validation): its cases, its scores, its real slice."""
 
 import numpy as np
+import pytest
 
 from MedGANLogic.evaluation import real_data, validation
 
@@ -84,6 +85,11 @@ def test_superres_validation_scores_gains_over_b_spline_with_and_without_a_fit(m
     assert trained["mean"] == np.mean([trained[c] for c in validation.SR_CASES])
     fitted = validation.superres_scores(card.id, adapt=True, adapt_steps=2)
     assert fitted["mean"] != trained["mean"]  # the fit changed the network
+    # --ensemble reaches the engine (it was once ignored: every pass count scored the card's)
+    assert validation.superres_scores(card.id, ensemble=2)["mean"] != validation.superres_scores(card.id,
+                                                                                               ensemble=1)["mean"]
+    with pytest.raises(SystemExit):  # a fit runs its card's passes: the two options together are refused
+        validation.main(["superres", "--adapt", "--ensemble", "8", card.id])
     import MedGANLogic.pipeline as pipeline
     from MedGANLogic.evaluation.baselines import bspline_upsample
 
