@@ -158,7 +158,7 @@ def test_ct_to_mr_on_the_sample_follows_the_t1w(tmp_path):
     provenance = out.metadata["provenance"]
     assert float(provenance["background_outside_body_mm"]) == 2.0 and float(provenance["background_value"]) == low
     assert int(provenance["background_outside_body_voxels"]) == int(outside.sum())
-    assert int(provenance["self_ensemble"]) == 4  # the card's CPU default; --ensemble sets it
+    assert int(provenance["self_ensemble"]) == 8  # the card's default on every device; --ensemble sets it
     once = MedGANLogic.run("synthesize", ct, model="ct-to-mr", device="cpu", ensemble=1)
     assert once.provenance["self_ensemble"] == 1 and not np.array_equal(once.volume.array, out.array)
 
