@@ -3,6 +3,7 @@
     python -m MedGANLogic.evaluation.validation ldct [--phantoms] [--ensemble N] MODEL [MODEL ...]
     python -m MedGANLogic.evaluation.validation anomaly [--contrast T1w] MODEL [MODEL ...]
     python -m MedGANLogic.evaluation.validation superres [--adapt [--adapt-steps N] | --ensemble N] MODEL [MODEL ...]
+    python -m MedGANLogic.evaluation.validation mr-ct [--ensemble N] MODEL [MODEL ...]
 
 ``ldct``: low-dose CT denoisers (ids or model folders) on the real body CT slice of :data:`.real_data.
 VALIDATION_IMAGES` (``ct_small``: pydicom's ``CT_small.dcm``, fetched with the report's real images), at its own
@@ -32,6 +33,11 @@ cards say on a CPU unless ``--ensemble`` says how many passes.
 and 1 and its small T1w, fetched with the report's real images), each degraded as its model was trained to invert
 (as ``make eval-real`` degrades its brains): gain over cubic B-spline in the head, per case and mean; ``--adapt``
 fits each degraded scan first, as ``MedGANLogic.run(..., adapt=True)`` does.
+
+``mr-ct``: T1w MR -> CT and CT -> T1w MR models (ids or model folders; the card's input modality says which way) on
+the phantom's validation subjects :data:`MRCT_SEEDS` at 2 mm, as ``make eval`` runs its test subjects: MAE in the head
+(MR -> CT also in bone, CT > 250 HU, and in brain, 0-80 HU), against the noise-free T1w for CT -> MR; mean over the
+subjects.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +61,7 @@ ANOMALY_PHANTOM_SEEDS = tuple(range(1010, 1020))
 ANOMALY_HEADS = 8
 ANOMALY_HEAD_SEED = 777
 SR_CASES = ("epi0", "epi1", "t1_small")
+MRCT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # the phantom's validation split
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,31 @@ def superres_scores(model: str, adapt: bool = False, adapt_steps: int | None = N
     return gains
 
 
+def mr_ct_scores(model: str, seeds: tuple[int, ...] = MRCT_SEEDS, ensemble: int | None = None) -> dict[str, float]:
+    """The ``mr-ct`` validation of ``model`` (see the module): MAE per region, mean over ``seeds``."""
+    from ..models.registry import get_model
+    from .context import EvalContext
+    from .metrics import mae
+
+    to_ct = get_model(model).input.get("modality") == "MR"
+    ctx = EvalContext(report_dir=Path("."))  # writes nothing: only its subjects and runs
+    options = {"ensemble": int(ensemble)} if ensemble else {}
+    out: dict[str, list[float]] = {}
+    for seed in seeds:
+        s = ctx.subject(seed)
+        head = s["head"]
+        if to_ct:
+            ct, pred = s["CT"], ctx.run_model(model, "synthesize", s["T1w"], "MR", "T1w", **options)
+            regions = {"MAE head": head, "MAE bone": head & (ct > 250), "MAE brain": head & (ct > 0) & (ct < 80)}
+            for name, region in regions.items():
+                out.setdefault(name, []).append(mae(pred, ct, region))
+        else:
+            t1 = ctx.subject(seed, keys=("T1w", "T2w"), noise_free=True)["T1w"]
+            pred = ctx.run_model(model, "synthesize", s["CT"], "CT", **options)
+            out.setdefault("MAE head", []).append(mae(pred, t1, head))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
 def anomaly_case(model: str, volume: Volume, lesion: np.ndarray) -> dict[str, Any]:
     """One scan through the engine: its case score, and the map and candidate mask inside the engine's brain."""
     from ..models.registry import get_model
@@ -232,7 +265,7 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedGANLogic.evaluation.validation",
                                      description="Validation that no report scores (see the module's docstring).")
-    parser.add_argument("task", choices=("ldct", "anomaly", "superres"))
+    parser.add_argument("task", choices=("ldct", "anomaly", "superres", "mr-ct"))
     parser.add_argument("models", nargs="+", help="model ids or model folders")
     parser.add_argument("--phantoms", action="store_true", help="also phantom subjects 1000-1001 at 25 %% dose")
     parser.add_argument("--ensemble", type=int, default=None, help="passes (default: the card's on a CPU)")
@@ -249,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
             gains = superres_scores(model, args.adapt, args.adapt_steps, args.cache, args.ensemble)
             print(model, "fitted" if args.adapt else "", "| gain over B-spline (dB):",
                   ", ".join(f"{k} {v:+.3f}" for k, v in gains.items()), flush=True)
+        return 0
+    if args.task == "mr-ct":
+        for model in args.models:
+            scores = mr_ct_scores(model, ensemble=args.ensemble)
+            print(model, "|", ", ".join(f"{k} {v:.1f}" for k, v in scores.items()), flush=True)
         return 0
     if args.task == "anomaly":
         for model in args.models:

@@ -105,3 +105,23 @@ def test_superres_validation_scores_gains_over_b_spline_with_and_without_a_fit(m
 
     monkeypatch.setattr(pipeline, "run", spline)
     assert all(abs(v) < 1e-9 for v in validation.superres_scores(card.id).values())
+
+
+def test_mr_ct_validation_scores_each_direction_against_its_reference(monkeypatch):
+    """The card's input modality picks the direction; a model that returns the reference scores 0, one that is
+    100 off everywhere scores 100 in every region (the runs are replaced: the plumbing is what is tested)."""
+    from MedGANLogic.evaluation.context import EvalContext
+
+    offset = {"value": 0.0}
+
+    def exact(self, model_id, task, array, modality, contrast=None, **options):
+        subject = self.subject(1000)
+        ref = subject["CT"] if modality == "MR" else self.subject(1000, keys=("T1w", "T2w"), noise_free=True)["T1w"]
+        return ref + offset["value"]
+
+    monkeypatch.setattr(EvalContext, "run_model", exact)
+    to_ct = validation.mr_ct_scores("mr-to-ct", seeds=(1000,))
+    assert set(to_ct) == {"MAE head", "MAE bone", "MAE brain"} and max(to_ct.values()) < 1e-6
+    assert set(validation.mr_ct_scores("ct-to-mr", seeds=(1000,))) == {"MAE head"}
+    offset["value"] = 100.0
+    assert all(abs(v - 100.0) < 1e-3 for v in validation.mr_ct_scores("mr-to-ct", seeds=(1000,)).values())
