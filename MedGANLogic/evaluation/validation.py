@@ -61,7 +61,7 @@ ANOMALY_PHANTOM_SEEDS = tuple(range(1010, 1020))
 ANOMALY_HEADS = 8
 ANOMALY_HEAD_SEED = 777
 SR_CASES = ("epi0", "epi1", "t1_small")
-MRCT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # the phantom's validation split
+MRCT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # the first five of the phantom's validation split (split_seeds('val'))
 
 
 @dataclass(frozen=True)
