@@ -36,8 +36,8 @@ fits each degraded scan first, as ``MedGANLogic.run(..., adapt=True)`` does.
 
 ``mr-ct``: T1w MR -> CT and CT -> T1w MR models (ids or model folders; the card's input modality says which way) on
 the phantom's validation subjects :data:`MRCT_SEEDS` at 2 mm, as ``make eval`` runs its test subjects: MAE in the head
-(MR -> CT also in bone, CT > 250 HU, and in brain, 0-80 HU), against the noise-free T1w for CT -> MR; mean over the
-subjects.
+(MR -> CT also in bone and brain, :func:`.sections.synthesis.ct_regions`), against the noise-free T1w for CT -> MR;
+mean over the subjects.
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ def mr_ct_scores(model: str, seeds: tuple[int, ...] = MRCT_SEEDS, ensemble: int 
     from ..models.registry import get_model
     from .context import EvalContext
     from .metrics import mae
+    from .sections.synthesis import ct_regions
 
     to_ct = get_model(model).input.get("modality") == "MR"
     ctx = EvalContext(report_dir=Path("."))  # writes nothing: only its subjects and runs
@@ -200,9 +201,8 @@ def mr_ct_scores(model: str, seeds: tuple[int, ...] = MRCT_SEEDS, ensemble: int 
         head = s["head"]
         if to_ct:
             ct, pred = s["CT"], ctx.run_model(model, "synthesize", s["T1w"], "MR", "T1w", **options)
-            regions = {"MAE head": head, "MAE bone": head & (ct > 250), "MAE brain": head & (ct > 0) & (ct < 80)}
-            for name, region in regions.items():
-                out.setdefault(name, []).append(mae(pred, ct, region))
+            for name, region in ct_regions(ct, head).items():  # the regions make eval scores
+                out.setdefault(f"MAE {name}", []).append(mae(pred, ct, region))
         else:
             t1 = ctx.subject(seed, keys=("T1w", "T2w"), noise_free=True)["T1w"]
             pred = ctx.run_model(model, "synthesize", s["CT"], "CT", **options)

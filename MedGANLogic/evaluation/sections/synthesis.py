@@ -18,6 +18,8 @@ from ..panels import translation_panel
 from . import SECTIONS
 
 BLUR_VOXELS = 0.8
+BONE_HU = 250.0  # bone: CT above this (the reference's, or a synthetic CT's for where it puts the skull)
+BRAIN_HU = (0.0, 80.0)  # brain: CT strictly between these
 CT_DISPLAY_WINDOW = (-200.0, 1600.0)  # HU: bone and soft tissue in the panels
 
 # Why a target may be missed; printed in the report only next to a missed target.
@@ -105,6 +107,12 @@ def section_t2_to_t1(ctx: EvalContext) -> SectionResult:
     return mr_translation(ctx, "mr-t2-to-t1", "T2w", "T1w")
 
 
+def ct_regions(ct: np.ndarray, head: np.ndarray) -> dict[str, np.ndarray]:
+    """Where MR <-> CT synthesis is scored, by the subject's CT: the head, its bone (> :data:`BONE_HU`) and its brain
+    (within :data:`BRAIN_HU`); shared by these sections and ``python -m MedGANLogic.evaluation.validation mr-ct``."""
+    return {"head": head, "bone": head & (ct > BONE_HU), "brain": head & (ct > BRAIN_HU[0]) & (ct < BRAIN_HU[1])}
+
+
 def _fit_threshold_baseline(ctx: EvalContext, src_key: str, tgt_key: str, mr_source: bool) -> ThresholdMapping:
     train = [ctx.subject(s) for s in ctx.seeds("train", 8)]
     return ThresholdMapping(classes=4, mr_source=mr_source).fit(
@@ -126,18 +134,16 @@ def section_mr_to_ct(ctx: EvalContext) -> SectionResult:
     for seed in ctx.test_seeds:
         s = ctx.subject(seed)
         mask, src, tgt = s["head"], s["T1w"], s["CT"]
-        bone = mask & (tgt > 250)
+        regions = ct_regions(tgt, mask)
         out = ctx.run_model("mr-to-ct", "synthesize", src, "MR", "T1w")
         base = baseline.predict(src, mask, background=-1000.0)
-        brain = mask & (tgt > 0) & (tgt < 80)
         preds = [("model", out), ("bulk density", base)]
         if paired:
             preds.append((paired, ctx.run_model(PAIRED_MRCT, "synthesize", src, "MR", "T1w")))
         for method, pred in preds:
-            metrics[method].setdefault("MAE head", []).append(mae(pred, tgt, mask))
-            metrics[method].setdefault("MAE bone", []).append(mae(pred, tgt, bone))
-            metrics[method].setdefault("MAE brain", []).append(mae(pred, tgt, brain))
-            metrics[method].setdefault("bone Dice", []).append(dice(mask & (pred > 250), bone))
+            for name, region in regions.items():
+                metrics[method].setdefault(f"MAE {name}", []).append(mae(pred, tgt, region))
+            metrics[method].setdefault("bone Dice", []).append(dice(mask & (pred > BONE_HU), regions["bone"]))
         if panel is None:
             win_s = tuple(np.percentile(src[mask], [0.5, 99.5]))
             panel = translation_panel(ctx.report_dir, "mr-to-ct", src, out, base, tgt, mask, win_s,
@@ -183,7 +189,7 @@ def section_ct_to_mr(ctx: EvalContext) -> SectionResult:
         tgt = ctx.subject(seed, keys=("T1w", "T2w"), noise_free=True)["T1w"]
         out = ctx.run_model("ct-to-mr", "synthesize", src, "CT")
         base = baseline.predict(src, mask, background=0.0)
-        brain = mask & (src > 0) & (src < 80)
+        brain = ct_regions(src, mask)["brain"]
         for method, pred in (("model", out), ("tissue classes", base)):
             metrics[method].setdefault("MAE head", []).append(mae(pred, tgt, mask))
             metrics[method].setdefault("MAE brain", []).append(mae(pred, tgt, brain))
