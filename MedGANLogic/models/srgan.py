@@ -112,3 +112,23 @@ class SRResNet(nn.Module):
                 base = F.interpolate(centre, size=size, mode="nearest")
             out = out + base
         return out
+
+    def grow_from(self, state: dict[str, torch.Tensor]) -> int:
+        """Start as the shallower network whose ``state`` (a state dict of this architecture with fewer residual
+        blocks, the rest alike) is given: its blocks are the first ones here, and each added block is the identity
+        (its last convolution zero, so ``x + 0``; "Net2DeeperNet", Chen et al. 2016), so the output is exactly the
+        shallower network's until training moves them. The added blocks' first convolutions keep this network's own
+        initialisation. Returns the number of blocks ``state`` had."""
+        mine = self.state_dict()
+        have = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+        extra = sorted(set(state) - set(mine))
+        missing = sorted(k for k in set(mine) - set(state) if not k.startswith("blocks."))
+        if extra or missing or have > len(self.blocks):
+            raise ValueError(f"cannot grow a {len(self.blocks)}-block network from this state (its blocks: {have}; "
+                             f"keys not here: {extra[:3]}; keys it lacks: {missing[:3]})")
+        merged = {k: state.get(k, v) for k, v in mine.items()}
+        for i in range(have, len(self.blocks)):
+            for key in (f"blocks.{i}.conv2.weight", f"blocks.{i}.conv2.bias"):
+                merged[key] = torch.zeros_like(mine[key])
+        self.load_state_dict(merged)
+        return have

@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "log": {"every": 25, "sample_every": 250, "checkpoint_every": 250, "keep_checkpoints": 2,
             "tensorboard": True},
     "init": {},  # network name -> model id or model folder whose weights it starts from (fine-tuning)
+    "init_grow": False,  # True: a generator with more residual blocks than its init model starts as it (srresnet2d)
     "export": [],
 }
 
@@ -269,6 +270,8 @@ def validate_config(config: dict[str, Any]) -> None:
     _need(isinstance(init, dict) and all(isinstance(k, str) and isinstance(v, str) and v.strip()
                                          for k, v in init.items()),
           "init", "must map a network name to a model id or model folder, e.g. {G: ldct-denoise}")
+    _need(isinstance(config.get("init_grow", False), bool), "init_grow",
+          "must be true (a deeper generator starts as its init model, the added blocks identity) or false")
     for i, entry in enumerate(config["export"]):
         _need(isinstance(entry, dict) and isinstance(entry.get("card"), dict), f"export[{i}].card",
               "must be a model card mapping (see MedGANLogic/models/card.py)")

@@ -190,6 +190,11 @@ class GANTrainer:
                                  f"({', '.join(n for n in self.EXPORT_DOMAINS if n in self.nets)}).")
             card, want = get_model(model), self.generator_config(name)
             have = {"name": card.architecture, "params": card.arch_params}
+            if self.config.get("init_grow") and self._deeper(want, have):
+                grown = self.net(name).grow_from(read_weights(card)) if load else int(have["params"]["n_blocks"])
+                record[name] = {"model": card.id, "version": card.version, "weights_sha256": card.sha256,
+                                "grown": {"n_blocks": [grown, int(want["params"]["n_blocks"])]}}
+                continue
             if (want["name"], dict(want.get("params", {}))) != (have["name"], have["params"]):
                 raise InputError(f"Training config: 'init.{name}': model {card.id} is a {have['name']} with params "
                                  f"{have['params']}, the run's generator a {want['name']} with params "
@@ -199,6 +204,19 @@ class GANTrainer:
                 self.net(name).load_state_dict(read_weights(card))
             record[name] = {"model": card.id, "version": card.version, "weights_sha256": card.sha256}
         return record
+
+    @staticmethod
+    def _deeper(want: dict[str, Any], have: dict[str, Any]) -> bool:
+        """Whether the run's generator ``want`` is the init model's architecture ``have`` with more residual blocks
+        (``n_blocks``) and otherwise the same (``init_grow``: it starts as the model, the added blocks identity)."""
+        from ..models import ARCHITECTURES
+
+        mine, theirs = dict(want.get("params", {})), dict(have["params"])
+        if want["name"] != have["name"] or not hasattr(ARCHITECTURES.get(want["name"]), "grow_from"):
+            return False
+        if {k: v for k, v in mine.items() if k != "n_blocks"} != {k: v for k, v in theirs.items() if k != "n_blocks"}:
+            return False
+        return int(mine.get("n_blocks", 0)) > int(theirs.get("n_blocks", 0))
 
     # --- building blocks for families --------------------------------------------------------------------------
     def add_network(self, name: str, net: nn.Module) -> nn.Module:

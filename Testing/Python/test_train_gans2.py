@@ -33,6 +33,44 @@ def test_sr_batches_are_aligned_crops_of_the_simulated_pairs(tiny_config):
     assert all(torch.equal(a, b) for a, b in zip(batch.values(), trainer.data.batch(3).values()))
 
 
+def test_init_grow_starts_a_deeper_sr_generator_as_its_init_model(tiny_config, tmp_path):
+    """``init_grow``: an SRResNet with more residual blocks than its init model starts as that model (its blocks
+    first, each added block the identity), so its output is exactly the model's until it trains; the card records
+    the growth; without ``init_grow``, or with another width, the architectures must match."""
+    from MedGANLogic.models import build_network
+    from MedGANLogic.models.registry import load_network, read_weights
+
+    first = trainer_class("srgan")(tiny_config("srgan"), progress=False)
+    first.fit()
+    base = first.export(tmp_path / "models", dtype=torch.float32)[0]
+    deeper = copy.deepcopy(tiny_config("srgan", seed=3))
+    deeper["generator"]["params"]["n_blocks"] = 3
+    deeper.update(init={"G": str(base.folder)}, init_grow=True)
+    grown = trainer_class("srgan")(deeper, progress=False)
+    assert len(grown.net("G").blocks) == 3
+    assert grown.init_record["G"]["grown"] == {"n_blocks": [1, 3]}
+    assert grown.init_record["G"]["weights_sha256"] == base.sha256
+    x = torch.randn(2, 1, 8, 16)
+    with torch.no_grad():
+        assert torch.equal(grown.net("G")(x), load_network(base, "cpu")(x))
+    assert torch.count_nonzero(grown.net("G").blocks[2].conv1.weight) > 0  # the added blocks can learn
+    grown.fit()
+    assert torch.count_nonzero(grown.net("G").blocks[2].conv2.weight) > 0  # and they did
+    assert grown.export(tmp_path / "grown")[0].data["training"]["init"]["G"]["grown"] == {"n_blocks": [1, 3]}
+
+    with pytest.raises(InputError, match="init.G.*srresnet2d"):  # without init_grow: must match
+        trainer_class("srgan")(dict(deeper, init_grow=False), progress=False)
+    wider = copy.deepcopy(deeper)
+    wider["generator"]["params"]["features"] = 8  # growth adds blocks, never channels
+    with pytest.raises(InputError, match="init.G.*srresnet2d"):
+        trainer_class("srgan")(wider, progress=False)
+    with pytest.raises(InputError, match="init_grow"):
+        tiny_config("srgan", init_grow="yes")
+    shallow = build_network("srresnet2d", {"scale": [2, 1], "features": 4, "n_blocks": 1})
+    with pytest.raises(ValueError, match="cannot grow"):  # a shallower network cannot take a deeper one's state
+        shallow.grow_from(read_weights(grown.export(tmp_path / "again")[0]))
+
+
 def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tiny_config):
     """data.noisy_input: the low-resolution input is simulated from each sample's noisy acquisition (source), the
     target is the clean one; data.noisy_target: the target is the noisy acquisition too; without them both come from
