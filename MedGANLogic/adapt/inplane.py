@@ -56,6 +56,8 @@ FIT_SHARE = 0.8  # of the progress bar; the pass over the volume takes the rest
 # the photographs of the model's last training stage, so that a longer fit forgets less. Same validation, this fit:
 # 50 steps without +1.399; with a quarter of the crops: 50 steps +1.392, 200 steps +1.427; with half: 200 steps
 # +1.418, 400 steps +1.420 (the small T1w gains up to 0.11 dB, the EPIs lose up to 0.03).
+# Kept for mr-sr-x2-inplane 3.6.0 (twice as deep; not chosen again): the same validation, this fit +1.66 / +1.65 /
+# +1.14, mean +1.48 dB (the model as trained +1.29).
 DEFAULT_STEPS = 50
 DEFAULT_LR = 1e-4
 PATCH = 32  # low-resolution crop side (pixels), as the model's recipe

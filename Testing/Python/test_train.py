@@ -186,12 +186,15 @@ def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
     assert load_config(path=tmp_path / "stage2.yaml")["name"] == "run"  # DEFAULTS, as any unnamed config
 
     # a bundled recipe as the base, by name; a stage of a stage
-    (tmp_path / "mine.yaml").write_text("extends: mr-sr-x2-inplane\nname: mine\nsteps: 10\n")
-    mine, shipped = load_config(path=tmp_path / "mine.yaml"), load_config(recipe="mr-sr-x2-inplane")
+    (tmp_path / "mine.yaml").write_text("extends: mr-sr-x2-inplane-photos\nname: mine\nsteps: 10\n")
+    mine, shipped = load_config(path=tmp_path / "mine.yaml"), load_config(recipe="mr-sr-x2-inplane-photos")
     assert mine["steps"] == 10 and {**mine, "steps": shipped["steps"], "name": shipped["name"]} == shipped
     assert shipped["generator"] == load_config(recipe="mr-sr-x2-inplane-base")["generator"]
     assert shipped["data"]["ranges"]["inplane_mm"] == [1.0, 4.5] and shipped["data"]["natural_images"] == 0.25
     assert shipped["init"] == {"G": "mr-sr-x2-inplane-coarse"} and shipped["loss"]["pretrain_steps"] == 6000
+    deeper = load_config(recipe="mr-sr-x2-inplane")  # stage 5 of stage 4 of stage 3: 16 blocks, grown on init
+    assert deeper["generator"]["params"] == {**shipped["generator"]["params"], "n_blocks": 16}
+    assert deeper["init_grow"] is True and deeper["data"] == shipped["data"]
 
     for text, match in (("extends: stage3.yaml\n", "names no file"),
                         ("extends: loop.yaml\n", "makes a loop"),

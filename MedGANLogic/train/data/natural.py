@@ -5,7 +5,7 @@ A network trained only on phantom heads learns the phantom's detail: smooth tiss
 between them (the anatomy is a deformed average of 152 brains). Real scans hold finer and more varied structure
 (vessels, sulci, texture), and on real MR a model so trained gains far less over B-spline than on the phantoms.
 Generic image statistics (edges at every scale and orientation, texture, fine lines) are what photographs hold in
-plenty (recipe mr-sr-x2-inplane measures what they changed on real MR). ``data.natural_images``
+plenty (recipe mr-sr-x2-inplane-photos measures what they changed on real MR). ``data.natural_images``
 (a fraction) replaces that share of the training crops with crops of these photographs, degraded exactly as the
 heads are (:func:`MedGANLogic.simulate.superres_pair`) and normalised with the card's spec: each photograph one
 slice along the model's slice axis (axial for in-plane models; for through-plane ones its rows are z).
