@@ -7,7 +7,10 @@ more slices (40, 80, 160 = the whole standard volume) and larger slices (256x256
 slices). Each point: a warm-up on two slices of the same plane (kernel selection), then a timed run with its
 peak resident memory above the baseline (input volume allocated, freed heap returned to the OS); ``--repeats``
 interleaved rounds over all points, the best time of each kept. The
-exponent b of time ~ voxels^b is a least-squares fit in log-log; linear is 1. Writes scaling.json.
+exponent b of time ~ voxels^b is a least-squares fit in log-log; linear is 1. Every run is one plane
+(``planes=False``): a 1 mm isotropic whole head (the 160-slice point) would otherwise run a model whose card asks for
+it in three planes and average them (three times the slices through the network, 2026-12-07: exponent 1.79), so the
+series would compare different work, not the engine's scaling. Writes scaling.json.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def pick_model(name: str | None):
 def time_point(card, shape: tuple[int, int, int], device: torch.device) -> dict:
     contrast = card.input.get("contrast")
     warm = bench.synthetic_volume((2,) + shape[1:], "MR", contrast, seed=1)
-    MedGANLogic.run(card.task, warm, model=card.id, device=str(device), force=True, native=True)
+    MedGANLogic.run(card.task, warm, model=card.id, device=str(device), force=True, native=True, planes=False)
     vol = bench.synthetic_volume(shape, "MR", contrast)
     del warm
     bench.trim_memory()
@@ -51,7 +54,7 @@ def time_point(card, shape: tuple[int, int, int], device: torch.device) -> dict:
     with bench.peak_rss() as mem:
         bench.sync(device)
         t0 = time.perf_counter()
-        MedGANLogic.run(card.task, vol, model=card.id, device=str(device), force=True, native=True)
+        MedGANLogic.run(card.task, vol, model=card.id, device=str(device), force=True, native=True, planes=False)
         bench.sync(device)
         seconds = time.perf_counter() - t0
     point = {"shape": list(shape), "voxels": int(np.prod(shape)), "seconds": seconds,
