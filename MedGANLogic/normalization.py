@@ -128,8 +128,8 @@ def ct_body_mask(hu: np.ndarray, spacing: tuple[float, float, float], bridge_mm:
     parts, _ = ndimage.label(found)
     connected = np.isin(parts, np.unique(parts[core]))
     # connected & (core dilated by reach_mm), with the dilation computed only where it can change the answer: at the
-    # connected voxels outside the core (mask=; elsewhere the core is kept as it is). The same mask, 30-50 times
-    # faster: a 400 x 512 x 512 CT spent 15.6 of its 23.8 s here.
+    # connected voxels outside the core (mask=; elsewhere the core is kept as it is). The same mask, about 30 times
+    # faster here: on a 400 x 512 x 512 CT this dilation took 15.6 of the mask's 23.8 s, now 0.5 s.
     return connected & ndimage.binary_dilation(core, structure=ellipsoid(reach_mm, spacing[::-1]),
                                                mask=connected & ~core)
 

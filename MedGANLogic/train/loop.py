@@ -190,19 +190,19 @@ class GANTrainer:
                                  f"({', '.join(n for n in self.EXPORT_DOMAINS if n in self.nets)}).")
             card, want = get_model(model), self.generator_config(name)
             have = {"name": card.architecture, "params": card.arch_params}
-            if self.config.get("init_grow") and self._deeper(want, have):
-                grown = self.net(name).grow_from(read_weights(card)) if load else int(have["params"]["n_blocks"])
-                record[name] = {"model": card.id, "version": card.version, "weights_sha256": card.sha256,
-                                "grown": {"n_blocks": [grown, int(want["params"]["n_blocks"])]}}
-                continue
-            if (want["name"], dict(want.get("params", {}))) != (have["name"], have["params"]):
+            grow = bool(self.config.get("init_grow")) and self._deeper(want, have)
+            if not grow and (want["name"], dict(want.get("params", {}))) != (have["name"], have["params"]):
                 raise InputError(f"Training config: 'init.{name}': model {card.id} is a {have['name']} with params "
                                  f"{have['params']}, the run's generator a {want['name']} with params "
                                  f"{dict(want.get('params', {}))}. Set 'generator' to the model's architecture "
                                  f"(its card.json 'architecture'), or start from scratch.")
-            if load:
+            if load and grow:  # the added blocks start as the identity
+                self.net(name).grow_from(read_weights(card))
+            elif load:
                 self.net(name).load_state_dict(read_weights(card))
             record[name] = {"model": card.id, "version": card.version, "weights_sha256": card.sha256}
+            if grow:
+                record[name]["grown"] = {"n_blocks": [int(have["params"]["n_blocks"]), int(want["params"]["n_blocks"])]}
         return record
 
     @staticmethod
