@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+PREPARING = "preparing the input"  # the progress message of a pass before its first batch
+
+
 @dataclass
 class RunResult:
     """What :func:`run` returns.
@@ -98,6 +101,9 @@ class RunPlan:
         planes: with a card's ``extras.planes`` (and no ``slice_axis``, ``planes=False``), one
             :class:`PlanePass` per axis of the model's frame the 2D network slices along; :func:`execute` averages
             their outputs on the input grid with the passes' weights. Empty: one pass, ``frame`` and ``layout``.
+        memo: what a task derives from the input once per run and uses more than once (the CT body mask of CT ->
+            MR: the network's source in every pass and the background on the input's grid); emptied when a run
+            starts. Not part of the plan's decisions (not compared, not shown).
     """
 
     task: str
@@ -118,6 +124,7 @@ class RunPlan:
     adapt: AdaptPlan | None = None
     inputs: dict[str, Volume] = field(default_factory=dict)
     planes: list[PlanePass] = field(default_factory=list)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -410,7 +417,8 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
 
     Args:
         plan: from :func:`plan`.
-        progress: ``progress(fraction, message)``, called at least once per batch.
+        progress: ``progress(fraction, message)``, called at least once per batch, and first with
+            :data:`PREPARING` before the work on the input.
         cancel: a callable returning True, or a ``threading.Event``; checked between batches.
 
     Returns:
@@ -419,6 +427,7 @@ def execute(plan: RunPlan, progress=None, cancel=None) -> RunResult:
     Raises:
         ModelError (weights fail their check), CancelledError, MedGANError.
     """
+    plan.memo.clear()  # derived from the input by the last run of this plan: the input may have changed since
     if plan.adapt is not None:
         from .adapt.engine import execute_adapt
 
@@ -496,9 +505,11 @@ def _run_in_frame(plan: RunPlan, task_module: Any, net: Any, count: int, one: Pl
     """The network over the input seen in one frame (``one.frame``, walked as ``one.layout``) and the task's
     outputs put back on the input's grid: (outputs, extras, inference info, the input's intensity window)."""
     card, volume, options = plan.card, plan.volume, plan.options
+    if progress is not None:  # before the work on the input (a CT's body mask: seconds on a large CT), so the
+        progress(0.0, PREPARING)  # caller hears from the run at once
     source = volume  # what the network is shown of the input: a task may leave out what is not the patient
     if hasattr(task_module, "network_source"):
-        source = task_module.network_source(volume, card)
+        source = task_module.network_source(plan)
     seen = to_model(source, one.frame)  # the input in the model's orientation and voxel size
     seen_as_given = seen
     if plan.bias_correction:
@@ -536,7 +547,8 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
         model: a model id (see ``medgan models``) or a model folder; None picks the first installed model for the
             task that fits the volume's modality.
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda" or "cuda:N".
-        progress: ``progress(fraction, message)``, called at least once per batch.
+        progress: ``progress(fraction, message)``, called at least once per batch, and first with
+            :data:`PREPARING` before the work on the input.
         cancel: a callable returning True, or a ``threading.Event``; checked between batches.
         **options: batch_size (a positive int), overlap (in [0, 1)), slice_axis (0, 1 or 2; 2d models), force
             (run despite a modality mismatch), precision ("auto": bf16 where the model's card allows it and the

@@ -108,7 +108,7 @@ def fit_inplane(plan: Any, *, budget: FitBudget, seed: int = 0, progress: Any = 
     one = plan.planes[0] if plan.planes else pipeline.PlanePass(plan.layout.slice_axis, 1.0, plan.frame,
                                                                 plan.layout)
     task_module = get_task(plan.task)
-    source = task_module.network_source(volume, card) if hasattr(task_module, "network_source") else volume
+    source = task_module.network_source(plan) if hasattr(task_module, "network_source") else volume
     seen = to_model(source, one.frame)  # what the trained model would be shown
     axis, scale = int(one.layout.slice_axis), tuple(int(s) for s in card.scale_factor)
     degradation = card.extras.get("degradation", "thick_slices")

@@ -3,8 +3,9 @@
 :data:`TASKS` is the one list of tasks: name, module, label, output label, main output and options. The CLI's
 choices, the model card's task check, the panel and the output names all read it. Every task module defines
 ``make_outputs(ctx: TaskContext) -> tuple[dict[str, Volume], dict]`` (output volumes and extras such as a case
-score), and may define ``network_source(volume, card) -> Volume`` (the input as the network is to see it, on the
-input's grid: a new volume, never the input changed), ``on_input_grid(outputs, extras, volume, card) -> extras``,
+score), and may define ``network_source(plan) -> Volume`` (the input, ``plan.volume``, as the network is to see it,
+on the input's grid: a new volume, never the input changed; what it derives from the input and ``finish`` uses too
+goes in ``plan.memo``), ``on_input_grid(outputs, extras, volume, card) -> extras``,
 called after outputs made in the model's frame were resampled back onto the input's grid (to re-derive what
 depends on the grid); a task with second inputs (``TaskSpec.inputs``) may also define ``check_plan(card, options,
 inputs)`` (its rules against the chosen model), ``network_input(normalized, inputs, card, options) -> array`` (what

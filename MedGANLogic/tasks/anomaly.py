@@ -68,7 +68,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..modality import is_ct
-from ..normalization import brain_mask, ellipsoid
+from ..normalization import brain_mask, ellipsoid, fill_holes_per_slice
 from . import TaskContext, output_metadata
 
 SIGNS = ("both", "positive", "negative")
@@ -213,7 +213,7 @@ def learned_brain(volume, model: str, device: Any = "cpu", cancel: Any = None) -
     parts, count = ndimage.label(brain)
     if count > 1:
         brain = parts == 1 + int(np.argmax(ndimage.sum_labels(brain, parts, range(1, count + 1))))
-    return np.stack([ndimage.binary_fill_holes(s) for s in brain])
+    return fill_holes_per_slice(brain)
 
 
 def mask_model(card: Any) -> Any:

@@ -12,6 +12,7 @@ import MedGANLogic
 from MedGANLogic.errors import CancelledError, InputError, ModalityMismatchError, ModelError
 from MedGANLogic.io import read_volume, write_volume
 from MedGANLogic.models import register_architecture
+from MedGANLogic.pipeline import PREPARING
 from MedGANLogic.volume import Volume
 
 
@@ -62,8 +63,9 @@ def _ct_card(model_id="test-ldct", task="denoise", **overrides):
 def test_synthesize_keeps_geometry_and_labels_output(make_model, oblique_volume):
     make_model(tiny_card())
     before = oblique_volume.array.copy()
-    calls = []
-    result = MedGANLogic.run("synthesize", oblique_volume, progress=lambda f, m: calls.append(f))
+    calls, messages = [], []
+    result = MedGANLogic.run("synthesize", oblique_volume,
+                             progress=lambda f, m: (calls.append(f), messages.append(m)))
     out = result.volume
     assert out.same_geometry(oblique_volume, atol=0)
     assert out.metadata["contrast"] == "T2w" and out.metadata["synthetic"] is True
@@ -72,6 +74,8 @@ def test_synthesize_keeps_geometry_and_labels_output(make_model, oblique_volume)
     assert prov["device"] == "cpu" and prov["task"] == "synthesize"
     assert np.array_equal(oblique_volume.array, before) and oblique_volume.metadata["contrast"] == "T1w"
     assert calls[-1] == 1.0
+    # the caller hears from the run before the work on the input (a CT body mask takes seconds), then per batch
+    assert (calls[0], messages[0]) == (0.0, PREPARING) and messages[1].endswith("slices") and calls == sorted(calls)
     assert 0 <= out.array.min() and out.array.max() <= 1000  # the output window of the card
 
 

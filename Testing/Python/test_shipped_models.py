@@ -163,6 +163,19 @@ def test_ct_to_mr_on_the_sample_follows_the_t1w(tmp_path):
     assert once.provenance["self_ensemble"] == 1 and not np.array_equal(once.volume.array, out.array)
 
 
+def test_ct_to_mr_finds_the_body_once_per_run(monkeypatch):
+    """The CT's body mask (seconds on a large CT) is made once per run on the input's grid, and both the network's
+    source (objects outside the body set to air) and the background of the output use it."""
+    import MedGANLogic.normalization as normalization
+
+    made = []
+    real = normalization.ct_body_mask
+    monkeypatch.setattr(normalization, "ct_body_mask", lambda hu, spacing: made.append(hu.shape) or real(hu, spacing))
+    ct = read_volume(SAMPLE_DATA / "sample_CT.nrrd")
+    out = MedGANLogic.run("synthesize", ct, model="ct-to-mr", ensemble=1).outputs["image"]
+    assert made == [ct.shape] and out.same_geometry(ct, atol=1e-6)
+
+
 def _with_head_holder(ct: np.ndarray, spacing, pad_voxels: int) -> tuple[np.ndarray, np.ndarray]:
     """The CT with a head holder behind the head: a 4 mm plastic shell (60 HU) 5-9 mm from the skin on foam
     (-850 HU), and, for ``pad_voxels`` > 0, a soft pad of that many voxels square joining skin and shell."""
@@ -217,6 +230,23 @@ def test_dilating_by_the_ellipsoid_is_the_distance_transform_threshold():
         mask = ndimage.gaussian_filter(rng.random((6, 32, 32)), 2.0) > 0.5
         by_distance = ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius
         assert np.array_equal(ndimage.binary_dilation(mask, structure=ellipsoid(radius, spacing)), by_distance)
+
+
+def test_fill_holes_per_slice_is_binary_fill_holes_slice_by_slice():
+    """normalization.fill_holes_per_slice (one labelling of the background) fills exactly what
+    ndimage.binary_fill_holes fills in each z slice: holes only, not background reaching a slice's edge, and never
+    through the slices above or below."""
+    from MedGANLogic.normalization import fill_holes_per_slice
+
+    rng = np.random.default_rng(5)
+    for shape, sigma, level in [((7, 40, 33), 1.5, 0.5), ((3, 1, 20), 1.0, 0.5), ((5, 30, 30), 2.5, 0.45)]:
+        mask = ndimage.gaussian_filter(rng.random(shape), sigma) > level
+        expected = np.stack([ndimage.binary_fill_holes(s) for s in mask])
+        assert np.array_equal(fill_holes_per_slice(mask), expected)
+    ring = np.zeros((3, 9, 9), bool)
+    ring[1, 2:7, 2:7], ring[1, 3:6, 3:6] = True, False  # a hole in slice 1 only; slices 0 and 2 stay empty
+    filled = fill_holes_per_slice(ring)
+    assert filled[1, 3:6, 3:6].all() and not filled[0].any() and not filled[2].any()
 
 
 def test_ct_body_mask_keeps_the_body_and_drops_what_it_lies_on():
