@@ -209,14 +209,23 @@ class GANTrainer:
     def _deeper(want: dict[str, Any], have: dict[str, Any]) -> bool:
         """Whether the run's generator ``want`` is the init model's architecture ``have`` with more residual blocks
         (``n_blocks``) and otherwise the same (``init_grow``: it starts as the model, the added blocks identity)."""
+        import inspect
+
         from ..models import ARCHITECTURES
 
-        mine, theirs = dict(want.get("params", {})), dict(have["params"])
-        if want["name"] != have["name"] or not hasattr(ARCHITECTURES.get(want["name"]), "grow_from"):
+        build = ARCHITECTURES.get(want["name"])
+        if want["name"] != have["name"] or not hasattr(build, "grow_from"):
             return False
+        defaults = {k: p.default for k, p in inspect.signature(build).parameters.items()
+                    if p.default is not inspect.Parameter.empty}  # a parameter left out is the architecture's default
+
+        def filled(params: dict[str, Any]) -> dict[str, Any]:  # tuples as lists: a card's JSON holds lists
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **params}.items()}
+
+        mine, theirs = filled(want.get("params", {})), filled(have["params"])
         if {k: v for k, v in mine.items() if k != "n_blocks"} != {k: v for k, v in theirs.items() if k != "n_blocks"}:
             return False
-        return int(mine.get("n_blocks", 0)) > int(theirs.get("n_blocks", 0))
+        return int(mine["n_blocks"]) > int(theirs["n_blocks"])
 
     # --- building blocks for families --------------------------------------------------------------------------
     def add_network(self, name: str, net: nn.Module) -> nn.Module:

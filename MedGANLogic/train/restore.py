@@ -49,6 +49,9 @@ from .losses import pixel_loss
 from .pix2pix import Pix2PixTrainer
 
 HEAD_MARGIN = 0.05  # a pixel more than this above the background level is head
+RING_RIM_PX = (1.0, 3.0)  # a ring blob's rim: thickness in pixels,
+RING_RIM_LEVEL = (0.4, 1.0)  # its level (bright: enhancement)
+RING_CORE_LEVEL = (-0.9, 0.0)  # and the level inside it (dark: necrosis, cyst)
 
 
 def head_pixels(clean: torch.Tensor, background: float = -1.0) -> torch.Tensor:
@@ -83,13 +86,17 @@ def coarse_noise(clean: torch.Tensor, sigma: tuple[float, float], scales: list[i
 
 
 def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[float, float],
-                 background: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 background: float = -1.0, ring_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``clean`` (N, 1, H, W) with random blobs painted into the head: (corrupted, blob mask).
 
     Per sample, ``count`` (inclusive range) blobs, each an ellipse (semi-axes log-uniform in ``radius_px``, random
     angle) whose outline is pushed in and out by smooth noise (up to +-40 %), with a soft edge (0-1.5 px), centred
     on a random head pixel and cut to the head. Inside, the image is blended (opacity 0.3-1) towards a random level
     in [-0.9, 1] with a little texture: bright, dark, faint or solid, nothing specific to one kind of lesion.
+    With probability ``ring_fraction`` a blob is a ring instead: its outer 1-3 px (:data:`RING_RIM_PX`) blended
+    towards a bright level (:data:`RING_RIM_LEVEL`) and the rest towards a dark one (:data:`RING_CORE_LEVEL`), the
+    look of a contrast-enhancing rim around a necrotic or cystic core on post-contrast T1w, which a dark core alone
+    (CSF-like) does not have. ``ring_fraction`` 0 draws exactly what it drew before the option existed.
     Draws come from torch's global RNG.
     """
     n, _, h, w = clean.shape
@@ -115,7 +122,14 @@ def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[f
             level = float(torch.empty(()).uniform_(-0.9, 1.0))
             alpha = float(torch.empty(()).uniform_(0.3, 1.0))
             texture = torch.randn(h, w) * float(torch.rand(())) * 0.1
-            fill = (level + texture).to(clean.device)
+            fill = level + texture
+            if ring_fraction > 0 and float(torch.rand(())) < ring_fraction:
+                rim = float(torch.empty(()).uniform_(*RING_RIM_PX)) / min(a, b)  # the rim's share of the radius
+                core = torch.sigmoid((1 - rim - d) / soft)  # 1 inside the rim
+                rim_level = float(torch.empty(()).uniform_(*RING_RIM_LEVEL))
+                core_level = float(torch.empty(()).uniform_(*RING_CORE_LEVEL))
+                fill = core * core_level + (1 - core) * rim_level + texture
+            fill = fill.to(clean.device)
             mm = (alpha * m).to(clean.device)
             out[i, 0] = out[i, 0] * (1 - mm) + fill * mm
             masks[i, 0] = torch.maximum(masks[i, 0], m.to(clean.device))
@@ -145,7 +159,7 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         "loss": {"gan_mode": "lsgan", "adversarial": 0.05, "pixel": 1.0, "pixel_kind": "l1",
                  "feature_matching": 0.0},
         "anomaly": {"noise_sigma": [0.0, 0.1], "noise_scales": [4, 8], "blob_count": [1, 4],
-                    "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "bright_weight": 0.0,
+                    "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "ring_fraction": 0.0, "bright_weight": 0.0,
                     "bright_percentile": 99.0, "smoothing_mm": 2.0, "threshold_subjects": 3,
                     "healthy_percentile": 99.9},
     }
@@ -161,6 +175,10 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         if not (isinstance(scales, (list, tuple)) and scales and all(isinstance(s, int) and s >= 1 for s in scales)):
             raise InputError(f"Training config: 'anomaly.noise_scales' must be a list of integers >= 1 (how many "
                              f"times coarser than the image the noise grid is); got {scales!r}.")
+        ring = a.get("ring_fraction")
+        if not (isinstance(ring, (int, float)) and 0 <= ring <= 1):
+            raise InputError(f"Training config: 'anomaly.ring_fraction' must be a number in [0, 1] (the share of "
+                             f"blobs drawn as a bright rim around a dark core; 0: none); got {ring!r}.")
         bright = a.get("bright_weight")
         if not (isinstance(bright, (int, float)) and bright >= 0):
             raise InputError(f"Training config: 'anomaly.bright_weight' must be a number >= 0 (0: off); "
@@ -182,7 +200,8 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         a = self.config["anomaly"]
         self.real_B = batch["source"]
         noisy = coarse_noise(self.real_B, tuple(a["noise_sigma"]), list(a["noise_scales"]))
-        self.real_A, self.blobs = random_blobs(noisy, tuple(a["blob_count"]), tuple(a["blob_radius_px"]))
+        self.real_A, self.blobs = random_blobs(noisy, tuple(a["blob_count"]), tuple(a["blob_radius_px"]),
+                                               ring_fraction=float(a["ring_fraction"]))
 
     def optimize_discriminator(self) -> dict[str, float]:
         if not self.adversarial_on:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import exported_exactly, fixed_batch_losses, states_equal, train_card
+from scipy import ndimage
 
 from MedGANLogic.errors import InputError
 from MedGANLogic.orientation import TRAINING_DIRECTION
@@ -69,6 +70,20 @@ def test_init_grow_starts_a_deeper_sr_generator_as_its_init_model(tiny_config, t
     shallow = build_network("srresnet2d", {"scale": [2, 1], "features": 4, "n_blocks": 1})
     with pytest.raises(ValueError, match="cannot grow"):  # a shallower network cannot take a deeper one's state
         shallow.grow_from(read_weights(grown.export(tmp_path / "again")[0]))
+
+
+def test_init_grow_reads_a_parameter_left_out_as_the_architecture_default():
+    """Growth compares the run's generator with the init model's with every parameter either leaves out at the
+    architecture's default (SRResNet: 8 blocks, scale (2, 2)): 16 blocks named against none named is deeper, 8 named
+    against none is not, and a width named differently from the default is another architecture."""
+    from MedGANLogic.train.loop import GANTrainer
+
+    def deeper(mine, theirs):
+        return GANTrainer._deeper({"name": "srresnet2d", "params": mine}, {"name": "srresnet2d", "params": theirs})
+
+    assert deeper({"n_blocks": 16, "scale": [2, 2]}, {}) and deeper({}, {"n_blocks": 4})
+    assert not deeper({"n_blocks": 8}, {}) and not deeper({"n_blocks": 16, "features": 64}, {})
+    assert not GANTrainer._deeper({"name": "unet2d", "params": {}}, {"name": "unet2d", "params": {}})
 
 
 def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tiny_config):
@@ -347,6 +362,32 @@ def test_restore_corruptions_stay_in_the_head_and_follow_the_seed():
     again, mask2 = random_blobs(x, (2, 2), (2.0, 4.0))
     assert torch.equal(again, blobs) and torch.equal(mask2, mask)
     assert torch.equal(random_blobs(x, (0, 0), (2.0, 4.0))[0], x)
+
+
+def test_restore_ring_blobs_have_a_bright_rim_around_a_dark_core():
+    """anomaly.ring_fraction: a ring blob is bright (enhancing rim) at its edge and dark (necrotic core) inside; 0
+    draws exactly the solid blobs of before (same seed, same corruption)."""
+    from MedGANLogic.train.restore import RING_CORE_LEVEL, RING_RIM_LEVEL, random_blobs
+
+    x = torch.full((1, 1, 64, 64), -1.0)
+    x[..., 4:60, 4:60] = 0.2  # a flat head: what a blob changes shows alone
+    away = torch.zeros(64, 64, dtype=torch.bool)
+    away[7:57, 7:57] = True  # not beside the head's edge, which may cut a blob (core and all)
+    torch.manual_seed(0)
+    solid, _ = random_blobs(x, (1, 1), (10.0, 12.0))
+    torch.manual_seed(0)
+    assert torch.equal(random_blobs(x, (1, 1), (10.0, 12.0), ring_fraction=0.0)[0], solid)
+    rims, cores = [], []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        ring, mask = random_blobs(x, (1, 1), (10.0, 12.0), ring_fraction=1.0)
+        inner = torch.from_numpy(ndimage.binary_erosion(mask[0, 0].numpy() > 0.5, iterations=4))
+        edge = (mask[0, 0] > 0.5) & ~torch.from_numpy(ndimage.binary_erosion(mask[0, 0].numpy() > 0.5)) & away
+        change = ring[0, 0] - x[0, 0]
+        rims.append(float(change[edge].median()))
+        cores.append(float(change[inner].median()))
+    assert RING_RIM_LEVEL[0] > 0.2 > RING_CORE_LEVEL[1]  # the flat head lies between rim and core levels
+    assert all(r > 0 for r in rims) and all(c < 0 for c in cores), (rims, cores)
 
 
 def test_restore_learns_to_remove_blobs_and_its_gan_terms_move(tiny_config):
