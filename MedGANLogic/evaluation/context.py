@@ -46,14 +46,15 @@ def head_mask(ct_hu: np.ndarray) -> np.ndarray:
 
 
 def mr_range(target: np.ndarray, mask: np.ndarray) -> float:
-    """The MR data range of PSNR/SSIM: the target's 0.5-99.5 percentile range inside ``mask``."""
-    lo, hi = np.percentile(target[mask], [0.5, 99.5])
-    return float(hi - lo)
+    """The MR data range of PSNR/SSIM: the width of :func:`mr_window` (the target's 0.5-99.5 percentile range inside
+    ``mask``, of the whole target when the mask is empty)."""
+    lo, hi = mr_window(target, mask)
+    return hi - lo
 
 
 def mr_window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """The 0.5 and 99.5 percentiles of ``image`` inside ``mask`` (of the whole image when the mask is empty): the
-    grey window the real-image sections show and score MR in (:func:`mr_range` is its width on a non-empty mask)."""
+    grey window the real-image sections show and score MR in (:func:`mr_range` is its width)."""
     lo, hi = np.percentile(image[mask] if mask.any() else image.ravel(), [0.5, 99.5])
     return float(lo), float(hi)
 

@@ -323,3 +323,16 @@ def test_a_report_header_lists_its_last_updates_and_counts_the_earlier_ones():
                         f"s{SHOWN_UPDATES + 1} run again (`--update`)."
     assert update_lines(updates[:2], "real.json", "x") == [
         "- Updated 2026-12-01 (0 s on cpu): s0 run again (x).", "- Updated 2026-12-02 (10 s on cpu): s1 run again (x)."]
+
+
+def test_mr_range_is_the_width_of_mr_window_also_on_an_empty_mask():
+    """The MR data range of PSNR/SSIM and the grey window of the real sections are one figure: inside the mask, and
+    over the whole image when the mask is empty (mr_range used to fail there)."""
+    from MedGANLogic.evaluation.context import mr_range, mr_window
+
+    image = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    mask = image >= 500
+    for m in (mask, np.zeros_like(mask)):
+        lo, hi = mr_window(image, m)
+        assert mr_range(image, m) == hi - lo
+    assert mr_window(image, mask)[0] >= 500 and mr_window(image, np.zeros_like(mask))[0] < 10
