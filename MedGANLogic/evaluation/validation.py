@@ -27,7 +27,12 @@ cards say on a CPU unless ``--ensemble`` says how many passes.
 * with T1w, :data:`ANOMALY_HEADS` domain-randomised post-contrast T1w heads (:class:`~MedGANLogic.simulate.randomize.
   DomainRandomizer` seed 777, enhancing sinuses, veins, choroid plexus and dura in every head, 1-3 lesions): lesion
   voxel AUROC, normal brain flagged and the share of the normal brain's highest map (its top 1 %) on or beside its
-  brightest tissue (:func:`.real_mr.hyperintense_share`): what real contrast T1w shows and the training never did.
+  brightest tissue (:func:`.real_mr.hyperintense_share`): what real contrast T1w shows and the training never did;
+* with T1w, as many post-contrast heads with *enhancing tumours* (:data:`ANOMALY_TUMOURS`: seed 778, 1-2 lesions of
+  6-20 mm, every one with an enhancing rim around its own core, :func:`~MedGANLogic.simulate.anatomy.
+  enhancing_rims`; the textbook look of a high-grade tumour or metastasis on contrast T1w, which the heads above
+  lack): lesion voxel AUROC and normal brain flagged, and beside them the voxel AUROC of the image's own intensity
+  z-score (:func:`.real_mr.zscore_map` over the engine's brain, no training), the baseline of the real tumours.
 
 ``superres``: super-resolution models on real MR that no report scores (:data:`SR_CASES`: nibabel's EPI volumes 0
 and 1 and its small T1w, fetched with the report's real images), each degraded as its model was trained to invert
@@ -60,6 +65,8 @@ PHANTOM_SEEDS = (1000, 1001)
 ANOMALY_PHANTOM_SEEDS = tuple(range(1010, 1020))
 ANOMALY_HEADS = 8
 ANOMALY_HEAD_SEED = 777
+ANOMALY_TUMOURS = (778, {"enhancement": 1.0, "lesion_enhancement": 1.0, "n_lesions": [1, 2],
+                         "lesion_radius_mm": [6.0, 20.0]})  # seed, DomainRanges of the enhancing-tumour heads
 SR_CASES = ("epi0", "epi1", "t1_small")
 MRCT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # the first five of the phantom's validation split (split_seeds('val'))
 
@@ -230,7 +237,7 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
     from ..simulate.tissue import TISSUES
     from ..train.anomaly_calibration import phantom_subject
     from .metrics import auroc, dice
-    from .real_mr import hyperintense_share
+    from .real_mr import hyperintense_share, zscore_map
 
     def voxel_auroc(cases: list[dict[str, Any]]) -> float:  # of the map for the lesions, in the brain, mean
         return float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]]) for c in cases]))
@@ -259,6 +266,21 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
                 "heads normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean()
                                                          for c in cases])),
                 "heads top 1 % on bright tissue %": float(np.mean(bright)) if bright else float("nan")})
+    seed, ranges = ANOMALY_TUMOURS
+    gen = DomainRandomizer(seed, ranges)
+    tumours = []
+    for i in range(heads):
+        sample = gen.sample("anomaly", i, ordering="T1w")
+        volume = sample["input"]
+        case = anomaly_case(model, volume, sample["labels"].array == TISSUES.index("lesion"))
+        if case["lesion"].any():
+            case["z"] = zscore_map(volume.array, case["brain"], volume.spacing)
+            tumours.append(case)
+    out.update({"tumours lesion AUROC": voxel_auroc(tumours),
+                "tumours normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean()
+                                                           for c in tumours])),
+                "tumours z-score AUROC": float(np.mean([auroc(c["z"][c["brain"]], c["lesion"][c["brain"]])
+                                                        for c in tumours]))})
     return out
 
 

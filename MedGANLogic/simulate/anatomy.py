@@ -20,6 +20,8 @@ random fields, lesion appearance). Per sample, in this order (the ranges are :cl
    (:mod:`.face`), outside the intracranial volume; the vitreous is recorded as ``extracranial``.
 6. Contrast enhancement (with probability ``enhancement``, drawn after the face): venous sinuses, veins, choroid
    plexus, dura, pituitary (:mod:`.vessels`), recorded as ``enhancing`` (the fractions do not change).
+7. Enhancing lesions (on a contrast-enhanced scan, each lesion with probability ``lesion_enhancement``, drawn
+   last): a rim inside the lesion's surface (:func:`enhancing_rims`), recorded as ``lesion_enhancing``.
 Fractions stay non-negative and sum to one in every voxel through every step.
 """
 
@@ -81,6 +83,8 @@ class Anatomy:
     # share of each voxel's signal that enhances after gadolinium (sinuses, veins, choroid plexus; :mod:`.vessels`),
     # or None (no contrast given)
     enhancing: np.ndarray | None = None
+    # the same for the lesions' enhancing rims (:func:`enhancing_rims`; the lesioned image only), or None
+    lesion_enhancing: np.ndarray | None = None
 
     @property
     def head_mask(self) -> np.ndarray:
@@ -267,5 +271,36 @@ def sample_anatomy(rng: np.random.Generator, ranges: DomainRanges, shape: tuple[
     enhancing = None
     if ranges.enhancement > 0 and rng.random() < ranges.enhancement:  # after the face: the draws above stay
         enhancing, draws["enhancement"] = add_enhancing(lesioned, coords, grid, icv_depth, ventricle_sdf - change, rng)
+    lesion_enhancing = None
+    if enhancing is not None and ranges.lesion_enhancement > 0 and described:  # last: the draws above stay
+        lesion_enhancing, draws["lesion_enhancement"] = enhancing_rims(labels, described, float(spacing_mm), rng,
+                                                                       ranges)
     return Anatomy(grid, lesioned, fractions, depth.astype(np.float32), labels, relaxation, lesion_hu,
-                   described, draws, extracranial, enhancing)
+                   described, draws, extracranial, enhancing, lesion_enhancing)
+
+
+def enhancing_rims(labels: np.ndarray, described: list[dict], spacing_mm: float, rng: np.random.Generator,
+                   ranges: DomainRanges) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+    """The enhancement map (z, y, x, 0..1) of the lesions that enhance, and what was drawn per lesion.
+
+    On a contrast-enhanced T1w a high-grade tumour or a metastasis shows a rim of enhancement (the broken
+    blood-brain barrier at its growing edge) around a core that does not enhance (necrosis, cyst) and is dark; a
+    small one enhances throughout. Each lesion enhances with probability ``ranges.lesion_enhancement``: the voxels
+    within a rim of ``ranges.lesion_rim_mm`` inside its surface (partial volume at the rim's inner edge), at a
+    strength of 0.6-1 (the share of the voxel's signal that goes to the enhanced level). The lesion's own appearance
+    (:func:`.subjects._lesion_appearance`) is its core. None when no lesion enhances."""
+    out = np.zeros(labels.shape, np.float32)
+    drawn: list[dict[str, Any]] = []
+    for lesion in described:
+        if rng.random() >= ranges.lesion_enhancement:
+            drawn.append({"label": lesion["label"], "enhancing": False})
+            continue
+        rim, strength = float(rng.uniform(*ranges.lesion_rim_mm)), float(rng.uniform(0.6, 1.0))
+        inside = labels == lesion["label"]
+        # mm from the lesion's surface to the voxel's centre (the surface lies half a voxel beyond its outer voxels)
+        depth = ndimage.distance_transform_edt(inside, sampling=spacing_mm) - 0.5 * spacing_mm
+        cover = np.clip((rim - depth) / spacing_mm + 0.5, 0.0, 1.0) * inside  # the rim's share of the voxel
+        np.maximum(out, (strength * cover).astype(np.float32), out=out)
+        drawn.append({"label": lesion["label"], "enhancing": True, "rim_mm": round(rim, 2),
+                      "strength": round(strength, 2)})
+    return (out if out.any() else None), drawn

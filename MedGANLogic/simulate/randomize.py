@@ -65,8 +65,8 @@ TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask", "lesionmas
 TARGETS = (*mri.CONTRASTS, "CT")
 SR_DEGRADATIONS = ("thick_slices", "kspace_truncate", "gaussian")
 # the DomainRanges fields that are probabilities
-PROBABILITIES = ("periventricular", "face", "enhancement", "partial_fov", "motion", "skull_strip", "real_ct_fraction",
-                 "ct_image_noise")
+PROBABILITIES = ("periventricular", "face", "enhancement", "lesion_enhancement", "partial_fov", "motion", "skull_strip",
+                 "real_ct_fraction", "ct_image_noise")
 # Nominal CT noise (HU, std in brain) of FULL_DOSE_PHOTONS on 2 mm pixels; it scales as N^-1/2 and pixel^-3/2.
 CT_NOISE_AT_FULL_DOSE_2MM = 5.0
 
@@ -98,6 +98,12 @@ class DomainRanges:
     # (earlier recipes' samples byte for byte)
     enhancement: float = 0.0
     enhancement_gain: tuple[float, float] = (1.2, 2.2)
+    # probability that a lesion of a contrast-enhanced scan enhances (:func:`.anatomy.enhancing_rims`): a rim of
+    # lesion_rim_mm inside its surface goes to the enhanced level (strength 0.6-1), around the lesion's own
+    # appearance (its core); a lesion thinner than twice the rim enhances throughout. The lesioned
+    # image only (the healthy twin has no lesion). 0 by default (earlier recipes' samples byte for byte)
+    lesion_enhancement: float = 0.0
+    lesion_rim_mm: tuple[float, float] = (1.5, 5.0)
     # --- MR appearance (:mod:`.appearance`) ---
     orderings: tuple[str, ...] = ORDERINGS  # contrast orderings drawn for "any"
     relaxation_jitter: float = 0.10  # log-normal std of T1, T2 of all tissues together (a third per tissue)
@@ -250,13 +256,15 @@ def _mr_images(anatomy: Anatomy, ordering: str, seeds: dict[str, int], ranges: D
     if anatomy.enhancing is not None and ordering == "T1w":  # drawn last: samples without it stay as they were
         enhanced = float(rng.uniform(*ranges.enhancement_gain)) * contrast["means"]["wm"]
     images, high = [], None
-    for fractions in [anatomy.fractions] + ([anatomy.healthy] if healthy_twin else []):
+    for i, fractions in enumerate([anatomy.fractions] + ([anatomy.healthy] if healthy_twin else [])):
         clean = render_mr(fractions, contrast, np.random.default_rng(texture_seed), anatomy.lesion_relaxation)
         if enhanced is not None:
             clean += anatomy.enhancing * (enhanced - clean)
         if high is None:  # one intensity curve for both twins
             positive = clean[clean > 0]
             high = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+        if enhanced is not None and i == 0 and anatomy.lesion_enhancing is not None:  # the lesions' rims: the
+            clean += anatomy.lesion_enhancing * (enhanced - clean)  # lesioned image only, after the curve's level
         images.append((apply_gamma(clean, gamma, high) * bias).astype(np.float32))
     draws = {"ordering": ordering, "sequence": contrast["sequence"], "gamma": round(gamma, 3),
              "bias_amplitude": round(amplitude, 3),

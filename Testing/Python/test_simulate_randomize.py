@@ -587,6 +587,37 @@ def test_enhancement_brightens_sinuses_veins_and_plexus_on_t1w_only():
     assert np.array_equal(again.enhancing, e)
 
 
+def test_enhancing_lesions_have_a_bright_rim_in_the_lesioned_image():
+    """ranges.lesion_enhancement: on a contrast-enhanced scan a lesion gets an enhancing rim (drawn last: the
+    anatomy and its vessels stay as they were); on T1w the rim comes out well above white matter and above the
+    lesion's own core; elsewhere the images barely change; none by default."""
+    shape, spacing = (48, 56, 48), 3.0
+    ranges = {"n_lesions": (2, 2), "lesion_radius_mm": (12.0, 20.0), "enhancement": 1.0, "partial_fov": 0.0,
+              "motion": 0.0, "slice_mm": (3.0, 3.0), "inplane_mm": (3.0, 3.0)}
+    plain = sample_anatomy(np.random.default_rng(5), DomainRanges(**ranges), shape, spacing)
+    rimmed = sample_anatomy(np.random.default_rng(5), DomainRanges(**ranges, lesion_enhancement=1.0), shape, spacing)
+    assert plain.lesion_enhancing is None and "lesion_enhancement" not in plain.draws
+    assert {k: v for k, v in rimmed.draws.items() if k != "lesion_enhancement"} == plain.draws
+    assert all(d["enhancing"] for d in rimmed.draws["lesion_enhancement"])
+    assert np.array_equal(rimmed.fractions, plain.fractions) and np.array_equal(rimmed.enhancing, plain.enhancing)
+    lesion = rimmed.lesion_labels > 0
+    e = rimmed.lesion_enhancing
+    assert e.max() >= 0.6 and not e[~lesion].any()
+    a, b = (random_sample("anomaly", np.random.default_rng(1), ranges=DomainRanges(**ranges), anatomy=x,
+                          ordering="T1w") for x in (rimmed, plain))
+    # elsewhere only the noise level moves (sigma is the brain's mean signal, rims included, over the SNR): the
+    # healthy twin and the lesioned image away from the lesions change by well under 1 %, the rims by far more
+    rim, core = lesion & (e > 0.5), ndimage.binary_erosion(lesion, iterations=2) & (e == 0)
+    away = (rimmed.fractions[WM] + rimmed.fractions[GM] > 0.9) & ~ndimage.binary_dilation(lesion, iterations=2)
+    for x, y, where in ((a["target"], b["target"], away), (a["input"], b["input"], away)):
+        assert np.median(np.abs(x.array[where] / y.array[where] - 1)) < 0.01
+    assert np.median(a["input"].array[rim] / b["input"].array[rim]) > 1.2
+    image = a["input"].array
+    wm = (rimmed.fractions[WM] > 0.9) & ~ndimage.binary_dilation(lesion, iterations=3)
+    assert rim.any() and core.any()
+    assert np.median(image[rim]) > 1.2 * max(np.median(image[wm]), np.median(image[core]))
+
+
 def test_lesionmask_target_is_the_lesion_labels(anatomy):
     """Task lesionmask: a FLAIR acquisition (by default) and the anatomy's lesions as a 0/1 target, where the
     lesions show on the input above the surrounding white matter."""

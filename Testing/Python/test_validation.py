@@ -62,9 +62,11 @@ def test_anomaly_validation_scores_phantom_pairs_and_post_contrast_heads(monkeyp
     scores = validation.anomaly_scores("any", "T1w", seeds=(1010,), heads=1)
     assert scores["phantom voxel AUROC"] == scores["phantom Dice"] == scores["phantom case AUROC"] == 1.0
     assert scores["phantom normal flagged %"] == 0.0 and scores["heads normal flagged %"] == 0.0
-    assert scores["heads lesion AUROC"] == 1.0
+    assert scores["heads lesion AUROC"] == 1.0 and scores["tumours lesion AUROC"] == 1.0
+    assert scores["tumours normal flagged %"] == 0.0 and 0.0 <= scores["tumours z-score AUROC"] <= 1.0
     assert np.isnan(scores["heads top 1 % on bright tissue %"])  # the map is zero on all normal brain
-    assert [c for c, _ in seen] == ["T1w"] * 3 and seen[0][1] > 0 and seen[1][1] == 0 and seen[2][1] > 0
+    assert [c for c, _ in seen] == ["T1w"] * 4 and seen[0][1] > 0 and seen[1][1] == 0 and seen[2][1] > 0
+    assert seen[3][1] > 0  # the enhancing-tumour head has its tumour
     assert set(validation.anomaly_scores("any", "T2w", seeds=(1010,))) == {  # the heads are T1w only
         "phantom voxel AUROC", "phantom Dice", "phantom normal flagged %", "phantom case AUROC"}
 
