@@ -29,7 +29,8 @@ cards say on a CPU unless ``--ensemble`` says how many passes.
   voxel AUROC, normal brain flagged and the share of the normal brain's highest map (its top 1 %) on or beside its
   brightest tissue (:func:`.real_mr.hyperintense_share`): what real contrast T1w shows and the training never did;
 * with T1w, as many post-contrast heads with *enhancing tumours* (:data:`ANOMALY_TUMOURS`: seed 778, 1-2 lesions of
-  6-20 mm, every one with an enhancing rim around its own core, :func:`~MedGANLogic.simulate.anatomy.
+  6-20 mm, half of those not beside the ventricles centred in the cortex, every one with an enhancing rim around its
+  own core, :func:`~MedGANLogic.simulate.anatomy.
   enhancing_rims`; the textbook look of a high-grade tumour or metastasis on contrast T1w, which the heads above
   lack): lesion voxel AUROC and normal brain flagged, and beside them the voxel AUROC of the image's own intensity
   z-score (:func:`.real_mr.zscore_map` over the engine's brain, no training), the baseline of the real tumours.
@@ -66,7 +67,7 @@ ANOMALY_PHANTOM_SEEDS = tuple(range(1010, 1020))
 ANOMALY_HEADS = 8
 ANOMALY_HEAD_SEED = 777
 ANOMALY_TUMOURS = (778, {"enhancement": 1.0, "lesion_enhancement": 1.0, "n_lesions": [1, 2],
-                         "lesion_radius_mm": [6.0, 20.0]})  # seed, DomainRanges of the enhancing-tumour heads
+                         "lesion_radius_mm": [6.0, 20.0], "juxtacortical": 0.5})  # seed, DomainRanges of those heads
 SR_CASES = ("epi0", "epi1", "t1_small")
 MRCT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # the first five of the phantom's validation split (split_seeds('val'))
 

@@ -187,17 +187,22 @@ def random_lesions(fractions: np.ndarray, ventricle_sdf_mm: np.ndarray, grid: Vo
 
     The count is drawn from ``ranges.n_lesions``, radii log-uniformly from ``ranges.lesion_radius_mm`` (largest
     semi-axis), the other semi-axes 0.4-1 times it; a fraction ``ranges.periventricular`` sit within 8 mm of the
-    ventricles. Cut to brain parenchyma (GM + WM > 0.5); a later lesion overwrites an earlier one where they touch.
+    ventricles, and of the others a fraction ``ranges.juxtacortical`` are centred in the cortical grey matter (where
+    metastases and many gliomas reach the brain's surface; their outline then meets the sulcal CSF). Cut to brain
+    parenchyma (GM + WM > 0.5); a later lesion overwrites an earlier one where they touch.
     """
     labels = np.zeros(grid.shape, np.int16)
     brain = (fractions[GM] + fractions[WM]) > 0.5
     wm_core = ndimage.binary_erosion(fractions[WM] > 0.6)
     anywhere = np.argwhere(wm_core)
     near = np.argwhere(wm_core & (ventricle_sdf_mm < 8.0))
+    cortex = np.argwhere((fractions[GM] > 0.5) & brain) if ranges.juxtacortical > 0 else anywhere[:0]
     described: list[dict] = []
     spacing = grid.spacing[0]
     for _ in range(int(rng.integers(ranges.n_lesions[0], ranges.n_lesions[1] + 1))):
         pool = near if len(near) and rng.random() < ranges.periventricular else anywhere
+        if pool is anywhere and len(cortex) and rng.random() < ranges.juxtacortical:  # no draw when 0: the samples
+            pool = cortex  # of earlier recipes stay as they were
         if not len(pool):
             break
         centre = pool[rng.integers(len(pool))]

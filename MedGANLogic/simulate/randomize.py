@@ -65,8 +65,8 @@ TASKS = ("synthesize", "denoise", "superres", "anomaly", "brainmask", "lesionmas
 TARGETS = (*mri.CONTRASTS, "CT")
 SR_DEGRADATIONS = ("thick_slices", "kspace_truncate", "gaussian")
 # the DomainRanges fields that are probabilities
-PROBABILITIES = ("periventricular", "face", "enhancement", "lesion_enhancement", "partial_fov", "motion", "skull_strip",
-                 "real_ct_fraction", "ct_image_noise")
+PROBABILITIES = ("periventricular", "juxtacortical", "face", "enhancement", "lesion_enhancement", "partial_fov",
+                 "motion", "skull_strip", "real_ct_fraction", "ct_image_noise")
 # Nominal CT noise (HU, std in brain) of FULL_DOSE_PHOTONS on 2 mm pixels; it scales as N^-1/2 and pixel^-3/2.
 CT_NOISE_AT_FULL_DOSE_2MM = 5.0
 
@@ -89,6 +89,9 @@ class DomainRanges:
     n_lesions: tuple[int, int] = (0, 5)  # lesions per sample (integers, inclusive)
     lesion_radius_mm: tuple[float, float] = (2.0, 20.0)  # largest semi-axis, mm, log-uniform
     periventricular: float = 0.5  # probability a lesion sits within 8 mm of the ventricles
+    # probability that a lesion not placed periventricular is centred in the cortical grey matter instead of the white
+    # matter (:func:`.anatomy.random_lesions`). 0 by default (earlier recipes' samples byte for byte)
+    juxtacortical: float = 0.0
     # probability of a face and skull base (:mod:`.face`: eyes, orbital fat and muscles, nasal cavity, sinuses, air
     # cells, fat and bone below the brain). 0 by default (the samples of earlier recipes, byte for byte): the
     # recipes that want it say so

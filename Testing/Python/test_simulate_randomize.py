@@ -618,6 +618,26 @@ def test_enhancing_lesions_have_a_bright_rim_in_the_lesioned_image():
     assert np.median(image[rim]) > 1.2 * max(np.median(image[wm]), np.median(image[core]))
 
 
+def test_juxtacortical_lesions_are_centred_in_the_cortex():
+    """ranges.juxtacortical: lesions centred in cortical grey matter instead of white matter (reaching the brain's
+    surface, beside sulcal CSF); 0 (default) draws exactly what was drawn before."""
+    from MedGANLogic.simulate.tissue import CSF, GM
+
+    shape, spacing = (48, 56, 48), 3.0
+    base = {"n_lesions": (3, 3), "lesion_radius_mm": (6.0, 10.0), "periventricular": 0.0}
+    before = sample_anatomy(np.random.default_rng(8), DomainRanges(**base), shape, spacing)
+    again = sample_anatomy(np.random.default_rng(8), DomainRanges(**base, juxtacortical=0.0), shape, spacing)
+    assert np.array_equal(before.lesion_labels, again.lesion_labels) and before.lesions == again.lesions
+    cortical = sample_anatomy(np.random.default_rng(8), DomainRanges(**base, juxtacortical=1.0), shape, spacing)
+    assert len(cortical.lesions) == 3
+    for anatomy, in_gm in ((cortical, True), (before, False)):
+        for lesion in anatomy.lesions:
+            assert (anatomy.healthy[GM][tuple(lesion["centre_zyx"])] > 0.5) == in_gm
+    near_csf = [ndimage.binary_dilation(a.lesion_labels > 0, iterations=2) & (a.healthy[CSF] > 0.5)
+                for a in (cortical, before)]
+    assert near_csf[0].sum() > near_csf[1].sum()
+
+
 def test_lesionmask_target_is_the_lesion_labels(anatomy):
     """Task lesionmask: a FLAIR acquisition (by default) and the anatomy's lesions as a 0/1 target, where the
     lesions show on the input above the surrounding white matter."""
