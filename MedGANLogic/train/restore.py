@@ -11,7 +11,11 @@ to return x from that corrupted x~:
     loss_G = w_pixel * |G(x~) - x|  +  w_blob * mean_blobs |G(x~) - x|  +  w_adv * adv(D(G(x~)), real)
     loss_D = adv(D(x), real) + adv(D(G(x~)), fake)
 
-(``w_blob`` = ``anomaly.blob_weight``: the blobs are a small part of a slice and would barely count otherwise.) The
+(``w_blob`` = ``anomaly.blob_weight``: the blobs are a small part of a slice and would barely count otherwise.)
+``anomaly.twins: true`` (default false) trains on pairs instead: the corrupted input is made from each sample's
+slice *with* simulated lesions (``data.task: anomaly`` of the domain randomiser with ``n_lesions`` above 0) and the
+target is its healthy twin (same appearance and noise), so G learns to remove those lesions too; where the twins
+differ (:data:`TWIN_DIFFERENCE`) counts as blob. The
 defaults are the shipped brain-anomaly-t2 settings, chosen on phantom validation subjects. ``anomaly.bright_weight``
 (default 0: off) adds ``w_bright * mean_bright |G(x~) - x|`` over the slice's brightest healthy pixels outside the
 blobs (at or above the ``anomaly.bright_percentile`` of its head): small bright normal structures (enhancing vessels,
@@ -52,6 +56,7 @@ HEAD_MARGIN = 0.05  # a pixel more than this above the background level is head
 RING_RIM_PX = (1.0, 3.0)  # a ring blob's rim: thickness in pixels,
 RING_RIM_LEVEL = (0.4, 1.0)  # its level (bright: enhancement)
 RING_CORE_LEVEL = (-0.9, 0.0)  # and the level inside it (dark: necrosis, cyst)
+TWIN_DIFFERENCE = 0.02  # anomaly.twins: where a lesioned slice and its healthy twin differ by more, a lesion
 
 
 def head_pixels(clean: torch.Tensor, background: float = -1.0) -> torch.Tensor:
@@ -159,7 +164,8 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         "loss": {"gan_mode": "lsgan", "adversarial": 0.05, "pixel": 1.0, "pixel_kind": "l1",
                  "feature_matching": 0.0},
         "anomaly": {"noise_sigma": [0.0, 0.1], "noise_scales": [4, 8], "blob_count": [1, 4],
-                    "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "ring_fraction": 0.0, "bright_weight": 0.0,
+                    "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "ring_fraction": 0.0, "twins": False,
+                    "bright_weight": 0.0,
                     "bright_percentile": 99.0, "smoothing_mm": 2.0, "threshold_subjects": 3,
                     "healthy_percentile": 99.9},
     }
@@ -179,6 +185,9 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         if not (isinstance(ring, (int, float)) and 0 <= ring <= 1):
             raise InputError(f"Training config: 'anomaly.ring_fraction' must be a number in [0, 1] (the share of "
                              f"blobs drawn as a bright rim around a dark core; 0: none); got {ring!r}.")
+        if not isinstance(a.get("twins"), bool):
+            raise InputError(f"Training config: 'anomaly.twins' must be true or false (true: learn to restore each "
+                             f"sample's healthy twin from it, data.task anomaly with lesions); got {a.get('twins')!r}.")
         bright = a.get("bright_weight")
         if not (isinstance(bright, (int, float)) and bright >= 0):
             raise InputError(f"Training config: 'anomaly.bright_weight' must be a number >= 0 (0: off); "
@@ -198,10 +207,13 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
 
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         a = self.config["anomaly"]
-        self.real_B = batch["source"]
-        noisy = coarse_noise(self.real_B, tuple(a["noise_sigma"]), list(a["noise_scales"]))
+        self.real_B = batch["target"] if a["twins"] else batch["source"]
+        noisy = coarse_noise(batch["source"], tuple(a["noise_sigma"]), list(a["noise_scales"]))
         self.real_A, self.blobs = random_blobs(noisy, tuple(a["blob_count"]), tuple(a["blob_radius_px"]),
                                                ring_fraction=float(a["ring_fraction"]))
+        if a["twins"]:  # the simulated lesions (where the twins differ) weigh like the blobs
+            lesions = ((batch["source"] - batch["target"]).abs() > TWIN_DIFFERENCE).to(self.blobs.dtype)
+            self.blobs = torch.maximum(self.blobs, lesions)
 
     def optimize_discriminator(self) -> dict[str, float]:
         if not self.adversarial_on:

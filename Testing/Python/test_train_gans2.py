@@ -390,6 +390,26 @@ def test_restore_ring_blobs_have_a_bright_rim_around_a_dark_core():
     assert all(r > 0 for r in rims) and all(c < 0 for c in cores), (rims, cores)
 
 
+def test_restore_twins_restore_the_healthy_twin_and_weigh_the_lesions(tiny_config):
+    """anomaly.twins: the target is the batch's healthy twin (not the corrupted slice's own clean version), the
+    input is made from the lesioned slice, and where the twins differ counts as blob in the loss; off, the
+    batch's source is both."""
+    trainer = trainer_class("restore")(tiny_config("restore", anomaly__twins=True), progress=False)
+    source = _head_slices(2)
+    target = source.clone()
+    target[..., 10:14, 10:14] = -0.5  # the healthy twin differs from the lesioned slice in one square
+    torch.manual_seed(0)
+    trainer.set_input({"source": source, "target": target})
+    assert torch.equal(trainer.real_B, target)
+    assert bool((trainer.blobs[..., 10:14, 10:14] == 1.0).all())
+    off = trainer_class("restore")(tiny_config("restore"), progress=False)
+    torch.manual_seed(0)
+    off.set_input({"source": source, "target": target})
+    assert torch.equal(off.real_B, source) and torch.equal(off.real_A, trainer.real_A)
+    with pytest.raises(InputError, match="anomaly.twins"):
+        trainer_class("restore")(tiny_config("restore", anomaly__twins="yes"), progress=False)
+
+
 def test_restore_learns_to_remove_blobs_and_its_gan_terms_move(tiny_config):
     trainer = trainer_class("restore")(tiny_config("restore", optim__lr_d=1e-3, optim__lr_g=2e-3), progress=False)
     d, g = fixed_batch_losses(trainer, 10, 30)
