@@ -32,6 +32,10 @@ model's frame, for a normalised input x and the network's healthy reconstruction
    above threshold lay within 4 mm of the mask's edge. Slices thicker than ``edge_mm`` lose their outermost brain
    slice at the top and bottom of the brain (it straddles the brain's surface; :func:`inner_region`). Lesions
    nearer the brain's surface than ``edge_mm`` are not mapped there: the map's one blind spot, stated on the card.
+   A card whose calibration also holds bins for that rim (``calibration.rim``, made when ``extras.rim_calibrated`` is
+   true: the residuals of normal validation brains' rims, larger than inside) maps the rim too, each part against
+   its own normal residuals (:func:`region_z`); no shipped card does (tried on validation, recipe
+   ``brain-anomaly-t1``).
 
 **Slice thickness**: the calibration, threshold and case score are measured on validation phantoms at 2 mm
 (``extras.calibration_slice_mm``). A thick-slice scan (5-7 mm axial slices are common in clinical T1w) holds
@@ -118,6 +122,22 @@ def scan_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any],
         return z, 1.0
     ratio = robust_spread(z[region]) / float(calibration["spread"])
     return z / max(1.0, ratio), ratio
+
+
+def region_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any], inner: np.ndarray,
+             region: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """The calibrated z-score of ``residual`` (:func:`scan_z` over ``inner``), its spread ratio, and where the map is
+    made: ``inner``; or, when the calibration holds a second set of bins for the brain's outer rim
+    (``calibration.rim``: the same form, measured on the rims of normal validation brains, where residuals are
+    larger), the rim (``region`` less ``inner``) scored by those bins and divided by the same ratio, and the map made
+    over the whole ``region``: a lesion at the brain's surface is then mapped, against what a normal rim shows."""
+    z, ratio = scan_z(residual, recon, calibration, inner)
+    rim_bins = calibration.get("rim")
+    if not rim_bins:
+        return z, ratio, inner
+    rim = region & ~inner
+    z = np.where(rim, calibrated_z(residual, recon, rim_bins) / max(1.0, ratio), z)
+    return z, ratio, region
 
 
 def signed_part(z: np.ndarray, sign: str) -> np.ndarray:
@@ -268,15 +288,16 @@ def make_outputs(ctx: TaskContext):
     calibration = extras_card.get("calibration")
     edge_mm = float(ctx.options.get("edge_mm", extras_card.get("edge_mm", 0.0)))
     inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
-    ratio = 1.0
+    ratio, mapped = 1.0, inner
     if calibration:
-        (score_map, ratio), units = scan_z(residual, matched, calibration, inner), "z-score of the residual"
+        score_map, ratio, mapped = region_z(residual, matched, calibration, inner, region)
+        units = "z-score of the residual"
     else:
         score_map, units = residual, "normalised residual"
     score_map = signed_part(score_map, str(extras_card.get("residual_sign", "both")))
     smoothing_mm = float(ctx.options.get("smoothing_mm", extras_card.get("smoothing_mm", 2.0)))
     sigma = [smoothing_mm / s for s in ctx.volume.spacing[::-1]] if smoothing_mm > 0 else [0.0, 0.0, 0.0]
-    amap = smooth_inside(score_map, inner, sigma)
+    amap = smooth_inside(score_map, mapped, sigma)
     threshold = ctx.options.get("threshold", extras_card.get("threshold"))
     if threshold is None:
         threshold = case_statistic(amap, region, 99.0)

@@ -126,8 +126,8 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
         anomaly_region,
         calibrated_z,
         inner_region,
+        region_z,
         robust_spread,
-        scan_z,
         signed_part,
         smooth_inside,
     )
@@ -155,11 +155,20 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     calibration = residual_bins([r[b] for _, r, b, _ in normal], [e[b] for e, _, b, _ in normal])
     calibration["spread"] = float(np.median([robust_spread(calibrated_z(e, r, calibration)[b])
                                              for e, r, b, _ in normal]))
+    if extras.get("rim_calibrated") and edge_mm > 0:  # the rim's own bins: the map is made there too
+        rims = [brain & ~b for (_, _, b, _), brain, (_, is_lesion) in zip(passes, brains, cases) if not is_lesion]
+        calibration["rim"] = residual_bins([r[m] for (_, r, _, _), m in zip(normal, rims)],
+                                           [e[m] for (e, _, _, _), m in zip(normal, rims)])
     sigma = [smoothing / (spacing_mm * slice_factor), smoothing / spacing_mm, smoothing / spacing_mm]  # (z, y, x)
+
+    def case_map(e: np.ndarray, r: np.ndarray, b: np.ndarray, brain: np.ndarray, sign: str) -> np.ndarray:
+        z, _, mapped = region_z(e, r, calibration, b, brain)
+        return smooth_inside(signed_part(z, sign), mapped, sigma)
+
     sign_dice = {}
     for sign in signs:  # which part of the residual finds the validation lesions best
-        maps = [smooth_inside(signed_part(scan_z(e, r, calibration, b)[0], sign), b, sigma)
-                for (e, r, b, les), (_, is_lesion) in zip(passes, cases) if is_lesion]
+        maps = [case_map(e, r, b, brain, sign)
+                for (e, r, b, les), brain, (_, is_lesion) in zip(passes, brains, cases) if is_lesion]
         masks = [les for (_, _, _, les), (_, is_lesion) in zip(passes, cases) if is_lesion]
         sign_dice[sign] = best_dice_threshold(maps, masks)[1]
     sign = max(sign_dice, key=lambda k: sign_dice[k])

@@ -587,3 +587,23 @@ def test_a_brain_mask_model_that_is_not_installed_falls_back_and_says_so(make_mo
     assert result.extras["brain_mask"].startswith("intensity and morphology")
     assert np.array_equal(anomaly_region(oblique_volume, model),
                           brain_mask(oblique_volume.array, oblique_volume.spacing))
+
+
+def test_a_rim_calibration_maps_the_brain_rim_against_its_own_normal_residuals():
+    """region_z: without calibration.rim the map is made inside the inner region only (the rim left out); with it,
+    the rim's residuals are z-scored by the rim's own bins (larger normal residuals there: a smaller z for the same
+    residual) and the map is made over the whole brain."""
+    from MedGANLogic.tasks.anomaly import inner_region, region_z
+
+    region = np.zeros((10, 10, 10), bool)
+    region[1:9, 1:9, 1:9] = True
+    inner = inner_region(region, (1.0, 1.0, 1.0), 2.0)
+    residual = np.where(region, 0.3, 0.0).astype(np.float32)
+    recon = np.zeros_like(residual)
+    bins = {"edges": [-1e6, 1e6], "median": [0.0], "scale": [0.1]}
+    z, ratio, mapped = region_z(residual, recon, bins, inner, region)
+    assert mapped is inner and ratio == 1.0 and np.allclose(z[inner], 3.0)
+    with_rim = dict(bins, rim={"edges": [-1e6, 1e6], "median": [0.0], "scale": [0.3]})
+    z, _, mapped = region_z(residual, recon, with_rim, inner, region)
+    rim = region & ~inner
+    assert mapped is region and rim.any() and np.allclose(z[rim], 1.0) and np.allclose(z[inner], 3.0)
