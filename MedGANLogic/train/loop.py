@@ -190,7 +190,8 @@ class GANTrainer:
                                  f"({', '.join(n for n in self.EXPORT_DOMAINS if n in self.nets)}).")
             card, want = get_model(model), self.generator_config(name)
             have = {"name": card.architecture, "params": card.arch_params}
-            grow = bool(self.config.get("init_grow")) and self._deeper(want, have)
+            blocks = self._grown_blocks(want, have) if self.config.get("init_grow") else None
+            grow = blocks is not None
             if not grow and (want["name"], dict(want.get("params", {}))) != (have["name"], have["params"]):
                 raise InputError(f"Training config: 'init.{name}': model {card.id} is a {have['name']} with params "
                                  f"{have['params']}, the run's generator a {want['name']} with params "
@@ -202,30 +203,32 @@ class GANTrainer:
                 self.net(name).load_state_dict(read_weights(card))
             record[name] = {"model": card.id, "version": card.version, "weights_sha256": card.sha256}
             if grow:
-                record[name]["grown"] = {"n_blocks": [int(have["params"]["n_blocks"]), int(want["params"]["n_blocks"])]}
+                record[name]["grown"] = {"n_blocks": list(blocks)}
         return record
 
     @staticmethod
-    def _deeper(want: dict[str, Any], have: dict[str, Any]) -> bool:
-        """Whether the run's generator ``want`` is the init model's architecture ``have`` with more residual blocks
-        (``n_blocks``) and otherwise the same (``init_grow``: it starts as the model, the added blocks identity)."""
+    def _grown_blocks(want: dict[str, Any], have: dict[str, Any]) -> tuple[int, int] | None:
+        """(the init model's residual blocks, the run's) when the run's generator ``want`` is the init model's
+        architecture ``have`` with more residual blocks (``n_blocks``) and otherwise the same (``init_grow``: it starts
+        as the model, the added blocks identity), else None. A parameter left out is the architecture's default."""
         import inspect
 
         from ..models import ARCHITECTURES
 
         build = ARCHITECTURES.get(want["name"])
         if want["name"] != have["name"] or not hasattr(build, "grow_from"):
-            return False
+            return None
         defaults = {k: p.default for k, p in inspect.signature(build).parameters.items()
-                    if p.default is not inspect.Parameter.empty}  # a parameter left out is the architecture's default
+                    if p.default is not inspect.Parameter.empty}
 
         def filled(params: dict[str, Any]) -> dict[str, Any]:  # tuples as lists: a card's JSON holds lists
             return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **params}.items()}
 
         mine, theirs = filled(want.get("params", {})), filled(have["params"])
         if {k: v for k, v in mine.items() if k != "n_blocks"} != {k: v for k, v in theirs.items() if k != "n_blocks"}:
-            return False
-        return int(mine["n_blocks"]) > int(theirs["n_blocks"])
+            return None
+        blocks = int(theirs["n_blocks"]), int(mine["n_blocks"])
+        return blocks if blocks[1] > blocks[0] else None
 
     # --- building blocks for families --------------------------------------------------------------------------
     def add_network(self, name: str, net: nn.Module) -> nn.Module:

@@ -79,11 +79,12 @@ def test_init_grow_reads_a_parameter_left_out_as_the_architecture_default():
     from MedGANLogic.train.loop import GANTrainer
 
     def deeper(mine, theirs):
-        return GANTrainer._deeper({"name": "srresnet2d", "params": mine}, {"name": "srresnet2d", "params": theirs})
+        return GANTrainer._grown_blocks({"name": "srresnet2d", "params": mine},
+                                        {"name": "srresnet2d", "params": theirs})
 
-    assert deeper({"n_blocks": 16, "scale": [2, 2]}, {}) and deeper({}, {"n_blocks": 4})
-    assert not deeper({"n_blocks": 8}, {}) and not deeper({"n_blocks": 16, "features": 64}, {})
-    assert not GANTrainer._deeper({"name": "unet2d", "params": {}}, {"name": "unet2d", "params": {}})
+    assert deeper({"n_blocks": 16, "scale": [2, 2]}, {}) == (8, 16) and deeper({}, {"n_blocks": 4}) == (4, 8)
+    assert deeper({"n_blocks": 8}, {}) is None and deeper({"n_blocks": 16, "features": 64}, {}) is None
+    assert GANTrainer._grown_blocks({"name": "unet2d", "params": {}}, {"name": "unet2d", "params": {}}) is None
 
 
 def test_sr_noisy_input_degrades_the_noisy_source_and_keeps_the_clean_target(tiny_config):
