@@ -240,8 +240,20 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
     from .metrics import auroc, dice
     from .real_mr import hyperintense_share, zscore_map
 
-    def voxel_auroc(cases: list[dict[str, Any]]) -> float:  # of the map for the lesions, in the brain, mean
-        return float(np.mean([auroc(c["map"][c["brain"]], c["lesion"][c["brain"]]) for c in cases]))
+    def voxel_auroc(cases: list[dict[str, Any]], key: str = "map") -> float:  # of the map for the lesions, in the
+        return float(np.mean([auroc(c[key][c["brain"]], c["lesion"][c["brain"]]) for c in cases]))  # brain, mean
+
+    def normal_flagged(cases: list[dict[str, Any]]) -> float:  # % of the normal brain in the candidate mask, mean
+        return float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean() for c in cases]))
+
+    def head_cases(seed: int, ranges: dict[str, Any]) -> list[tuple[Volume, dict[str, Any]]]:
+        gen = DomainRandomizer(seed, ranges)
+        out = []
+        for i in range(heads):
+            sample = gen.sample("anomaly", i, ordering="T1w")
+            volume = sample["input"]  # its metadata says MR, T1w
+            out.append((volume, anomaly_case(model, volume, sample["labels"].array == TISSUES.index("lesion"))))
+        return out
 
     lesioned, healthy = [], []
     for seed in seeds:
@@ -254,34 +266,21 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
                                        [1.0] * len(lesioned) + [0.0] * len(healthy))}
     if contrast != "T1w" or heads <= 0:
         return out
-    gen = DomainRandomizer(ANOMALY_HEAD_SEED, {"enhancement": 1.0, "n_lesions": [1, 3]})
     cases = []
-    for i in range(heads):
-        sample = gen.sample("anomaly", i, ordering="T1w")
-        volume = sample["input"]  # its metadata says MR, T1w
-        case = anomaly_case(model, volume, sample["labels"].array == TISSUES.index("lesion"))
+    for volume, case in head_cases(ANOMALY_HEAD_SEED, {"enhancement": 1.0, "n_lesions": [1, 3]}):
         case["bright"] = hyperintense_share(volume.array, case["map"], case["brain"] & ~case["lesion"])
         cases.append(case)
     bright = [c["bright"][0] for c in cases if c["bright"] is not None]  # None: no map above 0 on normal brain
     out.update({"heads lesion AUROC": voxel_auroc([c for c in cases if c["lesion"].any()]),
-                "heads normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean()
-                                                         for c in cases])),
+                "heads normal flagged %": normal_flagged(cases),
                 "heads top 1 % on bright tissue %": float(np.mean(bright)) if bright else float("nan")})
-    seed, ranges = ANOMALY_TUMOURS
-    gen = DomainRandomizer(seed, ranges)
     tumours = []
-    for i in range(heads):
-        sample = gen.sample("anomaly", i, ordering="T1w")
-        volume = sample["input"]
-        case = anomaly_case(model, volume, sample["labels"].array == TISSUES.index("lesion"))
+    for volume, case in head_cases(*ANOMALY_TUMOURS):
         if case["lesion"].any():
             case["z"] = zscore_map(volume.array, case["brain"], volume.spacing)
             tumours.append(case)
-    out.update({"tumours lesion AUROC": voxel_auroc(tumours),
-                "tumours normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean()
-                                                           for c in tumours])),
-                "tumours z-score AUROC": float(np.mean([auroc(c["z"][c["brain"]], c["lesion"][c["brain"]])
-                                                        for c in tumours]))})
+    out.update({"tumours lesion AUROC": voxel_auroc(tumours), "tumours normal flagged %": normal_flagged(tumours),
+                "tumours z-score AUROC": voxel_auroc(tumours, "z")})
     return out
 
 
