@@ -39,10 +39,9 @@ NOISE_FREE_SNR = 1.0e6  # MR noise sigma = white matter T1w signal / SNR: effect
 
 def head_mask(ct_hu: np.ndarray) -> np.ndarray:
     """Voxels of the head in a (z, y, x) CT: above -500 HU, holes filled slice by slice."""
-    from scipy.ndimage import binary_fill_holes
+    from ..normalization import fill_holes_per_slice
 
-    body = ct_hu > -500
-    return np.stack([binary_fill_holes(s) for s in body])
+    return fill_holes_per_slice(ct_hu > -500)
 
 
 def mr_range(target: np.ndarray, mask: np.ndarray) -> float:

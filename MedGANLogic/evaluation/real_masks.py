@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..normalization import _disk, _largest, fill_holes_per_slice
+
 CSF_MAX = 0.6  # of the white-matter level
 PARENCHYMA_MIN = 0.75
 BRAIN_ERODE_MM = 7.0
@@ -32,29 +34,9 @@ FLATTEN_SIGMA_MM = 25.0
 SHELL_MM = (1.0, 10.0)
 
 
-def _fill_per_slice(mask: np.ndarray) -> np.ndarray:
-    return np.stack([ndimage.binary_fill_holes(s) for s in mask])
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask.astype(bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
-def _disk(radius_mm: float, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
-    """In-plane (one slice thick) elliptical structuring element of ``radius_mm``."""
-    ry, rx = (max(1, int(round(radius_mm / s))) for s in (spacing_xyz[1], spacing_xyz[0]))
-    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
-    return ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
-
-
 def ct_body(hu: np.ndarray) -> np.ndarray:
     """Body mask of a CT in HU, (z, y, x) bool."""
-    return _largest(_fill_per_slice(hu > -500.0))
+    return _largest(fill_holes_per_slice(hu > -500.0))
 
 
 def ct_soft_tissue(hu: np.ndarray) -> np.ndarray:
@@ -70,7 +52,7 @@ def mr_head(image: np.ndarray) -> np.ndarray:
 
     fg = image > 0.5 * threshold_otsu(image)
     fg = ndimage.binary_closing(fg, structure=np.ones((1, 3, 3)), iterations=2)
-    return _largest(_fill_per_slice(fg))
+    return _largest(fill_holes_per_slice(fg))
 
 
 def mr_brain(image: np.ndarray, spacing_xyz: tuple[float, float, float], head: np.ndarray | None = None
@@ -85,7 +67,7 @@ def mr_brain(image: np.ndarray, spacing_xyz: tuple[float, float, float], head: n
     st = _disk(BRAIN_ERODE_MM, spacing_xyz)
     core = _largest(ndimage.binary_erosion(not_dark, structure=st))
     brain = ndimage.binary_dilation(core, structure=st) & head
-    brain = np.stack([_fill_per_slice(_largest(s)[None])[0] for s in brain])  # scalp pieces joined in 3D only
+    brain = np.stack([fill_holes_per_slice(_largest(s)[None])[0] for s in brain])  # scalp pieces joined in 3D only
     area = brain.reshape(brain.shape[0], -1).sum(1)
     brain[area < 0.6 * area.max()] = False
     return brain
