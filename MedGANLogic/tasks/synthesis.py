@@ -45,13 +45,14 @@ def outside_head(mr: np.ndarray, spacing: tuple[float, float, float], margin_mm:
     return _beyond(head_mask(mr), spacing, margin_mm)
 
 
-def outside_body(ct: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = BODY_MARGIN_MM) -> np.ndarray:
+def outside_body(ct: np.ndarray, spacing: tuple[float, float, float], margin_mm: float = BODY_MARGIN_MM,
+                 body: np.ndarray | None = None) -> np.ndarray:
     """Voxels of a CT (z, y, x, HU; ``spacing`` (x, y, z) mm) farther than ``margin_mm`` from the patient's body
-    (:func:`MedGANLogic.normalization.ct_body_mask`: no table, no holder). A CT with no body found (all air) gives
-    no such voxels: nothing is overwritten."""
+    (:func:`MedGANLogic.normalization.ct_body_mask`: no table, no holder; ``body``: that mask when already made).
+    A CT with no body found (all air) gives no such voxels: nothing is overwritten."""
     from ..normalization import ct_body_mask
 
-    return _beyond(ct_body_mask(ct, spacing), spacing, margin_mm)
+    return _beyond(ct_body_mask(ct, spacing) if body is None else body, spacing, margin_mm)
 
 
 def background_value(card) -> float:
@@ -105,8 +106,7 @@ def finish(outputs, extras, plan):
     :data:`BODY_MARGIN_MM` of the input's body (:func:`input_body`, the mask the network's source was made with)."""
     if not ct_to_mr(plan.card):
         return outputs, extras
-    body = input_body(plan)
-    outside = _beyond(body, plan.volume.spacing, BODY_MARGIN_MM)
+    outside = outside_body(plan.volume.array, plan.volume.spacing, body=input_body(plan))
     value = background_value(plan.card)
     image = outputs["image"]
     image.array[outside] = np.float32(value)
