@@ -21,6 +21,15 @@ defaults are the shipped brain-anomaly-t2 settings, chosen on phantom validation
 blobs (at or above the ``anomaly.bright_percentile`` of its head): small bright normal structures (enhancing vessels,
 choroid plexus) that G would otherwise erase like a bright blob, at little cost in the slice-wide L1.
 
+**2.5D** (a card with ``dims: 2.5d`` and ``context_slices`` k; the generator's ``in_channels`` 2k + 1): G sees the
+slice with k neighbours on each side and restores the middle one, so a dark region that runs on through the slices
+above and below as sulcal CSF does can be told from one that does not. The data carry ``data.context_slices`` thin
+slices on each side (at least :func:`slab_depth`); per sample a thickness f from ``anomaly.slab_factors`` (default
+[1]) makes each channel the mean of f thin slices, f apart (:func:`thick_slabs`: on 2 mm data [1, 2, 3] gives the 2-6
+mm slices of clinical scans, which the engine feeds at their own spacing), and the target is the clean middle
+channel. The corruptions run through the slab: the coarse noise is the same in every channel and each blob is an
+ellipsoid cut by every channel (:func:`random_blobs`). A one-channel config trains exactly as before.
+
 D is an unconditional PatchGAN on healthy slices (as the f-AnoGAN critic, it knows what healthy anatomy looks like,
 and the adversarial term keeps G's restorations sharp where a pixel loss alone would blur them). The coarse noise
 stands in for "something that is not healthy tissue": blob-like brightening or darkening of a few millimetres to a
@@ -57,6 +66,7 @@ RING_RIM_PX = (1.0, 3.0)  # a ring blob's rim: thickness in pixels,
 RING_RIM_LEVEL = (0.4, 1.0)  # its level (bright: enhancement)
 RING_CORE_LEVEL = (-0.9, 0.0)  # and the level inside it (dark: necrosis, cyst)
 TWIN_DIFFERENCE = 0.02  # anomaly.twins: where a lesioned slice and its healthy twin differ by more, a lesion
+BLOB_Z_OFFSET = 0.7  # 2.5D: a blob's widest section lies up to this share of its extent off the middle slice
 
 
 def head_pixels(clean: torch.Tensor, background: float = -1.0) -> torch.Tensor:
@@ -91,8 +101,9 @@ def coarse_noise(clean: torch.Tensor, sigma: tuple[float, float], scales: list[i
 
 
 def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[float, float],
-                 background: float = -1.0, ring_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``clean`` (N, 1, H, W) with random blobs painted into the head: (corrupted, blob mask).
+                 background: float = -1.0, ring_fraction: float = 0.0,
+                 step_px: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``clean`` (N, C, H, W) with random blobs painted into the head: (corrupted, blob mask (N, 1, H, W)).
 
     Per sample, ``count`` (inclusive range) blobs, each an ellipse (semi-axes log-uniform in ``radius_px``, random
     angle) whose outline is pushed in and out by smooth noise (up to +-40 %), with a soft edge (0-1.5 px), centred
@@ -102,20 +113,27 @@ def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[f
     towards a bright level (:data:`RING_RIM_LEVEL`) and the rest towards a dark one (:data:`RING_CORE_LEVEL`), the
     look of a contrast-enhancing rim around a necrotic or cystic core on post-contrast T1w, which a dark core alone
     (CSF-like) does not have. ``ring_fraction`` 0 draws exactly what it drew before the option existed.
-    Draws come from torch's global RNG.
+    A 2.5D slab (C = 2k + 1 channels: the slice in the middle, neighbours ``step_px[i]`` pixels apart on each side)
+    gets each blob as an ellipsoid cut by every channel: its extent across the slices (semi-axis log-uniform in
+    ``radius_px``) and the offset of its widest section from the middle slice (up to :data:`BLOB_Z_OFFSET` of that
+    extent) are drawn, and the middle slice's section is the ellipse above. Centre and mask come from the middle
+    channel. One channel draws exactly what it drew before 2.5D existed. Draws come from torch's global RNG.
     """
-    n, _, h, w = clean.shape
-    out, masks = clean.clone(), torch.zeros_like(clean)
+    n, c, h, w = clean.shape
+    mid = c // 2
+    if c > 1 and step_px is None:
+        raise ValueError("random_blobs: a slab of several channels needs step_px, the distance between them")
+    out, masks = clean.clone(), torch.zeros(n, 1, h, w, dtype=clean.dtype, device=clean.device)
     yy, xx = torch.meshgrid(torch.arange(h, dtype=clean.dtype), torch.arange(w, dtype=clean.dtype), indexing="ij")
     for i in range(n):
-        head = head_pixels(clean[i, 0], background).cpu()  # the blob is drawn on the CPU (global RNG), then moved
+        head = head_pixels(clean[i, mid], background).cpu()  # the blob is drawn on the CPU (global RNG), then moved
         where = head.flatten().nonzero()[:, 0]
         k = int(torch.randint(count[0], count[1] + 1, ()))
         if where.numel() == 0 or k == 0:
             continue
         for _ in range(k):
-            c = int(where[int(torch.randint(where.numel(), ()))])
-            cy, cx = float(c // w), float(c % w)
+            centre = int(where[int(torch.randint(where.numel(), ()))])
+            cy, cx = float(centre // w), float(centre % w)
             a, b = torch.exp(torch.empty(2).uniform_(*np.log(radius_px))).tolist()
             t = float(torch.rand(()) * np.pi)
             u = ((xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)) / a
@@ -123,22 +141,61 @@ def random_blobs(clean: torch.Tensor, count: tuple[int, int], radius_px: tuple[f
             wobble = F.interpolate(torch.randn(1, 1, 4, 4), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
             d = torch.sqrt(u ** 2 + v ** 2) * (1 + 0.4 * torch.tanh(wobble))
             soft = float(torch.rand(())) * 1.5 / max(a, b) + 1e-3
-            m = torch.sigmoid((1 - d) / soft) * head
             level = float(torch.empty(()).uniform_(-0.9, 1.0))
             alpha = float(torch.empty(()).uniform_(0.3, 1.0))
             texture = torch.randn(h, w) * float(torch.rand(())) * 0.1
-            fill = level + texture
+            ring = None
             if ring_fraction > 0 and float(torch.rand(())) < ring_fraction:
                 rim = float(torch.empty(()).uniform_(*RING_RIM_PX)) / min(a, b)  # the rim's share of the radius
-                core = torch.sigmoid((1 - rim - d) / soft)  # 1 inside the rim
-                rim_level = float(torch.empty(()).uniform_(*RING_RIM_LEVEL))
-                core_level = float(torch.empty(()).uniform_(*RING_CORE_LEVEL))
-                fill = core * core_level + (1 - core) * rim_level + texture
-            fill = fill.to(clean.device)
-            mm = (alpha * m).to(clean.device)
-            out[i, 0] = out[i, 0] * (1 - mm) + fill * mm
-            masks[i, 0] = torch.maximum(masks[i, 0], m.to(clean.device))
+                ring = (rim, float(torch.empty(()).uniform_(*RING_RIM_LEVEL)),
+                        float(torch.empty(()).uniform_(*RING_CORE_LEVEL)))
+            sections = {mid: d}
+            if c > 1:  # an ellipsoid: (z - dz)^2 / za^2 + d^2 = 1 + dz^2 / za^2 makes the middle section d
+                za = float(torch.exp(torch.empty(()).uniform_(*np.log(radius_px))))
+                dz = float(torch.empty(()).uniform_(-BLOB_Z_OFFSET, BLOB_Z_OFFSET)) * za
+                for ch in range(c):
+                    z = (ch - mid) * float(step_px[i])
+                    sections[ch] = torch.sqrt((d ** 2 + ((z - dz) ** 2 - dz ** 2) / za ** 2).clamp(min=0.0))
+            for ch, dc in sections.items():
+                inside = head if ch == mid else head_pixels(clean[i, ch], background).cpu()
+                m = torch.sigmoid((1 - dc) / soft) * inside
+                fill = level + texture
+                if ring is not None:
+                    core = torch.sigmoid((1 - ring[0] - dc) / soft)  # 1 inside the rim
+                    fill = core * ring[2] + (1 - core) * ring[1] + texture
+                fill = fill.to(clean.device)
+                mm = (alpha * m).to(clean.device)
+                out[i, ch] = out[i, ch] * (1 - mm) + fill * mm
+                if ch == mid:
+                    masks[i, 0] = torch.maximum(masks[i, 0], m.to(clean.device))
     return out, masks
+
+
+def thick_slabs(slab: torch.Tensor, factors: list[int], context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """2.5D training slabs of random thickness: ``slab`` (N, D, H, W), D thin slices centred on the middle one,
+    -> ((N, 2 ``context`` + 1, H, W), the distance between the channels in thin slices (N,)).
+
+    Per sample a factor f from ``factors``: channel j (-``context`` .. ``context``) is the mean of the f thin
+    slices from j f - (f - 1) // 2 to j f + f // 2 around the middle, so f = 3 on 2 mm data gives 6 mm slices,
+    6 mm apart, as a thick-slice scan has (partial volume through the slice included). Draws from torch's global RNG.
+    """
+    n, depth = slab.shape[:2]
+    half = depth // 2
+    picks = torch.randint(len(factors), (n,))
+    steps = torch.tensor([float(factors[int(p)]) for p in picks])
+    out = []
+    for i in range(n):
+        f = int(steps[i])
+        starts = [half + j * f - (f - 1) // 2 for j in range(-context, context + 1)]
+        if starts[0] < 0 or starts[-1] + f > depth:
+            raise ValueError(f"thick_slabs: {depth} slices cannot give {2 * context + 1} slabs {f} slices thick")
+        out.append(torch.stack([slab[i, s:s + f].mean(dim=0) for s in starts]))
+    return torch.stack(out), steps
+
+
+def slab_depth(factors: list[int], context: int) -> int:
+    """Thin slices on each side of the middle that :func:`thick_slabs` needs for ``factors`` and ``context``."""
+    return max(context * f + f // 2 for f in factors)
 
 
 def bright_pixels(clean: torch.Tensor, percentile: float, background: float = -1.0) -> torch.Tensor:
@@ -165,7 +222,7 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
                  "feature_matching": 0.0},
         "anomaly": {"noise_sigma": [0.0, 0.1], "noise_scales": [4, 8], "blob_count": [1, 4],
                     "blob_radius_px": [1.5, 12.0], "blob_weight": 3.0, "ring_fraction": 0.0, "twins": False,
-                    "bright_weight": 0.0,
+                    "slab_factors": [1], "bright_weight": 0.0,
                     "bright_percentile": 99.0, "smoothing_mm": 2.0, "threshold_subjects": 3,
                     "healthy_percentile": 99.9},
     }
@@ -188,6 +245,24 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         if not isinstance(a.get("twins"), bool):
             raise InputError(f"Training config: 'anomaly.twins' must be true or false (true: learn to restore each "
                              f"sample's healthy twin from it, data.task anomaly with lesions); got {a.get('twins')!r}.")
+        factors = a.get("slab_factors")
+        if not (isinstance(factors, (list, tuple)) and factors
+                and all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in factors)):
+            raise InputError(f"Training config: 'anomaly.slab_factors' must be a list of integers >= 1 (2.5D: how "
+                             f"many thin slices each channel averages; [1]: the data's own slices); got {factors!r}.")
+        context = self.context_slices
+        in_channels = int(self.config["generator"].get("params", {}).get("in_channels", 1))
+        if in_channels != 2 * context + 1:
+            raise InputError(f"Training config: the generator's in_channels ({in_channels}) must be 2 * the card's "
+                             f"context_slices + 1 ({2 * context + 1}): the slice and its neighbours.")
+        if context and a["twins"]:
+            raise InputError("Training config: 'anomaly.twins' restores 2D slices only; leave it out of a 2.5d card "
+                             "(context_slices > 0).")
+        data_context = int(self.config["data"].get("context_slices", context))
+        if (context or max(factors) > 1) and data_context < slab_depth(list(factors), context):
+            raise InputError(f"Training config: slabs of {max(factors)} slices with {context} neighbours on each "
+                             f"side need data.context_slices >= {slab_depth(list(factors), context)} (thin slices "
+                             f"on each side of the middle one); got {data_context}.")
         bright = a.get("bright_weight")
         if not (isinstance(bright, (int, float)) and bright >= 0):
             raise InputError(f"Training config: 'anomaly.bright_weight' must be a number >= 0 (0: off); "
@@ -205,12 +280,21 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     def build(self) -> None:
         self.add_gan(self.make_generator(), 1 if self.adversarial_on else None)
 
+    @property
+    def context_slices(self) -> int:
+        """Neighbours on each side that the exported model sees (2.5d cards), 0 for 2d."""
+        card = self.config["export"][0]["card"] if self.config.get("export") else {}
+        return int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
+
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         a = self.config["anomaly"]
-        self.real_B = batch["target"] if a["twins"] else batch["source"]
-        noisy = coarse_noise(batch["source"], tuple(a["noise_sigma"]), list(a["noise_scales"]))
+        clean, steps, context = batch["source"], None, self.context_slices
+        if clean.shape[1] > 1:  # 2.5D: slabs of random thickness, the target their clean middle
+            clean, steps = thick_slabs(clean, list(a["slab_factors"]), context)
+        self.real_B = batch["target"] if a["twins"] else clean[:, context:context + 1]
+        noisy = coarse_noise(clean, tuple(a["noise_sigma"]), list(a["noise_scales"]))
         self.real_A, self.blobs = random_blobs(noisy, tuple(a["blob_count"]), tuple(a["blob_radius_px"]),
-                                               ring_fraction=float(a["ring_fraction"]))
+                                               ring_fraction=float(a["ring_fraction"]), step_px=steps)
         if a["twins"]:  # the simulated lesions (where the twins differ) weigh like the blobs
             lesions = ((batch["source"] - batch["target"]).abs() > TWIN_DIFFERENCE).to(self.blobs.dtype)
             self.blobs = torch.maximum(self.blobs, lesions)
@@ -238,8 +322,9 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[np.ndarray]], list[str]]:
         self.set_input(batch)
         out = self.net("G")(self.real_A)
-        rows = [[self.real_A[i, 0].cpu().numpy(), out[i, 0].cpu().numpy(), self.real_B[i, 0].cpu().numpy(),
-                 (self.real_A[i, 0] - out[i, 0]).abs().cpu().numpy() * 2 - 1] for i in range(out.shape[0])]
+        mid = self.real_A[:, self.context_slices]
+        rows = [[mid[i].cpu().numpy(), out[i, 0].cpu().numpy(), self.real_B[i, 0].cpu().numpy(),
+                 (mid[i] - out[i, 0]).abs().cpu().numpy() * 2 - 1] for i in range(out.shape[0])]
         return rows, ["corrupted healthy", "G(x~)", "healthy", "|x~ - G(x~)|"]
 
     def export(self, out_root: str | Path, *, dtype: torch.dtype = torch.float16,
@@ -248,4 +333,4 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         return self.finish_anomaly_export(cards, self.net("G").state_dict(), dtype)
 
 
-__all__ = ["RestorationTrainer", "coarse_noise"]
+__all__ = ["RestorationTrainer", "coarse_noise", "random_blobs", "thick_slabs"]

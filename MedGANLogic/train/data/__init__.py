@@ -12,7 +12,8 @@ Sources (``data.source`` in the config; :mod:`.sources`):
 
 Every volume is normalised whole, with the model card's normalisation (:func:`normalize_for_training`, which is
 :func:`MedGANLogic.normalization.normalize`), exactly as the inference engine will normalise it, then cut into
-slices along ``data.slice_axis`` (with ``context_slices`` neighbours as channels for 2.5d cards): :mod:`.slices`.
+slices along ``data.slice_axis`` (with ``context_slices`` neighbours as channels for 2.5d cards, or
+``data.context_slices`` of them where a trainer makes its own slabs from more thin slices): :mod:`.slices`.
 Super-resolution pairs simulate the low-resolution input from each high-resolution volume with
 :func:`MedGANLogic.simulate.superres_pair` (``data.degrade``), the degradation evaluation uses too:
 :mod:`.superres`.

@@ -304,9 +304,9 @@ def build_batches(config: dict[str, Any], *, paired: bool, size_multiple: int,
     card = config["export"][0]["card"]
     specs = {"source": copy.deepcopy(card["input"]["normalization"]),
              "target": copy.deepcopy(card["output"]["normalization"])}
-    ctx = int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
-    contexts = {"source": ctx, "target": 0}
     data = config["data"]
+    ctx = int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
+    contexts = {"source": int(data.get("context_slices", ctx)), "target": 0}  # more: a trainer makes thick slabs
     train_sets = build_slice_sets(train_v, specs, data, paired, contexts)
     val_sets = build_slice_sets(val_v, specs, data, paired, contexts) if val_v and val_v.volumes["source"] else {}
     rename = dict(zip(("source", "target"), roles))
