@@ -169,16 +169,20 @@ def choose_model(task: str, volume: Volume, model: str | os.PathLike | None,
     if not cards:
         raise ModelError(f"No model for task {task!r} is installed. Train one with `medgan train` or import one "
                          f"with `medgan import`.")
-    fitting = [c for c in cards if modality_problem(c, volume) is None]
+    problems = {c.id: modality_problem(c, volume) for c in cards}
+    fitting = [c for c in cards if problems[c.id] is None]
+    likely = "CT" if is_ct(volume) else (volume.modality or "MR")
     if not fitting:
         known = ", ".join(f"{c.id} ({describe_modality(c.input)})" for c in cards)
+        # a model of the volume's own modality was refused for something else (body part, contrast): say what
+        why = "".join(f" {problems[c.id][0].upper()}{problems[c.id][1:].rstrip('.')}." for c in cards
+                      if c.input.get("modality") == likely)
         raise ModalityMismatchError(f"No {task!r} model fits this volume ({describe_modality(volume)}); installed: "
-                                    f"{known}. Name one with model=... and force=True to run anyway.")
-    likely = "CT" if is_ct(volume) else (volume.modality or "MR")
+                                    f"{known}.{why} Name one with model=... and force=True to run anyway.")
 
-    def rank(card: ModelCard) -> tuple[bool, bool]:
+    def rank(card: ModelCard) -> tuple[bool, bool]:  # a model for any contrast fits a T1w better than a FLAIR one
         return (card.input.get("modality") not in (likely, None, "any"),
-                likely_contrast is not None and card.input.get("contrast") != likely_contrast)
+                likely_contrast is not None and card.input.get("contrast") not in (likely_contrast, None, "any"))
 
     return sorted(fitting, key=rank)[0]
 

@@ -218,12 +218,31 @@ def test_ct_to_mr_is_refused_on_a_chest_ct_unless_forced(model_dir, monkeypatch)
     chest = Volume(_chest_ct(), spacing=(2.0, 2.0, 2.0), metadata={"modality": "CT"})
     with pytest.raises(ModalityMismatchError, match="made for heads"):
         plan("synthesize", chest, model="ct-to-mr")
-    with pytest.raises(ModalityMismatchError, match="No 'synthesize' model fits"):
+    with pytest.raises(ModalityMismatchError, match="No 'synthesize' model fits") as refused:
         plan("synthesize", chest)
+    # the CT model of the task was refused for the body part, and the message says so (not only that it exists)
+    assert "Model ct-to-mr was made for heads" in str(refused.value) and "Give it a head CT" in str(refused.value)
+    assert "expects MR" not in str(refused.value)  # the MR models' refusal is the modality list itself
     forced = plan("synthesize", chest, model="ct-to-mr", force=True)
     assert "made for heads" in forced.forced_despite and any("made for heads" in w for w in forced.warnings)
     head = read_volume(SAMPLE / "sample_CT.nrrd")
     assert plan("synthesize", head).card.id == "ct-to-mr"
+
+
+def test_without_a_model_named_an_any_contrast_model_beats_one_for_another_contrast(model_dir, monkeypatch):
+    """A T1w brain whose file records no contrast, task segment: brain-mask (any MR contrast) fits it, the FLAIR
+    lesion segmenter only with a warning, so brain-mask is chosen (it was the segmenter, by list order); a FLAIR
+    still gets the segmenter."""
+    monkeypatch.setenv("MEDGAN_BUILTIN_MODELS", str(REPO / "Resources" / "Models"))
+    from MedGANLogic.models import registry
+
+    registry.clear_cache()
+    for name, expected in (("T1w", "brain-mask"), ("FLAIR", "brain-lesion-seg")):
+        vol = read_volume(SAMPLE / f"sample_{name}.nrrd")
+        unrecorded = Volume(vol.array, vol.spacing, vol.origin, vol.direction,
+                            {k: v for k, v in vol.metadata.items() if k != "contrast"})
+        chosen = plan("segment", unrecorded)
+        assert chosen.card.id == expected, (name, chosen.card.id, chosen.warnings)
 
 
 # --- N4 bias-field correction --------------------------------------------------------------------------------------
