@@ -289,8 +289,8 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         a = self.config["anomaly"]
         clean, steps, context = batch["source"], None, self.context_slices
-        if clean.shape[1] > 1:  # 2.5D: slabs of random thickness, the target their clean middle
-            clean, steps = thick_slabs(clean, list(a["slab_factors"]), context)
+        if clean.shape[1] > 1:  # 2.5D: slabs of random thickness, the target their clean middle; the channels' distance
+            clean, steps = thick_slabs(clean, list(a["slab_factors"]), context)  # in thin slices = pixels (isotropic)
         self.real_B = batch["target"] if a["twins"] else clean[:, context:context + 1]
         noisy = coarse_noise(clean, tuple(a["noise_sigma"]), list(a["noise_scales"]))
         self.real_A, self.blobs = random_blobs(noisy, tuple(a["blob_count"]), tuple(a["blob_radius_px"]),
