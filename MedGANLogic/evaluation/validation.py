@@ -231,17 +231,21 @@ def anomaly_case(model: str, volume: Volume, lesion: np.ndarray) -> dict[str, An
 
 
 def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = ANOMALY_PHANTOM_SEEDS,
-                   heads: int = ANOMALY_HEADS) -> dict[str, float]:
+                   heads: int = ANOMALY_HEADS, per_case: dict[str, list[float]] | None = None) -> dict[str, float]:
     """The ``anomaly`` validation of ``model`` (see the module): phantom figures, and with T1w the post-contrast
-    heads' (``heads`` of them; 0: none)."""
+    heads' (``heads`` of them; 0: none). ``per_case`` (a dict) receives each set's voxel AUROC per case
+    ("phantoms", "heads", "tumours", and "tumours z-score"): the means hide which case moved."""
     from ..simulate.randomize import DomainRandomizer
     from ..simulate.tissue import TISSUES
     from ..train.anomaly_calibration import phantom_subject
     from .metrics import auroc, dice
     from .real_mr import hyperintense_share, zscore_map
 
-    def voxel_auroc(cases: list[dict[str, Any]], key: str = "map") -> float:  # of the map for the lesions, in the
-        return float(np.mean([auroc(c[key][c["brain"]], c["lesion"][c["brain"]]) for c in cases]))  # brain, mean
+    def voxel_auroc(cases: list[dict[str, Any]], key: str = "map", name: str | None = None) -> float:
+        each = [auroc(c[key][c["brain"]], c["lesion"][c["brain"]]) for c in cases]  # of the map for the lesions, in
+        if per_case is not None and name:  # the brain; the mean over the cases
+            per_case[name] = [float(a) for a in each]
+        return float(np.mean(each))
 
     def normal_flagged(cases: list[dict[str, Any]]) -> float:  # % of the normal brain in the candidate mask, mean
         return float(np.mean([100.0 * c["mask"][c["brain"] & ~c["lesion"]].mean() for c in cases]))
@@ -259,7 +263,7 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
     for seed in seeds:
         lesioned.append(anomaly_case(model, *phantom_subject(seed, contrast, False, 2.0)))
         healthy.append(anomaly_case(model, *phantom_subject(seed, contrast, True, 2.0)))
-    out = {"phantom voxel AUROC": voxel_auroc(lesioned),
+    out = {"phantom voxel AUROC": voxel_auroc(lesioned, name="phantoms"),
            "phantom Dice": float(np.mean([dice(c["mask"] & c["brain"], c["lesion"]) for c in lesioned])),
            "phantom normal flagged %": float(np.mean([100.0 * c["mask"][c["brain"]].mean() for c in healthy])),
            "phantom case AUROC": auroc([c["score"] for c in lesioned + healthy],
@@ -271,7 +275,7 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
         case["bright"] = hyperintense_share(volume.array, case["map"], case["brain"] & ~case["lesion"])
         cases.append(case)
     bright = [c["bright"][0] for c in cases if c["bright"] is not None]  # None: no map above 0 on normal brain
-    out.update({"heads lesion AUROC": voxel_auroc([c for c in cases if c["lesion"].any()]),
+    out.update({"heads lesion AUROC": voxel_auroc([c for c in cases if c["lesion"].any()], name="heads"),
                 "heads normal flagged %": normal_flagged(cases),
                 "heads top 1 % on bright tissue %": float(np.mean(bright)) if bright else float("nan")})
     tumours = []
@@ -279,8 +283,9 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
         if case["lesion"].any():
             case["z"] = zscore_map(volume.array, case["brain"], volume.spacing)
             tumours.append(case)
-    out.update({"tumours lesion AUROC": voxel_auroc(tumours), "tumours normal flagged %": normal_flagged(tumours),
-                "tumours z-score AUROC": voxel_auroc(tumours, "z")})
+    out.update({"tumours lesion AUROC": voxel_auroc(tumours, name="tumours"),
+                "tumours normal flagged %": normal_flagged(tumours),
+                "tumours z-score AUROC": voxel_auroc(tumours, "z", name="tumours z-score")})
     return out
 
 
@@ -293,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ensemble", type=int, default=None, help="passes (default: the card's on a CPU)")
     parser.add_argument("--cache", default=None, help="real-image cache (default: that of make eval-real)")
     parser.add_argument("--contrast", default="T1w", help="anomaly: the phantoms' contrast (default T1w)")
+    parser.add_argument("--per-case", action="store_true", help="anomaly: also each case's voxel AUROC, per set")
     parser.add_argument("--adapt", action="store_true", help="superres: fit each scan first (the engine's fit)")
     parser.add_argument("--adapt-steps", type=int, default=None, help="superres --adapt: steps (default: the fit's)")
     args = parser.parse_args(argv)
@@ -312,8 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.task == "anomaly":
         for model in args.models:
-            scores = anomaly_scores(model, args.contrast)
+            each: dict[str, list[float]] = {}
+            scores = anomaly_scores(model, args.contrast, per_case=each)
             print(model, "|", ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+            if args.per_case:
+                for name, values in each.items():
+                    print(f"  {name} per case:", " ".join(f"{v:.3f}" for v in values), flush=True)
         return 0
     from .real_data import load
 

@@ -59,7 +59,9 @@ def test_anomaly_validation_scores_phantom_pairs_and_post_contrast_heads(monkeyp
                 "map": lesion.astype(np.float32), "mask": lesion.copy()}
 
     monkeypatch.setattr(validation, "anomaly_case", perfect)
-    scores = validation.anomaly_scores("any", "T1w", seeds=(1010,), heads=1)
+    each = {}
+    scores = validation.anomaly_scores("any", "T1w", seeds=(1010,), heads=1, per_case=each)
+    assert each["phantoms"] == each["heads"] == each["tumours"] == [1.0] and len(each["tumours z-score"]) == 1
     assert scores["phantom voxel AUROC"] == scores["phantom Dice"] == scores["phantom case AUROC"] == 1.0
     assert scores["phantom normal flagged %"] == 0.0 and scores["heads normal flagged %"] == 0.0
     assert scores["heads lesion AUROC"] == 1.0 and scores["tumours lesion AUROC"] == 1.0
