@@ -16,6 +16,8 @@ which is what :mod:`MedGANLogic.models.importer` relies on to convert their chec
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -155,3 +157,42 @@ class ResidualUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.unet(x)
+
+
+def mirrored(x: torch.Tensor, background: float = -1.0, margin: float = 0.05) -> torch.Tensor:
+    """Each slice of ``x`` (N, C, H, W) mirrored left-right (along W) about its head's midline: the column
+    centroid of the first channel's pixels above ``background + margin``, rounded to half a pixel (a slice
+    without head: about the slice's centre). Where the mirror falls outside the slice it wraps around (background
+    on a head inside its field of view)."""
+    n, c, h, w = x.shape
+    head = (x[:, 0] > background + margin).to(x.dtype)  # (N, H, W)
+    cols = head.sum(dim=1)  # (N, W)
+    total = cols.sum(dim=1)
+    j = torch.arange(w, device=x.device)
+    twice = torch.where(total > 0, 2 * (cols * j.to(x.dtype)).sum(dim=1) / total.clamp(min=1),
+                        torch.full_like(total, float(w - 1)))  # twice the midline's column
+    src = (torch.round(twice).long()[:, None] - j[None]) % w  # column j shows column 2 c - j
+    return torch.gather(x, 3, src[:, None, None, :].expand(n, c, h, w))
+
+
+@register_architecture("mirror_unet2d")
+class MirrorUNet(nn.Module):
+    """A :class:`UNetGenerator` that sees each slice beside its left-right mirror about the head's midline
+    (:func:`mirrored`), as channels: the brain is nearly symmetric and most lesions are not, so what the other
+    hemisphere shows at the same place is evidence of what healthy tissue looks like here. Every other parameter
+    is :class:`UNetGenerator`'s; ``in_channels`` counts the input's own channels (the U-Net gets twice as many).
+
+    Example:
+        >>> net = MirrorUNet(features=8, depth=4)
+        >>> net(torch.zeros(2, 1, 96, 112)).shape
+        torch.Size([2, 1, 96, 112])
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, **unet: Any):
+        super().__init__()
+        self.unet = UNetGenerator(2 * in_channels, out_channels, **unet)
+        self.size_multiple = self.unet.size_multiple
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(torch.cat([x, mirrored(x)], dim=1))

@@ -14,6 +14,7 @@ CASES = [
     ("resnet2d", {"features": 4, "n_blocks": 1, "upsample": "transpose", "norm": "none"}, 4),
     ("red_cnn2d", {"features": 4, "levels": 2}, 4),
     ("red_cnn2d", {"in_channels": 3, "features": 4, "levels": 3}, 8),
+    ("mirror_unet2d", {"features": 4, "depth": 3}, 8),
 ]
 
 
@@ -40,6 +41,32 @@ def test_unet_skip_connections_carry_fine_detail():
     x[0, 0, 5, 6] = 1
     diff = (net(x) - y0).abs()[0, 0]
     assert diff[4:8, 4:8].sum() > diff.sum() * 0.3  # the change is concentrated near the pixel
+
+
+def test_the_mirror_is_taken_about_the_heads_midline_and_reaches_the_output():
+    """mirror_unet2d: each slice is mirrored about its head's column centroid (not the slice's centre: a head off
+    centre still meets its own other side), a slice without head about its centre; the mirrored half changes the
+    output (the network sees the other hemisphere at the same place)."""
+    from MedGANLogic.models.unet import mirrored
+
+    x = torch.full((3, 1, 8, 16), -1.0)
+    x[0, 0, 2:6, 3:8] = torch.rand(4, 5)  # a head in columns 3-7, off the slice's centre (7.5)
+    x[1, 0, 1:7, 4:10] = torch.rand(6, 6)  # columns 4-9: its centre 6.5 lies between two columns
+    m = mirrored(x)
+    assert torch.equal(m[0, 0, 2:6, 3:8], x[0, 0, 2:6, 3:8].flip(-1))
+    assert torch.equal(m[1, 0, 1:7, 4:10], x[1, 0, 1:7, 4:10].flip(-1))
+    assert torch.equal(m[2], x[2])  # no head: background mirrored onto background
+    assert torch.equal(mirrored(m), x)
+    torch.manual_seed(0)
+    net = build_network("mirror_unet2d", {"features": 4, "depth": 3, "norm": "none"}).eval()
+    head = torch.full((1, 1, 16, 16), -1.0)
+    head[..., 2:14, 2:14] = 0.0
+    with torch.no_grad():
+        y0 = net(head)
+        lesion = head.clone()
+        lesion[0, 0, 7, 4] = 1.0  # on the left: the mirror shows it on the right too
+        diff = (net(lesion) - y0).abs()[0, 0]
+    assert diff[6:9, 10:13].sum() > 0.05 * diff.sum()  # the output moves where the mirror put it
 
 
 def test_red_cnn_starts_as_identity_and_learns_a_residual():
