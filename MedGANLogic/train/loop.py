@@ -99,6 +99,7 @@ class GANTrainer:
     PAIRED: ClassVar[bool] = True
     ROLES: ClassVar[tuple[str, str]] = ("source", "target")
     EXPORT_DOMAINS: ClassVar[dict[str, tuple[str, str]]] = {"G": ("source", "target")}
+    SLABS_FROM_DATA: ClassVar[bool] = False  # makes its own 2.5D slabs from data.context_slices thin slices
 
     def __init__(self, config: dict[str, Any], run_dir: str | Path | None = None, *,
                  ctx: ddp.DistContext | None = None, data: SliceBatches | None = None,
@@ -167,6 +168,10 @@ class GANTrainer:
 
     def validate(self) -> None:
         """Family-specific config checks (raise InputError naming the key)."""
+        if "context_slices" in self.config["data"] and not self.SLABS_FROM_DATA:
+            raise InputError(f"Training config: 'data.context_slices' is for trainers that make their own 2.5D slabs "
+                             f"(restore); the {self.FAMILY} trainer gives its network the neighbours its card's "
+                             f"context_slices names: leave data.context_slices out.")
         d = self.config["discriminator"]
         if d.get("norm") not in _D_NORMS:
             raise InputError(f"Training config: 'discriminator.norm' must be instance, batch or none; got "

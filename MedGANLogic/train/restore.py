@@ -213,6 +213,7 @@ def bright_pixels(clean: torch.Tensor, percentile: float, background: float = -1
 @TRAINERS.register("restore")
 class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     FAMILY = "restore"
+    SLABS_FROM_DATA = True
     DEFAULTS: dict[str, Any] = {
         "generator": {"name": "unet2d", "params": {"features": 32, "depth": 4, "norm": "instance",
                                                    "upsample": "bilinear", "final_activation": "none"}},

@@ -468,6 +468,8 @@ def test_restore_2p5d_restores_the_middle_of_thick_slabs_and_exports_a_2p5d_mode
         trainer_class("restore")(config(anomaly__twins=True), progress=False)
     with pytest.raises(InputError, match="anomaly.slab_factors"):
         trainer_class("restore")(config(anomaly__slab_factors=[0]), progress=False)
+    with pytest.raises(InputError, match="data.context_slices"):  # only the restoration makes slabs from it
+        trainer_class("pix2pix")(tiny_config("pix2pix", data__context_slices=2), progress=False)
 
 
 def test_restore_twins_restore_the_healthy_twin_and_weigh_the_lesions(tiny_config):
