@@ -57,6 +57,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from . import TRAINERS
+from .data import card_context, data_context
 from .fanogan import AnomalyFamily
 from .losses import pixel_loss
 from .pix2pix import Pix2PixTrainer
@@ -259,11 +260,11 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
         if context and a["twins"]:
             raise InputError("Training config: 'anomaly.twins' restores 2D slices only; leave it out of a 2.5d card "
                              "(context_slices > 0).")
-        data_context = int(self.config["data"].get("context_slices", context))
-        if (context or max(factors) > 1) and data_context < slab_depth(list(factors), context):
+        carried = data_context(self.config)
+        if (context or max(factors) > 1) and carried < slab_depth(list(factors), context):
             raise InputError(f"Training config: slabs of {max(factors)} slices with {context} neighbours on each "
                              f"side need data.context_slices >= {slab_depth(list(factors), context)} (thin slices "
-                             f"on each side of the middle one); got {data_context}.")
+                             f"on each side of the middle one); got {carried}.")
         bright = a.get("bright_weight")
         if not (isinstance(bright, (int, float)) and bright >= 0):
             raise InputError(f"Training config: 'anomaly.bright_weight' must be a number >= 0 (0: off); "
@@ -284,8 +285,7 @@ class RestorationTrainer(AnomalyFamily, Pix2PixTrainer):
     @property
     def context_slices(self) -> int:
         """Neighbours on each side that the exported model sees (2.5d cards), 0 for 2d."""
-        card = self.config["export"][0]["card"] if self.config.get("export") else {}
-        return int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
+        return card_context(self.config["export"][0]["card"]) if self.config.get("export") else 0
 
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         a = self.config["anomaly"]

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import InputError
 from . import TRAINERS
-from .data import build_sr_batches, plane_scale
+from .data import build_sr_batches, card_context, plane_scale
 from .loop import GANTrainer
 from .losses import pixel_loss
 
@@ -72,7 +72,7 @@ class SRGANTrainer(GANTrainer):
                 raise InputError(f"Training config: generator.params.scale {params.get('scale')} does not match the "
                                  f"card's scale_factor {card.get('scale_factor')} seen from slice axis {axis} "
                                  f"(expected {want}).")
-            context = int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
+            context = card_context(card)
             if int(params.get("in_channels", 1)) != 1 + 2 * context:
                 raise InputError(f"Training config: generator.params.in_channels must be {1 + 2 * context} for a "
                                  f"{card.get('dims')} card with context_slices {context}.")

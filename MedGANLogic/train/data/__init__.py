@@ -34,6 +34,8 @@ from .slices import (
     auto_window,
     build_batches,
     build_slice_sets,
+    card_context,
+    data_context,
     normalize_for_training,
     place,
     range_low,
@@ -55,7 +57,7 @@ from .sources import (
 from .superres import ScaledPairBatches, build_sr_batches, plane_scale
 
 __all__ = ["Batch", "SampleStream", "SliceBatches", "SliceSet", "auto_window", "build_batches", "build_slice_sets",
-           "normalize_for_training", "place", "range_low", "volume_slices", "DOSE_KEYS", "VolumeSet", "cache_dir",
-           "cached_arrays", "folder_volumes", "list_cases", "load_volumes", "phantom_subject_arrays",
-           "phantom_volumes", "split_seeds", "synthetic_volumes", "ScaledPairBatches", "build_sr_batches",
-           "plane_scale"]
+           "card_context", "data_context", "normalize_for_training", "place", "range_low", "volume_slices",
+           "DOSE_KEYS", "VolumeSet", "cache_dir", "cached_arrays", "folder_volumes", "list_cases", "load_volumes",
+           "phantom_subject_arrays", "phantom_volumes", "split_seeds", "synthetic_volumes", "ScaledPairBatches",
+           "build_sr_batches", "plane_scale"]

@@ -46,6 +46,18 @@ def range_low(spec: dict[str, Any]) -> float:
 
 
 # --- slices ---------------------------------------------------------------------------------------------------
+def card_context(card: dict[str, Any]) -> int:
+    """Neighbours on each side a card's network sees (``context_slices`` of a ``2.5d`` card; 0 otherwise)."""
+    return int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
+
+
+def data_context(config: dict[str, Any]) -> int:
+    """Neighbours on each side the training slices carry: ``data.context_slices`` (a trainer that makes its own
+    slabs from thin slices) or else the export card's :func:`card_context` (0 without an export card)."""
+    card = config["export"][0]["card"] if config.get("export") else {}
+    return int(config["data"].get("context_slices", card_context(card)))
+
+
 def volume_slices(array: np.ndarray, axis: int, context: int = 0) -> np.ndarray:
     """(z, y, x) volume -> (S, 1 + 2*context, H, W) slices along ``axis``; edge slices repeat at the ends."""
     slices = np.moveaxis(array, axis, 0)
@@ -305,8 +317,7 @@ def build_batches(config: dict[str, Any], *, paired: bool, size_multiple: int,
     specs = {"source": copy.deepcopy(card["input"]["normalization"]),
              "target": copy.deepcopy(card["output"]["normalization"])}
     data = config["data"]
-    ctx = int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
-    contexts = {"source": int(data.get("context_slices", ctx)), "target": 0}  # more: a trainer makes thick slabs
+    contexts = {"source": data_context(config), "target": 0}
     train_sets = build_slice_sets(train_v, specs, data, paired, contexts)
     val_sets = build_slice_sets(val_v, specs, data, paired, contexts) if val_v and val_v.volumes["source"] else {}
     rename = dict(zip(("source", "target"), roles))

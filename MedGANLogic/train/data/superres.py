@@ -29,7 +29,7 @@ import torch
 
 from ...errors import InputError
 from ...volume import Volume
-from .slices import SampleStream, normalize_for_training, place, range_low, volume_slices
+from .slices import SampleStream, card_context, normalize_for_training, place, range_low, volume_slices
 from .sources import load_volumes
 
 
@@ -162,7 +162,7 @@ def build_sr_batches(config: dict[str, Any], volumes: Any = None) -> ScaledPairB
     axis = int(data.get("slice_axis", 0))
     scale = tuple(int(s) for s in card.get("scale_factor", [1, 1, 1]))
     plane = plane_scale(card, axis)
-    context = int(card.get("context_slices", 0)) if card.get("dims") == "2.5d" else 0
+    context = card_context(card)
     spec = copy.deepcopy(card["input"]["normalization"])
     if card["output"]["normalization"].get("kind") != "same_as_input":
         raise InputError("Super-resolution cards need output normalization same_as_input (the output keeps the "
