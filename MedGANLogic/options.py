@@ -53,6 +53,8 @@ RULES: dict[str, _Rule] = {
     "smoothing_mm": (lambda v: _real(v) and 0 <= v <= 50, "a number of mm in [0, 50]", float),
     "edge_mm": (lambda v: _real(v) and 0 <= v <= 20, "a number of mm in [0, 20] (the brain's outer rim left out of "
                                                      "the anomaly map)", float),
+    "detrend": (lambda v: _integer(v) and 0 <= v <= 3, "an integer in [0, 3] (the degree of the smooth polynomial "
+                                                        "field taken out of the anomaly residual; 0: none)", int),
     "residual": (_is_bool, "True or False (True: output the signed residual and the reconstruction, to calibrate "
                            "an anomaly model)", bool),
     "min_probability": (lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]", float),

@@ -558,7 +558,8 @@ def run(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.P
             (run despite a modality mismatch), precision ("auto": bf16 where the model's card allows it and the
             device computes bf16 natively, else fp32; "fp32"; "bf16"; ``amp=False`` is the older spelling of
             "fp32"), modality/contrast (declare the input's when the file does not say), and per task: threshold
-            (>= 0), smoothing_mm (0-50 mm), edge_mm (0-20 mm: the brain's rim left out of the map) for anomaly;
+            (>= 0), smoothing_mm (0-50 mm), edge_mm (0-20 mm: the brain's rim left out of the map), detrend (0-3: the
+            degree of the smooth field taken out of the residual; the card's by default) for anomaly;
             native (True: run on the input's own grid, no resampling or reorientation into the model's frame),
             bias_correction (True: N4 on MR inputs);
             for denoise and superres: adapt (True: fit a network to this scan instead, :mod:`MedGANLogic.adapt`;

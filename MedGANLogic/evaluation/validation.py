@@ -33,7 +33,9 @@ cards say on a CPU unless ``--ensemble`` says how many passes.
   own core, :func:`~MedGANLogic.simulate.anatomy.
   enhancing_rims`; the textbook look of a high-grade tumour or metastasis on contrast T1w, which the heads above
   lack): lesion voxel AUROC and normal brain flagged, and beside them the voxel AUROC of the image's own intensity
-  z-score (:func:`.real_mr.zscore_map` over the engine's brain, no training), the baseline of the real tumours.
+  z-score (:func:`.real_mr.zscore_map` over the engine's brain, no training), the baseline of the real tumours;
+  and the same heads shaded (:func:`radial_shading`: a coil's bright periphery or a 3 T head's bright centre, which
+  real scans carry and the training's bias fields hold only in part): lesion voxel AUROC and normal brain flagged.
 
 ``superres``: super-resolution models on real MR that no report scores (:data:`SR_CASES`: nibabel's EPI volumes 0
 and 1 and its small T1w, fetched with the report's real images), each degraded as its model was trained to invert
@@ -234,7 +236,7 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
                    heads: int = ANOMALY_HEADS, per_case: dict[str, list[float]] | None = None) -> dict[str, float]:
     """The ``anomaly`` validation of ``model`` (see the module): phantom figures, and with T1w the post-contrast
     heads' (``heads`` of them; 0: none). ``per_case`` (a dict) receives each set's voxel AUROC per case
-    ("phantoms", "heads", "tumours", and "tumours z-score"): the means hide which case moved."""
+    ("phantoms", "heads", "tumours", "tumours z-score" and "shaded tumours"): the means hide which case moved."""
     from ..simulate.randomize import DomainRandomizer
     from ..simulate.tissue import TISSUES
     from ..train.anomaly_calibration import phantom_subject
@@ -278,15 +280,33 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
     out.update({"heads lesion AUROC": voxel_auroc([c for c in cases if c["lesion"].any()], name="heads"),
                 "heads normal flagged %": normal_flagged(cases),
                 "heads top 1 % on bright tissue %": float(np.mean(bright)) if bright else float("nan")})
-    tumours = []
-    for volume, case in head_cases(*ANOMALY_TUMOURS):
+    tumours, shaded = [], []
+    for i, (volume, case) in enumerate(head_cases(*ANOMALY_TUMOURS)):
         if case["lesion"].any():
             case["z"] = zscore_map(volume.array, case["brain"], volume.spacing)
             tumours.append(case)
+            shaded.append(anomaly_case(model, radial_shading(volume, case["brain"], i), case["lesion"]))
     out.update({"tumours lesion AUROC": voxel_auroc(tumours, name="tumours"),
                 "tumours normal flagged %": normal_flagged(tumours),
-                "tumours z-score AUROC": voxel_auroc(tumours, "z", name="tumours z-score")})
+                "tumours z-score AUROC": voxel_auroc(tumours, "z", name="tumours z-score"),
+                "shaded tumours lesion AUROC": voxel_auroc(shaded, name="shaded tumours"),
+                "shaded tumours normal flagged %": normal_flagged(shaded)})
     return out
+
+
+def radial_shading(volume: Volume, brain: np.ndarray, index: int) -> Volume:
+    """``volume`` times a radial shading, exp(a (u - 1/2)) with u the squared distance (mm) from the brain's centroid
+    over its largest in ``brain``: a receive coil's bright periphery (a < 0) or a 3 T head's bright centre (a > 0),
+    |a| ~ U(0.2, 0.5), the sign and size drawn from ``index`` (fixed). A smooth shading the training heads' bias fields
+    (low-order, about 1 +- 0.4) hold only in part: the anomaly validation's check that a map does not flag it."""
+    rng = np.random.default_rng([ANOMALY_TUMOURS[0], 1, index])
+    a = float(rng.uniform(0.2, 0.5) * rng.choice([-1.0, 1.0]))
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) * s for n, s in zip(volume.shape, volume.spacing[::-1])],
+                        indexing="ij")
+    centre = [float(g[brain].mean()) for g in grids]
+    r2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
+    u = r2 / max(float(r2[brain].max()), 1e-6)
+    return volume.with_array((volume.array * np.exp(a * (u - 0.5))).astype(volume.array.dtype))
 
 
 def main(argv: list[str] | None = None) -> int:

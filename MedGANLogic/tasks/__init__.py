@@ -55,7 +55,7 @@ for _spec in (
     TaskSpec("superres", "superres", "Super-resolve", "super-resolved", "image",
              ADAPT_OPTIONS + ("ensemble", "input_detail", "consistency")),
     TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
-             ("threshold", "smoothing_mm", "edge_mm", "residual", "ensemble")),
+             ("threshold", "smoothing_mm", "edge_mm", "detrend", "residual", "ensemble")),
     TaskSpec("segment", "segment", "Segment", "segmentation", "labels", ("min_probability",)),
     TaskSpec("lesion", "lesion", "Insert lesion", "with synthetic lesion", "image", ("lesion_type",), ("mask",)),
 ):

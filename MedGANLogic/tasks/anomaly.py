@@ -13,6 +13,11 @@ model's frame, for a normalised input x and the network's healthy reconstruction
    brain. A card calibrated with one is calibrated for that mask only;
 2. **intensity matching**: per slice, r is shifted so that the median of x - r inside the brain is 0, giving r'
    (the generator does not reproduce absolute intensities exactly; a median ignores lesions);
+   **detrending** (``extras.residual_detrend``, the ``detrend`` option; 0: none): a polynomial of that degree in
+   the voxel's position, fitted robustly to x - r' over the brain less its rim (:func:`detrend`), is taken out of
+   it: a smooth shading the restoration evens out (a bias field, a coil's bright periphery, a bright centre at
+   3 T) would otherwise lift the z-score of whole lobes; a lesion of a few centimetres, which a field of low degree
+   cannot follow, stays. The calibration holds for the degree it was measured with;
 3. **calibration**: the signed residual x - r' is turned into a z-score by the residual's median and robust
    spread that normal (lesion-free) validation subjects show at the same reconstruction intensity
    (``extras.calibration``: bin edges over r', a median and a scale per bin). Where the model reconstructs
@@ -91,6 +96,48 @@ def match_intensity(x: np.ndarray, recon: np.ndarray, brain: np.ndarray) -> np.n
         m = brain[k]
         if m.sum() >= MIN_SLICE_VOXELS:
             out[k] += float(np.median(x[k][m] - recon[k][m]))
+    return out
+
+
+DETREND_SAMPLES = 200_000  # at most this many voxels (an even stride through the fit region) fit the smooth field
+
+
+def detrend(residual: np.ndarray, region: np.ndarray, fit: np.ndarray, spacing_zyx, degree: int,
+            rounds: int = 4, cut: float = 2.5) -> np.ndarray:
+    """``residual`` (z, y, x) less a smooth field fitted to it over ``fit``: a polynomial of ``degree`` in the
+    voxel's position (mm, centred and scaled over ``fit``), by least squares refitted ``rounds`` times on the voxels
+    within ``cut`` robust spreads of the last fit (a lesion is a minority of the brain and falls out of the fit);
+    subtracted over ``region``, zero outside. Unchanged for ``degree`` 0 or an empty ``fit``.
+
+    A smooth difference between a scan and its restoration (a bias field the restoration evens out, a coil's bright
+    centre) is not an anomaly, but it lifts the z-score of whole lobes; a polynomial of low degree cannot follow a
+    lesion of a few centimetres, so the lesion stays in the residual."""
+    powers = [(a, b, c) for a in range(degree + 1) for b in range(degree + 1 - a) for c in range(degree + 1 - a - b)]
+    if degree <= 0 or fit.sum() < 20 * len(powers):  # too few voxels to fit the field: left as it is
+        return residual
+    pos = np.nonzero(fit)
+    step = max(1, pos[0].size // DETREND_SAMPLES)
+    mm = [p[::step].astype(np.float64) * s for p, s in zip(pos, spacing_zyx)]
+    centre = [m.mean() for m in mm]
+    half = max(max(m.max() - m.min() for m in mm) / 2.0, 1e-6)
+
+    def design(coords: list[np.ndarray]) -> np.ndarray:
+        u = [(c - m) / half for c, m in zip(coords, centre)]
+        return np.stack([u[0] ** a * u[1] ** b * u[2] ** c for a, b, c in powers], axis=1)
+
+    a_fit, y = design(mm), residual[pos][::step].astype(np.float64)
+    keep = np.ones(y.size, bool)
+    for _ in range(rounds):
+        coef = np.linalg.lstsq(a_fit[keep], y[keep], rcond=None)[0]
+        err = y - a_fit @ coef
+        spread = robust_spread(err[keep])
+        if spread <= 0:
+            break
+        keep = np.abs(err) <= cut * spread
+    where = np.nonzero(region)
+    field = design([w.astype(np.float64) * s for w, s in zip(where, spacing_zyx)]) @ coef
+    out = np.zeros_like(residual)
+    out[where] = residual[where] - field.astype(residual.dtype)
     return out
 
 
@@ -278,6 +325,10 @@ def make_outputs(ctx: TaskContext):
     brain_from = {"brain_mask": source}
     matched = match_intensity(x, recon, region)
     residual = np.where(region, x - matched, 0.0).astype(np.float32)
+    edge_mm = float(ctx.options.get("edge_mm", extras_card.get("edge_mm", 0.0)))
+    inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
+    degree = int(ctx.options.get("detrend", extras_card.get("residual_detrend", 0)))
+    residual = detrend(residual, region, inner, ctx.volume.spacing[::-1], degree)
     meta = output_metadata(ctx, kind="anomaly_map")
     if ctx.options.get("residual"):
         meta.update({"modality": "anomaly", "units": "normalised residual"})
@@ -286,8 +337,6 @@ def make_outputs(ctx: TaskContext):
                                                         metadata=dict(meta, units="normalised intensity"))}
         return outs, {"region_voxels": int(region.sum()), **brain_from}
     calibration = extras_card.get("calibration")
-    edge_mm = float(ctx.options.get("edge_mm", extras_card.get("edge_mm", 0.0)))
-    inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
     ratio, mapped = 1.0, inner
     if calibration:
         score_map, ratio, mapped = region_z(residual, matched, calibration, inner, region)

@@ -607,3 +607,50 @@ def test_a_rim_calibration_maps_the_brain_rim_against_its_own_normal_residuals()
     z, _, mapped = region_z(residual, recon, with_rim, inner, region)
     rim = region & ~inner
     assert mapped is region and rim.any() and np.allclose(z[rim], 1.0) and np.allclose(z[inner], 3.0)
+
+
+def test_detrend_takes_a_smooth_field_out_of_the_residual_and_keeps_a_lesion():
+    """detrend: a bowl-shaped shading plus a lesion of 6 mm radius; the degree-2 fit (robust: the lesion falls out of
+    it) removes the shading everywhere in the brain and leaves the lesion's residual; degree 0 changes nothing, and
+    nothing is written outside the region."""
+    from MedGANLogic.tasks.anomaly import detrend, inner_region
+
+    shape, spacing = (12, 40, 40), (3.0, 2.0, 2.0)
+    z, y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    centre = [n * s / 2 for n, s in zip(shape, spacing)]
+    r2 = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2
+    region = r2 < 34.0 ** 2
+    shading = 0.3 - 0.4 * r2 / 34.0 ** 2 + 0.002 * (x - centre[2])
+    lesion = (z - 15.0) ** 2 + (y - 30.0) ** 2 + (x - 52.0) ** 2 < 6.0 ** 2
+    residual = np.where(region, shading + 0.5 * lesion, 0.0).astype(np.float32)
+    residual += np.where(region, np.random.default_rng(0).normal(0, 0.02, shape), 0.0).astype(np.float32)
+    inner = inner_region(region, spacing, 4.0)
+    out = detrend(residual, region, inner, spacing, 2)
+    assert not out[~region].any()
+    normal = region & ~lesion
+    assert np.abs(residual[normal]).mean() > 0.1 and np.abs(out[normal]).mean() < 0.025  # the shading is gone
+    assert out[lesion].mean() == pytest.approx(0.5, abs=0.05)  # the lesion is not
+    assert detrend(residual, region, inner, spacing, 0) is residual
+    linear = detrend(residual, region, inner, spacing, 1)  # a plane cannot follow the bowl
+    assert np.abs(linear[normal]).mean() > 0.05
+
+
+def test_the_detrend_of_the_card_or_the_option_reaches_the_map(make_model, oblique_volume):
+    """extras.residual_detrend on a card, or the detrend option, changes the residual the map is made of; the option
+    wins over the card; a degree outside 0-3 is refused, naming the option."""
+    from MedGANLogic.errors import MedGANError
+
+    card = make_model(anomaly_card("tiny-detrend", threshold=0.5))
+    plain = run("anomaly", oblique_volume, model=card.id, device="cpu", residual=True)
+    fitted = run("anomaly", oblique_volume, model=card.id, device="cpu", residual=True, detrend=2)
+    a, b = plain.outputs["anomaly_map"].array, fitted.outputs["anomaly_map"].array
+    assert not np.allclose(a, b) and np.array_equal(a != 0, b != 0)  # the same brain, another residual
+    spec = anomaly_card("tiny-detrend-card", threshold=0.5)
+    spec["extras"]["residual_detrend"] = 2
+    on_card = make_model(spec)
+    from_card = run("anomaly", oblique_volume, model=on_card.id, device="cpu", residual=True)
+    assert np.array_equal(from_card.outputs["anomaly_map"].array, b)
+    off = run("anomaly", oblique_volume, model=on_card.id, device="cpu", residual=True, detrend=0)
+    assert np.array_equal(off.outputs["anomaly_map"].array, a)
+    with pytest.raises(MedGANError, match="detrend"):
+        run("anomaly", oblique_volume, model=card.id, device="cpu", detrend=5)

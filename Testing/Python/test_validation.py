@@ -67,8 +67,9 @@ def test_anomaly_validation_scores_phantom_pairs_and_post_contrast_heads(monkeyp
     assert scores["heads lesion AUROC"] == 1.0 and scores["tumours lesion AUROC"] == 1.0
     assert scores["tumours normal flagged %"] == 0.0 and 0.0 <= scores["tumours z-score AUROC"] <= 1.0
     assert np.isnan(scores["heads top 1 % on bright tissue %"])  # the map is zero on all normal brain
-    assert [c for c, _ in seen] == ["T1w"] * 4 and seen[0][1] > 0 and seen[1][1] == 0 and seen[2][1] > 0
-    assert seen[3][1] > 0  # the enhancing-tumour head has its tumour
+    assert [c for c, _ in seen] == ["T1w"] * 5 and seen[0][1] > 0 and seen[1][1] == 0 and seen[2][1] > 0
+    assert seen[3][1] > 0 and seen[4][1] > 0  # the enhancing-tumour head has its tumour, shaded too
+    assert each["shaded tumours"] == [1.0] and scores["shaded tumours normal flagged %"] == 0.0
     assert set(validation.anomaly_scores("any", "T2w", seeds=(1010,))) == {  # the heads are T1w only
         "phantom voxel AUROC", "phantom Dice", "phantom normal flagged %", "phantom case AUROC"}
 
@@ -129,3 +130,24 @@ def test_mr_ct_validation_scores_each_direction_against_its_reference(monkeypatc
     assert set(validation.mr_ct_scores("ct-to-mr", seeds=(1000,))) == {"MAE head"}
     offset["value"] = 100.0
     assert all(abs(v - 100.0) < 1e-3 for v in validation.mr_ct_scores("mr-to-ct", seeds=(1000,)).values())
+
+
+def test_radial_shading_is_smooth_fixed_per_index_and_keeps_the_geometry():
+    """The shaded-tumour set's shading: a positive radial field, the same for the same index, centre and rim apart by
+    exp(|a|) with |a| in [0.2, 0.5], on the volume's own grid."""
+    from MedGANLogic.volume import Volume
+
+    vol = Volume(np.full((10, 30, 30), 100.0, np.float32), spacing=(1.0, 1.0, 2.0), origin=(1.0, 2.0, 3.0))
+    brain = np.zeros(vol.shape, bool)
+    brain[1:9, 3:27, 3:27] = True
+    shaded = [validation.radial_shading(vol, brain, i) for i in range(6)]
+    assert all(s.same_geometry(vol) for s in shaded)
+    assert np.array_equal(shaded[2].array, validation.radial_shading(vol, brain, 2).array)
+    ratios = []
+    for s in shaded:
+        inside = s.array[brain]
+        assert (inside > 0).all()
+        ratios.append(float(inside.max() / inside.min()))
+    assert all(np.exp(0.19) <= r <= np.exp(0.5) + 1e-3 for r in ratios)
+    signs = {np.sign(s.array[5, 15, 15] - s.array[5, 4, 4]) for s in shaded}
+    assert signs == {-1.0, 1.0}  # bright centres and bright rims among six
