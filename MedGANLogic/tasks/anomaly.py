@@ -329,6 +329,7 @@ def make_outputs(ctx: TaskContext):
     inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
     degree = int(ctx.options.get("detrend", extras_card.get("residual_detrend", 0)))
     residual = detrend(residual, region, inner, ctx.volume.spacing[::-1], degree)
+    brain_from["detrend_degree"] = degree  # on the map, the mask and the run's extras: the map's recipe
     meta = output_metadata(ctx, kind="anomaly_map")
     if ctx.options.get("residual"):
         meta.update({"modality": "anomaly", "units": "normalised residual"})

@@ -652,5 +652,8 @@ def test_the_detrend_of_the_card_or_the_option_reaches_the_map(make_model, obliq
     assert np.array_equal(from_card.outputs["anomaly_map"].array, b)
     off = run("anomaly", oblique_volume, model=on_card.id, device="cpu", residual=True, detrend=0)
     assert np.array_equal(off.outputs["anomaly_map"].array, a)
+    mapped = run("anomaly", oblique_volume, model=on_card.id, device="cpu")  # the degree is recorded with the map
+    assert mapped.extras["detrend_degree"] == 2 and off.extras["detrend_degree"] == 0
+    assert mapped.outputs["anomaly_map"].metadata["detrend_degree"] == 2
     with pytest.raises(MedGANError, match="detrend"):
         run("anomaly", oblique_volume, model=card.id, device="cpu", detrend=5)

@@ -17,7 +17,7 @@ def test_the_table_lists_every_task_once_in_order():
         assert isinstance(spec, TaskSpec) and spec.name == name
         assert callable(get_task(name).make_outputs)  # its module exists and makes outputs
     assert TASKS.get("anomaly") == TaskSpec("anomaly", "anomaly", "Anomaly map", "anomaly map", "anomaly_map",
-                                            ("threshold", "smoothing_mm", "edge_mm", "residual", "ensemble"))
+                                            ("threshold", "smoothing_mm", "edge_mm", "detrend", "residual", "ensemble"))
     with pytest.raises(dataclasses.FrozenInstanceError):  # the table cannot be edited in place
         TASKS.get("denoise").label = "x"
 
