@@ -272,7 +272,8 @@ def save_fits(results: Sequence[Any], models_dir: str | os.PathLike | None = Non
 
 
 def describe_result(result: Any) -> str:
-    """One status line: model (or the fit to the scan), device, time, and the case score for anomaly maps."""
+    """One status line: model (or the fit to the scan), device, time, and the case score for anomaly maps (and why
+    an anomaly map is empty, when it is)."""
     p = result.provenance
     text = f"{p.get('task')} with {p.get('model')} on {p.get('device')} in {p.get('seconds')} s"
     if p.get("adapt"):  # fitted to this scan: what the fit did, not a model id
@@ -282,4 +283,6 @@ def describe_result(result: Any) -> str:
     if "case_score" in result.extras:
         text += (f"; case score {result.extras['case_score']:.3f} (threshold {result.extras.get('threshold', 0):.3f},"
                  f" {result.extras.get('candidate_voxels', 0)} candidate voxels)")
+    if result.extras.get("empty_map"):
+        text += f"; warning: {result.extras['empty_map']}"
     return text

@@ -344,6 +344,7 @@ def make_outputs(ctx: TaskContext):
         units = "z-score of the residual"
     else:
         score_map, units = residual, "normalised residual"
+    empty = {"empty_map": warn_unmapped(ctx.volume, edge_mm)} if region.any() and not mapped.any() else {}
     score_map = signed_part(score_map, str(extras_card.get("residual_sign", "both")))
     smoothing_mm = float(ctx.options.get("smoothing_mm", extras_card.get("smoothing_mm", 2.0)))
     sigma = [smoothing_mm / s for s in ctx.volume.spacing[::-1]] if smoothing_mm > 0 else [0.0, 0.0, 0.0]
@@ -364,8 +365,24 @@ def make_outputs(ctx: TaskContext):
     mask_meta = dict(meta, kind="mask", modality="mask", segment_names={1: "anomaly candidate"})
     mask = ctx.volume.with_array((amap > threshold).astype(np.uint8), metadata=mask_meta)
     extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum()),
-              "spread_ratio": ratio, **calibrated_at, **brain_from}
+              "spread_ratio": ratio, **calibrated_at, **brain_from, **empty}
     return {"anomaly_map": amap_vol, "mask": mask}, extras
+
+
+def warn_unmapped(volume, edge_mm: float) -> str:
+    """Warn (:class:`~MedGANLogic.errors.MedGANWarning`) that the map is zero everywhere although a brain was found:
+    all of it lies in the rim the map leaves out (a few slices of a thick-sliced scan, a partial stack). Returns the
+    message (the run's extras ``empty_map``: the Slicer panel's status line shows it)."""
+    import warnings
+
+    from ..errors import MedGANWarning
+
+    grid = " x ".join(f"{n} voxels of {s:.2f} mm" for n, s in zip(volume.shape[::-1], volume.spacing))
+    message = (f"the anomaly map is empty: the brain found lies wholly in the rim the map leaves out (its outer "
+               f"{edge_mm:g} mm, and its outermost slice along any axis with voxels thicker than that; this volume "
+               f"has {grid} in the model's frame); give the scan with all its slices through the brain")
+    warnings.warn(message, MedGANWarning, stacklevel=2)
+    return message
 
 
 def on_input_grid(outputs, extras, volume, card):

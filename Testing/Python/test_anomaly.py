@@ -657,3 +657,23 @@ def test_the_detrend_of_the_card_or_the_option_reaches_the_map(make_model, obliq
     assert mapped.outputs["anomaly_map"].metadata["detrend_degree"] == 2
     with pytest.raises(MedGANError, match="detrend"):
         run("anomaly", oblique_volume, model=card.id, device="cpu", detrend=5)
+
+
+def test_a_stack_too_thin_to_map_warns_that_the_map_is_empty():
+    """Three 6.5 mm slices through a brain: the map leaves out the brain's outermost slice at each end (thicker than
+    the 4 mm rim) and its outer 4 mm in-plane; one slice is all that a 3-slice stack keeps, a single slice keeps
+    nothing, and the run says why instead of returning a silent zero map."""
+    from MedGANLogic.errors import MedGANWarning
+    from MedGANLogic.train.anomaly_calibration import phantom_subject
+
+    vol, _ = phantom_subject(1010, "T1w", True, 2.0)
+    thick = vol.with_array(np.ascontiguousarray(vol.array[40:41]), spacing=(2.0, 2.0, 6.5))
+    with pytest.warns(MedGANWarning, match="the anomaly map is empty.*all its slices"):
+        result = run("anomaly", thick, model="brain-anomaly-t1", device="cpu")
+    assert not result.outputs["anomaly_map"].array.any()
+    assert "all its slices" in result.extras["empty_map"]
+    from MedGANLogic.slicer_bridge.running import describe_result
+
+    assert "warning: the anomaly map is empty" in describe_result(result)  # the panel's status line says it
+    whole = run("anomaly", vol, model="brain-anomaly-t1", device="cpu")  # the whole brain: mapped, no such note
+    assert whole.outputs["anomaly_map"].array.any() and "empty_map" not in whole.extras
