@@ -297,9 +297,9 @@ def anomaly_scores(model: str, contrast: str = "T1w", seeds: tuple[int, ...] = A
 def radial_shading(volume: Volume, brain: np.ndarray, index: int) -> Volume:
     """``volume`` times a radial shading, exp(a (u - 1/2)) with u the squared distance (mm) from the centroid of
     ``brain`` divided by its largest value there (0-1): a receive coil's bright periphery (a < 0) or a 3 T head's
-    bright centre (a > 0),
-    |a| ~ U(0.2, 0.5), the sign and size drawn from ``index`` (fixed). A smooth shading the training heads' bias fields
-    (low-order, about 1 +- 0.4) hold only in part: the anomaly validation's check that a map does not flag it."""
+    bright centre (a > 0), |a| ~ U(0.2, 0.5), the sign and size drawn from ``index`` (fixed). A smooth shading the
+    training heads' bias fields (low-order, about 1 +- 0.4) hold only in part: the anomaly validation's check that a
+    map does not flag it."""
     rng = np.random.default_rng([ANOMALY_TUMOURS[0], 1, index])
     a = float(rng.uniform(0.2, 0.5) * rng.choice([-1.0, 1.0]))
     grids = np.meshgrid(*[np.arange(n, dtype=np.float32) * s for n, s in zip(volume.shape, volume.spacing[::-1])],
