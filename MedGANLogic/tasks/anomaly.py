@@ -100,6 +100,7 @@ def match_intensity(x: np.ndarray, recon: np.ndarray, brain: np.ndarray) -> np.n
 
 
 DETREND_SAMPLES = 200_000  # at most this many voxels (an even stride through the fit region) fit the smooth field
+DETREND_CHUNK = 1_000_000  # the field is evaluated over the brain this many voxels at a time (bounded memory)
 
 
 def detrend(residual: np.ndarray, region: np.ndarray, fit: np.ndarray, spacing_zyx, degree: int,
@@ -135,9 +136,11 @@ def detrend(residual: np.ndarray, region: np.ndarray, fit: np.ndarray, spacing_z
             break
         keep = np.abs(err) <= cut * spread
     where = np.nonzero(region)
-    field = design([w.astype(np.float64) * s for w, s in zip(where, spacing_zyx)]) @ coef
     out = np.zeros_like(residual)
-    out[where] = residual[where] - field.astype(residual.dtype)
+    for start in range(0, where[0].size, DETREND_CHUNK):  # in chunks: the design matrix of a native-resolution
+        part = tuple(w[start:start + DETREND_CHUNK] for w in where)  # brain would take gigabytes
+        field = design([w.astype(np.float64) * s for w, s in zip(part, spacing_zyx)]) @ coef
+        out[part] = residual[part] - field.astype(residual.dtype)
     return out
 
 

@@ -677,3 +677,18 @@ def test_a_stack_too_thin_to_map_warns_that_the_map_is_empty():
     assert "warning: the anomaly map is empty" in describe_result(result)  # the panel's status line says it
     whole = run("anomaly", vol, model="brain-anomaly-t1", device="cpu")  # the whole brain: mapped, no such note
     assert whole.outputs["anomaly_map"].array.any() and "empty_map" not in whole.extras
+
+
+def test_detrend_in_chunks_is_the_detrend_in_one(monkeypatch):
+    """The field is evaluated over the brain in chunks (bounded memory at native resolution): the same values."""
+    import MedGANLogic.tasks.anomaly as anomaly
+
+    rng = np.random.default_rng(1)
+    region = np.zeros((8, 30, 30), bool)
+    region[1:7, 4:26, 4:26] = True
+    residual = np.where(region, rng.normal(0, 0.1, region.shape) + np.linspace(0, 0.5, 30), 0).astype(np.float32)
+    whole = anomaly.detrend(residual, region, region, (3.0, 1.0, 1.0), 2)
+    monkeypatch.setattr(anomaly, "DETREND_CHUNK", 997)
+    chunked = anomaly.detrend(residual, region, region, (3.0, 1.0, 1.0), 2)
+    assert np.allclose(chunked, whole, atol=1e-6) and not chunked[~region].any()
+    assert np.abs(whole[region]).mean() < np.abs(residual[region]).mean()  # the ramp is gone
