@@ -325,21 +325,21 @@ def make_outputs(ctx: TaskContext):
     calibrated_at = {k: extras_card[k] for k in ("calibration_slice_mm",) if k in extras_card}
     x, recon = ctx.normalized, ctx.raw[0]
     region, source = brain_region(ctx.volume, ctx.card, ctx.device, ctx.cancel)
-    brain_from = {"brain_mask": source}
+    made_with = {"brain_mask": source}
     matched = match_intensity(x, recon, region)
     residual = np.where(region, x - matched, 0.0).astype(np.float32)
     edge_mm = float(ctx.options.get("edge_mm", extras_card.get("edge_mm", 0.0)))
     inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
     degree = int(ctx.options.get("detrend", extras_card.get("residual_detrend", 0)))
     residual = detrend(residual, region, inner, ctx.volume.spacing[::-1], degree)
-    brain_from["detrend_degree"] = degree  # on the map, the mask and the run's extras: the map's recipe
+    made_with["detrend_degree"] = degree  # with the brain mask: on the map, the mask and the run's extras
     meta = output_metadata(ctx, kind="anomaly_map")
     if ctx.options.get("residual"):
         meta.update({"modality": "anomaly", "units": "normalised residual"})
         outs = {"anomaly_map": ctx.volume.with_array(residual, metadata=meta),
                 "reconstruction": ctx.volume.with_array(np.where(region, matched, -1.0).astype(np.float32),
                                                         metadata=dict(meta, units="normalised intensity"))}
-        return outs, {"region_voxels": int(region.sum()), **brain_from}
+        return outs, {"region_voxels": int(region.sum()), **made_with}
     calibration = extras_card.get("calibration")
     ratio, mapped = 1.0, inner
     if calibration:
@@ -363,12 +363,12 @@ def make_outputs(ctx: TaskContext):
         stat = case_statistic(amap, region, float(case.get("percentile", 99.9)))
     score = (stat - float(case["mean"])) / max(float(case["std"]), 1e-6) if "mean" in case else stat
     meta.update({"modality": "anomaly", "units": units, "case_score": score, "threshold": threshold,
-                 "spread_ratio": round(ratio, 4), **calibrated_at, **brain_from})
+                 "spread_ratio": round(ratio, 4), **calibrated_at, **made_with})
     amap_vol = ctx.volume.with_array(amap, metadata=meta)
     mask_meta = dict(meta, kind="mask", modality="mask", segment_names={1: "anomaly candidate"})
     mask = ctx.volume.with_array((amap > threshold).astype(np.uint8), metadata=mask_meta)
     extras = {"case_score": score, "threshold": threshold, "candidate_voxels": int(mask.array.sum()),
-              "spread_ratio": ratio, **calibrated_at, **brain_from, **empty}
+              "spread_ratio": ratio, **calibrated_at, **made_with, **empty}
     return {"anomaly_map": amap_vol, "mask": mask}, extras
 
 
