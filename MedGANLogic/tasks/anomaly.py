@@ -71,11 +71,13 @@ as the map and r' as ``reconstruction`` instead, both in the normalised range.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from ..errors import MedGANWarning
 from ..modality import is_ct
 from ..normalization import brain_mask, ellipsoid, fill_holes_per_slice
 from . import TaskContext, output_metadata
@@ -325,14 +327,13 @@ def make_outputs(ctx: TaskContext):
     calibrated_at = {k: extras_card[k] for k in ("calibration_slice_mm",) if k in extras_card}
     x, recon = ctx.normalized, ctx.raw[0]
     region, source = brain_region(ctx.volume, ctx.card, ctx.device, ctx.cancel)
-    made_with = {"brain_mask": source}
     matched = match_intensity(x, recon, region)
     residual = np.where(region, x - matched, 0.0).astype(np.float32)
     edge_mm = float(ctx.options.get("edge_mm", extras_card.get("edge_mm", 0.0)))
     inner = inner_region(region, ctx.volume.spacing[::-1], edge_mm)
     degree = int(ctx.options.get("detrend", extras_card.get("residual_detrend", 0)))
     residual = detrend(residual, region, inner, ctx.volume.spacing[::-1], degree)
-    made_with["detrend_degree"] = degree  # with the brain mask: on the map, the mask and the run's extras
+    made_with = {"brain_mask": source, "detrend_degree": degree}  # on the map, the mask and the run's extras
     meta = output_metadata(ctx, kind="anomaly_map")
     if ctx.options.get("residual"):
         meta.update({"modality": "anomaly", "units": "normalised residual"})
@@ -376,10 +377,6 @@ def warn_unmapped(volume, edge_mm: float) -> str:
     """Warn (:class:`~MedGANLogic.errors.MedGANWarning`) that the map is zero everywhere although a brain was found:
     all of it lies in the rim the map leaves out (a few slices of a thick-sliced scan, a partial stack). Returns the
     message (the run's extras ``empty_map``: the Slicer panel's status line shows it)."""
-    import warnings
-
-    from ..errors import MedGANWarning
-
     grid = " x ".join(f"{n} voxels of {s:.2f} mm" for n, s in zip(volume.shape[::-1], volume.spacing))
     message = (f"the anomaly map is empty: the brain found lies wholly in the rim the map leaves out (its outer "
                f"{edge_mm:g} mm, and its outermost slice along any axis with voxels thicker than that; this volume "
