@@ -329,11 +329,28 @@ def _check_degradation(where: str, data: dict[str, Any], scale: list[float]) -> 
         _fail(where, "extras.degradation", "thick_slices scales one axis (the slice direction); use kspace_truncate")
 
 
+def _bins_ok(cal: Any) -> bool:
+    """An anomaly calibration's bins (tasks/anomaly.py calibrated_z): edges (n + 1) and median and scale lists of n;
+    with grad_edges (m + 1), median and scale are n lists of m."""
+    if not (isinstance(cal, dict) and all(isinstance(cal.get(k), list) for k in ("edges", "median", "scale"))
+            and len(cal["median"]) == len(cal["scale"]) == len(cal["edges"]) - 1 > 0):
+        return False
+    if "grad_edges" not in cal:
+        return True
+    grad = cal["grad_edges"]
+    return (isinstance(grad, list) and len(grad) >= 2
+            and all(isinstance(row, list) and len(row) == len(grad) - 1 for row in cal["median"] + cal["scale"]))
+
+
 def _check_slice_calibrations(where: str, extras: Any) -> None:
-    """``extras.slice_calibrations`` (anomaly models, tasks/anomaly.py for_slices): a list of sets, each with a
-    positive ``slice_mm`` and what it replaces: a calibration of matching bin lists, a threshold, a case score."""
+    """``extras.calibration`` and ``extras.slice_calibrations`` (anomaly models, tasks/anomaly.py for_slices): the
+    bins of each (:func:`_bins_ok`), and a list of sets, each with a positive ``slice_mm`` and what it replaces: a
+    calibration, a threshold, a case score."""
     if not isinstance(extras, dict):
         return
+    if "calibration" in extras and not _bins_ok(extras["calibration"]):
+        _fail(where, "extras.calibration", "must hold edges (n + 1), median (n) and scale (n) lists; with grad_edges "
+                                           "(m + 1), median and scale n lists of m")
     if "calibration_slice_mm" in extras and not _positive(extras["calibration_slice_mm"]):
         _fail(where, "extras.calibration_slice_mm", f"must be a positive thickness in mm; got "
                                                     f"{extras['calibration_slice_mm']!r}")
@@ -346,10 +363,9 @@ def _check_slice_calibrations(where: str, extras: Any) -> None:
         name = f"extras.slice_calibrations[{i}]"
         if not isinstance(item, dict) or not _positive(item.get("slice_mm")):
             _fail(where, name, "must be an object with a positive slice_mm (the slice thickness it was measured at)")
-        cal = item.get("calibration")
-        if not (isinstance(cal, dict) and all(isinstance(cal.get(k), list) for k in ("edges", "median", "scale"))
-                and len(cal["median"]) == len(cal["scale"]) == len(cal["edges"]) - 1 > 0):
-            _fail(where, f"{name}.calibration", "must hold edges (n + 1), median (n) and scale (n) lists")
+        if not _bins_ok(item.get("calibration")):
+            _fail(where, f"{name}.calibration", "must hold edges (n + 1), median (n) and scale (n) lists; with "
+                                                "grad_edges (m + 1), median and scale n lists of m")
         if not isinstance(item.get("threshold"), (int, float)) or not isinstance(item.get("case_score"), dict):
             _fail(where, name, "must hold a numeric threshold and a case_score object")
 

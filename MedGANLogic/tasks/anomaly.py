@@ -23,6 +23,11 @@ model's frame, for a normalised input x and the network's healthy reconstruction
    (``extras.calibration``: bin edges over r', a median and a scale per bin). Where the model reconstructs
    normal tissue poorly (CSF, edges), normal residuals are large and the z-score stays small; a lesion's residual
    is large where the reconstruction shows healthy tissue, so it stands out;
+   a calibration with ``grad_edges`` (made when ``extras.calibration_gradient_bins`` is set) bins the normal residual
+   by the reconstruction's in-plane gradient magnitude as well (:func:`restoration_gradient`; ``median`` and
+   ``scale`` are then tables, intensity bin x gradient bin): a blurred restoration misses most where it changes
+   fastest (cortex against sulci, ventricle walls), so the same residual means less there than in the smooth white
+   matter a lesion is restored to;
    when the calibration records the z-score's robust spread over normal validation brains
    (``calibration.spread``: 1.4826 MAD inside the brain, the median over those subjects), a scan whose z-scores
    spread wider (a scanner, resolution or contrast unlike the training data: its normal tissue is reconstructed
@@ -146,16 +151,41 @@ def detrend(residual: np.ndarray, region: np.ndarray, fit: np.ndarray, spacing_z
     return out
 
 
-def calibrated_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
+GRADIENT_SIGMA_PX = 1.0  # restoration_gradient: the Gaussian derivative's sigma, in pixels of the model's frame
+
+
+def restoration_gradient(recon: np.ndarray, slice_axis: int = 0) -> np.ndarray:
+    """The in-plane gradient magnitude of the reconstruction ``recon`` (z, y, x; the slices the 2D model restored
+    lie across ``slice_axis``), per pixel of the model's frame, by Gaussian derivatives of sigma
+    :data:`GRADIENT_SIGMA_PX`: where the healthy reconstruction changes fast (tissue boundaries) and where it is
+    smooth. The anomaly map takes it from the reconstruction with -1 outside the brain (the calibration's, too)."""
+    sigma = [GRADIENT_SIGMA_PX] * 3
+    sigma[slice_axis] = 0.0
+    data = recon.astype(np.float32, copy=False)
+    parts = [ndimage.gaussian_filter(data, sigma, order=[int(a == axis) for a in range(3)])
+             for axis in range(3) if axis != slice_axis]
+    return np.hypot(*parts).astype(np.float32)
+
+
+def calibrated_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any],
+                 gradient: np.ndarray | None = None) -> np.ndarray:
     """The residual as a z-score against normal residuals at the same reconstruction intensity (see the docstring).
 
-    ``calibration``: {"edges": n + 1 increasing bin edges over the reconstruction, "median": n, "scale": n}.
+    ``calibration``: {"edges": n + 1 increasing bin edges over the reconstruction, "median": n, "scale": n}; with
+    "grad_edges" (m + 1 edges over :func:`restoration_gradient`) "median" and "scale" are n x m tables and
+    ``gradient`` (that of ``recon``, same shape) is needed.
     """
     edges = np.asarray(calibration["edges"], np.float64)
     median = np.asarray(calibration["median"], np.float32)
     scale = np.maximum(np.asarray(calibration["scale"], np.float32), 1e-6)
-    idx = np.clip(np.searchsorted(edges, recon, side="right") - 1, 0, median.size - 1)
-    return (residual - median[idx]) / scale[idx]
+    idx = np.clip(np.searchsorted(edges, recon, side="right") - 1, 0, median.shape[0] - 1)
+    if "grad_edges" not in calibration:
+        return (residual - median[idx]) / scale[idx]
+    if gradient is None:
+        raise ValueError("this calibration bins by the reconstruction's gradient (grad_edges): pass gradient")
+    grad_edges = np.asarray(calibration["grad_edges"], np.float64)
+    gdx = np.clip(np.searchsorted(grad_edges, gradient, side="right") - 1, 0, median.shape[1] - 1)
+    return (residual - median[idx, gdx]) / scale[idx, gdx]
 
 
 def robust_spread(values: np.ndarray) -> float:
@@ -166,10 +196,11 @@ def robust_spread(values: np.ndarray) -> float:
 
 
 def scan_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any],
-           region: np.ndarray) -> tuple[np.ndarray, float]:
+           region: np.ndarray, gradient: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The calibrated z-score of ``residual`` divided by max(1, its spread ratio over ``region``), and that ratio
-    (how much wider the z-scores spread than over normal validation brains; 1.0 without ``calibration.spread``)."""
-    z = calibrated_z(residual, recon, calibration)
+    (how much wider the z-scores spread than over normal validation brains; 1.0 without ``calibration.spread``).
+    ``gradient``: see :func:`calibrated_z`."""
+    z = calibrated_z(residual, recon, calibration, gradient)
     if not calibration.get("spread") or not region.any():
         return z, 1.0
     ratio = robust_spread(z[region]) / float(calibration["spread"])
@@ -177,18 +208,19 @@ def scan_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any],
 
 
 def region_z(residual: np.ndarray, recon: np.ndarray, calibration: dict[str, Any], inner: np.ndarray,
-             region: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+             region: np.ndarray, gradient: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray]:
     """The calibrated z-score of ``residual`` (:func:`scan_z` over ``inner``), its spread ratio, and where the map is
     made: ``inner``; or, when the calibration holds a second set of bins for the brain's outer rim
     (``calibration.rim``: the same form, measured on the rims of normal validation brains, where residuals are
     larger), the rim (``region`` less ``inner``) scored by those bins and divided by the same ratio, and the map made
-    over the whole ``region``: a lesion at the brain's surface is then mapped, against what a normal rim shows."""
-    z, ratio = scan_z(residual, recon, calibration, inner)
+    over the whole ``region``: a lesion at the brain's surface is then mapped, against what a normal rim shows.
+    ``gradient``: see :func:`calibrated_z`."""
+    z, ratio = scan_z(residual, recon, calibration, inner, gradient)
     rim_bins = calibration.get("rim")
     if not rim_bins:
         return z, ratio, inner
     rim = region & ~inner
-    z = np.where(rim, calibrated_z(residual, recon, rim_bins) / max(1.0, ratio), z)
+    z = np.where(rim, calibrated_z(residual, recon, rim_bins, gradient) / max(1.0, ratio), z)
     return z, ratio, region
 
 
@@ -335,16 +367,19 @@ def make_outputs(ctx: TaskContext):
     residual = detrend(residual, region, inner, ctx.volume.spacing[::-1], degree)
     made_with = {"brain_mask": source, "detrend_degree": degree}  # on the map, the mask and the run's extras
     meta = output_metadata(ctx, kind="anomaly_map")
+    restored = np.where(region, matched, -1.0).astype(np.float32)  # the healthy reconstruction, -1 outside the brain
     if ctx.options.get("residual"):
         meta.update({"modality": "anomaly", "units": "normalised residual"})
         outs = {"anomaly_map": ctx.volume.with_array(residual, metadata=meta),
-                "reconstruction": ctx.volume.with_array(np.where(region, matched, -1.0).astype(np.float32),
-                                                        metadata=dict(meta, units="normalised intensity"))}
+                "reconstruction": ctx.volume.with_array(restored, metadata=dict(meta, units="normalised intensity"))}
         return outs, {"region_voxels": int(region.sum()), **made_with}
     calibration = extras_card.get("calibration")
     ratio, mapped = 1.0, inner
     if calibration:
-        score_map, ratio, mapped = region_z(residual, matched, calibration, inner, region)
+        axis = ctx.options.get("slice_axis")
+        gradient = (restoration_gradient(restored, ctx.card.slice_axis if axis is None else int(axis))
+                    if "grad_edges" in calibration else None)
+        score_map, ratio, mapped = region_z(residual, restored, calibration, inner, region, gradient)
         units = "z-score of the residual"
     else:
         score_map, units = residual, "normalised residual"

@@ -8,7 +8,8 @@ the card's ``extras``:
 * ``calibration``: the normal residual per reconstruction intensity: bin edges at quantiles of the intensity-matched
   reconstruction inside the brain of the normal subjects (without its outer ``extras.edge_mm``, which the map leaves
   out), per bin the residual's median and robust spread
-  (1.4826 MAD, at least ``min_scale``);
+  (1.4826 MAD, at least ``min_scale``); with ``extras.calibration_gradient_bins`` n > 1 each bin is split again at
+  n quantiles of the reconstruction's in-plane gradient magnitude (``grad_edges``; tasks/anomaly.py);
 * ``calibration.spread``: the robust spread (1.4826 MAD) of the z-scores inside a normal brain, the median over the
   normal subjects: the engine divides a scan's z-scores by how much wider they spread (never multiplies);
 * ``residual_sign``: of "positive" and "both", the one whose smoothed map gives the higher mean Dice on the lesion
@@ -95,22 +96,49 @@ def write_extras(folder: str | Path, extras: dict[str, Any]) -> None:
     registry.clear_cache()
 
 
+def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """``bins`` bin edges at quantiles of ``values`` (fewer where quantiles coincide), the outer ones infinite."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    return edges
+
+
+def finite_edges(edges: np.ndarray) -> list[float]:
+    """``edges`` as JSON numbers: the infinite outer edges as -+1e6."""
+    return [float(x) if np.isfinite(x) else (-1e6 if x < 0 else 1e6) for x in edges]
+
+
 def residual_bins(recons: list[np.ndarray], residuals: list[np.ndarray], bins: int = 12,
-                  min_scale: float = 0.01) -> dict[str, list[float]]:
-    """Bin edges over the reconstruction (quantiles) and the residual's median and 1.4826 MAD per bin."""
+                  min_scale: float = 0.01, gradients: list[np.ndarray] | None = None,
+                  gradient_bins: int = 0) -> dict[str, Any]:
+    """Bin edges over the reconstruction (quantiles) and the residual's median and 1.4826 MAD per bin; with
+    ``gradient_bins`` > 1 the bins are split again at quantiles of ``gradients`` (the reconstructions'
+    :func:`~MedGANLogic.tasks.anomaly.restoration_gradient` at the same voxels), and median and scale are tables
+    (intensity bin x gradient bin; ``grad_edges`` their edges)."""
     r = np.concatenate([a.ravel() for a in recons]).astype(np.float64)
     e = np.concatenate([a.ravel() for a in residuals]).astype(np.float64)
-    edges = np.unique(np.quantile(r, np.linspace(0, 1, bins + 1)))
-    edges[0], edges[-1] = -np.inf, np.inf
+    edges = quantile_edges(r, bins)
     idx = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, edges.size - 2)
-    median, scale = [], []
-    for b in range(edges.size - 1):
-        v = e[idx == b]
-        med = float(np.median(v)) if v.size else 0.0
-        median.append(med)
-        scale.append(max(1.4826 * float(np.median(np.abs(v - med))) if v.size else 1.0, min_scale))
-    finite = [float(x) if np.isfinite(x) else (-1e6 if x < 0 else 1e6) for x in edges]
-    return {"edges": finite, "median": median, "scale": scale}
+    split = gradient_bins > 1
+    if split:
+        if gradients is None:
+            raise ValueError("gradient_bins > 1 needs the reconstructions' gradients")
+        g = np.concatenate([a.ravel() for a in gradients]).astype(np.float64)
+        grad_edges = quantile_edges(g, gradient_bins)
+        gdx = np.clip(np.searchsorted(grad_edges, g, side="right") - 1, 0, grad_edges.size - 2)
+    else:
+        grad_edges, gdx = np.array([-np.inf, np.inf]), np.zeros(e.size, np.int64)
+    median = np.zeros((edges.size - 1, grad_edges.size - 1))
+    scale = np.ones_like(median)
+    for b in range(median.shape[0]):
+        for k in range(median.shape[1]):
+            v = e[(idx == b) & (gdx == k)]
+            median[b, k] = float(np.median(v)) if v.size else 0.0
+            scale[b, k] = max(1.4826 * float(np.median(np.abs(v - median[b, k]))) if v.size else 1.0, min_scale)
+    if not split:
+        return {"edges": finite_edges(edges), "median": median[:, 0].tolist(), "scale": scale[:, 0].tolist()}
+    return {"edges": finite_edges(edges), "grad_edges": finite_edges(grad_edges), "median": median.tolist(),
+            "scale": scale.tolist()}
 
 
 def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | None = None,
@@ -127,6 +155,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
         calibrated_z,
         inner_region,
         region_z,
+        restoration_gradient,
         robust_spread,
         signed_part,
         smooth_inside,
@@ -151,24 +180,30 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
         brains.append(anomaly_region(vol, card, device))  # the engine's own brain (learned or morphological)
         passes.append((res.outputs["anomaly_map"].array, res.outputs["reconstruction"].array,
                        inner_region(brains[-1], vol.spacing[::-1], edge_mm), lesion))
+    gradient_bins = int(extras.get("calibration_gradient_bins", 0))
+    grads = [restoration_gradient(r, card.slice_axis) if gradient_bins > 1 else None for _, r, _, _ in passes]
     normal = [p for p, (_, les) in zip(passes, cases) if not les]
-    calibration = residual_bins([r[b] for _, r, b, _ in normal], [e[b] for e, _, b, _ in normal])
-    calibration["spread"] = float(np.median([robust_spread(calibrated_z(e, r, calibration)[b])
-                                             for e, r, b, _ in normal]))
+    normal_grads = [g for g, (_, les) in zip(grads, cases) if not les]
+    calibration = residual_bins([r[b] for _, r, b, _ in normal], [e[b] for e, _, b, _ in normal],
+                                gradients=[g[b] for g, (_, _, b, _) in zip(normal_grads, normal)]
+                                if gradient_bins > 1 else None, gradient_bins=gradient_bins)
+    calibration["spread"] = float(np.median([robust_spread(calibrated_z(e, r, calibration, g)[b])
+                                             for (e, r, b, _), g in zip(normal, normal_grads)]))
     if extras.get("rim_calibrated") and edge_mm > 0:  # the rim's own bins: the map is made there too
         rims = [brain & ~b for (_, _, b, _), brain, (_, is_lesion) in zip(passes, brains, cases) if not is_lesion]
         calibration["rim"] = residual_bins([r[m] for (_, r, _, _), m in zip(normal, rims)],
                                            [e[m] for (e, _, _, _), m in zip(normal, rims)])
     sigma = [smoothing / (spacing_mm * slice_factor), smoothing / spacing_mm, smoothing / spacing_mm]  # (z, y, x)
 
-    def case_map(e: np.ndarray, r: np.ndarray, b: np.ndarray, brain: np.ndarray, sign: str) -> np.ndarray:
-        z, _, mapped = region_z(e, r, calibration, b, brain)
+    def case_map(e: np.ndarray, r: np.ndarray, b: np.ndarray, brain: np.ndarray, sign: str,
+                 g: np.ndarray | None) -> np.ndarray:
+        z, _, mapped = region_z(e, r, calibration, b, brain, g)
         return smooth_inside(signed_part(z, sign), mapped, sigma)
 
     sign_dice = {}
     for sign in signs:  # which part of the residual finds the validation lesions best
-        maps = [case_map(e, r, b, brain, sign)
-                for (e, r, b, les), brain, (_, is_lesion) in zip(passes, brains, cases) if is_lesion]
+        maps = [case_map(e, r, b, brain, sign, g)
+                for (e, r, b, les), brain, g, (_, is_lesion) in zip(passes, brains, grads, cases) if is_lesion]
         masks = [les for (_, _, _, les), (_, is_lesion) in zip(passes, cases) if is_lesion]
         sign_dice[sign] = best_dice_threshold(maps, masks)[1]
     sign = max(sign_dice, key=lambda k: sign_dice[k])

@@ -692,3 +692,93 @@ def test_detrend_in_chunks_is_the_detrend_in_one(monkeypatch):
     chunked = anomaly.detrend(residual, region, region, (3.0, 1.0, 1.0), 2)
     assert np.allclose(chunked, whole, atol=1e-6) and not chunked[~region].any()
     assert np.abs(whole[region]).mean() < np.abs(residual[region]).mean()  # the ramp is gone
+
+
+def test_the_restoration_gradient_is_taken_in_the_plane_the_model_restored():
+    """restoration_gradient: a ramp across a slice has the ramp's slope as its gradient (per pixel) away from the
+    border; a ramp through the slices (along the slice axis) has none."""
+    from MedGANLogic.tasks.anomaly import restoration_gradient
+
+    z, y, x = np.mgrid[0:8, 0:30, 0:30].astype(np.float32)
+    in_plane = restoration_gradient(0.02 * x, slice_axis=0)
+    assert np.allclose(in_plane[:, 5:-5, 5:-5], 0.02, rtol=1e-3)
+    assert np.allclose(restoration_gradient(0.02 * z, slice_axis=0), 0.0, atol=1e-7)
+    assert np.allclose(restoration_gradient(0.02 * x, slice_axis=2), 0.0, atol=1e-7)  # sagittal slices: x is across
+    diagonal = restoration_gradient(0.03 * x + 0.04 * y, slice_axis=0)
+    assert np.allclose(diagonal[:, 5:-5, 5:-5], 0.05, rtol=1e-3)
+
+
+def test_residual_bins_split_by_the_restoration_gradient():
+    """residual_bins with gradient_bins: within one intensity, the normal residual spreads 4x wider where the
+    restoration's gradient is high (a boundary the blurred restoration misses); the table's scale says so and
+    calibrated_z divides by it, so the same residual scores lower at a boundary than in smooth tissue. Without
+    gradient bins the lists are those of before (one scale per intensity bin)."""
+    from MedGANLogic.tasks.anomaly import calibrated_z
+    from MedGANLogic.train.anomaly_calibration import residual_bins
+
+    rng = np.random.default_rng(1)
+    n = 40_000
+    recon = rng.uniform(-0.5, 0.5, n)
+    gradient = np.where(np.arange(n) % 2 == 0, 0.01, 0.2)
+    residual = rng.normal(0.0, np.where(gradient > 0.1, 0.2, 0.05))
+    flat = residual_bins([recon], [residual], bins=2)
+    assert set(flat) == {"edges", "median", "scale"} and all(isinstance(v, float) for v in flat["scale"])
+    assert all(0.06 < v < 0.15 for v in flat["scale"])  # one robust spread for the mixture of both
+    split = residual_bins([recon], [residual], bins=2, gradients=[gradient], gradient_bins=2)
+    scale = np.asarray(split["scale"])
+    assert scale.shape == (2, 2) and len(split["grad_edges"]) == 3
+    assert np.allclose(scale[:, 0], 0.05, rtol=0.1) and np.allclose(scale[:, 1], 0.2, rtol=0.1)
+    z = calibrated_z(np.array([0.3, 0.3]), np.array([0.0, 0.0]), split, np.array([0.01, 0.2]))
+    assert z[0] == pytest.approx(0.3 / scale[1, 0], rel=0.05) and z[0] > 3 * z[1]
+    with pytest.raises(ValueError, match="gradient"):
+        calibrated_z(np.array([0.3]), np.array([0.0]), split)
+    with pytest.raises(ValueError, match="gradients"):
+        residual_bins([recon], [residual], bins=2, gradient_bins=2)
+
+
+def test_a_gradient_calibration_reaches_the_engines_map(make_model, oblique_volume):
+    """A card whose calibration bins by the restoration's gradient: with equal columns its map is the map of the
+    same calibration without them (the engine computes the gradient and indexes the tables as the calibration
+    does); with a wider scale where the gradient is high, the map is nowhere higher and somewhere lower. A table of
+    the wrong shape is refused when the card is read, naming extras.calibration."""
+    from MedGANLogic.errors import ModelError
+    from MedGANLogic.models.card import validate_card
+
+    flat = {"edges": [-1e6, 0.0, 1e6], "median": [0.0, 0.0], "scale": [0.1, 0.2]}
+    same = dict(flat, grad_edges=[-1e6, 0.05, 1e6], median=[[0.0, 0.0], [0.0, 0.0]], scale=[[0.1, 0.1], [0.2, 0.2]])
+    wider = dict(same, scale=[[0.1, 0.4], [0.2, 0.8]])
+    maps = []
+    for name, cal in (("flat", flat), ("same", same), ("wider", wider)):
+        card = anomaly_card(f"tiny-gradient-{name}")
+        card["extras"] = {"threshold": 0.5, "residual_sign": "both", "calibration": cal}
+        make_model(card)
+        maps.append(run("anomaly", oblique_volume, model=card["id"], device="cpu").outputs["anomaly_map"].array)
+    assert np.array_equal(maps[0], maps[1])
+    assert (maps[2] <= maps[0] + 1e-6).all() and (maps[2] < maps[0] - 1e-3).any()
+    card = anomaly_card("tiny-gradient-bad", threshold=0.5)
+    with pytest.raises(ModelError, match=r"extras\.calibration"):
+        validate_card(dict(card, extras={"calibration": dict(same, scale=[[0.1], [0.2]])}))
+    with pytest.raises(ModelError, match=r"slice_calibrations\[0\]\.calibration"):
+        validate_card(dict(card, extras={"slice_calibrations": [
+            {"slice_mm": 6.0, "calibration": dict(same, median=[0.0, 0.0]), "threshold": 1.0,
+             "case_score": {"statistic": "fraction_above_threshold"}}]}))
+
+
+def test_calibrate_with_gradient_bins_writes_tables_and_keeps_normal_brains_nearly_unflagged(make_model):
+    """calibrate() on a card asking for gradient bins (extras.calibration_gradient_bins 3): the calibration holds
+    grad_edges and intensity x gradient tables, and the engine with that card flags at most 0.1 % of the normal
+    validation brain it was calibrated on."""
+    from MedGANLogic.normalization import brain_mask
+    from MedGANLogic.train.anomaly_calibration import NORMAL_FLAGGED, calibrate, phantom_subject
+
+    card = anomaly_card("tiny-gradient-calibrate")
+    card["extras"] = {"smoothing_mm": 4.0, "edge_mm": 4.0, "calibration_gradient_bins": 3}
+    folder = make_model(card).folder
+    extras = calibrate(folder, "T1w", normal_seeds=[1004], lesion_seeds=[1000], spacing_mm=4.0)
+    cal = extras["calibration"]
+    assert len(cal["grad_edges"]) == 4 and np.asarray(cal["scale"]).shape == (len(cal["edges"]) - 1, 3)
+    assert cal["spread"] > 0
+    normal, _ = phantom_subject(1004, "T1w", True, 4.0)
+    result = run("anomaly", normal, model=str(folder), device="cpu", precision="fp32")
+    brain = brain_mask(normal.array, normal.spacing)
+    assert (result.outputs["anomaly_map"].array[brain] > extras["threshold"]).mean() <= NORMAL_FLAGGED + 1e-9
