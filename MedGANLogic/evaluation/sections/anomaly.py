@@ -101,6 +101,10 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
                                        f"--recipe {folder.name} --export Resources/Ablations)")
     card = get_model(ANOMALY_MODEL)
     smoothing, edge_mm = float(card.extras.get("smoothing_mm", 2.0)), float(card.extras.get("edge_mm", 0.0))
+    gradient_bins = int(card.extras.get("calibration_gradient_bins", 0))
+    gradient_note = (f" and, for {ANOMALY_MODEL} and its two network baselines, in the same one of "
+                     f"{gradient_bins} bands of the restoration's in-plane gradient magnitude"
+                     if gradient_bins > 1 else "")
 
     def inner(brain: np.ndarray) -> np.ndarray:  # where the z-score baseline maps, as the model: its rim left out
         return inner_region(brain, (SPACING_MM,) * 3, edge_mm)
@@ -200,7 +204,8 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
                          [(0.0, 1.0)] * 4, ["image", "anomaly map", "mask at threshold", "true lesions"])]
     return SectionResult(title=title, intro=(
         f"Held-out test subjects with lesions and their lesion-free twins (2 mm). The models run through the "
-        f"engine as a user runs them: brain mask, intensity-matched residual, calibrated z-score, {smoothing:g} mm "
+        f"engine as a user runs them: brain mask, intensity-matched residual, calibrated z-score (against normal "
+        f"residuals at the same restored intensity{gradient_note}), {smoothing:g} mm "
         f"smoothing, the brain's outer {edge_mm:g} mm left out of the map (where a normal brain's residual is largest: "
         f"partial volume with CSF and skull, an imperfect mask; the z-score baseline's map leaves it out too), the "
         f"threshold and case-score calibration stored in each card (chosen on validation subjects: the threshold "
