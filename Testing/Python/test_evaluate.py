@@ -184,6 +184,22 @@ def test_auroc_and_average_precision_of_a_ranking():
         metrics.auroc([0.1, 0.2], [1, 0, 1])
 
 
+def test_paired_auroc_interval_resamples_pairs():
+    """Ten pairs ranked perfectly: every resample is perfect, [1, 1]. One lesioned subject below seven twins (AUROC
+    0.93, as make eval's case AUROC): the interval holds it, reaches 1.0 (resamples without that subject) and goes
+    well below it; the same seed gives the same interval. Unpaired input is refused."""
+    healthy = list(np.arange(10.0))
+    assert metrics.paired_auroc_interval([h + 20 for h in healthy], healthy) == (1.0, 1.0)
+    lesioned = [20.0] * 9 + [2.5]  # below the twins scoring 3..9
+    point = metrics.auroc(lesioned + healthy, [1] * 10 + [0] * 10)
+    assert point == pytest.approx(0.93)
+    low, high = metrics.paired_auroc_interval(lesioned, healthy)
+    assert low < 0.85 < point < high == 1.0
+    assert metrics.paired_auroc_interval(lesioned, healthy) == (low, high)
+    with pytest.raises(ValueError, match="pairs"):
+        metrics.paired_auroc_interval([1.0, 2.0], [0.0])
+
+
 def test_mae_and_psnr_agree_with_hand_values_on_two_voxels():
     pred, target = np.array([[[1.0, 5.0, 9.0]]]), np.array([[[2.0, 3.0, 100.0]]])
     mask = np.array([[[True, True, False]]])

@@ -33,7 +33,7 @@ from ...train.anomaly_calibration import thick_slices
 from ...volume import Volume
 from ..baselines import RobustZScore
 from ..context import PHANTOM_DIRECTION, SPACING_MM, EvalContext, SectionResult, Target, mean, missing_models
-from ..metrics import auroc, average_precision, dice
+from ..metrics import auroc, average_precision, dice, paired_auroc_interval
 from ..panels import fullest_slice, save_panel
 from . import SECTIONS
 
@@ -235,17 +235,21 @@ def anomaly_section(ctx: EvalContext) -> SectionResult:
 
 def _case_note(scores: dict[str, list[float]], lesion_ml: list[float], seeds: list[int]) -> str:
     """Which lesioned subjects the case score does not rank above every lesion-free twin, with their lesion
-    volumes against the others' (the measured reason a case AUROC falls short)."""
+    volumes against the others' (the measured reason a case AUROC falls short), and the case AUROC's bootstrap
+    interval over the pairs (how much one subject moves it)."""
+    low, high = paired_auroc_interval(scores["lesioned"], scores["healthy"])
+    interval = (f" 95 % bootstrap interval of the case AUROC over these {len(seeds)} pairs (subject with its twin, "
+                f"2000 resamples, seed 0): {low:.2f}-{high:.2f}.")
     top_twin = max(scores["healthy"])
     missed = [(seed, ml, sc) for seed, ml, sc in zip(seeds, lesion_ml, scores["lesioned"]) if sc <= top_twin]
     found = [ml for ml, sc in zip(lesion_ml, scores["lesioned"]) if sc > top_twin]
     if not missed:
-        return "Every lesioned subject scores above every lesion-free twin."
+        return "Every lesioned subject scores above every lesion-free twin." + interval
     listed = ", ".join(f"{seed} ({ml:.1f} mL of lesion, score {sc:.2f})" for seed, ml, sc in missed)
     return (f"The case score (the fraction of the brain above the threshold, as a z-score against normal validation "
             f"brains) does not rank every lesioned subject above every lesion-free twin (highest twin: "
             f"{top_twin:.2f}): {listed}; the subjects ranked above all twins carry "
-            f"{np.median(found) if found else float('nan'):.1f} mL of lesion (median).")
+            f"{np.median(found) if found else float('nan'):.1f} mL of lesion (median)." + interval)
 
 
 def _case_check_note(extras: dict) -> str:
