@@ -376,9 +376,8 @@ def make_outputs(ctx: TaskContext):
     calibration = extras_card.get("calibration")
     ratio, mapped = 1.0, inner
     if calibration:
-        axis = ctx.options.get("slice_axis")
-        gradient = (restoration_gradient(restored, ctx.card.slice_axis if axis is None else int(axis))
-                    if "grad_edges" in calibration else None)
+        axis = int(ctx.options.get("slice_axis", ctx.card.slice_axis))  # the slices the model restored
+        gradient = restoration_gradient(restored, axis) if "grad_edges" in calibration else None
         score_map, ratio, mapped = region_z(residual, restored, calibration, inner, region, gradient)
         units = "z-score of the residual"
     else:

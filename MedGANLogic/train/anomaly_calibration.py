@@ -180,13 +180,12 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
         brains.append(anomaly_region(vol, card, device))  # the engine's own brain (learned or morphological)
         passes.append((res.outputs["anomaly_map"].array, res.outputs["reconstruction"].array,
                        inner_region(brains[-1], vol.spacing[::-1], edge_mm), lesion))
-    gradient_bins = int(extras.get("calibration_gradient_bins", 0))
-    grads = [restoration_gradient(r, card.slice_axis) if gradient_bins > 1 else None for _, r, _, _ in passes]
+    grads = [restoration_gradient(r, card.slice_axis) for _, r, _, _ in passes]  # used where the bins split by it
     normal = [p for p, (_, les) in zip(passes, cases) if not les]
     normal_grads = [g for g, (_, les) in zip(grads, cases) if not les]
     calibration = residual_bins([r[b] for _, r, b, _ in normal], [e[b] for e, _, b, _ in normal],
-                                gradients=[g[b] for g, (_, _, b, _) in zip(normal_grads, normal)]
-                                if gradient_bins > 1 else None, gradient_bins=gradient_bins)
+                                gradients=[g[b] for g, (_, _, b, _) in zip(normal_grads, normal)],
+                                gradient_bins=int(extras.get("calibration_gradient_bins", 0)))
     calibration["spread"] = float(np.median([robust_spread(calibrated_z(e, r, calibration, g)[b])
                                              for (e, r, b, _), g in zip(normal, normal_grads)]))
     if extras.get("rim_calibrated") and edge_mm > 0:  # the rim's own bins: the map is made there too
@@ -196,7 +195,7 @@ def calibrate(folder: str | Path, contrast: str, *, normal_seeds: list[int] | No
     sigma = [smoothing / (spacing_mm * slice_factor), smoothing / spacing_mm, smoothing / spacing_mm]  # (z, y, x)
 
     def case_map(e: np.ndarray, r: np.ndarray, b: np.ndarray, brain: np.ndarray, sign: str,
-                 g: np.ndarray | None) -> np.ndarray:
+                 g: np.ndarray) -> np.ndarray:
         z, _, mapped = region_z(e, r, calibration, b, brain, g)
         return smooth_inside(signed_part(z, sign), mapped, sigma)
 
