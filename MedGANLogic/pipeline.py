@@ -343,7 +343,7 @@ def plan(task: str, volume_or_path: Volume | str | os.PathLike, model: str | os.
     contrast_warnings, notes = _contrast_fit(card, volume, estimate)
     notes = input_notes + _frame_notes(card, volume, frame) + notes
     if hasattr(task_module, "plan_notes"):  # what the task adapts to this input (e.g. an anomaly calibration set)
-        notes += task_module.plan_notes(card, model_header(volume, frame))
+        notes += task_module.plan_notes(card, model_header(volume, frame), options)
     if options.get("bias_correction"):
         notes.append("N4 bias-field correction of the input inside the head mask")
     planes, left_out = _plane_passes(card, volume, options, frame)

@@ -83,6 +83,11 @@ def get_task(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{TASKS.get(name).module}")
 
 
+def slice_axis_of(card: Any, options: dict[str, Any]) -> int:
+    """The array axis ``card``'s 2D model slices along in this run: its ``slice_axis`` option, else the card's."""
+    return int(options.get("slice_axis", card.slice_axis))
+
+
 def output_metadata(ctx: TaskContext, kind: str = "image") -> dict[str, Any]:
     out = ctx.card.output
     meta = {k: v for k, v in ctx.volume.metadata.items() if k not in ("provenance", "source", "synthetic")}

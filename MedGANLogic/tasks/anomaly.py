@@ -85,7 +85,7 @@ from scipy import ndimage
 from ..errors import MedGANWarning
 from ..modality import is_ct
 from ..normalization import brain_mask, ellipsoid, fill_holes_per_slice
-from . import TaskContext, output_metadata
+from . import TaskContext, output_metadata, slice_axis_of
 
 SIGNS = ("both", "positive", "negative")
 SLICE_SET_KEYS = ("calibration", "threshold", "case_score")  # what a set of extras.slice_calibrations replaces
@@ -274,14 +274,15 @@ def for_slices(extras: dict[str, Any], slice_mm: float) -> dict[str, Any]:
     return out
 
 
-def slice_spacing(volume: Any, card: Any) -> float:
-    """The spacing (mm) of ``volume`` along the axis ``card``'s 2D model slices (the slice thickness it sees)."""
-    return float(volume.spacing[::-1][card.slice_axis])
+def slice_spacing(volume: Any, card: Any, options: dict[str, Any]) -> float:
+    """The spacing (mm) of ``volume`` along the axis the model slices (the slice thickness it sees)."""
+    return float(volume.spacing[::-1][slice_axis_of(card, options)])
 
 
-def plan_notes(card: Any, header: Any) -> list[str]:
-    """The plan's notes: which calibration set a scan gets (``header``: its geometry in the model's frame), and a
-    brain extraction model the card names but that is not installed."""
+def plan_notes(card: Any, header: Any, options: dict[str, Any]) -> list[str]:
+    """The plan's notes: which calibration set a scan gets (``header``: its geometry in the model's frame;
+    ``options``: the run's, for its slice axis), and a brain extraction model the card names but that is not
+    installed."""
     notes = []
     named = card.extras.get("brain_mask_model")
     if named and mask_model(card) is None:
@@ -290,7 +291,7 @@ def plan_notes(card: Any, header: Any) -> list[str]:
                      f"the map the card describes")
     if not card.extras.get("slice_calibrations"):
         return notes
-    slice_mm = slice_spacing(header, card)
+    slice_mm = slice_spacing(header, card, options)
     chosen = for_slices(card.extras, slice_mm)["calibration_slice_mm"]
     return notes + [f"anomaly map, threshold and case score calibrated at {chosen:g} mm slices, the nearest of the "
                     f"card's to this scan's {slice_mm:.2f} mm"]
@@ -355,7 +356,7 @@ def anomaly_region(volume, card: Any = None, device: Any = "cpu") -> np.ndarray:
 
 
 def make_outputs(ctx: TaskContext):
-    extras_card = for_slices(ctx.card.extras, slice_spacing(ctx.volume, ctx.card))
+    extras_card = for_slices(ctx.card.extras, slice_spacing(ctx.volume, ctx.card, ctx.options))
     calibrated_at = {k: extras_card[k] for k in ("calibration_slice_mm",) if k in extras_card}
     x, recon = ctx.normalized, ctx.raw[0]
     region, source = brain_region(ctx.volume, ctx.card, ctx.device, ctx.cancel)
@@ -376,8 +377,8 @@ def make_outputs(ctx: TaskContext):
     calibration = extras_card.get("calibration")
     ratio, mapped = 1.0, inner
     if calibration:
-        axis = int(ctx.options.get("slice_axis", ctx.card.slice_axis))  # the slices the model restored
-        gradient = restoration_gradient(restored, axis) if "grad_edges" in calibration else None
+        gradient = (restoration_gradient(restored, slice_axis_of(ctx.card, ctx.options))  # the slices it restored
+                    if "grad_edges" in calibration else None)
         score_map, ratio, mapped = region_z(residual, restored, calibration, inner, region, gradient)
         units = "z-score of the residual"
     else:

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..lesion_types import LESION_TYPE_NAMES, LESION_TYPES
-from . import TaskContext, image_output
+from . import TaskContext, image_output, slice_axis_of
 
 DEFAULT_TYPE = "wmh"
 
@@ -40,7 +40,7 @@ def network_input(normalized: np.ndarray, inputs: dict, card: Any, options: dict
     from ..models.inpaint import HIDDEN_BASE, hidden_region
 
     mask = np.asarray(inputs["mask"].array, dtype=np.float32) > 0.5  # linear resampling into the frame: > half
-    axis = int(options.get("slice_axis", card.slice_axis))  # grow the mask within the slices the model sees
+    axis = slice_axis_of(card, options)  # grow the mask within the slices the model sees
     hidden = np.moveaxis(hidden_region(np.moveaxis(mask, axis, 0)), 0, axis)
     if not hidden.any():
         raise InputError("The mask has no voxel left in the model's frame (it is thinner than one voxel there); "
