@@ -60,11 +60,14 @@ DEGRADATION_WORDS = {"thick_slices": "each input slice the mean of its refined s
                      "kspace_truncate": "the input's k-space as the output's central band"}
 
 
-def plan_notes(card: Any, header: Any) -> list[str]:
-    """The plan's note that the output will keep the input's measured data (see the module docstring)."""
+def plan_notes(card: Any, header: Any, options: dict[str, Any]) -> list[str]:
+    """The plan's note that the output will keep the input's measured data (see the module docstring), unless the
+    run's ``consistency`` option is False."""
     kind = card.extras.get("degradation")
+    if not kind or not options.get("consistency", True):
+        return []
     return [f"the output keeps the data the input measured ({DEGRADATION_WORDS[kind]}, as model {card.id} was "
-            f"trained); consistency=False (--no-consistency) leaves it as the model made it"] if kind else []
+            f"trained); consistency=False (--no-consistency) leaves it as the model made it"]
 
 
 def finish(outputs: dict[str, Volume], extras: dict[str, Any], plan: Any) -> tuple[dict[str, Volume], dict[str, Any]]:

@@ -398,8 +398,8 @@ def test_thick_slice_calibration_set_is_the_nearest_to_the_scan_slices(make_mode
     assert "calibrated at 6 mm slices" in " ".join(thick.provenance["notes"])
     assert "calibrated at 2 mm slices" in " ".join(thin.provenance["notes"])
     # slice_axis=2: the model slices along x, whose voxels are 1 mm here, not the 6 mm slices along z
-    across = run("anomaly", Volume(oblique_volume.array, spacing=(1.0, 1.0, 6.0),
-                                   metadata=dict(oblique_volume.metadata)), model=card["id"], device="cpu", slice_axis=2)
+    thick_z = Volume(oblique_volume.array, spacing=(1.0, 1.0, 6.0), metadata=dict(oblique_volume.metadata))
+    across = run("anomaly", thick_z, model=card["id"], device="cpu", slice_axis=2)
     assert across.extras["calibration_slice_mm"] == 2.0 and across.extras["threshold"] == 0.5
     assert "calibrated at 2 mm slices" in " ".join(across.provenance["notes"])
 

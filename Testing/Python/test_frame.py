@@ -304,6 +304,7 @@ def test_superres_keeps_the_data_the_input_measured(make_model, tmp_path):
     assert "consistency" not in plain.provenance and "consistency" not in plain.volume.metadata
     assert any("keeps the data the input measured" in n for n in plan("superres", volume,
                                                                        model="test-frame-sr-dc").notes)
+    assert not any("keeps the data the input measured" in n for n in plain.provenance["notes"])  # it does not
     src = write_volume(volume, tmp_path / "low.nrrd")
     for flags, expected in (([], kept), (["--no-consistency"], plain)):
         assert main(["run", "--task", "superres", "--model", "test-frame-sr-dc", "--input", str(src), "--output",
