@@ -39,7 +39,7 @@ from .models.card import ModelCard, ensemble_limit, plane_weights, self_ensemble
 from .models.ensemble import SelfEnsemble
 from .normalization import bias_correct, normalize
 from .options import requested_precision, validate_options
-from .tasks import TASKS, TaskContext, TaskSpec, get_task
+from .tasks import TASKS, TaskContext, TaskSpec, get_task, slice_axis_of
 from .volume import Volume
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def _network(card: ModelCard, device: Any, count: int) -> Any:
 def _check_card_options(card: ModelCard, options: dict[str, Any]) -> None:
     """The option rules that depend on the chosen model."""
     count = options.get("ensemble", 1)  # the card's own default was checked with the card
-    limit = ensemble_limit(count, card.dims, card.scale_factor, options.get("slice_axis", card.slice_axis))
+    limit = ensemble_limit(count, card.dims, card.scale_factor, slice_axis_of(card, options))
     if limit == "3d":
         raise InputError(f"ensemble={count} needs a 2D model (it flips each slice); model {card.id} is 3d: pass "
                          f"ensemble=1.")

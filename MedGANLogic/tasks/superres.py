@@ -60,11 +60,18 @@ DEGRADATION_WORDS = {"thick_slices": "each input slice the mean of its refined s
                      "kspace_truncate": "the input's k-space as the output's central band"}
 
 
+def kept_degradation(card: Any, options: dict[str, Any]) -> str | None:
+    """The acquisition (``card``'s ``extras.degradation``) whose measured data the output keeps in this run: None
+    where the card names none or the run's ``consistency`` option is False."""
+    kind = card.extras.get("degradation")
+    return kind if kind and options.get("consistency", True) else None
+
+
 def plan_notes(card: Any, header: Any, options: dict[str, Any]) -> list[str]:
     """The plan's note that the output will keep the input's measured data (see the module docstring), unless the
     run's ``consistency`` option is False."""
-    kind = card.extras.get("degradation")
-    if not kind or not options.get("consistency", True):
+    kind = kept_degradation(card, options)
+    if kind is None:
         return []
     return [f"the output keeps the data the input measured ({DEGRADATION_WORDS[kind]}, as model {card.id} was "
             f"trained); consistency=False (--no-consistency) leaves it as the model made it"]
@@ -73,8 +80,8 @@ def plan_notes(card: Any, header: Any, options: dict[str, Any]) -> list[str]:
 def finish(outputs: dict[str, Volume], extras: dict[str, Any], plan: Any) -> tuple[dict[str, Volume], dict[str, Any]]:
     """On the input's refined grid: the output made consistent with the input's measured data, where the card names
     its acquisition and ``consistency`` is not False (see the module docstring)."""
-    kind = plan.card.extras.get("degradation")
-    if not kind or not plan.options.get("consistency", True):
+    kind = kept_degradation(plan.card, plan.options)
+    if kind is None:
         return outputs, extras
     image, volume = outputs["image"], plan.volume
     array = consistent_with(image.array, volume.array, [int(round(s)) for s in plan.card.scale_factor], kind)

@@ -238,9 +238,6 @@ def _case_note(scores: dict[str, list[float]], lesion_ml: list[float], seeds: li
     """Which lesioned subjects the case score does not rank above every lesion-free twin, with their lesion
     volumes against the others' (the measured reason a case AUROC falls short), and the case AUROC's bootstrap
     interval over the pairs (how much one subject moves it)."""
-    low, high = paired_auroc_interval(scores["lesioned"], scores["healthy"])
-    interval = (f" 95 % bootstrap interval of the case AUROC over these {len(seeds)} pairs (subject with its twin, "
-                f"2000 resamples, seed 0): {low:.2f}-{high:.2f}.")
     top_twin = max(scores["healthy"])
     missed = [(seed, ml, sc) for seed, ml, sc in zip(seeds, lesion_ml, scores["lesioned"]) if sc <= top_twin]
     found = [ml for ml, sc in zip(lesion_ml, scores["lesioned"]) if sc > top_twin]
@@ -250,6 +247,9 @@ def _case_note(scores: dict[str, list[float]], lesion_ml: list[float], seeds: li
                 f"these {len(seeds)} pairs gives 1.00-1.00 and cannot show how few they are: the further pairs below "
                 f"measure it on more.")
     listed = ", ".join(f"{seed} ({ml:.1f} mL of lesion, score {sc:.2f})" for seed, ml, sc in missed)
+    low, high = paired_auroc_interval(scores["lesioned"], scores["healthy"])
+    interval = (f" 95 % bootstrap interval of the case AUROC over these {len(seeds)} pairs (subject with its twin, "
+                f"2000 resamples, seed 0): {low:.2f}-{high:.2f}.")
     return (f"The case score (the fraction of the brain above the threshold, as a z-score against normal validation "
             f"brains) does not rank every lesioned subject above every lesion-free twin (highest twin: "
             f"{top_twin:.2f}): {listed}; the subjects ranked above all twins carry "
